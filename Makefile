@@ -1,0 +1,48 @@
+# The two commands of the README. Both install what they need first and are idempotent.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := iproute2 iptables nftables conntrack iputils-ping curl iperf3 etcd-server etcd-client \
+                containernetworking-plugins python3-nftables
+NFT_SHIM := $(VENV)/nft-shim
+
+.PHONY: demo test bench lint deps venv clean .deps-apt
+
+demo: deps
+	$(VENV)/bin/podnet demo
+
+test: deps
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: deps
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks
+
+deps: .deps-apt venv
+
+# apt is slow even when there is nothing to do, so it runs only when a package is missing.
+.deps-apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@# The Debian units would start etcd / iperf3 in the root namespace; tests start their own.
+	@systemctl disable --now etcd >/dev/null 2>&1 || true
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@# libnftables' Python binding comes from Debian (python3-nftables); expose only that package to the venv.
+	mkdir -p $(NFT_SHIM) && ln -sfn /usr/lib/python3/dist-packages/nftables $(NFT_SHIM)/nftables
+	echo "$(abspath $(NFT_SHIM))" > $$($(PY) -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/podnet-nftables.pth
+	touch $@
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,86 @@
+"""The `podnet` command: a typer app with one module per command group.
+
+Exit codes: 0 ok, 1 invalid input or usage, 2 store unreachable. Errors go to stderr, one line per problem.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from podnet.cli import demo, lab, overlay, proxy, resources
+from podnet.cli.context import CliState
+
+app = typer.Typer(
+    name="podnet",
+    help="Kubernetes-style cluster networking on the real Linux kernel: services, overlay, CNI, lab.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    store: str = typer.Option(
+        None, "--store", envvar="PODNET_STORE", help="Store URL: sqlite:///PATH (default) or etcd://HOST:PORT[,...]"
+    ),
+    etcd_cafile: str = typer.Option(None, "--etcd-cafile", help="etcd: CA certificate file"),
+    etcd_certfile: str = typer.Option(None, "--etcd-certfile", help="etcd: client certificate file"),
+    etcd_keyfile: str = typer.Option(None, "--etcd-keyfile", help="etcd: client key file"),
+    etcd_username: str = typer.Option(None, "--etcd-username", envvar="PODNET_ETCD_USERNAME"),
+    etcd_password: str = typer.Option(None, "--etcd-password", envvar="PODNET_ETCD_PASSWORD"),
+) -> None:
+    ctx.obj = CliState(
+        store_url=store,
+        etcd_options={
+            k: v
+            for k, v in {
+                "cafile": etcd_cafile,
+                "certfile": etcd_certfile,
+                "keyfile": etcd_keyfile,
+                "username": etcd_username,
+                "password": etcd_password,
+            }.items()
+            if v
+        },
+    )
+
+
+resources.register(app)
+demo.register(app)
+app.add_typer(proxy.app, name="proxy")
+app.add_typer(overlay.app, name="overlay")
+app.add_typer(lab.app, name="lab")
+
+
+def main() -> None:
+    from podnet.errors import PodnetError
+    from podnet.store import StoreUnavailable
+
+    try:
+        app(standalone_mode=False)
+    except StoreUnavailable as e:
+        print(f"error: store unreachable: {e}", file=sys.stderr)
+        sys.exit(2)
+    except PodnetError as e:
+        for line in str(e).splitlines() or [type(e).__name__]:
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors and aborts
+        import click
+
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(1)  # usage errors are exit 1 (click's default is 2, which we reserve for the store)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""State store: one protocol (base.Store), backends sqlite and etcd, one owner of key names (keys.py)."""
+
+from podnet.store.base import (
+    CompactedError,
+    ConflictError,
+    Delete,
+    Event,
+    KeyValue,
+    LeaseNotFound,
+    ListResult,
+    Op,
+    Put,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    Watch,
+)
+
+DEFAULT_STORE_URL = "sqlite:///var/lib/podnet/state.db"
+
+
+def open_store(url: str | None = None, **options: object) -> Store:
+    """Open a store by URL: sqlite:///path/to/file.db or etcd://host:port[,host:port...].
+
+    options are backend-specific (etcd: cafile, certfile, keyfile, username, password).
+    """
+    import os
+
+    url = url or os.environ.get("PODNET_STORE") or DEFAULT_STORE_URL
+    if url.startswith("sqlite://"):
+        from podnet.store.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    if url.startswith("etcd://") or url.startswith("etcds://"):
+        from podnet.store.etcd import EtcdStore  # type: ignore[import-not-found]
+
+        return EtcdStore(url, **options)  # type: ignore[no-any-return]
+    raise StoreError(f"store URL {url!r}: unknown scheme (use sqlite:///PATH or etcd://HOST:PORT)")
+
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "CompactedError",
+    "ConflictError",
+    "Delete",
+    "Event",
+    "KeyValue",
+    "LeaseNotFound",
+    "ListResult",
+    "Op",
+    "Put",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "Watch",
+    "open_store",
+]
