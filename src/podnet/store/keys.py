@@ -7,6 +7,7 @@ sees podnet's leases and podnet sees its. podnet's own objects live under /podne
 from __future__ import annotations
 
 import ipaddress
+import re
 
 FLANNEL_PREFIX = "/coreos.com/network"
 NETWORK_CONFIG = f"{FLANNEL_PREFIX}/config"
@@ -50,18 +51,43 @@ def node_port(port: int) -> str:
     return f"{ALLOC_NODE_PORT_PREFIX}{port}"
 
 
-def subnet_lease(subnet: str) -> str:
-    """/coreos.com/network/subnets/10.244.1.0-24 for 10.244.1.0/24 (flannel's MakeSubnetKey)."""
+def subnet_lease(subnet: str, subnet_v6: str | None = None) -> str:
+    """/coreos.com/network/subnets/10.244.1.0-24 for 10.244.1.0/24 (flannel's MakeSubnetKey).
+
+    Dual stack: 10.12.13.0-24&fd00:12:13::-56.
+    """
     net = ipaddress.ip_network(subnet)
-    return f"{SUBNETS_PREFIX}{net.network_address}-{net.prefixlen}"
+    key = f"{SUBNETS_PREFIX}{net.network_address}-{net.prefixlen}"
+    if subnet_v6 is not None:
+        net6 = ipaddress.ip_network(subnet_v6)
+        key += f"&{net6.network_address}-{net6.prefixlen}"
+    return key
+
+
+# flannel's ParseSubnetKey regex: anchored at the end only, so any prefix is accepted.
+_SUBNET_KEY_RE = re.compile(r"(\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$")
+
+
+def parse_subnet_key(key: str) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network | None] | None:
+    """(v4 subnet, v6 subnet or None) of a flannel subnet key, or None if it is not one (flannel skips those)."""
+    m = _SUBNET_KEY_RE.search(key)
+    if m is None:
+        return None
+    try:
+        v4 = ipaddress.IPv4Network(f"{ipaddress.IPv4Address(m.group(1))}/{int(m.group(2))}")
+        v6 = None
+        if m.group(3) is not None:
+            v6 = ipaddress.IPv6Network(f"{ipaddress.IPv6Address(m.group(3))}/{int(m.group(4))}")
+    except ValueError:
+        return None
+    return v4, v6
 
 
 def subnet_from_lease_key(key: str) -> str:
-    """Inverse of subnet_lease; raises ValueError for keys that are not flannel subnet keys."""
+    """Inverse of subnet_lease (the IPv4 subnet); raises ValueError for keys that are not flannel subnet keys."""
     if not key.startswith(SUBNETS_PREFIX):
         raise ValueError(f"{key!r} is not under {SUBNETS_PREFIX}")
-    tail = key[len(SUBNETS_PREFIX):]
-    addr, sep, plen = tail.rpartition("-")
-    if not sep:
-        raise ValueError(f"{key!r}: expected <ip>-<prefixlen>")
-    return str(ipaddress.ip_network(f"{addr}/{plen}"))
+    parsed = parse_subnet_key(key[len(SUBNETS_PREFIX):])
+    if parsed is None:
+        raise ValueError(f"{key!r}: expected <ip>-<prefixlen>[&<ipv6>-<prefixlen>]")
+    return str(parsed[0])
