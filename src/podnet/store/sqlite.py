@@ -1,0 +1,567 @@
+"""SQLite backend of the Store protocol: one WAL file shared by every process on one host.
+
+Why SQLite: a single machine (the lab, a laptop, CI) needs a store without running a server, yet several
+processes (CLI, agents, CNI plugins) write it at once. WAL gives concurrent readers with one writer, and
+`BEGIN IMMEDIATE` serialises writers across processes, so etcd's semantics (one global revision, compares,
+leases, ordered watch) can be built from plain tables:
+
+- `meta`: the global revision and the compaction point.
+- `kv`: current value of every key with create/mod revision and lease.
+- `events`: the write log that watches replay (revision, sequence inside the revision); trimmed by
+  compaction, so a watch from before the oldest kept revision raises CompactedError.
+- `leases`: id, ttl, absolute expiry (wall clock: all processes share the host's clock).
+
+Nobody owns lease expiry: whoever touches the store (a read, a write, a watch poll, or the sweeper thread
+that grant() and watch() start) deletes the keys of expired leases in one write, with delete events, like
+etcd's lessor does. Watches poll the revision row every POLL_INTERVAL seconds, which costs one point read
+when nothing changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from podnet.store.base import (
+    CompactedError,
+    ConflictError,
+    Delete,
+    Event,
+    KeyValue,
+    LeaseNotFound,
+    ListResult,
+    Op,
+    Put,
+    StoreError,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.025  # watch delay is at most this plus one query
+SWEEP_INTERVAL = 0.25  # expired leases vanish within this of their expiry while a sweeper runs
+BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another process's write lock
+DEFAULT_HISTORY = 10_000  # revisions of events kept; older ones are compacted automatically
+AUTO_COMPACT_EVERY = 1_000  # check the history bound every this many revisions
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    create_rev INTEGER NOT NULL,
+    mod_rev INTEGER NOT NULL,
+    lease INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS kv_lease ON kv (lease) WHERE lease != 0;
+CREATE TABLE IF NOT EXISTS events (
+    rev INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB,
+    prev_value BLOB,
+    PRIMARY KEY (rev, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL, expiry REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS leases_expiry ON leases (expiry);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('schema', 1), ('revision', 1), ('compact', 0);
+"""
+
+
+def path_from_url(url: str) -> str:
+    """sqlite:///abs/path.db -> /abs/path.db (sqlite://rel.db is relative to the working directory)."""
+    if not url.startswith("sqlite://"):
+        raise StoreError(f"store URL {url!r}: not a sqlite:// URL")
+    path = url[len("sqlite://"):].split("?", 1)[0]
+    if not path:
+        raise StoreError(f"store URL {url!r}: no file path (use sqlite:///PATH)")
+    return os.path.abspath(path)
+
+
+def prefix_end(prefix: str) -> str | None:
+    """Smallest string greater than every string starting with prefix (None: no upper bound).
+
+    SQLite compares TEXT bytewise (UTF-8), which orders like code points, so `key >= p AND key < end`
+    is an index range scan for a prefix.
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars[-1])
+        if last < 0x10FFFF:
+            nxt = last + 1
+            if 0xD800 <= nxt <= 0xDFFF:  # surrogates can't be encoded; skip them
+                nxt = 0xE000
+            chars[-1] = chr(nxt)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    try:
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        if os.path.isdir(path):
+            raise StoreUnavailable(f"sqlite store {path}: is a directory")
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreUnavailable(f"sqlite store {path}: cannot switch to WAL (journal_mode={mode})")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreUnavailable(f"sqlite store {path}: {exc}") from exc
+
+
+class SqliteStore:
+    """Store protocol on one SQLite file. Thread safe: one connection behind a lock (watches own theirs)."""
+
+    def __init__(self, url: str, *, history: int = DEFAULT_HISTORY) -> None:
+        self.url = url
+        self.path = path_from_url(url)
+        self.history = history
+        self._lock = threading.RLock()
+        self._closed = False
+        self._conn = _connect(self.path)
+        self._sweeper: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._watches: set[SqliteWatch] = set()
+        with self._lock:
+            self._write(self._create_schema)
+
+    @staticmethod
+    def _create_schema(conn: sqlite3.Connection) -> None:
+        for stmt in _SCHEMA.split(";"):
+            if stmt.strip():
+                conn.execute(stmt)
+
+    # ---- plumbing -------------------------------------------------------------------------------
+
+    def _write(self, fn: Any) -> Any:
+        """Run fn(conn) inside one BEGIN IMMEDIATE transaction (the cross-process write lock)."""
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(f"sqlite store {self.path}: closed")
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
+
+    def _read(self, fn: Any) -> Any:
+        """Run fn(conn) in one read transaction: a consistent snapshot across several SELECTs."""
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(f"sqlite store {self.path}: closed")
+            conn = self._conn
+            try:
+                conn.execute("BEGIN")
+                try:
+                    return fn(conn)
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _rev(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0])
+
+    def _bump(self, conn: sqlite3.Connection, rev: int) -> None:
+        conn.execute("UPDATE meta SET value=? WHERE name='revision'", (rev,))
+        if self.history > 0 and rev % AUTO_COMPACT_EVERY == 0 and rev > self.history:
+            self._compact_in(conn, rev - self.history)
+
+    @staticmethod
+    def _compact_in(conn: sqlite3.Connection, revision: int) -> None:
+        current = int(conn.execute("SELECT value FROM meta WHERE name='compact'").fetchone()[0])
+        if revision <= current:
+            return
+        conn.execute("DELETE FROM events WHERE rev < ?", (revision,))
+        conn.execute("UPDATE meta SET value=? WHERE name='compact'", (revision,))
+
+    def _expired_pending(self, conn: sqlite3.Connection) -> bool:
+        return conn.execute("SELECT 1 FROM leases WHERE expiry <= ? LIMIT 1", (time.time(),)).fetchone() is not None
+
+    def _sweep_if_needed(self) -> None:
+        """Delete expired leases and their keys if there are any (cheap indexed check otherwise)."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                pending = self._expired_pending(self._conn)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
+            if pending:
+                self._write(self._sweep_in)
+
+    def _sweep_in(self, conn: sqlite3.Connection) -> int:
+        """Inside a write: drop every expired lease; all their keys go in one revision, like a revoke."""
+        ids = [r[0] for r in conn.execute("SELECT id FROM leases WHERE expiry <= ?", (time.time(),))]
+        if not ids:
+            return 0
+        rev = self._rev(conn)
+        new_rev = rev + 1
+        seq = 0
+        for lease_id in ids:
+            seq = self._drop_lease_keys(conn, lease_id, new_rev, seq)
+            conn.execute("DELETE FROM leases WHERE id=?", (lease_id,))
+        if seq:
+            self._bump(conn, new_rev)
+            log.debug("swept %d expired lease(s), %d key(s) at revision %d", len(ids), seq, new_rev)
+        return len(ids)
+
+    @staticmethod
+    def _drop_lease_keys(conn: sqlite3.Connection, lease_id: int, rev: int, seq: int) -> int:
+        rows = conn.execute("SELECT key, value FROM kv WHERE lease=? ORDER BY key", (lease_id,)).fetchall()
+        for key, value in rows:
+            conn.execute("DELETE FROM kv WHERE key=?", (key,))
+            conn.execute(
+                "INSERT INTO events (rev, seq, type, key, value, prev_value) VALUES (?, ?, 'delete', ?, NULL, ?)",
+                (rev, seq, key, value),
+            )
+            seq += 1
+        return seq
+
+    def _ensure_sweeper(self) -> None:
+        with self._lock:
+            if self._sweeper is None and not self._closed:
+                self._sweeper = threading.Thread(target=self._sweep_loop, name="podnet-sqlite-sweeper", daemon=True)
+                self._sweeper.start()
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(SWEEP_INTERVAL):
+            try:
+                self._sweep_if_needed()
+            except StoreError as exc:  # keep sweeping; a locked file now is fine next time
+                log.warning("lease sweep failed: %s", exc)
+
+    # ---- reads ----------------------------------------------------------------------------------
+
+    def get(self, key: str) -> KeyValue | None:
+        self._sweep_if_needed()
+
+        def run(conn: sqlite3.Connection) -> KeyValue | None:
+            row = conn.execute(
+                "SELECT key, value, create_rev, mod_rev, lease FROM kv WHERE key=?", (key,)
+            ).fetchone()
+            return KeyValue(row[0], bytes(row[1]), row[2], row[3], row[4]) if row else None
+
+        with self._lock:  # a single SELECT is already a consistent snapshot
+            if self._closed:
+                raise StoreUnavailable(f"sqlite store {self.path}: closed")
+            try:
+                return run(self._conn)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
+
+    def list(self, prefix: str) -> ListResult:
+        self._sweep_if_needed()
+        end = prefix_end(prefix)
+
+        def run(conn: sqlite3.Connection) -> ListResult:
+            if end is None:
+                rows = conn.execute(
+                    "SELECT key, value, create_rev, mod_rev, lease FROM kv WHERE key >= ? ORDER BY key", (prefix,)
+                )
+            else:
+                rows = conn.execute(
+                    "SELECT key, value, create_rev, mod_rev, lease FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+                    (prefix, end),
+                )
+            items = [KeyValue(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows]
+            return ListResult(items=items, revision=self._rev(conn))
+
+        return self._read(run)  # type: ignore[no-any-return]
+
+    def revision(self) -> int:
+        self._sweep_if_needed()
+        return self._read(self._rev)  # type: ignore[no-any-return]
+
+    # ---- writes ---------------------------------------------------------------------------------
+
+    def put(
+        self, key: str, value: bytes, *, if_absent: bool = False, if_revision: int | None = None, lease: int = 0
+    ) -> int:
+        return self.commit([Put(key, value, if_absent=if_absent, if_revision=if_revision, lease=lease)])
+
+    def delete(self, key: str, *, if_revision: int | None = None) -> bool:
+        deleted: list[bool] = []
+        self._commit([Delete(key, if_revision=if_revision)], deleted)
+        return deleted[0]
+
+    def commit(self, ops: list[Op]) -> int:
+        return self._commit(ops, [])
+
+    def _commit(self, ops: list[Op], deleted: list[bool]) -> int:
+        keys = [op.key for op in ops]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"commit: a key appears twice in one commit: {keys}")
+        for op in ops:
+            if isinstance(op, Put) and not isinstance(op.value, bytes | bytearray | memoryview):
+                raise TypeError(f"put {op.key}: value must be bytes, not {type(op.value).__name__}")
+        self._sweep_if_needed()
+
+        def run(conn: sqlite3.Connection) -> int:
+            rev = self._rev(conn)
+            current: dict[str, tuple[bytes, int, int] | None] = {}
+            for op in ops:
+                row = conn.execute("SELECT value, create_rev, mod_rev FROM kv WHERE key=?", (op.key,)).fetchone()
+                current[op.key] = (bytes(row[0]), row[1], row[2]) if row else None
+            # every condition first: all or nothing
+            for op in ops:
+                cur = current[op.key]
+                mod = cur[2] if cur else 0
+                if isinstance(op, Put):
+                    if op.if_absent and cur is not None:
+                        raise ConflictError(op.key, f"already exists (mod_revision {mod})")
+                    if op.lease:
+                        row = conn.execute("SELECT expiry FROM leases WHERE id=?", (op.lease,)).fetchone()
+                        if row is None or row[0] <= time.time():
+                            raise LeaseNotFound(op.lease)
+                else:
+                    if op.must_exist and cur is None:
+                        raise ConflictError(op.key, "does not exist")
+                if op.if_revision is not None and mod != op.if_revision:
+                    raise ConflictError(op.key, f"mod_revision is {mod}, expected {op.if_revision}")
+            new_rev = rev + 1
+            seq = 0
+            for op in ops:
+                cur = current[op.key]
+                if isinstance(op, Put):
+                    value = bytes(op.value)
+                    create = cur[1] if cur else new_rev
+                    conn.execute(
+                        "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev, lease) VALUES (?, ?, ?, ?, ?)",
+                        (op.key, value, create, new_rev, op.lease),
+                    )
+                    conn.execute(
+                        "INSERT INTO events (rev, seq, type, key, value, prev_value) VALUES (?, ?, 'put', ?, ?, ?)",
+                        (new_rev, seq, op.key, value, cur[0] if cur else None),
+                    )
+                    seq += 1
+                elif cur is not None:
+                    conn.execute("DELETE FROM kv WHERE key=?", (op.key,))
+                    conn.execute(
+                        "INSERT INTO events (rev, seq, type, key, value, prev_value) "
+                        "VALUES (?, ?, 'delete', ?, NULL, ?)",
+                        (new_rev, seq, op.key, cur[0]),
+                    )
+                    seq += 1
+                    deleted.append(True)
+                else:
+                    deleted.append(False)
+            if seq == 0:  # nothing changed (deletes of absent keys): the revision stays, as in etcd
+                return rev
+            self._bump(conn, new_rev)
+            return new_rev
+
+        return self._write(run)  # type: ignore[no-any-return]
+
+    # ---- leases ---------------------------------------------------------------------------------
+
+    def grant(self, ttl: float) -> int:
+        if ttl <= 0:
+            raise ValueError(f"lease ttl must be > 0, got {ttl}")
+        self._ensure_sweeper()
+
+        def run(conn: sqlite3.Connection) -> int:
+            while True:
+                lease_id = secrets.randbits(62) + 1
+                if conn.execute("SELECT 1 FROM leases WHERE id=?", (lease_id,)).fetchone() is None:
+                    conn.execute(
+                        "INSERT INTO leases (id, ttl, expiry) VALUES (?, ?, ?)", (lease_id, ttl, time.time() + ttl)
+                    )
+                    return lease_id
+
+        return self._write(run)  # type: ignore[no-any-return]
+
+    def keepalive(self, lease_id: int) -> float:
+        def run(conn: sqlite3.Connection) -> float:
+            row = conn.execute("SELECT ttl, expiry FROM leases WHERE id=?", (lease_id,)).fetchone()
+            if row is None or row[1] <= time.time():
+                raise LeaseNotFound(lease_id)
+            conn.execute("UPDATE leases SET expiry=? WHERE id=?", (time.time() + row[0], lease_id))
+            return float(row[0])
+
+        try:
+            return self._write(run)  # type: ignore[no-any-return]
+        except LeaseNotFound:
+            self._sweep_if_needed()  # an expired lease found here: remove its keys now
+            raise
+
+    def revoke(self, lease_id: int) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM leases WHERE id=?", (lease_id,)).fetchone() is None:
+                return
+            rev = self._rev(conn)
+            seq = self._drop_lease_keys(conn, lease_id, rev + 1, 0)
+            conn.execute("DELETE FROM leases WHERE id=?", (lease_id,))
+            if seq:
+                self._bump(conn, rev + 1)
+
+        self._write(run)
+
+    def lease_ttl(self, lease_id: int) -> float:
+        """Seconds left on a lease (LeaseNotFound if gone). Not in the protocol; handy for tests and tools."""
+        row = self._read(lambda c: c.execute("SELECT expiry FROM leases WHERE id=?", (lease_id,)).fetchone())
+        if row is None or row[0] <= time.time():
+            raise LeaseNotFound(lease_id)
+        return float(row[0] - time.time())
+
+    # ---- history --------------------------------------------------------------------------------
+
+    def compact(self, revision: int) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            rev = self._rev(conn)
+            if revision > rev:
+                raise ValueError(f"compact: revision {revision} is in the future (current {rev})")
+            self._compact_in(conn, revision)
+
+        self._write(run)
+
+    def compact_revision(self) -> int:
+        """Oldest revision a watch may start from (0: nothing compacted yet)."""
+        return self._read(  # type: ignore[no-any-return]
+            lambda c: int(c.execute("SELECT value FROM meta WHERE name='compact'").fetchone()[0])
+        )
+
+    def watch(self, prefix: str, from_revision: int) -> SqliteWatch:
+        self._ensure_sweeper()
+        w = SqliteWatch(self, prefix, from_revision)
+        with self._lock:
+            self._watches.add(w)
+        return w
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            watches = list(self._watches)
+        self._stop.set()
+        for w in watches:
+            w.close()
+        if self._sweeper is not None and self._sweeper is not threading.current_thread():
+            self._sweeper.join(timeout=2)
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.url!r})"
+
+
+class SqliteWatch:
+    """Polls the events table from its own connection; iterate from one thread, close() from any."""
+
+    def __init__(self, store: SqliteStore, prefix: str, from_revision: int) -> None:
+        self._store = store
+        self.prefix = prefix
+        self._end = prefix_end(prefix)
+        self._closed = threading.Event()
+        self._conn = _connect(store.path)
+        self._conn_lock = threading.Lock()
+        self._started = False
+        rev, compact = self._heads()
+        if from_revision <= 0:  # etcd: 0 means "from now on"
+            from_revision = rev + 1
+        if from_revision < compact:
+            self._close_conn()
+            raise CompactedError(from_revision, compact)
+        self.next_revision = from_revision
+
+    def _heads(self) -> tuple[int, int]:
+        rows = dict(self._conn.execute("SELECT name, value FROM meta WHERE name IN ('revision', 'compact')"))
+        return int(rows["revision"]), int(rows["compact"])
+
+    def _fetch(self) -> list[Event]:
+        """Every event in [next_revision, current revision] under the prefix, from one snapshot."""
+        conn = self._conn
+        with self._conn_lock:
+            conn.execute("BEGIN")
+            try:
+                rev, compact = self._heads()
+                if rev < self.next_revision:
+                    return []
+                if self.next_revision < compact:  # we lagged behind auto-compaction
+                    raise CompactedError(self.next_revision, compact)
+                sql = "SELECT rev, type, key, value, prev_value FROM events WHERE rev >= ? AND rev <= ? AND key >= ?"
+                args: tuple[Any, ...] = (self.next_revision, rev, self.prefix)
+                if self._end is not None:
+                    sql += " AND key < ?"
+                    args += (self._end,)
+                rows = conn.execute(sql + " ORDER BY rev, seq", args).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        self.next_revision = rev + 1
+        return [
+            Event(
+                type=r[1],
+                key=r[2],
+                value=bytes(r[3]) if r[3] is not None else None,
+                revision=r[0],
+                prev_value=bytes(r[4]) if r[4] is not None else None,
+            )
+            for r in rows
+        ]
+
+    def __iter__(self) -> Iterator[Event]:
+        self._started = True
+        try:
+            while not self._closed.is_set():
+                try:
+                    events = self._fetch()
+                except sqlite3.Error as exc:
+                    if self._closed.is_set():
+                        return
+                    raise StoreUnavailable(f"sqlite store {self._store.path}: watch: {exc}") from exc
+                for ev in events:
+                    if self._closed.is_set():
+                        return
+                    yield ev
+                if not events:
+                    self._closed.wait(POLL_INTERVAL)
+        finally:
+            self._close_conn()
+
+    def _close_conn(self) -> None:
+        with self._conn_lock:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+
+    def close(self) -> None:
+        self._closed.set()
+        if not self._started:  # nobody iterates: nobody else will close the connection
+            self._close_conn()
+        with self._store._lock:
+            self._store._watches.discard(self)
+
+    def __enter__(self) -> SqliteWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
