@@ -3,12 +3,14 @@
 Modelled on flannel's `backend.Backend` / `backend.Network`, split in two steps because the lease
 JSON carries BackendData (the VTEP MAC) while the device address needs the subnet the lease gives:
 
+    ext_iface = net.iface.lookup_external_interface(ipr, --iface, --public-ip)
     backend = create_backend(type, ext_iface, options)     # backends/__init__.py
     data = backend.register()                  # device created/reused; BackendData for our own lease
     lease = lease_manager.acquire(..., backend_type=backend.backend_type, backend_data=data)
     backend.configure(lease, network)          # device address, whole-network route (udp), data plane up
     write subnet.env with backend.mtu
     for each event: backend.add_remote(lease) / backend.remove_remote(previous_lease)
+    every few seconds: backend.resync()        # puts back entries someone deleted
     backend.close()                            # on shutdown: stops threads; leaves the kernel state as is
 
 Rules the daemon can rely on:
@@ -26,12 +28,14 @@ Rules the daemon can rely on:
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from podnet.errors import PodnetError
+from podnet.net.iface import ExternalInterface
 
 BackendData = dict[str, Any] | None
+
+__all__ = ["Backend", "BackendData", "BackendError", "ExternalInterface", "LeaseLike"]
 
 
 class BackendError(PodnetError):
@@ -53,21 +57,6 @@ class LeaseLike(Protocol):
 
     @property
     def backend_data(self) -> BackendData: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ExternalInterface:
-    """The node's underlay interface (flannel's ExtIface): where encapsulated traffic leaves.
-
-    `address` is the interface's own IPv4 address (the udp socket binds it, vxlan uses it as `local`);
-    `public_ip` is what peers send to (--public-ip, defaults to `address`).
-    """
-
-    name: str
-    index: int
-    address: ipaddress.IPv4Address
-    public_ip: ipaddress.IPv4Address
-    mtu: int
 
 
 class Backend(Protocol):
@@ -94,6 +83,11 @@ class Backend(Protocol):
 
     def remove_remote(self, lease: LeaseLike) -> None:
         """Undo add_remote for the lease as it was last added."""
+        ...
+
+    def resync(self) -> None:
+        """Re-apply the entries of every remote added so far (flannel re-adds vanished host-gw routes
+        every 10 s). The daemon calls it periodically; cheap when nothing is missing."""
         ...
 
     def close(self) -> None:

@@ -1,0 +1,84 @@
+"""The node's external (underlay) interface, as flannel picks it (`--iface` name or IP, else the
+interface of the default route) and the facts backends need about it: index, address, MTU."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+
+from podnet.errors import PodnetError
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalInterface:
+    """Where encapsulated traffic leaves the node (flannel's ExtIface).
+
+    `address` is the interface's own IPv4 address (the udp socket binds it, vxlan uses it as `local`);
+    `public_ip` is what peers send to (--public-ip, defaults to `address`).
+    """
+
+    name: str
+    index: int
+    address: ipaddress.IPv4Address
+    public_ip: ipaddress.IPv4Address
+    mtu: int
+
+
+def _first_ipv4(ipr: IPRoute, index: int) -> ipaddress.IPv4Address | None:
+    addrs = ipr.addr("dump", index=index, family=socket.AF_INET)
+    # flannel prefers global over link-local scope; scope 0 = universe/global.
+    for msg in sorted(addrs, key=lambda m: m["scope"]):
+        value = msg.get_attr("IFA_ADDRESS")
+        if value:
+            return ipaddress.IPv4Address(value)
+    return None
+
+
+def _default_route_index(ipr: IPRoute) -> int | None:
+    for route in ipr.route("dump", family=socket.AF_INET):
+        if route["dst_len"] == 0 and route["table"] == 254 and route.get_attr("RTA_OIF"):
+            return int(route.get_attr("RTA_OIF"))
+    return None
+
+
+def lookup_external_interface(
+    ipr: IPRoute, iface: str | None = None, public_ip: str | None = None
+) -> ExternalInterface:
+    """Resolve `iface` (a name or one of its IPv4 addresses; None = default route's interface)."""
+    index: int | None = None
+    address: ipaddress.IPv4Address | None = None
+    if iface:
+        try:
+            wanted = ipaddress.IPv4Address(iface)
+        except ValueError:
+            found = ipr.link_lookup(ifname=iface)
+            if not found:
+                raise PodnetError(f"--iface: {iface!r}: no such interface") from None
+            index = found[0]
+        else:
+            for msg in ipr.addr("dump", family=socket.AF_INET):
+                if msg.get_attr("IFA_ADDRESS") == str(wanted):
+                    index, address = msg["index"], wanted
+                    break
+            if index is None:
+                raise PodnetError(f"--iface: {iface!r}: no interface has this address")
+    else:
+        index = _default_route_index(ipr)
+        if index is None:
+            raise PodnetError("--iface: not given and there is no IPv4 default route to pick one from")
+    if address is None:
+        address = _first_ipv4(ipr, index)
+        if address is None:
+            raise PodnetError(f"--iface: {iface or index!r}: interface has no IPv4 address")
+    link = ipr.link("get", index=index)[0]
+    try:
+        pub = ipaddress.IPv4Address(public_ip) if public_ip else address
+    except ValueError:
+        raise PodnetError(f"--public-ip: {public_ip!r}: not an IPv4 address") from None
+    return ExternalInterface(
+        name=link.get_attr("IFLA_IFNAME"), index=index, address=address, public_ip=pub,
+        mtu=int(link.get_attr("IFLA_MTU")),
+    )

@@ -1,0 +1,224 @@
+"""flannel's vxlan backend: one VXLAN device flannel.<VNI>; per peer a neighbour, an FDB entry, a route.
+
+Per remote lease, in flannel's order (so the kernel never has to ARP for a VTEP or flood a frame):
+  1. neighbour  <peer subnet>.0 lladdr <VtepMAC> dev flannel.<VNI> nud permanent
+  2. FDB        <VtepMAC> dev flannel.<VNI> dst <peer PublicIP> self permanent
+  3. route      <peer subnet> via <peer subnet>.0 dev flannel.<VNI> onlink
+Removal goes in reverse (route first, so no packet is routed to a half-removed VTEP).
+With DirectRouting a peer whose PublicIP is on-link (same L2) gets `<subnet> via <PublicIP>` instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from podnet.net import addr, neigh, routes
+from podnet.net import netns as nsmod
+from podnet.net import vxlan as vxdev
+from podnet.net.iface import ExternalInterface
+from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike
+
+log = logging.getLogger(__name__)
+
+ENCAP_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+
+
+@dataclass(frozen=True, slots=True)
+class Encap:
+    """What we programmed for one peer subnet through the VXLAN device."""
+
+    mac: str
+    public_ip: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True, slots=True)
+class Direct:
+    """DirectRouting: the peer is on our L2, plain route via its PublicIP."""
+
+    public_ip: ipaddress.IPv4Address
+
+
+def _option_int(opts: Mapping[str, Any], key: str, default: int) -> int:
+    value = opts.get(key.lower())
+    if value in (None, 0):
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise BackendError(f"Backend.{key}: {value!r}: must be a non-negative integer")
+    return value
+
+
+class VxlanBackend:
+    backend_type = "vxlan"
+
+    def __init__(
+        self, ext: ExternalInterface, *, vni: int = 1, port: int = vxdev.DEFAULT_PORT,
+        direct_routing: bool = False, mtu: int | None = None, learning: bool = False, gbp: bool = False,
+        netns: str | None = None,
+    ) -> None:
+        if not 0 < vni < 1 << 24:
+            raise BackendError(f"Backend.VNI: {vni!r}: must be 1..16777215")
+        if not 0 < port < 65536:
+            raise BackendError(f"Backend.Port: {port!r}: must be 1..65535")
+        self.ext = ext
+        self.vni = vni
+        self.port = port
+        self.direct_routing = direct_routing
+        self._mtu = (mtu or ext.mtu) - ENCAP_OVERHEAD
+        if self._mtu < 68:
+            raise BackendError(f"Backend.MTU: {mtu or ext.mtu!r}: leaves {self._mtu} for pods, below IPv4's 68")
+        self.learning = learning
+        self.gbp = gbp
+        self.device_name = f"flannel.{vni}"
+        self.netns = netns
+        self._ipr: IPRoute | None = None
+        self._lock = threading.Lock()
+        self._index: int | None = None
+        self.mac: str | None = None
+        self._peers: dict[ipaddress.IPv4Network, Encap | Direct] = {}
+
+    @classmethod
+    def from_options(cls, ext: ExternalInterface, opts: Mapping[str, Any], *, netns: str | None = None
+                     ) -> VxlanBackend:
+        """Build from the net-conf Backend object (keys already lower-cased)."""
+        return cls(
+            ext, vni=_option_int(opts, "VNI", 1), port=_option_int(opts, "Port", vxdev.DEFAULT_PORT),
+            direct_routing=bool(opts.get("directrouting", False)),
+            mtu=_option_int(opts, "MTU", 0) or None, learning=bool(opts.get("learning", False)),
+            gbp=bool(opts.get("gbp", False)), netns=netns,
+        )
+
+    @property
+    def mtu(self) -> int:
+        return self._mtu
+
+    @property
+    def ipr(self) -> IPRoute:
+        if self._ipr is None:
+            self._ipr = nsmod.ipr(self.netns)
+        return self._ipr
+
+    # -- own side ---------------------------------------------------------------------------------
+
+    def register(self) -> BackendData:
+        spec = vxdev.VxlanSpec(
+            name=self.device_name, vni=self.vni, link_index=self.ext.index, local=self.ext.address,
+            port=self.port, learning=self.learning, gbp=self.gbp, mtu=self._mtu,
+        )
+        with self._lock:
+            try:
+                dev = vxdev.ensure(self.ipr, spec)
+            except Exception as exc:
+                raise BackendError(str(exc)) from exc
+        self._index, self.mac = dev.index, dev.mac
+        log.info("vxlan: %s %s (index %d, mac %s, mtu %d)", "reusing" if dev.reused else "created",
+                 self.device_name, dev.index, dev.mac, self._mtu)
+        return {"VNI": self.vni, "VtepMAC": dev.mac}
+
+    def configure(self, own: LeaseLike, network: ipaddress.IPv4Network) -> None:
+        """The device holds <own subnet>.0/32, nothing else of the flannel network."""
+        if self._index is None:
+            raise BackendError("vxlan: configure() called before register()")
+        want = ipaddress.IPv4Interface(f"{own.subnet.network_address}/32")
+        with self._lock:
+            addr.ensure_only(self.ipr, self._index, want, within=network)
+
+    # -- peers -----------------------------------------------------------------------------------
+
+    def _desired(self, lease: LeaseLike) -> Encap | Direct | None:
+        if self.direct_routing and self._on_link(lease.public_ip):
+            return Direct(lease.public_ip)
+        data = lease.backend_data or {}
+        mac = data.get("VtepMAC") if isinstance(data, dict) else None
+        if not isinstance(mac, str) or not mac:
+            log.error("vxlan: peer %s (public IP %s): lease has no BackendData.VtepMAC; skipped",
+                      lease.subnet, lease.public_ip)
+            return None
+        return Encap(mac.lower(), lease.public_ip)
+
+    def _on_link(self, ip: ipaddress.IPv4Address) -> bool:
+        """flannel's test: `ip route get` gives a route with no gateway (same L2 subnet)."""
+        route = routes.get(self.ipr, ip)
+        return route is not None and route.gateway is None
+
+    def add_remote(self, lease: LeaseLike) -> None:
+        if lease.backend_type != self.backend_type:
+            log.info("vxlan: ignoring peer %s: backend type %r", lease.subnet, lease.backend_type)
+            return
+        if self._index is None:
+            raise BackendError("vxlan: add_remote() called before register()")
+        with self._lock:
+            want = self._desired(lease)
+            if want is None:
+                return
+            old = self._peers.get(lease.subnet)
+            if old is not None and old != want:
+                self._unprogram(lease.subnet, old)
+            try:
+                self._program(lease.subnet, want)
+            except Exception as exc:  # one bad peer must not stop the others
+                log.error("vxlan: peer %s (public IP %s): %s", lease.subnet, lease.public_ip, exc)
+                self._peers.pop(lease.subnet, None)
+                return
+            self._peers[lease.subnet] = want
+
+    def _program(self, subnet: ipaddress.IPv4Network, want: Encap | Direct) -> None:
+        assert self._index is not None
+        if isinstance(want, Direct):
+            routes.replace(self.ipr, subnet, gateway=want.public_ip)
+            return
+        vtep = subnet.network_address
+        neigh.neigh_replace(self.ipr, self._index, vtep, want.mac)
+        try:
+            neigh.fdb_replace(self.ipr, self._index, want.mac, want.public_ip)
+        except Exception:
+            neigh.neigh_delete(self.ipr, self._index, vtep)
+            raise
+        try:
+            routes.replace(self.ipr, subnet, gateway=vtep, oif=self._index, onlink=True)
+        except Exception:
+            neigh.fdb_delete(self.ipr, self._index, want.mac, want.public_ip)
+            neigh.neigh_delete(self.ipr, self._index, vtep)
+            raise
+
+    def _unprogram(self, subnet: ipaddress.IPv4Network, old: Encap | Direct) -> None:
+        assert self._index is not None
+        try:
+            if isinstance(old, Direct):
+                routes.delete(self.ipr, subnet, gateway=old.public_ip)
+                return
+            routes.delete(self.ipr, subnet, gateway=subnet.network_address, oif=self._index)
+            neigh.fdb_delete(self.ipr, self._index, old.mac, old.public_ip)
+            neigh.neigh_delete(self.ipr, self._index, subnet.network_address)
+        except Exception as exc:  # removal errors are logged, as flannel does; never fatal
+            log.error("vxlan: removing peer %s: %s", subnet, exc)
+
+    def remove_remote(self, lease: LeaseLike) -> None:
+        if lease.backend_type != self.backend_type or self._index is None:
+            return
+        with self._lock:
+            old = self._peers.pop(lease.subnet, None)
+            if old is None:
+                old = self._desired(lease)
+            if old is not None:
+                self._unprogram(lease.subnet, old)
+
+    def resync(self) -> None:
+        with self._lock:
+            for subnet, want in list(self._peers.items()):
+                try:
+                    self._program(subnet, want)
+                except Exception as exc:
+                    log.error("vxlan: resync peer %s: %s", subnet, exc)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ipr is not None:
+                self._ipr.close()
+                self._ipr = None
