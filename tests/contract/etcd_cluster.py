@@ -1,0 +1,274 @@
+"""Start and stop throw-away etcd servers (1 or 3 members) on 127.0.0.1 for tests and benchmarks.
+
+Every member gets free ports and a temporary data directory (on /dev/shm when it exists: etcd fsyncs
+every write, and tmpfs makes that free). Members are stopped by pid, never by name. Each child also gets
+PR_SET_PDEATHSIG=SIGKILL, so a crashed or killed pytest cannot leave etcd servers behind; close() is
+still the normal way out, and an atexit hook covers clusters a test forgot.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
+_LIVE: set[EtcdCluster] = set()
+
+
+def etcd_available() -> bool:
+    return os.access(ETCD_BIN, os.X_OK)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: the kernel kills etcd when the test process dies.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class TlsFiles:
+    """PEM files for a TLS cluster: the CA that signed the server cert, and a client cert/key."""
+
+    cafile: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+
+@dataclass
+class Member:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class EtcdCluster:
+    """size members on loopback. start() blocks until every member reports a healthy cluster."""
+
+    size: int = 1
+    tls: TlsFiles | None = None
+    heartbeat_ms: int = 100
+    election_ms: int = 1000
+    members: list[Member] = field(default_factory=list)
+    workdir: Path | None = None
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # --- addresses -------------------------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> str:
+        return ",".join(m.endpoint for m in self.members)
+
+    @property
+    def url(self) -> str:
+        return f"etcd://{self.endpoints}"
+
+    def _scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 20.0) -> EtcdCluster:
+        base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.workdir = Path(tempfile.mkdtemp(prefix="pn-etcd-", dir=base))
+        _LIVE.add(self)
+        self.members = [
+            Member(
+                name=f"m{i}",
+                client_port=free_port(),
+                peer_port=free_port(),
+                data_dir=self.workdir / f"m{i}.etcd",
+                log_path=self.workdir / f"m{i}.log",
+            )
+            for i in range(self.size)
+        ]
+        try:
+            for i in range(self.size):
+                self.start_member(i, wait=False)
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _argv(self, m: Member) -> list[str]:
+        s = self._scheme()
+        initial = ",".join(f"{x.name}=http://127.0.0.1:{x.peer_port}" for x in self.members)
+        argv = [
+            ETCD_BIN,
+            f"--name={m.name}",
+            f"--data-dir={m.data_dir}",
+            f"--listen-client-urls={s}://127.0.0.1:{m.client_port}",
+            f"--advertise-client-urls={s}://127.0.0.1:{m.client_port}",
+            f"--listen-peer-urls=http://127.0.0.1:{m.peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{m.peer_port}",
+            f"--initial-cluster={initial}",
+            "--initial-cluster-state=new",
+            f"--initial-cluster-token=pn-{os.getpid()}-{id(self):x}",
+            f"--heartbeat-interval={self.heartbeat_ms}",
+            f"--election-timeout={self.election_ms}",
+            "--logger=zap",
+            "--log-level=warn",
+            "--enable-v2=false",
+        ]
+        if self.tls:
+            argv += [
+                f"--cert-file={self.tls.server_cert}",
+                f"--key-file={self.tls.server_key}",
+                f"--trusted-ca-file={self.tls.cafile}",
+                "--client-cert-auth",
+            ]
+        return argv
+
+    def start_member(self, i: int, *, wait: bool = True, timeout: float = 15.0) -> None:
+        """(Re)start member i with its data dir, so a restarted member rejoins with its state."""
+        m = self.members[i]
+        if m.running:
+            return
+        log = open(m.log_path, "ab")  # noqa: SIM115 - the child owns the fd
+        try:
+            m.proc = subprocess.Popen(
+                self._argv(m),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, async-signal-safe enough
+            )
+        finally:
+            log.close()
+        if wait:
+            self.wait_member(i, timeout)
+
+    def kill_member(self, i: int) -> None:
+        """SIGKILL member i by pid (a crash, not a clean shutdown) and reap it."""
+        m = self.members[i]
+        if m.proc is not None and m.proc.poll() is None:
+            m.proc.kill()
+            m.proc.wait(10)
+        m.proc = None
+
+    def kill_all(self) -> None:
+        for i in range(len(self.members)):
+            self.kill_member(i)
+
+    def restart_all(self, timeout: float = 20.0) -> None:
+        for i in range(len(self.members)):
+            self.start_member(i, wait=False)
+        self.wait_healthy(timeout)
+
+    def close(self) -> None:
+        try:
+            self.kill_all()
+        finally:
+            if self.workdir is not None:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                self.workdir = None
+            _LIVE.discard(self)
+
+    def __enter__(self) -> EtcdCluster:
+        return self.start() if not self.members else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- health --------------------------------------------------------------------------------------
+
+    def _health(self, m: Member) -> bool:
+        import ssl
+
+        ctx = None
+        if self.tls:
+            ctx = ssl.create_default_context(cafile=self.tls.cafile)
+            ctx.load_cert_chain(self.tls.client_cert, self.tls.client_key)
+        try:
+            url = f"{self._scheme()}://127.0.0.1:{m.client_port}/health"
+            with urllib.request.urlopen(url, timeout=1, context=ctx) as r:  # noqa: S310 - loopback only
+                return json.loads(r.read()).get("health") == "true"
+        except (OSError, ValueError):
+            return False
+
+    def _check_alive(self, m: Member) -> None:
+        if m.proc is not None and m.proc.poll() is not None:
+            tail = m.log_path.read_text(errors="replace")[-2000:] if m.log_path.exists() else ""
+            raise RuntimeError(f"etcd member {m.name} exited with {m.proc.returncode}:\n{tail}")
+
+    def wait_member(self, i: int, timeout: float = 15.0) -> None:
+        m = self.members[i]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive(m)
+            if self._health(m):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"etcd member {m.name} not healthy after {timeout}s (log {m.log_path})")
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        for i in range(len(self.members)):
+            self.wait_member(i, max(0.1, deadline - time.monotonic()))
+
+
+@atexit.register
+def _close_leftovers() -> None:
+    for c in list(_LIVE):
+        c.close()
+
+
+def make_tls_files(directory: str | os.PathLike[str]) -> TlsFiles:
+    """A throw-away CA, a server cert for 127.0.0.1 and a client cert, made with the openssl CLI."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=pn-test-ca")
+    (d / "server.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for who in ("server", "client"):
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN=pn-test-{who}")
+        run("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{who}.pem", "-days", "2", "-extfile", f"{who}.ext")
+    return TlsFiles(
+        cafile=str(d / "ca.pem"),
+        server_cert=str(d / "server.pem"),
+        server_key=str(d / "server.key"),
+        client_cert=str(d / "client.pem"),
+        client_key=str(d / "client.key"),
+    )
