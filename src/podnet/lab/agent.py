@@ -1,0 +1,230 @@
+"""The lab's node agent (what the kubelet + container runtime do for networking), inside a node namespace.
+
+For every pod bound to this node: a network namespace, CNI ADD through the same chain a runtime would use
+(podnet-flannel -> podnet-bridge -> podnet-host-local, found in CNI_PATH), the pod's command started in
+that namespace (default: the built-in HTTP server), then status.podIP, hostIP, phase and the Ready
+condition written back to the store. A pod that goes away is stopped, CNI DEL is called and its namespace
+removed. Each running pod is recorded in the lab's state dir, so a restarted agent adopts its pods instead
+of wiring them twice, and `lab down` can stop them by pid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from podnet.api.pod import Pod
+from podnet.lab import procs
+from podnet.lab.loop import reconcile_loop
+from podnet.lab.state import LabState
+from podnet.net import netns
+from podnet.store import ConflictError, Store, keys, open_store
+
+log = logging.getLogger("podnet.lab.agent")
+CNI_IFNAME = "eth0"
+READY_TIMEOUT = 5.0
+
+
+def container_id(lab: str, namespace: str, name: str) -> str:
+    return hashlib.sha256(f"{lab}/{namespace}/{name}".encode()).hexdigest()[:32]
+
+
+class Agent:
+    def __init__(self, st: LabState, node: str, store: Store) -> None:
+        self.st = st
+        self.node = node
+        self.spec_node = next(n for n in st.spec.node_specs if n.name == node)
+        self.store = store
+        self.bin_dir = str(Path(sys.executable).parent)
+        self.pods_dir = st.dir / "pods"
+        self.pods_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()  # reconcile runs from the watch loop and the subnet poke
+
+    # -- records of running pods -------------------------------------------------------------------------
+    def record_path(self, namespace: str, name: str) -> Path:
+        return self.pods_dir / f"{namespace}_{name}.json"
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for f in self.pods_dir.glob("*.json"):
+            try:
+                rec = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if rec.get("node") == self.node:
+                out[rec["key"]] = rec
+        return out
+
+    # -- CNI ---------------------------------------------------------------------------------------------
+    def cni_config(self) -> str:
+        nd = self.st.node_dir(self.node)
+        return json.dumps({
+            "cniVersion": "1.0.0",
+            "name": "podnet",
+            "type": "podnet-flannel",
+            "subnetFile": str(self.st.subnet_file(self.node)),
+            "dataDir": str(nd / "cni-flannel"),
+            "delegate": {"type": "podnet-bridge", "hairpinMode": True, "isDefaultGateway": True},
+            "ipam": {"type": "podnet-host-local", "dataDir": str(nd / "cni-ipam")},
+        })
+
+    def cni(self, command: str, cid: str, pod_ns: str | None) -> dict[str, Any]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": cid,
+            "CNI_NETNS": f"{netns.NETNS_DIR}/{pod_ns}" if pod_ns and netns.exists(pod_ns) else "",
+            "CNI_IFNAME": CNI_IFNAME,
+            "CNI_PATH": f"{self.bin_dir}:/usr/lib/cni",
+        }
+        r = subprocess.run([os.path.join(self.bin_dir, "podnet-flannel")], input=self.cni_config(),
+                           capture_output=True, text=True, env=env, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"CNI {command} failed ({r.returncode}): {r.stdout.strip()} {r.stderr.strip()}")
+        return json.loads(r.stdout) if r.stdout.strip() else {}
+
+    # -- pods --------------------------------------------------------------------------------------------
+    def start_pod(self, key: str, pod: Pod) -> None:
+        ns_name = self.st.spec.pod_netns(pod.namespace or "default", pod.name)
+        cid = container_id(self.st.spec.name, pod.namespace or "default", pod.name)
+        if netns.exists(ns_name):  # left from a crash between create and record: start clean
+            self.stop_pod({"netns": ns_name, "cid": cid, "proc": None, "key": key})
+        netns.create(ns_name)
+        try:
+            result = self.cni("ADD", cid, ns_name)
+            ip = next(a["address"].split("/")[0] for a in result.get("ips", []))
+            argv, ports = self.pod_command(pod)
+            rec = procs.spawn(netns.exec_argv(ns_name, argv), self.st.log(f"pods/{pod.namespace}_{pod.name}"))
+        except BaseException:
+            self.stop_pod({"netns": ns_name, "cid": cid, "proc": None, "key": key})
+            raise
+        record = {"key": key, "node": self.node, "netns": ns_name, "cid": cid, "ip": ip,
+                  "proc": rec.to_dict(), "ports": ports}
+        self.record_path(pod.namespace or "default", pod.name).write_text(json.dumps(record))
+        log.info("pod %s/%s: %s on %s, pid %d", pod.namespace, pod.name, ip, ns_name, rec.pid)
+        ready = self.wait_ready(ip, ports)
+        self.write_status(key, ip, ready)
+
+    def pod_command(self, pod: Pod) -> tuple[list[str], list[int]]:
+        c = pod.spec.containers[0] if pod.spec.containers else None
+        ports = sorted({p.container_port for cc in pod.spec.containers for p in cc.ports
+                        if (p.protocol or "TCP") == "TCP" and p.container_port})
+        if c is not None and c.command:
+            return [*c.command, *c.args], ports
+        argv = [os.path.join(self.bin_dir, "podnet"), "lab", "serve-http", "--pod", pod.name]
+        for p in ports or [80]:
+            argv += ["--port", str(p)]
+        return argv, ports or [80]
+
+    def wait_ready(self, ip: str, ports: list[int]) -> bool:
+        """Ready once the first TCP port accepts (a readiness probe); pods without ports are ready at once."""
+        if not ports:
+            return True
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((ip, ports[0]), timeout=0.5):
+                    return True
+            except OSError:
+                time.sleep(0.02)
+        return False
+
+    def write_status(self, key: str, ip: str | None, ready: bool) -> None:
+        for _ in range(20):
+            kv = self.store.get(key)
+            if kv is None:
+                return
+            obj = json.loads(kv.value)
+            status = {"phase": "Running" if ip else "Pending", "hostIP": self.spec_node.underlay_ip}
+            if ip:
+                status |= {"podIP": ip, "podIPs": [{"ip": ip}]}
+            status["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]
+            if obj.get("status") == status:
+                return
+            obj["status"] = status
+            try:
+                self.store.put(key, json.dumps(obj).encode(), if_revision=kv.mod_revision)
+                return
+            except ConflictError:
+                continue
+
+    def stop_pod(self, rec: dict[str, Any]) -> None:
+        if rec.get("proc"):
+            procs.stop(procs.ProcRecord(**rec["proc"]))
+        try:
+            self.cni("DEL", rec["cid"], rec["netns"])
+        except Exception as e:  # DEL must not block removal; the namespace goes anyway
+            log.warning("CNI DEL for %s: %s", rec["key"], e)
+        netns.remove(rec["netns"])
+
+    def reconcile(self) -> None:
+        with self.lock:
+            self._reconcile()
+
+    def _reconcile(self) -> None:
+        if not self.st.subnet_file(self.node).exists():
+            return  # the overlay has no lease yet; CNI would fail
+        want: dict[str, Pod] = {}
+        for kv in self.store.list(keys.kind_prefix("Pod")).items:
+            try:
+                pod = Pod.model_validate(json.loads(kv.value))
+            except Exception as e:
+                log.error("%s: skipped, not a valid Pod: %s", kv.key, e)
+                continue
+            if pod.spec.node_name == self.node:
+                want[kv.key] = pod
+        have = self.records()
+        for key, rec in have.items():
+            if key not in want:
+                log.info("pod %s deleted: stopping it", key)
+                self.stop_pod(rec)
+                Path(self.pods_dir / f"{key.rsplit('/', 2)[-2]}_{key.rsplit('/', 1)[-1]}.json").unlink(missing_ok=True)
+            elif not procs.alive(procs.ProcRecord(**rec["proc"])):
+                log.warning("pod %s process died: restarting it", key)
+                self.stop_pod(rec)
+                Path(self.pods_dir / f"{key.rsplit('/', 2)[-2]}_{key.rsplit('/', 1)[-1]}.json").unlink(missing_ok=True)
+                self.start_pod(key, want[key])
+            else:
+                pod = want[key]
+                if pod.status.pod_ip != rec["ip"] or not pod.is_ready:
+                    self.write_status(key, rec["ip"], self.wait_ready(rec["ip"], rec["ports"]))
+        for key, pod in want.items():
+            if key not in have:
+                try:
+                    self.start_pod(key, pod)
+                except Exception as e:
+                    log.error("pod %s: %s", key, e)
+
+
+def main(name: str, node: str, store_url: str) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    st = LabState.load(name)
+    if st is None or node not in {n.name for n in st.spec.node_specs}:
+        log.error("lab %s has no node %s", name, node)
+        return 1
+    stop = threading.Event()
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    store = open_store(store_url)
+    agent = Agent(st, node, store)
+    # The subnet appears once the overlay has its lease; poll the file meanwhile (it is not in the store).
+    threading.Thread(target=_poke_on_subnet, args=(agent, stop), daemon=True).start()
+    reconcile_loop(store, keys.kind_prefix("Pod"), agent.reconcile, stop, resync=5.0)
+    return 0
+
+
+def _poke_on_subnet(agent: Agent, stop: threading.Event) -> None:
+    while not stop.wait(0.05):
+        if agent.st.subnet_file(agent.node).exists():
+            agent.reconcile()
+            return

@@ -1,0 +1,87 @@
+"""Start and stop the lab's processes by pid, never by name.
+
+A pid alone is not proof of identity (pids are reused), so each record also keeps the process's start
+time from /proc/<pid>/stat; stop() only signals a pid whose start time still matches.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ProcRecord:
+    pid: int
+    start_time: int  # field 22 of /proc/<pid>/stat, in clock ticks since boot
+    argv: list[str]
+    log: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def start_time_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])
+
+
+def alive(rec: ProcRecord) -> bool:
+    st = start_time_of(rec.pid)
+    if st is None or st != rec.start_time:
+        return False
+    try:
+        state = Path(f"/proc/{rec.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def spawn(argv: Sequence[str], log: str | Path, *, env: dict[str, str] | None = None) -> ProcRecord:
+    """Start argv detached (own session, so a terminal's Ctrl-C does not reach it), output to log."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab", buffering=0) as out:
+        p = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, env=env, close_fds=True,
+        )
+    st = start_time_of(p.pid) or 0
+    return ProcRecord(p.pid, st, list(argv), str(log))
+
+
+def stop(rec: ProcRecord, *, timeout: float = 3.0) -> None:
+    """SIGTERM the recorded process (and its process group), SIGKILL after timeout."""
+    if not alive(rec):
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(rec.pid, sig)  # the group: `ip netns exec` execs, but children may have forked
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(rec.pid, sig)
+            except ProcessLookupError:
+                return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not alive(rec):
+                _reap(rec.pid)
+                return
+            time.sleep(0.02)
+    _reap(rec.pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,83 @@
+"""What a lab writes into the store when it comes up, and removes when it goes down.
+
+Node objects (one per node, InternalIP = underlay address) and flannel's network config. Services, Pods
+and Deployments belong to the user: `lab down` leaves them, and a new lab picks them up again.
+"""
+
+from __future__ import annotations
+
+import json
+
+from podnet.api.node import Node
+from podnet.lab.state import LabState
+from podnet.lab.topology import LabSpec
+from podnet.store import Delete, Put, Store, keys, open_store
+
+
+def net_conf(spec: LabSpec) -> bytes:
+    backend: dict[str, object] = {"Type": spec.backend}
+    if spec.backend == "vxlan":
+        backend["VNI"] = 1
+    return json.dumps({"Network": spec.pod_network, "Backend": backend}).encode()
+
+
+def node_object(spec: LabSpec, index: int) -> Node:
+    n = spec.node_specs[index]
+    return Node.model_validate({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name, "podnet.io/lab": spec.name}},
+        "status": {"addresses": [{"type": "InternalIP", "address": n.underlay_ip},
+                                 {"type": "Hostname", "address": n.name}]},
+    })
+
+
+def register(st: LabState) -> None:
+    from podnet.overlay.netconf import parse_netconf
+
+    spec = st.spec
+    data = net_conf(spec)
+    parse_netconf(data)  # refuse before writing anything
+    ops: list[Put | Delete] = [Put(keys.NETWORK_CONFIG, data)]
+    for i, _ in enumerate(spec.node_specs):
+        node = node_object(spec, i)
+        ops.append(Put(keys.resource("Node", None, node.name), json.dumps(node.to_dict()).encode()))
+    store = open_store(st.store_url)
+    try:
+        _drop_stale_leases(store, spec)
+        store.commit(ops)
+    finally:
+        store.close()
+
+
+def _drop_stale_leases(store: Store, spec: LabSpec) -> None:
+    """Leases of a previous lab on the same store whose node IPs this lab reuses would make the new nodes
+    route to ghosts until the old leases expire (24 h); they belong to namespaces that no longer exist."""
+    ips = {n.underlay_ip for n in spec.node_specs}
+    for kv in store.list(keys.SUBNETS_PREFIX).items:
+        try:
+            if json.loads(kv.value).get("PublicIP") in ips:
+                store.delete(kv.key)
+        except (ValueError, AttributeError):
+            continue
+
+
+def unregister_spec(spec: LabSpec, store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        names = {n.name for n in spec.node_specs}
+        ips = {n.underlay_ip for n in spec.node_specs}
+        for name in names:
+            store.delete(keys.resource("Node", None, name))
+        for kv in store.list(keys.SUBNETS_PREFIX).items:
+            try:
+                if json.loads(kv.value).get("PublicIP") in ips:
+                    store.delete(kv.key)
+            except (ValueError, AttributeError):
+                continue
+    finally:
+        store.close()
+
+
+def unregister(st: LabState) -> None:
+    unregister_spec(st.spec, st.store_url)

@@ -1,0 +1,71 @@
+"""Remove everything a lab made: processes (by recorded pid), namespaces (by exact name), state.
+
+Works from the names alone, so it also cleans up after a lab whose processes were killed with -9 or
+whose `lab up` failed half-way.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from podnet.lab import procs
+from podnet.lab.state import LabState, lab_dir
+from podnet.net import netns
+
+
+def teardown(name: str) -> list[str]:
+    """Stop the lab's processes and delete its namespaces and state dir. Returns what was removed."""
+    removed: list[str] = []
+    st = LabState.load(name)
+    if st is not None:
+        if st.supervisor is not None:
+            procs.stop(st.supervisor)  # the supervisor stops its children on SIGTERM
+        st = LabState.load(name) or st  # re-read: the supervisor may have restarted children meanwhile
+        for role, rec in sorted(st.procs.items()):
+            if procs.alive(rec):
+                procs.stop(rec)
+                removed.append(f"process {role} (pid {rec.pid})")
+        for rec in _pod_procs(st):
+            procs.stop(rec)
+    # Pod namespaces first, then nodes, the underlay last: a namespace's veth ends vanish with it.
+    prefix = f"pn-{name}-"
+    names = netns.list_names(prefix)
+    names.sort(key=lambda n: (0 if n.startswith(f"{prefix}p-") else 2 if n == f"{prefix}ul" else 1, n))
+    for ns in names:
+        _kill_netns_pids(ns)
+        if netns.remove(ns):
+            removed.append(f"netns {ns}")
+    d = lab_dir(name)
+    if d.exists():
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(f"state {d}")
+    return removed
+
+
+def _pod_procs(st: LabState) -> list[procs.ProcRecord]:
+    import json
+
+    out = []
+    for f in sorted((st.dir / "pods").glob("*.json")) if (st.dir / "pods").exists() else []:
+        try:
+            out.append(procs.ProcRecord(**json.loads(f.read_text())["proc"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def _kill_netns_pids(ns: str) -> None:
+    """Processes still inside a namespace we are about to delete (e.g. a pod server whose record was lost).
+
+    `ip netns pids` names them exactly by namespace, so this never touches anything outside the lab.
+    """
+    import os
+    import signal
+    import subprocess
+
+    r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    for tok in r.stdout.split():
+        try:
+            os.kill(int(tok), signal.SIGKILL)
+        except (ValueError, ProcessLookupError):
+            pass

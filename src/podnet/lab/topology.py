@@ -1,0 +1,123 @@
+"""A lab's topology as data: names of namespaces, links and addresses, computed from a few parameters.
+
+Nothing here touches the kernel; underlay.py builds what this describes and teardown.py removes it.
+Every namespace is `pn-<lab>-...`, so a lab's leftovers can be found and removed by exact name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import asdict, dataclass, field
+
+from podnet.errors import Problem, ValidationError
+
+BACKENDS = ("vxlan", "host-gw", "udp")
+PROXY_MODES = ("iptables", "nftables")
+STORES = ("sqlite", "etcd")
+LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$")
+DEFAULT_UNDERLAY = "192.168.77.0/24"
+DEFAULT_POD_NETWORK = "10.244.0.0/16"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str  # Kubernetes node name, e.g. "node1"
+    netns: str  # pn-<lab>-node1
+    underlay_ip: str  # address on the lab underlay (the node's InternalIP)
+    bridge_port: str  # the underlay bridge's end of the node's veth (inside the underlay namespace)
+    iface: str = "eth0"  # the node's end of the veth, inside the node namespace
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    name: str = "lab"
+    nodes: int = 2
+    backend: str = "vxlan"
+    proxy_mode: str = "iptables"
+    store: str = "sqlite"
+    underlay_cidr: str = DEFAULT_UNDERLAY
+    pod_network: str = DEFAULT_POD_NETWORK
+    node_specs: list[NodeSpec] = field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        return f"pn-{self.name}-"
+
+    @property
+    def underlay_netns(self) -> str:
+        return f"{self.prefix}ul"
+
+    @property
+    def underlay_bridge(self) -> str:
+        return "pn-br0"
+
+    @property
+    def underlay_gateway(self) -> str:
+        """The underlay bridge's own address (hosts etcd when the lab uses etcd)."""
+        net = ipaddress.ip_network(self.underlay_cidr)
+        return str(net.network_address + 1)
+
+    @property
+    def underlay_prefixlen(self) -> int:
+        return ipaddress.ip_network(self.underlay_cidr).prefixlen
+
+    def pod_netns(self, namespace: str, pod: str) -> str:
+        """Pod namespaces: readable when short, hashed when the name would be unwieldy."""
+        base = f"{self.prefix}p-{namespace}-{pod}"
+        if len(base) <= 60:
+            return base
+        digest = hashlib.sha256(f"{namespace}/{pod}".encode()).hexdigest()[:10]
+        return f"{self.prefix}p-{digest}"
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, object]) -> LabSpec:
+        d = dict(d)
+        nodes = [NodeSpec(**n) for n in d.pop("node_specs", [])]  # type: ignore[arg-type, union-attr]
+        return LabSpec(**d, node_specs=nodes)  # type: ignore[arg-type]
+
+
+def build(
+    name: str = "lab",
+    nodes: int = 2,
+    backend: str = "vxlan",
+    proxy_mode: str = "iptables",
+    store: str = "sqlite",
+    underlay_cidr: str = DEFAULT_UNDERLAY,
+) -> LabSpec:
+    """Validate the parameters (every problem at once) and compute every name and address."""
+    problems: list[Problem] = []
+    if not LAB_NAME_RE.match(name):
+        problems.append(Problem("--name", name, "must be 1-16 lower-case letters, digits or '-', "
+                                "starting and ending with a letter or digit"))
+    if not 1 <= nodes <= 50:
+        problems.append(Problem("--nodes", nodes, "must be between 1 and 50"))
+    if backend not in BACKENDS:
+        problems.append(Problem("--backend", backend, f"unknown backend; one of {', '.join(BACKENDS)}"))
+    if proxy_mode not in PROXY_MODES:
+        problems.append(Problem("--proxy-mode", proxy_mode, f"unknown mode; one of {', '.join(PROXY_MODES)}"))
+    if store not in STORES:
+        problems.append(Problem("--store", store, f"unknown store; one of {', '.join(STORES)}"))
+    try:
+        net = ipaddress.ip_network(underlay_cidr)
+        if net.version != 4 or net.num_addresses < nodes + 12:
+            problems.append(Problem("--underlay", underlay_cidr, "must be an IPv4 CIDR with room for the nodes"))
+    except ValueError:
+        problems.append(Problem("--underlay", underlay_cidr, "not a CIDR"))
+    if problems:
+        raise ValidationError(problems)
+    net = ipaddress.ip_network(underlay_cidr)
+    specs = [
+        NodeSpec(
+            name=f"node{i}",
+            netns=f"pn-{name}-node{i}",
+            underlay_ip=str(net.network_address + 10 + i),
+            bridge_port=f"pn-ul-n{i}",
+        )
+        for i in range(1, nodes + 1)
+    ]
+    return LabSpec(name, nodes, backend, proxy_mode, store, underlay_cidr, DEFAULT_POD_NETWORK, specs)

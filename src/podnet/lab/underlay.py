@@ -1,0 +1,49 @@
+"""Build a lab's isolated underlay: a bridge in its own namespace and one veth per node namespace.
+
+The underlay has no uplink: nothing connects it to the machine's own network, so no lab address can
+ever be routed out of the VM. Node namespaces get only an on-link route for the underlay subnet.
+"""
+
+from __future__ import annotations
+
+from podnet.lab.topology import LabSpec, NodeSpec
+from podnet.net import netns
+
+
+def _sysctl(ns: str, key: str, value: str) -> None:
+    # sysctls are per network namespace for net.*; written through /proc inside the namespace.
+    netns.run(ns, ["sysctl", "-q", "-w", f"{key}={value}"])
+
+
+def create_underlay(spec: LabSpec) -> None:
+    """The underlay namespace with its bridge, addressed with the gateway address of the CIDR."""
+    ns = spec.underlay_netns
+    netns.create(ns)
+    with netns.ipr(ns) as ip:
+        ip.link("add", ifname=spec.underlay_bridge, kind="bridge")
+        idx = ip.link_lookup(ifname=spec.underlay_bridge)[0]
+        ip.addr("add", index=idx, address=spec.underlay_gateway, prefixlen=spec.underlay_prefixlen)
+        ip.link("set", index=idx, state="up")
+
+
+def create_node(spec: LabSpec, node: NodeSpec) -> None:
+    """A node namespace wired to the underlay bridge, with forwarding on (it routes for its pods)."""
+    netns.create(node.netns)
+    with netns.ipr(spec.underlay_netns) as ip:
+        ip.link("add", ifname=node.bridge_port, kind="veth", peer={"ifname": node.iface, "net_ns_fd": node.netns})
+        port = ip.link_lookup(ifname=node.bridge_port)[0]
+        br = ip.link_lookup(ifname=spec.underlay_bridge)[0]
+        ip.link("set", index=port, master=br, state="up")
+    with netns.ipr(node.netns) as ip:
+        idx = ip.link_lookup(ifname=node.iface)[0]
+        ip.addr("add", index=idx, address=node.underlay_ip, prefixlen=spec.underlay_prefixlen)
+        ip.link("set", index=idx, state="up")
+    _sysctl(node.netns, "net.ipv4.ip_forward", "1")
+    # kube-proxy's localhost NodePorts need route_localnet; bridged pod traffic must see iptables.
+    _sysctl(node.netns, "net.ipv4.conf.all.route_localnet", "1")
+
+
+def build(spec: LabSpec) -> None:
+    create_underlay(spec)
+    for node in spec.node_specs:
+        create_node(spec, node)
