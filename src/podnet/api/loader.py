@@ -1,0 +1,316 @@
+"""Read resources the way `kubectl apply -f` does, and write them the way `kubectl get -o yaml|json` does.
+
+Input: multi-document YAML, JSON, `kind: List`, a file or a directory of .yaml/.yml/.json files. Every
+problem in every document is collected (malformed YAML, unknown kind, wrong apiVersion, wrong types,
+Kubernetes' validation rules) and raised once as a ValidationError: a user fixes a file in one round.
+Nothing here raises anything else, whatever the input: the hypothesis tests hold it to that.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+
+from podnet.api.deployment import Deployment
+from podnet.api.endpointslice import EndpointSlice
+from podnet.api.meta import Resource, unknown_fields
+from podnet.api.node import Node
+from podnet.api.pod import Pod
+from podnet.api.service import Service
+from podnet.api.validation import validate
+from podnet.errors import Problem, ValidationError
+
+KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (Service, EndpointSlice, Pod, Node, Deployment)}
+FILE_SUFFIXES = (".yaml", ".yml", ".json")
+_UNION_TAGS = {"int", "str", "bool", "float", "list", "dict", "none", "constrained-int"}
+
+
+@dataclass
+class Loaded:
+    objects: list[Resource] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def raise_for_problems(self) -> list[Resource]:
+        if self.problems:
+            raise ValidationError(self.problems)
+        return self.objects
+
+
+def load_objects(source: str | Path | bytes, *, check: bool = True) -> list[Resource]:
+    """Objects from YAML/JSON text, a file or a directory. Raises ValidationError listing every problem.
+
+    check=False only checks shapes (types, kinds), not Kubernetes' rules: for inputs such as
+    kube-proxy's test fixtures that were never meant to pass the API server.
+    """
+    return load(source, check=check).raise_for_problems()
+
+
+def load(source: str | Path | bytes, *, check: bool = True) -> Loaded:
+    """Like load_objects, but returns problems and unknown-field warnings instead of raising."""
+    out = Loaded()
+    if isinstance(source, bytes):
+        _load_text(_decode(source, "<input>", out), "<input>", check, out)
+    elif isinstance(source, Path) or ("\n" not in source and source != "" and os.path.exists(source)):
+        _load_path(Path(source), check, out)
+    else:
+        _load_text(source, "<input>", check, out)
+    return out
+
+
+def load_stdin(*, check: bool = True) -> Loaded:
+    out = Loaded()
+    _load_text(_decode(sys.stdin.buffer.read(), "<stdin>", out), "<stdin>", check, out)
+    return out
+
+
+def load_paths(paths: Iterable[str], *, check: bool = True) -> Loaded:
+    """Several -f arguments: each a file, a directory or "-" (stdin)."""
+    out = Loaded()
+    for p in paths:
+        if p == "-":
+            _load_text(_decode(sys.stdin.buffer.read(), "<stdin>", out), "<stdin>", check, out)
+        else:
+            _load_path(Path(p), check, out)
+    return out
+
+
+def _decode(data: bytes, source: str, out: Loaded) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        out.problems.append(Problem(field="(file)", value=None, reason=f"not UTF-8 text: {e}", obj=source))
+        return ""
+
+
+def _load_path(path: Path, check: bool, out: Loaded) -> None:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in FILE_SUFFIXES)
+        if not files:
+            out.problems.append(Problem(field="-f", value=str(path), reason="no .yaml, .yml or .json files in directory"))
+        for f in files:
+            _load_path(f, check, out)
+        return
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        out.problems.append(Problem(field="-f", value=str(path), reason=e.strerror or str(e)))
+        return
+    _load_text(_decode(data, str(path), out), str(path), check, out)
+
+
+def _load_text(text: str, source: str, check: bool, out: Loaded) -> None:
+    docs: list[Any]
+    try:
+        stripped = text.lstrip()
+        if stripped.startswith(("{", "[")):
+            try:
+                docs = [json.loads(text)]
+            except ValueError:
+                docs = list(yaml.safe_load_all(text))
+        else:
+            docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        out.problems.append(Problem(field="(yaml)", value=None, reason=f"{where}{problem}", obj=source))
+        return
+    except (RecursionError, ValueError, TypeError) as e:
+        out.problems.append(Problem(field="(yaml)", value=None, reason=f"cannot parse: {e}", obj=source))
+        return
+    for i, doc in enumerate(docs):
+        if doc is None:
+            continue  # empty document, as between two `---`
+        where = source if len(docs) == 1 else f"{source} (document {i + 1})"
+        _load_doc(doc, where, check, out)
+
+
+def _describe(doc: dict[str, Any]) -> str:
+    """`Kind/namespace/name` from a raw document, as far as it can be read."""
+    kind = doc.get("kind") if isinstance(doc.get("kind"), str) else "?"
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    name = meta.get("name") if isinstance(meta.get("name"), str) else "?"
+    cls = KINDS.get(kind)
+    if cls is not None and not cls.NAMESPACED:
+        return f"{kind}/{name}"
+    ns = meta.get("namespace") if isinstance(meta.get("namespace"), str) and meta.get("namespace") else "default"
+    return f"{kind}/{ns}/{name}"
+
+
+def _load_doc(doc: Any, where: str, check: bool, out: Loaded) -> None:
+    if not isinstance(doc, dict):
+        out.problems.append(Problem(
+            field="(document)", value=_short(doc),
+            reason="must be an object with apiVersion, kind and metadata", obj=where))
+        return
+    kind, api_version = doc.get("kind"), doc.get("apiVersion")
+    if kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in doc):
+        items = doc.get("items")
+        if items is None:
+            return
+        if not isinstance(items, list):
+            out.problems.append(Problem(field="items", value=_short(items), reason="must be a list", obj=where))
+            return
+        for j, item in enumerate(items):
+            _load_doc(item, f"{where} items[{j}]", check, out)
+        return
+    obj_name = _describe(doc)
+    if not isinstance(api_version, str) or not api_version:
+        out.problems.append(Problem(field="apiVersion", value=_short(api_version), reason="Required value", obj=obj_name))
+    if not isinstance(kind, str) or not kind:
+        out.problems.append(Problem(field="kind", value=_short(kind), reason="Required value", obj=obj_name))
+        return
+    cls = KINDS.get(kind)
+    if cls is None:
+        out.problems.append(Problem(
+            field="kind", value=kind,
+            reason=f"no kind {kind!r} is known to podnet (known: {', '.join(sorted(KINDS))})", obj=obj_name))
+        return
+    if isinstance(api_version, str) and api_version and api_version != cls.API_VERSION:
+        out.problems.append(Problem(
+            field="apiVersion", value=api_version,
+            reason=f"no kind {kind!r} is registered for version {api_version!r} (use {cls.API_VERSION!r})",
+            obj=obj_name))
+        return
+    obj, type_problems = _build(cls, doc, obj_name)
+    out.problems.extend(type_problems)
+    if obj is None:
+        return
+    out.warnings.extend(f"{obj.ref}: unknown field {f!r}" for f in unknown_fields(obj))
+    if check:
+        # A field with a type error was dropped to build the object; its default must not add a
+        # second, misleading problem on the same path.
+        bad = [p.field for p in type_problems]
+        out.problems.extend(
+            p for p in validate(obj) if not any(p.field == b or p.field.startswith((b + ".", b + "[")) for b in bad)
+        )
+    if not type_problems:
+        out.objects.append(obj)
+
+
+def _build(cls: type[Resource], doc: dict[str, Any], obj_name: str) -> tuple[Resource | None, list[Problem]]:
+    """The object, plus a problem per wrongly typed field.
+
+    pydantic stops at type errors; to still report Kubernetes' rules for the rest of the object (every
+    problem in one round), the offending fields are dropped from a copy and the object built again.
+    """
+    problems: list[Problem] = []
+    try:
+        work = copy.deepcopy(doc)
+    except (RecursionError, TypeError, ValueError) as e:
+        return None, [Problem(field="(document)", value=None, reason=f"cannot read: {e}", obj=obj_name)]
+    for _ in range(8):
+        try:
+            return cls.model_validate(work), problems
+        except pydantic.ValidationError as e:
+            problems.extend(p for p in _from_pydantic(e, obj_name) if p not in problems)
+            if not all(_drop(work, tuple(err["loc"])) for err in e.errors(include_url=False)):
+                return None, problems
+        except (RecursionError, ValueError, TypeError) as e:
+            problems.append(Problem(field="(document)", value=None, reason=f"cannot read: {e}", obj=obj_name))
+            return None, problems
+    return None, problems
+
+
+def _drop(doc: Any, loc: tuple[int | str, ...]) -> bool:
+    """Remove the dict entry holding the value at loc (a whole list if the bad value is an element)."""
+    parts = [p for p in loc if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p))]
+    node, holder, key = doc, None, None
+    for part in parts:
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            holder, key, node = node, part, node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            break  # a missing required field, or a path we cannot follow: drop what we reached
+    if holder is None or key is None:
+        return False
+    del holder[key]
+    return True
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in _UNION_TAGS or "[" in part:
+            continue  # pydantic names the union member it tried; Kubernetes paths don't
+        else:
+            path += f".{part}" if path else part
+    return path or "(document)"
+
+
+def _short(value: Any) -> Any:
+    """Scalars as they are; containers by type, so one problem stays one readable line."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= 80 else value[:77] + "..."
+    return f"<{type(value).__name__}>"
+
+
+def _from_pydantic(err: pydantic.ValidationError, obj_name: str) -> list[Problem]:
+    problems: dict[str, Problem] = {}
+    for e in err.errors(include_url=False):
+        path = _field_path(tuple(e["loc"]))
+        if e["type"] == "missing":
+            reason = "Required value"
+        else:
+            reason = e["msg"]
+        if path in problems:  # a union (int or string) fails once per member: one problem per field
+            prev = problems[path]
+            if reason not in prev.reason:
+                problems[path] = Problem(field=path, value=prev.value, reason=f"{prev.reason}; or {reason}", obj=obj_name)
+            continue
+        value = None if e["type"] == "missing" else _short(e.get("input"))
+        problems[path] = Problem(field=path, value=value, reason=reason, obj=obj_name)
+    return list(problems.values())
+
+
+def parse_object(data: dict[str, Any]) -> Resource:
+    """One object from a dict (as stored): shapes only, no Kubernetes rules. Raises ValidationError."""
+    out = Loaded()
+    _load_doc(data, "<object>", False, out)
+    return out.raise_for_problems()[0]
+
+
+def from_json(value: bytes | str) -> Resource:
+    """An object as the store holds it (JSON). Raises ValidationError for anything else."""
+    try:
+        data = json.loads(value)
+    except ValueError as e:
+        raise ValidationError([Problem(field="(document)", value=None, reason=f"not JSON: {e}")]) from None
+    return parse_object(data)
+
+
+def to_json(obj: Resource) -> bytes:
+    """The stored form: compact JSON, keys in kubectl's order."""
+    return json.dumps(obj.to_dict(), separators=(",", ":")).encode()
+
+
+def _list_doc(objs: list[Resource]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "items": [o.to_dict() for o in objs], "kind": "List",
+            "metadata": {"resourceVersion": ""}}
+
+
+def dump_yaml(objs: Resource | list[Resource]) -> str:
+    """`kubectl get -o yaml`: one object as itself, several as a v1 List; keys sorted as kubectl prints."""
+    data = objs.to_dict() if isinstance(objs, Resource) else _list_doc(objs)
+    return yaml.safe_dump(data, sort_keys=True, default_flow_style=False)
+
+
+def dump_json(objs: Resource | list[Resource]) -> str:
+    """`kubectl get -o json`: 4-space indent, fields in API order."""
+    data = objs.to_dict() if isinstance(objs, Resource) else _list_doc(objs)
+    return json.dumps(data, indent=4) + "\n"

@@ -1,0 +1,127 @@
+"""Shared pieces of every resource: the pydantic base config, ObjectMeta and the Resource base class.
+
+Field names on the wire are kubectl's (camelCase, e.g. clusterIP, targetPort); Python attributes are
+snake_case. Models accept either spelling (populate_by_name) so code and YAML read naturally.
+
+Parsing is deliberately separate from validation: a model only checks *shapes* (types), so that inputs
+Kubernetes' own tests construct without validation (kube-proxy goldens use nodePort 3001, for example)
+still load. The Kubernetes rules live in api/validation.py and run at `podnet apply`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic.alias_generators import to_camel
+
+# Kubernetes decodes JSON strictly: "80" is not a port, 1 is not a bool. pydantic's lax mode would
+# coerce them, so every scalar that Kubernetes types as int/bool is strict.
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+IntOrString = Annotated[int, Strict()] | str
+
+
+class K8sModel(BaseModel):
+    """Base of every nested object: camelCase aliases, unknown fields kept (and reported as warnings)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="allow",
+        validate_assignment=False,
+    )
+
+    # Models that podnet fully describes warn about unknown fields, as `kubectl apply` does; models that
+    # only carry what podnet uses of a larger Kubernetes type (containers, pod spec) stay quiet.
+    warn_unknown: ClassVar[bool] = True
+
+
+class ObjectMeta(K8sModel):
+    name: str = ""
+    namespace: str | None = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    uid: str | None = None
+    resource_version: str | None = None
+    generation: Int | None = None
+    creation_timestamp: str | None = None
+    deletion_timestamp: str | None = None
+    generate_name: str | None = None
+
+
+class Resource(K8sModel):
+    """A top-level object: apiVersion, kind, metadata. Subclasses fix API_VERSION/KIND."""
+
+    API_VERSION: ClassVar[str] = ""
+    KIND: ClassVar[str] = ""
+    NAMESPACED: ClassVar[bool] = True
+
+    api_version: str = ""
+    kind: str = ""
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.api_version:
+            self.api_version = self.API_VERSION
+        if not self.kind:
+            self.kind = self.KIND
+        if not self.NAMESPACED:
+            self.metadata.namespace = None
+        elif not self.metadata.namespace:
+            self.metadata.namespace = "default"
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str | None:
+        return self.metadata.namespace
+
+    @property
+    def ref(self) -> str:
+        """`Kind/namespace/name` (`Kind/name` for cluster-scoped kinds): how problems name an object."""
+        if self.NAMESPACED:
+            return f"{self.KIND}/{self.metadata.namespace}/{self.metadata.name}"
+        return f"{self.KIND}/{self.metadata.name}"
+
+    @property
+    def kubectl_name(self) -> str:
+        """`service/web`, as kubectl prints it after apply/delete."""
+        return f"{self.KIND.lower()}/{self.metadata.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The object as kubectl shows it: camelCase keys, empty and unset fields left out (omitempty)."""
+        return _omit_empty(self.model_dump(by_alias=True, mode="json", exclude_none=True))
+
+
+def _omit_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            v = _omit_empty(v)
+            if v is None or v == {} or v == []:
+                continue
+            out[k] = v
+        return out
+    if isinstance(value, list):
+        return [_omit_empty(v) for v in value]
+    return value
+
+
+def unknown_fields(model: BaseModel, path: str = "") -> list[str]:
+    """Dotted paths of fields a model did not recognise (pydantic's extras), for kubectl-style warnings."""
+    found: list[str] = []
+    if isinstance(model, K8sModel) and model.warn_unknown and model.model_extra:
+        found.extend(f"{path}.{k}" if path else k for k in model.model_extra)
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name, None)
+        sub = f"{path}.{info.alias or name}" if path else (info.alias or name)
+        if isinstance(value, BaseModel):
+            found.extend(unknown_fields(value, sub))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    found.extend(unknown_fields(item, f"{sub}[{i}]"))
+    return found
