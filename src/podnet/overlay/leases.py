@@ -1,0 +1,442 @@
+"""The subnet manager: which pod subnet this node owns, keeping it, and knowing everyone else's.
+
+Same keys, JSON and choice rules as flannel's etcd subnet manager (pkg/subnet/etcd), so podnet and flanneld
+can share one etcd. Three differences, each because flannel's behaviour hurts users:
+
+- A lost race (two nodes pick the same free subnet at once) is retried with a fresh list; flannel means
+  to retry but its check never matches, so the loser exits and waits for systemd/kubelet to restart it.
+- Renewal keeps the store lease alive (etcd LeaseKeepAlive) instead of granting a new lease and
+  re-putting the key: peers see no event on renewal, and a key that was deleted in between is never
+  brought back (flannel's unconditional put can resurrect a revoked lease).
+- Exhaustion names the range and the count, not just "out of subnets".
+
+Layout: `choose_subnet` is the pure decision (unit-tested against flannel's cases); `SubnetManager` does the
+store I/O; `LeaseTracker` is flannel's LeaseWatcher (pure); `LeaseWatch` and `LeaseRenewer` are the loops the
+daemon runs in threads.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from podnet.errors import AllocationError, PodnetError
+from podnet.overlay.lease import BackendData, Lease, LeaseDecodeError, LeaseEvent, decode_attrs, encode_attrs
+from podnet.overlay.netconf import NetConf
+from podnet.store import keys
+from podnet.store.base import (
+    CompactedError,
+    ConflictError,
+    Event,
+    KeyValue,
+    LeaseNotFound,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+SUBNET_TTL = 24 * 3600.0  # flannel's subnetTTL
+RENEW_MARGIN = 3600.0  # flannel's --subnet-lease-renew-margin default (60 min)
+RENEW_RETRY = 60.0  # flannel retries a failed renewal every minute
+MAX_CANDIDATES = 100  # flannel picks at random among the first 100 free subnets
+RACE_RETRIES = 50  # acquisitions that lost a race to another node before giving up
+
+
+class LeaseLost(PodnetError):
+    """Our own lease is gone (revoked, deleted, expired or taken over): the daemon must stop."""
+
+
+# ---- the pure decision --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """How to get our subnet. `reuse` is the existing lease to update (kind "reuse"); `drop` an own lease
+    from an older config that must be deleted first."""
+
+    kind: Literal["reuse", "previous", "new"]
+    subnet: ipaddress.IPv4Network
+    reuse: Lease | None = None
+    drop: Lease | None = None
+
+
+def choose_subnet(
+    conf: NetConf,
+    leases: Iterable[Lease],
+    public_ip: ipaddress.IPv4Address,
+    previous: ipaddress.IPv4Network | None = None,
+    rng: random.Random | None = None,
+) -> Choice:
+    """flannel's tryAcquireLease decision, without I/O.
+
+    1. Our lease by PublicIP, if it still fits the config (else it is dropped).
+    2. The subnet of the previous subnet.env, if nobody holds it and it fits.
+    3. A random one of the first MAX_CANDIDATES free subnets from SubnetMin up.
+    Raises AllocationError when nothing is free.
+    """
+    leases = list(leases)
+    drop = None
+    mine = next((lease for lease in leases if lease.public_ip == public_ip), None)
+    if mine is not None:
+        if conf.subnet_fits(mine.subnet):
+            return Choice("reuse", mine.subnet, reuse=mine)
+        drop = mine
+    taken = [lease.subnet for lease in leases if lease is not drop]
+    if previous is not None and conf.subnet_fits(previous) and not any(previous.overlaps(t) for t in taken):
+        return Choice("previous", previous, drop=drop)
+    free: list[ipaddress.IPv4Network] = []
+    for candidate in conf.candidate_subnets():
+        if not any(candidate.overlaps(t) for t in taken):
+            free.append(candidate)
+            if len(free) >= MAX_CANDIDATES:
+                break
+    if not free:
+        total = len(conf.candidate_subnets())
+        raise AllocationError(
+            f"out of subnets: all {total} /{conf.subnet_len} subnets of Network {conf.network} between "
+            f"SubnetMin {conf.subnet_min} and SubnetMax {conf.subnet_max} are leased "
+            f"(leases of dead nodes free up when their TTL runs out; `podnet overlay leases` lists them)"
+        )
+    return Choice("new", (rng or random).choice(free), drop=drop)
+
+
+# ---- store I/O ----------------------------------------------------------------------------------
+
+
+def lease_from_kv(kv: KeyValue) -> Lease | None:
+    """The lease stored in kv, or None (logged) if the key or value is not flannel's format."""
+    parsed = keys.parse_subnet_key(kv.key[len(keys.SUBNETS_PREFIX):]) if kv.key.startswith(keys.SUBNETS_PREFIX) else None
+    if parsed is None:
+        log.warning("ignoring %s: not a subnet lease key", kv.key)
+        return None
+    try:
+        return decode_attrs(
+            parsed[0], kv.value, subnet_v6=None if parsed[1] is None else str(parsed[1]),
+            store_lease=kv.lease, revision=kv.mod_revision,
+        )
+    except LeaseDecodeError as e:
+        log.warning("ignoring %s: %s", kv.key, e)
+        return None
+
+
+class SubnetManager:
+    """Acquire, update and renew our lease in the store; list everyone's."""
+
+    def __init__(
+        self, store: Store, *, ttl: float = SUBNET_TTL, rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time, race_retries: int = RACE_RETRIES,
+    ) -> None:
+        if ttl <= 0:
+            raise ValueError(f"lease TTL must be > 0, got {ttl}")
+        self.store = store
+        self.ttl = ttl
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.race_retries = race_retries
+
+    def list_leases(self) -> tuple[list[Lease], int]:
+        result = self.store.list(keys.SUBNETS_PREFIX)
+        leases = [lease for kv in result.items if (lease := lease_from_kv(kv)) is not None]
+        return leases, result.revision
+
+    def acquire(
+        self, conf: NetConf, public_ip: ipaddress.IPv4Address, *, backend_type: str | None,
+        backend_data: BackendData = None, previous: ipaddress.IPv4Network | None = None,
+    ) -> Lease:
+        """Our lease: reused, from the previous subnet.env, or new. Retries lost races with a fresh list."""
+        if conf.network is None:
+            raise AllocationError("net-conf has no IPv4 Network: podnet's overlay needs one")
+        for attempt in range(self.race_retries):
+            leases, _ = self.list_leases()
+            choice = choose_subnet(conf, leases, public_ip, previous, self.rng)
+            want = Lease(subnet=choice.subnet, public_ip=public_ip, backend_type=backend_type,
+                         backend_data=backend_data)
+            try:
+                if choice.drop is not None:
+                    log.info("deleting our lease %s: it does not fit the network config any more", choice.drop.subnet)
+                    self.store.delete(choice.drop.key, if_revision=choice.drop.revision)
+                if choice.reuse is not None:
+                    lease = self._take_over(choice.reuse, want)
+                else:
+                    lease = self._create(want)
+            except ConflictError as e:
+                # Someone else wrote the key between our list and our write: look again.
+                log.info("subnet %s was taken concurrently (%s), retrying (%d)", choice.subnet, e.reason, attempt + 1)
+                time.sleep(self.rng.uniform(0, 0.02 * min(attempt + 1, 10)))
+                continue
+            log.info("acquired lease %s (%s) for %s", lease.subnet, choice.kind, public_ip)
+            return lease
+        raise AllocationError(f"could not acquire a subnet after {self.race_retries} lost races with other nodes")
+
+    def _create(self, want: Lease) -> Lease:
+        grant = self.store.grant(self.ttl)
+        try:
+            rev = self.store.put(want.key, encode_attrs(want), if_absent=True, lease=grant)
+        except BaseException:
+            self._revoke_quietly(grant)
+            raise
+        return replace(want, store_lease=grant, revision=rev, expiration=self.clock() + self.ttl)
+
+    def _take_over(self, old: Lease, want: Lease) -> Lease:
+        """Reuse a lease we held before (a restart): keep its store lease so nothing changes on the wire
+        when the attributes are the same; rewrite the value (conditionally) when they differ."""
+        store_lease, expiration = old.store_lease, None
+        if store_lease:
+            try:
+                expiration = self.clock() + self.store.keepalive(store_lease)
+            except LeaseNotFound:
+                store_lease = 0  # expired just now: the key is going; write a fresh one below
+        if old.store_lease and not store_lease:
+            return self._create(want)
+        lease = replace(want, store_lease=store_lease, revision=old.revision, expiration=expiration)
+        if encode_attrs(old) != encode_attrs(want):
+            rev = self.store.put(want.key, encode_attrs(want), if_revision=old.revision, lease=store_lease)
+            lease = replace(lease, revision=rev)
+        return lease
+
+    def update(self, lease: Lease, **attrs: object) -> Lease:
+        """Change our lease's attributes (e.g. BackendData after the backend registered). No-op if equal."""
+        new = replace(lease, **attrs)  # type: ignore[arg-type]
+        if encode_attrs(new) == encode_attrs(lease):
+            return new
+        try:
+            rev = self.store.put(lease.key, encode_attrs(new), if_revision=lease.revision, lease=lease.store_lease)
+        except (ConflictError, LeaseNotFound) as e:
+            raise LeaseLost(f"lease {lease.subnet} changed or vanished while updating it: {e}") from e
+        return replace(new, revision=rev)
+
+    def renew(self, lease: Lease) -> Lease:
+        """Push our lease's expiry out by its TTL. Raises LeaseLost if it is gone or no longer ours."""
+        self.check_own(lease)
+        if not lease.store_lease:
+            return lease  # a reservation: never expires
+        try:
+            ttl = self.store.keepalive(lease.store_lease)
+        except LeaseNotFound as e:
+            raise LeaseLost(f"lease {lease.subnet} has expired (store lease {lease.store_lease:x} is gone)") from e
+        return replace(lease, expiration=self.clock() + ttl)
+
+    def check_own(self, lease: Lease) -> None:
+        kv = self.store.get(lease.key)
+        if kv is None:
+            raise LeaseLost(f"lease {lease.subnet} has been revoked (its key {lease.key} is gone)")
+        current = lease_from_kv(kv)
+        if current is None or current.public_ip != lease.public_ip:
+            raise LeaseLost(f"lease {lease.subnet} has been taken over by {current.public_ip if current else '?'}")
+
+    def revoke(self, subnet: ipaddress.IPv4Network) -> bool:
+        """Delete the lease of `subnet` (operator action; its owner exits). False if there was none."""
+        kv = self.store.get(keys.subnet_lease(str(subnet)))
+        if kv is None:
+            return False
+        if kv.lease:
+            self.store.revoke(kv.lease)
+        else:
+            self.store.delete(kv.key)
+        return True
+
+    def _revoke_quietly(self, grant: int) -> None:
+        try:
+            self.store.revoke(grant)
+        except StoreError as e:
+            log.warning("could not revoke unused store lease %x: %s (it expires on its own)", grant, e)
+
+
+# ---- watching the others ------------------------------------------------------------------------
+
+
+class LeaseTracker:
+    """flannel's LeaseWatcher: the other nodes' leases, turned into added/removed events.
+
+    Our own subnet is never reported. A removal carries the lease as it was last added, because the delete
+    event only names the key and the backend must delete entries keyed by the old VtepMAC / PublicIP.
+    """
+
+    def __init__(self, own_subnet: ipaddress.IPv4Network) -> None:
+        self.own = own_subnet
+        self.leases: dict[ipaddress.IPv4Network, Lease] = {}
+
+    def reset(self, snapshot: Iterable[Lease]) -> list[LeaseEvent]:
+        """A full list (start, or after a watch gap): diff against what we knew."""
+        fresh = {lease.subnet: lease for lease in snapshot if lease.subnet != self.own}
+        events = [LeaseEvent("removed", old) for sn, old in self.leases.items() if sn not in fresh]
+        events += [
+            LeaseEvent("added", new) for sn, new in fresh.items()
+            if sn not in self.leases or not self.leases[sn].attrs_equal(new)
+        ]
+        self.leases = fresh
+        return events
+
+    def apply(self, event: Event) -> list[LeaseEvent]:
+        parsed = keys.parse_subnet_key(event.key[len(keys.SUBNETS_PREFIX):])
+        if parsed is None or parsed[0] == self.own:
+            return []
+        subnet = parsed[0]
+        if event.type == "delete":
+            old = self.leases.pop(subnet, None)
+            return [LeaseEvent("removed", old)] if old is not None else []
+        kv = KeyValue(event.key, event.value or b"", event.revision, event.revision)
+        lease = lease_from_kv(kv)
+        if lease is None:
+            return []
+        self.leases[subnet] = lease
+        return [LeaseEvent("added", lease)]
+
+
+class LeaseWatch:
+    """List, then watch the subnets prefix; feed other leases' events to `handler`, and report the loss of
+    our own lease to `on_lost`. Re-lists after compaction or a lost store connection (backoff 0.1 s -> 5 s)."""
+
+    def __init__(
+        self, store: Store, own: Lease, handler: Callable[[list[LeaseEvent]], None],
+        on_lost: Callable[[LeaseLost], None],
+    ) -> None:
+        self.store = store
+        self.own = own
+        self.handler = handler
+        self.on_lost = on_lost
+        self.tracker = LeaseTracker(own.subnet)
+        self._stop = threading.Event()
+        self._watch: object | None = None
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            w = self._watch
+        if w is not None:
+            w.close()  # type: ignore[attr-defined]
+
+    def run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                self._list_and_watch()
+                backoff = 0.1
+            except LeaseLost as e:
+                self.on_lost(e)
+                return
+            except (CompactedError, StoreUnavailable) as e:
+                if self._stop.is_set():
+                    return
+                log.warning("lease watch interrupted (%s); re-listing in %.1fs", e, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _list_and_watch(self) -> None:
+        result = self.store.list(keys.SUBNETS_PREFIX)
+        own_key = self.own.key
+        snapshot = []
+        own_seen = False
+        for kv in result.items:
+            lease = lease_from_kv(kv)
+            if lease is None:
+                continue
+            if kv.key == own_key:
+                own_seen = True
+                self._check_own_value(lease)
+            snapshot.append(lease)
+        if not own_seen:
+            raise LeaseLost(f"lease {self.own.subnet} has been revoked (its key {own_key} is gone)")
+        self._emit(self.tracker.reset(snapshot))
+        watch = self.store.watch(keys.SUBNETS_PREFIX, result.revision + 1)
+        with self._lock:
+            self._watch = watch
+        if self._stop.is_set():
+            watch.close()
+        try:
+            for ev in watch:
+                if ev.key == own_key:
+                    if ev.type == "delete":
+                        raise LeaseLost(f"lease {self.own.subnet} has been revoked (key {own_key} deleted)")
+                    kv = KeyValue(ev.key, ev.value or b"", ev.revision, ev.revision)
+                    lease = lease_from_kv(kv)
+                    if lease is not None:
+                        self._check_own_value(lease)
+                    continue
+                self._emit(self.tracker.apply(ev))
+        finally:
+            with self._lock:
+                self._watch = None
+            watch.close()
+
+    def _check_own_value(self, lease: Lease) -> None:
+        if lease.public_ip != self.own.public_ip:
+            raise LeaseLost(f"lease {self.own.subnet} has been taken over by {lease.public_ip}")
+
+    def _emit(self, events: list[LeaseEvent]) -> None:
+        if events:
+            self.handler(events)
+
+
+# ---- renewing our own ---------------------------------------------------------------------------
+
+
+class LeaseRenewer:
+    """Renew our lease `margin` seconds before it expires; retry failures every `retry` seconds until it
+    is renewed or has expired. `clock` and `wait` are injectable so tests run the state machine on a fake
+    clock (wait(timeout) -> True when asked to stop)."""
+
+    def __init__(
+        self, manager: SubnetManager, lease: Lease, *, margin: float = RENEW_MARGIN, retry: float = RENEW_RETRY,
+        clock: Callable[[], float] = time.time, wait: Callable[[float], bool] | None = None,
+        on_renewed: Callable[[Lease], None] | None = None,
+    ) -> None:
+        if margin <= 0 or margin >= manager.ttl:
+            raise ValueError(f"renew margin must be between 0 and the lease TTL ({manager.ttl}s), got {margin}")
+        self.manager = manager
+        self.lease = lease
+        self.margin = margin
+        self.retry = retry
+        self.clock = clock
+        self._stop = threading.Event()
+        self.wait = wait or self._stop.wait
+        self.on_renewed = on_renewed
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def next_renewal(self) -> float | None:
+        """When to renew next (unix time); None for a reservation (never expires)."""
+        if self.lease.expiration is None or not self.lease.store_lease:
+            return None
+        return self.lease.expiration - self.margin
+
+    def run(self) -> None:
+        """Returns when stopped; raises LeaseLost when the lease is gone."""
+        retry_at: float | None = None
+        while not self._stop.is_set():
+            due = retry_at if retry_at is not None else self.next_renewal()
+            delay = 3600.0 if due is None else max(0.0, due - self.clock())
+            if self.wait(delay):
+                return
+            if due is None:
+                continue
+            try:
+                self.lease = self.manager.renew(self.lease)
+            except StoreError as e:  # store unreachable: LeaseLost is not a StoreError and ends the loop
+                left = (self.lease.expiration or 0) - self.clock()
+                if left <= 0:
+                    raise LeaseLost(f"lease {self.lease.subnet} expired: renewal kept failing ({e})") from e
+                log.warning("renewing lease %s failed: %s; retrying in %.0fs", self.lease.subnet, e,
+                            min(self.retry, left))
+                retry_at = self.clock() + min(self.retry, left)
+                continue
+            retry_at = None
+            log.info("renewed lease %s until %s", self.lease.subnet, time.ctime(self.lease.expiration or 0))
+            if self.on_renewed is not None:
+                self.on_renewed(self.lease)
+
+
+__all__ = [
+    "Choice", "LeaseLost", "LeaseRenewer", "LeaseTracker", "LeaseWatch", "SubnetManager", "choose_subnet",
+    "lease_from_kv", "RENEW_MARGIN", "SUBNET_TTL",
+]
