@@ -69,16 +69,17 @@ def main() -> None:
         for line in str(e).splitlines() or [type(e).__name__]:
             print(f"error: {line}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors and aborts
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
+    except Exception as e:
+        # Usage errors, Exit and Abort come from the click that typer uses (its own vendored copy in recent
+        # releases, the click package in older ones), so they are recognised by shape, not by class.
+        name = type(e).__name__
+        if name == "Exit":
+            sys.exit(getattr(e, "exit_code", 0))
+        if name == "Abort":
+            sys.exit(1)
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
             e.show()
             sys.exit(1)  # usage errors are exit 1 (click's default is 2, which we reserve for the store)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
         raise
 
 

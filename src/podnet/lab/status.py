@@ -1,0 +1,67 @@
+"""`podnet lab status`: nodes with their subnets, pods, services, and the health of the lab's processes."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from podnet.lab import procs
+from podnet.lab.state import LabState, list_labs
+from podnet.store import StoreError, keys, open_store
+
+
+def show(name: str, console: Console | None = None) -> None:
+    console = console or Console()
+    st = LabState.load(name)
+    if st is None:
+        labs = ", ".join(list_labs()) or "none"
+        from podnet.errors import PodnetError
+
+        raise PodnetError(f"lab {name!r} is not up (labs: {labs})")
+    spec = st.spec
+    console.print(f"[bold]lab {spec.name}[/]: backend {spec.backend}, proxy {spec.proxy_mode}, store {st.store_url}")
+    sup = "running" if st.supervisor and procs.alive(st.supervisor) else "[red]dead[/]"
+    console.print(f"supervisor: {sup}")
+
+    nodes = Table("NODE", "NETNS", "INTERNAL-IP", "SUBNET", "OVERLAY", "PROXY", "AGENT", title="nodes")
+    for n in spec.node_specs:
+        subnet = "-"
+        try:
+            env = dict(line.split("=", 1) for line in st.subnet_file(n.name).read_text().splitlines() if "=" in line)
+            subnet = env.get("FLANNEL_SUBNET", "-")
+        except OSError:
+            pass
+        health = []
+        for role in ("overlay", "proxy", "agent"):
+            rec = st.procs.get(f"{n.name}/{role}")
+            health.append(f"pid {rec.pid}" if rec and procs.alive(rec) else "[red]down[/]")
+        nodes.add_row(n.name, n.netns, n.underlay_ip, subnet, *health)
+    console.print(nodes)
+
+    try:
+        store = open_store(st.store_url)
+        pods = Table("NAMESPACE", "POD", "NODE", "IP", "READY", title="pods")
+        for kv in store.list(keys.kind_prefix("Pod")).items:
+            p = json.loads(kv.value)
+            status = p.get("status") or {}
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+            pods.add_row(p["metadata"].get("namespace", "default"), p["metadata"]["name"],
+                         (p.get("spec") or {}).get("nodeName") or "<pending>", status.get("podIP") or "-",
+                         "1/1" if ready else "0/1")
+        console.print(pods)
+        svcs = Table("NAMESPACE", "SERVICE", "TYPE", "CLUSTER-IP", "PORTS", title="services")
+        for kv in store.list(keys.kind_prefix("Service")).items:
+            s = json.loads(kv.value)
+            sp = s.get("spec") or {}
+            ports = ",".join(
+                f"{p.get('port')}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}"
+                for p in sp.get("ports") or []
+            )
+            svcs.add_row(s["metadata"].get("namespace", "default"), s["metadata"]["name"], sp.get("type", "ClusterIP"),
+                         sp.get("clusterIP") or "-", ports)
+        console.print(svcs)
+        store.close()
+    except StoreError as e:
+        console.print(f"[red]store unreachable[/]: {e}")
