@@ -1,0 +1,78 @@
+"""TUN devices opened through /dev/net/tun (this kernel cannot `ip link add type tun`).
+
+The device lives as long as a file descriptor attached to it is open, in the network namespace of
+the thread that opened it. `open_tun` can run that open inside a named namespace from a short-lived
+helper thread (setns changes only the calling thread's namespace), so a caller in another namespace
+gets a descriptor bound to the right one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import struct
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFF_MULTI_QUEUE = 0x0100
+IFNAMSIZ = 16
+
+T = TypeVar("T")
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def _setns_thread(name: str) -> None:
+    """Move the calling thread (only) into namespace `name`; never creates one."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(os.path.join("/var/run/netns", name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def in_netns(name: str | None, fn: Callable[[], T]) -> T:
+    """Run fn() with the calling thread inside namespace `name` (None: here) and return its result.
+
+    Sockets and TUN descriptors created by fn stay bound to that namespace after the thread exits.
+    """
+    if name is None:
+        return fn()
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            _setns_thread(name)
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name=f"netns-{name}")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
+def open_tun(name: str, *, multi_queue: bool = False, nonblocking: bool = True) -> int:
+    """Create (or attach a queue to) TUN device `name` without packet info header; return the fd."""
+    if len(name.encode()) >= IFNAMSIZ:
+        raise ValueError(f"TUN name {name!r} longer than {IFNAMSIZ - 1} bytes")
+    flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC | (os.O_NONBLOCK if nonblocking else 0))
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd

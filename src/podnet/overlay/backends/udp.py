@@ -1,0 +1,157 @@
+"""flannel's udp backend: TUN device flannel0, UDP port 8285, the raw IP packet as the UDP payload.
+
+The kernel routes the whole flannel network into flannel0 (`<Network> dev flannel0`); the forwarder
+(udp_forward.py) picks the peer by destination subnet and sends the packet to `<peer PublicIP>:<Port>`.
+MTU = interface MTU - 28 (outer IPv4 20 + UDP 8). No BackendData: peers only need PublicIP.
+
+The TUN is made persistent so a restarted daemon re-attaches to the same device: its address and
+routes stay, packets are only held up while no process reads it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import logging
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from podnet.net import addr, routes, tun
+from podnet.net import netns as nsmod
+from podnet.net.iface import ExternalInterface
+from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike
+from podnet.overlay.backends.udp_forward import Forwarder
+
+log = logging.getLogger(__name__)
+
+DEVICE = "flannel0"
+DEFAULT_PORT = 8285
+ENCAP_OVERHEAD = 28
+TUNSETPERSIST = 0x400454CB
+SOCKET_BUFFER = 4 << 20  # absorbs bursts while the GIL is with the other direction
+
+
+class UdpBackend:
+    backend_type = "udp"
+
+    def __init__(self, ext: ExternalInterface, *, port: int = DEFAULT_PORT, mtu: int | None = None,
+                 netns: str | None = None) -> None:
+        if not 0 < port < 65536:
+            raise BackendError(f"Backend.Port: {port!r}: must be 1..65535")
+        self.ext = ext
+        self.port = port
+        self._mtu = (mtu or ext.mtu) - ENCAP_OVERHEAD
+        self.netns = netns
+        self._ipr: IPRoute | None = None
+        self._lock = threading.Lock()
+        self.tun_fd: int | None = None
+        self.sock: socket.socket | None = None
+        self.forwarder: Forwarder | None = None
+        self._index: int | None = None
+        self._network: ipaddress.IPv4Network | None = None
+        self._pending: dict[ipaddress.IPv4Network, ipaddress.IPv4Address] = {}
+
+    @classmethod
+    def from_options(cls, ext: ExternalInterface, opts: Mapping[str, Any], *, netns: str | None = None
+                     ) -> UdpBackend:
+        port = opts.get("port") or DEFAULT_PORT
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise BackendError(f"Backend.Port: {port!r}: must be an integer")
+        return cls(ext, port=port, mtu=opts.get("mtu") or None, netns=netns)
+
+    @property
+    def mtu(self) -> int:
+        return self._mtu
+
+    @property
+    def ipr(self) -> IPRoute:
+        if self._ipr is None:
+            self._ipr = nsmod.ipr(self.netns)
+        return self._ipr
+
+    def _open(self) -> tuple[int, socket.socket]:
+        fd = tun.open_tun(DEVICE)
+        try:
+            fcntl.ioctl(fd, TUNSETPERSIST, 1)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            sock.bind((str(self.ext.address), self.port))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, sock
+
+    def register(self) -> BackendData:
+        try:
+            self.tun_fd, self.sock = tun.in_netns(self.netns, self._open)
+        except OSError as exc:
+            raise BackendError(f"udp: cannot open {DEVICE} / bind {self.ext.address}:{self.port}: {exc}") from exc
+        self._index = self.ipr.link_lookup(ifname=DEVICE)[0]
+        self.ipr.link("set", index=self._index, mtu=self._mtu, state="up")
+        return None
+
+    def configure(self, own: LeaseLike, network: ipaddress.IPv4Network) -> None:
+        if self._index is None or self.tun_fd is None or self.sock is None:
+            raise BackendError("udp: configure() called before register()")
+        self._network = network
+        with self._lock:
+            addr.ensure_only(self.ipr, self._index, ipaddress.IPv4Interface(f"{own.subnet.network_address}/32"),
+                             within=network)
+            routes.replace(self.ipr, network, oif=self._index)
+            self.forwarder = Forwarder(self.tun_fd, self.sock, own.subnet.prefixlen)
+            for subnet, ip in self._pending.items():
+                self.forwarder.set_peer(subnet, ip, self.port)
+            self._pending.clear()
+        self.forwarder.start()
+
+    def add_remote(self, lease: LeaseLike) -> None:
+        if lease.backend_type != self.backend_type:
+            log.info("udp: ignoring peer %s: backend type %r", lease.subnet, lease.backend_type)
+            return
+        with self._lock:
+            if self.forwarder is None:
+                self._pending[lease.subnet] = lease.public_ip
+                return
+            try:
+                self.forwarder.set_peer(lease.subnet, lease.public_ip, self.port)
+            except ValueError as exc:
+                log.error("udp: peer %s (public IP %s): %s", lease.subnet, lease.public_ip, exc)
+
+    def remove_remote(self, lease: LeaseLike) -> None:
+        if lease.backend_type != self.backend_type:
+            return
+        with self._lock:
+            self._pending.pop(lease.subnet, None)
+            if self.forwarder is not None:
+                self.forwarder.del_peer(lease.subnet)
+
+    def resync(self) -> None:
+        """Put back the whole-network route through flannel0 if someone removed it."""
+        if self._network is None or self._index is None:
+            return
+        with self._lock:
+            try:
+                routes.replace(self.ipr, self._network, oif=self._index)
+            except Exception as exc:
+                log.error("udp: resync route %s: %s", self._network, exc)
+
+    def close(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.stop()
+            self.forwarder = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.tun_fd is not None:
+            os.close(self.tun_fd)
+            self.tun_fd = None
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
