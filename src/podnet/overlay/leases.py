@@ -99,7 +99,7 @@ def choose_subnet(
             if len(free) >= MAX_CANDIDATES:
                 break
     if not free:
-        total = len(conf.candidate_subnets())
+        total = conf.subnet_count()
         raise AllocationError(
             f"out of subnets: all {total} /{conf.subnet_len} subnets of Network {conf.network} between "
             f"SubnetMin {conf.subnet_min} and SubnetMax {conf.subnet_max} are leased "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,12 +68,17 @@ class NetConf:
             and self.subnet_min <= subnet.network_address <= self.subnet_max
         )
 
-    def candidate_subnets(self) -> list[ipaddress.IPv4Network]:
+    def candidate_subnets(self) -> Iterator[ipaddress.IPv4Network]:
         """Every allocatable subnet, SubnetMin to SubnetMax in SubnetLen steps (flannel's walk order)."""
         assert self.subnet_min is not None and self.subnet_max is not None
         size = 1 << (32 - self.subnet_len)
         start, end = int(self.subnet_min), int(self.subnet_max)
-        return [ipaddress.IPv4Network((ip, self.subnet_len)) for ip in range(start, end + 1, size)]
+        return (ipaddress.IPv4Network((ip, self.subnet_len)) for ip in range(start, end + 1, size))
+
+    def subnet_count(self) -> int:
+        if self.subnet_min is None or self.subnet_max is None:
+            return 0
+        return (int(self.subnet_max) - int(self.subnet_min)) // (1 << (32 - self.subnet_len)) + 1
 
     def summary(self) -> dict[str, Any]:
         """The effective config (defaults filled in) with flannel's field names, for `config get --effective`."""

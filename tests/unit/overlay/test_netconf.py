@@ -50,7 +50,8 @@ def test_ipv6_overrides_are_kept() -> None:
 def test_derived_defaults(network: str, length: int, lo: str, hi: str) -> None:
     c = parse_netconf(f'{{"Network": "{network}", "Backend": {{"Type": "vxlan"}}}}')
     assert (c.subnet_len, str(c.subnet_min), str(c.subnet_max)) == (length, lo, hi)
-    subnets = c.candidate_subnets()
+    subnets = list(c.candidate_subnets())
+    assert len(subnets) == c.subnet_count()
     assert str(subnets[0].network_address) == lo and str(subnets[-1].network_address) == hi
     assert all(s.prefixlen == length for s in subnets)
 
