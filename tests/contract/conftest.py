@@ -47,6 +47,25 @@ def sqlite_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield f"sqlite://{tmp_path_factory.mktemp('sqlite-store')}/state.db"
 
 
+def _etcd_cluster(size: int) -> Iterator[str]:
+    from etcd_cluster import EtcdCluster, etcd_available  # tests/contract/etcd_cluster.py
+
+    if not etcd_available():
+        pytest.skip("etcd server binary not installed (Debian package etcd-server)")
+    with EtcdCluster(size) as cluster:  # stopped by pid and its data dirs removed, pass or fail
+        yield cluster.url
+
+
+@backend("etcd-1")
+def etcd1_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from _etcd_cluster(1)
+
+
+@backend("etcd-3")
+def etcd3_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from _etcd_cluster(3)
+
+
 # ---- fixtures -----------------------------------------------------------------------------------------
 
 
