@@ -1,0 +1,251 @@
+"""EndpointSlices of a Service, derived from its pods as Kubernetes' EndpointSlice controller derives them.
+
+Endpoints are derived, never hand-written (for services with a selector), so proxy, `describe` and
+tests agree. The pure core is endpoint_slices_for(service, pods). Writers of services or pods
+(`podnet apply`/`delete`, the lab) call slice_ops()/sync_ops() and commit the result in the same
+transaction, so every node's proxy only watches EndpointSlices, as kube-proxy does.
+
+Selector-less services are left alone: their EndpointSlices are whatever the user applied.
+
+What follows the upstream controller (pkg/controller/endpointslice, staging endpointslice reconciler):
+- pods: same namespace, labels match the selector, an IP of the service's family, not terminal
+  (Succeeded/Failed); terminating pods stay, with ready=false.
+- conditions: serving = pod Ready condition (or publishNotReadyAddresses), ready = serving and not
+  terminating, terminating = deletionTimestamp set. All three always set, as upstream does.
+- ports: one EndpointPort per service port, named like the service port; a named targetPort is looked
+  up per pod in its container ports (name and protocol); a pod lacking it gets no entry for that port.
+  Pods with different resolved port sets go to different slices.
+- at most 100 endpoints per slice (the controller's default --max-endpoints-per-slice).
+- labels: the service's labels, plus kubernetes.io/service-name and endpointslice.kubernetes.io/managed-by;
+  service.kubernetes.io/headless for headless services.
+- a service whose selector matches nothing gets one empty placeholder slice.
+Where we differ: slice names. Upstream uses generateName (random suffix); ours are <service>-<hash of
+the port set and chunk>, so the same inputs always give the same slices and no write happens for nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Iterable, Sequence
+
+from podnet.api.endpointslice import (
+    CONTROLLER_NAME,
+    MANAGED_BY_LABEL,
+    SERVICE_NAME_LABEL,
+    Endpoint,
+    EndpointConditions,
+    EndpointPort,
+    EndpointSlice,
+    ObjectReference,
+)
+from podnet.api.loader import from_json, to_json
+from podnet.api.meta import ObjectMeta
+from podnet.api.pod import Pod
+from podnet.api.service import Service
+from podnet.errors import PodnetError
+from podnet.store import Delete, KeyValue, Op, Put, Store, keys
+
+MAX_ENDPOINTS_PER_SLICE = 100
+HEADLESS_LABEL = "service.kubernetes.io/headless"
+
+PortKey = tuple[tuple[str, int, str], ...]
+
+
+def selector_matches(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
+    """Equality-based selector, as a Service's. An empty selector selects nothing (selector-less)."""
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())  # type: ignore[union-attr]
+
+
+def _address_type(svc: Service) -> str:
+    if svc.spec.ip_families:
+        return svc.spec.ip_families[0]
+    ips = svc.cluster_ips
+    if ips:
+        try:
+            return "IPv6" if ipaddress.ip_address(ips[0]).version == 6 else "IPv4"
+        except ValueError:
+            pass
+    return "IPv4"
+
+
+def _pod_address(pod: Pod, address_type: str) -> str | None:
+    want = 6 if address_type == "IPv6" else 4
+    for ip in pod.ips:
+        try:
+            if ipaddress.ip_address(ip).version == want:
+                return ip
+        except ValueError:
+            continue
+    return None
+
+
+def _endpoint_ports(svc: Service, pod: Pod) -> list[EndpointPort]:
+    ports = []
+    for sp in svc.ports:
+        target = sp.effective_target_port
+        if isinstance(target, str):
+            number = pod.find_port(target, sp.protocol)
+            if number is None:
+                continue  # upstream logs "failed to find port" and leaves this port out for the pod
+        else:
+            number = target
+        ports.append(EndpointPort(name=sp.name, port=number, protocol=sp.protocol, app_protocol=sp.app_protocol))
+    return ports
+
+
+def _port_key(ports: Sequence[EndpointPort]) -> PortKey:
+    return tuple((p.name or "", p.port or 0, p.protocol or "TCP") for p in ports)
+
+
+def _slice_name(svc: Service, key: PortKey, chunk: int) -> str:
+    digest = hashlib.sha256(json.dumps([list(key), chunk]).encode()).hexdigest()[:5]
+    return f"{svc.name[:57]}-{digest}"
+
+
+def _labels(svc: Service) -> dict[str, str]:
+    labels = dict(svc.metadata.labels)
+    labels[SERVICE_NAME_LABEL] = svc.name
+    labels[MANAGED_BY_LABEL] = CONTROLLER_NAME
+    if svc.is_headless:
+        labels[HEADLESS_LABEL] = ""
+    return labels
+
+
+def _ip_sort_key(ep: Endpoint) -> tuple[int, int, str]:
+    addr = ep.addresses[0]
+    try:
+        ip = ipaddress.ip_address(addr)
+        return (ip.version, int(ip), addr)
+    except ValueError:
+        return (9, 0, addr)
+
+
+def endpoint_slices_for(
+    service: Service, pods: Iterable[Pod], *, max_endpoints: int = MAX_ENDPOINTS_PER_SLICE
+) -> list[EndpointSlice]:
+    """The EndpointSlices the controller keeps for service, given every pod (any namespace).
+
+    Selector-less services get none: their slices are the user's.
+    """
+    if not service.has_selector:
+        return []
+    address_type = _address_type(service)
+    publish_not_ready = bool(service.spec.publish_not_ready_addresses)
+    groups: dict[PortKey, tuple[list[EndpointPort], list[Endpoint]]] = {}
+    for pod in pods:
+        if pod.namespace != service.namespace or not selector_matches(service.spec.selector, pod.metadata.labels):
+            continue
+        if pod.is_terminal:
+            continue
+        address = _pod_address(pod, address_type)
+        if address is None:
+            continue
+        terminating = pod.metadata.deletion_timestamp is not None
+        serving = publish_not_ready or pod.is_ready
+        hostname = pod.spec.hostname if pod.spec.hostname and pod.spec.subdomain == service.name else None
+        endpoint = Endpoint(
+            addresses=[address],
+            conditions=EndpointConditions(ready=serving and not terminating, serving=serving,
+                                          terminating=terminating),
+            hostname=hostname,
+            node_name=pod.spec.node_name or None,
+            target_ref=ObjectReference(kind="Pod", namespace=pod.namespace, name=pod.name, uid=pod.metadata.uid),
+        )
+        ports = _endpoint_ports(service, pod)
+        groups.setdefault(_port_key(ports), (ports, []))[1].append(endpoint)
+
+    slices = []
+    for key, (ports, endpoints) in sorted(groups.items()):
+        endpoints.sort(key=_ip_sort_key)
+        for chunk, start in enumerate(range(0, len(endpoints), max_endpoints)):
+            slices.append(_slice(service, key, chunk, address_type, ports, endpoints[start:start + max_endpoints]))
+    if not slices:
+        slices.append(_slice(service, (), 0, address_type, [], []))  # upstream's placeholder slice
+    return slices
+
+
+def _slice(svc: Service, key: PortKey, chunk: int, address_type: str, ports: list[EndpointPort],
+           endpoints: list[Endpoint]) -> EndpointSlice:
+    return EndpointSlice(
+        metadata=ObjectMeta(name=_slice_name(svc, key, chunk), namespace=svc.namespace, labels=_labels(svc)),
+        address_type=address_type,
+        endpoints=endpoints,
+        ports=list(ports),
+    )
+
+
+def ready_addresses(slices: Iterable[EndpointSlice], port_name: str) -> list[str]:
+    """`ip:port` of ready endpoints for one service port, across slices (what `describe` shows)."""
+    out: list[str] = []
+    for es in slices:
+        port = next((p.port for p in es.ports if (p.name or "") == port_name), None)
+        if port is None:
+            continue
+        for ep in es.endpoints:
+            if ep.is_ready:
+                out.extend(f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in ep.addresses)
+    return out
+
+
+# ---- store side: the ops that make the stored slices equal the derived ones ----------------------------
+
+
+def slice_ops(
+    services: Iterable[Service],
+    pods: Iterable[Pod],
+    existing: dict[str, tuple[EndpointSlice, int]],
+    namespaces: set[str] | None = None,
+) -> list[Op]:
+    """Puts/deletes turning the stored controller-managed slices into the derived ones.
+
+    existing maps key -> (slice, mod_revision) for the stored slices. Only slices managed by the
+    controller are touched; only namespaces in `namespaces` when given. Every op is conditional on the
+    revision it was computed from, so a concurrent writer makes the commit fail instead of losing data.
+    """
+    pods = list(pods)
+    want: dict[str, EndpointSlice] = {}
+    for svc in services:
+        if namespaces is not None and svc.namespace not in namespaces:
+            continue
+        for es in endpoint_slices_for(svc, pods):
+            want[keys.resource("EndpointSlice", es.namespace, es.name)] = es
+    ops: list[Op] = []
+    for key, es in sorted(want.items()):
+        current = existing.get(key)
+        if current is None:
+            ops.append(Put(key, to_json(es), if_absent=True))
+        elif current[0].to_dict() != es.to_dict():
+            ops.append(Put(key, to_json(es), if_revision=current[1]))
+    for key, (es, rev) in sorted(existing.items()):
+        if key in want or not es.is_controller_managed:
+            continue
+        if namespaces is not None and es.namespace not in namespaces:
+            continue
+        ops.append(Delete(key, if_revision=rev))
+    return ops
+
+
+def _decode_all(items: Iterable[KeyValue], cls: type) -> dict[str, tuple[object, int]]:
+    out: dict[str, tuple[object, int]] = {}
+    for kv in items:
+        try:
+            obj = from_json(kv.value)
+        except PodnetError:
+            continue  # not ours to judge here; `podnet get` shows it, apply validates on the way in
+        if isinstance(obj, cls):
+            out[kv.key] = (obj, kv.mod_revision)
+    return out
+
+
+def sync_ops(store: Store) -> list[Op]:
+    """Ops bringing every controller-managed EndpointSlice in the store up to date (the lab's loop)."""
+    services = _decode_all(store.list(keys.kind_prefix("Service")).items, Service)
+    pods = _decode_all(store.list(keys.kind_prefix("Pod")).items, Pod)
+    slices = _decode_all(store.list(keys.kind_prefix("EndpointSlice")).items, EndpointSlice)
+    return slice_ops(
+        (s for s, _ in services.values()),  # type: ignore[misc]
+        (p for p, _ in pods.values()),  # type: ignore[misc]
+        slices,  # type: ignore[arg-type]
+    )
