@@ -1,9 +1,23 @@
-"""`podnet demo`: the narrated walkthrough on a lab."""
+"""`podnet demo`: the narrated walkthrough on a 2-node lab."""
 
 from __future__ import annotations
+
+import sys
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("demo")
+    def demo(
+        keep: bool = typer.Option(False, "--keep", help="Leave the lab up afterwards to explore"),
+        name: str = typer.Option("demo", "--name", help="Lab name"),
+        backend: str = typer.Option("vxlan", "--backend", help="vxlan | host-gw | udp"),
+    ) -> None:
+        """Build a 2-node lab and walk through Services and pod-to-pod networking on real kernel paths."""
+        from podnet.lab.demo import Demo
+        from podnet.lab.topology import BACKENDS
+
+        if backend not in BACKENDS:
+            raise typer.BadParameter(f"{backend!r}: one of {', '.join(BACKENDS)}", param_hint="--backend")
+        sys.exit(0 if Demo(name=name, backend=backend).run(keep=keep) else 1)
