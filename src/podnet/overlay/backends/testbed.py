@@ -78,6 +78,7 @@ def _sysctl(ns: str, key: str, value: str) -> None:
 
 
 class Testbed:
+    __test__ = False  # not a pytest test class despite the name
     def __init__(self, nodes: int = 3, *, make_ns: Callable[[str], str] | None = None,
                  underlay_mtu: int = 1500) -> None:
         self._own_ns = make_ns is None
