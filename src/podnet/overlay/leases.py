@@ -141,6 +141,7 @@ class SubnetManager:
         self.rng = rng or random.Random()
         self.clock = clock
         self.race_retries = race_retries
+        self.lost_races = 0  # how often another node took our pick first (tests and metrics read it)
 
     def list_leases(self) -> tuple[list[Lease], int]:
         result = self.store.list(keys.SUBNETS_PREFIX)
@@ -169,6 +170,7 @@ class SubnetManager:
                     lease = self._create(want)
             except ConflictError as e:
                 # Someone else wrote the key between our list and our write: look again.
+                self.lost_races += 1
                 log.info("subnet %s was taken concurrently (%s), retrying (%d)", choice.subnet, e.reason, attempt + 1)
                 time.sleep(self.rng.uniform(0, 0.02 * min(attempt + 1, 10)))
                 continue
