@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 import grpc
 from aetcd import rpc
 
+from podnet.errors import Problem, ValidationError
 from podnet.store.base import (
     CompactedError,
     ConflictError,
@@ -81,6 +82,13 @@ T = TypeVar("T")
 # ---- URL and options ------------------------------------------------------------------------------
 
 
+class EtcdConfigError(ValidationError, StoreError):
+    """A bad etcd URL or option: input error (CLI exit 1), also a StoreError for open_store's callers."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        super().__init__([Problem(field, value, reason)])
+
+
 def parse_endpoints(url: str) -> tuple[list[str], bool]:
     """etcd://h1:p1,h2:p2 -> (["h1:p1", "h2:p2"], tls?). etcds:// means TLS. Port defaults to 2379.
 
@@ -92,7 +100,7 @@ def parse_endpoints(url: str) -> tuple[list[str], bool]:
     elif url.startswith("etcd://"):
         rest, tls = url[len("etcd://"):], False
     else:
-        raise StoreError(f"store URL {url!r}: not an etcd:// or etcds:// URL")
+        raise EtcdConfigError("store", url, "not an etcd:// or etcds:// URL")
     rest = rest.split("?", 1)[0].rstrip("/")
     endpoints: list[str] = []
     for raw in rest.split(","):
@@ -107,7 +115,7 @@ def parse_endpoints(url: str) -> tuple[list[str], bool]:
         host, port = _split_host_port(url, ep)
         endpoints.append(f"{host}:{port}")
     if not endpoints:
-        raise StoreError(f"store URL {url!r}: no endpoints (use etcd://HOST:PORT[,HOST:PORT...])")
+        raise EtcdConfigError("store", url, "no endpoints (use etcd://HOST:PORT[,HOST:PORT...])")
     return endpoints, tls
 
 
@@ -123,11 +131,11 @@ def _split_host_port(url: str, ep: str) -> tuple[str, int]:
     else:
         host, port_s = ep, ""
     if not host or host == "[]":
-        raise StoreError(f"store URL {url!r}: endpoint {ep!r} has no host")
+        raise EtcdConfigError("store", url, f"endpoint {ep!r} has no host")
     if not port_s:
         return host, DEFAULT_PORT
     if not port_s.isdigit() or not 0 < int(port_s) < 65536:
-        raise StoreError(f"store URL {url!r}: endpoint {ep!r}: port {port_s!r} is not 1-65535")
+        raise EtcdConfigError("store", url, f"endpoint {ep!r}: port {port_s!r} is not 1-65535")
     return host, int(port_s)
 
 
@@ -138,7 +146,7 @@ def _read_pem(option: str, path: str | None) -> bytes | None:
         with open(path, "rb") as f:
             return f.read()
     except OSError as exc:
-        raise StoreError(f"etcd {option}: {path!r}: {exc.strerror or exc}") from exc
+        raise EtcdConfigError(f"etcd.{option}", path, f"cannot read: {exc.strerror or exc}") from exc
 
 
 def _prefix_end(prefix: bytes) -> bytes:
@@ -244,10 +252,12 @@ class EtcdStore:
         targets, tls = parse_endpoints(url)
         if bool(certfile) != bool(keyfile):
             field_ = "keyfile" if certfile else "certfile"
-            raise StoreError(f"etcd {field_}: missing (certfile and keyfile go together)")
+            raise EtcdConfigError(f"etcd.{field_}", None, "missing (certfile and keyfile go together)")
         if bool(username) != bool(password):
             field_ = "password" if username else "username"
-            raise StoreError(f"etcd {field_}: missing (username and password go together)")
+            raise EtcdConfigError(f"etcd.{field_}", None, "missing (username and password go together)")
+        if timeout <= 0:
+            raise EtcdConfigError("etcd.timeout", timeout, "must be > 0 seconds")
         ca, cert, key = _read_pem("cafile", cafile), _read_pem("certfile", certfile), _read_pem("keyfile", keyfile)
         self.tls = tls or bool(ca or cert)
         self._creds = (
@@ -271,7 +281,7 @@ class EtcdStore:
     def _endpoint(self, i: int) -> _Endpoint:
         with self._lock:
             if self._closed:
-                raise StoreUnavailable(f"store unreachable: {self.url}: store closed")
+                raise StoreUnavailable(f"{self.url}: store closed")
             ep = self._endpoints[i]
             if ep is None:
                 target = self._targets[i]
@@ -326,7 +336,7 @@ class EtcdStore:
                 last = f"{ep.target}: {_details(exc) or _code(exc)}"
                 if kind == "fatal":
                     if _code(exc) == grpc.StatusCode.INVALID_ARGUMENT and "authentication failed" in last:
-                        raise StoreError(f"{what}: etcd username/password rejected ({last})") from exc
+                        raise EtcdConfigError("etcd.username", self._username, f"rejected by etcd ({last})") from exc
                     raise _FatalRpc(exc) from exc
                 if kind == "auth" and not reauthed:
                     self._token = None
@@ -345,7 +355,7 @@ class EtcdStore:
                 if tried_in_round >= n:
                     tried_in_round = 0
                     time.sleep(min(RETRY_PAUSE, max(0.0, deadline - time.monotonic())))
-        raise StoreUnavailable(f"store unreachable: {self.url}: {what}: {last}")
+        raise StoreUnavailable(f"{self.url}: {what}: no etcd member answered (last: {last})")
 
     def _run(self, what: str, fn: Callable[[_Endpoint, float], T], *, mutating: bool = False) -> tuple[T, bool]:
         try:
