@@ -104,6 +104,30 @@ def prefix_end(prefix: str) -> str | None:
     return None
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    msg = str(exc).lower()
+    return "locked" in msg or "busy" in msg
+
+
+def _retry_busy(what: str, path: str, fn: Any) -> Any:
+    """Run fn() again while SQLite reports a lock it does not wait for by itself.
+
+    The busy timeout covers ordinary writes, but switching a fresh file to WAL and creating the schema
+    while other processes do the same can fail at once with "database is locked"; those steps are
+    idempotent, so they are simply repeated until the deadline.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() > deadline:
+                raise StoreUnavailable(f"sqlite store {path}: {what}: {exc}") from exc
+        time.sleep(delay * (1 + secrets.randbelow(1000) / 1000))  # jitter: racers spread out
+        delay = min(delay * 2, 0.1)
+
+
 def _connect(path: str) -> sqlite3.Connection:
     try:
         parent = os.path.dirname(path)
@@ -112,14 +136,27 @@ def _connect(path: str) -> sqlite3.Connection:
             raise StoreUnavailable(f"sqlite store {path}: is a directory")
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreUnavailable(f"sqlite store {path}: cannot switch to WAL (journal_mode={mode})")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
     except (sqlite3.Error, OSError) as exc:
         raise StoreUnavailable(f"sqlite store {path}: {exc}") from exc
+
+    def setup() -> None:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreUnavailable(f"sqlite store {path}: cannot switch to WAL (journal_mode={mode})")
+        conn.execute("PRAGMA synchronous=NORMAL")
+
+    try:
+        _retry_busy("opening", path, setup)
+    except StoreUnavailable:
+        conn.close()
+        raise
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreUnavailable(f"sqlite store {path}: {exc}") from exc
+    return conn
 
 
 class SqliteStore:
@@ -132,11 +169,27 @@ class SqliteStore:
         self._lock = threading.RLock()
         self._closed = False
         self._conn = _connect(self.path)
+        self._pid = os.getpid()
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
         self._watches: set[SqliteWatch] = set()
-        with self._lock:
-            self._write(self._create_schema)
+        try:
+            _retry_busy("creating schema", self.path, self._create_schema_once)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _create_schema_once(self) -> None:
+        conn = self._conn
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name='events'").fetchone() is not None:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._create_schema(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     @staticmethod
     def _create_schema(conn: sqlite3.Connection) -> None:
@@ -146,12 +199,25 @@ class SqliteStore:
 
     # ---- plumbing -------------------------------------------------------------------------------
 
+    def _connection(self) -> sqlite3.Connection:
+        """The connection for this process (call with the lock held).
+
+        SQLite connections must not cross fork(): a child that inherited this object gets its own
+        connection on first use, and a fresh sweeper if it needs one (threads don't survive fork).
+        """
+        if self._closed:
+            raise StoreUnavailable(f"sqlite store {self.path}: closed")
+        if self._pid != os.getpid():
+            self._conn = _connect(self.path)
+            self._pid = os.getpid()
+            self._sweeper = None
+            self._watches = set()
+        return self._conn
+
     def _write(self, fn: Any) -> Any:
         """Run fn(conn) inside one BEGIN IMMEDIATE transaction (the cross-process write lock)."""
         with self._lock:
-            if self._closed:
-                raise StoreUnavailable(f"sqlite store {self.path}: closed")
-            conn = self._conn
+            conn = self._connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -167,9 +233,7 @@ class SqliteStore:
     def _read(self, fn: Any) -> Any:
         """Run fn(conn) in one read transaction: a consistent snapshot across several SELECTs."""
         with self._lock:
-            if self._closed:
-                raise StoreUnavailable(f"sqlite store {self.path}: closed")
-            conn = self._conn
+            conn = self._connection()
             try:
                 conn.execute("BEGIN")
                 try:
@@ -205,7 +269,7 @@ class SqliteStore:
             if self._closed:
                 return
             try:
-                pending = self._expired_pending(self._conn)
+                pending = self._expired_pending(self._connection())
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
             if pending:
@@ -264,10 +328,8 @@ class SqliteStore:
             return KeyValue(row[0], bytes(row[1]), row[2], row[3], row[4]) if row else None
 
         with self._lock:  # a single SELECT is already a consistent snapshot
-            if self._closed:
-                raise StoreUnavailable(f"sqlite store {self.path}: closed")
             try:
-                return run(self._conn)
+                return run(self._connection())
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
 
@@ -500,6 +562,10 @@ class SqliteWatch:
         """Every event in [next_revision, current revision] under the prefix, from one snapshot."""
         conn = self._conn
         with self._conn_lock:
+            # idle path: one point read of the revision row, no transaction
+            head = conn.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0]
+            if int(head) < self.next_revision:
+                return []
             conn.execute("BEGIN")
             try:
                 rev, compact = self._heads()

@@ -218,3 +218,23 @@ def test_sweeper_thread_expires_leases_while_nobody_calls(store: SqliteStore, tm
         time.sleep(0.05)
     assert db.execute("SELECT COUNT(*) FROM kv WHERE key='/l/k'").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+
+
+def _put_from_child(store: SqliteStore, key: str) -> None:
+    store.put(key, str(os.getpid()).encode())
+
+
+def test_a_forked_child_gets_its_own_connection(store: SqliteStore) -> None:
+    import multiprocessing
+
+    store.put("/before-fork", b"x")
+    ctx = multiprocessing.get_context("fork")
+    children = [ctx.Process(target=_put_from_child, args=(store, f"/f/{i}")) for i in range(3)]
+    for p in children:
+        p.start()
+    for p in children:
+        p.join(30)
+        assert p.exitcode == 0
+    assert [kv.key for kv in store.list("/f/").items] == ["/f/0", "/f/1", "/f/2"]
+    store.put("/after-fork", b"y")  # the parent's own connection is unharmed
+    assert store.get("/after-fork") is not None
