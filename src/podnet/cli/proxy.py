@@ -1,7 +1,119 @@
-"""`podnet proxy ...` commands."""
+"""`podnet proxy ...` commands.
+
+`render` (below) is pure: objects + kube-proxy config + host facts -> restore input on stdout.
+`run` (the daemon) lives in its own section further down.
+"""
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+from typing import Any
+
 import typer
+import yaml
+
+from podnet.errors import Problem, ValidationError
 
 app = typer.Typer(help="proxy commands", no_args_is_help=True)
+
+
+# =============================================================================================
+# podnet proxy render
+# =============================================================================================
+
+
+def _read_objects(path: Path) -> tuple[list[Any], dict[str, Any] | None]:
+    """Objects of OBJECTS.yaml and, for kube-proxy golden cases, their `proxier:` block.
+
+    Accepted: what `kubectl apply -f` takes (multi-document YAML/JSON, `kind: List`, a directory),
+    and the golden-case format of shared/reference/kube-proxy-golden (`stateAfterEvent` with
+    services/endpointSlices/nodes and an optional `proxier:` block of resolved settings).
+    Objects are checked for shape only: kube-proxy's own test inputs (nodePort 3001, ...) would not
+    pass the API server's rules, yet they are exactly what this command must reproduce.
+    """
+    from podnet.api import load
+
+    if path.is_file():
+        try:
+            docs = list(yaml.safe_load_all(path.read_text()))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            docs = []  # the loader below reports it with line and column
+        if len(docs) == 1 and isinstance(docs[0], dict) and "stateAfterEvent" in docs[0]:
+            state = docs[0]["stateAfterEvent"] or {}
+            if not isinstance(state, dict):
+                raise ValidationError([Problem("stateAfterEvent", None, "must be a mapping", str(path))])
+            objs = [*(state.get("services") or []), *(state.get("endpointSlices") or []), *(state.get("nodes") or [])]
+            return objs, docs[0].get("proxier")
+    loaded = load(path, check=False)
+    return loaded.raise_for_problems(), None
+
+
+def render_command(
+    mode: str = typer.Option("iptables", "--mode", help="Proxy mode whose rules to print (iptables)."),
+    objects: Path = typer.Option(..., "-f", "--filename", help="Services, EndpointSlices (and Nodes) to render."),
+    config: Path | None = typer.Option(
+        None, "--config", help="kube-proxy's KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1)."
+    ),
+    host_facts: Path | None = typer.Option(
+        None, "--host-facts", help="YAML with nodeName, nodeIPs, nfacct, randomFully (what a live host would show)."
+    ),
+    ip_family: str | None = typer.Option(
+        None, "--ip-family", help="IPv4 or IPv6 (default: the family of the first node IP, else IPv4)."
+    ),
+) -> None:
+    """Print the iptables-restore input of a full sync for these objects, as kube-proxy v1.33 writes it."""
+    from podnet.proxy.config import (
+        HostFacts,
+        load_host_facts,
+        load_proxy_config,
+        resolve_settings,
+        settings_from_proxier_block,
+    )
+    from podnet.proxy.iptables import render
+    from podnet.proxy.state import IPV4, IPV6, desired_state_from_objects, parse_ip
+
+    problems: list[Problem] = []
+    if mode != "iptables":
+        problems.append(Problem("--mode", mode, "only iptables can be rendered by this command"))
+    if ip_family not in (None, IPV4, IPV6):
+        problems.append(Problem("--ip-family", ip_family, "must be IPv4 or IPv6"))
+    cfg = facts = None
+    for what, loader, path in (("config", load_proxy_config, config), ("facts", load_host_facts, host_facts)):
+        if path is None:
+            continue
+        try:
+            if what == "config":
+                cfg = loader(path)
+            else:
+                facts = loader(path)
+        except ValidationError as e:
+            problems.extend(e.problems)
+    try:
+        objs, proxier_block = _read_objects(objects)
+    except ValidationError as e:
+        problems.extend(e.problems)
+        objs, proxier_block = [], None
+    if cfg is not None and cfg.mode not in ("", "iptables") and mode == "iptables":
+        problems.append(Problem("mode", cfg.mode, "the config selects another proxy mode than --mode iptables", "KubeProxyConfiguration"))
+    if problems:
+        raise ValidationError(problems)
+
+    if proxier_block is not None and cfg is None and facts is None:
+        settings = settings_from_proxier_block(proxier_block)
+        family = ip_family or settings.ip_family
+        desired = desired_state_from_objects(objs, settings.node_name, ip_family=family)
+    else:
+        if facts is None:
+            node = (cfg.hostname_override if cfg else "") or socket.gethostname()
+            facts = HostFacts(nodeName=node)
+        family = ip_family or (
+            IPV6 if facts.node_ips and parse_ip(facts.node_ips[0]).version == 6 else IPV4
+        )
+        node_name = (cfg.hostname_override if cfg else "") or facts.node_name
+        desired = desired_state_from_objects(objs, node_name, ip_family=family)
+        settings = resolve_settings(cfg, facts, ip_family=family, node_pod_cidrs=desired.node_pod_cidrs)
+    typer.echo(render(desired, settings, full=True).text, nl=False)
+
+
+app.command(name="render")(render_command)
