@@ -27,7 +27,8 @@ class Informer(Generic[T]):
     """Follows every key under prefix; keeps a snapshot {key: object} and calls handlers on change.
 
     decode(value) turns stored bytes into the caller's type (e.g. Service.model_validate_json) and may
-    raise anything for bad input. Handlers run on the informer's thread, in store order, as
+    raise anything for bad input. Give decode_kv(key, value) instead when the key carries part of the
+    object (flannel's subnet leases: the subnet is in the key, not in the JSON). Handlers run on the informer's thread, in store order, as
     handler(kind, old, new): add (None, new), update (old, new), delete (old, None). After a gap the
     differences come as the same three kinds. A handler that raises is logged; the informer goes on.
     """
@@ -36,15 +37,20 @@ class Informer(Generic[T]):
         self,
         store: Store,
         prefix: str,
-        decode: Callable[[bytes], T],
+        decode: Callable[[bytes], T] | None = None,
         *,
+        decode_kv: Callable[[str, bytes], T] | None = None,
         on_change: Callable[[ChangeKind, T | None, T | None], None] | None = None,
         name: str | None = None,
         retry_interval: float = 1.0,
     ) -> None:
         self.store = store
         self.prefix = prefix
-        self.decode = decode
+        if (decode is None) == (decode_kv is None):
+            raise TypeError("Informer: give exactly one of decode(value) or decode_kv(key, value)")
+        self._decode_fn: Callable[[str, bytes], T] = (
+            decode_kv if decode_kv is not None else (lambda _key, value: decode(value))  # type: ignore[misc]
+        )
         self.name = name or f"informer {prefix}"
         self.retry_interval = retry_interval
         self._handlers: list[Callable[[ChangeKind, T | None, T | None], None]] = []
@@ -157,7 +163,7 @@ class Informer(Generic[T]):
 
     def _decode(self, key: str, value: bytes) -> tuple[bool, T | None]:
         try:
-            return True, self.decode(value)
+            return True, self._decode_fn(key, value)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is one bad object, not a crash
             log.error("%s: cannot decode %s: %s; skipping it", self.name, key, exc)
             return False, None

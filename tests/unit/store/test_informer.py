@@ -236,3 +236,15 @@ def test_stop_ends_the_thread_and_wait_synced_times_out_before_start(store: Sqli
     store.put(P + "late", enc("late", 1))
     time.sleep(0.1)
     assert inf.snapshot() == {}
+
+
+def test_decode_kv_gets_the_key_and_exactly_one_decoder_is_required(store: SqliteStore) -> None:
+    store.put(P + "x", b"7")
+    inf: Informer[tuple[str, int]] = Informer(store, P, decode_kv=lambda k, v: (k.rsplit("/", 1)[1], int(v)))
+    with inf:
+        assert inf.wait_synced(5)
+        assert inf.snapshot() == {P + "x": ("x", 7)}
+    with pytest.raises(TypeError, match="exactly one"):
+        Informer(store, P)
+    with pytest.raises(TypeError, match="exactly one"):
+        Informer(store, P, int, decode_kv=lambda k, v: 1)

@@ -238,3 +238,36 @@ def test_a_forked_child_gets_its_own_connection(store: SqliteStore) -> None:
     assert [kv.key for kv in store.list("/f/").items] == ["/f/0", "/f/1", "/f/2"]
     store.put("/after-fork", b"y")  # the parent's own connection is unharmed
     assert store.get("/after-fork") is not None
+
+
+OPENER = """
+import sys, time
+from podnet.store.sqlite import SqliteStore
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+s = SqliteStore(sys.argv[1])
+s.put("/o/" + sys.argv[3], b"1")
+s.close()
+"""
+
+
+def test_processes_opening_a_fresh_file_at_once_all_succeed(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/fresh/state.db"
+    src = str(Path(__file__).resolve().parents[3] / "src")
+    env = dict(os.environ, PYTHONPATH=src)
+    start = time.time() + 1.0  # all interpreters are up before anyone touches the file
+    children = [
+        subprocess.Popen([sys.executable, "-c", OPENER, url, str(start), str(i)], env=env,
+                         stderr=subprocess.PIPE, text=True)
+        for i in range(6)
+    ]
+    try:
+        errors = [p.communicate(timeout=60)[1] for p in children]
+        assert [p.returncode for p in children] == [0] * 6, errors
+    finally:
+        for p in children:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    with SqliteStore(url) as s:
+        assert len(s.list("/o/").items) == 6
+        assert s.revision() == 7
