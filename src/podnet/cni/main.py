@@ -1,13 +1,117 @@
-"""Exec entry points of the CNI plugins. Kept lean: imported once per pod."""
+"""Exec entry points of the CNI plugins. Kept lean: imported once per pod.
+
+`run()` is the whole exec protocol (env + stdin -> stdout + exit code), shared by the three plugins
+and by in-process delegation (delegate.py), so a podnet plugin calling another podnet plugin behaves
+exactly as if it had exec'd it. Only the standard library and spec.py are imported up front; each
+plugin module is imported when its command runs. No pydantic/typer/rich on this path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from podnet.cni import spec
+from podnet.cni.spec import CniError
+
+# Which env variables a command needs (the reference skel's table, plus GC/STATUS from spec 1.1)
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "DEL": ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"),
+    "GC": ("CNI_PATH",),
+    "STATUS": ("CNI_PATH",),
+}
+_ORDER = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
+_HANDLERS = {"ADD": "add", "DEL": "delete", "CHECK": "check", "GC": "gc", "STATUS": "status"}
+_MIN_VERSION = {"CHECK": (0, 4, 0), "GC": (1, 1, 0), "STATUS": (1, 1, 0)}
+
+Handler = Callable[[spec.Request], "dict[str, Any] | None"]
+
+
+def _plugin(name: str) -> Any:
+    if name == "bridge":
+        from podnet.cni import bridge as mod
+    elif name == "host-local":
+        from podnet.cni import host_local as mod
+    elif name == "flannel":
+        from podnet.cni import flannel as mod
+    else:  # pragma: no cover - programming error
+        raise ValueError(name)
+    return mod
+
+
+def _preflight(env: Mapping[str, str], stdin: bytes) -> tuple[str, spec.Request | None]:
+    cmd = env.get("CNI_COMMAND", "")
+    need = _REQUIRED.get(cmd, ())
+    missing = [v for v in _ORDER if not env.get(v) and (v == "CNI_COMMAND" or v in need)]
+    if missing:
+        raise CniError(spec.ERR_INVALID_ENV, f"required env variables [{','.join(missing)}] missing")
+    if cmd == "VERSION":
+        return cmd, None
+    conf = spec.decode_config(stdin)
+    spec.validate_network_name(conf.get("name"))
+    if cmd not in ("GC", "STATUS"):
+        spec.validate_container_id(env.get("CNI_CONTAINERID", ""))
+        spec.validate_ifname(env.get("CNI_IFNAME", ""))
+    if cmd not in ("ADD", "DEL", "CHECK", "GC", "STATUS"):
+        raise CniError(spec.ERR_INVALID_ENV, f"unknown CNI_COMMAND: {cmd}")
+    version = spec.config_version(conf)
+    if cmd in _MIN_VERSION and spec.version_tuple(version) < _MIN_VERSION[cmd]:
+        raise CniError(spec.ERR_INCOMPATIBLE_VERSION, f"config version does not allow {cmd}")
+    spec.check_supported(version)
+    return cmd, spec.Request(dict(env), stdin, conf, version)
+
+
+def run(plugin: str, env: Mapping[str, str], stdin: bytes) -> tuple[int, str, str]:
+    """One invocation -> (exit code, stdout text, stderr text). Never raises for plugin errors."""
+    version_hint = ""
+    try:
+        if not env.get("CNI_COMMAND"):
+            about = (f"CNI {plugin} plugin (podnet) version 0.1.0\n"
+                     f"CNI protocol versions supported: {', '.join(spec.SUPPORTED_VERSIONS)}\n")
+            return 0, "", about
+        cmd, req = _preflight(env, stdin)
+        if req is None:
+            return 0, spec.version_json(), ""
+        version_hint = req.version
+        handler: Handler = getattr(_plugin(plugin), _HANDLERS[cmd])
+        result = handler(req)
+        if result is None:
+            return 0, "", ""
+        return 0, spec.go_json(result), ""
+    except CniError as e:
+        v = version_hint if version_hint in spec.SUPPORTED_VERSIONS else spec.CURRENT_VERSION
+        return 1, spec.go_json(e.to_dict(v)), ""
+    except Exception as e:  # a bug or an unexpected kernel answer: still the spec's error shape
+        v = version_hint if version_hint in spec.SUPPORTED_VERSIONS else spec.CURRENT_VERSION
+        return 1, spec.go_json(CniError(spec.ERR_INTERNAL, f"{type(e).__name__}: {e}").to_dict(v)), ""
+
+
+def _main(plugin: str) -> None:
+    try:
+        stdin = b"" if os.environ.get("CNI_COMMAND") == "VERSION" else sys.stdin.buffer.read()
+    except OSError as e:
+        rc, out, err = 1, spec.go_json(CniError(spec.ERR_IO, f"error reading from stdin: {e}").to_dict()), ""
+    else:
+        rc, out, err = run(plugin, os.environ, stdin)
+    if err:
+        sys.stderr.write(err)
+    if out:
+        sys.stdout.write(out)
+    sys.stdout.flush()
+    raise SystemExit(rc)
 
 
 def bridge_main() -> None:
-    raise SystemExit("not implemented yet")
+    _main("bridge")
 
 
 def host_local_main() -> None:
-    raise SystemExit("not implemented yet")
+    _main("host-local")
 
 
 def flannel_main() -> None:
-    raise SystemExit("not implemented yet")
+    _main("flannel")
