@@ -1,0 +1,167 @@
+"""ClusterIP and NodePort allocation: which value a service gets, and whether an explicit one is allowed.
+
+The allocators here are pure: they see the current allocations (read from the store under
+keys.ALLOC_CLUSTER_IP_PREFIX / ALLOC_NODE_PORT_PREFIX, value = owner `Service/ns/name`) and answer.
+Atomicity comes from the caller (controllers/apply.py): it writes each new allocation key with
+only-if-absent in the same commit as the Service, so two processes that pick the same value cannot both
+succeed, and a failed apply leaves no allocation behind. The loser re-reads and picks again.
+
+Like Kubernetes (KEP-3070 for ClusterIPs, KEP-3668 for NodePorts), values are chosen at random, and
+dynamic allocation prefers the upper part of the range so that the lower "static band" stays free for
+explicit requests. The usable ClusterIP range excludes the network and broadcast addresses, as the API
+server's allocator does; the first address (10.96.0.1 by default) is left out of dynamic allocation
+because a real cluster gives it to the `kubernetes` service, so podnet's addresses look like a cluster's
+(it can still be requested explicitly).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from podnet.errors import AllocationError
+
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+DEFAULT_NODE_PORT_RANGE = (30000, 32767)
+_MAX_SCAN = 1 << 24  # an IPv6 service CIDR is huge: only this much of it is ever considered
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """`30000-32767` (inclusive, as --service-node-port-range). Raises ValueError with a reason."""
+    low_s, sep, high_s = text.partition("-")
+    try:
+        low, high = int(low_s), int(high_s if sep else low_s)
+    except ValueError:
+        raise ValueError(f"{text!r}: expected FIRST-LAST, e.g. 30000-32767") from None
+    if not 1 <= low <= high <= 65535:
+        raise ValueError(f"{text!r}: ports must satisfy 1 <= first <= last <= 65535")
+    return low, high
+
+
+@dataclass(frozen=True)
+class AllocatorConfig:
+    """The cluster's allocation ranges (kube-apiserver's --service-cluster-ip-range and
+    --service-node-port-range). Every writer must use the same values: the CLI reads them from options
+    or the PODNET_SERVICE_CIDR / PODNET_NODE_PORT_RANGE environment."""
+
+    service_cidr: str = DEFAULT_SERVICE_CIDR
+    node_port_range: tuple[int, int] = DEFAULT_NODE_PORT_RANGE
+
+    def __post_init__(self) -> None:
+        net = ipaddress.ip_network(self.service_cidr, strict=False)
+        if net.version == 4 and net.prefixlen > 30:
+            raise ValueError(f"service CIDR {self.service_cidr}: too small (at most /30 for IPv4)")
+        object.__setattr__(self, "service_cidr", str(net))
+        low, high = self.node_port_range
+        if not 1 <= low <= high <= 65535:
+            raise ValueError(f"node port range {low}-{high}: ports must satisfy 1 <= first <= last <= 65535")
+
+    @classmethod
+    def from_env(cls, service_cidr: str | None = None, node_port_range: str | None = None) -> AllocatorConfig:
+        cidr = service_cidr or os.environ.get("PODNET_SERVICE_CIDR") or DEFAULT_SERVICE_CIDR
+        ports = node_port_range or os.environ.get("PODNET_NODE_PORT_RANGE")
+        return cls(cidr, parse_port_range(ports) if ports else DEFAULT_NODE_PORT_RANGE)
+
+
+def _static_band(size: int, low: int, high: int, divisor: int) -> int:
+    return min(max(low, size // divisor), high)
+
+
+class _Range:
+    """Offsets [first, last] of a range; allocated maps offset -> owner."""
+
+    def __init__(self, first: int, last: int, static: int, allocated: Mapping[int, str]) -> None:
+        self.first, self.last, self.static = first, last, static
+        self.allocated = dict(allocated)
+
+    def pick(self, rng: random.Random) -> int | None:
+        """A free offset: random in the dynamic (upper) band, else in the static band, else None."""
+        split = min(self.first + self.static, self.last + 1)
+        for lo, hi in ((split, self.last), (self.first, split - 1)):
+            if lo > hi:
+                continue
+            size = hi - lo + 1
+            start = rng.randrange(size)
+            for i in range(size):  # random start, then linear: the upstream bitmap allocator's walk
+                off = lo + (start + i) % size
+                if off not in self.allocated:
+                    return off
+        return None
+
+
+class ClusterIPAllocator:
+    def __init__(self, cidr: str, allocated: Mapping[str, str]) -> None:
+        self.net = ipaddress.ip_network(cidr, strict=False)
+        base = int(self.net.network_address)
+        size = min(self.net.num_addresses, _MAX_SCAN)
+        last = size - 2 if self.net.version == 4 else size - 1  # no broadcast in IPv6
+        usable = last  # offsets 1..last
+        taken: dict[int, str] = {}
+        for ip, owner in allocated.items():
+            try:
+                a = ipaddress.ip_address(ip)
+            except ValueError:
+                continue
+            if a in self.net:
+                taken[int(a) - base] = owner
+        # offset 1 (the `kubernetes` service's address) is never handed out dynamically
+        first_dynamic = 2 if last >= 2 else 1
+        self._range = _Range(first_dynamic, last, _static_band(usable, 16, 256, 16), taken)
+        self._base = base
+        self._last = last
+
+    def check(self, ip: str, owner: str) -> str | None:
+        """None if owner may have ip, else why not (Kubernetes' wording)."""
+        try:
+            a = ipaddress.ip_address(ip)
+        except ValueError:
+            return "must be a valid IP address"
+        off = int(a) - self._base
+        if a not in self.net or not 1 <= off <= self._last:
+            return f"provided IP is not in the valid range. The range of valid IPs is {self.net}"
+        holder = self._range.allocated.get(off)
+        if holder is not None and holder != owner:
+            return f"provided IP is already allocated (to {holder})"
+        return None
+
+    def take(self, ip: str, owner: str) -> None:
+        self._range.allocated[int(ipaddress.ip_address(ip)) - self._base] = owner
+
+    def allocate(self, owner: str, rng: random.Random) -> str:
+        off = self._range.pick(rng)
+        if off is None:
+            raise AllocationError(
+                f"{owner}: spec.clusterIP: no free address left in the service CIDR {self.net} "
+                f"({len(self._range.allocated)} allocated); delete a service or use a larger --service-cidr")
+        self._range.allocated[off] = owner
+        return str(ipaddress.ip_address(self._base + off))
+
+
+class NodePortAllocator:
+    def __init__(self, port_range: tuple[int, int], allocated: Mapping[int, str]) -> None:
+        self.low, self.high = port_range
+        size = self.high - self.low + 1
+        self._range = _Range(self.low, self.high, _static_band(size, 16, 128, 32), dict(allocated))
+
+    def check(self, port: int, owner: str) -> str | None:
+        if not self.low <= port <= self.high:
+            return f"provided port is not in the valid range. The range of valid ports is {self.low}-{self.high}"
+        holder = self._range.allocated.get(port)
+        if holder is not None and holder != owner:
+            return f"provided port is already allocated (to {holder})"
+        return None
+
+    def take(self, port: int, owner: str) -> None:
+        self._range.allocated[port] = owner
+
+    def allocate(self, owner: str, field: str, rng: random.Random) -> int:
+        port = self._range.pick(rng)
+        if port is None:
+            raise AllocationError(
+                f"{owner}: {field}: no free port left in the node port range {self.low}-{self.high}; "
+                "delete a service or use a larger --node-port-range")
+        self._range.allocated[port] = owner
+        return port

@@ -1,0 +1,366 @@
+"""The write path of `podnet apply` and `podnet delete`: what the API server and its controllers do
+between receiving objects and storing them, done in ONE store commit so that it is all-or-nothing.
+
+1. defaulting (server-populated fields: clusterIPs, ipFamilies, policies, targetPort, uid, ...);
+2. keeping what the user does not own: allocated clusterIP/nodePorts, a pod's nodeName and status
+   when the manifest has none (the scheduler's and the kubelet's in a cluster, the lab's here);
+3. allocation of ClusterIPs and NodePorts (controllers/allocators.py), each new allocation key written
+   only-if-absent, released ones deleted;
+4. the EndpointSlices derived from services and pods of every namespace the change touches
+   (controllers/endpoints.py), so proxies only ever watch EndpointSlices.
+
+Every op is conditional on the revision that was read; when another writer got in between, the commit
+fails as a whole and the plan is made again from a fresh read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from podnet.api.endpointslice import EndpointSlice
+from podnet.api.loader import from_json, to_json
+from podnet.api.meta import Resource
+from podnet.api.pod import Pod
+from podnet.api.service import Service
+from podnet.controllers.allocators import AllocatorConfig, ClusterIPAllocator, NodePortAllocator
+from podnet.controllers.endpoints import slice_ops
+from podnet.errors import NotFound, PodnetError, Problem, ValidationError
+from podnet.store import ConflictError, Delete, Op, Put, Store, keys
+
+Action = Literal["created", "configured", "unchanged", "deleted"]
+MAX_ATTEMPTS = 40
+
+
+@dataclass
+class Result:
+    obj: Resource
+    action: Action
+
+    def __str__(self) -> str:
+        return f"{self.obj.kubectl_name} {self.action}"
+
+
+@dataclass
+class _View:
+    """The store as read at the start of one attempt, updated as the plan proceeds."""
+
+    objects: dict[str, Resource] = field(default_factory=dict)
+    revs: dict[str, int] = field(default_factory=dict)
+    ips: dict[str, str] = field(default_factory=dict)  # clusterIP -> owner
+    ports: dict[int, str] = field(default_factory=dict)  # nodePort -> owner
+    alloc_revs: dict[str, int] = field(default_factory=dict)
+    revision: int = 0
+
+
+def _read(store: Store) -> _View:
+    view = _View()
+    res = store.list(keys.RESOURCES_PREFIX)
+    view.revision = res.revision
+    for kv in res.items:
+        try:
+            view.objects[kv.key] = from_json(kv.value)
+        except PodnetError:
+            pass  # an undecodable object cannot be reasoned about; writes to it still carry its revision
+        view.revs[kv.key] = kv.mod_revision
+    for kv in store.list(keys.ALLOC_CLUSTER_IP_PREFIX).items:
+        view.ips[kv.key[len(keys.ALLOC_CLUSTER_IP_PREFIX):]] = kv.value.decode(errors="replace")
+        view.alloc_revs[kv.key] = kv.mod_revision
+    for kv in store.list(keys.ALLOC_NODE_PORT_PREFIX).items:
+        try:
+            view.ports[int(kv.key[len(keys.ALLOC_NODE_PORT_PREFIX):])] = kv.value.decode(errors="replace")
+        except ValueError:
+            continue
+        view.alloc_revs[kv.key] = kv.mod_revision
+    return view
+
+
+def key_of(obj: Resource) -> str:
+    return keys.resource(obj.KIND, obj.namespace, obj.name)
+
+
+def _comparable(obj: Resource) -> dict[str, object]:
+    d = obj.to_dict()
+    d.get("metadata", {}).pop("resourceVersion", None)
+    return d
+
+
+# ---- defaulting ---------------------------------------------------------------------------------------
+
+
+def default_service(svc: Service) -> None:
+    """The fields the API server fills in on a Service (pkg/apis/core/v1/defaults.go and the registry)."""
+    s = svc.spec
+    for p in s.ports:
+        if p.target_port is None or p.target_port == 0 or p.target_port == "":
+            p.target_port = p.port
+    if s.cluster_ip and not s.cluster_ips:
+        s.cluster_ips = [s.cluster_ip]
+    if not s.ip_families and s.cluster_ip != "None":
+        fam = "IPv4"
+        if s.cluster_ip:
+            try:
+                fam = "IPv6" if ipaddress.ip_address(s.cluster_ip).version == 6 else "IPv4"
+            except ValueError:
+                pass
+        s.ip_families = [fam]
+    if not s.ip_family_policy:
+        s.ip_family_policy = "SingleStack"
+    if not s.internal_traffic_policy:
+        s.internal_traffic_policy = "Cluster"
+    if s.type in ("NodePort", "LoadBalancer") and not s.external_traffic_policy:
+        s.external_traffic_policy = "Cluster"
+    if s.session_affinity == "ClientIP":
+        from podnet.api.service import ClientIPConfig, SessionAffinityConfig
+
+        if s.session_affinity_config is None:
+            s.session_affinity_config = SessionAffinityConfig()
+        if s.session_affinity_config.client_ip is None:
+            s.session_affinity_config.client_ip = ClientIPConfig()
+        if s.session_affinity_config.client_ip.timeout_seconds is None:
+            s.session_affinity_config.client_ip.timeout_seconds = 10800
+
+
+# ---- the plan -----------------------------------------------------------------------------------------
+
+
+class _Planner:
+    def __init__(self, view: _View, config: AllocatorConfig, rng: random.Random) -> None:
+        self.view = view
+        self.config = config
+        self.rng = rng
+        self.ops: dict[str, Op] = {}
+        self.problems: list[Problem] = []
+        self.results: list[Result] = []
+        self.namespaces: set[str] = set()
+        self.ip_alloc = ClusterIPAllocator(config.service_cidr, view.ips)
+        self.port_alloc = NodePortAllocator(config.node_port_range, view.ports)
+
+    # -- allocation keys
+
+    def _claim(self, key: str, owner: str, current_owner: str | None) -> None:
+        if current_owner == owner:
+            self.ops.pop(key, None)  # re-claimed within this plan after a release: keep the stored key
+            return
+        self.ops[key] = Put(key, owner.encode(), if_absent=True)
+
+    def _release(self, key: str, owner: str, current_owner: str | None) -> None:
+        if current_owner != owner:
+            return
+        if key in self.view.alloc_revs:
+            self.ops[key] = Delete(key, if_revision=self.view.alloc_revs[key])
+        else:
+            self.ops.pop(key, None)
+
+    def _allocate_service(self, new: Service, old: Service | None) -> None:
+        owner = new.ref
+        s = new.spec
+        before = len(self.problems)
+        # ClusterIP: immutable once set; headless services have none.
+        old_ip = old.spec.cluster_ip if old is not None else None
+        want = s.cluster_ip
+        if old_ip and old_ip != "None":
+            if want in (None, "") or want == old_ip:
+                s.cluster_ip = old_ip
+                s.cluster_ips = list(old.spec.cluster_ips) if old is not None and old.spec.cluster_ips else [old_ip]
+            else:
+                self.problems.append(Problem("spec.clusterIP", want, f"field is immutable (is {old_ip})", owner))
+        elif want == "None":
+            pass
+        elif want:
+            reason = self.ip_alloc.check(want, owner)
+            if reason:
+                self.problems.append(Problem("spec.clusterIP", want, reason, owner))
+            else:
+                self.ip_alloc.take(want, owner)
+                self._claim(keys.cluster_ip(want), owner, self.view.ips.get(want))
+        else:
+            s.cluster_ip = self.ip_alloc.allocate(owner, self.rng)
+            s.cluster_ips = [s.cluster_ip]
+            self._claim(keys.cluster_ip(s.cluster_ip), owner, None)
+
+        # NodePorts: a port without one keeps what the stored object had for the same port/protocol.
+        old_ports: dict[tuple[int, str], int] = {}
+        if old is not None:
+            old_ports = {(p.port, p.protocol): p.node_port for p in old.spec.ports if p.node_port}
+        wanted: set[int] = set()
+        if new.uses_node_ports:
+            for i, p in enumerate(s.ports):
+                field_name = f"spec.ports[{i}].nodePort"
+                if not p.node_port and (p.port, p.protocol) in old_ports:
+                    p.node_port = old_ports[(p.port, p.protocol)]
+                if p.node_port:
+                    if p.node_port in wanted:
+                        continue  # same number for TCP and UDP of one service: one allocation
+                    reason = self.port_alloc.check(p.node_port, owner)
+                    if reason:
+                        self.problems.append(Problem(field_name, p.node_port, reason, owner))
+                        continue
+                    self.port_alloc.take(p.node_port, owner)
+                else:
+                    p.node_port = self.port_alloc.allocate(owner, field_name, self.rng)
+                wanted.add(p.node_port)
+            if s.type == "LoadBalancer" and s.external_traffic_policy == "Local":
+                old_hc = old.spec.health_check_node_port if old is not None else None
+                if not s.health_check_node_port and old_hc:
+                    s.health_check_node_port = old_hc
+                if s.health_check_node_port:
+                    reason = self.port_alloc.check(s.health_check_node_port, owner)
+                    if reason and s.health_check_node_port not in wanted:
+                        self.problems.append(Problem("spec.healthCheckNodePort", s.health_check_node_port,
+                                                     reason, owner))
+                    else:
+                        self.port_alloc.take(s.health_check_node_port, owner)
+                else:
+                    s.health_check_node_port = self.port_alloc.allocate(owner, "spec.healthCheckNodePort",
+                                                                        self.rng)
+                wanted.add(s.health_check_node_port)
+        else:
+            for p in s.ports:
+                p.node_port = None
+        if len(self.problems) > before:
+            return
+        for port in wanted:
+            self._claim(keys.node_port(port), owner, self.view.ports.get(port))
+        for port in self._owned_ports(old):
+            if port not in wanted:
+                self._release(keys.node_port(port), owner, self.view.ports.get(port))
+
+    @staticmethod
+    def _owned_ports(svc: Service | None) -> set[int]:
+        if svc is None:
+            return set()
+        ports = {p.node_port for p in svc.spec.ports if p.node_port}
+        if svc.spec.health_check_node_port:
+            ports.add(svc.spec.health_check_node_port)
+        return ports
+
+    # -- objects
+
+    def apply(self, obj: Resource) -> None:
+        key = key_of(obj)
+        old = self.view.objects.get(key)
+        new = obj.model_copy(deep=True)
+        if isinstance(new, Service):
+            default_service(new)
+            self._allocate_service(new, old if isinstance(old, Service) else None)
+        if isinstance(new, Pod) and isinstance(old, Pod):
+            if not new.spec.node_name:
+                new.spec.node_name = old.spec.node_name
+            if not new.status.model_dump(exclude_defaults=True):
+                new.status = old.status.model_copy(deep=True)
+        meta = new.metadata
+        meta.resource_version = None
+        if old is not None:
+            meta.uid = old.metadata.uid
+            meta.creation_timestamp = old.metadata.creation_timestamp
+        else:
+            meta.uid = meta.uid or str(uuid.uuid4())
+            meta.creation_timestamp = meta.creation_timestamp or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if isinstance(new, Service | Pod):
+            self.namespaces.add(new.namespace or "default")
+        if old is not None and _comparable(old) == _comparable(new):
+            self.results.append(Result(new, "unchanged"))
+            return
+        self.ops[key] = Put(key, to_json(new), if_revision=self.view.revs.get(key, 0))
+        self.view.objects[key] = new
+        self.results.append(Result(new, "configured" if old is not None or key in self.view.revs else "created"))
+
+    def delete(self, kind: str, namespace: str | None, name: str) -> bool:
+        key = keys.resource(kind, namespace, name)
+        if key not in self.view.revs:
+            return False
+        old = self.view.objects.pop(key, None)
+        self.ops[key] = Delete(key, if_revision=self.view.revs[key])
+        if isinstance(old, Service):
+            owner = old.ref
+            for ip in old.cluster_ips:
+                self._release(keys.cluster_ip(ip), owner, self.view.ips.get(ip))
+            for port in self._owned_ports(old):
+                self._release(keys.node_port(port), owner, self.view.ports.get(port))
+        if kind in ("Service", "Pod"):
+            self.namespaces.add(namespace or "default")
+        if old is not None:
+            self.results.append(Result(old, "deleted"))
+        return True
+
+    def derived_slices(self) -> None:
+        if not self.namespaces:
+            return
+        services = [o for o in self.view.objects.values() if isinstance(o, Service)]
+        pods = [o for o in self.view.objects.values() if isinstance(o, Pod)]
+        existing = {k: (o, self.view.revs[k]) for k, o in self.view.objects.items()
+                    if isinstance(o, EndpointSlice) and k in self.view.revs and k not in self.ops}
+        for op in slice_ops(services, pods, existing, self.namespaces):
+            prior = self.ops.get(op.key)
+            if isinstance(prior, Delete) and isinstance(op, Put):
+                # the user deleted a slice the controller wants: rewrite it instead (upstream recreates it)
+                op = Put(op.key, op.value, if_revision=prior.if_revision)
+            elif isinstance(prior, Put) and isinstance(op, Delete):
+                continue
+            self.ops[op.key] = op
+
+
+def _run(store: Store, build: object, *, rng: random.Random | None = None) -> list[Result]:
+    rng = rng or random.Random()
+    last: ConflictError | None = None
+    for attempt in range(MAX_ATTEMPTS):
+        planner: _Planner = build(_read(store), rng)  # type: ignore[operator]
+        if planner.problems:
+            raise ValidationError(planner.problems)
+        planner.derived_slices()
+        if not planner.ops:
+            return planner.results
+        try:
+            store.commit(list(planner.ops.values()))
+            return planner.results
+        except ConflictError as e:
+            last = e  # another writer got in between: read again and re-plan
+            time.sleep(rng.uniform(0, 0.005 * (attempt + 1)))
+    raise PodnetError(f"the store kept changing while applying ({last}); try again")
+
+
+def apply_objects(
+    store: Store, objs: Sequence[Resource], config: AllocatorConfig | None = None, *,
+    rng: random.Random | None = None,
+) -> list[Result]:
+    """Store objs (already validated) with allocation and derived slices, all in one commit."""
+    config = config or AllocatorConfig()
+
+    def build(view: _View, r: random.Random) -> _Planner:
+        p = _Planner(view, config, r)
+        for obj in objs:
+            p.apply(obj)
+        return p
+
+    return _run(store, build, rng=rng)
+
+
+def delete_objects(
+    store: Store, refs: Iterable[tuple[str, str | None, str]], *, ignore_not_found: bool = False,
+    config: AllocatorConfig | None = None,
+) -> list[Result]:
+    """Delete (kind, namespace, name) refs, freeing allocations and updating derived slices, in one commit.
+
+    Raises NotFound naming every missing object (nothing is deleted then) unless ignore_not_found.
+    """
+    refs = list(refs)
+    config = config or AllocatorConfig()
+
+    def build(view: _View, r: random.Random) -> _Planner:
+        p = _Planner(view, config, r)
+        missing = []
+        for kind, ns, name in refs:
+            if not p.delete(kind, ns, name) and not ignore_not_found:
+                missing.append(f'{keys.KIND_PLURAL[kind]} "{name}" not found')
+        if missing:
+            raise NotFound("\n".join(missing))
+        return p
+
+    return _run(store, build)
