@@ -1,0 +1,162 @@
+"""kube-proxy's metrics (same names and buckets, so dashboards carry over) and the /healthz endpoint.
+
+Two small HTTP servers in daemon threads, bound inside the node's namespace because the proxy runs there:
+/metrics on the metrics address (kube-proxy default 127.0.0.1:10249) and /healthz + /livez on the health
+address (default 0.0.0.0:10256). Healthy means: a sync succeeded within 2 x syncPeriod of the oldest change
+still waiting (kube-proxy's rule), or nothing is waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+def _exp_buckets(start: float, factor: float, count: int) -> list[float]:
+    return [start * factor**i for i in range(count)]
+
+
+def _lin(start: float, width: float, count: int) -> list[float]:
+    return [start + width * i for i in range(count)]
+
+
+SYNC_BUCKETS = _exp_buckets(0.001, 2, 15)
+# kube-proxy: 0.25, 0.5, 1..59 s, 60..115 s, 120..300 s
+PROGRAMMING_BUCKETS = _lin(0.25, 0.25, 2) + _lin(1, 1, 59) + _lin(60, 5, 12) + _lin(120, 30, 7)
+
+
+class ProxyMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.sync_duration = Histogram(
+            "kubeproxy_sync_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds",
+            buckets=SYNC_BUCKETS, registry=r)
+        self.sync_full_duration = Histogram(
+            "kubeproxy_sync_full_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds for full resyncs",
+            buckets=SYNC_BUCKETS, registry=r)
+        self.sync_partial_duration = Histogram(
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for partial resyncs", buckets=SYNC_BUCKETS, registry=r)
+        self.last_sync = Gauge(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds", "The last time proxy rules were successfully synced",
+            registry=r)
+        self.last_queued = Gauge(
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued", registry=r)
+        self.programming = Histogram(
+            "kubeproxy_network_programming_duration_seconds", "In Cluster Network Programming Latency in seconds",
+            buckets=PROGRAMMING_BUCKETS, registry=r)
+        self.iptables_total = Gauge(
+            "kubeproxy_sync_proxy_rules_iptables_total", "Total number of iptables rules owned by kube-proxy",
+            ["table"], registry=r)
+        self.iptables_last = Gauge(
+            "kubeproxy_sync_proxy_rules_iptables_last",
+            "Number of iptables rules written by kube-proxy in last sync", ["table"], registry=r)
+        self.restore_failures = Counter(
+            "kubeproxy_sync_proxy_rules_iptables_restore_failures", "Cumulative proxy iptables restore failures",
+            registry=r)
+        self.partial_restore_failures = Counter(
+            "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures",
+            "Cumulative proxy iptables partial restore failures", registry=r)
+        self.conntrack_duration = Histogram(
+            "kubeproxy_reconcile_conntrack_flows_duration_seconds", "Reconcile conntrack flows latency in seconds",
+            buckets=SYNC_BUCKETS, registry=r)
+        self.invalid_objects = Counter(
+            "podnet_proxy_invalid_objects", "Store objects skipped because they failed validation", ["kind"],
+            registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Health:
+    """kube-proxy's healthz rule: unhealthy when a queued change has waited more than 2 x syncPeriod."""
+
+    def __init__(self, sync_period: float) -> None:
+        self.timeout = 2 * sync_period
+        self._lock = threading.Lock()
+        self.last_updated: float | None = None
+        self.oldest_pending: float | None = None
+
+    def queued(self) -> None:
+        with self._lock:
+            if self.oldest_pending is None:
+                self.oldest_pending = time.time()
+
+    def updated(self) -> None:
+        with self._lock:
+            self.last_updated = time.time()
+            self.oldest_pending = None
+
+    def status(self) -> tuple[bool, dict[str, object]]:
+        with self._lock:
+            now = time.time()
+            healthy = self.last_updated is not None and (
+                self.oldest_pending is None or now - self.oldest_pending <= self.timeout
+            )
+            return healthy, {
+                "lastUpdated": _iso(self.last_updated),
+                "currentTime": _iso(now),
+                "nodeEligible": True,
+            }
+
+
+def _iso(t: float | None) -> str:
+    return "" if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _handler(routes: dict[str, object]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            fn = routes.get(self.path.split("?", 1)[0])
+            if fn is None:
+                self.send_error(404)
+                return
+            code, ctype, body = fn()  # type: ignore[operator]
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+def split_hostport(addr: str, default_port: int) -> tuple[str, int]:
+    """'127.0.0.1:10249', ':10249', '0.0.0.0', '[::1]:10249' -> (host, port)."""
+    if addr.startswith("["):
+        host, _, rest = addr[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if addr.count(":") == 1:
+        host, _, port = addr.partition(":")
+        return host or "0.0.0.0", int(port)
+    return addr or "0.0.0.0", default_port
+
+
+def serve(addr: tuple[str, int], routes: dict[str, object]) -> ThreadingHTTPServer:
+    srv = ThreadingHTTPServer(addr, _handler(routes))
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, name=f"http-{addr[1]}", daemon=True).start()
+    return srv
+
+
+def metrics_routes(m: ProxyMetrics) -> dict[str, object]:
+    return {"/metrics": lambda: (200, CONTENT_TYPE_LATEST, m.render())}
+
+
+def health_routes(h: Health) -> dict[str, object]:
+    def healthz() -> tuple[int, str, bytes]:
+        ok, body = h.status()
+        return (200 if ok else 503), "application/json", json.dumps(body).encode()
+
+    return {"/healthz": healthz, "/livez": healthz}
