@@ -1,7 +1,176 @@
-"""`podnet overlay ...` commands."""
+"""`podnet overlay ...`: the network config, the subnet leases, and the overlay daemon (flanneld's job)."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
 import typer
 
-app = typer.Typer(help="overlay commands", no_args_is_help=True)
+from podnet.errors import Problem, ValidationError
+
+app = typer.Typer(help="Pod network overlay (flannel-compatible): net-conf, subnet leases, the node daemon.",
+                  no_args_is_help=True)
+config_app = typer.Typer(help="The network config (flannel's net-conf.json at /coreos.com/network/config).",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def _store(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    return ctx.obj.store()
+
+
+@config_app.command("set")
+def config_set(
+    ctx: typer.Context,
+    filename: str = typer.Option(..., "-f", "--filename", help="net-conf.json to store ('-' = stdin)."),
+) -> None:
+    """Validate a net-conf and store it as given. Nothing is stored if any field is wrong."""
+    from podnet.overlay.netconf import save_netconf
+
+    try:
+        data = sys.stdin.buffer.read() if filename == "-" else Path(filename).read_bytes()
+    except OSError as e:
+        raise ValidationError([Problem("--filename", filename, f"cannot read: {e.strerror}")]) from e
+    conf = save_netconf(_store(ctx), data)
+    typer.echo(f"network config stored: Network {conf.network}, SubnetLen {conf.subnet_len}, "
+               f"backend {conf.backend_type}")
+
+
+@config_app.command("get")
+def config_get(
+    ctx: typer.Context,
+    effective: bool = typer.Option(False, "--effective", help="Show the config with flannel's defaults filled in."),
+) -> None:
+    """Print the stored net-conf (exactly as stored, or with defaults filled in)."""
+    from podnet.errors import NotFound
+    from podnet.overlay.netconf import ConfigNotFound, load_netconf
+
+    try:
+        conf, raw = load_netconf(_store(ctx))
+    except ConfigNotFound as e:
+        raise NotFound(str(e)) from e
+    if effective:
+        typer.echo(json.dumps(conf.summary(), indent=2))
+    else:
+        sys.stdout.write(raw.decode(errors="replace"))
+        if not raw.endswith(b"\n"):
+            sys.stdout.write("\n")
+
+
+@app.command("leases")
+def leases(ctx: typer.Context, output: str = typer.Option("table", "-o", "--output", help="table or json")) -> None:
+    """List every node's subnet lease (the flannel keys under /coreos.com/network/subnets/)."""
+    from podnet.overlay.leases import SubnetManager
+
+    store = _store(ctx)
+    items, _ = SubnetManager(store).list_leases()
+    ttl_of = getattr(store, "lease_ttl", None)
+    rows = []
+    for lease in items:
+        left: float | None = None
+        if lease.store_lease and ttl_of is not None:
+            try:
+                left = ttl_of(lease.store_lease)
+            except Exception:
+                left = None
+        rows.append({
+            "subnet": str(lease.subnet), "public_ip": str(lease.public_ip), "backend_type": lease.backend_type,
+            "backend_data": lease.backend_data,
+            "expires_in": None if not lease.store_lease else (None if left is None else round(left)),
+            "reservation": not lease.store_lease,
+        })
+    if output == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if output != "table":
+        raise ValidationError([Problem("--output", output, "must be table or json")])
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("SUBNET", "PUBLIC IP", "BACKEND", "BACKEND DATA", "EXPIRES IN", box=None)
+    for r in rows:
+        exp = "never (reservation)" if r["reservation"] else ("?" if r["expires_in"] is None else f"{r['expires_in']}s")
+        table.add_row(r["subnet"], r["public_ip"], r["backend_type"] or "",
+                      json.dumps(r["backend_data"]) if r["backend_data"] is not None else "", exp)
+    Console().print(table)
+
+
+@app.command("revoke")
+def revoke(ctx: typer.Context, subnet: str = typer.Argument(..., help="Lease subnet, e.g. 10.244.3.0/24")) -> None:
+    """Delete a node's lease now (its daemon exits; peers drop its routes)."""
+    from podnet.errors import NotFound
+    from podnet.overlay.leases import SubnetManager
+
+    try:
+        net = ipaddress.IPv4Network(subnet)
+    except ValueError as e:
+        raise ValidationError([Problem("SUBNET", subnet, "not an IPv4 subnet like 10.244.3.0/24")]) from e
+    if not SubnetManager(_store(ctx)).revoke(net):
+        raise NotFound(f"no lease for {net}")
+    typer.echo(f"lease {net} revoked")
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    node: str = typer.Option(..., "--node", help="This node's name (for logs)."),
+    iface: str = typer.Option(None, "--iface", help="Underlay interface (name or IPv4); default: the default route's."),
+    public_ip: str = typer.Option(None, "--public-ip", help="IP peers send to (default: the interface's address)."),
+    ip_masq: bool = typer.Option(False, "--ip-masq", help="Masquerade pod traffic leaving the pod network."),
+    subnet_file: str = typer.Option("/run/flannel/subnet.env", "--subnet-file", help="Where to write subnet.env."),
+    lease_ttl: float = typer.Option(24 * 3600.0, "--lease-ttl", help="Lease TTL in seconds (flannel: 24 h)."),
+    renew_margin: float = typer.Option(3600.0, "--renew-margin",
+                                       help="Renew this many seconds before expiry (flannel: 60 min)."),
+    resync: float = typer.Option(5.0, "--iptables-resync", help="Seconds between rule and route checks."),
+    forward_rules: bool = typer.Option(True, "--iptables-forward-rules/--no-iptables-forward-rules",
+                                       help="Install FLANNEL-FWD accept rules."),
+    config_timeout: float = typer.Option(None, "--config-timeout",
+                                         help="Give up if no network config appears within this many seconds."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+) -> None:
+    """Run the overlay on this node (inside its network namespace): lease, backend, subnet.env, rules."""
+    from podnet.overlay.daemon import DaemonOptions, OverlayDaemon
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+        format=f"%(asctime)s {node} %(levelname)s %(name)s: %(message)s",
+    )
+    problems = []
+    if public_ip is not None:
+        try:
+            ipaddress.IPv4Address(public_ip)
+        except ValueError:
+            problems.append(Problem("--public-ip", public_ip, "not an IPv4 address"))
+    if lease_ttl <= 0:
+        problems.append(Problem("--lease-ttl", lease_ttl, "must be > 0"))
+    if resync <= 0:
+        problems.append(Problem("--iptables-resync", resync, "must be > 0"))
+    if problems:
+        raise ValidationError(problems)
+    opts = DaemonOptions(
+        node=node, iface=iface, public_ip=public_ip, ip_masq=ip_masq, subnet_file=subnet_file,
+        lease_ttl=lease_ttl, renew_margin=renew_margin, resync_period=resync, forward_rules=forward_rules,
+    )
+    daemon = OverlayDaemon(_store(ctx), opts)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    try:
+        lease = daemon.start(config_timeout=config_timeout)
+    except BaseException:
+        daemon.shutdown()
+        raise
+    typer.echo(f"{node}: lease {lease.subnet} acquired; overlay running", err=True)
+    code = daemon.wait()
+    if daemon.lost is not None:
+        typer.echo(f"error: {daemon.lost}. Shutting down daemon.", err=True)
+    elif daemon.failure is not None:
+        typer.echo(f"error: {daemon.failure}", err=True)
+    else:
+        typer.echo(f"{node}: stopped at {time.strftime('%H:%M:%S')}; lease {lease.subnet} kept", err=True)
+    raise typer.Exit(code)

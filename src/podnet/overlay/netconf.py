@@ -260,6 +260,9 @@ def _check_v4(
             raise ValueError("no prefix length")
     except ValueError:
         r.bad("Network", raw, "not an IPv4 CIDR (like 10.244.0.0/16)")
+        given = r.uint("SubnetLen", 0, None)
+        if given is not None and given > 30:
+            r.bad("SubnetLen", given, "must be less than /31")
         return None, 0, None, None
 
     given_len = r.uint("SubnetLen", 0, None)

@@ -1,0 +1,249 @@
+"""The overlay daemon (flanneld's job on one node). Runs inside the node's network namespace.
+
+Start-up follows flanneld's order, and everything that can be refused is checked before anything is
+changed, so a bad net-conf or interface leaves the node exactly as it was:
+
+  1. net-conf from the store (wait while missing; invalid -> refuse)      2. external interface
+  3. backend: create + register (device; BackendData)                       4. lease: acquire (reuse first)
+  5. backend.configure(lease)     6. FLANNEL-POSTRTG / FLANNEL-FWD rules     7. subnet.env (atomic)
+  8. list + watch the other leases -> backend.add_remote / remove_remote    9. renew before expiry
+
+Threads: the lease watch (feeds the backend), the renewer, and a resync loop (rules and backend entries
+someone deleted come back). SIGTERM stops them and leaves devices, routes, rules and the lease in place:
+a restart finds its lease by PublicIP, reuses the device, and so changes nothing on the wire. Losing our
+lease (revoked, expired, taken over) stops the daemon with an error, like flanneld's "Lease has been
+revoked. Shutting down daemon.": peers have already dropped our routes, so carrying on would blackhole.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from podnet.errors import PodnetError, Problem, ValidationError
+from podnet.overlay import masq, subnetenv
+from podnet.overlay.lease import Lease, LeaseEvent
+from podnet.overlay.leases import RENEW_MARGIN, SUBNET_TTL, LeaseLost, LeaseRenewer, LeaseWatch, SubnetManager
+from podnet.overlay.netconf import ConfigNotFound, NetConf, load_netconf
+from podnet.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DaemonOptions:
+    node: str
+    iface: str | None = None
+    public_ip: str | None = None
+    ip_masq: bool = False
+    subnet_file: str = subnetenv.DEFAULT_PATH
+    lease_ttl: float = SUBNET_TTL
+    renew_margin: float = RENEW_MARGIN
+    resync_period: float = 5.0  # flannel's --iptables-resync
+    forward_rules: bool = True  # flannel's --iptables-forward-rules
+    netns: str | None = None  # run kernel work in this namespace (tests); the daemon itself leaves it None
+
+
+class OverlayDaemon:
+    def __init__(
+        self, store: Store, opts: DaemonOptions, *,
+        backend_factory: Callable[..., Any] | None = None,
+        interface_lookup: Callable[[str | None, str | None], Any] | None = None,
+    ) -> None:
+        if not 0 < opts.renew_margin < opts.lease_ttl:
+            raise ValidationError([Problem(
+                "--renew-margin", opts.renew_margin, f"must be between 0 and the lease TTL ({opts.lease_ttl}s)")])
+        self.store = store
+        self.opts = opts
+        self.manager = SubnetManager(store, ttl=opts.lease_ttl)
+        self._backend_factory = backend_factory
+        self._interface_lookup = interface_lookup
+        self.stopping = threading.Event()
+        self.lost: LeaseLost | None = None
+        self.failure: BaseException | None = None
+        self.lease: Lease | None = None
+        self.conf: NetConf | None = None
+        self.backend: Any = None
+        self.rules: masq.MasqRules | None = None
+        self._watch: LeaseWatch | None = None
+        self._renewer: LeaseRenewer | None = None
+        self._threads: list[threading.Thread] = []
+        self._backend_lock = threading.Lock()
+
+    # ---- start-up -------------------------------------------------------------------------------
+
+    def wait_for_config(self, timeout: float | None = None) -> NetConf:
+        """flanneld polls every second until the config exists; an invalid one is refused at once."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        announced = False
+        while True:
+            try:
+                conf, _ = load_netconf(self.store)
+                return conf
+            except ConfigNotFound as e:
+                if not announced:
+                    log.warning("%s; waiting for it", e)
+                    announced = True
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise PodnetError(str(e)) from e
+                if self.stopping.wait(1.0):
+                    raise PodnetError("stopped while waiting for the network config") from e
+
+    @staticmethod
+    def check_supported(conf: NetConf) -> None:
+        problems = []
+        if conf.enable_ipv6:
+            problems.append(Problem("EnableIPv6", True, "IPv6 pod networks are not supported by podnet's overlay"))
+        if not conf.enable_ipv4 or conf.network is None:
+            problems.append(Problem("EnableIPv4", False, "podnet's overlay needs an IPv4 Network"))
+        if conf.enable_nftables:
+            problems.append(Problem("EnableNFTables", True,
+                                    "not supported by podnet's overlay (its traffic rules use iptables)"))
+        if problems:
+            raise ValidationError(problems)
+
+    def _lookup_interface(self) -> Any:
+        if self._interface_lookup is not None:
+            return self._interface_lookup(self.opts.iface, self.opts.public_ip)
+        from podnet.net import netns as nsmod
+        from podnet.net.iface import lookup_external_interface
+
+        with nsmod.ipr(self.opts.netns) as ipr:
+            return lookup_external_interface(ipr, self.opts.iface, self.opts.public_ip)
+
+    def _create_backend(self, conf: NetConf, ext: Any) -> Any:
+        if self._backend_factory is not None:
+            return self._backend_factory(conf.backend_type, ext, conf.backend, netns=self.opts.netns)
+        from podnet.overlay.backends import create_backend
+
+        return create_backend(conf.backend_type, ext, conf.backend, netns=self.opts.netns)
+
+    def start(self, config_timeout: float | None = None) -> Lease:
+        """Steps 1-9. Returns our lease once subnet.env is written and the watch and renewal run."""
+        conf = self.wait_for_config(config_timeout)
+        self.check_supported(conf)
+        assert conf.network is not None
+        self.conf = conf
+        previous = subnetenv.previous_subnet(self.opts.subnet_file)
+        ext = self._lookup_interface()
+        log.info("node %s: external interface %s (%s), public IP %s, backend %s",
+                 self.opts.node, ext.name, ext.address, ext.public_ip, conf.backend_type)
+
+        self.backend = self._create_backend(conf, ext)
+        backend_data = self.backend.register()
+        lease = self.manager.acquire(
+            conf, ext.public_ip, backend_type=self.backend.backend_type, backend_data=backend_data,
+            previous=previous,
+        )
+        self.lease = lease
+        self.backend.configure(lease, conf.network)
+
+        self.rules = masq.MasqRules(
+            masq.desired(conf.network, lease.subnet, ip_masq=self.opts.ip_masq, forward=self.opts.forward_rules),
+            netns=self.opts.netns,
+        )
+        self.rules.sync()
+        subnetenv.write(self.opts.subnet_file, subnetenv.SubnetEnv(
+            network=conf.network, subnet=lease.subnet, mtu=self.backend.mtu, ipmasq=self.opts.ip_masq))
+        log.info("node %s: lease %s, wrote %s (MTU %d)", self.opts.node, lease.subnet, self.opts.subnet_file,
+                 self.backend.mtu)
+
+        self._watch = LeaseWatch(self.store, lease, self._on_events, self._on_lost)
+        self._renewer = LeaseRenewer(
+            self.manager, lease, margin=self.opts.renew_margin, retry=min(60.0, self.opts.renew_margin / 4),
+        )
+        self._spawn("lease-watch", self._watch.run)
+        self._spawn("lease-renew", self._renew)
+        self._spawn("resync", self._resync_loop)
+        return lease
+
+    def _spawn(self, name: str, fn: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                fn()
+            except LeaseLost as e:
+                self._on_lost(e)
+            except BaseException as e:  # a dead worker must stop the daemon, not leave it half-working
+                log.exception("%s failed", name)
+                self.failure = e
+                self.stopping.set()
+
+        t = threading.Thread(target=guarded, name=f"overlay-{name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    # ---- running --------------------------------------------------------------------------------
+
+    def _on_events(self, events: list[LeaseEvent]) -> None:
+        with self._backend_lock:
+            for ev in events:
+                try:
+                    if ev.type == "added":
+                        log.info("peer lease %s added (PublicIP %s)", ev.lease.subnet, ev.lease.public_ip)
+                        self.backend.add_remote(ev.lease)
+                    else:
+                        log.info("peer lease %s removed (PublicIP %s)", ev.lease.subnet, ev.lease.public_ip)
+                        self.backend.remove_remote(ev.lease)
+                except Exception:  # one peer's failure must not stop the others
+                    log.exception("backend failed on %s of %s", ev.type, ev.lease.subnet)
+
+    def _on_lost(self, err: LeaseLost) -> None:
+        if self.stopping.is_set():
+            return
+        log.error("%s. Shutting down daemon.", err)
+        self.lost = err
+        self.stopping.set()
+
+    def _renew(self) -> None:
+        assert self._renewer is not None
+        self._renewer.run()
+
+    def _resync_loop(self) -> None:
+        while not self.stopping.wait(self.opts.resync_period):
+            try:
+                if self.rules is not None and self.rules.sync():
+                    log.warning("traffic rules had drifted; restored")
+            except PodnetError as e:
+                log.warning("traffic rules check failed: %s", e)
+            with self._backend_lock:
+                try:
+                    resync = getattr(self.backend, "resync", None)
+                    if resync is not None:
+                        resync()
+                except Exception:
+                    log.exception("backend resync failed")
+
+    def wait(self) -> int:
+        """Block until stopped. Exit code: 0 after stop(), 1 when the lease was lost or a worker failed."""
+        while not self.stopping.wait(1.0):  # a timed wait keeps signal handlers running promptly
+            pass
+        self.shutdown()
+        return 1 if (self.lost is not None or self.failure is not None) else 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        """Stop the workers and release the backend; kernel state, rules and the lease stay."""
+        self.stopping.set()
+        if self._watch is not None:
+            self._watch.stop()
+        if self._renewer is not None:
+            self._renewer.stop()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout=5)
+        self._threads.clear()
+        if self.backend is not None:
+            try:
+                self.backend.close()
+            except Exception:
+                log.exception("backend close failed")
+            self.backend = None
+
+
+__all__ = ["DaemonOptions", "OverlayDaemon"]
