@@ -253,6 +253,7 @@ def render(
     full: bool = True,
     existing_nat_chains: Iterable[str] | None = None,
     cleanup_stale: bool = True,
+    large_cluster: bool | None = None,
 ) -> RenderResult:
     """The iptables-restore input (`--noflush`) of one sync.
 
@@ -267,7 +268,10 @@ def render(
     s = settings_for_state(config, facts, desired)
     ipv6 = s.ip_family == IPV6
     mark = s.masquerade_mark
-    large = desired.total_endpoints > LARGE_CLUSTER_ENDPOINTS_THRESHOLD
+    # large_cluster: the sync loop renders a few services at a time and passes the whole state's mode.
+    large = (
+        desired.total_endpoints > LARGE_CLUSTER_ENDPOINTS_THRESHOLD if large_cluster is None else large_cluster
+    )
     changed = None if full or previous is None else changed_services(previous, desired)
 
     filter_chains = list(FILTER_TOP_CHAINS)
