@@ -173,4 +173,6 @@ def run(
         typer.echo(f"error: {daemon.failure}", err=True)
     else:
         typer.echo(f"{node}: stopped at {time.strftime('%H:%M:%S')}; lease {lease.subnet} kept", err=True)
-    raise typer.Exit(code)
+    # sys.exit, not typer.Exit: main() runs the app with standalone_mode=False, where click turns Exit into
+    # a return value that main() drops, and a lost lease must be a non-zero exit for supervisors.
+    sys.exit(code)
