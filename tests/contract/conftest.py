@@ -165,10 +165,30 @@ class Procs:
     def spawn(self, code: str, *args: str) -> subprocess.Popen[str]:
         p = subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(code), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env(),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env(),
         )
         self.spawned.append(p)
         return p
+
+    def start_together(self, code: str, argvs: list[list[str]]) -> list[subprocess.Popen[str]]:
+        """Spawn one child per argv and release them at once, so they really race.
+
+        code must print "ready" (flushed) once it is connected, then wait for a line on stdin.
+        Without this, interpreter start-up (~100 ms) would serialise the children.
+        """
+        children = [self.spawn(code, *argv) for argv in argvs]
+        for p in children:
+            assert p.stdout is not None and p.stdin is not None
+            line = p.stdout.readline()
+            if line.strip() != "ready":
+                p.kill()
+                _, err = p.communicate()
+                raise AssertionError(f"child did not get ready: {line!r} {err}")
+        for p in children:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        return children
 
     def run(self, code: str, *args: str, timeout: float = 30.0) -> str:
         """Run to completion; returns stdout, fails the test with stderr on a non-zero exit."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -174,12 +173,13 @@ def test_commit_delete_must_exist(store: Store, ns: str) -> None:
 
 
 RACE = """
-import sys, time
+import sys
 from podnet.store import ConflictError, open_store
-url, prefix, me, start, n = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
+url, prefix, me, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 s = open_store(url)
-s.get(prefix + "warmup")  # connect before the start line, so processes really race
-time.sleep(max(0.0, start - time.time()))
+s.get(prefix + "warmup")  # connected before the start signal, so the processes really race
+print("ready", flush=True)
+sys.stdin.readline()
 won = []
 for i in range(n):
     try:
@@ -195,8 +195,7 @@ print(",".join(map(str, won)))
 def test_processes_racing_only_if_absent_have_exactly_one_winner(store_url: str, store: Store, ns: str,
                                                                   procs: Any) -> None:
     n_procs, n_keys = 4, 25
-    start = time.time() + 2.0  # interpreter start-up and imports happen before this moment
-    children = [procs.spawn(RACE, store_url, ns, f"p{i}", str(start), str(n_keys)) for i in range(n_procs)]
+    children = procs.start_together(RACE, [[store_url, ns, f"p{i}", str(n_keys)] for i in range(n_procs)])
     wins: dict[str, set[int]] = {}
     for i, p in enumerate(children):
         out, err = p.communicate(timeout=60)
@@ -208,3 +207,40 @@ def test_processes_racing_only_if_absent_have_exactly_one_winner(store_url: str,
         kv = store.get(f"{ns}{k}")
         assert kv is not None and kv.value == winners[0].encode()
     assert sum(len(v) for v in wins.values()) == n_keys
+
+
+INCREMENT = """
+import sys
+from podnet.store import ConflictError, open_store
+url, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = open_store(url)
+s.get(key)
+print("ready", flush=True)
+sys.stdin.readline()
+conflicts = 0
+for _ in range(n):
+    while True:  # read-modify-write with a revision condition: the allocators' pattern
+        kv = s.get(key)
+        value, rev = (int(kv.value), kv.mod_revision) if kv else (0, 0)
+        try:
+            s.put(key, str(value + 1).encode(), if_revision=rev)
+            break
+        except ConflictError:
+            conflicts += 1
+s.close()
+print(conflicts)
+"""
+
+
+def test_processes_incrementing_with_only_if_revision_lose_no_update(store_url: str, store: Store, ns: str,
+                                                                     procs: Any) -> None:
+    n_procs, n_each = 4, 15
+    r0 = store.revision()
+    children = procs.start_together(INCREMENT, [[store_url, ns + "counter", str(n_each)]] * n_procs)
+    for p in children:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        print("conflicts seen by one child:", out.strip())
+    kv = store.get(ns + "counter")
+    assert kv is not None and int(kv.value) == n_procs * n_each
+    assert kv.mod_revision - r0 >= n_procs * n_each  # every increment was its own write
