@@ -1,0 +1,203 @@
+"""flannel's CNI meta plugin: turn subnet.env into a bridge (or other delegate) config and run it.
+
+Same semantics as flannel-io/cni-plugin: defaults come from the subnet.env that the overlay agent
+writes, the generated delegate config is saved to <dataDir>/<containerID> so DEL replays exactly
+what ADD used (the node's subnet may have changed in between), and CHECK is a no-op.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from typing import Any
+
+from podnet.cni import delegate, spec
+from podnet.cni.spec import Request, internal
+
+DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
+DEFAULT_DATA_DIR = "/var/lib/cni/flannel"
+
+
+class SubnetEnv:
+    def __init__(self) -> None:
+        self.networks: list[str] = []
+        self.ipv6_networks: list[str] = []
+        self.subnet: str = ""
+        self.ipv6_subnet: str = ""
+        self.mtu: int | None = None
+        self.ipmasq: bool | None = None
+
+
+def _network_of(cidr: str) -> str:
+    iface = ipaddress.ip_interface(cidr.strip())
+    return str(iface.network)
+
+
+def load_subnet_env(path: str) -> SubnetEnv:
+    """Parse flannel's subnet.env; every required key missing is named, as flannel does."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise internal(f"open {path}: {(e.strerror or '').lower()}") from None
+    env = SubnetEnv()
+    try:
+        for line in lines:
+            key, sep, value = line.partition("=")
+            if not sep:
+                continue
+            if key == "FLANNEL_NETWORK":
+                for cidr in value.split(","):
+                    n = _network_of(cidr)
+                    if n not in env.networks:
+                        env.networks.append(n)
+            elif key == "FLANNEL_IPV6_NETWORK":
+                for cidr in value.split(","):
+                    n = _network_of(cidr)
+                    if n not in env.ipv6_networks:
+                        env.ipv6_networks.append(n)
+            elif key == "FLANNEL_SUBNET":
+                env.subnet = _network_of(value)
+            elif key == "FLANNEL_IPV6_SUBNET":
+                env.ipv6_subnet = _network_of(value)
+            elif key == "FLANNEL_MTU":
+                env.mtu = int(value)
+            elif key == "FLANNEL_IPMASQ":
+                env.ipmasq = value == "true"
+    except ValueError as e:
+        raise internal(f"{path}: {e}") from None
+    missing = []
+    if not env.networks and not env.ipv6_networks:
+        missing.append("FLANNEL_NETWORK, FLANNEL_IPV6_NETWORK")
+    if not env.subnet and not env.ipv6_subnet:
+        missing.append("FLANNEL_SUBNET, FLANNEL_IPV6_SUBNET")
+    if env.mtu is None:
+        missing.append("FLANNEL_MTU")
+    if env.ipmasq is None:
+        missing.append("FLANNEL_IPMASQ")
+    if missing:
+        raise internal(f"{path} is missing {', '.join(missing)}")
+    return env
+
+
+def delegate_config(conf: dict[str, Any], env: SubnetEnv) -> dict[str, Any]:
+    """The delegate netconf flannel would generate for this request and subnet.env."""
+    dlg = conf.get("delegate") or {}
+    if not isinstance(dlg, dict):
+        raise internal("'delegate' must be an object")
+    dlg = dict(dlg)
+    if "type" in dlg and not isinstance(dlg["type"], str):
+        raise internal("'delegate' dictionary, if present, must have (string) 'type' field")
+    if "name" in dlg:
+        raise internal("'delegate' dictionary must not have 'name' field, it'll be set by flannel")
+    if "ipam" in dlg:
+        raise internal("'delegate' dictionary must not have 'ipam' field, it'll be set by flannel")
+    if isinstance(conf.get("runtimeConfig"), dict):
+        dlg["runtimeConfig"] = conf["runtimeConfig"]
+    dlg["name"] = conf["name"]
+    dlg.setdefault("type", "bridge")
+    dlg.setdefault("ipMasq", not env.ipmasq)
+    dlg.setdefault("mtu", env.mtu)
+    if dlg["type"] == "bridge":
+        dlg.setdefault("isGateway", True)
+    if conf.get("cniVersion"):
+        dlg["cniVersion"] = conf["cniVersion"]
+    ipam = dict(conf.get("ipam") or {}) if isinstance(conf.get("ipam"), dict) else {}
+    ipam.setdefault("type", "host-local")
+    ranges = []
+    if env.subnet:
+        ranges.append([{"subnet": env.subnet}])
+    if env.ipv6_subnet:
+        ranges.append([{"subnet": env.ipv6_subnet}])
+    ipam["ranges"] = ranges
+    routes = list(ipam.get("routes") or [])
+    routes += [{"dst": n} for n in env.networks] + [{"dst": n} for n in env.ipv6_networks]
+    ipam["routes"] = routes
+    dlg["ipam"] = ipam
+    return dlg
+
+
+def _go_map_json(obj: Any) -> bytes:
+    """Go marshals maps with sorted keys and no spaces; keep the saved file byte-identical to flannel's."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _data_dir(conf: dict[str, Any]) -> str:
+    d = conf.get("dataDir") or DEFAULT_DATA_DIR
+    if not isinstance(d, str):
+        raise internal("dataDir must be a string")
+    return d
+
+
+def add(req: Request) -> dict[str, Any]:
+    conf = req.conf
+    subnet_file = conf.get("subnetFile") or DEFAULT_SUBNET_FILE
+    try:
+        env = load_subnet_env(subnet_file)
+    except spec.CniError as e:
+        raise internal(f"failed to load flannel 'subnet.env' file: {e.msg}. Check the flannel pod log for this node.") from None
+    dlg = delegate_config(conf, env)
+    data = _go_map_json(dlg)
+    ddir = _data_dir(conf)
+    os.makedirs(ddir, mode=0o700, exist_ok=True)
+    path = os.path.join(ddir, req.container_id)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        result = delegate.call(dlg["type"], "ADD", data, req.env)
+    except spec.CniError:
+        # flannel leaves the file for the runtime's DEL to replay; so do we (DEL removes it).
+        raise
+    assert result is not None
+    return spec.render_result(result, req.version)
+
+
+def delete(req: Request) -> None:
+    path = os.path.join(_data_dir(req.conf), req.container_id)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None  # already cleaned up: DEL is idempotent
+    except OSError as e:
+        raise internal(f"failed to read {path}: {e.strerror}") from None
+    try:
+        saved = json.loads(data)
+        dtype = saved["type"]
+    except (ValueError, KeyError, TypeError):
+        return None  # flannel logs and gives up on a corrupt file
+    delegate.call(dtype, "DEL", data, req.env)
+    os.unlink(path)
+    return None
+
+
+def check(req: Request) -> None:
+    return None
+
+
+def gc(req: Request) -> None:
+    """Forward GC to the delegate with a config generated from the current subnet.env."""
+    env = load_subnet_env(req.conf.get("subnetFile") or DEFAULT_SUBNET_FILE)
+    dlg = delegate_config(req.conf, env)
+    for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
+        if key in req.conf:
+            dlg[key] = req.conf[key]
+    delegate.call(dlg["type"], "GC", _go_map_json(dlg), req.env)
+    return None
+
+
+def status(req: Request) -> None:
+    """Not ready until the overlay agent has written subnet.env (the node has no subnet yet)."""
+    path = req.conf.get("subnetFile") or DEFAULT_SUBNET_FILE
+    try:
+        env = load_subnet_env(path)
+    except spec.CniError as e:
+        raise spec.CniError(spec.ERR_NOT_AVAILABLE, "flannel subnet.env not usable", e.msg) from None
+    dlg = delegate_config(req.conf, env)
+    delegate.call(dlg["type"], "STATUS", _go_map_json(dlg), req.env)
+    return None

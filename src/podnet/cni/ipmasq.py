@@ -1,0 +1,156 @@
+"""Per-container masquerade rules, named and laid out as the reference bridge plugin does.
+
+    -N CNI-<sha512(network + containerID)[:24]>
+    -A POSTROUTING -s <ip>/32 -m comment --comment "name: \\"<net>\\" id: \\"<id>\\"" -j CNI-...
+    -A CNI-... -d <ip's subnet> -m comment ... -j ACCEPT
+    -A CNI-... ! -d 224.0.0.0/4 -m comment ... -j MASQUERADE          (ff00::/8 for IPv6)
+
+Operators and tools that know the reference find the same chains. Changes go through one
+iptables-restore --noflush per family, in the namespace the plugin runs in. Two deliberate
+differences from the reference (which leaks or breaks in these cases, plugins#810):
+teardown removes only this attachment's POSTROUTING rule and drops the chain once nothing jumps to
+it any more (a second attachment of the same container keeps its masquerade), and when the netns
+is gone every rule of the (network, container) is removed, since all its attachments are gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import subprocess
+
+from podnet.cni import spec
+
+_MCAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
+_TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
+
+
+def chain_name(network: str, container_id: str) -> str:
+    return "CNI-" + hashlib.sha512((network + container_id).encode()).hexdigest()[:24]
+
+
+def comment(network: str, container_id: str) -> str:
+    return f"name: {spec.go_quote(network)} id: {spec.go_quote(container_id)}"
+
+
+def _q(text: str) -> str:
+    """Quote a comment the way iptables-save prints it (and iptables-restore reads it)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _save(family: int) -> list[str]:
+    proc = subprocess.run([_TOOLS[family][0], "-t", "nat"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise spec.internal(f"running [{_TOOLS[family][0]} -t nat]: exit status {proc.returncode}: {proc.stderr}")
+    return [ln for ln in proc.stdout.splitlines() if ln.startswith(("-A ", ":"))]
+
+
+def _restore(family: int, lines: list[str]) -> subprocess.CompletedProcess[str]:
+    text = "*nat\n" + "\n".join(lines) + "\nCOMMIT\n"
+    return subprocess.run([_TOOLS[family][1], "-w", "--noflush"], input=text, capture_output=True,
+                          text=True, check=False)
+
+
+def _apply(family: int, lines: list[str]) -> None:
+    if not lines:
+        return
+    proc = _restore(family, lines)
+    if proc.returncode != 0:
+        raise spec.internal(f"running [{_TOOLS[family][1]} --noflush]: exit status {proc.returncode}: "
+                            f"{proc.stderr.strip()}")
+
+
+def _rules(iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface, chain: str, cmt: str) -> tuple[str, ...]:
+    host = 32 if iface.version == 4 else 128
+    c = _q(cmt)
+    return (
+        f"-A POSTROUTING -s {iface.ip}/{host} -m comment --comment {c} -j {chain}",
+        f"-A {chain} -d {iface.network} -m comment --comment {c} -j ACCEPT",
+        f"-A {chain} ! -d {_MCAST[iface.version]} -m comment --comment {c} -j MASQUERADE",
+    )
+
+
+def setup(cidrs: list[str], network: str, container_id: str) -> None:
+    """Masquerade traffic from each address leaving its own subnet (idempotent, like AppendUnique)."""
+    chain, cmt = chain_name(network, container_id), comment(network, container_id)
+    for fam in (4, 6):
+        ifaces = [i for i in (ipaddress.ip_interface(c) for c in cidrs) if i.version == fam]
+        if not ifaces:
+            continue
+        want: list[str] = []
+        for i in ifaces:
+            post, acc, masq = _rules(i, chain, cmt)
+            for r in (acc, masq, post):
+                if r not in want:
+                    want.append(r)
+        # Fast path: a new container has no chain yet, so one restore creates everything.
+        fresh = _restore(fam, [f"-N {chain}"] + [r for r in want if not r.startswith("-A POSTROUTING")]
+                         + [r for r in want if r.startswith("-A POSTROUTING")])
+        if fresh.returncode == 0:
+            continue
+        have = _save(fam)
+        lines = [] if any(h.startswith(f":{chain} ") for h in have) else [f"-N {chain}"]
+        lines += [r for r in want if r not in have]
+        _apply(fam, lines)
+
+
+def _jump_re(chain: str) -> re.Pattern[str]:
+    return re.compile(rf"^-A POSTROUTING .* -j {re.escape(chain)}$")
+
+
+def teardown(cidrs: list[str] | None, network: str, container_id: str) -> None:
+    """Remove the POSTROUTING rules of `cidrs` (None: every rule of this container), then the chain
+    once nothing jumps to it. Missing rules and chains are fine (DEL is idempotent)."""
+    chain, cmt = chain_name(network, container_id), comment(network, container_id)
+    fams = (4, 6) if cidrs is None else sorted({ipaddress.ip_interface(c).version for c in cidrs})
+    for fam in fams:
+        have = _save(fam)
+        if not any(h.startswith(f":{chain} ") for h in have):
+            # no chain: nothing of ours can jump to it either (a rule cannot target a missing chain)
+            continue
+        jumps = [h for h in have if _jump_re(chain).match(h)]
+        if cidrs is None:
+            gone = jumps
+        else:
+            gone = []
+            for c in cidrs:
+                i = ipaddress.ip_interface(c)
+                if i.version != fam:
+                    continue
+                host = 32 if fam == 4 else 128
+                for src in (f"{i.ip}/{host}", str(i.network)):
+                    r = f"-A POSTROUTING -s {src} -m comment --comment {_q(cmt)} -j {chain}"
+                    if r in jumps and r not in gone:
+                        gone.append(r)
+        lines = ["-D" + r[2:] for r in gone]
+        if len(gone) == len(jumps):
+            lines += [f"-F {chain}", f"-X {chain}"]
+        _apply(fam, lines)
+
+
+def gc(network: str, keep_ids: set[str]) -> list[str]:
+    """Remove the chains (and their jumps) of this network's containers not in keep_ids. Returns errors."""
+    errors = []
+    pat = re.compile(r'--comment "name: \\"' + re.escape(network) + r'\\" id: \\"([^"\\]+)\\""')
+    for fam in (4, 6):
+        try:
+            have = _save(fam)
+        except spec.CniError as e:
+            errors.append(e.msg)
+            continue
+        stale = set()
+        for h in have:
+            m = pat.search(h)
+            if m and m.group(1) not in keep_ids:
+                stale.add(m.group(1))
+        for cid in sorted(stale):
+            chain = chain_name(network, cid)
+            lines = ["-D" + h[2:] for h in have if _jump_re(chain).match(h)]
+            if any(h.startswith(f":{chain} ") for h in have):
+                lines += [f"-F {chain}", f"-X {chain}"]
+            try:
+                _apply(fam, lines)
+            except spec.CniError as e:
+                errors.append(e.msg)
+    return errors
