@@ -117,3 +117,93 @@ def render_command(
 
 
 app.command(name="render")(render_command)
+
+
+# =============================================================================================
+# podnet proxy run
+# =============================================================================================
+
+
+def run_command(
+    ctx: typer.Context,
+    node: str = typer.Option(..., "--node", help="Name of the node this proxy serves (its Node object, local endpoints)."),
+    config: Path | None = typer.Option(
+        None, "--config", help="kube-proxy's KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1)."
+    ),
+    mode: str | None = typer.Option(None, "--mode", help="iptables (default) or nftables; overrides the config's mode."),
+    metrics_bind_address: str | None = typer.Option(
+        None, "--metrics-bind-address", help="host:port for /metrics (default 127.0.0.1:10249; '' disables)."
+    ),
+    healthz_bind_address: str | None = typer.Option(
+        None, "--healthz-bind-address", help="host:port for /healthz (default 0.0.0.0:10256; '' disables)."
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Keep this node's kernel in sync with the store's Services and EndpointSlices (kube-proxy's job).
+
+    Runs where the node's network namespace is (start it with `ip netns exec NODE podnet proxy run ...`).
+    """
+    import logging
+    import signal
+
+    from podnet.proxy.config import load_proxy_config
+    from podnet.proxy.metrics import health_routes, metrics_routes, serve, split_hostport
+    from podnet.proxy.proxier import Proxier, make_backend
+    from podnet.proxy.restore import Runner
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    problems: list[Problem] = []
+    if not node.strip():
+        problems.append(Problem("--node", node, "must not be empty"))
+    cfg = None
+    try:
+        cfg = load_proxy_config(config)
+    except ValidationError as e:
+        problems.extend(e.problems)
+    chosen = mode if mode is not None else (cfg.mode if cfg else "")
+    runner = Runner()
+    backend = None
+    try:
+        backend = make_backend(chosen, runner)
+    except ValueError as e:
+        problems.append(Problem("--mode" if mode is not None else "mode", chosen, str(e).split(": ", 2)[-1]))
+    addrs = {}
+    for flag, value, default, port in (
+        ("--metrics-bind-address", metrics_bind_address, cfg.metrics_bind_address if cfg else "127.0.0.1:10249", 10249),
+        ("--healthz-bind-address", healthz_bind_address, cfg.healthz_bind_address if cfg else "0.0.0.0:10256", 10256),
+    ):
+        text = default if value is None else value
+        if not text:
+            continue
+        try:
+            addrs[flag] = split_hostport(text, port)
+        except ValueError:
+            problems.append(Problem(flag, text, "must be HOST:PORT"))
+    if problems or cfg is None or backend is None:
+        raise ValidationError(problems)
+
+    store = ctx.obj.store()
+    proxier = Proxier(store, node, cfg, backend=backend, runner=runner)
+    try:
+        if "--metrics-bind-address" in addrs:
+            serve(addrs["--metrics-bind-address"], metrics_routes(proxier.metrics))
+        if "--healthz-bind-address" in addrs:
+            serve(addrs["--healthz-bind-address"], health_routes(proxier.health))
+    except OSError as e:
+        raise ValidationError([Problem("bind address", None, str(e))]) from None
+
+    def _stop(signum: int, _frame: object) -> None:
+        proxier.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        proxier.run()
+    finally:
+        proxier.close()
+
+
+app.command(name="run")(run_command)

@@ -287,6 +287,50 @@ def plan_partial(applied: Applied, desired: Ruleset, *, cache_trick: bool = True
     return Plan("\n".join(out) + "\n" if out else "", new_applied, n_lines, rules)
 
 
+def plan_delta(applied: Applied, old: Ruleset, new: Ruleset, deleted_chains: Iterable[str] = ()) -> Plan:
+    """Partial sync from renders of only the changed services: `old` as last applied, `new` as wanted now.
+
+    Both renders hold the fixed chains plus the changed services' rules. Dispatch-chain rules only in
+    `old` are deleted and rules only in `new` inserted; the changed services' own chains are rewritten when
+    they differ; `deleted_chains` (chains the old versions needed and the new ones do not) are removed.
+    The work is proportional to the changed services, not to the cluster.
+    """
+    desired = Ruleset()
+    for table in _ordered(set(new.chains) | set(old.chains)):
+        want = desired.chains.setdefault(table, {})
+        cur_table = applied.get(table, {})
+        old_t, new_t = old.chains.get(table, {}), new.chains.get(table, {})
+        for chain, rules in new_t.items():
+            if (table, chain) in DISPATCH_CHAINS and chain in cur_table:
+                gone = Counter(old_t.get(chain, [])) - Counter(rules)
+                added = Counter(rules) - Counter(old_t.get(chain, []))
+                if not gone and not added:
+                    continue
+                model = list(cur_table[chain])
+                if gone:
+                    kept = []
+                    for r in model:
+                        if gone.get(r):
+                            gone[r] -= 1
+                            continue
+                        kept.append(r)
+                    model = kept
+                extra = []
+                for r in rules:
+                    if added.get(r):
+                        added[r] -= 1
+                        extra.append(r)
+                want[chain] = extra + model
+            else:
+                want[chain] = rules
+        for chain in old_t:
+            if (table, chain) in DISPATCH_CHAINS and chain not in new_t and chain in cur_table:
+                raise ValueError(f"{table}/{chain}: the new render lacks a dispatch chain the old one had")
+    for chain in deleted_chains:
+        desired.deleted.setdefault("nat", []).append(chain)
+    return plan_partial(applied, desired)
+
+
 def _can_edit(cur: list[str], want: list[str]) -> bool:
     """-D/-I editing keeps the kernel's last rule last; only allowed if the last rule does not change."""
     if not cur or not want:
@@ -445,6 +489,17 @@ class Restorer:
             self._restore(plan.text, partial=not full)
         self.applied = plan.applied
         return SyncStats(full, time.monotonic() - start, plan.lines, plan.rules_written)
+
+    def sync_delta(self, old_text: str, new_text: str, deleted_chains: Iterable[str] = ()) -> SyncStats:
+        """Partial sync from renders of just the changed services (see plan_delta)."""
+        if self.applied is None:
+            raise RestoreError("partial sync without a previous full sync", partial=True)
+        start = time.monotonic()
+        plan = plan_delta(self.applied, parse(old_text), parse(new_text), deleted_chains)
+        if plan.text:
+            self._restore(plan.text, partial=True)
+        self.applied = plan.applied
+        return SyncStats(False, time.monotonic() - start, plan.lines, plan.rules_written)
 
     def _ensure_base_chains(self, jumps: Sequence[Jump], existing: dict[str, set[str]]) -> None:
         """Create absent built-in chains (iptables-nft makes them lazily) before the main restore.
