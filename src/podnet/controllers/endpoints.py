@@ -28,7 +28,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import uuid
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 
 from podnet.api.endpointslice import (
     CONTROLLER_NAME,
@@ -185,7 +187,7 @@ def ready_addresses(slices: Iterable[EndpointSlice], port_name: str) -> list[str
             continue
         for ep in es.endpoints:
             if ep.is_ready:
-                out.extend(f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in ep.addresses)
+                out.extend(f"{a}:{port}" for a in ep.addresses)  # kubectl's "%s:%d", IPv6 too
     return out
 
 
@@ -197,6 +199,7 @@ def slice_ops(
     pods: Iterable[Pod],
     existing: dict[str, tuple[EndpointSlice, int]],
     namespaces: set[str] | None = None,
+    now: datetime | None = None,
 ) -> list[Op]:
     """Puts/deletes turning the stored controller-managed slices into the derived ones.
 
@@ -212,11 +215,19 @@ def slice_ops(
         for es in endpoint_slices_for(svc, pods):
             want[keys.resource("EndpointSlice", es.namespace, es.name)] = es
     ops: list[Op] = []
+    created = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     for key, es in sorted(want.items()):
         current = existing.get(key)
+        meta = es.metadata
         if current is None:
+            meta.creation_timestamp, meta.uid = created, str(uuid.uuid4())
             ops.append(Put(key, to_json(es), if_absent=True))
-        elif current[0].to_dict() != es.to_dict():
+            continue
+        # identity and age stay with the stored slice; only content changes cause a write
+        meta.creation_timestamp, meta.uid = current[0].metadata.creation_timestamp, current[0].metadata.uid
+        old = current[0].to_dict()
+        old.get("metadata", {}).pop("resourceVersion", None)
+        if old != es.to_dict():
             ops.append(Put(key, to_json(es), if_revision=current[1]))
     for key, (es, rev) in sorted(existing.items()):
         if key in want or not es.is_controller_managed:

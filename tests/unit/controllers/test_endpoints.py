@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from podnet.api import CONTROLLER_NAME, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, Pod, Service, parse_object
+from podnet.api import (
+    CONTROLLER_NAME,
+    MANAGED_BY_LABEL,
+    SERVICE_NAME_LABEL,
+    Pod,
+    Service,
+    from_json,
+    parse_object,
+)
 from podnet.controllers.endpoints import endpoint_slices_for, ready_addresses, slice_ops
 from podnet.store import Delete, Put, keys
 
@@ -109,9 +117,13 @@ def test_slice_ops_create_update_delete_only_managed_slices() -> None:
     service = svc()
     first = endpoint_slices_for(service, [pod("a", "10.0.0.1")])
     key = keys.resource("EndpointSlice", "default", first[0].name)
-    assert slice_ops([service], [pod("a", "10.0.0.1")], {}) == [Put(key, _json(first[0]), if_absent=True)]
+    (created,) = slice_ops([service], [pod("a", "10.0.0.1")], {})
+    assert isinstance(created, Put) and created.key == key and created.if_absent
+    stored = from_json(created.value)
+    assert stored.metadata.uid and stored.metadata.creation_timestamp
+    assert stored.model_copy(update={"metadata": first[0].metadata}) == first[0]
     # unchanged: nothing to write
-    assert slice_ops([service], [pod("a", "10.0.0.1")], {key: (first[0], 7)}) == []
+    assert slice_ops([service], [pod("a", "10.0.0.1")], {key: (stored, 7)}) == []
     # a pod more: the same slice is rewritten, conditional on the revision read
     (op,) = slice_ops([service], [pod("a", "10.0.0.1"), pod("b", "10.0.0.2")], {key: (first[0], 7)})
     assert isinstance(op, Put) and op.key == key and op.if_revision == 7
@@ -122,9 +134,3 @@ def test_slice_ops_create_update_delete_only_managed_slices() -> None:
     user_key = keys.resource("EndpointSlice", "default", "ext-1")
     ops = slice_ops([], [], {key: (first[0], 7), user_key: (user, 3)})  # type: ignore[dict-item]
     assert ops == [Delete(key, if_revision=7)]
-
-
-def _json(obj: Any) -> bytes:
-    from podnet.api import to_json
-
-    return to_json(obj)
