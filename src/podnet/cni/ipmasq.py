@@ -15,19 +15,25 @@ is gone every rule of the (network, container) is removed, since all its attachm
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import re
-import subprocess
 
 from podnet.cni import spec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+    import subprocess
 
 _MCAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
 _TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
 
 
 def chain_name(network: str, container_id: str) -> str:
-    return "CNI-" + hashlib.sha512((network + container_id).encode()).hexdigest()[:24]
+    try:
+        from _sha512 import sha512  # builtin; hashlib would load OpenSSL (~2 ms)
+    except ImportError:  # pragma: no cover
+        from hashlib import sha512
+    return "CNI-" + sha512((network + container_id).encode()).hexdigest()[:24]
 
 
 def comment(network: str, container_id: str) -> str:
@@ -40,6 +46,8 @@ def _q(text: str) -> str:
 
 
 def _save(family: int) -> list[str]:
+    import subprocess
+
     proc = subprocess.run([_TOOLS[family][0], "-t", "nat"], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise spec.internal(f"running [{_TOOLS[family][0]} -t nat]: exit status {proc.returncode}: {proc.stderr}")
@@ -47,6 +55,8 @@ def _save(family: int) -> list[str]:
 
 
 def _restore(family: int, lines: list[str]) -> subprocess.CompletedProcess[str]:
+    import subprocess
+
     text = "*nat\n" + "\n".join(lines) + "\nCOMMIT\n"
     return subprocess.run([_TOOLS[family][1], "-w", "--noflush"], input=text, capture_output=True,
                           text=True, check=False)
@@ -96,6 +106,8 @@ def setup(cidrs: list[str], network: str, container_id: str) -> None:
 
 
 def _jump_re(chain: str) -> re.Pattern[str]:
+    import re
+
     return re.compile(rf"^-A POSTROUTING .* -j {re.escape(chain)}$")
 
 
@@ -131,6 +143,8 @@ def teardown(cidrs: list[str] | None, network: str, container_id: str) -> None:
 
 def gc(network: str, keep_ids: set[str]) -> list[str]:
     """Remove the chains (and their jumps) of this network's containers not in keep_ids. Returns errors."""
+    import re
+
     errors = []
     pat = re.compile(r'--comment "name: \\"' + re.escape(network) + r'\\" id: \\"([^"\\]+)\\""')
     for fam in (4, 6):

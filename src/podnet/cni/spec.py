@@ -8,8 +8,10 @@ plugins 1.1.1 are built with), so a runtime or an operator sees the same bytes f
 from __future__ import annotations
 
 import json
-import re
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~5 ms per pod at import
+    from typing import Any
 
 CURRENT_VERSION = "1.1.0"
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -28,7 +30,13 @@ ERR_NOT_AVAILABLE = 50
 ERR_LIMITED_CONNECTIVITY = 51
 ERR_INTERNAL = 999
 
-_ID_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
+_ID_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_ID_REST = _ID_FIRST | frozenset("_.-")
+
+
+def _valid_id(s: str) -> bool:
+    r"""^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$ without importing re (and without re's newline-before-$ laxness)."""
+    return bool(s) and s[0] in _ID_FIRST and all(c in _ID_REST for c in s)
 MAX_IFNAME = 15
 
 
@@ -121,7 +129,7 @@ def version_json(supported: tuple[str, ...] = SUPPORTED_VERSIONS) -> str:
 def validate_container_id(cid: str) -> None:
     if not cid:
         raise CniError(ERR_UNKNOWN_CONTAINER, "missing containerID")
-    if not _ID_RE.fullmatch(cid):
+    if not _valid_id(cid):
         raise CniError(ERR_INVALID_ENV, "invalid characters in containerID", cid)
 
 
@@ -143,7 +151,7 @@ def validate_network_name(name: Any) -> None:
     if not isinstance(name, str):
         raise CniError(ERR_DECODING, "error unmarshall network config: json: cannot unmarshal "
                        f"{_json_kind(name)} into Go struct field .name of type string")
-    if not _ID_RE.fullmatch(name):
+    if not _valid_id(name):
         raise CniError(ERR_INVALID_NETCONF, "invalid characters found in network name", name)
 
 

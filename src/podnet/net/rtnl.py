@@ -10,11 +10,10 @@ A socket belongs to the network namespace it was created in; see nsfd.py for ent
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: `socket` builds enums at import (~2 ms)
 import errno
 import os
-import socket
 import struct
-from dataclasses import dataclass, field
 
 NETLINK_ROUTE = 0
 
@@ -93,18 +92,16 @@ def mac_str(b: bytes) -> str:
     return ":".join(f"{x:02x}" for x in b)
 
 
-@dataclass
 class Link:
-    index: int
-    name: str
-    flags: int
-    mac: str = ""
-    mtu: int = 0
-    kind: str = ""
-    master: int = 0
-    peer_index: int = 0  # IFLA_LINK: for a veth, the peer's ifindex (in the peer's namespace)
-    operstate: int = 0
-    promiscuity: int = 0
+    """What we read of a link. peer_index is IFLA_LINK: a veth's peer ifindex (in the peer's namespace)."""
+
+    __slots__ = ("index", "name", "flags", "mac", "mtu", "kind", "master", "peer_index", "operstate", "promiscuity")
+
+    def __init__(self, index: int, name: str, flags: int, mac: str = "", mtu: int = 0, kind: str = "",
+                 master: int = 0, peer_index: int = 0, operstate: int = 0, promiscuity: int = 0) -> None:
+        self.index, self.name, self.flags, self.mac, self.mtu = index, name, flags, mac, mtu
+        self.kind, self.master, self.peer_index = kind, master, peer_index
+        self.operstate, self.promiscuity = operstate, promiscuity
 
     @property
     def up(self) -> bool:
@@ -115,24 +112,22 @@ class Link:
         return OPER_STATES[self.operstate] if self.operstate < len(OPER_STATES) else str(self.operstate)
 
 
-@dataclass
 class Addr:
-    index: int
-    family: int
-    address: str
-    prefixlen: int
-    scope: int
+    __slots__ = ("index", "family", "address", "prefixlen", "scope")
+
+    def __init__(self, index: int, family: int, address: str, prefixlen: int, scope: int) -> None:
+        self.index, self.family, self.address, self.prefixlen, self.scope = index, family, address, prefixlen, scope
 
 
-@dataclass
 class Route:
-    family: int
-    dst: str | None  # None = default
-    dst_len: int
-    gateway: str | None
-    oif: int
-    table: int
-    attrs: dict[int, bytes] = field(default_factory=dict, repr=False)
+    """A route as read; dst None means default."""
+
+    __slots__ = ("family", "dst", "dst_len", "gateway", "oif", "table", "attrs")
+
+    def __init__(self, family: int, dst: str | None, dst_len: int, gateway: str | None, oif: int, table: int,
+                 attrs: dict[int, bytes]) -> None:
+        self.family, self.dst, self.dst_len, self.gateway = family, dst, dst_len, gateway
+        self.oif, self.table, self.attrs = oif, table, attrs
 
 
 def _parse_link(body: bytes) -> Link:
