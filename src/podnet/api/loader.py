@@ -206,6 +206,12 @@ def _build(cls: type[Resource], doc: dict[str, Any], obj_name: str) -> tuple[Res
     """
     problems: list[Problem] = []
     try:
+        return cls.model_validate(doc), problems  # the common case: no copy needed
+    except pydantic.ValidationError:
+        pass
+    except (RecursionError, ValueError, TypeError) as e:
+        return None, [Problem(field="(document)", value=None, reason=f"cannot read: {e}", obj=obj_name)]
+    try:
         work = copy.deepcopy(doc)
     except (RecursionError, TypeError, ValueError) as e:
         return None, [Problem(field="(document)", value=None, reason=f"cannot read: {e}", obj=obj_name)]

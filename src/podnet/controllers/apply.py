@@ -251,10 +251,12 @@ class _Planner:
             default_service(new)
             self._allocate_service(new, old if isinstance(old, Service) else None)
         if isinstance(new, Pod) and isinstance(old, Pod):
+            # A pod's node and status belong to the scheduler and the kubelet (the lab here), as the
+            # API server ignores status on updates: a manifest's status only seeds a new pod (so the
+            # example shows endpoints without a lab), and re-applying never clobbers a live status.
             if not new.spec.node_name:
                 new.spec.node_name = old.spec.node_name
-            if not new.status.model_dump(exclude_defaults=True):
-                new.status = old.status.model_copy(deep=True)
+            new.status = old.status.model_copy(deep=True)
         meta = new.metadata
         meta.resource_version = None
         if old is not None:
