@@ -44,9 +44,28 @@ def _read_objects(path: Path) -> tuple[list[Any], dict[str, Any] | None]:
             if not isinstance(state, dict):
                 raise ValidationError([Problem("stateAfterEvent", None, "must be a mapping", str(path))])
             objs = [*(state.get("services") or []), *(state.get("endpointSlices") or []), *(state.get("nodes") or [])]
-            return objs, docs[0].get("proxier")
+            return objs, _proxier_block(docs[0].get("proxier"), path)
     loaded = load(path, check=False)
     return loaded.raise_for_problems(), None
+
+
+def _proxier_block(block: Any, path: Path) -> dict[str, Any] | None:
+    """The `proxier:` block; `$ref: FILE` (relative to the case) supplies defaults it overrides."""
+    if block is None:
+        return None
+    if not isinstance(block, dict):
+        raise ValidationError([Problem("proxier", None, "must be a mapping", str(path))])
+    block = dict(block)
+    ref = block.pop("$ref", None)
+    if ref:
+        try:
+            base = yaml.safe_load((path.parent / ref).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise ValidationError([Problem("proxier.$ref", ref, f"cannot be read: {e}", str(path))]) from None
+        if not isinstance(base, dict):
+            raise ValidationError([Problem("proxier.$ref", ref, "must hold a mapping", str(path))])
+        block = {**base, **block}
+    return block
 
 
 def render_command(

@@ -1,0 +1,93 @@
+"""`podnet proxy render`: the restore input of a full sync, from files, with field-naming errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from proxy_golden_support import GOLDEN_DIR, SHARED_GOLDEN, sort_like_kube_proxy
+from typer.testing import CliRunner
+
+from podnet.cli.main import app
+
+REPO = Path(__file__).resolve().parents[3]
+
+OBJECTS = """
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, nodePort: 30080, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints:
+- {addresses: [10.244.1.5], nodeName: n1}
+- {addresses: [10.244.2.5], nodeName: n2}
+ports: [{name: http, port: 8080}]
+"""
+
+
+def run(*args):
+    res = CliRunner().invoke(app, ["proxy", "render", *args], standalone_mode=False, catch_exceptions=True)
+    return res
+
+
+def _podnet(*args):
+    return subprocess.run([sys.executable, "-m", "podnet.cli.main", "proxy", "render", *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+
+
+def test_render_with_config_and_facts(tmp_path):
+    (tmp_path / "o.yaml").write_text(OBJECTS)
+    (tmp_path / "f.yaml").write_text("nodeName: n1\nnodeIPs: [192.168.0.2]\nnfacct: true\nrandomFully: true\n")
+    (tmp_path / "c.yaml").write_text(
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nclusterCIDR: 10.244.0.0/16\n")
+    p = _podnet("--mode", "iptables", "-f", str(tmp_path / "o.yaml"), "--config", str(tmp_path / "c.yaml"),
+                "--host-facts", str(tmp_path / "f.yaml"))
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert out.startswith("*filter\n") and out.endswith("COMMIT\n")
+    assert "-j MASQUERADE --random-fully" in out
+    assert "-m nfacct --nfacct-name localhost_nps_accepted_pkts" in out
+    assert "! -s 10.244.0.0/16 -j KUBE-MARK-MASQ" in out
+    assert "--or-mark 0x00004000" in out
+    assert '--comment "default/web:http -> 10.244.1.5:8080" -m statistic --mode random --probability 0.5000000000' in out
+
+
+def test_render_golden_case_file_uses_its_proxier_block():
+    p = _podnet("-f", str(GOLDEN_DIR / "overall.input.yaml"))
+    assert p.returncode == 0, p.stderr
+    assert sort_like_kube_proxy(p.stdout) == (GOLDEN_DIR / "overall.expected.txt").read_text()
+
+
+@pytest.mark.skipif(not SHARED_GOLDEN.exists(), reason="shared/ golden folder absent")
+def test_render_shared_step_one():
+    p = _podnet("-f", str(SHARED_GOLDEN / "iptables-syncrepeated-1-initial.input.yaml"))
+    assert p.returncode == 0, p.stderr
+    assert sort_like_kube_proxy(p.stdout) == (SHARED_GOLDEN / "iptables-syncrepeated-1-initial.expected.txt").read_text()
+
+
+def test_bad_inputs_exit_1_naming_fields(tmp_path):
+    (tmp_path / "o.yaml").write_text(OBJECTS.replace("port: 80,", "port: '80',"))
+    (tmp_path / "f.yaml").write_text("nodeName: n1\nnodeIPs: [300.0.0.1]\nextra: 1\n")
+    (tmp_path / "c.yaml").write_text("kind: KubeProxyConfiguration\niptables: {masqueradeBit: 99}\n")
+    p = _podnet("--mode", "ipvs", "-f", str(tmp_path / "o.yaml"), "--config", str(tmp_path / "c.yaml"),
+                "--host-facts", str(tmp_path / "f.yaml"))
+    assert p.returncode == 1
+    err = p.stderr
+    for fragment in ("--mode: 'ipvs'", "iptables.masqueradeBit: 99", "nodeIPs", "300.0.0.1", "extra: 1: unknown field",
+                     "port"):
+        assert fragment in err, (fragment, err)
+    assert p.stdout == ""
+
+
+def test_missing_objects_file(tmp_path):
+    p = _podnet("-f", str(tmp_path / "nope.yaml"))
+    assert p.returncode == 1 and "nope.yaml" in p.stderr
