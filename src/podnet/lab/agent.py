@@ -1,4 +1,4 @@
-"""The lab's node agent (what the kubelet + container runtime do for networking), inside a node namespace.
+"""The lab's node agent (what the kubelet + container runtime do for networking) for one node.
 
 For every pod bound to this node: a network namespace, CNI ADD through the same chain a runtime would use
 (podnet-flannel -> podnet-bridge -> podnet-host-local, found in CNI_PATH), the pod's command started in
@@ -14,11 +14,9 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +84,9 @@ class Agent:
             "CNI_IFNAME": CNI_IFNAME,
             "CNI_PATH": f"{self.bin_dir}:/usr/lib/cni",
         }
-        r = subprocess.run([os.path.join(self.bin_dir, "podnet-flannel")], input=self.cni_config(),
+        # The plugin's host side is the node: run it there, as a runtime on that node would.
+        argv = netns.exec_argv(self.spec_node.netns, [os.path.join(self.bin_dir, "podnet-flannel")])
+        r = subprocess.run(argv, input=self.cni_config(),
                            capture_output=True, text=True, env=env, timeout=30)
         if r.returncode != 0:
             raise RuntimeError(f"CNI {command} failed ({r.returncode}): {r.stdout.strip()} {r.stderr.strip()}")
@@ -126,17 +126,21 @@ class Agent:
         return argv, ports or [80]
 
     def wait_ready(self, ip: str, ports: list[int]) -> bool:
-        """Ready once the first TCP port accepts (a readiness probe); pods without ports are ready at once."""
+        """Ready once the first TCP port accepts from the node (a readiness probe); no ports: ready at once."""
         if not ports:
             return True
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((ip, ports[0]), timeout=0.5):
-                    return True
-            except OSError:
-                time.sleep(0.02)
-        return False
+        probe = (
+            "import socket,sys,time\n"
+            f"end=time.monotonic()+{READY_TIMEOUT}\n"
+            "while time.monotonic()<end:\n"
+            "    try:\n"
+            f"        socket.create_connection(({ip!r},{ports[0]}),timeout=0.5).close(); sys.exit(0)\n"
+            "    except OSError: time.sleep(0.02)\n"
+            "sys.exit(1)\n"
+        )
+        r = subprocess.run(netns.exec_argv(self.spec_node.netns, [sys.executable, "-c", probe]),
+                           capture_output=True, timeout=READY_TIMEOUT + 5)
+        return r.returncode == 0
 
     def write_status(self, key: str, ip: str | None, ready: bool) -> None:
         for _ in range(20):

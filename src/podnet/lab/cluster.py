@@ -81,7 +81,8 @@ def wait_ready(st: LabState, timeout: float = UP_TIMEOUT) -> None:
 def down(name: str) -> list[str]:
     st = LabState.load(name)
     removed = teardown.teardown(name)
-    if st is not None:
+    # A store inside the lab's own directory went with it; reopening it would only recreate the file.
+    if st is not None and str(lab_dir(name)) not in st.store_url:
         try:
             registry.unregister(st)
         except Exception as e:  # store gone or unreachable: the kernel side is clean, say so and go on

@@ -149,7 +149,7 @@ class Demo:
     def up(self) -> None:
         self.step("Setting up a 2-node lab (namespaces, underlay, overlay, proxy, pods)")
         t = time.monotonic()
-        if LabState.load(self.name) is not None or netns.list_names(f"pn-{self.name}-"):
+        if lab_dir(self.name).exists() or netns.list_names(f"pn-{self.name}-"):
             cluster.down(self.name)
         spec = topology.build(self.name, 2, self.backend, "iptables", "sqlite")
         self.st = cluster.up(spec, self.store_url)
@@ -232,7 +232,7 @@ class Demo:
         tree, probs, dnats = self._tree(rules, cip)
         self.console.print(tree)
         self.verdict("KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP with probability 0.5 and DNAT to each pod",
-                     "0.5000000000" in probs and len(dnats) == 2, ", ".join(dnats))
+                     [round(float(p), 6) for p in probs] == [0.5] and len(dnats) == 2, ", ".join(dnats))
 
     def _chains_of(self, rules: str, cip: str) -> set[str]:
         svc = set(re.findall(rf"-A KUBE-SERVICES .*-d {re.escape(cip)}/32 .*-j (KUBE-SVC-\w+)", rules))

@@ -37,6 +37,8 @@ def reconcile_loop(
                 stop.wait(0.5)
 
     threading.Thread(target=watcher, daemon=True, name=f"watch {prefix}").start()
+    # Wake the loop at once on stop instead of at the next resync.
+    threading.Thread(target=lambda: (stop.wait(), changes.put(-1)), daemon=True).start()
     while not stop.is_set():
         try:
             fn()

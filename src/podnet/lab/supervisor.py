@@ -52,7 +52,10 @@ def node_children(st: LabState, node: NodeSpec) -> list[Child]:
     return [
         Child(f"{node.name}/overlay", netns.exec_argv(node.netns, overlay)),
         Child(f"{node.name}/proxy", netns.exec_argv(node.netns, proxy)),
-        Child(f"{node.name}/agent", netns.exec_argv(node.netns, agent)),
+        # The agent stays in the root namespaces (it changes nothing there): pod namespaces must be created
+        # in the host's mount namespace, and `ip netns exec` would give the agent a private one, hiding them
+        # from every other process. It enters the node namespace only to run the CNI plugins.
+        Child(f"{node.name}/agent", agent),
     ]
 
 
