@@ -30,7 +30,7 @@ from podnet.api.meta import Resource
 from podnet.api.pod import Pod
 from podnet.api.service import Service
 from podnet.controllers.allocators import AllocatorConfig, ClusterIPAllocator, NodePortAllocator
-from podnet.controllers.endpoints import slice_ops
+from podnet.controllers.endpoints import selector_matches, slice_ops
 from podnet.errors import NotFound, PodnetError, Problem, ValidationError
 from podnet.store import ConflictError, Delete, Op, Put, Store, keys
 
@@ -138,7 +138,8 @@ class _Planner:
         self.ops: dict[str, Op] = {}
         self.problems: list[Problem] = []
         self.results: list[Result] = []
-        self.namespaces: set[str] = set()
+        self.affected: set[tuple[str, str]] = set()  # (namespace, service) whose slices to recompute
+        self.touched_pods: list[tuple[str, dict[str, str]]] = []
         self.ip_alloc = ClusterIPAllocator(config.service_cidr, view.ips)
         self.port_alloc = NodePortAllocator(config.node_port_range, view.ports)
 
@@ -265,8 +266,7 @@ class _Planner:
         else:
             meta.uid = meta.uid or str(uuid.uuid4())
             meta.creation_timestamp = meta.creation_timestamp or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if isinstance(new, Service | Pod):
-            self.namespaces.add(new.namespace or "default")
+        self._touch(old, new)
         if old is not None and _comparable(old) == _comparable(new):
             self.results.append(Result(new, "unchanged"))
             return
@@ -286,20 +286,43 @@ class _Planner:
                 self._release(keys.cluster_ip(ip), owner, self.view.ips.get(ip))
             for port in self._owned_ports(old):
                 self._release(keys.node_port(port), owner, self.view.ports.get(port))
-        if kind in ("Service", "Pod"):
-            self.namespaces.add(namespace or "default")
+        self._touch(old, None)
         if old is not None:
             self.results.append(Result(old, "deleted"))
         return True
 
+    def _touch(self, old: Resource | None, new: Resource | None) -> None:
+        """Note what a change old -> new may alter: the service itself, or the services selecting a pod."""
+        for obj in (old, new):
+            if isinstance(obj, Service):
+                self.affected.add((obj.namespace or "default", obj.name))
+            elif isinstance(obj, Pod):
+                self.touched_pods.append((obj.namespace or "default", dict(obj.metadata.labels)))
+
+    def _services_selecting_touched_pods(self) -> None:
+        # Inverted index (namespace, label key, value) -> services, so a bulk apply of many pods does
+        # not compare every pod with every service.
+        index: dict[tuple[str, str, str], list[Service]] = {}
+        for svc in self.view.objects.values():
+            if isinstance(svc, Service) and svc.spec.selector:
+                k, v = next(iter(sorted(svc.spec.selector.items())))
+                index.setdefault((svc.namespace or "default", k, v), []).append(svc)
+        for ns, labels in self.touched_pods:
+            for k, v in labels.items():
+                for svc in index.get((ns, k, v), ()):
+                    if selector_matches(svc.spec.selector, labels):
+                        self.affected.add((ns, svc.name))
+
     def derived_slices(self) -> None:
-        if not self.namespaces:
+        self._services_selecting_touched_pods()
+        if not self.affected:
             return
+        namespaces = {ns for ns, _ in self.affected}
         services = [o for o in self.view.objects.values() if isinstance(o, Service)]
-        pods = [o for o in self.view.objects.values() if isinstance(o, Pod)]
+        pods = [o for o in self.view.objects.values() if isinstance(o, Pod) and o.namespace in namespaces]
         existing = {k: (o, self.view.revs[k]) for k, o in self.view.objects.items()
                     if isinstance(o, EndpointSlice) and k in self.view.revs and k not in self.ops}
-        for op in slice_ops(services, pods, existing, self.namespaces):
+        for op in slice_ops(services, pods, existing, self.affected):
             prior = self.ops.get(op.key)
             if isinstance(prior, Delete) and isinstance(op, Put):
                 # the user deleted a slice the controller wants: rewrite it instead (upstream recreates it)

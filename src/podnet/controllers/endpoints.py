@@ -198,21 +198,32 @@ def slice_ops(
     services: Iterable[Service],
     pods: Iterable[Pod],
     existing: dict[str, tuple[EndpointSlice, int]],
-    namespaces: set[str] | None = None,
+    scope: set[tuple[str, str]] | None = None,
     now: datetime | None = None,
 ) -> list[Op]:
     """Puts/deletes turning the stored controller-managed slices into the derived ones.
 
     existing maps key -> (slice, mod_revision) for the stored slices. Only slices managed by the
-    controller are touched; only namespaces in `namespaces` when given. Every op is conditional on the
-    revision it was computed from, so a concurrent writer makes the commit fail instead of losing data.
+    controller are touched. scope, when given, limits the work to those (namespace, service name)
+    pairs: a writer that changed one pod recomputes the services that select it, not the cluster.
+    Every op is conditional on the revision it was computed from, so a concurrent writer makes the
+    commit fail instead of losing data.
     """
-    pods = list(pods)
+    # (namespace, label, value) -> pods: each service only looks at pods carrying one of its selector's
+    # pairs, so syncing S services over P pods is not S x P.
+    index: dict[tuple[str | None, str, str], list[Pod]] = {}
+    for pod in pods:
+        for k, v in pod.metadata.labels.items():
+            index.setdefault((pod.namespace, k, v), []).append(pod)
     want: dict[str, EndpointSlice] = {}
     for svc in services:
-        if namespaces is not None and svc.namespace not in namespaces:
+        if scope is not None and (svc.namespace or "default", svc.name) not in scope:
             continue
-        for es in endpoint_slices_for(svc, pods):
+        candidates: list[Pod] = []
+        if svc.spec.selector:
+            k, v = min(svc.spec.selector.items(), key=lambda kv: len(index.get((svc.namespace, *kv), ())))
+            candidates = index.get((svc.namespace, k, v), [])
+        for es in endpoint_slices_for(svc, candidates):
             want[keys.resource("EndpointSlice", es.namespace, es.name)] = es
     ops: list[Op] = []
     created = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -232,7 +243,7 @@ def slice_ops(
     for key, (es, rev) in sorted(existing.items()):
         if key in want or not es.is_controller_managed:
             continue
-        if namespaces is not None and es.namespace not in namespaces:
+        if scope is not None and (es.namespace or "default", es.service_name or "") not in scope:
             continue
         ops.append(Delete(key, if_revision=rev))
     return ops
