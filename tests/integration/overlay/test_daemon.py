@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from podnet.net import netns
+from podnet.overlay import masq
 from podnet.overlay.backends.testbed import Testbed
 from podnet.store import keys
 from podnet.store.sqlite import SqliteStore
@@ -106,6 +107,16 @@ def wire_state(ns: str) -> tuple[str, list[object], str]:
                     if "permanent" in line))
 
 
+def flannel_rules(ns: str) -> list[str]:
+    return [line for t in ("nat", "filter") for line in netns.run(ns, ["iptables", "-t", t, "-S"]).stdout.splitlines()
+            if "flanneld" in line]
+
+
+def masq_lines(subnet: ipaddress.IPv4Network) -> list[str]:
+    net = ipaddress.IPv4Network("10.244.0.0/16")
+    return [masq.MASQ_JUMP, *masq.masq_rules(net, subnet), masq.FWD_JUMP, *masq.forward_rules(net)]
+
+
 def ping(ns: str, ip: object) -> bool:
     return netns.run(ns, ["ping", "-c", "1", "-W", "1", str(ip)], check=False).returncode == 0
 
@@ -179,6 +190,14 @@ def test_three_nodes_lease_lifecycle(bed: Testbed, store_url: str, tmp_path: Pat
                 if dst is not src:
                     wait_for(lambda s=src, d=dst: ping(s.pod_ns, d.pod_ip), 10, f"ping pod{src.i}->pod{dst.i}")
                     assert peer_reachable(bed, src.i, dst.i, kind)
+
+        # --ip-masq rules for node 1's lease; a deleted rule comes back within the 1 s resync
+        n1 = bed.nodes[0].ns
+        want = masq_lines(ipaddress.IPv4Network("10.244.1.0/24"))
+        assert flannel_rules(n1) == want
+        netns.run(n1, ["iptables", "-t", "nat", "-D", "FLANNEL-POSTRTG", "2"])
+        assert flannel_rules(n1) != want
+        wait_for(lambda: flannel_rules(n1) == want, 3, "rules restored")
 
         with SqliteStore(store_url) as store:
             kvs = {kv.key: kv for kv in store.list(keys.SUBNETS_PREFIX).items}
