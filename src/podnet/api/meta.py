@@ -32,6 +32,10 @@ class K8sModel(BaseModel):
         validate_assignment=False,
     )
 
+    def to_dict(self) -> dict[str, Any]:
+        """As kubectl shows it: camelCase keys, empty and unset fields left out (Go's omitempty)."""
+        return _omit_empty(self.model_dump(by_alias=True, mode="json", exclude_none=True))
+
     # Models that podnet fully describes warn about unknown fields, as `kubectl apply` does; models that
     # only carry what podnet uses of a larger Kubernetes type (containers, pod spec) stay quiet.
     warn_unknown: ClassVar[bool] = True
@@ -91,9 +95,6 @@ class Resource(K8sModel):
         """`service/web`, as kubectl prints it after apply/delete."""
         return f"{self.KIND.lower()}/{self.metadata.name}"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The object as kubectl shows it: camelCase keys, empty and unset fields left out (omitempty)."""
-        return _omit_empty(self.model_dump(by_alias=True, mode="json", exclude_none=True))
 
 
 def _omit_empty(value: Any) -> Any:
