@@ -251,6 +251,7 @@ class Proxier:
                 t.services[svc.namespaced_name] = svc
                 self._dirty.setdefault(svc.namespaced_name, now)
             self.health.queued()
+            self.metrics.last_queued.set(now)
             self._cond.notify_all()
 
     def _on_slice(self, kind: str, old: tuple[str, ParsedSlice, float | None] | None,
@@ -272,6 +273,7 @@ class Proxier:
                 t.slices_by_service.setdefault(name, set()).add(key)
                 self._dirty[name] = min(self._dirty.get(name, now), trigger or now)
             self.health.queued()
+            self.metrics.last_queued.set(now)
             self._cond.notify_all()
 
     def _on_node(self, kind: str, old: Any, new: Any) -> None:

@@ -1,0 +1,165 @@
+"""The sync loop's decisions with a fake backend: what is synced fully, partially, retried (no kernel)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from podnet.proxy.config import HostFacts, KubeProxyConfiguration
+from podnet.proxy.proxier import Proxier
+from podnet.proxy.restore import RestoreError
+from podnet.proxy.state import DesiredState, parse_endpoint_slice, parse_service
+
+
+class FakeBackend:
+    mode = "fake"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.fail_next: str | None = None
+        self.synced_once = False
+
+    @property
+    def needs_full(self) -> bool:
+        return not self.synced_once
+
+    def _maybe_fail(self, kind: str) -> None:
+        if self.fail_next == kind:
+            self.fail_next = None
+            self.synced_once = False
+            raise RestoreError(f"{kind} failed", partial=kind == "partial")
+
+    def full_sync(self, desired: DesiredState, settings: Any) -> dict[str, int]:
+        self._maybe_fail("full")
+        self.calls.append(("full", sorted(str(k) for k in desired.services)))
+        self.synced_once = True
+        return {}
+
+    def partial_sync(self, old: DesiredState, new: DesiredState, settings: Any, large_cluster: bool) -> dict[str, int]:
+        self._maybe_fail("partial")
+        self.calls.append(("partial", (sorted(str(k) for k in old.services), sorted(str(k) for k in new.services))))
+        return {}
+
+    def rules_total(self) -> dict[str, int]:
+        return {"nat": 1}
+
+
+class NoPorts:
+    def sync(self, wanted: Any) -> dict[str, Any]:
+        self.wanted = set(wanted)
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class NoConntrack:
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+
+    def cleanup(self, services: Any) -> list[Any]:
+        self.calls.append(services)
+        return []
+
+
+def svc(name: str, ip: str, proto: str = "TCP", node_port: int = 0) -> tuple[str, Any]:
+    port: dict[str, Any] = {"name": "p", "port": 80, "protocol": proto}
+    if node_port:
+        port["nodePort"] = node_port
+    d = {"kind": "Service", "metadata": {"name": name, "namespace": "ns"},
+         "spec": {"type": "NodePort" if node_port else "ClusterIP", "clusterIP": ip, "ports": [port]}}
+    return f"/k/services/ns/{name}", parse_service(d)
+
+
+def eps(name: str, svc_name: str, ips: list[str], proto: str = "TCP") -> tuple[str, Any, None]:
+    d = {"kind": "EndpointSlice", "metadata": {"name": name, "namespace": "ns",
+                                               "labels": {"kubernetes.io/service-name": svc_name}},
+         "addressType": "IPv4", "ports": [{"name": "p", "port": 8080, "protocol": proto}],
+         "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in ips]}
+    return f"/k/endpointslices/ns/{name}", parse_endpoint_slice(d), None
+
+
+@pytest.fixture
+def proxier() -> Proxier:
+    p = Proxier(store=None, node_name="n1", config=KubeProxyConfiguration(),  # type: ignore[arg-type]
+                backend=FakeBackend(), port_holder=NoPorts(), conntrack=NoConntrack(),  # type: ignore[arg-type]
+                facts=HostFacts(nodeName="n1", nodeIPs=["192.168.0.2"]))
+    return p
+
+
+def test_first_sync_is_full_then_changes_go_out_partially(proxier: Proxier) -> None:
+    be: FakeBackend = proxier.backend  # type: ignore[assignment]
+    proxier._on_service("add", None, svc("a", "10.96.0.1"))
+    proxier._on_slice("add", None, eps("a-1", "a", ["10.0.0.1"]))
+    proxier._on_service("add", None, svc("b", "10.96.0.2"))
+    full, dirty = proxier._wait_for_work()  # type: ignore[misc]
+    assert full and set(dirty) == {"ns/a", "ns/b"}
+    assert proxier.sync(full=full, dirty=dirty)
+    assert be.calls == [("full", ["ns/a:p", "ns/b:p"])]
+
+    proxier._on_slice("update", eps("a-1", "a", ["10.0.0.1"]), eps("a-1", "a", ["10.0.0.2"]))
+    full, dirty = proxier._wait_for_work()  # type: ignore[misc]
+    assert not full and set(dirty) == {"ns/a"}
+    assert proxier.sync(full=full, dirty=dirty)
+    assert be.calls[-1] == ("partial", (["ns/a:p"], ["ns/a:p"]))
+
+    # a change that changes nothing the proxy uses costs no backend call
+    proxier._on_slice("update", eps("a-1", "a", ["10.0.0.2"]), eps("a-1", "a", ["10.0.0.2"]))
+    full, dirty = proxier._wait_for_work()  # type: ignore[misc]
+    n = len(be.calls)
+    assert proxier.sync(full=full, dirty=dirty) and len(be.calls) == n
+
+    proxier._on_service("delete", svc("b", "10.96.0.2"), None)
+    full, dirty = proxier._wait_for_work()  # type: ignore[misc]
+    assert proxier.sync(full=full, dirty=dirty)
+    assert be.calls[-1] == ("partial", (["ns/b:p"], []))
+
+
+def test_failed_partial_sync_falls_back_to_full_at_once(proxier: Proxier) -> None:
+    be: FakeBackend = proxier.backend  # type: ignore[assignment]
+    proxier._on_service("add", None, svc("a", "10.96.0.1"))
+    proxier.sync(full=True, dirty=proxier._wait_for_work()[1])  # type: ignore[index]
+    be.fail_next = "partial"
+    proxier._on_slice("add", None, eps("a-1", "a", ["10.0.0.1"]))
+    full, dirty = proxier._wait_for_work()  # type: ignore[misc]
+    assert not proxier.sync(full=full, dirty=dirty)
+    assert proxier.metrics.partial_restore_failures._value.get() == 1
+    full, dirty = proxier._wait_for_work()  # type: ignore[misc]
+    assert full and "ns/a" in dirty
+    assert proxier.sync(full=full, dirty=dirty)
+    assert be.calls[-1] == ("full", ["ns/a:p"])
+
+
+def test_failed_full_sync_is_retried_with_backoff(proxier: Proxier) -> None:
+    be: FakeBackend = proxier.backend  # type: ignore[assignment]
+    be.fail_next = "full"
+    proxier._on_service("add", None, svc("a", "10.96.0.1"))
+    full, dirty = proxier._wait_for_work()  # type: ignore[misc]
+    assert not proxier.sync(full=full, dirty=dirty)
+    assert proxier.metrics.restore_failures._value.get() == 1
+    assert proxier._retry_at is not None
+    full, dirty = proxier._wait_for_work()  # type: ignore[misc]  # waits ~1 s for the retry
+    assert full and proxier.sync(full=full, dirty=dirty)
+    assert be.calls == [("full", ["ns/a:p"])]
+
+
+def test_node_ports_are_held_and_udp_services_cleaned(proxier: Proxier) -> None:
+    proxier._on_service("add", None, svc("np", "10.96.0.9", node_port=30080))
+    proxier._on_service("add", None, svc("dns", "10.96.0.53", proto="UDP"))
+    proxier._on_slice("add", None, eps("dns-1", "dns", ["10.0.0.7"], "UDP"))
+    proxier.sync(full=True, dirty=proxier._wait_for_work()[1])  # type: ignore[index]
+    holder: NoPorts = proxier.ports_holder  # type: ignore[assignment]
+    assert {(lp.ip, lp.port, lp.protocol) for lp in holder.wanted} == {("192.168.0.2", 30080, "tcp")}
+    ct: NoConntrack = proxier.conntrack  # type: ignore[assignment]
+    (udp,) = ct.calls[-1]
+    assert udp.ips == ["10.96.0.53"] and udp.serving == {"10.0.0.7"}
+
+
+def test_invalid_service_in_store_is_rejected_by_decode_with_its_name(proxier: Proxier) -> None:
+    bad = {"kind": "Service", "metadata": {"name": "bad", "namespace": "ns"},
+           "spec": {"clusterIP": "10.96.0.999", "ports": [{"port": 80}]}}
+    with pytest.raises(Exception, match="Service/ns/bad.*10.96.0.999"):
+        proxier._decode_service("/k/services/ns/bad", json.dumps(bad).encode())
+    assert proxier.metrics.invalid_objects.labels("Service")._value.get() == 1
