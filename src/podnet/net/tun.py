@@ -20,6 +20,11 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0
+TUNSETPERSIST = 0x400454CB
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
 IFNAMSIZ = 16
 
 T = TypeVar("T")
@@ -64,11 +69,15 @@ def in_netns(name: str | None, fn: Callable[[], T]) -> T:
     return box["value"]  # type: ignore[return-value]
 
 
-def open_tun(name: str, *, multi_queue: bool = False, nonblocking: bool = True) -> int:
-    """Create (or attach a queue to) TUN device `name` without packet info header; return the fd."""
+def open_tun(name: str, *, multi_queue: bool = False, nonblocking: bool = True, vnet_hdr: bool = False) -> int:
+    """Create (or attach a queue to) TUN device `name` without packet info header; return the fd.
+
+    vnet_hdr: every packet read or written is preceded by a 10-byte virtio_net_hdr, which is what lets
+    the kernel hand over (and accept) checksum-offloaded and TSO packets; see set_offload.
+    """
     if len(name.encode()) >= IFNAMSIZ:
         raise ValueError(f"TUN name {name!r} longer than {IFNAMSIZ - 1} bytes")
-    flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
+    flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0) | (IFF_VNET_HDR if vnet_hdr else 0)
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC | (os.O_NONBLOCK if nonblocking else 0))
     try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
@@ -76,3 +85,14 @@ def open_tun(name: str, *, multi_queue: bool = False, nonblocking: bool = True) 
         os.close(fd)
         raise
     return fd
+
+
+def set_offload(fd: int, flags: int) -> None:
+    """Tell the kernel which offloads the reader handles (TUN_F_CSUM, TUN_F_TSO4...). With TSO4 the
+    kernel stops segmenting TCP for this device: one read returns up to 64 KiB of one TCP stream."""
+    fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
+
+
+def set_persist(fd: int, on: bool = True) -> None:
+    """Keep the device (address, routes) when the last descriptor closes, so a restart re-attaches."""
+    fcntl.ioctl(fd, TUNSETPERSIST, int(on))

@@ -39,7 +39,7 @@ def _stats(backend: Backend) -> dict[str, int]:
     if fwd is None:
         return {}
     return {k: getattr(fwd, k) for k in ("tx_packets", "tx_bytes", "tx_no_route", "tx_errors",
-                                         "rx_packets", "rx_bytes", "rx_errors")}
+                                         "rx_packets", "rx_bytes", "rx_errors", "tx_sends", "rx_writes")}
 
 
 def serve(lines: Any, out: Any) -> None:

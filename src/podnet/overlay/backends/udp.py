@@ -10,7 +10,6 @@ routes stay, packets are only held up while no process reads it.
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import logging
 import os
@@ -25,14 +24,13 @@ from podnet.net import addr, routes, tun
 from podnet.net import netns as nsmod
 from podnet.net.iface import ExternalInterface
 from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike
-from podnet.overlay.backends.udp_forward import Forwarder
+from podnet.overlay.backends.udp_forward import Forwarder, udp_gso_supported
 
 log = logging.getLogger(__name__)
 
 DEVICE = "flannel0"
 DEFAULT_PORT = 8285
 ENCAP_OVERHEAD = 28
-TUNSETPERSIST = 0x400454CB
 SOCKET_BUFFER = 4 << 20  # absorbs bursts while the GIL is with the other direction
 
 
@@ -40,13 +38,15 @@ class UdpBackend:
     backend_type = "udp"
 
     def __init__(self, ext: ExternalInterface, *, port: int = DEFAULT_PORT, mtu: int | None = None,
-                 netns: str | None = None) -> None:
+                 netns: str | None = None, offload: bool | None = None) -> None:
         if not 0 < port < 65536:
             raise BackendError(f"Backend.Port: {port!r}: must be 1..65535")
         self.ext = ext
         self.port = port
         self._mtu = (mtu or ext.mtu) - ENCAP_OVERHEAD
         self.netns = netns
+        # Batching needs UDP GSO/GRO (Linux >= 5.0); without it the one-packet-per-syscall loops run.
+        self.offload = udp_gso_supported() if offload is None else offload
         self._ipr: IPRoute | None = None
         self._lock = threading.Lock()
         self.tun_fd: int | None = None
@@ -62,7 +62,10 @@ class UdpBackend:
         port = opts.get("port") or DEFAULT_PORT
         if not isinstance(port, int) or isinstance(port, bool):
             raise BackendError(f"Backend.Port: {port!r}: must be an integer")
-        return cls(ext, port=port, mtu=opts.get("mtu") or None, netns=netns)
+        # "Offload" is podnet's own knob (flannel has none): false forces one packet per syscall.
+        offload = opts.get("offload")
+        return cls(ext, port=port, mtu=opts.get("mtu") or None, netns=netns,
+                   offload=None if offload is None else bool(offload))
 
     @property
     def mtu(self) -> int:
@@ -75,16 +78,23 @@ class UdpBackend:
         return self._ipr
 
     def _open(self) -> tuple[int, socket.socket]:
-        fd = tun.open_tun(DEVICE)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            fcntl.ioctl(fd, TUNSETPERSIST, 1)
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
             sock.bind((str(self.ext.address), self.port))
+            fd = tun.open_tun(DEVICE, vnet_hdr=self.offload)
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            if self.offload:
+                tun.set_offload(fd, 0)  # kernel segments and checksums; see udp_forward.py
+            tun.set_persist(fd)
         except BaseException:
             os.close(fd)
+            sock.close()
             raise
         return fd, sock
 
@@ -105,7 +115,8 @@ class UdpBackend:
             addr.ensure_only(self.ipr, self._index, ipaddress.IPv4Interface(f"{own.subnet.network_address}/32"),
                              within=network)
             routes.replace(self.ipr, network, oif=self._index)
-            self.forwarder = Forwarder(self.tun_fd, self.sock, own.subnet.prefixlen)
+            self.forwarder = Forwarder(self.tun_fd, self.sock, own.subnet.prefixlen, offload=self.offload,
+                                       max_packet=self._mtu)
             for subnet, ip in self._pending.items():
                 self.forwarder.set_peer(subnet, ip, self.port)
             self._pending.clear()
