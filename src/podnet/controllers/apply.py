@@ -27,7 +27,8 @@ from typing import Literal
 from podnet.api.endpointslice import EndpointSlice
 from podnet.api.loader import from_json, to_json
 from podnet.api.meta import Resource
-from podnet.api.pod import Pod
+from podnet.api.node import Node
+from podnet.api.pod import Pod, PodStatus
 from podnet.api.service import Service
 from podnet.controllers.allocators import AllocatorConfig, ClusterIPAllocator, NodePortAllocator
 from podnet.controllers.endpoints import selector_matches, slice_ops
@@ -140,6 +141,8 @@ class _Planner:
         self.results: list[Result] = []
         self.affected: set[tuple[str, str]] = set()  # (namespace, service) whose slices to recompute
         self.touched_pods: list[tuple[str, dict[str, str]]] = []
+        self.nodes: set[str] | None = None  # names of stored nodes, read once
+        self.batch_nodes: set[str] = set()  # nodes applied together with pods count as known
         self.ip_alloc = ClusterIPAllocator(config.service_cidr, view.ips)
         self.port_alloc = NodePortAllocator(config.node_port_range, view.ports)
 
@@ -251,13 +254,8 @@ class _Planner:
         if isinstance(new, Service):
             default_service(new)
             self._allocate_service(new, old if isinstance(old, Service) else None)
-        if isinstance(new, Pod) and isinstance(old, Pod):
-            # A pod's node and status belong to the scheduler and the kubelet (the lab here), as the
-            # API server ignores status on updates: a manifest's status only seeds a new pod (so the
-            # example shows endpoints without a lab), and re-applying never clobbers a live status.
-            if not new.spec.node_name:
-                new.spec.node_name = old.spec.node_name
-            new.status = old.status.model_copy(deep=True)
+        if isinstance(new, Pod):
+            self._pod(new, old if isinstance(old, Pod) else None)
         meta = new.metadata
         meta.resource_version = None
         if old is not None:
@@ -273,6 +271,28 @@ class _Planner:
         self.ops[key] = Put(key, to_json(new), if_revision=self.view.revs.get(key, 0))
         self.view.objects[key] = new
         self.results.append(Result(new, "configured" if old is not None or key in self.view.revs else "created"))
+
+    def _pod(self, new: Pod, old: Pod | None) -> None:
+        """A pod's node and status belong to the scheduler and the kubelet (the lab's agents here).
+
+        With nodes in the store (a cluster runs pods), podnet acts like the API server: spec.nodeName
+        must name a known node, and a manifest's status is ignored (a new pod starts Pending; an update
+        keeps the live status). Without nodes there is nobody to run pods, so a manifest's status is
+        taken as given on create: that is how examples/webapp1 shows endpoints without a lab.
+        """
+        if self.nodes is None:
+            self.nodes = {o.name for o in self.view.objects.values() if isinstance(o, Node)}
+        nodes = sorted(self.nodes | self.batch_nodes)
+        if old is not None:
+            if not new.spec.node_name:
+                new.spec.node_name = old.spec.node_name
+            new.status = old.status.model_copy(deep=True)
+        elif nodes:
+            new.status = PodStatus(phase="Pending")
+        if nodes and new.spec.node_name and new.spec.node_name not in nodes and (
+                old is None or new.spec.node_name != old.spec.node_name):
+            self.problems.append(Problem("spec.nodeName", new.spec.node_name,
+                                         f"no such node (nodes: {', '.join(nodes)})", new.ref))
 
     def delete(self, kind: str, namespace: str | None, name: str) -> bool:
         key = keys.resource(kind, namespace, name)
@@ -360,6 +380,7 @@ def apply_objects(
 
     def build(view: _View, r: random.Random) -> _Planner:
         p = _Planner(view, config, r)
+        p.batch_nodes = {o.name for o in objs if isinstance(o, Node)}
         for obj in objs:
             p.apply(obj)
         return p

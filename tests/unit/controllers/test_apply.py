@@ -9,7 +9,7 @@ import pytest
 from podnet.api import EndpointSlice, Pod, Service, from_json, load_objects, to_json
 from podnet.controllers.apply import apply_objects, delete_objects
 from podnet.controllers.endpoints import ready_addresses
-from podnet.errors import NotFound
+from podnet.errors import NotFound, ValidationError
 from podnet.store import keys, open_store
 
 SVC = """
@@ -114,3 +114,28 @@ def test_delete_of_missing_object_deletes_nothing(store) -> None:  # type: ignor
     assert store.revision() == rev
     assert [r.action for r in delete_objects(store, [("Service", "default", "web"), ("Service", "default", "nope")],
                                              ignore_not_found=True)] == ["deleted"]
+
+
+NODE = """
+apiVersion: v1
+kind: Node
+metadata: {name: node-1}
+spec: {podCIDR: 10.244.1.0/24}
+"""
+
+
+def test_with_nodes_pods_must_name_one_and_start_pending(store) -> None:  # type: ignore[no-untyped-def]
+    apply_objects(store, load_objects(NODE))
+    rev = store.revision()
+    with pytest.raises(ValidationError) as ei:
+        apply_objects(store, load_objects(pod_yaml("a", "10.32.0.5", node="node-9")))
+    (p,) = ei.value.problems
+    assert (p.field, p.value) == ("spec.nodeName", "node-9") and "node-1" in p.reason
+    assert store.revision() == rev
+    (r,) = apply_objects(store, load_objects(pod_yaml("a", "10.32.0.5", node="node-1")))
+    pod = from_json(store.get(keys.resource("Pod", "default", "a")).value)
+    assert isinstance(pod, Pod) and pod.status.phase == "Pending" and pod.ips == [] and not pod.is_ready
+    # a node applied together with the pod is known
+    (_, r2) = apply_objects(store, load_objects(NODE.replace("node-1", "node-2") + "---"
+                                                + pod_yaml("b", "10.32.0.6", node="node-2")))
+    assert r2.action == "created"
