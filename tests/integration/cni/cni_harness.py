@@ -1,0 +1,231 @@
+"""Run CNI plugins the way a runtime does, inside a throw-away "host" namespace, and snapshot what they did.
+
+A `Side` is one complete, isolated world: a host netns (where the plugin runs, so cni0, iptables and
+sysctls land there and never in the root namespace), container netns, a CNI_PATH and an IPAM data
+dir. The differential suite builds one Side for the reference plugins and one for podnet's and
+plays the same calls against both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from podnet.net import netns
+
+REF_BIN = "/usr/lib/cni"
+VENV_BIN = os.path.dirname(sys.executable)
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def podnet_bin_dir(tmp: str) -> str:
+    """A CNI_PATH dir where podnet's console scripts are installed under the reference names."""
+    d = os.path.join(tmp, "bin")
+    os.makedirs(d, exist_ok=True)
+    for name, script in (("bridge", "podnet-bridge"), ("host-local", "podnet-host-local"),
+                         ("flannel", "podnet-flannel")):
+        src = os.path.join(VENV_BIN, script)
+        dst = os.path.join(d, name)
+        if not os.path.exists(dst):
+            os.symlink(src, dst)
+    return d
+
+
+@dataclass
+class Call:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout) if self.stdout.strip() else None
+
+
+@dataclass
+class Side:
+    """One isolated plugin world. kind: "ref" or "podnet"."""
+
+    kind: str
+    tag: str = field(default_factory=lambda: secrets.token_hex(2))
+    namespaces: list[str] = field(default_factory=list)
+    tmp: str = ""
+
+    def __post_init__(self) -> None:
+        self.tmp = tempfile.mkdtemp(prefix=f"pn-cni-{self.kind}-")
+        self.data_dir = os.path.join(self.tmp, "ipam")
+        self.flannel_dir = os.path.join(self.tmp, "flannel")
+        if self.kind == "ref":
+            self.cni_path = REF_BIN
+        else:
+            self.cni_path = podnet_bin_dir(self.tmp) + ":" + REF_BIN  # tuning etc. from the reference
+        self.host = self.ns_name("h")
+        self.make_ns(self.host)
+
+    # -- namespaces ------------------------------------------------------------------------------------
+    def ns_name(self, key: str) -> str:
+        return f"pn-cni-{self.kind[0]}{self.tag}-{key}"
+
+    def make_ns(self, name: str) -> str:
+        if not netns.exists(name):
+            netns.create(name)
+            self.namespaces.append(name)
+        return name
+
+    def container(self, key: str) -> str:
+        """netns path for container `key` (created on first use)."""
+        return "/run/netns/" + self.make_ns(self.ns_name(key))
+
+    def drop_ns(self, key: str) -> None:
+        name = self.ns_name(key)
+        netns.remove(name)
+        if name in self.namespaces:
+            self.namespaces.remove(name)
+
+    def close(self) -> None:
+        for name in reversed(self.namespaces):
+            try:
+                netns.remove(name)
+            except OSError:
+                pass
+        self.namespaces.clear()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- calls -----------------------------------------------------------------------------------------
+    def plugin_path(self, plugin: str) -> str:
+        for d in self.cni_path.split(":"):
+            p = os.path.join(d, plugin)
+            if os.path.exists(p):
+                return p
+        raise FileNotFoundError(plugin)
+
+    def call(self, plugin: str, command: str, conf: Any, *, cid: str = "", netns_path: str = "",
+             ifname: str = "", extra_env: dict[str, str] | None = None, raw_stdin: bytes | None = None) -> Call:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["CNI_COMMAND"] = command
+        env["CNI_PATH"] = self.cni_path
+        if cid:
+            env["CNI_CONTAINERID"] = cid
+        if netns_path:
+            env["CNI_NETNS"] = netns_path
+        if ifname:
+            env["CNI_IFNAME"] = ifname
+        for k, v in (extra_env or {}).items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+        if command == "" or (extra_env and "CNI_COMMAND" in extra_env and not extra_env["CNI_COMMAND"]):
+            env.pop("CNI_COMMAND", None)
+        data = raw_stdin if raw_stdin is not None else json.dumps(conf).encode()
+        proc = subprocess.run(netns.exec_argv(self.host, [self.plugin_path(plugin)]), input=data, env=env,
+                              capture_output=True, timeout=60, check=False)
+        return Call(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+    # -- state -----------------------------------------------------------------------------------------
+    def _ipj(self, ns: str, *args: str) -> Any:
+        out = subprocess.run(["ip", "-n", ns, "-j", *args], capture_output=True, text=True, check=False).stdout
+        return json.loads(out) if out.strip() else []
+
+    def snapshot(self) -> dict[str, Any]:
+        """Kernel and disk state with random values (MACs, host veth names, ifindexes) left out."""
+        h = self.host
+        snap: dict[str, Any] = {}
+        links = self._ipj(h, "-d", "link", "show")
+        bridges = {}
+        ports = []
+        names = {ln["ifindex"]: ln["ifname"] for ln in links}
+        for ln in links:
+            info = ln.get("linkinfo", {})
+            if info.get("info_kind") == "bridge":
+                bridges[ln["ifname"]] = {"mtu": ln["mtu"], "up": "UP" in ln["flags"],
+                                         "promisc": ln.get("promiscuity", 0) > 0,
+                                         "stp": info.get("info_data", {}).get("stp_state")}
+            if info.get("info_slave_kind") == "bridge":
+                sd = info.get("info_slave_data", {})
+                ports.append({"master": ln.get("master"), "mtu": ln["mtu"], "kind": info.get("info_kind"),
+                              "up": "UP" in ln["flags"], "hairpin": sd.get("hairpin"),
+                              "learning": sd.get("learning"), "flood": sd.get("flood")})
+        snap["bridges"] = bridges
+        snap["ports"] = sorted(ports, key=lambda p: json.dumps(p, sort_keys=True))
+        snap["host_veths"] = len([ln for ln in links if ln.get("linkinfo", {}).get("info_kind") == "veth"])
+        addrs = []
+        for a in self._ipj(h, "addr", "show"):
+            for ai in a.get("addr_info", []):
+                if ai.get("scope") == "global":
+                    addrs.append(f"{a['ifname']} {ai['local']}/{ai['prefixlen']} brd={ai.get('broadcast', '')}")
+        snap["host_addrs"] = sorted(addrs)
+        snap["host_routes"] = sorted(_route_str(r, names) for r in self._ipj(h, "route", "show"))
+        fwd = subprocess.run(netns.exec_argv(h, ["cat", "/proc/sys/net/ipv4/ip_forward"]), capture_output=True,
+                             text=True, check=False).stdout.strip()
+        snap["ip_forward"] = fwd
+        nat = subprocess.run(netns.exec_argv(h, ["iptables", "-t", "nat", "-S"]), capture_output=True, text=True,
+                             check=False).stdout.splitlines()
+        snap["nat"] = [ln for ln in nat if not ln.startswith("-P ")]
+        conts = {}
+        for ns in self.namespaces:
+            if ns == h:
+                continue
+            key = ns.rsplit("-", 1)[1]
+            clinks = self._ipj(ns, "-d", "link", "show")
+            cnames = {ln["ifindex"]: ln["ifname"] for ln in clinks}
+            c_addrs = []
+            for a in self._ipj(ns, "addr", "show"):
+                for ai in a.get("addr_info", []):
+                    if ai.get("scope") == "global":
+                        c_addrs.append(f"{a['ifname']} {ai['local']}/{ai['prefixlen']} brd={ai.get('broadcast', '')}")
+            conts[key] = {
+                "links": sorted(f"{ln['ifname']} mtu={ln['mtu']} up={'UP' in ln['flags']} "
+                                f"kind={ln.get('linkinfo', {}).get('info_kind', '')}" for ln in clinks),
+                "addrs": sorted(c_addrs),
+                "routes": sorted(_route_str(r, cnames) for r in self._ipj(ns, "route", "show")),
+            }
+        snap["containers"] = conts
+        snap["store"] = self.store()
+        return snap
+
+    def store(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        if not os.path.isdir(self.data_dir):
+            return out
+        for net in sorted(os.listdir(self.data_dir)):
+            d = os.path.join(self.data_dir, net)
+            files = {}
+            for name in sorted(os.listdir(d)):
+                p = os.path.join(d, name)
+                with open(p, "rb") as f:
+                    files[name] = (oct(os.stat(p).st_mode & 0o777), f.read().decode())
+            out[net] = files
+        return out
+
+
+def _route_str(r: dict[str, Any], names: dict[int, str]) -> str:
+    return " ".join(str(x) for x in (r.get("dst"), r.get("gateway", "-"), r.get("dev", "-"),
+                                      r.get("protocol", "boot"), r.get("scope", "global"), r.get("prefsrc", "-")))
+
+
+def normalize_result(obj: Any, side: Side) -> Any:
+    """Replace the values the spec lets differ: MACs, the host veth name, side-specific netns names."""
+    if obj is None:
+        return None
+    text = json.dumps(obj).replace(f"pn-cni-{side.kind[0]}{side.tag}-", "pn-cni-SIDE-")
+    obj = json.loads(text)
+    for i, intf in enumerate(obj.get("interfaces", []) if isinstance(obj, dict) else []):
+        if "mac" in intf and MAC_RE.match(intf["mac"]):
+            intf["mac"] = "<MAC>"
+        if i == 1 and intf.get("name", "").startswith("veth"):
+            intf["name"] = "<VETH>"
+    return obj
+
+
+def normalize_text(text: str, side: Side) -> str:
+    return text.replace(f"pn-cni-{side.kind[0]}{side.tag}-", "pn-cni-SIDE-").replace(side.tmp, "<TMP>")
