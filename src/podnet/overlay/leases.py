@@ -11,7 +11,7 @@ can share one etcd. Three differences, each because flannel's behaviour hurts us
 - Exhaustion names the range and the count, not just "out of subnets".
 
 Layout: `choose_subnet` is the pure decision (unit-tested against flannel's cases); `SubnetManager` does the
-store I/O; `LeaseTracker` is flannel's LeaseWatcher (pure); `LeaseWatch` and `LeaseRenewer` are the loops the
+store I/O; `LeaseWatch` (flannel's LeaseWatcher, on the store Informer) and `LeaseRenewer` are the loops the
 daemon runs in threads.
 """
 
@@ -31,14 +31,11 @@ from podnet.overlay.lease import BackendData, Lease, LeaseDecodeError, LeaseEven
 from podnet.overlay.netconf import NetConf
 from podnet.store import keys
 from podnet.store.base import (
-    CompactedError,
     ConflictError,
-    Event,
     KeyValue,
     LeaseNotFound,
     Store,
     StoreError,
-    StoreUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -255,128 +252,72 @@ class SubnetManager:
 # ---- watching the others ------------------------------------------------------------------------
 
 
-class LeaseTracker:
-    """flannel's LeaseWatcher: the other nodes' leases, turned into added/removed events.
-
-    Our own subnet is never reported. A removal carries the lease as it was last added, because the delete
-    event only names the key and the backend must delete entries keyed by the old VtepMAC / PublicIP.
-    """
-
-    def __init__(self, own_subnet: ipaddress.IPv4Network) -> None:
-        self.own = own_subnet
-        self.leases: dict[ipaddress.IPv4Network, Lease] = {}
-
-    def reset(self, snapshot: Iterable[Lease]) -> list[LeaseEvent]:
-        """A full list (start, or after a watch gap): diff against what we knew."""
-        fresh = {lease.subnet: lease for lease in snapshot if lease.subnet != self.own}
-        events = [LeaseEvent("removed", old) for sn, old in self.leases.items() if sn not in fresh]
-        events += [
-            LeaseEvent("added", new) for sn, new in fresh.items()
-            if sn not in self.leases or not self.leases[sn].attrs_equal(new)
-        ]
-        self.leases = fresh
-        return events
-
-    def apply(self, event: Event) -> list[LeaseEvent]:
-        parsed = keys.parse_subnet_key(event.key[len(keys.SUBNETS_PREFIX):])
-        if parsed is None or parsed[0] == self.own:
-            return []
-        subnet = parsed[0]
-        if event.type == "delete":
-            old = self.leases.pop(subnet, None)
-            return [LeaseEvent("removed", old)] if old is not None else []
-        kv = KeyValue(event.key, event.value or b"", event.revision, event.revision)
-        lease = lease_from_kv(kv)
-        if lease is None:
-            return []
-        self.leases[subnet] = lease
-        return [LeaseEvent("added", lease)]
+def decode_lease_kv(key: str, value: bytes) -> Lease:
+    """Informer decoder for the subnets prefix: the subnet comes from the key, the rest from the JSON."""
+    parsed = keys.parse_subnet_key(key[len(keys.SUBNETS_PREFIX):]) if key.startswith(keys.SUBNETS_PREFIX) else None
+    if parsed is None:
+        raise LeaseDecodeError(f"{key}: not a subnet lease key")
+    return decode_attrs(parsed[0], value, subnet_v6=None if parsed[1] is None else str(parsed[1]))
 
 
 class LeaseWatch:
-    """List, then watch the subnets prefix; feed other leases' events to `handler`, and report the loss of
-    our own lease to `on_lost`. Re-lists after compaction or a lost store connection (backoff 0.1 s -> 5 s)."""
+    """flannel's WatchLeases + LeaseWatcher on top of the store Informer (list, watch, re-list on gaps).
+
+    Other nodes' leases reach `handler` as added/removed events; our own subnet never does. A removal
+    carries the lease as it was last seen (the informer keeps it), because the delete event only names the
+    key and the backend must delete entries keyed by the old VtepMAC / PublicIP. An update that changes
+    nothing on the wire is not reported. Our own lease vanishing or changing hands goes to `on_lost`.
+    """
 
     def __init__(
         self, store: Store, own: Lease, handler: Callable[[list[LeaseEvent]], None],
         on_lost: Callable[[LeaseLost], None],
     ) -> None:
-        self.store = store
+        from podnet.store.informer import Informer
+
         self.own = own
         self.handler = handler
         self.on_lost = on_lost
-        self.tracker = LeaseTracker(own.subnet)
         self._stop = threading.Event()
-        self._watch: object | None = None
-        self._lock = threading.Lock()
+        self.informer: Informer[Lease] = Informer(
+            store, keys.SUBNETS_PREFIX, decode_kv=decode_lease_kv, on_change=self.on_change, name="subnet leases",
+        )
+
+    def on_change(self, kind: str, old: Lease | None, new: Lease | None) -> None:
+        lease = new if new is not None else old
+        assert lease is not None
+        if lease.subnet == self.own.subnet:
+            if new is None:
+                self._lost(LeaseLost(f"lease {self.own.subnet} has been revoked (key {self.own.key} deleted)"))
+            elif new.public_ip != self.own.public_ip:
+                self._lost(LeaseLost(f"lease {self.own.subnet} has been taken over by {new.public_ip}"))
+            return
+        if new is None:
+            self.handler([LeaseEvent("removed", lease)])
+        elif old is None or not old.attrs_equal(new):
+            self.handler([LeaseEvent("added", new)])
+
+    def _lost(self, err: LeaseLost) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            self.on_lost(err)
+
+    def run(self) -> None:
+        """Follow the leases until stop() or until our own lease is lost (blocking; run it in a thread)."""
+        self.informer.start()
+        try:
+            while not self.informer.wait_synced(0.2):
+                if self._stop.is_set():
+                    return
+            # Our key was already gone before the first list: no delete event will ever say so.
+            if not self._stop.is_set() and self.informer.get(self.own.key) is None:
+                self._lost(LeaseLost(f"lease {self.own.subnet} has been revoked (its key {self.own.key} is gone)"))
+            self._stop.wait()
+        finally:
+            self.informer.stop()
 
     def stop(self) -> None:
         self._stop.set()
-        with self._lock:
-            w = self._watch
-        if w is not None:
-            w.close()  # type: ignore[attr-defined]
-
-    def run(self) -> None:
-        backoff = 0.1
-        while not self._stop.is_set():
-            try:
-                self._list_and_watch()
-                backoff = 0.1
-            except LeaseLost as e:
-                self.on_lost(e)
-                return
-            except (CompactedError, StoreUnavailable) as e:
-                if self._stop.is_set():
-                    return
-                log.warning("lease watch interrupted (%s); re-listing in %.1fs", e, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    def _list_and_watch(self) -> None:
-        result = self.store.list(keys.SUBNETS_PREFIX)
-        own_key = self.own.key
-        snapshot = []
-        own_seen = False
-        for kv in result.items:
-            lease = lease_from_kv(kv)
-            if lease is None:
-                continue
-            if kv.key == own_key:
-                own_seen = True
-                self._check_own_value(lease)
-            snapshot.append(lease)
-        if not own_seen:
-            raise LeaseLost(f"lease {self.own.subnet} has been revoked (its key {own_key} is gone)")
-        self._emit(self.tracker.reset(snapshot))
-        watch = self.store.watch(keys.SUBNETS_PREFIX, result.revision + 1)
-        with self._lock:
-            self._watch = watch
-        if self._stop.is_set():
-            watch.close()
-        try:
-            for ev in watch:
-                if ev.key == own_key:
-                    if ev.type == "delete":
-                        raise LeaseLost(f"lease {self.own.subnet} has been revoked (key {own_key} deleted)")
-                    kv = KeyValue(ev.key, ev.value or b"", ev.revision, ev.revision)
-                    lease = lease_from_kv(kv)
-                    if lease is not None:
-                        self._check_own_value(lease)
-                    continue
-                self._emit(self.tracker.apply(ev))
-        finally:
-            with self._lock:
-                self._watch = None
-            watch.close()
-
-    def _check_own_value(self, lease: Lease) -> None:
-        if lease.public_ip != self.own.public_ip:
-            raise LeaseLost(f"lease {self.own.subnet} has been taken over by {lease.public_ip}")
-
-    def _emit(self, events: list[LeaseEvent]) -> None:
-        if events:
-            self.handler(events)
 
 
 # ---- renewing our own ---------------------------------------------------------------------------
@@ -439,6 +380,6 @@ class LeaseRenewer:
 
 
 __all__ = [
-    "Choice", "LeaseLost", "LeaseRenewer", "LeaseTracker", "LeaseWatch", "SubnetManager", "choose_subnet",
+    "Choice", "LeaseLost", "LeaseRenewer", "LeaseWatch", "SubnetManager", "choose_subnet", "decode_lease_kv",
     "lease_from_kv", "RENEW_MARGIN", "SUBNET_TTL",
 ]

@@ -9,10 +9,10 @@ import pytest
 
 from podnet.errors import AllocationError
 from podnet.overlay.lease import Lease, encode_attrs
-from podnet.overlay.leases import LeaseLost, LeaseRenewer, LeaseTracker, choose_subnet
+from podnet.overlay.leases import LeaseLost, LeaseRenewer, LeaseWatch, choose_subnet, decode_lease_kv
 from podnet.overlay.netconf import parse_netconf
 from podnet.store import keys
-from podnet.store.base import Event, StoreUnavailable
+from podnet.store.base import StoreUnavailable
 
 Net = ipaddress.IPv4Network
 IP = ipaddress.IPv4Address
@@ -79,36 +79,62 @@ def test_only_first_100_free_candidates_are_considered() -> None:
     assert max(int(p.network_address) for p in picks) <= int(IP("10.0.100.0"))
 
 
-# ---- tracker ------------------------------------------------------------------------------------
+# ---- the lease watch's event rules (flannel's LeaseWatcher) ------------------------------------
 
-def _put(subnet: str, public_ip: str, rev: int, mac: str = "aa:bb:cc:dd:ee:01") -> Event:
-    lease = Lease(subnet=Net(subnet), public_ip=IP(public_ip), backend_type="vxlan",
-                  backend_data={"VNI": 1, "VtepMAC": mac})
-    return Event("put", keys.subnet_lease(subnet), encode_attrs(lease), rev)
-
-
-def test_tracker_filters_own_and_remove_carries_last_added_lease() -> None:
-    t = LeaseTracker(Net("10.244.1.0/24"))
-    assert t.apply(_put("10.244.1.0/24", "10.0.0.1", 2)) == []
-    [added] = t.apply(_put("10.244.2.0/24", "10.0.0.2", 3))
-    assert added.type == "added" and added.lease.backend_data["VtepMAC"] == "aa:bb:cc:dd:ee:01"
-    t.apply(_put("10.244.2.0/24", "10.0.0.2", 4, mac="aa:bb:cc:dd:ee:02"))  # e.g. device recreated
-    [removed] = t.apply(Event("delete", keys.subnet_lease("10.244.2.0/24"), None, 5))
-    assert removed.type == "removed" and removed.lease.backend_data["VtepMAC"] == "aa:bb:cc:dd:ee:02"
-    assert removed.lease.public_ip == IP("10.0.0.2")
-    assert t.apply(Event("delete", keys.subnet_lease("10.244.2.0/24"), None, 6)) == []
+def _vx(subnet: str, public_ip: str, mac: str = "aa:bb:cc:dd:ee:01") -> Lease:
+    return Lease(subnet=Net(subnet), public_ip=IP(public_ip), backend_type="vxlan",
+                 backend_data={"VNI": 1, "VtepMAC": mac})
 
 
-def test_tracker_reset_diffs() -> None:
-    t = LeaseTracker(Net("10.244.1.0/24"))
-    a = Lease(subnet=Net("10.244.2.0/24"), public_ip=IP("10.0.0.2"))
-    b = Lease(subnet=Net("10.244.3.0/24"), public_ip=IP("10.0.0.3"))
-    own = Lease(subnet=Net("10.244.1.0/24"), public_ip=IP("10.0.0.1"))
-    assert [(e.type, e.lease.subnet) for e in t.reset([a, b, own])] == [("added", a.subnet), ("added", b.subnet)]
-    b2 = Lease(subnet=b.subnet, public_ip=IP("10.0.0.33"))
-    events = t.reset([b2])
-    assert [(e.type, e.lease) for e in events] == [("removed", a), ("added", b2)]
-    assert t.reset([b2]) == []
+def _watch() -> tuple[LeaseWatch, list[tuple[str, Lease]], list[LeaseLost]]:
+    events: list[tuple[str, Lease]] = []
+    lost: list[LeaseLost] = []
+    own = _vx("10.244.1.0/24", "10.0.0.1")
+    w = LeaseWatch(None, own, lambda evs: events.extend((e.type, e.lease) for e in evs), lost.append)  # type: ignore[arg-type]
+    return w, events, lost
+
+
+def test_watch_filters_own_and_reports_peers() -> None:
+    w, events, lost = _watch()
+    w.on_change("add", None, _vx("10.244.1.0/24", "10.0.0.1"))
+    w.on_change("update", _vx("10.244.1.0/24", "10.0.0.1"), _vx("10.244.1.0/24", "10.0.0.1", "aa:bb:cc:dd:ee:09"))
+    peer = _vx("10.244.2.0/24", "10.0.0.2")
+    w.on_change("add", None, peer)
+    assert events == [("added", peer)] and lost == []
+
+
+def test_watch_skips_updates_that_change_nothing_and_passes_changed_ones() -> None:
+    w, events, _ = _watch()
+    a = _vx("10.244.2.0/24", "10.0.0.2")
+    w.on_change("update", a, _vx("10.244.2.0/24", "10.0.0.2"))
+    assert events == []
+    b = _vx("10.244.2.0/24", "10.0.0.2", mac="aa:bb:cc:dd:ee:02")  # e.g. the peer's device was recreated
+    w.on_change("update", a, b)
+    assert events == [("added", b)]
+
+
+def test_watch_removal_carries_the_last_seen_lease() -> None:
+    w, events, _ = _watch()
+    last = _vx("10.244.2.0/24", "10.0.0.2", mac="aa:bb:cc:dd:ee:02")
+    w.on_change("delete", last, None)
+    assert events == [("removed", last)]
+
+
+def test_own_lease_deleted_or_taken_over_is_lost_once() -> None:
+    w, events, lost = _watch()
+    w.on_change("delete", _vx("10.244.1.0/24", "10.0.0.1"), None)
+    w.on_change("delete", _vx("10.244.1.0/24", "10.0.0.1"), None)
+    assert len(lost) == 1 and "10.244.1.0/24 has been revoked" in str(lost[0]) and events == []
+    w2, _, lost2 = _watch()
+    w2.on_change("update", _vx("10.244.1.0/24", "10.0.0.1"), _vx("10.244.1.0/24", "10.0.0.7"))
+    assert len(lost2) == 1 and "taken over by 10.0.0.7" in str(lost2[0])
+
+
+def test_decoder_rejects_foreign_keys() -> None:
+    with pytest.raises(ValueError, match="not a subnet lease key"):
+        decode_lease_kv("/coreos.com/network/subnets/garbage", b"{}")
+    lease = decode_lease_kv(keys.subnet_lease("10.244.2.0/24"), encode_attrs(_vx("10.244.2.0/24", "10.0.0.2")))
+    assert lease.subnet == Net("10.244.2.0/24") and lease.backend_data["VtepMAC"] == "aa:bb:cc:dd:ee:01"
 
 
 # ---- renewal on a fake clock --------------------------------------------------------------------
