@@ -1,19 +1,19 @@
 """Start and stop throw-away etcd servers (1 or 3 members) on 127.0.0.1 for tests and benchmarks.
 
 Every member gets free ports and a temporary data directory (on /dev/shm when it exists: etcd fsyncs
-every write, and tmpfs makes that free). Members are stopped by pid, never by name. Each child also gets
-PR_SET_PDEATHSIG=SIGKILL, so a crashed or killed pytest cannot leave etcd servers behind; close() is
-still the normal way out, and an atexit hook covers clusters a test forgot.
+every write, and tmpfs makes that free). Members are stopped by pid, never by name. Each child is also
+started through `setpriv --pdeathsig KILL` (util-linux), so a crashed or killed pytest cannot leave etcd
+servers behind; close() is still the normal way out, and an atexit hook covers clusters a test forgot.
+(Not a preexec_fn: forking a process that runs gRPC threads and then running Python in the child
+aborts in gRPC's fork handlers.)
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
+SETPRIV = shutil.which("setpriv")
 _LIVE: set[EtcdCluster] = set()
 
 
@@ -34,12 +35,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: the kernel kills etcd when the test process dies.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -126,7 +121,9 @@ class EtcdCluster:
     def _argv(self, m: Member) -> list[str]:
         s = self._scheme()
         initial = ",".join(f"{x.name}=http://127.0.0.1:{x.peer_port}" for x in self.members)
-        argv = [
+        # the kernel kills etcd when the thread that started it dies
+        argv = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
+        argv += [
             ETCD_BIN,
             f"--name={m.name}",
             f"--data-dir={m.data_dir}",
@@ -164,7 +161,6 @@ class EtcdCluster:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, async-signal-safe enough
             )
         finally:
             log.close()
@@ -218,6 +214,41 @@ class EtcdCluster:
                 return json.loads(r.read()).get("health") == "true"
         except (OSError, ValueError):
             return False
+
+    def _status(self, m: Member) -> dict[str, object]:
+        """etcd's /v3/maintenance/status through its JSON gateway (member_id and leader are strings)."""
+        import ssl
+
+        ctx = None
+        if self.tls:
+            ctx = ssl.create_default_context(cafile=self.tls.cafile)
+            ctx.load_cert_chain(self.tls.client_cert, self.tls.client_key)
+        req = urllib.request.Request(
+            f"{self._scheme()}://127.0.0.1:{m.client_port}/v3/maintenance/status", data=b"{}", method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=2, context=ctx) as r:  # noqa: S310 - loopback only
+            return dict(json.loads(r.read()))
+
+    def leader(self, timeout: float = 10.0) -> int:
+        """Index of the current leader among running members (waits for an election to finish)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ids: dict[int, int] = {}
+            leader_id = 0
+            for i, m in enumerate(self.members):
+                if not m.running:
+                    continue
+                try:
+                    st = self._status(m)
+                except (OSError, ValueError):
+                    continue
+                header = st.get("header")
+                ids[int(header["member_id"])] = i  # type: ignore[index]
+                leader_id = int(str(st.get("leader", 0))) or leader_id
+            if leader_id in ids:
+                return ids[leader_id]
+            time.sleep(0.1)
+        raise TimeoutError(f"no etcd leader among running members after {timeout}s")
 
     def _check_alive(self, m: Member) -> None:
         if m.proc is not None and m.proc.poll() is not None:

@@ -16,9 +16,10 @@ Mapping onto etcd:
 - Every request carries `hasleader=true`: a member cut off from the quorum answers "no leader" at once
   instead of hanging, and we move to the next member.
 
-Failure handling (what clientv3 does, in short): an operation has a budget of `timeout` seconds (3 s)
-over all endpoints. Connection refused on every member -> StoreUnavailable at once; so CLI commands
-exit 2 in milliseconds when etcd is down. Reads are retried on any transient error. A write is retried
+Failure handling (what clientv3 does, in short): an operation has a budget of `timeout` seconds (5 s)
+over all members, enough to ride out a leader election (a write stalls ~2 s when the leader dies). But
+when every member in turn is unreachable (connection refused, or no connection within 1 s) it raises
+StoreUnavailable at once: CLI commands exit 2 in milliseconds when etcd is down. Reads are retried on any transient error. A write is retried
 freely when it certainly did not reach a member; when the outcome is unknown (member died mid-request,
 leader changed) it is retried too, and a conditional write that then "conflicts" with exactly the state
 it wanted to produce counts as done (our first attempt was applied).
@@ -55,8 +56,9 @@ from podnet.store.base import (
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2379
-DEFAULT_TIMEOUT = 3.0  # whole-operation budget across every endpoint
-ATTEMPT_TIMEOUT = 2.0  # one request to one member
+DEFAULT_TIMEOUT = 5.0  # budget of one operation over every member: rides out a leader election
+ATTEMPT_TIMEOUT = 2.0  # one request to one connected member
+CONNECT_TIMEOUT = 1.0  # one request to a member we are not connected to (a silent host costs this)
 RETRY_PAUSE = 0.1  # between rounds over all members (e.g. while they elect a leader)
 LIST_PAGE = 1000  # keys per Range page; a list is still taken at one revision
 _METADATA_LEADER = ("hasleader", "true")
@@ -204,6 +206,8 @@ def _classify(exc: grpc.RpcError) -> str:
         return "unknown"  # connection reset or closed mid-request
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return "unknown"
+    if code == grpc.StatusCode.UNKNOWN and ("context deadline exceeded" in low or "context canceled" in low):
+        return "unknown"  # etcd 3.4 passes a timed-out linearizable read's context error through as UNKNOWN
     if code == grpc.StatusCode.UNAUTHENTICATED and "invalid auth token" in low:
         return "auth"
     return "fatal"
@@ -225,6 +229,14 @@ class _Endpoint:
     watch: Any
     maintenance: Any
     auth: Any
+    state: grpc.ChannelConnectivity = grpc.ChannelConnectivity.IDLE
+
+    def on_state(self, state: grpc.ChannelConnectivity) -> None:
+        self.state = state
+
+    @property
+    def ready(self) -> bool:
+        return self.state == grpc.ChannelConnectivity.READY
 
 
 class _Ambiguous(Exception):
@@ -293,6 +305,7 @@ class EtcdStore:
                     target, ch, rpc.KVStub(ch), rpc.LeaseStub(ch), rpc.WatchStub(ch), rpc.MaintenanceStub(ch),
                     rpc.AuthStub(ch),
                 )
+                ch.subscribe(ep.on_state, try_to_connect=False)
                 self._endpoints[i] = ep
             return ep
 
@@ -312,7 +325,8 @@ class EtcdStore:
         """Run fn(endpoint, attempt_timeout) on the current member, failing over to the others.
 
         Returns (result, ambiguous): ambiguous is True if an earlier attempt of this write may have
-        been applied. Raises StoreUnavailable when the budget runs out or no member can be reached.
+        been applied. Raises StoreUnavailable as soon as every member in turn was unreachable (refused,
+        or silent for CONNECT_TIMEOUT), else when the budget runs out (members up but no quorum).
         """
         n = len(self._targets)
         deadline = time.monotonic() + self.timeout
@@ -327,12 +341,16 @@ class EtcdStore:
                 break
             i = self._current
             ep = self._endpoint(i)
+            was_ready = ep.ready
+            attempt = min(remaining, ATTEMPT_TIMEOUT if was_ready else CONNECT_TIMEOUT)
             try:
                 if self._username and self._token is None:
-                    self._authenticate(ep, min(remaining, ATTEMPT_TIMEOUT))
-                return fn(ep, min(remaining, ATTEMPT_TIMEOUT)), ambiguous
+                    self._authenticate(ep, attempt)
+                return fn(ep, attempt), ambiguous
             except grpc.RpcError as exc:
                 kind = _classify(exc)
+                if kind == "unknown" and _code(exc) == grpc.StatusCode.DEADLINE_EXCEEDED and not (was_ready or ep.ready):
+                    kind = "unreachable"  # never connected (a silent host): the request did not leave
                 last = f"{ep.target}: {_details(exc) or _code(exc)}"
                 if kind == "fatal":
                     if _code(exc) == grpc.StatusCode.INVALID_ARGUMENT and "authentication failed" in last:
@@ -713,8 +731,14 @@ class EtcdWatch:
         self._open()
 
     def _check_compacted(self) -> None:
-        """Raise CompactedError now, not at the first next(): a Range at the start revision tells."""
-        req = rpc.RangeRequest(key=self._key, range_end=self._end, count_only=True, revision=self.next_revision)
+        """Raise CompactedError now, not at the first next(): a Range at the start revision tells.
+
+        Serializable: any member answers from its own state, also mid-election (a member that has not
+        applied a compaction yet lets the watch itself report it).
+        """
+        req = rpc.RangeRequest(
+            key=self._key, range_end=self._end, count_only=True, revision=self.next_revision, serializable=True
+        )
         try:
             self._store._run(
                 f"watch {self.prefix}", lambda ep, t: ep.kv.Range(req, timeout=t, metadata=self._store.metadata())
@@ -777,7 +801,10 @@ class EtcdWatch:
             raise StoreError(f"watch {self.prefix}: {ep.target}: unexpected first response {first}")
         if first.canceled:
             stream.cancel()
-            raise StoreError(f"watch {self.prefix}: {ep.target} refused: {first.cancel_reason}")
+            # e.g. "etcdserver: no leader": classified like the same error on a unary call
+            reason = first.cancel_reason or "watch refused"
+            code = grpc.StatusCode.PERMISSION_DENIED if "permission denied" in reason else grpc.StatusCode.UNAVAILABLE
+            raise _SyntheticRpcError(code, reason)
         return stream
 
     def _open(self) -> None:
