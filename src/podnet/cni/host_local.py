@@ -447,9 +447,9 @@ def status(req: Request) -> None:
     """Ready when the config is valid and the store directory is writable."""
     cfg = load_config(req)
     probe = cfg.data_dir
-    while not os.path.isdir(probe) and os.path.dirname(probe) != probe:
-        probe = os.path.dirname(probe)
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise CniError(spec.ERR_NOT_AVAILABLE, "host-local: data directory not writable", cfg.data_dir)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)  # the first existing ancestor decides whether ADD could create it
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise CniError(spec.ERR_NOT_AVAILABLE, "host-local: data directory not usable", cfg.data_dir)
     return None
 

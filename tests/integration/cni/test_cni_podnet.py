@@ -1,0 +1,206 @@
+"""podnet's CNI plugins where the reference has nothing to compare with: spec 1.1.0 (GC, STATUS),
+concurrent allocation, and bad input that must fail cleanly without leaving anything behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.integration]
+
+if os.geteuid() != 0:
+    pytest.skip("needs root for network namespaces", allow_module_level=True)
+
+from cni_harness import Side  # noqa: E402
+
+from podnet.cni.ipmasq import chain_name  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def side() -> Iterator[Side]:
+    s = Side("podnet")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def conf(side: Side, name: str, subnet: str, version: str = "1.1.0", **over: Any) -> dict[str, Any]:
+    c: dict[str, Any] = {"cniVersion": version, "name": name, "type": "bridge", "bridge": "cni0", "isGateway": True,
+                         "ipMasq": True, "ipam": {"type": "host-local", "subnet": subnet, "dataDir": side.data_dir,
+                                                  "routes": [{"dst": "0.0.0.0/0"}]}}
+    c.update(over)
+    return c
+
+
+def nat(side: Side) -> list[str]:
+    out = subprocess.run(["ip", "netns", "exec", side.host, "iptables", "-t", "nat", "-S"], capture_output=True,
+                         text=True, check=True).stdout
+    return out.splitlines()
+
+
+def test_spec_110_add_check_del_and_result_shape(side: Side) -> None:
+    c = conf(side, "v110", "10.30.0.0/24", bridge="cni110")
+    ns = side.container("v110")
+    add = side.call("bridge", "ADD", c, cid="v110c", netns_path=ns, ifname="eth0")
+    assert add.rc == 0, add.stdout
+    res = add.json
+    assert res["cniVersion"] == "1.1.0" and res["ips"] == [
+        {"interface": 2, "address": "10.30.0.2/24", "gateway": "10.30.0.1"}]
+    chk = side.call("bridge", "CHECK", {**c, "prevResult": res}, cid="v110c", netns_path=ns, ifname="eth0")
+    assert (chk.rc, chk.stdout) == (0, "")
+    dele = side.call("bridge", "DEL", {**c, "prevResult": res}, cid="v110c", netns_path=ns, ifname="eth0")
+    assert (dele.rc, dele.stdout) == (0, "")
+    assert "10.30.0.2" not in side.store().get("v110", {})
+    assert not any(chain_name("v110", "v110c") in ln for ln in nat(side))
+
+
+def test_gc_releases_ips_and_masq_of_attachments_not_listed(side: Side) -> None:
+    c = conf(side, "gcnet", "10.31.0.0/24", bridge="cnigc")
+    ids = ["gc1", "gc2", "gc3"]
+    for cid in ids:
+        ns = side.container(cid)
+        r = side.call("bridge", "ADD", c, cid=cid, netns_path=ns, ifname="eth0")
+        assert r.rc == 0, r.stdout
+    store = side.store()["gcnet"]
+    assert sorted(v[1] for k, v in store.items() if k.startswith("10.")) == [f"{i}\r\neth0" for i in ids]
+    gc = side.call("bridge", "GC", {**c, "cni.dev/valid-attachments": [{"containerID": "gc1", "ifname": "eth0"}]})
+    assert (gc.rc, gc.stdout) == (0, ""), gc.stdout
+    store = side.store()["gcnet"]
+    assert {k: v[1] for k, v in store.items() if k.startswith("10.")} == {"10.31.0.2": "gc1\r\neth0"}
+    rules = nat(side)
+    assert any(chain_name("gcnet", "gc1") in ln for ln in rules)
+    assert not any(chain_name("gcnet", cid) in ln for cid in ("gc2", "gc3") for ln in rules)
+    # the old key name is honoured too, and GC with nothing valid releases the rest
+    gc = side.call("bridge", "GC", {**c, "cni.dev/attachments": []})
+    assert gc.rc == 0, gc.stdout
+    assert not [k for k in side.store()["gcnet"] if k.startswith("10.")]
+    assert not any(chain_name("gcnet", "gc1") in ln for ln in nat(side))
+    for cid in ids:  # DEL after GC is still fine (idempotent)
+        r = side.call("bridge", "DEL", c, cid=cid, netns_path=side.container(cid), ifname="eth0")
+        assert r.rc == 0, r.stdout
+
+
+def test_gc_host_local_keeps_other_ifnames_apart(side: Side) -> None:
+    ipam = {"cniVersion": "1.1.0", "name": "gcipam", "ipam": {"type": "host-local", "subnet": "10.32.0.0/24",
+                                                               "dataDir": side.data_dir}}
+    for cid, ifn in (("x", "eth0"), ("x", "eth1"), ("y", "eth0")):
+        assert side.call("host-local", "ADD", ipam, cid=cid, netns_path="/dev/null", ifname=ifn).rc == 0
+    r = side.call("host-local", "GC", {**ipam, "cni.dev/valid-attachments": [{"containerID": "x", "ifname": "eth1"}]})
+    assert r.rc == 0, r.stdout
+    left = {k: v[1] for k, v in side.store()["gcipam"].items() if k.startswith("10.")}
+    assert left == {"10.32.0.3": "x\r\neth1"}
+
+
+def test_status(side: Side) -> None:
+    c = conf(side, "stnet", "10.33.0.0/24")
+    assert side.call("bridge", "STATUS", c).rc == 0
+    assert side.call("host-local", "STATUS", c).rc == 0
+    # flannel is not ready until the overlay has written subnet.env
+    fl = {"cniVersion": "1.1.0", "name": "fl", "type": "flannel", "subnetFile": os.path.join(side.tmp, "absent.env")}
+    r = side.call("flannel", "STATUS", fl)
+    assert r.rc == 1 and r.json["code"] == 50, r.stdout
+    # a data dir that cannot be written makes host-local (and bridge, which forwards STATUS) not available
+    blocker = os.path.join(side.tmp, "file")
+    open(blocker, "w").close()
+    os.chmod(side.tmp, 0o755)
+    bad = conf(side, "stnet", "10.33.0.0/24")
+    bad["ipam"]["dataDir"] = os.path.join(blocker, "sub")
+    r = side.call("bridge", "STATUS", bad)
+    assert r.rc == 1 and r.json["code"] == 50, r.stdout
+    # below 1.1.0 GC/STATUS do not exist
+    r = side.call("bridge", "STATUS", {**c, "cniVersion": "1.0.0"})
+    assert r.rc == 1 and r.json["code"] == 1
+
+
+def test_eight_concurrent_adds_never_share_an_ip(side: Side) -> None:
+    ipam = {"cniVersion": "1.0.0", "name": "race", "ipam": {"type": "host-local", "subnet": "10.34.0.0/28",
+                                                             "dataDir": side.data_dir}}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    env.update(CNI_COMMAND="ADD", CNI_PATH=side.cni_path, CNI_NETNS="/dev/null", CNI_IFNAME="eth0")
+    procs = []
+    for i in range(8):
+        procs.append(subprocess.Popen([side.plugin_path("host-local")], env={**env, "CNI_CONTAINERID": f"race{i}"},
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(json.dumps(ipam).encode())
+        p.stdin.close()
+    outs = []
+    for p in procs:
+        assert p.stdout is not None
+        outs.append(json.loads(p.stdout.read()))
+        assert p.wait(timeout=30) == 0
+    ips = [o["ips"][0]["address"] for o in outs]
+    assert len(set(ips)) == 8
+    store = {k: v[1] for k, v in side.store()["race"].items() if k.startswith("10.")}
+    assert sorted(store) == sorted(ip.split("/")[0] for ip in ips)
+    assert sorted(store.values()) == sorted(f"race{i}\r\neth0" for i in range(8))
+
+
+BAD_CASES: list[tuple[str, dict[str, Any], bytes | None, dict[str, str], int]] = [
+    # name, conf overrides, raw stdin, env overrides, expected code
+    ("malformed-json", {}, b'{"cniVersion":', {}, 6),
+    ("json-not-object", {}, b"[1,2]", {}, 6),
+    ("empty-stdin", {}, b"", {}, 6),
+    ("no-name", {"name": None}, None, {}, 7),
+    ("bad-name", {"name": "../etc"}, None, {}, 7),
+    ("unknown-version", {"cniVersion": "2.0.0"}, None, {}, 1),
+    ("garbage-version", {"cniVersion": "x.y"}, None, {}, 1),
+    ("missing-netns", {}, None, {"CNI_NETNS": None}, 4),
+    ("missing-ifname", {}, None, {"CNI_IFNAME": None}, 4),
+    ("missing-containerid", {}, None, {"CNI_CONTAINERID": None}, 4),
+    ("missing-path", {}, None, {"CNI_PATH": ""}, 4),
+    ("containerid-traversal", {}, None, {"CNI_CONTAINERID": "../../etc/passwd"}, 4),
+    ("containerid-newline", {}, None, {"CNI_CONTAINERID": "abc\n"}, 4),
+    ("ifname-slash", {}, None, {"CNI_IFNAME": "a/b"}, 4),
+    ("ifname-dotdot", {}, None, {"CNI_IFNAME": ".."}, 4),
+    ("ifname-space", {}, None, {"CNI_IFNAME": "eth 0"}, 4),
+    ("ifname-too-long", {}, None, {"CNI_IFNAME": "x" * 16}, 4),
+    ("unknown-cni-arg", {}, None, {"CNI_ARGS": "FOO=bar"}, 999),
+    ("bad-cni-arg-pair", {}, None, {"CNI_ARGS": "FOO"}, 999),
+    ("bad-subnet", {"ipam": {"type": "host-local", "subnet": "10.35.0.0/31"}}, None, {}, 999),
+    ("host-bits-subnet", {"ipam": {"type": "host-local", "subnet": "10.35.0.1/24"}}, None, {}, 999),
+    ("not-a-cidr", {"ipam": {"type": "host-local", "subnet": "banana"}}, None, {}, 999),
+    ("range-outside", {"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.35.0.0/24",
+                                                                    "rangeStart": "10.36.0.5"}]]}}, None, {}, 999),
+    ("no-ranges", {"ipam": {"type": "host-local"}}, None, {}, 999),
+    ("unknown-ipam", {"ipam": {"type": "nope"}}, None, {}, 999),
+    ("bool-as-string", {"isGateway": "yes"}, None, {}, 999),
+    ("hairpin-and-promisc", {"hairpinMode": True, "promiscMode": True}, None, {}, 999),
+    ("vlan-unsupported", {"vlan": 5}, None, {}, 2),
+    ("netns-not-netns", {}, None, {"CNI_NETNS": "/etc/hostname"}, 999),
+    ("netns-missing", {}, None, {"CNI_NETNS": "/run/netns/pn-cni-nope-nope"}, 999),
+    ("unknown-command", {}, None, {"CNI_COMMAND": "FOO"}, 4),
+]
+
+
+@pytest.mark.parametrize("name,over,raw,env,code", BAD_CASES, ids=[c[0] for c in BAD_CASES])
+def test_bad_input_gets_error_json_and_leaves_nothing(side: Side, name: str, over: dict[str, Any],
+                                                      raw: bytes | None, env: dict[str, str], code: int) -> None:
+    c = conf(side, "badnet", "10.35.0.0/24", version="1.0.0", bridge="cnibad")
+    for k, v in over.items():
+        if v is None:
+            c.pop(k, None)
+        else:
+            c[k] = v
+    if "ipam" in over:
+        c["ipam"] = {**over["ipam"], "dataDir": side.data_dir}
+    ns = side.container("bad")
+    before = side.snapshot()
+    r = side.call("bridge", "ADD", c, cid="badc", netns_path=ns, ifname="eth0", extra_env=env, raw_stdin=raw)
+    assert r.rc == 1, r.stdout
+    err = r.json
+    assert err["code"] == code and err["msg"], r.stdout
+    assert set(err) <= {"cniVersion", "code", "msg", "details"}
+    after = side.snapshot()
+    after_store = {k: v for k, v in after["store"].get("badnet", {}).items() if k.startswith("10.")}
+    assert after_store == {}, "IPAM file left behind"
+    for k in ("containers", "ports", "host_veths", "host_addrs", "host_routes", "nat"):
+        assert after[k] == before[k], k
+    assert "cnibad" not in after["bridges"], "a bridge made for a failed ADD must go again"
