@@ -74,6 +74,7 @@ class EtcdCluster:
     tls: TlsFiles | None = None
     heartbeat_ms: int = 100
     election_ms: int = 1000
+    extra_args: list[str] = field(default_factory=list)
     members: list[Member] = field(default_factory=list)
     workdir: Path | None = None
 
@@ -139,6 +140,7 @@ class EtcdCluster:
             "--logger=zap",
             "--log-level=warn",
             "--enable-v2=false",
+            *self.extra_args,
         ]
         if self.tls:
             argv += [
@@ -249,6 +251,17 @@ class EtcdCluster:
                 return ids[leader_id]
             time.sleep(0.1)
         raise TimeoutError(f"no etcd leader among running members after {timeout}s")
+
+    def etcdctl(self, *args: str) -> str:
+        """Run etcdctl (v3 API) against this cluster; for test setup such as users and auth."""
+        argv = [shutil.which("etcdctl") or "/usr/bin/etcdctl", f"--endpoints={self.endpoints}"]
+        if self.tls:
+            argv += [f"--cacert={self.tls.cafile}", f"--cert={self.tls.client_cert}", f"--key={self.tls.client_key}"]
+        out = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=30,
+                             env={**os.environ, "ETCDCTL_API": "3"})
+        if out.returncode != 0:
+            raise RuntimeError(f"etcdctl {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout
 
     def _check_alive(self, m: Member) -> None:
         if m.proc is not None and m.proc.poll() is not None:
