@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -239,6 +240,160 @@ class _ServicePlan:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """Everything besides the ServicePort that a service's rules depend on."""
+
+    s: ProxierSettings
+    node_name: str
+    zone: str
+    large: bool
+
+
+class _ServiceOutput:
+    """The rules one service port contributes: capture rules, filter rules, and its own chains."""
+
+    __slots__ = ("sp", "ctx", "plan", "filter_lines", "nat_head", "chains", "no_local_internal",
+                 "no_local_external", "_lines")
+
+    def __init__(self, sp: ServicePort, desired: DesiredState, ctx: _Context) -> None:
+        s = ctx.s
+        self.sp, self.ctx = sp, ctx
+        self.plan = plan = _ServicePlan(sp, desired, s)
+        self._lines: list[str] | None = None
+        spn, proto, names, cat = plan.spn, plan.proto, plan.names, plan.cat
+        match = f"-m {proto} -p {proto}"
+        port = sp.port
+        filt: list[str] = []
+        nat: list[str] = []
+        self.no_local_internal = self.no_local_external = 0
+
+        if not cat.has_any:
+            int_target = ext_target = "REJECT"
+            int_comment = ext_comment = f'"{spn} has no endpoints"'
+        else:
+            int_target = ext_target = ""
+            int_comment = ext_comment = ""
+            if not plan.has_internal:
+                int_target, int_comment = "DROP", f'"{spn} has no local endpoints"'
+                self.no_local_internal = 1
+            if not plan.has_external:
+                ext_target, ext_comment = "DROP", f'"{spn} has no local endpoints"'
+                self.no_local_external = 1
+
+        # Capture the cluster IP.
+        if plan.has_internal:
+            nat.append(
+                f'-A {KUBE_SERVICES} -m comment --comment "{spn} cluster IP" {match} -d {sp.cluster_ip} '
+                f"--dport {port} -j {plan.internal_chain}"
+            )
+        else:
+            filt.append(
+                f"-A {KUBE_SERVICES} -m comment --comment {int_comment} {match} -d {sp.cluster_ip} "
+                f"--dport {port} -j {int_target}"
+            )
+
+        # Capture external IPs.
+        for eip in sp.external_ips:
+            if cat.has_any:
+                nat.append(
+                    f'-A {KUBE_SERVICES} -m comment --comment "{spn} external IP" {match} -d {eip} '
+                    f"--dport {port} -j {names.ext}"
+                )
+            if not plan.has_external:
+                filt.append(
+                    f"-A {KUBE_EXTERNAL_SERVICES} -m comment --comment {ext_comment} {match} -d {eip} "
+                    f"--dport {port} -j {ext_target}"
+                )
+
+        # Capture load-balancer ingress IPs.
+        for lbip in sp.load_balancer_ips:
+            if cat.has_any:
+                nat.append(
+                    f'-A {KUBE_SERVICES} -m comment --comment "{spn} loadbalancer IP" {match} -d {lbip} '
+                    f"--dport {port} -j {plan.lb_chain}"
+                )
+            if plan.uses_fw:
+                filt.append(
+                    f'-A {KUBE_PROXY_FIREWALL} -m comment --comment "{spn} traffic not accepted by {names.fw}" '
+                    f"{match} -d {lbip} --dport {port} -j DROP"
+                )
+        if not plan.has_external:
+            for lbip in sp.load_balancer_ips:
+                filt.append(
+                    f"-A {KUBE_EXTERNAL_SERVICES} -m comment --comment {ext_comment} {match} -d {lbip} "
+                    f"--dport {port} -j {ext_target}"
+                )
+
+        # Capture node ports. By design they bypass loadBalancerSourceRanges.
+        if sp.node_port:
+            if cat.has_any:
+                if s.localhost_node_ports and s.ip_family != IPV6 and s.nfacct_localhost:
+                    nat.append(
+                        f"-A {KUBE_NODEPORTS} -m comment --comment {spn} {match} -d 127.0.0.0/8 "
+                        f"--dport {sp.node_port} -m nfacct --nfacct-name {NFACCT_LOCALHOST} -j {names.ext}"
+                    )
+                nat.append(
+                    f"-A {KUBE_NODEPORTS} -m comment --comment {spn} {match} --dport {sp.node_port} -j {names.ext}"
+                )
+            if not plan.has_external:
+                filt.append(
+                    f"-A {KUBE_EXTERNAL_SERVICES} -m comment --comment {ext_comment} -m addrtype --dst-type LOCAL "
+                    f"{match} --dport {sp.node_port} -j {ext_target}"
+                )
+
+        # Health check node port: accepted whether or not this node has local endpoints.
+        if sp.health_check_node_port:
+            filt.append(
+                f'-A {KUBE_NODEPORTS} -m comment --comment "{spn} health check node port" -m tcp -p tcp '
+                f"--dport {sp.health_check_node_port} -j ACCEPT"
+            )
+        self.filter_lines = filt
+        self.nat_head = nat
+        self.chains = plan.active_chains()
+
+    def chain_lines(self) -> list[str]:
+        """Rules of the service's own SVC/SVL/EXT/FW/SEP chains (built once, then kept)."""
+        if self._lines is None:
+            s = self.ctx.s
+            out: list[str] = []
+            _write_service_chains(self.plan, s, self.ctx.large, out, " ".join(s.local_detector.if_local),
+                                  " ".join(s.local_detector.if_not_local))
+            self._lines = out
+        return self._lines
+
+    def chain_rule_count(self) -> int:
+        if self._lines is not None:
+            return len(self._lines)
+        return _count_service_chain_rules(self.plan, self.ctx.s, self.ctx.large)
+
+
+_cache_lock = threading.Lock()
+_cache_ctx: _Context | None = None
+_cache: dict[int, _ServiceOutput] = {}
+_cache_limit = 4096
+
+
+def _cache_for(ctx: _Context) -> dict[int, _ServiceOutput]:
+    with _cache_lock:
+        return _cache if ctx == _cache_ctx else {}
+
+
+def _remember(ctx: _Context, seen: dict[int, _ServiceOutput], used: dict[int, _ServiceOutput]) -> None:
+    """Keep this render's outputs for the next one. Entries hold their ServicePort, so ids stay
+    unique while cached; the cache is bounded by twice the largest state rendered."""
+    global _cache_ctx, _cache, _cache_limit
+    with _cache_lock:
+        _cache_limit = max(_cache_limit, 2 * len(used) + 1024)
+        if ctx != _cache_ctx:
+            _cache_ctx, _cache = ctx, dict(used)
+            return
+        if len(_cache) + len(used) > _cache_limit:
+            _cache = dict(used)
+        else:
+            _cache.update(used)
+
+
 # ---------------------------------------------------------------------------------------------
 # render
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +409,7 @@ def render(
     existing_nat_chains: Iterable[str] | None = None,
     cleanup_stale: bool = True,
     large_cluster: bool | None = None,
+    changed_names: Iterable[str] | None = None,
 ) -> RenderResult:
     """The iptables-restore input (`--noflush`) of one sync.
 
@@ -264,6 +420,12 @@ def render(
         stale KUBE-SVC/SVL/EXT/FW/SEP chains among them are flushed and deleted. When None, the
         chains `previous` needed are assumed to exist. cleanup_stale=False skips deletion (kube-proxy
         does it at most once per syncPeriod in large clusters).
+    large_cluster: force kube-proxy's largeClusterMode on/off (default: > 1000 endpoints in `desired`).
+    changed_names: "ns/name" of the services to write on a partial sync, when the caller already
+        knows them (saves comparing `previous` with `desired`).
+
+    Per-service output is cached by ServicePort identity (a sync loop that keeps unchanged
+    ServicePort objects between states re-renders only what changed); the result is the same.
     """
     s = settings_for_state(config, facts, desired)
     ipv6 = s.ip_family == IPV6
@@ -272,7 +434,12 @@ def render(
     large = (
         desired.total_endpoints > LARGE_CLUSTER_ENDPOINTS_THRESHOLD if large_cluster is None else large_cluster
     )
-    changed = None if full or previous is None else changed_services(previous, desired)
+    if full:
+        changed = None
+    elif changed_names is not None:
+        changed = frozenset(changed_names)
+    else:
+        changed = None if previous is None else changed_services(previous, desired)
 
     filter_chains = list(FILTER_TOP_CHAINS)
     filter_rules: list[str] = []
@@ -295,105 +462,27 @@ def render(
     written: set[str] = set()
     skipped_nat_rules = 0
     no_local_internal = no_local_external = 0
-    localhost_np = s.localhost_node_ports and not ipv6 and s.nfacct_localhost
-    if_not_local = " ".join(s.local_detector.if_not_local)
-    if_local = " ".join(s.local_detector.if_local)
+    ctx = _Context(s, desired.node_name, desired.topology_zone, large)
+    cache = _cache_for(ctx)
+    used: dict[int, _ServiceOutput] = {}
 
     for sp in desired.services.values():
-        plan = _ServicePlan(sp, desired, s)
-        spn, proto, names, cat = plan.spn, plan.proto, plan.names, plan.cat
-        match = f"-m {proto} -p {proto}"
-        port = sp.port
-
-        if not cat.has_any:
-            int_target = ext_target = "REJECT"
-            int_comment = ext_comment = f'"{spn} has no endpoints"'
-        else:
-            int_target = ext_target = ""
-            int_comment = ext_comment = ""
-            if not plan.has_internal:
-                int_target, int_comment = "DROP", f'"{spn} has no local endpoints"'
-                no_local_internal += 1
-            if not plan.has_external:
-                ext_target, ext_comment = "DROP", f'"{spn} has no local endpoints"'
-                no_local_external += 1
-
-        # Capture the cluster IP.
-        if plan.has_internal:
-            nat_rules.append(
-                f'-A {KUBE_SERVICES} -m comment --comment "{spn} cluster IP" {match} -d {sp.cluster_ip} '
-                f"--dport {port} -j {plan.internal_chain}"
-            )
-        else:
-            filter_rules.append(
-                f"-A {KUBE_SERVICES} -m comment --comment {int_comment} {match} -d {sp.cluster_ip} "
-                f"--dport {port} -j {int_target}"
-            )
-
-        # Capture external IPs.
-        for eip in sp.external_ips:
-            if cat.has_any:
-                nat_rules.append(
-                    f'-A {KUBE_SERVICES} -m comment --comment "{spn} external IP" {match} -d {eip} '
-                    f"--dport {port} -j {names.ext}"
-                )
-            if not plan.has_external:
-                filter_rules.append(
-                    f"-A {KUBE_EXTERNAL_SERVICES} -m comment --comment {ext_comment} {match} -d {eip} "
-                    f"--dport {port} -j {ext_target}"
-                )
-
-        # Capture load-balancer ingress IPs.
-        for lbip in sp.load_balancer_ips:
-            if cat.has_any:
-                nat_rules.append(
-                    f'-A {KUBE_SERVICES} -m comment --comment "{spn} loadbalancer IP" {match} -d {lbip} '
-                    f"--dport {port} -j {plan.lb_chain}"
-                )
-            if plan.uses_fw:
-                filter_rules.append(
-                    f'-A {KUBE_PROXY_FIREWALL} -m comment --comment "{spn} traffic not accepted by {names.fw}" '
-                    f"{match} -d {lbip} --dport {port} -j DROP"
-                )
-        if not plan.has_external:
-            for lbip in sp.load_balancer_ips:
-                filter_rules.append(
-                    f"-A {KUBE_EXTERNAL_SERVICES} -m comment --comment {ext_comment} {match} -d {lbip} "
-                    f"--dport {port} -j {ext_target}"
-                )
-
-        # Capture node ports. By design they bypass loadBalancerSourceRanges.
-        if sp.node_port:
-            if cat.has_any:
-                if localhost_np:
-                    nat_rules.append(
-                        f"-A {KUBE_NODEPORTS} -m comment --comment {spn} {match} -d 127.0.0.0/8 "
-                        f"--dport {sp.node_port} -m nfacct --nfacct-name {NFACCT_LOCALHOST} -j {names.ext}"
-                    )
-                nat_rules.append(
-                    f"-A {KUBE_NODEPORTS} -m comment --comment {spn} {match} --dport {sp.node_port} -j {names.ext}"
-                )
-            if not plan.has_external:
-                filter_rules.append(
-                    f"-A {KUBE_EXTERNAL_SERVICES} -m comment --comment {ext_comment} -m addrtype --dst-type LOCAL "
-                    f"{match} --dport {sp.node_port} -j {ext_target}"
-                )
-
-        # Health check node port: accepted whether or not this node has local endpoints.
-        if sp.health_check_node_port:
-            filter_rules.append(
-                f'-A {KUBE_NODEPORTS} -m comment --comment "{spn} health check node port" -m tcp -p tcp '
-                f"--dport {sp.health_check_node_port} -j ACCEPT"
-            )
-
-        chains = plan.active_chains()
-        active.update(chains)
+        out = cache.get(id(sp))
+        if out is None or out.sp is not sp:
+            out = _ServiceOutput(sp, desired, ctx)
+        used[id(sp)] = out
+        filter_rules.extend(out.filter_lines)
+        nat_rules.extend(out.nat_head)
+        no_local_internal += out.no_local_internal
+        no_local_external += out.no_local_external
+        active.update(out.chains)
         if changed is not None and sp.name.namespaced_name not in changed:
-            skipped_nat_rules += _count_service_chain_rules(plan, s, large)
+            skipped_nat_rules += out.chain_rule_count()
             continue
         written.add(sp.name.namespaced_name)
-        nat_chains.extend(chains)
-        _write_service_chains(plan, s, large, nat_rules, if_local, if_not_local)
+        nat_chains.extend(out.chains)
+        nat_rules.extend(out.chain_lines())
+    _remember(ctx, cache, used)
 
     # Stale chains: flush with a chain line, then delete.
     deleted: list[str] = []

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from podnet.errors import Problem, ValidationError
 
@@ -55,6 +56,25 @@ def parse_ip(text: str) -> IPAddress | None:
         return None
     # Go treats IPv4-mapped IPv6 addresses as IPv4 (To4() != nil).
     return ip6.ipv4_mapped or ip6
+
+
+@lru_cache(maxsize=1 << 18)
+def canonical_ip(text: str) -> tuple[str, str] | None:
+    """(canonical text, family) of an IP parsed sloppily; cached, since endpoint IPs recur every sync."""
+    if type(text) is not str:
+        return None
+    if ":" not in text:
+        parts = text.split(".")
+        if len(parts) != 4:
+            return None
+        for p in parts:
+            if not (0 < len(p) <= 3 and p.isascii() and p.isdigit()) or int(p) > 255:
+                return None
+        if all(len(p) == 1 or p[0] != "0" for p in parts):
+            return text, IPV4
+        return ".".join(str(int(p)) for p in parts), IPV4
+    ip = parse_ip(text)
+    return None if ip is None else (str(ip), ip_family_of(ip))
 
 
 def parse_cidr(text: str) -> IPNetwork | None:
@@ -110,9 +130,12 @@ class ServicePortName:
         return f"{self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One backend of a service port, with the conditions kube-proxy looks at."""
+class Endpoint(NamedTuple):
+    """One backend of a service port, with the conditions kube-proxy looks at.
+
+    A NamedTuple rather than a frozen dataclass: a 10k-service cluster has ~100k of them per state,
+    and tuples are several times cheaper to create and compare.
+    """
 
     ip: str  # canonical text form
     port: int
@@ -331,9 +354,9 @@ class ParsedService:
         return f"{self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
-class SliceEndpoint:
-    address: str
+class SliceEndpoint(NamedTuple):
+    address: str  # canonical IP text, "" when the first address is not an IP
+    family: str  # IPv4 / IPv6 of that address
     ready: bool
     serving: bool
     terminating: bool
@@ -554,6 +577,10 @@ def _lb_vips(status: Mapping[str, Any], family: str, problems: list[Problem], re
     return tuple(out)
 
 
+_EMPTY: Mapping[str, Any] = {}
+_NO_HINTS: frozenset[str] = frozenset()
+
+
 def parse_endpoint_slice(obj: Any) -> ParsedSlice:
     """Reduce an EndpointSlice to ports and endpoint conditions (kube-proxy's newEndpointSliceInfo)."""
     d = as_dict(obj)
@@ -589,36 +616,42 @@ def parse_endpoint_slice(obj: Any) -> ParsedSlice:
 
     endpoints: list[SliceEndpoint] = []
     for i, e in enumerate(_list(d, "endpoints", problems, ref, "")):
-        path = f"endpoints[{i}]"
-        if not isinstance(e, Mapping):
-            problems.append(Problem(path, e, "must be a mapping", ref))
+        if type(e) is not dict and not isinstance(e, Mapping):
+            problems.append(Problem(f"endpoints[{i}]", e, "must be a mapping", ref))
             continue
-        addrs = e.get("addresses") or []
-        if not isinstance(addrs, list) or not all(isinstance(a, str) for a in addrs):
-            problems.append(Problem(f"{path}.addresses", addrs, "must be a list of strings", ref))
-            continue
+        addrs = e.get("addresses")
         if not addrs:
             continue
-        cond = e.get("conditions") or {}
+        if type(addrs) is not list or type(addrs[0]) is not str or (
+            len(addrs) > 1 and not all(type(a) is str for a in addrs)
+        ):
+            problems.append(Problem(f"endpoints[{i}].addresses", addrs, "must be a list of strings", ref))
+            continue
+        cond = e.get("conditions") or _EMPTY
         if not isinstance(cond, Mapping):
-            problems.append(Problem(f"{path}.conditions", cond, "must be a mapping", ref))
-            cond = {}
-        for c in ("ready", "serving", "terminating"):
-            if cond.get(c) is not None and not isinstance(cond.get(c), bool):
-                problems.append(Problem(f"{path}.conditions.{c}", cond.get(c), "must be true or false", ref))
-        hints = e.get("hints") or {}
-        zone_hints = frozenset(z.get("name", "") for z in (hints.get("forZones") or []) if isinstance(z, Mapping))
-        node_hints = frozenset(n.get("name", "") for n in (hints.get("forNodes") or []) if isinstance(n, Mapping))
+            problems.append(Problem(f"endpoints[{i}].conditions", cond, "must be a mapping", ref))
+            cond = _EMPTY
+        ready, serving, terminating = cond.get("ready"), cond.get("serving"), cond.get("terminating")
+        for c, v in (("ready", ready), ("serving", serving), ("terminating", terminating)):
+            if v is not None and type(v) is not bool:
+                problems.append(Problem(f"endpoints[{i}].conditions.{c}", v, "must be true or false", ref))
+        zone_hints = node_hints = _NO_HINTS
+        hints = e.get("hints")
+        if hints:
+            zone_hints = frozenset(z.get("name", "") for z in (hints.get("forZones") or ()) if isinstance(z, Mapping))
+            node_hints = frozenset(n.get("name", "") for n in (hints.get("forNodes") or ()) if isinstance(n, Mapping))
+        canon = canonical_ip(addrs[0])
         endpoints.append(
             SliceEndpoint(
-                address=addrs[0],
-                ready=cond.get("ready") is not False,
-                serving=cond.get("serving") is not False,
-                terminating=cond.get("terminating") is True,
-                node_name=e.get("nodeName") or "",
-                zone=e.get("zone") or "",
-                zone_hints=zone_hints,
-                node_hints=node_hints,
+                canon[0] if canon else "",
+                canon[1] if canon else "",
+                ready is not False,
+                serving is not False,
+                terminating is True,
+                e.get("nodeName") or "",
+                e.get("zone") or "",
+                zone_hints,
+                node_hints,
             )
         )
     if problems:
@@ -648,6 +681,47 @@ def parse_node(obj: Any) -> tuple[str, str, tuple[str, ...]]:
 # ---------------------------------------------------------------------------------------------
 
 
+def service_port_order(name: ServicePortName) -> tuple[str, str]:
+    """Sort key of service ports in a DesiredState (deterministic output order)."""
+    return str(name), name.protocol
+
+
+def _service_endpoints(
+    svc: ParsedService, slices: Iterable[ParsedSlice], node_name: str, ip_family: str
+) -> tuple[ServicePort, ...]:
+    """The service's ports with their endpoints, as kube-proxy's EndpointSliceCache joins them.
+
+    Endpoints are matched by (port name, protocol), take their port number from the slice, keep
+    only the first address, are deduplicated by "ip:port" (a local copy wins) and sorted by it.
+    """
+    if not svc.ports:
+        return ()
+    wanted = {(sp.name.port, sp.name.protocol) for sp in svc.ports}
+    buckets: dict[tuple[str, str], dict[str, Endpoint]] = {}
+    for sl in slices:
+        if sl.address_type != ip_family:
+            continue
+        for pname, pnum, proto in sl.ports:
+            if (pname, proto) not in wanted:
+                continue
+            bucket = buckets.setdefault((pname, proto), {})
+            for se in sl.endpoints:
+                if se.family != ip_family:
+                    continue
+                local = bool(node_name) and se.node_name == node_name
+                key = f"[{se.address}]:{pnum}" if ip_family == IPV6 else f"{se.address}:{pnum}"
+                if local or key not in bucket:
+                    bucket[key] = Endpoint(
+                        se.address, pnum, se.ready, se.serving, se.terminating, local,
+                        se.node_name, se.zone, se.zone_hints, se.node_hints,
+                    )
+    out = []
+    for sp in svc.ports:
+        bucket = buckets.get((sp.name.port, sp.name.protocol))
+        out.append(replace(sp, endpoints=tuple(bucket[k] for k in sorted(bucket))) if bucket else sp)
+    return tuple(out)
+
+
 def build_desired_state(
     services: Iterable[ParsedService],
     slices: Iterable[ParsedSlice],
@@ -657,60 +731,27 @@ def build_desired_state(
     topology_zone: str = "",
     node_pod_cidrs: Iterable[str] = (),
 ) -> DesiredState:
-    """Join parsed services with their slices' endpoints, as kube-proxy's maps do.
+    """Join parsed services with their slices' endpoints.
 
-    Endpoints are matched by (service, port name, protocol), take their port number from the slice,
-    keep only the first address, are deduplicated by "ip:port" (a local copy wins) and sorted by it.
+    A sync loop can call it per changed service (with that service's slices) and merge the results;
+    per-service work is independent of the cluster size.
     """
-    eps_by_port: dict[ServicePortName, dict[str, Endpoint]] = {}
+    by_service: dict[str, list[ParsedSlice]] = {}
     for sl in slices:
-        if sl.address_type != ip_family:
-            continue
-        for pname, pnum, proto in sl.ports:
-            key = ServicePortName(sl.namespace, sl.service, pname, proto)
-            bucket = eps_by_port.setdefault(key, {})
-            for se in sl.endpoints:
-                ip = parse_ip(se.address)
-                if ip is None or ip_family_of(ip) != ip_family:
-                    continue
-                local = bool(node_name) and se.node_name == node_name
-                ep = Endpoint(
-                    ip=str(ip),
-                    port=pnum,
-                    ready=se.ready,
-                    serving=se.serving,
-                    terminating=se.terminating,
-                    local=local,
-                    node_name=se.node_name,
-                    zone=se.zone,
-                    zone_hints=se.zone_hints,
-                    node_hints=se.node_hints,
-                )
-                k = str(ep)
-                if k not in bucket or local:
-                    bucket[k] = ep
-
-    ports: dict[ServicePortName, ServicePort] = {}
-    for svc in services:
-        for sp in svc.ports:
-            bucket = eps_by_port.get(sp.name)
-            if bucket:
-                sp = _with_endpoints(sp, tuple(bucket[k] for k in sorted(bucket)))
-            ports[sp.name] = sp
-    ordered = {k: ports[k] for k in sorted(ports, key=lambda n: (str(n), n.protocol))}
-    return DesiredState(
-        node_name=node_name,
-        ip_family=ip_family,
-        services=ordered,
-        topology_zone=topology_zone,
-        node_pod_cidrs=tuple(node_pod_cidrs),
-    )
+        by_service.setdefault(f"{sl.namespace}/{sl.service}", []).append(sl)
+    ports = {svc.namespaced_name: _service_endpoints(svc, by_service.get(svc.namespaced_name, ()), node_name, ip_family)
+             for svc in services}
+    return _assemble(ports, node_name, ip_family, topology_zone, tuple(node_pod_cidrs))
 
 
-def _with_endpoints(sp: ServicePort, endpoints: tuple[Endpoint, ...]) -> ServicePort:
-    from dataclasses import replace
-
-    return replace(sp, endpoints=endpoints)
+def _assemble(
+    ports: Mapping[str, tuple[ServicePort, ...]], node_name: str, ip_family: str, zone: str, cidrs: tuple[str, ...]
+) -> DesiredState:
+    # Deterministic order: by "ns/name:port", then protocol (as proxier.py orders its states too).
+    flat = {sp.name: sp for group in ports.values() for sp in group}
+    ordered = {k: flat[k] for k in sorted(flat, key=service_port_order)}
+    return DesiredState(node_name=node_name, ip_family=ip_family, services=ordered, topology_zone=zone,
+                        node_pod_cidrs=cidrs)
 
 
 def desired_state_from_objects(

@@ -256,3 +256,21 @@ def test_output_is_deterministic_and_independent_of_input_order():
             eps("ns1", "a", ["10.0.1.2", "10.0.1.1"]), eps("ns2", "b", ["10.0.2.1"])]
     one = render(state(objs), DEFAULT).text
     assert one == render(state(list(reversed(objs))), DEFAULT).text
+
+
+def test_output_cache_is_invisible():
+    objs = [svc("ns1", "a", "172.30.0.1", type="NodePort"), eps("ns1", "a", ["10.0.1.1", "10.0.1.2"])]
+    objs[0]["spec"]["ports"][0]["nodePort"] = 30001
+    st = state(objs)
+    first = render(st, DEFAULT).text
+    other = render(st, dataclasses.replace(DEFAULT, masquerade_all=True, nfacct_localhost=False)).text
+    assert other != first and "! -s 10.0.0.0/8" not in other and "nfacct-name localhost" not in other
+    assert render(st, DEFAULT).text == first
+    # a partial render first (chains not built), then a full one from the same objects
+    part = render(st, DEFAULT, previous=st, full=False)
+    assert part.nat_rules_total == render(st, DEFAULT).nat_rules_total
+    assert render(st, DEFAULT).text == first
+    # large-cluster mode is part of the cache key
+    large = _sep_dnat_lines(render(st, DEFAULT, large_cluster=True).text)
+    assert len(large) == 2 and not any("--comment" in ln for ln in large)
+    assert render(st, DEFAULT).text == first
