@@ -38,6 +38,10 @@ def create_node(spec: LabSpec, node: NodeSpec) -> None:
         idx = ip.link_lookup(ifname=node.iface)[0]
         ip.addr("add", index=idx, address=node.underlay_ip, prefixlen=spec.underlay_prefixlen)
         ip.link("set", index=idx, state="up")
+        # Nodes in a cluster have a default route, and a node reaching a ClusterIP needs one: the route
+        # lookup happens before kube-proxy's DNAT. It points at the underlay bridge's namespace, which
+        # forwards nothing (ip_forward is off there and it has no uplink), so nothing leaves the lab.
+        ip.route("add", dst="0.0.0.0/0", gateway=spec.underlay_gateway)
     _sysctl(node.netns, "net.ipv4.ip_forward", "1")
     # kube-proxy's localhost NodePorts need route_localnet; bridged pod traffic must see iptables.
     _sysctl(node.netns, "net.ipv4.conf.all.route_localnet", "1")

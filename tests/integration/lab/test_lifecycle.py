@@ -1,0 +1,121 @@
+"""lab up / down: everything made is removed, also after kill -9 of every lab process; bad input makes
+nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from podnet.lab import procs
+from podnet.lab.state import LabState, lab_dir
+from podnet.net import netns
+
+pytestmark = pytest.mark.integration
+
+
+def _lab_pids(name: str) -> list[int]:
+    st = LabState.load(name)
+    assert st is not None
+    pids = [r.pid for r in st.procs.values()]
+    if st.supervisor:
+        pids.append(st.supervisor.pid)
+    return pids
+
+
+def _gone(pids: list[int]) -> bool:
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    return False
+        except OSError:
+            continue
+    return True
+
+
+def test_up_then_down_leaves_nothing(lab_factory, root_state):
+    before = root_state()
+    lab = lab_factory()
+    t = time.monotonic()
+    lab.up("--nodes", "2")
+    assert time.monotonic() - t < 30
+    names = netns.list_names(f"pn-{lab.name}-")
+    assert names == sorted([f"pn-{lab.name}-node1", f"pn-{lab.name}-node2", f"pn-{lab.name}-ul"])
+    pids = _lab_pids(lab.name)
+    assert len(pids) == 7  # supervisor + (overlay, proxy, agent) per node
+    status = lab.podnet("lab", "status", "--name", lab.name).stdout
+    assert "node1" in status and "node2" in status and "10.244." in status
+    lab.down()
+    assert netns.list_names(f"pn-{lab.name}-") == []
+    assert not lab_dir(lab.name).exists()
+    assert _gone(pids)
+    assert root_state() == before
+
+
+def test_down_after_kill9_of_every_lab_process(lab_factory, root_state):
+    before = root_state()
+    lab = lab_factory()
+    lab.up("--nodes", "2")
+    lab.podnet("apply", "-f", "-", input=POD)
+    _wait(lambda: lab.exec("default/solo", "true").returncode == 0, 20)
+    st = LabState.load(lab.name)
+    assert st is not None and st.supervisor is not None
+    pod_pids = [int(p) for p in os.popen(f"ip netns pids {st.spec.pod_netns('default', 'solo')}").read().split()]
+    assert pod_pids
+    for pid in [st.supervisor.pid, *[r.pid for r in st.procs.values()], *pod_pids]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    lab.down()
+    assert netns.list_names(f"pn-{lab.name}-") == []
+    assert _gone(_pids_of(st) + pod_pids)
+    assert root_state() == before
+
+
+def test_bad_input_makes_nothing(lab_factory):
+    lab = lab_factory()
+    r = lab.up("--backend", "nope", check=False)
+    assert r.returncode == 1 and "--backend" in r.stderr and "nope" in r.stderr
+    assert netns.list_names(f"pn-{lab.name}-") == [] and not lab_dir(lab.name).exists()
+    r = lab.up("--nodes", "0", check=False)
+    assert r.returncode == 1 and "--nodes" in r.stderr
+
+    lab.up("--nodes", "1")
+    names = netns.list_names(f"pn-{lab.name}-")
+    pids = _lab_pids(lab.name)
+    r = lab.up("--nodes", "1", check=False)
+    assert r.returncode == 1 and "already exists" in r.stderr
+    assert netns.list_names(f"pn-{lab.name}-") == names  # the first lab is untouched
+    assert all(procs.alive(r) for r in LabState.load(lab.name).procs.values())  # type: ignore[union-attr]
+    assert _lab_pids(lab.name) == pids
+
+    r = lab.podnet("apply", "-f", "-", input=POD.replace("node1", "node9"), check=False)
+    assert r.returncode == 1 and "spec.nodeName" in r.stderr and "node9" in r.stderr
+    assert "solo" not in lab.podnet("get", "pods").stdout
+
+
+def _pids_of(st: LabState) -> list[int]:
+    return [r.pid for r in st.procs.values()] + ([st.supervisor.pid] if st.supervisor else [])
+
+
+def _wait(cond, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+POD = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: solo, labels: {app: solo}}
+spec:
+  nodeName: node1
+  containers: [{name: c}]
+"""
