@@ -223,6 +223,14 @@ def changed_services(previous: DesiredState | None, current: DesiredState) -> fr
     return frozenset(k for k in cur.keys() | prev.keys() if cur.get(k) != prev.get(k))
 
 
+def changed_service_ports(previous: DesiredState | None, current: DesiredState) -> frozenset[ServicePortName]:
+    """Service ports added, removed or changed (ports, IPs, policies or endpoints) between two states."""
+    if previous is None:
+        return frozenset(current.services)
+    prev, cur = previous.services, current.services
+    return frozenset(k for k in prev.keys() | cur.keys() if prev.get(k) != cur.get(k))
+
+
 def needs_full_sync(previous: DesiredState | None, current: DesiredState) -> bool:
     """True when node-level facts changed (kube-proxy forces a full sync on node label changes)."""
     if previous is None:

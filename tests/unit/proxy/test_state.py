@@ -13,6 +13,7 @@ from podnet.proxy.state import (
     ServicePort,
     ServicePortName,
     categorize_endpoints,
+    changed_service_ports,
     changed_services,
     desired_state_from_objects,
     needs_full_sync,
@@ -187,6 +188,9 @@ def test_changed_services_and_full_sync_triggers():
     assert changed_services(a, b) == {"ns1/svc1"}
     assert changed_services(b, c) == {"ns1/other"}
     assert changed_services(None, c) == {"ns1/svc1"}
+    assert changed_service_ports(a, b) == {ServicePortName("ns1", "svc1", "p80", "TCP")}
+    assert changed_service_ports(b, c) == {ServicePortName("ns1", "other", "", "TCP")}
+    assert changed_service_ports(None, c) == set(c.services) and changed_service_ports(c, c) == frozenset()
     assert needs_full_sync(None, a) and not needs_full_sync(a, b)
     assert needs_full_sync(a, DesiredState(node_name="n", services=a.services, topology_zone="z"))
 
