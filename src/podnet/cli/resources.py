@@ -19,6 +19,7 @@ from podnet.api.loader import KINDS, dump_json, dump_yaml, from_json, load_paths
 from podnet.api.meta import Resource
 from podnet.api.node import Node
 from podnet.api.pod import Pod
+from podnet.api.selectors import parse_selector
 from podnet.api.service import Service
 from podnet.cli.context import CliState
 from podnet.controllers.allocators import AllocatorConfig
@@ -122,20 +123,31 @@ def delete(
     args: list[str] = typer.Argument(None, help="KIND NAME [NAME...]"),
     filename: list[str] = typer.Option(None, "-f", "--filename", help="Delete the objects in these files"),
     namespace: str = typer.Option(None, "-n", "--namespace"),
+    selector: str = typer.Option(None, "-l", "--selector", help="Delete the KIND objects with these labels"),
     ignore_not_found: bool = typer.Option(False, "--ignore-not-found"),
 ) -> None:
-    """Delete objects named in files, or KIND NAME..., freeing their ClusterIPs and NodePorts."""
+    """Delete objects named in files, or KIND NAME..., or KIND -l SELECTOR; frees ClusterIPs and NodePorts."""
     refs: list[tuple[str, str | None, str]] = []
+    store: Store | None = None
     if filename:
-        if args:
-            raise PodnetError("give either -f FILE or KIND NAME, not both")
+        if args or selector:
+            raise PodnetError("give either -f FILE or KIND NAME / KIND -l SELECTOR, not both")
         refs = [(o.KIND, o.namespace, o.name) for o in _load(filename, namespace)]
+    elif args and selector and len(args) == 1:
+        kind = _kind(args[0])
+        match = parse_selector(selector)
+        ns = namespace or "default" if KINDS[kind].NAMESPACED else None
+        store = _store(ctx)
+        refs = [(kind, o.namespace, o.name) for o in _read(store, kind, ns) if match(o.metadata.labels)]
+        if not refs:
+            print("No resources found", file=sys.stderr)
+            return
     else:
-        if not args or len(args) < 2:
-            raise PodnetError("usage: podnet delete -f FILE | KIND NAME [NAME...]")
+        if not args or len(args) < 2 or selector:
+            raise PodnetError("usage: podnet delete -f FILE | KIND NAME [NAME...] | KIND -l SELECTOR")
         kind = _kind(args[0])
         refs = [(kind, namespace or "default", n) for n in args[1:]]
-    for r in delete_objects(_store(ctx), refs, ignore_not_found=ignore_not_found):
+    for r in delete_objects(store or _store(ctx), refs, ignore_not_found=ignore_not_found):
         typer.echo(f'{r.obj.KIND.lower()} "{r.obj.name}" deleted')
 
 
@@ -252,6 +264,7 @@ def get(
     namespace: str = typer.Option(None, "-n", "--namespace"),
     all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces"),
     output: str = typer.Option(None, "-o", "--output", help="wide | yaml | json | name"),
+    selector: str = typer.Option(None, "-l", "--selector", help="Label selector, e.g. app=web,tier!=db"),
 ) -> None:
     """List objects as kubectl get does."""
     if output not in (None, "wide", "yaml", "json", "name"):
@@ -261,6 +274,9 @@ def get(
     ns = None if (all_namespaces or not cls.NAMESPACED) else (namespace or "default")
     store = _store(ctx)
     objs = _read(store, kind, ns)
+    if selector:
+        match = parse_selector(selector)
+        objs = [o for o in objs if match(o.metadata.labels)]
     if names:
         by_name = {o.name: o for o in objs}
         missing = [n for n in names if n not in by_name]
@@ -314,11 +330,12 @@ def _endpoints(slices: list[EndpointSlice], port_name: str) -> str:
     return text + (f" + {len(found) - 3} more..." if len(found) > 3 else "")
 
 
-def _multiline(label: str, items: dict[str, str]) -> list[list[str]]:
+def _multiline(label: str, items: dict[str, str], sep: str = "=") -> list[list[str]]:
+    """Labels as `k=v`, annotations as `k: v`, one per line, sorted (kubectl's print*Multiline)."""
     items = {k: v for k, v in items.items() if k != "kubectl.kubernetes.io/last-applied-configuration"}
     if not items:
         return [[f"{label}:", "<none>"]]
-    lines = [f"{k}={v}" for k, v in sorted(items.items())]
+    lines = [f"{k}{sep}{v}" for k, v in sorted(items.items())]
     return [[f"{label}:", lines[0]]] + [["", line] for line in lines[1:]]
 
 
@@ -327,8 +344,8 @@ def describe_service_lines(svc: Service, slices: list[EndpointSlice]) -> str:
     s = svc.spec
     rows: list[list[str]] = [["Name:", svc.name], ["Namespace:", svc.namespace or ""]]
     rows += _multiline("Labels", svc.metadata.labels)
-    rows += _multiline("Annotations", svc.metadata.annotations)
-    rows += [["Selector:", _selector(s.selector) if s.selector else ""], ["Type:", s.type]]
+    rows += _multiline("Annotations", svc.metadata.annotations, ": ")
+    rows += [["Selector:", _selector(s.selector)], ["Type:", s.type]]
     if s.ip_family_policy:
         rows.append(["IP Family Policy:", s.ip_family_policy])
     rows.append(["IP Families:", ",".join(s.ip_families) or "<none>"])

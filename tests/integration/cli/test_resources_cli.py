@@ -219,3 +219,14 @@ def test_usage_errors_exit_1(podnet: Podnet) -> None:
     assert podnet("apply").returncode == 1
     assert podnet("get", "svc", "-o", "toml").returncode == 1
     assert podnet("apply", "-f", "/nonexistent/file.yaml").returncode == 1
+
+
+def test_label_selectors_on_get_and_delete(podnet: Podnet) -> None:
+    assert podnet("apply", "-f", "examples/webapp1/").returncode == 0
+    names = podnet("get", "svc", "-l", "app=webapp1-nodeport", "-o", "name").stdout.split()
+    assert names == ["service/webapp1-nodeport-svc"]
+    r = podnet("delete", "pods", "-l", "app in (webapp1-clusterip)")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2
+    assert "Endpoints:                <none>" in podnet("describe", "svc", "webapp1-clusterip-svc").stdout
+    bad = podnet("get", "pods", "-l", "a=b=c")
+    assert bad.returncode == 1 and "--selector" in bad.stderr

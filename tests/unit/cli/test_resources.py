@@ -67,7 +67,7 @@ status: {{podIP: 10.0.0.{i}, conditions: [{{type: Ready, status: "True"}}]}}
         "Namespace:                   team",
         "Labels:                      a=1",
         "                             b=2",
-        "Annotations:                 note=hi",
+        "Annotations:                 note: hi",
         "Selector:                    app=lb",
         "Type:                        LoadBalancer",
         "IP Family Policy:            SingleStack",
@@ -97,4 +97,4 @@ def test_describe_without_endpoints() -> None:
     (svc,) = load_objects("apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n")
     lines = describe_service_lines(svc, []).splitlines()  # type: ignore[arg-type]
     assert "Endpoints:         <none>" in lines  # widest key "Session Affinity:" + 2
-    assert "Selector:" in lines
+    assert "Selector:          <none>" in lines
