@@ -27,7 +27,15 @@ from typing import Any
 from podnet.errors import PodnetError, Problem, ValidationError
 from podnet.overlay import masq, subnetenv
 from podnet.overlay.lease import Lease, LeaseEvent
-from podnet.overlay.leases import RENEW_MARGIN, SUBNET_TTL, LeaseLost, LeaseRenewer, LeaseWatch, SubnetManager
+from podnet.overlay.leases import (
+    RENEW_MARGIN,
+    SUBNET_TTL,
+    LeaseLost,
+    LeaseRenewer,
+    LeaseWatch,
+    SubnetManager,
+    choose_subnet,
+)
 from podnet.overlay.netconf import ConfigNotFound, NetConf, load_netconf
 from podnet.store import Store
 
@@ -53,6 +61,7 @@ class OverlayDaemon:
         self, store: Store, opts: DaemonOptions, *,
         backend_factory: Callable[..., Any] | None = None,
         interface_lookup: Callable[[str | None, str | None], Any] | None = None,
+        rules_factory: Callable[[list[masq.TableRules]], Any] | None = None,
     ) -> None:
         if not 0 < opts.renew_margin < opts.lease_ttl:
             raise ValidationError([Problem(
@@ -62,6 +71,7 @@ class OverlayDaemon:
         self.manager = SubnetManager(store, ttl=opts.lease_ttl)
         self._backend_factory = backend_factory
         self._interface_lookup = interface_lookup
+        self._rules_factory = rules_factory or (lambda want: masq.MasqRules(want, netns=opts.netns))
         self.stopping = threading.Event()
         self.lost: LeaseLost | None = None
         self.failure: BaseException | None = None
@@ -133,6 +143,10 @@ class OverlayDaemon:
         log.info("node %s: external interface %s (%s), public IP %s, backend %s",
                  self.opts.node, ext.name, ext.address, ext.public_ip, conf.backend_type)
 
+        # Would acquisition fail (network full)? Find out before the backend creates any device.
+        leases, _ = self.manager.list_leases()
+        choose_subnet(conf, leases, ext.public_ip, previous)
+
         self.backend = self._create_backend(conf, ext)
         backend_data = self.backend.register()
         lease = self.manager.acquire(
@@ -142,10 +156,8 @@ class OverlayDaemon:
         self.lease = lease
         self.backend.configure(lease, conf.network)
 
-        self.rules = masq.MasqRules(
-            masq.desired(conf.network, lease.subnet, ip_masq=self.opts.ip_masq, forward=self.opts.forward_rules),
-            netns=self.opts.netns,
-        )
+        self.rules = self._rules_factory(
+            masq.desired(conf.network, lease.subnet, ip_masq=self.opts.ip_masq, forward=self.opts.forward_rules))
         self.rules.sync()
         subnetenv.write(self.opts.subnet_file, subnetenv.SubnetEnv(
             network=conf.network, subnet=lease.subnet, mtu=self.backend.mtu, ipmasq=self.opts.ip_masq))
