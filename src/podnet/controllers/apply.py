@@ -173,6 +173,9 @@ class _Planner:
             if want in (None, "") or want == old_ip:
                 s.cluster_ip = old_ip
                 s.cluster_ips = list(old.spec.cluster_ips) if old is not None and old.spec.cluster_ips else [old_ip]
+                if self.view.ips.get(old_ip) is None:  # its record went missing: claim it again
+                    self.ip_alloc.take(old_ip, owner)
+                    self._claim(keys.cluster_ip(old_ip), owner, None)
             else:
                 self.problems.append(Problem("spec.clusterIP", want, f"field is immutable (is {old_ip})", owner))
         elif want == "None":
