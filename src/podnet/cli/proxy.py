@@ -46,7 +46,23 @@ def _read_objects(path: Path) -> tuple[list[Any], dict[str, Any] | None]:
             objs = [*(state.get("services") or []), *(state.get("endpointSlices") or []), *(state.get("nodes") or [])]
             return objs, _proxier_block(docs[0].get("proxier"), path)
     loaded = load(path, check=False)
-    return loaded.raise_for_problems(), None
+    return _with_derived_slices(loaded.raise_for_problems()), None
+
+
+def _with_derived_slices(objects: list[Any]) -> list[Any]:
+    """Add the EndpointSlices the controller would keep for selector Services, when Pods are given.
+
+    kube-proxy only reads EndpointSlices; in podnet (as in Kubernetes) those of a Service with a
+    selector are derived from its Pods, so a file of Services and Pods renders like the cluster would.
+    """
+    from podnet.api import Pod, Service
+    from podnet.controllers.endpoints import endpoint_slices_for
+
+    pods = [o for o in objects if isinstance(o, Pod)]
+    if not pods:
+        return objects
+    derived = [sl for o in objects if isinstance(o, Service) for sl in endpoint_slices_for(o, pods)]
+    return [*objects, *derived]
 
 
 def _proxier_block(block: Any, path: Path) -> dict[str, Any] | None:

@@ -91,3 +91,32 @@ def test_bad_inputs_exit_1_naming_fields(tmp_path):
 def test_missing_objects_file(tmp_path):
     p = _podnet("-f", str(tmp_path / "nope.yaml"))
     assert p.returncode == 1 and "nope.yaml" in p.stderr
+
+
+def test_pods_give_selector_services_their_endpoints(tmp_path):
+    (tmp_path / "o.yaml").write_text("""
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-a, namespace: default, labels: {app: web}}
+spec: {nodeName: n1, containers: [{name: c, image: x}]}
+status: {podIP: 10.244.1.7, conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: default, labels: {app: db}}
+spec: {nodeName: n1, containers: [{name: c, image: x}]}
+status: {podIP: 10.244.1.8, conditions: [{type: Ready, status: "True"}]}
+""")
+    (tmp_path / "f.yaml").write_text("nodeName: n1\nnodeIPs: [192.168.0.2]\nnfacct: false\nrandomFully: false\n")
+    p = _podnet("-f", str(tmp_path / "o.yaml"), "--host-facts", str(tmp_path / "f.yaml"))
+    assert p.returncode == 0, p.stderr
+    assert "-j DNAT --to-destination 10.244.1.7:8080" in p.stdout
+    assert "10.244.1.8" not in p.stdout
