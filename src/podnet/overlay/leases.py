@@ -108,20 +108,23 @@ def choose_subnet(
 # ---- store I/O ----------------------------------------------------------------------------------
 
 
-def lease_from_kv(kv: KeyValue) -> Lease | None:
-    """The lease stored in kv, or None (logged) if the key or value is not flannel's format."""
-    parsed = keys.parse_subnet_key(kv.key[len(keys.SUBNETS_PREFIX):]) if kv.key.startswith(keys.SUBNETS_PREFIX) else None
+def decode_lease_kv(key: str, value: bytes) -> Lease:
+    """A stored lease: the subnet comes from the key, the rest from the JSON. Raises LeaseDecodeError."""
+    parsed = keys.parse_subnet_key(key[len(keys.SUBNETS_PREFIX):]) if key.startswith(keys.SUBNETS_PREFIX) else None
     if parsed is None:
-        log.warning("ignoring %s: not a subnet lease key", kv.key)
-        return None
+        raise LeaseDecodeError(f"{key}: not a subnet lease key")
+    return decode_attrs(parsed[0], value, subnet_v6=None if parsed[1] is None else str(parsed[1]))
+
+
+def lease_from_kv(kv: KeyValue) -> Lease | None:
+    """The lease stored in kv with its store bookkeeping, or None (logged) if it is not flannel's format;
+    flannel skips such entries too."""
     try:
-        return decode_attrs(
-            parsed[0], kv.value, subnet_v6=None if parsed[1] is None else str(parsed[1]),
-            store_lease=kv.lease, revision=kv.mod_revision,
-        )
+        lease = decode_lease_kv(kv.key, kv.value)
     except LeaseDecodeError as e:
-        log.warning("ignoring %s: %s", kv.key, e)
+        log.warning("ignoring %s", e)
         return None
+    return replace(lease, store_lease=kv.lease, revision=kv.mod_revision)
 
 
 class SubnetManager:
@@ -250,14 +253,6 @@ class SubnetManager:
 
 
 # ---- watching the others ------------------------------------------------------------------------
-
-
-def decode_lease_kv(key: str, value: bytes) -> Lease:
-    """Informer decoder for the subnets prefix: the subnet comes from the key, the rest from the JSON."""
-    parsed = keys.parse_subnet_key(key[len(keys.SUBNETS_PREFIX):]) if key.startswith(keys.SUBNETS_PREFIX) else None
-    if parsed is None:
-        raise LeaseDecodeError(f"{key}: not a subnet lease key")
-    return decode_attrs(parsed[0], value, subnet_v6=None if parsed[1] is None else str(parsed[1]))
 
 
 class LeaseWatch:
