@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from podnet.api.meta import Int, IntOrString, K8sModel, Resource
 
@@ -16,6 +16,14 @@ class ServicePort(K8sModel):
     target_port: IntOrString | None = None
     node_port: Int | None = None
     app_protocol: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_empty_name(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Go's omitempty: an unnamed service port has no name field (unlike EndpointPort's *string).
+        data = handler(self)
+        if data.get("name") == "":
+            del data["name"]
+        return data  # type: ignore[no-any-return]
 
     @property
     def effective_target_port(self) -> int | str:
