@@ -165,6 +165,10 @@ def load_config(req: Request) -> IpamConfig:
         raw_ranges = list(rt["ipRanges"]) + raw_ranges
     if not raw_ranges:
         raise internal("no IP ranges specified")
+    for rs in raw_ranges:  # unparseable addresses fail while decoding, before any range-set context
+        for r in rs if isinstance(rs, list) else []:
+            if isinstance(r, dict):
+                _cidr(r.get("subnet"))
     ranges = []
     for i, raw in enumerate(raw_ranges):
         try:

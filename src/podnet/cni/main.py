@@ -86,11 +86,23 @@ def run(plugin: str, env: Mapping[str, str], stdin: bytes) -> tuple[int, str, st
             return 0, "", ""
         return 0, spec.go_json(result), ""
     except CniError as e:
-        v = version_hint if version_hint in spec.SUPPORTED_VERSIONS else spec.CURRENT_VERSION
-        return 1, spec.go_json(e.to_dict(v)), ""
+        return 1, spec.go_json(e.to_dict(_error_version(version_hint, stdin))), ""
     except Exception as e:  # a bug or an unexpected kernel answer: still the spec's error shape
-        v = version_hint if version_hint in spec.SUPPORTED_VERSIONS else spec.CURRENT_VERSION
-        return 1, spec.go_json(CniError(spec.ERR_INTERNAL, f"{type(e).__name__}: {e}").to_dict(v)), ""
+        err = CniError(spec.ERR_INTERNAL, f"{type(e).__name__}: {e}")
+        return 1, spec.go_json(err.to_dict(_error_version(version_hint, stdin))), ""
+
+
+def _error_version(hint: str, stdin: bytes) -> str:
+    """The version an error is reported in: the request's if it is one we speak, else our newest."""
+    if not hint:
+        try:
+            import json
+
+            conf = json.loads(stdin)
+            hint = conf.get("cniVersion", "") if isinstance(conf, dict) else ""
+        except ValueError:
+            hint = ""
+    return hint if hint in spec.SUPPORTED_VERSIONS else spec.CURRENT_VERSION
 
 
 def _main(plugin: str) -> None:
