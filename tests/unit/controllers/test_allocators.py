@@ -145,7 +145,7 @@ def _apply_many(url: str, worker: int, count: int, barrier) -> list[str]:  # typ
 def test_four_processes_applying_at_once_never_share_an_ip_or_port(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/state.db"
     open_store(url).close()
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # no fork: the test process may hold other threads' locks
     barrier = ctx.Barrier(4)
     procs = [ctx.Process(target=_apply_many, args=(url, w, 12, barrier)) for w in range(4)]
     for p in procs:
