@@ -244,3 +244,35 @@ def test_hostgw_peer_off_link_gets_no_route_and_a_named_error(testbed: Testbed):
     log = n1.log()
     assert "10.244.9.0/24" in log and "10.99.0.1" in log and "same L2" in log
     assert pings(n1.pod_ns, testbed.nodes[1].pod_ip)  # the other peers are unaffected
+
+
+# -- resync ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_resync_restores_deleted_entries(testbed: Testbed, kind: str):
+    testbed.start(kind)
+    n1, n2, _ = testbed.nodes
+    before = {"vxlan": "flannel.1", "host-gw": "eth0", "udp": "flannel0"}[kind]
+    if kind == "vxlan":
+        vtep = str(n2.subnet.network_address)
+        mac = n2.lease["backend_data"]["VtepMAC"]
+        netns.run(n1.ns, ["ip", "route", "del", str(n2.subnet)])
+        netns.run(n1.ns, ["ip", "neigh", "del", vtep, "dev", "flannel.1"])
+        netns.run(n1.ns, ["bridge", "fdb", "del", mac, "dev", "flannel.1", "dst", str(n2.public_ip)])
+    elif kind == "host-gw":
+        netns.run(n1.ns, ["ip", "route", "del", str(n2.subnet)])
+    else:
+        netns.run(n1.ns, ["ip", "route", "del", str(NETWORK)])
+    assert not pings(n1.pod_ns, n2.pod_ip)
+    n1.call(op="resync")
+    assert pings(n1.pod_ns, n2.pod_ip)
+    assert ip_json(n1.ns, "route", "show", "dev", before)
+    if kind == "vxlan":
+        check_vxlan_node(n1, testbed)
+        # the whole device deleted: recreated with the same MAC, so the peers' FDB entries still fit
+        mac1 = n1.lease["backend_data"]["VtepMAC"]
+        netns.run(n1.ns, ["ip", "link", "del", "flannel.1"])
+        n1.call(op="resync")
+        assert ip_json(n1.ns, "link", "show", "flannel.1")[0]["address"] == mac1
+        check_vxlan_node(n1, testbed)
+        assert pings(n1.pod_ns, n2.pod_ip) and pings(n2.pod_ns, n1.pod_ip)

@@ -110,9 +110,14 @@ class HostGwBackend:
                 log.error("host-gw: removing peer %s: %s", lease.subnet, exc)
 
     def resync(self) -> None:
-        """Put back routes someone deleted (flannel checks every 10 s)."""
+        """Put back routes someone deleted or changed (flannel checks every 10 s). One dump; nothing
+        is written when every route is in place."""
         with self._lock:
+            have = {(r.dst, r.gateway, r.oif) for r in routes.list_routes(self.ipr)}
             for subnet, gw in list(self._peers.items()):
+                if (subnet, gw, self.ext.index) in have:
+                    continue
+                log.info("host-gw: restoring route %s via %s", subnet, gw)
                 try:
                     routes.replace(self.ipr, subnet, gateway=gw, oif=self.ext.index)
                 except Exception as exc:

@@ -82,6 +82,9 @@ class VxlanBackend:
         self._index: int | None = None
         self.mac: str | None = None
         self._peers: dict[ipaddress.IPv4Network, Encap | Direct] = {}
+        self._spec: vxdev.VxlanSpec | None = None
+        self._own_addr: ipaddress.IPv4Interface | None = None
+        self._network: ipaddress.IPv4Network | None = None
 
     @classmethod
     def from_options(cls, ext: ExternalInterface, opts: Mapping[str, Any], *, netns: str | None = None
@@ -116,6 +119,7 @@ class VxlanBackend:
                 dev = vxdev.ensure(self.ipr, spec)
             except Exception as exc:
                 raise BackendError(str(exc)) from exc
+        self._spec = spec
         self._index, self.mac = dev.index, dev.mac
         log.info("vxlan: %s %s (index %d, mac %s, mtu %d)", "reusing" if dev.reused else "created",
                  self.device_name, dev.index, dev.mac, self._mtu)
@@ -128,6 +132,7 @@ class VxlanBackend:
         want = ipaddress.IPv4Interface(f"{own.subnet.network_address}/32")
         with self._lock:
             addr.ensure_only(self.ipr, self._index, want, within=network)
+        self._own_addr, self._network = want, network
 
     # -- peers -----------------------------------------------------------------------------------
 
@@ -210,12 +215,50 @@ class VxlanBackend:
                 self._unprogram(lease.subnet, old)
 
     def resync(self) -> None:
+        """Recreate the device if someone deleted it (same MAC, so peers' FDB entries stay right) and
+        put back any route, neighbour or FDB entry of a known peer that went missing. Three dumps;
+        nothing is written when everything is in place."""
+        if self._spec is None or self._index is None:
+            return
         with self._lock:
-            for subnet, want in list(self._peers.items()):
+            found = self.ipr.link_lookup(ifname=self.device_name)
+            if not found or found[0] != self._index:
+                log.warning("vxlan: %s vanished; recreating it with MAC %s", self.device_name, self.mac)
+                try:
+                    dev = vxdev.ensure(self.ipr, self._spec, mac=self.mac)
+                    self._index = dev.index
+                    if self._own_addr is not None:
+                        addr.ensure_only(self.ipr, dev.index, self._own_addr, within=self._network)
+                except Exception as exc:
+                    log.error("vxlan: recreating %s: %s", self.device_name, exc)
+                    return
+            if found and found[0] == self._index:
+                snap = self._snapshot()
+                missing = [(sn, w) for sn, w in self._peers.items() if not self._present(snap, sn, w)]
+            else:
+                missing = list(self._peers.items())
+            for subnet, want in missing:
+                log.info("vxlan: restoring entries of peer %s", subnet)
                 try:
                     self._program(subnet, want)
                 except Exception as exc:
                     log.error("vxlan: resync peer %s: %s", subnet, exc)
+
+    def _snapshot(self) -> tuple[list[routes.Route], set[tuple[ipaddress.IPv4Address, str]],
+                                 set[tuple[str, ipaddress.IPv4Address | None]]]:
+        assert self._index is not None
+        return (routes.list_routes(self.ipr),
+                {(n.ip, n.mac) for n in neigh.neigh_list(self.ipr, self._index)},
+                {(f.mac, f.dst) for f in neigh.fdb_list(self.ipr, self._index)})
+
+    def _present(self, snap, subnet: ipaddress.IPv4Network, want: Encap | Direct) -> bool:  # noqa: ANN001
+        all_routes, neighs, fdb = snap
+        have = [r for r in all_routes if r.dst == subnet]
+        if isinstance(want, Direct):
+            return any(r.gateway == want.public_ip for r in have)
+        vtep = subnet.network_address
+        return (any(r.gateway == vtep and r.oif == self._index and r.onlink for r in have)
+                and (vtep, want.mac) in neighs and (want.mac, want.public_ip) in fdb)
 
     def close(self) -> None:
         with self._lock:
