@@ -14,12 +14,19 @@ the output is deterministic); `restore.py` is the only place that runs it.
 Jump rules from the built-in chains (INPUT, FORWARD, OUTPUT, PREROUTING, POSTROUTING) cannot be
 written by a `--noflush` restore without owning those chains; they are exported as data
 (`JUMP_RULES`) for `restore.py` to ensure with `iptables -C`/`-I` on full syncs.
+
+Use: `render(desired, settings_or_config, facts, previous=..., full=..., existing_nat_chains=...)`
+returns a RenderResult (text, chains written/deleted, the nat chains the state needs, rule counts
+for metrics). Each service's rules are cached by ServicePort identity, so a loop that keeps
+unchanged ServicePort objects between syncs only formats what changed. Rules with
+`-m nfacct` assume the counters exist (host facts `nfacct: true` means they were created).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -668,8 +675,6 @@ def _count_service_chain_rules(plan: _ServicePlan, s: ProxierSettings, large: bo
 
 @lru_cache(maxsize=1024)
 def _ip_or_none(text: str) -> Any:
-    import ipaddress
-
     try:
         return ipaddress.ip_address(text) if text else None
     except ValueError:
@@ -678,8 +683,6 @@ def _ip_or_none(text: str) -> Any:
 
 @lru_cache(maxsize=4096)
 def _cidr_contains(cidr: str, ip: Any) -> bool:
-    import ipaddress
-
     net = ipaddress.ip_network(cidr, strict=False)
     return net.version == ip.version and ip in net
 
