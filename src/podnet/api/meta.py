@@ -42,16 +42,17 @@ class K8sModel(BaseModel):
 
 
 class ObjectMeta(K8sModel):
+    # in the order of Kubernetes' ObjectMeta, so `get -o json` reads like kubectl's
     name: str = ""
+    generate_name: str | None = None
     namespace: str | None = "default"
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
     uid: str | None = None
     resource_version: str | None = None
     generation: Int | None = None
     creation_timestamp: str | None = None
     deletion_timestamp: str | None = None
-    generate_name: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
 
 
 class Resource(K8sModel):

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from podnet.api.meta import K8sModel, Resource
+from podnet.api.meta import Bool, K8sModel, Resource
 
 
 class NodeAddress(K8sModel):
@@ -17,7 +17,7 @@ class NodeAddress(K8sModel):
 class NodeSpec(K8sModel):
     pod_cidr: str | None = Field(default=None, alias="podCIDR")
     pod_cidrs: list[str] = Field(default_factory=list, alias="podCIDRs")
-    unschedulable: bool | None = None
+    unschedulable: Bool | None = None
 
 
 class NodeStatus(K8sModel):

@@ -6,16 +6,16 @@ from typing import Any, ClassVar
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
-from podnet.api.meta import Int, IntOrString, K8sModel, Resource
+from podnet.api.meta import Bool, Int, IntOrString, K8sModel, Resource
 
 
 class ServicePort(K8sModel):
     name: str = ""
     protocol: str = "TCP"
+    app_protocol: str | None = None
     port: Int = 0
     target_port: IntOrString | None = None
     node_port: Int | None = None
-    app_protocol: str | None = None
 
     @model_serializer(mode="wrap")
     def _omit_empty_name(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -42,24 +42,25 @@ class SessionAffinityConfig(K8sModel):
 
 
 class ServiceSpec(K8sModel):
-    type: str = "ClusterIP"
-    selector: dict[str, str] | None = None
+    # in the order of Kubernetes' ServiceSpec, so `get -o json` reads like kubectl's
     ports: list[ServicePort] = Field(default_factory=list)
+    selector: dict[str, str] | None = None
     cluster_ip: str | None = Field(default=None, alias="clusterIP")
     cluster_ips: list[str] = Field(default_factory=list, alias="clusterIPs")
+    type: str = "ClusterIP"
     external_ips: list[str] = Field(default_factory=list, alias="externalIPs")
     session_affinity: str = "None"
-    session_affinity_config: SessionAffinityConfig | None = None
-    external_traffic_policy: str | None = None
-    internal_traffic_policy: str | None = None
     load_balancer_ip: str | None = Field(default=None, alias="loadBalancerIP")
     load_balancer_source_ranges: list[str] = Field(default_factory=list)
+    external_name: str | None = None
+    external_traffic_policy: str | None = None
     health_check_node_port: Int | None = None
+    publish_not_ready_addresses: Bool | None = None
+    session_affinity_config: SessionAffinityConfig | None = None
     ip_families: list[str] = Field(default_factory=list, alias="ipFamilies")
     ip_family_policy: str | None = None
-    publish_not_ready_addresses: bool | None = None
-    allocate_load_balancer_node_ports: bool | None = None
-    external_name: str | None = None
+    allocate_load_balancer_node_ports: Bool | None = None
+    internal_traffic_policy: str | None = None
 
 
 class LoadBalancerIngress(K8sModel):
