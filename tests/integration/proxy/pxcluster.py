@@ -123,6 +123,15 @@ class Env:
         sh(self.client, "ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
         sh(self.client, "ip", "link", "set", "eth0", "up")
         sh(self.client, "ip", "route", "add", "default", "via", NODE_IP)
+        # An uplink that leads nowhere, for the node's default route (real nodes have one): traffic to a
+        # ClusterIP without endpoints is then routed, reaches FORWARD and its REJECT, instead of "no route".
+        # (Routing it back out c0 would make the node send a redirect first, which uses up the per-host ICMP
+        # budget, and the REJECT's port-unreachable would be rate-limited away.)
+        sh(n, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1")
+        sh(n, "ip", "addr", "add", "10.10.9.1/24", "dev", "up0")
+        sh(n, "ip", "link", "set", "up0", "up")
+        sh(n, "ip", "link", "set", "up1", "up")
+        sh(n, "ip", "route", "add", "default", "via", "10.10.9.2", "dev", "up0")
         sh(n, "ip", "link", "add", "cni0", "type", "bridge")
         sh(n, "ip", "addr", "add", f"{NODE_POD_GW}/24", "dev", "cni0")
         sh(n, "ip", "link", "set", "cni0", "up")
@@ -130,6 +139,9 @@ class Env:
             host_if = f"veth{i}"
             sh(n, "ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
             sh(n, "ip", "link", "set", host_if, "master", "cni0", "up")
+            # as the CNI bridge plugin does with hairpinMode: true (flannel's default). With br_netfilter the
+            # DNAT of a pod's packet to itself happens on the bridge and must go back out the port it came in.
+            sh(n, "ip", "link", "set", host_if, "type", "bridge_slave", "hairpin", "on")
             sh(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
             sh(ns, "ip", "link", "set", "eth0", "up")
             sh(ns, "ip", "route", "add", "default", "via", NODE_POD_GW)
