@@ -42,6 +42,7 @@ from podnet.store.informer import Informer
 
 log = logging.getLogger(__name__)
 
+LARGE_CLUSTER_ENDPOINTS = 1000  # kube-proxy's largeClusterEndpointsThreshold (per-endpoint comments dropped)
 TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 
 
@@ -215,6 +216,7 @@ class Proxier:
         self._retry_at: float | None = None
         self._backoff = 1.0
         self._last_sync_start = -1e9
+        self._large = False
         self.syncs = {"full": 0, "partial": 0, "failed": 0}
         self._informers: list[Informer[Any]] = []
 
@@ -406,14 +408,19 @@ class Proxier:
         try:
             if full or self.backend.needs_full:
                 full = True
+                self._large = sum(len(sp.endpoints) for sp in self._ports.values()) > LARGE_CLUSTER_ENDPOINTS
                 self.backend.full_sync(self._state(self._ports, ordered=True), settings)
                 self._applied = dict(self._ports)
                 self._applied_by_service = {k: list(v) for k, v in self._ports_by_service.items()}
             else:
                 old = {spn: self._applied[spn] for n in dirty for spn in self._applied_by_service.get(n, ())}
                 new = {spn: self._ports[spn] for n in dirty for spn in self._ports_by_service.get(n, ())}
+                large = sum(len(sp.endpoints) for sp in self._ports.values()) > LARGE_CLUSTER_ENDPOINTS
+                if large != self._large:
+                    # every SEP/SVC chain's comments change with largeClusterMode: rewrite them all
+                    self._large = large
+                    return self.sync(full=True, dirty=dirty)
                 if old != new:
-                    large = sum(len(sp.endpoints) for sp in self._ports.values()) > 1000
                     self.backend.partial_sync(self._state(old, ordered=False), self._state(new, ordered=False),
                                               settings, large)
                 for n in dirty:
