@@ -193,11 +193,20 @@ class SubnetManager:
         store_lease, expiration = old.store_lease, None
         if store_lease:
             try:
-                expiration = self.clock() + self.store.keepalive(store_lease)
+                ttl = self.store.keepalive(store_lease)
             except LeaseNotFound:
-                store_lease = 0  # expired just now: the key is going; write a fresh one below
-        if old.store_lease and not store_lease:
-            return self._create(want)
+                return self._create(want)  # expired just now: the key is going (a conflict re-lists)
+            expiration = self.clock() + ttl
+            if abs(ttl - self.ttl) > 0.5:
+                # Granted with another TTL (the daemon was restarted with a new --lease-ttl): move the key
+                # to a lease of the configured TTL, or the renewal schedule would not fit the lease.
+                grant = self.store.grant(self.ttl)
+                try:
+                    rev = self.store.put(want.key, encode_attrs(want), if_revision=old.revision, lease=grant)
+                except BaseException:
+                    self._revoke_quietly(grant)
+                    raise
+                return replace(want, store_lease=grant, revision=rev, expiration=self.clock() + self.ttl)
         lease = replace(want, store_lease=store_lease, revision=old.revision, expiration=expiration)
         if encode_attrs(old) != encode_attrs(want):
             rev = self.store.put(want.key, encode_attrs(want), if_revision=old.revision, lease=store_lease)
@@ -369,6 +378,10 @@ class LeaseRenewer:
                 retry_at = self.clock() + min(self.retry, left)
                 continue
             retry_at = None
+            nxt = self.next_renewal()
+            if nxt is not None and nxt <= self.clock():
+                # The store granted less than the margin: never spin, renew every `retry` seconds instead.
+                retry_at = self.clock() + self.retry
             log.info("renewed lease %s until %s", self.lease.subnet, time.ctime(self.lease.expiration or 0))
             if self.on_renewed is not None:
                 self.on_renewed(self.lease)

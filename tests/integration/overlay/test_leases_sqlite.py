@@ -251,3 +251,13 @@ def test_stored_value_of_other_tools_is_accepted(store_url: str) -> None:
         mine = SubnetManager(store).acquire(conf, IP("192.168.64.3"), backend_type="vxlan",
                                             backend_data={"VNI": 1, "VtepMAC": "c6:d2:32:6f:8f:44"})
         assert mine.subnet == Net("10.244.52.0/24") and mine.store_lease == 0 and mine.expiration is None
+
+
+def test_restart_with_another_ttl_moves_the_key_to_a_lease_of_that_ttl(store_url: str) -> None:
+    with SqliteStore(store_url) as store:
+        conf = parse_netconf(CONF_JSON)
+        short = SubnetManager(store, ttl=5).acquire(conf, IP("10.0.0.1"), backend_type="vxlan")
+        longer = SubnetManager(store, ttl=600).acquire(conf, IP("10.0.0.1"), backend_type="vxlan")
+        assert longer.subnet == short.subnet and longer.store_lease != short.store_lease
+        assert 590 < store.lease_ttl(longer.store_lease) <= 600
+        assert store.get(longer.key).lease == longer.store_lease  # type: ignore[union-attr]

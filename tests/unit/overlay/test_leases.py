@@ -224,3 +224,19 @@ def test_margin_must_be_below_ttl() -> None:
     clock = FakeClock()
     with pytest.raises(ValueError, match="renew margin"):
         LeaseRenewer(FakeManager(clock, []), _lease(clock), margin=100)  # type: ignore[arg-type]
+
+
+def test_a_lease_shorter_than_the_margin_is_renewed_at_the_retry_pace_not_in_a_spin() -> None:
+    clock = FakeClock()
+    clock.stop_after = 1000 + 20
+
+    class ShortManager(FakeManager):
+        def renew(self, lease: Lease) -> Lease:
+            from dataclasses import replace
+            self.calls.append(self.clock.now)
+            return replace(lease, expiration=self.clock.now + 5)  # the store grants 5 s, margin is 10 s
+
+    mgr = ShortManager(clock, [])
+    lease = Lease(subnet=Net("10.244.1.0/24"), public_ip=IP("10.0.0.1"), store_lease=7, expiration=clock.now + 5)
+    LeaseRenewer(mgr, lease, margin=10, retry=3, clock=clock, wait=clock.wait).run()  # type: ignore[arg-type]
+    assert mgr.calls == [1000.0, 1003.0, 1006.0, 1009.0, 1012.0, 1015.0, 1018.0]
