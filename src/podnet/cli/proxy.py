@@ -39,8 +39,10 @@ def _read_objects(path: Path) -> tuple[list[Any], dict[str, Any] | None]:
             docs = list(yaml.safe_load_all(path.read_text()))
         except (OSError, yaml.YAMLError, UnicodeDecodeError):
             docs = []  # the loader below reports it with line and column
-        if len(docs) == 1 and isinstance(docs[0], dict) and "stateAfterEvent" in docs[0]:
-            state = docs[0]["stateAfterEvent"] or {}
+        if len(docs) == 1 and isinstance(docs[0], dict) and (
+            "stateAfterEvent" in docs[0] or ("proxier" in docs[0] and "services" in docs[0])
+        ):
+            state = docs[0].get("stateAfterEvent", docs[0]) or {}
             if not isinstance(state, dict):
                 raise ValidationError([Problem("stateAfterEvent", None, "must be a mapping", str(path))])
             objs = [*(state.get("services") or []), *(state.get("endpointSlices") or []), *(state.get("nodes") or [])]
@@ -86,7 +88,11 @@ def _proxier_block(block: Any, path: Path) -> dict[str, Any] | None:
 
 def render_command(
     mode: str = typer.Option("iptables", "--mode", help="Proxy mode whose rules to print (iptables)."),
-    objects: Path = typer.Option(..., "-f", "--filename", help="Services, EndpointSlices (and Nodes) to render."),
+    objects: Path = typer.Option(
+        ..., "-f", "--filename",
+        help="Services, EndpointSlices, Nodes (Pods give selector Services their endpoints); or a kube-proxy "
+        "golden case (stateAfterEvent + proxier block, as in shared/reference/kube-proxy-golden).",
+    ),
     config: Path | None = typer.Option(
         None, "--config", help="kube-proxy's KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1)."
     ),

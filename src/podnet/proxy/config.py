@@ -379,6 +379,10 @@ def settings_for_state(
     return resolve_settings(config, facts, ip_family=desired.ip_family, node_pod_cidrs=desired.node_pod_cidrs)
 
 
+# The addresses of kube-proxy's fake network in NewFakeProxier (lo's are implied).
+_FAKE_PROXIER_NODE_IPS = ("192.168.0.2", "192.168.1.2", "192.168.99.11", "2001:db8::1", "2001:db8:1::2")
+
+
 def settings_from_proxier_block(block: Mapping[str, Any]) -> ProxierSettings:
     """ProxierSettings from the `proxier:` block of kube-proxy golden cases (shared/reference/).
 
@@ -391,15 +395,30 @@ def settings_from_proxier_block(block: Mapping[str, Any]) -> ProxierSettings:
         problems.append(Problem("proxier.ipFamily", family, "must be IPv4 or IPv6"))
     det = block.get("localDetector") or {}
     mode = det.get("mode", "")
+    cidr = det.get("cidr") or det.get("clusterCIDR") or det.get("podCIDR")
+    iface = det.get("interface") or det.get("bridgeInterface") or det.get("interfaceNamePrefix") or det.get("prefix")
     detector = LocalDetector()
-    if mode in ("ClusterCIDR", "NodeCIDR") and det.get("cidr"):
-        detector = LocalDetector.by_cidr(det["cidr"])
-    elif mode == "BridgeInterface" and det.get("interface"):
-        detector = LocalDetector.by_interface(det["interface"])
-    elif mode == "InterfaceNamePrefix" and det.get("interface"):
-        detector = LocalDetector.by_interface(det["interface"] + "+")
+    if mode in ("ClusterCIDR", "NodeCIDR") and cidr:
+        detector = LocalDetector.by_cidr(cidr)
+    elif mode == "BridgeInterface" and iface:
+        detector = LocalDetector.by_interface(iface)
+    elif mode == "InterfaceNamePrefix" and iface:
+        detector = LocalDetector.by_interface(iface + "+")
     node_ip = block.get("nodeIP") or ""
-    nfacct = block.get("nfAcctCounters") or {}
+    # Node addresses: `interfaces` (name -> CIDRs) or `nodeIPs`; else NewFakeProxier's interfaces.
+    if isinstance(block.get("interfaces"), Mapping):
+        node_ips = [str(a).split("/")[0] for addrs in block["interfaces"].values() for a in (addrs or [])]
+    elif block.get("nodeIPs"):
+        node_ips = [str(a) for a in block["nodeIPs"]]
+    else:
+        node_ips = list(_FAKE_PROXIER_NODE_IPS)
+    if node_ip and node_ip not in node_ips:
+        node_ips.insert(0, node_ip)
+    node_ips = [ip for ip in node_ips if (parse_ip(ip) is not None and not parse_ip(ip).is_loopback)]
+    # NewFakeProxier has both nfacct counters; a case that says nothing about them means that.
+    nfacct = block.get("nfAcctCounters")
+    if nfacct is None:
+        nfacct = {"ct_state_invalid_dropped_pkts": True, "localhost_nps_accepted_pkts": True}
     npa = block.get("nodePortAddresses") or []
     cidrs = [str(n) for n in (parse_cidr(c) for c in npa) if n is not None and ip_family_of(n) == family]
     match_all = not cidrs or any(parse_cidr(c).prefixlen == 0 for c in cidrs)
@@ -409,7 +428,7 @@ def settings_from_proxier_block(block: Mapping[str, Any]) -> ProxierSettings:
         ip_family=family,
         node_name=block.get("nodeName", ""),
         node_ip=node_ip,
-        node_ips=tuple(block.get("nodeIPs") or ([node_ip] if node_ip else [])),
+        node_ips=tuple(node_ips),
         masquerade_mark=str(block.get("masqueradeMark", "0x4000")),
         masquerade_all=bool(block.get("masqueradeAll", False)),
         local_detector=detector,

@@ -120,3 +120,17 @@ status: {podIP: 10.244.1.8, conditions: [{type: Ready, status: "True"}]}
     assert p.returncode == 0, p.stderr
     assert "-j DNAT --to-destination 10.244.1.7:8080" in p.stdout
     assert "10.244.1.8" not in p.stdout
+
+
+@pytest.mark.skipif(not SHARED_GOLDEN.exists(), reason="shared/ golden folder absent")
+def test_render_accepts_the_top_level_case_format_with_interfaces():
+    # nftables-overall.input.yaml holds TestOverallIPTablesRules' objects at top level, node addresses as
+    # `interfaces`, and nodePortAddresses [192.168.0.2/32, 2001:db8::1/128]: in iptables terms the only
+    # difference from TestOverallIPTablesRules is the final KUBE-NODEPORTS jump, per node IP.
+    p = _podnet("-f", str(SHARED_GOLDEN / "nftables-overall.input.yaml"))
+    assert p.returncode == 0, p.stderr
+    expected = (GOLDEN_DIR / "overall.expected.txt").read_text().replace(
+        '"kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL',
+        '"kubernetes service nodeports; NOTE: this must be the last rule in this chain" -d 192.168.0.2',
+    )
+    assert sort_like_kube_proxy(p.stdout) == expected
