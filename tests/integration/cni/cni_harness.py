@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,10 +86,20 @@ class Side:
         return "/run/netns/" + self.make_ns(self.ns_name(key))
 
     def drop_ns(self, key: str) -> None:
+        """Delete a container netns and wait until the kernel has destroyed its veth peers in the host
+        (netns teardown is asynchronous; a snapshot taken too early would still see them)."""
         name = self.ns_name(key)
+        peers = len([ln for ln in self._ipj(self.host, "link", "show") if ln.get("link_netnsid") is not None])
+        in_ns = len([ln for ln in self._ipj(name, "link", "show") if ln.get("link_netnsid") is not None])
         netns.remove(name)
         if name in self.namespaces:
             self.namespaces.remove(name)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = len([ln for ln in self._ipj(self.host, "link", "show") if ln.get("link_netnsid") is not None])
+            if now <= peers - in_ns:
+                return
+            time.sleep(0.02)
 
     def close(self) -> None:
         for name in reversed(self.namespaces):
