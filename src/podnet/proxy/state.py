@@ -525,7 +525,7 @@ def _cluster_ip_for_family(spec: Mapping[str, Any], family: str, problems: list[
     families = spec.get("ipFamilies") or []
     ips = spec.get("clusterIPs") or []
     candidates: list[tuple[str, str]] = []
-    if families and isinstance(families, list) and isinstance(ips, list):
+    if families and ips and isinstance(families, list) and isinstance(ips, list):
         candidates = [(f"spec.clusterIPs[{i}]", ips[i]) for i, f in enumerate(families) if f == family and i < len(ips)]
     else:
         cip = spec.get("clusterIP")

@@ -89,6 +89,8 @@ def test_dual_stack_cluster_ip_by_family():
     assert parse_service(s, "IPv6").ports[0].cluster_ip == "fd00::41"
     assert parse_service(s, "IPv4").ports[0].cluster_ip == "172.30.0.41"
     assert parse_service(svc(clusterIP="fd00::41"), "IPv4").ports == ()
+    # ipFamilies without clusterIPs (hand-written YAML): the clusterIP still counts
+    assert parse_service(svc(ipFamilies=["IPv4"]), "IPv4").ports[0].cluster_ip == "172.30.0.41"
 
 
 def test_bad_service_names_every_field():
