@@ -457,7 +457,9 @@ def parse_service(obj: Any, ip_family: str = IPV4) -> ParsedService:
     for fname, val in (("externalTrafficPolicy", etp), ("internalTrafficPolicy", itp)):
         if val not in ("Cluster", "Local"):
             problems.append(Problem(f"spec.{fname}", val, "must be Cluster or Local", ref))
-    external_local = svc_type in ("NodePort", "LoadBalancer") and etp == "Local"
+    # apiservice.ExternallyAccessible: NodePort, LoadBalancer, or ClusterIP with externalIPs.
+    accessible = svc_type in ("NodePort", "LoadBalancer") or (svc_type == "ClusterIP" and bool(spec.get("externalIPs")))
+    external_local = accessible and etp == "Local"
     internal_local = itp == "Local"
 
     affinity = _str(spec, "sessionAffinity", problems, ref, "spec.") or "None"

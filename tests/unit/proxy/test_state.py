@@ -73,10 +73,13 @@ def test_service_ports_from_a_service():
     assert p.ports[1].protocol == "UDP"
 
 
-def test_external_policy_only_for_node_port_and_lb_types():
-    # apiservice.ExternalPolicyLocal: ClusterIP services never have eTP=Local semantics.
+def test_external_policy_only_for_externally_accessible_services():
+    # apiservice.ExternalPolicyLocal: NodePort, LoadBalancer, or ClusterIP with externalIPs.
     sp = parse_service(svc(externalTrafficPolicy="Local", externalIPs=["192.168.99.11"])).ports[0]
-    assert not sp.external_policy_local and sp.health_check_node_port == 0
+    assert sp.external_policy_local and sp.health_check_node_port == 0  # health checks: LoadBalancer only
+    assert not parse_service(svc(externalTrafficPolicy="Local")).ports[0].external_policy_local
+    np = parse_service(svc(type="NodePort", externalTrafficPolicy="Local", healthCheckNodePort=30000)).ports[0]
+    assert np.external_policy_local and np.health_check_node_port == 0
 
 
 @pytest.mark.parametrize("spec", [{"clusterIP": "None"}, {"clusterIP": ""}, {"type": "ExternalName", "externalName": "x.example"}])
