@@ -130,6 +130,8 @@ def run(
     resync: float = typer.Option(5.0, "--iptables-resync", help="Seconds between rule and route checks."),
     forward_rules: bool = typer.Option(True, "--iptables-forward-rules/--no-iptables-forward-rules",
                                        help="Install FLANNEL-FWD accept rules."),
+    healthz_ip: str = typer.Option("0.0.0.0", "--healthz-ip", help="Address of /healthz, /readyz, /metrics."),
+    healthz_port: int = typer.Option(0, "--healthz-port", help="Port of /healthz, /readyz, /metrics (0 = off)."),
     config_timeout: float = typer.Option(None, "--config-timeout",
                                          help="Give up if no network config appears within this many seconds."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
@@ -149,6 +151,8 @@ def run(
             problems.append(Problem("--public-ip", public_ip, "not an IPv4 address"))
     if lease_ttl <= 0:
         problems.append(Problem("--lease-ttl", lease_ttl, "must be > 0"))
+    if not 0 <= healthz_port <= 65535:
+        problems.append(Problem("--healthz-port", healthz_port, "must be between 0 and 65535"))
     if resync <= 0:
         problems.append(Problem("--iptables-resync", resync, "must be > 0"))
     if problems:
@@ -156,6 +160,7 @@ def run(
     opts = DaemonOptions(
         node=node, iface=iface, public_ip=public_ip, ip_masq=ip_masq, subnet_file=subnet_file,
         lease_ttl=lease_ttl, renew_margin=renew_margin, resync_period=resync, forward_rules=forward_rules,
+        healthz_ip=healthz_ip, healthz_port=healthz_port,
     )
     daemon = OverlayDaemon(_store(ctx), opts)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())

@@ -26,6 +26,7 @@ from typing import Any
 
 from podnet.errors import PodnetError, Problem, ValidationError
 from podnet.overlay import masq, subnetenv
+from podnet.overlay.health import HealthServer, OverlayMetrics
 from podnet.overlay.lease import Lease, LeaseEvent
 from podnet.overlay.leases import (
     RENEW_MARGIN,
@@ -54,6 +55,8 @@ class DaemonOptions:
     resync_period: float = 5.0  # flannel's --iptables-resync
     forward_rules: bool = True  # flannel's --iptables-forward-rules
     netns: str | None = None  # run kernel work in this namespace (tests); the daemon itself leaves it None
+    healthz_ip: str = "0.0.0.0"  # flannel's --healthz-ip
+    healthz_port: int = 0  # flannel's --healthz-port: 0 = no endpoint
 
 
 class OverlayDaemon:
@@ -83,6 +86,9 @@ class OverlayDaemon:
         self._renewer: LeaseRenewer | None = None
         self._threads: list[threading.Thread] = []
         self._backend_lock = threading.Lock()
+        self.metrics = OverlayMetrics()
+        self.health: HealthServer | None = None
+        self._peers: set[object] = set()
 
     # ---- start-up -------------------------------------------------------------------------------
 
@@ -137,6 +143,12 @@ class OverlayDaemon:
         conf = self.wait_for_config(config_timeout)
         self.check_supported(conf)
         assert conf.network is not None
+        if self.opts.healthz_port:
+            try:
+                self.health = HealthServer(self.opts.healthz_ip, self.opts.healthz_port, self.metrics).start()
+            except OSError as e:
+                raise ValidationError([Problem("--healthz-port", self.opts.healthz_port,
+                                               f"cannot listen on {self.opts.healthz_ip}: {e.strerror}")]) from e
         self.conf = conf
         previous = subnetenv.previous_subnet(self.opts.subnet_file)
         ext = self._lookup_interface()
@@ -163,10 +175,14 @@ class OverlayDaemon:
             network=conf.network, subnet=lease.subnet, mtu=self.backend.mtu, ipmasq=self.opts.ip_masq))
         log.info("node %s: lease %s, wrote %s (MTU %d)", self.opts.node, lease.subnet, self.opts.subnet_file,
                  self.backend.mtu)
+        self._lease_metrics(lease)
+        if self.health is not None:
+            self.health.ready.set()
 
         self._watch = LeaseWatch(self.store, lease, self._on_events, self._on_lost)
         self._renewer = LeaseRenewer(
             self.manager, lease, margin=self.opts.renew_margin, retry=min(60.0, self.opts.renew_margin / 4),
+            on_renewed=self._renewed,
         )
         self._spawn("lease-watch", self._watch.run)
         self._spawn("lease-renew", self._renew)
@@ -190,9 +206,22 @@ class OverlayDaemon:
 
     # ---- running --------------------------------------------------------------------------------
 
+    def _lease_metrics(self, lease: Lease) -> None:
+        self.metrics.lease_expiration.set(lease.expiration or 0)
+
+    def _renewed(self, lease: Lease) -> None:
+        self.metrics.renewals.inc()
+        self._lease_metrics(lease)
+
     def _on_events(self, events: list[LeaseEvent]) -> None:
         with self._backend_lock:
             for ev in events:
+                self.metrics.peer_events.labels(ev.type).inc()
+                if ev.type == "added":
+                    self._peers.add(ev.lease.subnet)
+                else:
+                    self._peers.discard(ev.lease.subnet)
+                self.metrics.peers.set(len(self._peers))
                 try:
                     if ev.type == "added":
                         log.info("peer lease %s added (PublicIP %s)", ev.lease.subnet, ev.lease.public_ip)
@@ -218,6 +247,7 @@ class OverlayDaemon:
         while not self.stopping.wait(self.opts.resync_period):
             try:
                 if self.rules is not None and self.rules.sync():
+                    self.metrics.rules_restored.inc()
                     log.warning("traffic rules had drifted; restored")
             except PodnetError as e:
                 log.warning("traffic rules check failed: %s", e)
@@ -250,6 +280,9 @@ class OverlayDaemon:
             if t is not threading.current_thread():
                 t.join(timeout=5)
         self._threads.clear()
+        if self.health is not None:
+            self.health.close()
+            self.health = None
         if self.backend is not None:
             try:
                 self.backend.close()

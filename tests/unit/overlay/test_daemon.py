@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +130,44 @@ def test_start_order_peers_and_clean_stop(store, tmp_path) -> None:  # type: ign
         assert d.wait() == 0
     assert backend.names()[-1] == "close"
     assert store.get(lease.key) is not None  # the lease stays for the restart
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+
+
+def test_healthz_readyz_and_metrics(store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store.put(*peer("10.244.9.0/24", "192.168.77.9"))
+    port = free_port()
+    backend = FakeBackend()
+    d = make(store, tmp_path, backend, healthz_ip="127.0.0.1", healthz_port=port, lease_ttl=60, renew_margin=59.5)
+    lease = d.start()
+    try:
+        assert get(port, "/healthz") == (200, "ok\n")
+        assert get(port, "/readyz") == (200, "ok\n")
+        wait_until(lambda: "podnet_overlay_peers 1.0" in get(port, "/metrics")[1])
+        wait_until(lambda: "podnet_overlay_lease_renewals_total 1.0" in get(port, "/metrics")[1])
+        metrics = get(port, "/metrics")[1]
+        assert 'podnet_overlay_peer_events_total{type="added"} 1.0' in metrics
+        exp = float(next(line.split()[1] for line in metrics.splitlines()
+                         if line.startswith("podnet_overlay_lease_expiration_timestamp_seconds ")))
+        assert abs(exp - (time.time() + 60)) < 5 and lease.expiration is not None
+        assert get(port, "/nope")[0] == 404
+    finally:
+        d.stop()
+        d.wait()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
 
 
 def test_restart_keeps_subnet_and_writes_nothing(store, tmp_path) -> None:  # type: ignore[no-untyped-def]
