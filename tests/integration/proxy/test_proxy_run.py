@@ -131,6 +131,33 @@ def test_invalid_store_object_is_skipped_while_the_rest_syncs(env: Env) -> None:
     env.delete("Service", "bad")
 
 
+def test_failed_restore_keeps_previous_rules_and_is_retried(env: Env) -> None:
+    from podnet.proxy.iptables import endpoint_chain_name
+
+    if env.mode != "iptables":
+        pytest.skip("provokes an iptables-restore failure")
+    sep = endpoint_chain_name("default/self:p", "tcp", f"{EP1}:8080")
+    # another program references podnet's chain: deleting it (the endpoint goes) must fail
+    sh(env.node, "iptables", "-w", "5", "-t", "nat", "-A", "PN-FOREIGN-NAT", "-d", "198.51.100.9/32", "-j", sep)
+    mark = len(env.log_text())
+    try:
+        env.put(endpoint_slice("self-1", "self", 8080, [EP2]))
+        env.wait_log(r"partial sync failed, falling back to a full sync", after=mark)
+        env.wait_log(r"full sync failed \(previous rules stay in place\), retrying", after=mark)
+        # the kernel kept the previous, consistent rules: the service still goes to its old endpoint
+        res = env.probe(env.client, "connect", "10.96.0.40", "80")
+        assert res["result"] == "ok" and res["body"].startswith("ep1"), res
+    finally:
+        sh(env.node, "iptables", "-w", "5", "-t", "nat", "-D", "PN-FOREIGN-NAT", "-d", "198.51.100.9/32", "-j", sep)
+    env.wait_log(r"full sync of \d+ service ports", after=mark, timeout=15)  # the retry
+    res = env.probe(env.client, "connect", "10.96.0.40", "80")
+    assert res["result"] == "ok" and res["body"].startswith("ep2"), res
+    assert sep not in sh(env.node, "iptables-save", "-t", "nat")
+    mark = len(env.log_text())
+    env.put(endpoint_slice("self-1", "self", 8080, [EP1]))
+    env.synced_after(mark)
+
+
 def test_restarted_proxy_leaves_rules_identical(env: Env) -> None:
     mark = len(env.log_text())
     env.wait_log(r"full sync of \d+ service ports", after=mark, timeout=15)
