@@ -188,6 +188,8 @@ def test_kernel_state_matches_recipe_and_removal_undoes_it(testbed: Testbed, kin
     if kind == "udp":
         stats = n1.call(op="stats")["stats"]
         assert stats["tx_no_route"] >= 1  # the ping to the removed peer found no table entry
+        out = netns.run(n1.pod_ns, ["ping", "-c", "1", "-W", "1", str(n3.pod_ip)], check=False).stdout
+        assert f"From {NETWORK.network_address}" in out and "Destination Net Unreachable" in out
 
     n1.call(op="add", lease=n3.lease)  # and back: re-adding restores the path
     assert pings(n1.pod_ns, n3.pod_ip)

@@ -34,6 +34,14 @@ ENCAP_OVERHEAD = 28
 SOCKET_BUFFER = 4 << 20  # absorbs bursts while the GIL is with the other direction
 
 
+def _icmp_source(own: ipaddress.IPv4Network, network: ipaddress.IPv4Network) -> ipaddress.IPv4Address | None:
+    """Source of our ICMP errors. Not one of the node's own addresses: the kernel drops a packet that
+    comes in through flannel0 claiming a local source (martian). The flannel Network's first address
+    is owned by no node (flannel never hands out the first subnet by default)."""
+    src = network.network_address
+    return None if src in own else src
+
+
 class UdpBackend:
     backend_type = "udp"
 
@@ -116,7 +124,7 @@ class UdpBackend:
                              within=network)
             routes.replace(self.ipr, network, oif=self._index)
             self.forwarder = Forwarder(self.tun_fd, self.sock, own.subnet.prefixlen, offload=self.offload,
-                                       max_packet=self._mtu)
+                                       max_packet=self._mtu, own_ip=_icmp_source(own.subnet, network))
             for subnet, ip in self._pending.items():
                 self.forwarder.set_peer(subnet, ip, self.port)
             self._pending.clear()

@@ -23,6 +23,7 @@ it can:
   GSO_TCPV4 + NEEDS_CSUM), so the node forwards, and the pod's TCP acks, one 64 KiB packet instead of
   44; anything else is written packet by packet marked DATA_VALID (the outer UDP checksum already
   covered those bytes).
+A packet for a subnet no peer owns gets ICMP net unreachable back through the TUN, as in flannel.
 flannel's C proxy also decrements the TTL in both directions; we leave that to the kernel's own
 forwarding hops (node in, node out), which already bound loops.
 """
@@ -37,6 +38,7 @@ import select
 import socket
 import struct
 import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,25 @@ def checksum(total: int) -> int:
     return ~(total % 0xFFFF) & 0xFFFF
 
 
+def icmp_net_unreachable(pkt: memoryview | bytes, src: bytes) -> bytes | None:
+    """ICMP type 3 code 0 for `pkt` from `src` (RFC 792: the offender's header + 8 bytes). None for
+    packets that must not get one: ICMP errors themselves and non-first fragments (RFC 1122)."""
+    if len(pkt) < 20:
+        return None
+    ihl = (pkt[0] & 0x0F) * 4
+    if _U16.unpack_from(pkt, 6)[0] & 0x1FFF:
+        return None
+    if pkt[9] == 1 and len(pkt) > ihl and pkt[ihl] not in (0, 8, 13, 14, 15, 16, 17, 18):
+        return None  # an ICMP error (or unknown type): never answer it
+    quote = bytes(pkt[:ihl + 8])
+    icmp = bytearray(8) + quote
+    icmp[0] = 3
+    _U16.pack_into(icmp, 2, checksum(ones_sum(icmp)))
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0, src, bytes(pkt[12:16])))
+    _U16.pack_into(ip, 10, checksum(ones_sum(ip)))
+    return bytes(ip + icmp)
+
+
 def udp_gso_supported() -> bool:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -94,13 +115,15 @@ class Forwarder:
     opened: True = IFF_VNET_HDR with CSUM+TSO4 offload and a socket that supports UDP GSO/GRO."""
 
     def __init__(self, tun_fd: int, sock: socket.socket, subnet_len: int, *, offload: bool = False,
-                 max_packet: int = 1500) -> None:
+                 max_packet: int = 1500, own_ip: ipaddress.IPv4Address | None = None) -> None:
         if not 0 < subnet_len <= 32:
             raise ValueError(f"SubnetLen: {subnet_len!r}: must be 1..32")
         self.tun_fd = tun_fd
         self.sock = sock
         self.offload = offload
         self.max_packet = max_packet  # the TUN's MTU: the largest packet one read can return
+        self.own_ip = own_ip  # source of our ICMP errors (see udp._icmp_source); None: send none
+        self._last_icmp = 0.0
         self.shift = 32 - subnet_len
         self._table: dict[int, tuple[str, int]] = {}
         self._lock = threading.Lock()
@@ -173,6 +196,21 @@ class Forwarder:
         p.register(self._wake_r, select.POLLIN)
         return p
 
+    def _unreachable(self, pkt: memoryview, vnet: bytes) -> None:
+        """Answer a packet for a subnet no peer owns with ICMP net unreachable, as flannel's proxy does,
+        so `ping` says why instead of timing out. At most one per 10 ms: a flood gets no flood back."""
+        now = time.monotonic()
+        if self.own_ip is None or now - self._last_icmp < 0.01:
+            return
+        reply = icmp_net_unreachable(pkt, self.own_ip.packed)
+        if reply is None:
+            return
+        self._last_icmp = now
+        try:
+            os.write(self.tun_fd, vnet + reply)
+        except OSError:
+            pass
+
     # -- plain loops: one packet per syscall (no vnet header) ------------------------------------
 
     def _tx_plain(self) -> None:
@@ -202,6 +240,7 @@ class Forwarder:
             peer = self._table.get(dst_of(buf, 16)[0] >> self.shift)
             if peer is None:
                 no_route += 1
+                self._unreachable(mv[:n], b"")
                 continue
             try:
                 sendto(mv[:n], peer)
@@ -292,6 +331,7 @@ class Forwarder:
                 peer = table.get(dst_of(buf, off + 16)[0] >> shift)
                 if peer is None:
                     self.tx_no_route += 1
+                    self._unreachable(mv[off:off + ln], _VALID_HDR)
                     k += 1
                     continue
                 group = [mv[off:off + ln]]

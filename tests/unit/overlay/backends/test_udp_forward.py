@@ -182,3 +182,21 @@ def test_offload_merges_a_burst_of_segments_into_one_write():
     finally:
         a.close()
         b.close()
+
+
+def test_icmp_net_unreachable_quotes_the_offender_with_valid_checksums():
+    offender = tcp_packet(1, b"data" * 10)
+    reply = uf.icmp_net_unreachable(offender, socket.inet_aton("10.244.1.0"))
+    assert reply is not None and ip_csum_ok(reply[:20])
+    assert (reply[9], socket.inet_ntoa(reply[12:16]), socket.inet_ntoa(reply[16:20])) == (1, "10.244.1.0", "10.244.1.2")
+    assert (reply[20], reply[21]) == (3, 0) and ref_sum(reply[20:]) == 0xFFFF
+    assert reply[28:] == offender[:28]
+
+
+def test_no_icmp_error_about_icmp_errors_or_later_fragments():
+    err = bytearray(tcp_packet(1, b"x" * 20))
+    err[9], err[20] = 1, 3  # an ICMP destination unreachable
+    assert uf.icmp_net_unreachable(bytes(err), b"\0\0\0\0") is None
+    frag = bytearray(tcp_packet(1, b"x" * 20))
+    frag[6:8] = b"\x00\x10"  # fragment offset 16
+    assert uf.icmp_net_unreachable(bytes(frag), b"\0\0\0\0") is None
