@@ -117,6 +117,14 @@ def teardown(cidrs: list[str] | None, network: str, container_id: str) -> None:
     chain, cmt = chain_name(network, container_id), comment(network, container_id)
     fams = (4, 6) if cidrs is None else sorted({ipaddress.ip_interface(c).version for c in cidrs})
     for fam in fams:
+        if cidrs is not None:
+            # Fast path, the usual DEL after ADD: this attachment's jumps, then the chain, in one restore.
+            # Any surprise (rule already gone, chain shared with another attachment) fails the whole
+            # transaction atomically, and the careful path below reads the table first.
+            ifaces = [i for i in (ipaddress.ip_interface(c) for c in cidrs) if i.version == fam]
+            fast = ["-D" + _rules(i, chain, cmt)[0][2:] for i in ifaces] + [f"-F {chain}", f"-X {chain}"]
+            if _restore(fam, fast).returncode == 0:
+                continue
         have = _save(fam)
         if not any(h.startswith(f":{chain} ") for h in have):
             # no chain: nothing of ours can jump to it either (a rule cannot target a missing chain)
