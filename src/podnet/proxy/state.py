@@ -591,6 +591,12 @@ _EMPTY: Mapping[str, Any] = {}
 _NO_HINTS: frozenset[str] = frozenset()
 
 
+def _hint_names(entries: Any) -> frozenset[str]:
+    if not isinstance(entries, list):
+        return _NO_HINTS
+    return frozenset(h["name"] for h in entries if isinstance(h, Mapping) and isinstance(h.get("name"), str))
+
+
 def parse_endpoint_slice(obj: Any) -> ParsedSlice:
     """Reduce an EndpointSlice to ports and endpoint conditions (kube-proxy's newEndpointSliceInfo)."""
     d = as_dict(obj)
@@ -648,8 +654,10 @@ def parse_endpoint_slice(obj: Any) -> ParsedSlice:
         zone_hints = node_hints = _NO_HINTS
         hints = e.get("hints")
         if hints:
-            zone_hints = frozenset(z.get("name", "") for z in (hints.get("forZones") or ()) if isinstance(z, Mapping))
-            node_hints = frozenset(n.get("name", "") for n in (hints.get("forNodes") or ()) if isinstance(n, Mapping))
+            if not isinstance(hints, Mapping):
+                problems.append(Problem(f"endpoints[{i}].hints", hints, "must be a mapping", ref))
+            else:
+                zone_hints, node_hints = _hint_names(hints.get("forZones")), _hint_names(hints.get("forNodes"))
         canon = canonical_ip(addrs[0])
         endpoints.append(
             SliceEndpoint(

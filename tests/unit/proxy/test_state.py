@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from podnet.errors import ValidationError
@@ -227,3 +227,35 @@ spec: {podCIDR: 10.244.1.0/24}
     (sp,) = d.services.values()
     assert str(sp.name) == "default/web:http" and sp.endpoints[0].local
     assert d.topology_zone == "z1" and d.node_pod_cidrs == ("10.244.1.0/24",)
+
+
+junk = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 70000) | st.text(max_size=8) | st.sampled_from(["TCP", "10.0.0.1", "Local"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["name", "port", "protocol", "clusterIP", "ports", "addresses", "conditions", "ready",
+                         "type", "externalIPs", "labels", "endpoints", "nodePort", "ipFamilies", "clusterIPs",
+                         "sessionAffinityConfig", "clientIP", "timeoutSeconds", "hints", "forZones", "ingress"]),
+        inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@example(spec=[{"addresses": ["10.0.0.1"], "hints": ["x"]}], status=[{"port": 80}], meta=None)
+@example(spec=[{"addresses": ["10.0.0.1"], "hints": {"forZones": [{"name": ["a"]}]}}], status=[], meta=None)
+@example(spec={"ports": [{"port": 80, "name": 5}], "clusterIP": "10.0.0.1", "externalIPs": [None, 3],
+               "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": "x"}}, "sessionAffinity": "ClientIP"},
+         status={"loadBalancer": {"ingress": [{"ip": 5}, "x", {"ip": "1.2.3"}]}}, meta={"name": "a", "labels": []})
+@given(spec=junk, status=junk, meta=junk)
+def test_malformed_objects_raise_only_validation_errors(spec, status, meta):
+    # A sync loop skips a bad object by catching ValidationError; nothing else may escape.
+    for obj in (
+        {"kind": "Service", "metadata": meta, "spec": spec, "status": status},
+        {"kind": "Service", "metadata": {"name": "x", "namespace": "y"}, "spec": spec, "status": status},
+        {"kind": "EndpointSlice", "metadata": meta, "endpoints": spec, "ports": status},
+        {"kind": "EndpointSlice", "metadata": {"name": "s", "labels": {"kubernetes.io/service-name": "x"}},
+         "endpoints": spec if isinstance(spec, list) else [spec], "ports": status if isinstance(status, list) else [status]},
+    ):
+        try:
+            desired_state_from_objects([obj], "n")
+        except ValidationError:
+            pass
