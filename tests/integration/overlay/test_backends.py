@@ -278,3 +278,28 @@ def test_resync_restores_deleted_entries(testbed: Testbed, kind: str):
         assert ip_json(n1.ns, "link", "show", "flannel.1")[0]["address"] == mac1
         check_vxlan_node(n1, testbed)
         assert pings(n1.pod_ns, n2.pod_ip) and pings(n2.pod_ns, n1.pod_ip)
+
+
+# -- external interface ------------------------------------------------------------------------------
+
+def test_external_interface_by_name_ip_default_route_and_errors(testbed: Testbed):
+    from podnet.errors import PodnetError
+    from podnet.net.iface import lookup_external_interface
+
+    n1 = testbed.nodes[0]
+    with netns.ipr(n1.ns) as ipr:
+        by_name = lookup_external_interface(ipr, "eth0")
+        assert (by_name.name, str(by_name.address), str(by_name.public_ip), by_name.mtu) == (
+            "eth0", "192.168.77.1", "192.168.77.1", 1500)
+        assert lookup_external_interface(ipr, "192.168.77.1", "203.0.113.7") == by_name.__class__(
+            "eth0", by_name.index, by_name.address, ipaddress.IPv4Address("203.0.113.7"), 1500)
+        with pytest.raises(PodnetError, match="no IPv4 default route"):
+            lookup_external_interface(ipr, None)
+        ipr.route("add", dst="0.0.0.0/0", gateway="192.168.77.254")
+        assert lookup_external_interface(ipr, None) == by_name
+        for bad, msg in (("nope0", "--iface: 'nope0': no such interface"),
+                         ("192.168.77.9", "no interface has this address")):
+            with pytest.raises(PodnetError, match=msg):
+                lookup_external_interface(ipr, bad)
+        with pytest.raises(PodnetError, match="--public-ip: 'x'"):
+            lookup_external_interface(ipr, "eth0", "x")
