@@ -79,3 +79,15 @@ def test_missing_version_means_010() -> None:
 def test_errors_carry_the_request_version() -> None:
     rc, out = run({**ENV, "CNI_IFNAME": "x" * 20}, {**CONF, "cniVersion": "0.4.0"})
     assert out["cniVersion"] == "0.4.0" and out["code"] == 4
+
+
+def test_plugin_import_path_stays_lean() -> None:
+    """The plugins run once per pod: no pydantic, typer, rich or pyroute2 on their import path."""
+    import subprocess
+    import sys
+
+    code = ("import sys, podnet.cni.main, podnet.cni.bridge, podnet.cni.host_local, podnet.cni.flannel;"
+            "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('pydantic', 'typer', 'rich', 'pyroute2', 'yaml', 'typing', 'dataclasses'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
