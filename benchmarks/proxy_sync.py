@@ -9,7 +9,7 @@ kube-proxy's way, the baseline, in namespace pn-px-bench-kp: the same full resto
 `iptables-restore -w --noflush`, as kube-proxy runs it, with a time limit (reported as ">limit" when hit).
 Both namespaces hold a foreign chain (as Docker's) that must survive every sync; the script checks it.
 
-Run as root: `.venv/bin/python benchmarks/proxy_sync.py [--sizes 1000,5000,10000] [--limit 150]`.
+Run as root: `.venv/bin/python benchmarks/proxy_sync.py [--sizes 1000,5000,10000] [--limit 120]` (about 5-6 min).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def fmt(v: float | None, limit: float) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,5000,10000")
-    ap.add_argument("--limit", type=float, default=150.0, help="time limit for one kube-proxy-way restore")
+    ap.add_argument("--limit", type=float, default=120.0, help="time limit for one kube-proxy-way restore")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
