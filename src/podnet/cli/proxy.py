@@ -106,6 +106,7 @@ def render_command(
     """Print the iptables-restore input of a full sync for these objects, as kube-proxy v1.33 writes it."""
     from podnet.proxy.config import (
         HostFacts,
+        effective_node_name,
         load_host_facts,
         load_proxy_config,
         resolve_settings,
@@ -146,12 +147,11 @@ def render_command(
         desired = desired_state_from_objects(objs, settings.node_name, ip_family=family)
     else:
         if facts is None:
-            node = (cfg.hostname_override if cfg else "") or socket.gethostname()
-            facts = HostFacts(nodeName=node)
+            facts = HostFacts(nodeName=effective_node_name(cfg, socket.gethostname().lower()))
         family = ip_family or (
             IPV6 if facts.node_ips and parse_ip(facts.node_ips[0]).version == 6 else IPV4
         )
-        node_name = (cfg.hostname_override if cfg else "") or facts.node_name
+        node_name = effective_node_name(cfg, facts.node_name)
         desired = desired_state_from_objects(objs, node_name, ip_family=family)
         settings = resolve_settings(cfg, facts, ip_family=family, node_pod_cidrs=desired.node_pod_cidrs)
     typer.echo(render(desired, settings, full=True).text, nl=False)

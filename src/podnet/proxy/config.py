@@ -303,6 +303,12 @@ def masquerade_mark(bit: int) -> str:
     return "0x%08x" % (1 << bit)
 
 
+def effective_node_name(config: KubeProxyConfiguration | None, detected: str) -> str:
+    """hostnameOverride (trimmed, lower-cased as kube-proxy's GetHostname does), else the detected name."""
+    override = (config.hostname_override if config else "").strip().lower()
+    return override or detected
+
+
 def resolve_settings(
     config: KubeProxyConfiguration | None,
     facts: HostFacts | None,
@@ -321,7 +327,7 @@ def resolve_settings(
     - nf_conntrack_tcp_be_liberal: conntrack.tcpBeLiberal sets it, so the INVALID drop goes away.
     """
     config = config or KubeProxyConfiguration()
-    node_name = config.hostname_override or (facts.node_name if facts else "")
+    node_name = effective_node_name(config, facts.node_name if facts else "")
     node_ips = tuple(ip for ip in (facts.node_ips if facts else []) if ip_family_of(parse_ip(ip)) == ip_family)
 
     mode = config.detect_local_mode or "ClusterCIDR"
@@ -466,4 +472,5 @@ __all__ = [
     "resolve_settings",
     "settings_for_state",
     "settings_from_proxier_block",
+    "effective_node_name",
 ]

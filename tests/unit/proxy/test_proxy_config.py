@@ -31,7 +31,7 @@ kind: KubeProxyConfiguration
 mode: iptables
 clusterCIDR: 10.244.0.0/16,fd00:10::/64
 detectLocalMode: ClusterCIDR
-hostnameOverride: node-a
+hostnameOverride: " Node-A "
 clientConnection: {kubeconfig: /var/lib/kube-proxy/kubeconfig.conf, qps: 5}
 iptables: {masqueradeAll: false, masqueradeBit: 14, localhostNodePorts: true, syncPeriod: 1m0s, minSyncPeriod: 1s}
 ipvs: {scheduler: rr}
