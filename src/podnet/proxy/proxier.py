@@ -143,17 +143,47 @@ def detect_random_fully(runner: Runner) -> bool:
     return bool(m) and tuple(int(x) for x in m.groups()) >= (1, 6, 2)  # type: ignore[union-attr]
 
 
-def detect_nfacct(runner: Runner) -> bool:
-    """True if the nfacct counters kube-proxy uses exist or can be created (needs the `nfacct` tool)."""
-    import shutil
+NFACCT_COUNTERS = ("ct_state_invalid_dropped_pkts", "localhost_nps_accepted_pkts")
 
-    if not shutil.which("nfacct"):
+
+def _nfacct_new(name: str) -> int:
+    """Create an nfacct counter over nfnetlink (NFNL_SUBSYS_ACCT); returns 0 or the kernel's errno."""
+    import errno
+    import socket
+    import struct
+
+    netlink_netfilter, subsys_acct, msg_new, attr_name = 12, 7, 0, 1
+    flags = 0x1 | 0x4 | 0x400  # NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
+    data = name.encode() + b"\0"
+    attr = struct.pack("=HH", 4 + len(data), attr_name) + data
+    attr += b"\0" * (-len(attr) % 4)
+    body = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0) + attr
+    msg = struct.pack("=IHHII", 16 + len(body), (subsys_acct << 8) | msg_new, flags, 1, 0) + body
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink_netfilter) as sk:
+            sk.settimeout(2)
+            sk.send(msg)
+            reply = sk.recv(4096)
+    except OSError as e:
+        return e.errno or errno.EIO
+    if len(reply) >= 20 and struct.unpack_from("=H", reply, 4)[0] == 2:  # NLMSG_ERROR
+        code = -struct.unpack_from("=i", reply, 16)[0]
+        return 0 if code in (0, errno.EEXIST, errno.EBUSY) else code
+    return 0
+
+
+def detect_nfacct(runner: Runner) -> bool:
+    """Whether kube-proxy's nfacct counters can be used: create them (as kube-proxy does) and check that a rule
+    matching one loads. Kernels without nfnetlink_acct or xt_nfacct answer False, never a broken rule."""
+    if any(_nfacct_new(name) != 0 for name in NFACCT_COUNTERS):
         return False
-    for name in ("ct_state_invalid_dropped_pkts", "localhost_nps_accepted_pkts"):
-        runner.run(["nfacct", "add", name], timeout=10)
-        if runner.run(["nfacct", "get", name], timeout=10).returncode != 0:
-            return False
-    return True
+    probe = "PODNET-NFACCT-PROBE"
+    ok = runner.run(["iptables-restore", "-w", "5", "--noflush"], timeout=30, input=(
+        f"*filter\n:{probe} - [0:0]\n-A {probe} -m nfacct --nfacct-name {NFACCT_COUNTERS[0]}\nCOMMIT\n"
+    )).returncode == 0
+    runner.run(["iptables-restore", "-w", "5", "--noflush"], timeout=30,
+               input=f"*filter\n:{probe} - [0:0]\n-X {probe}\nCOMMIT\n")
+    return ok
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -191,6 +221,10 @@ class Proxier:
         self.config = config or KubeProxyConfiguration()
         self.runner = runner or Runner()
         self.backend: Backend = backend or IptablesBackend(Restorer(self.runner))
+        # nftables mode: a backend may change config defaults (NodePorts on the primary IP only).
+        adjust = getattr(self.backend, "adjust_config", None)
+        if adjust is not None:
+            self.config = adjust(self.config)
         self.metrics = metrics or ProxyMetrics()
         self.health = Health(self.config.effective_sync_period)
         self.ports_holder = port_holder or PortHolder()

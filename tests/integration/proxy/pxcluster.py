@@ -23,7 +23,7 @@ from typing import Any
 
 PROBE = str(Path(__file__).with_name("netprobe.py"))
 NODE = "node1"
-PROXY_MODES = ["iptables"]  # the nftables backend adds "nftables" here
+PROXY_MODES = ["iptables", "nftables"]
 
 FOREIGN_RULES = """*nat
 :PN-FOREIGN-NAT - [0:0]
@@ -242,4 +242,6 @@ class Env:
         else:
             text = sh(self.node, "nft", "list", "ruleset") + sh(self.node, "iptables-save")
         lines = [re.sub(r"\[\d+:\d+\]", "[0:0]", line) for line in text.splitlines() if not line.startswith("#")]
+        # affinity entries (nftables dynamic sets) count down their timeout: keep the entry, drop the timer
+        lines = [re.sub(r" expires \S+", "", line) for line in lines]
         return "\n".join(lines)
