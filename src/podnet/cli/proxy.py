@@ -87,7 +87,12 @@ def _proxier_block(block: Any, path: Path) -> dict[str, Any] | None:
 
 
 def render_command(
-    mode: str = typer.Option("iptables", "--mode", help="Proxy mode whose rules to print (iptables)."),
+    mode: str = typer.Option("iptables", "--mode", help="Proxy mode whose rules to print: iptables or nftables."),
+    layout: str = typer.Option(
+        "podnet", "--layout",
+        help="nftables only: podnet (the table `podnet run --mode nftables` loads) or kube-proxy (kube-proxy's own "
+        "`ip kube-proxy` table for the same inputs, to compare when migrating).",
+    ),
     objects: Path = typer.Option(
         ..., "-f", "--filename",
         help="Services, EndpointSlices, Nodes (Pods give selector Services their endpoints); or a kube-proxy "
@@ -103,7 +108,11 @@ def render_command(
         None, "--ip-family", help="IPv4 or IPv6 (default: the family of the first node IP, else IPv4)."
     ),
 ) -> None:
-    """Print the iptables-restore input of a full sync for these objects, as kube-proxy v1.33 writes it."""
+    """Print the rules of a full sync for these objects.
+
+    iptables: the iptables-restore input, as kube-proxy v1.33 writes it. nftables: the `nft -f` script of
+    podnet's table (or, with --layout kube-proxy, kube-proxy's own nftables table).
+    """
     from podnet.proxy.config import (
         HostFacts,
         effective_node_name,
@@ -116,8 +125,10 @@ def render_command(
     from podnet.proxy.state import IPV4, IPV6, desired_state_from_objects, parse_ip
 
     problems: list[Problem] = []
-    if mode != "iptables":
-        problems.append(Problem("--mode", mode, "only iptables can be rendered by this command"))
+    if mode not in ("iptables", "nftables"):
+        problems.append(Problem("--mode", mode, "must be iptables or nftables"))
+    if layout not in ("podnet", "kube-proxy"):
+        problems.append(Problem("--layout", layout, "must be podnet or kube-proxy"))
     if ip_family not in (None, IPV4, IPV6):
         problems.append(Problem("--ip-family", ip_family, "must be IPv4 or IPv6"))
     cfg = facts = None
@@ -136,13 +147,16 @@ def render_command(
     except ValidationError as e:
         problems.extend(e.problems)
         objs, proxier_block = [], None
-    if cfg is not None and cfg.mode not in ("", "iptables") and mode == "iptables":
-        problems.append(Problem("mode", cfg.mode, "the config selects another proxy mode than --mode iptables", "KubeProxyConfiguration"))
+    if cfg is not None and cfg.mode not in ("", mode) and mode in ("iptables", "nftables"):
+        problems.append(Problem("mode", cfg.mode, f"the config selects another proxy mode than --mode {mode}", "KubeProxyConfiguration"))
     if problems:
         raise ValidationError(problems)
 
+    service_cidrs: list[str] = []
     if proxier_block is not None and cfg is None and facts is None:
         settings = settings_from_proxier_block(proxier_block)
+        cidrs = proxier_block.get("serviceCIDRs") or []
+        service_cidrs = [c.strip() for c in (cidrs.split(",") if isinstance(cidrs, str) else cidrs) if c.strip()]
         family = ip_family or settings.ip_family
         desired = desired_state_from_objects(objs, settings.node_name, ip_family=family)
     else:
@@ -152,8 +166,23 @@ def render_command(
             IPV6 if facts.node_ips and parse_ip(facts.node_ips[0]).version == 6 else IPV4
         )
         node_name = effective_node_name(cfg, facts.node_name)
+        if mode == "nftables":
+            from podnet.proxy.nft_backend import NftablesBackend
+
+            cfg = NftablesBackend.adjust_config(cfg or load_proxy_config(None))
         desired = desired_state_from_objects(objs, node_name, ip_family=family)
         settings = resolve_settings(cfg, facts, ip_family=family, node_pod_cidrs=desired.node_pod_cidrs)
+    if mode == "nftables":
+        if layout == "kube-proxy":
+            from podnet.proxy.nftables_kp import render_kp
+
+            text = render_kp(desired, settings, service_cidrs=service_cidrs)
+        else:
+            from podnet.proxy.nftables import render as render_nft
+
+            text = render_nft(desired, settings, service_cidrs=service_cidrs).text
+        typer.echo(text, nl=False)
+        return
     typer.echo(render(desired, settings, full=True).text, nl=False)
 
 
