@@ -233,6 +233,29 @@ def test_vxlan_direct_routing_uses_plain_routes_for_same_l2_peers(testbed: Testb
     assert pings(n1.pod_ns, n3.pod_ip)
     n1.call(op="remove", lease=n3.lease)
     assert ip_json(n1.ns, "route", "show", str(n3.subnet)) == []
+    # a peer whose PublicIP is not on-link still gets the encapsulated recipe
+    far = {"subnet": "10.244.9.0/24", "public_ip": "10.99.0.1", "backend_type": "vxlan",
+           "backend_data": {"VNI": 1, "VtepMAC": "0a:00:00:00:00:09"}}
+    n1.call(op="add", lease=far)
+    route = ip_json(n1.ns, "route", "show", "10.244.9.0/24")[0]
+    assert (route["gateway"], route["dev"], "onlink" in route["flags"]) == ("10.244.9.0", "flannel.1", True)
+    fdb = bridge_json(n1.ns, "fdb", "show", "dev", "flannel.1")
+    assert [(f["mac"], f["dst"]) for f in fdb if "dst" in f] == [("0a:00:00:00:00:09", "10.99.0.1")]
+
+
+def test_vxlan_changed_lease_replaces_the_old_entries(testbed: Testbed):
+    testbed.start("vxlan")
+    n1, n2, _ = testbed.nodes
+    old_mac = n2.lease["backend_data"]["VtepMAC"]
+    moved = {**n2.lease, "backend_data": {"VNI": 1, "VtepMAC": "0a:00:00:00:00:02"}}
+    n1.call(op="add", lease=moved)
+    macs = {f["mac"]: f.get("dst") for f in bridge_json(n1.ns, "fdb", "show", "dev", "flannel.1") if "dst" in f}
+    assert old_mac not in macs and macs["0a:00:00:00:00:02"] == str(n2.public_ip)
+    neigh = ip_json(n1.ns, "neigh", "show", "dev", "flannel.1", str(n2.subnet.network_address))
+    assert neigh[0]["lladdr"] == "0a:00:00:00:00:02"
+    n1.call(op="remove", lease=moved)
+    assert ip_json(n1.ns, "neigh", "show", "dev", "flannel.1", str(n2.subnet.network_address)) == []
+    assert "0a:00:00:00:00:02" not in [f["mac"] for f in bridge_json(n1.ns, "fdb", "show", "dev", "flannel.1")]
 
 
 # -- host-gw specifics -------------------------------------------------------------------------------
