@@ -182,6 +182,11 @@ class Side:
         nat = subprocess.run(netns.exec_argv(h, ["iptables", "-t", "nat", "-S"]), capture_output=True, text=True,
                              check=False).stdout.splitlines()
         snap["nat"] = [ln for ln in nat if not ln.startswith("-P ")]
+        nat6 = subprocess.run(netns.exec_argv(h, ["ip6tables", "-t", "nat", "-S"]), capture_output=True, text=True,
+                              check=False).stdout.splitlines()
+        snap["nat6"] = [ln for ln in nat6 if not ln.startswith("-P ")]
+        snap["host_routes6"] = sorted(_route_str(r, names) for r in self._ipj(h, "-6", "route", "show")
+                                      if not str(r.get("dst", "")).startswith("fe80"))
         conts = {}
         for ns in self.namespaces:
             if ns == h:
@@ -199,6 +204,8 @@ class Side:
                                 f"kind={ln.get('linkinfo', {}).get('info_kind', '')}" for ln in clinks),
                 "addrs": sorted(c_addrs),
                 "routes": sorted(_route_str(r, cnames) for r in self._ipj(ns, "route", "show")),
+                "routes6": sorted(_route_str(r, cnames) for r in self._ipj(ns, "-6", "route", "show")
+                                  if not str(r.get("dst", "")).startswith(("fe80", "multicast"))),
             }
         snap["containers"] = conts
         snap["store"] = self.store()
