@@ -61,7 +61,10 @@ def main() -> None:
     from podnet.store import StoreUnavailable
 
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns (instead of raising) the code of a typer.Exit.
+        rv = app(standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool):
+            sys.exit(rv)
     except StoreUnavailable as e:
         print(f"error: store unreachable: {e}", file=sys.stderr)
         sys.exit(2)

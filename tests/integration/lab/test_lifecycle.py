@@ -60,11 +60,11 @@ def test_down_after_kill9_of_every_lab_process(lab_factory, root_state):
     lab = lab_factory()
     lab.up("--nodes", "2")
     lab.podnet("apply", "-f", "-", input=POD)
-    _wait(lambda: lab.exec("default/solo", "true").returncode == 0, 20)
     st = LabState.load(lab.name)
     assert st is not None and st.supervisor is not None
-    pod_pids = [int(p) for p in os.popen(f"ip netns pids {st.spec.pod_netns('default', 'solo')}").read().split()]
-    assert pod_pids
+    pod_ns = st.spec.pod_netns("default", "solo")
+    _wait(lambda: os.popen(f"ip netns pids {pod_ns} 2>/dev/null").read().strip(), 20)
+    pod_pids = [int(p) for p in os.popen(f"ip netns pids {pod_ns}").read().split()]
     for pid in [st.supervisor.pid, *[r.pid for r in st.procs.values()], *pod_pids]:
         try:
             os.kill(pid, signal.SIGKILL)
