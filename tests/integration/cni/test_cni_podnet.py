@@ -204,3 +204,36 @@ def test_bad_input_gets_error_json_and_leaves_nothing(side: Side, name: str, ove
     for k in ("containers", "ports", "host_veths", "host_addrs", "host_routes", "nat"):
         assert after[k] == before[k], k
     assert "cnibad" not in after["bridges"], "a bridge made for a failed ADD must go again"
+
+
+def test_flannel_replays_saved_config_and_forwards_gc(side: Side) -> None:
+    senv = os.path.join(side.tmp, "fl-subnet.env")
+    with open(senv, "w") as f:
+        f.write("FLANNEL_NETWORK=10.40.0.0/16\nFLANNEL_SUBNET=10.40.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n")
+    fdir = os.path.join(side.tmp, "fl-state")
+    fl = {"cniVersion": "1.1.0", "name": "flnet", "type": "flannel", "subnetFile": senv, "dataDir": fdir,
+          "delegate": {"bridge": "cnifl"}, "ipam": {"dataDir": side.data_dir}}
+    for cid in ("f1", "f2"):
+        r = side.call("flannel", "ADD", fl, cid=cid, netns_path=side.container(cid), ifname="eth0")
+        assert r.rc == 0, r.stdout
+        assert r.json["cniVersion"] == "1.1.0" and r.json["ips"][0]["address"].startswith("10.40.3.")
+    assert sorted(os.listdir(fdir)) == ["f1", "f2"]
+    # the node's subnet changes (new lease): DEL must still release what ADD used, from the saved config
+    with open(senv, "w") as f:
+        f.write("FLANNEL_NETWORK=10.40.0.0/16\nFLANNEL_SUBNET=10.40.9.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n")
+    r = side.call("flannel", "DEL", fl, cid="f1", netns_path=side.container("f1"), ifname="eth0")
+    assert (r.rc, r.stdout) == (0, "")
+    assert os.listdir(fdir) == ["f2"]
+    assert not [k for k, v in side.store()["flnet"].items() if v[1].startswith("f1\r")]
+    r = side.call("flannel", "DEL", fl, cid="f1", netns_path=side.container("f1"), ifname="eth0")
+    assert (r.rc, r.stdout) == (0, ""), "a second DEL (no saved config) is a no-op"
+    # GC goes to the delegate chain: bridge -> host-local; nothing valid -> f2's address is released
+    with open(senv, "w") as f:
+        f.write("FLANNEL_NETWORK=10.40.0.0/16\nFLANNEL_SUBNET=10.40.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n")
+    r = side.call("flannel", "GC", {**fl, "cni.dev/valid-attachments": []})
+    assert r.rc == 0, r.stdout
+    assert not [k for k in side.store()["flnet"] if k.startswith("10.")]
+    r = side.call("flannel", "CHECK", fl, cid="f2", netns_path=side.container("f2"), ifname="eth0")
+    assert r.rc == 0
+    r = side.call("flannel", "DEL", fl, cid="f2", netns_path=side.container("f2"), ifname="eth0")
+    assert r.rc == 0 and os.listdir(fdir) == []
