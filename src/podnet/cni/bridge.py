@@ -205,6 +205,7 @@ def _add(req: Request, n: NetConf, host: Rtnl, cont: Rtnl, cont_fd: int) -> dict
     br, br_created = _ensure_bridge(host, n)
     host_veth = ""
     ipam_done = False
+    masq: list[str] = []
     try:
         host_veth = _make_veth(host, cont, cont_fd, req.ifname, n)
         hv = host.link_get(host_veth)
@@ -243,7 +244,8 @@ def _add(req: Request, n: NetConf, host: Rtnl, cont: Rtnl, cont_fd: int) -> dict
                     if fam_gws:
                         _sysctl("net/ipv4/ip_forward" if fam == 4 else "net/ipv6/conf/all/forwarding", "1")
             if n.ip_masq:
-                ipmasq.setup([ip["address"] for ip in res["ips"]], n.name, req.container_id)
+                masq = [ip["address"] for ip in res["ips"]]
+                ipmasq.setup(masq, n.name, req.container_id)
         # The bridge MAC can change when the first port joins or an address is set: read it last.
         br_now = host.link_get(index=br.index)
         if br_now is not None:
@@ -262,8 +264,15 @@ def _add(req: Request, n: NetConf, host: Rtnl, cont: Rtnl, cont_fd: int) -> dict
         if host_veth:
             _quiet_del(host, host_veth)
             _quiet_del(cont, req.ifname)
+        if masq:
+            try:
+                ipmasq.teardown(masq, n.name, req.container_id)
+            except CniError:
+                pass
         if br_created:
-            _quiet_del(host, n.bridge)
+            # Only if no other pod joined it meanwhile (ADDs of different pods run concurrently).
+            if not any(link.master == br.index for link in host.links()):
+                _quiet_del(host, n.bridge)
         raise
 
 

@@ -237,3 +237,29 @@ def test_flannel_replays_saved_config_and_forwards_gc(side: Side) -> None:
     assert r.rc == 0
     r = side.call("flannel", "DEL", fl, cid="f2", netns_path=side.container("f2"), ifname="eth0")
     assert r.rc == 0 and os.listdir(fdir) == []
+
+
+def test_podnet_bridge_with_reference_host_local(side: Side) -> None:
+    """Delegation by exec: podnet-bridge finds the reference host-local in CNI_PATH and both share one store."""
+    bindir = side.cni_path.split(":")[0]
+    mixed = os.path.join(side.tmp, "mixed")
+    os.makedirs(mixed, exist_ok=True)
+    if not os.path.exists(os.path.join(mixed, "bridge")):
+        os.symlink(os.path.realpath(os.path.join(bindir, "bridge")), os.path.join(mixed, "bridge"))
+    c = conf(side, "mixnet", "10.36.0.0/24", version="1.0.0", bridge="cnimix")
+    ns = side.container("mix")
+    env = {"CNI_PATH": f"{mixed}:/usr/lib/cni"}
+    r = side.call("bridge", "ADD", c, cid="mixc", netns_path=ns, ifname="eth0", extra_env=env)
+    assert r.rc == 0, r.stdout
+    assert r.json["ips"][0]["address"] == "10.36.0.2/24"
+    store = side.store()["mixnet"]
+    assert store["10.36.0.2"][1] == "mixc\r\neth0" and store["last_reserved_ip.0"][1] == "10.36.0.2"
+    # the reference host-local's errors come through unchanged
+    r2 = side.call("bridge", "ADD", c, cid="mixc", netns_path=ns, ifname="eth1", extra_env=env)
+    assert r2.rc == 0
+    r3 = side.call("bridge", "ADD", {**c, "ipam": {**c["ipam"], "subnet": "10.36.0.0/31"}}, cid="mixd",
+                   netns_path=ns, ifname="eth2", extra_env=env)
+    assert r3.rc == 1 and r3.json["msg"] == "invalid range set 0: Network 10.36.0.0/31 too small to allocate from"
+    for ifn in ("eth0", "eth1"):
+        assert side.call("bridge", "DEL", c, cid="mixc", netns_path=ns, ifname=ifn, extra_env=env).rc == 0
+    assert not [k for k in side.store()["mixnet"] if k.startswith("10.")]
