@@ -28,6 +28,7 @@ Rules the daemon can rely on:
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from podnet.errors import PodnetError
@@ -40,6 +41,17 @@ __all__ = ["Backend", "BackendData", "BackendError", "ExternalInterface", "Lease
 
 class BackendError(PodnetError):
     """The backend cannot work on this node (device creation failed, bad option...)."""
+
+
+def option_int(opts: Mapping[str, Any], key: str, default: int) -> int:
+    """An integer option of the net-conf Backend object (keys lower-cased); 0 or absent = default,
+    as in flannel."""
+    value = opts.get(key.lower())
+    if value in (None, 0):
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise BackendError(f"Backend.{key}: {value!r}: must be a non-negative integer")
+    return value
 
 
 @runtime_checkable

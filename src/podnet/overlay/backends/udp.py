@@ -23,7 +23,7 @@ from pyroute2 import IPRoute
 from podnet.net import addr, routes, tun
 from podnet.net import netns as nsmod
 from podnet.net.iface import ExternalInterface
-from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike
+from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike, option_int
 from podnet.overlay.backends.udp_forward import Forwarder, udp_gso_supported
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ class UdpBackend:
         self.ext = ext
         self.port = port
         self._mtu = (mtu or ext.mtu) - ENCAP_OVERHEAD
+        if self._mtu < 68:
+            raise BackendError(f"Backend.MTU: {mtu or ext.mtu!r}: leaves {self._mtu} for pods, below IPv4's 68")
         self.netns = netns
         # Batching needs UDP GSO/GRO (Linux >= 5.0); without it the one-packet-per-syscall loops run.
         self.offload = udp_gso_supported() if offload is None else offload
@@ -67,13 +69,10 @@ class UdpBackend:
     @classmethod
     def from_options(cls, ext: ExternalInterface, opts: Mapping[str, Any], *, netns: str | None = None
                      ) -> UdpBackend:
-        port = opts.get("port") or DEFAULT_PORT
-        if not isinstance(port, int) or isinstance(port, bool):
-            raise BackendError(f"Backend.Port: {port!r}: must be an integer")
         # "Offload" is podnet's own knob (flannel has none): false forces one packet per syscall.
         offload = opts.get("offload")
-        return cls(ext, port=port, mtu=opts.get("mtu") or None, netns=netns,
-                   offload=None if offload is None else bool(offload))
+        return cls(ext, port=option_int(opts, "Port", DEFAULT_PORT), mtu=option_int(opts, "MTU", 0) or None,
+                   netns=netns, offload=None if offload is None else bool(offload))
 
     @property
     def mtu(self) -> int:

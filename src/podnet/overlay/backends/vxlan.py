@@ -23,7 +23,7 @@ from podnet.net import addr, neigh, routes
 from podnet.net import netns as nsmod
 from podnet.net import vxlan as vxdev
 from podnet.net.iface import ExternalInterface
-from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike
+from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike, option_int
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,6 @@ class Direct:
     """DirectRouting: the peer is on our L2, plain route via its PublicIP."""
 
     public_ip: ipaddress.IPv4Address
-
-
-def _option_int(opts: Mapping[str, Any], key: str, default: int) -> int:
-    value = opts.get(key.lower())
-    if value in (None, 0):
-        return default
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise BackendError(f"Backend.{key}: {value!r}: must be a non-negative integer")
-    return value
 
 
 class VxlanBackend:
@@ -91,9 +82,9 @@ class VxlanBackend:
                      ) -> VxlanBackend:
         """Build from the net-conf Backend object (keys already lower-cased)."""
         return cls(
-            ext, vni=_option_int(opts, "VNI", 1), port=_option_int(opts, "Port", vxdev.DEFAULT_PORT),
+            ext, vni=option_int(opts, "VNI", 1), port=option_int(opts, "Port", vxdev.DEFAULT_PORT),
             direct_routing=bool(opts.get("directrouting", False)),
-            mtu=_option_int(opts, "MTU", 0) or None, learning=bool(opts.get("learning", False)),
+            mtu=option_int(opts, "MTU", 0) or None, learning=bool(opts.get("learning", False)),
             gbp=bool(opts.get("gbp", False)), netns=netns,
         )
 

@@ -47,9 +47,11 @@ def test_unknown_backend_type_is_refused_by_name():
         create_backend("ipsec", EXT, {})
 
 
-def test_udp_bad_port():
-    with pytest.raises(BackendError, match="Backend.Port"):
-        create_backend("udp", EXT, {"Port": "x"})
+@pytest.mark.parametrize(("options", "field"), [({"Port": "x"}, "Backend.Port"), ({"Port": 70000}, "Backend.Port"),
+                                               ({"MTU": "big"}, "Backend.MTU"), ({"MTU": 90}, "Backend.MTU")])
+def test_udp_bad_options_name_the_field(options, field):
+    with pytest.raises(BackendError, match=field):
+        create_backend("udp", EXT, options)
 
 
 def test_hostgw_refuses_nat():
