@@ -263,3 +263,21 @@ def test_podnet_bridge_with_reference_host_local(side: Side) -> None:
     for ifn in ("eth0", "eth1"):
         assert side.call("bridge", "DEL", c, cid="mixc", netns_path=ns, ifname=ifn, extra_env=env).rc == 0
     assert not [k for k in side.store()["mixnet"] if k.startswith("10.")]
+
+
+def test_container_mac_from_cni_args_and_runtime_config(side: Side) -> None:
+    c = conf(side, "macnet", "10.37.0.0/24", version="1.0.0", bridge="cnimac", ipMasq=False)
+    ns = side.container("mac")
+    r = side.call("bridge", "ADD", c, cid="macc", netns_path=ns, ifname="eth0",
+                  extra_env={"CNI_ARGS": "IgnoreUnknown=1;MAC=0a:58:0a:25:00:09"})
+    assert r.rc == 0, r.stdout
+    assert r.json["interfaces"][2]["mac"] == "0a:58:0a:25:00:09"
+    link = json.loads(subprocess.run(["ip", "-n", side.ns_name("mac"), "-j", "link", "show", "eth0"],
+                                     capture_output=True, text=True, check=True).stdout)[0]
+    assert link["address"] == "0a:58:0a:25:00:09"
+    rc = {**c, "runtimeConfig": {"mac": "0a:58:0a:25:00:0a"}}
+    r = side.call("bridge", "ADD", rc, cid="macc", netns_path=ns, ifname="eth1",
+                  extra_env={"CNI_ARGS": "IgnoreUnknown=1;MAC=0a:58:0a:25:00:09"})
+    assert r.rc == 0 and r.json["interfaces"][2]["mac"] == "0a:58:0a:25:00:0a", "runtimeConfig wins over CNI_ARGS"
+    for ifn in ("eth0", "eth1"):
+        assert side.call("bridge", "DEL", c, cid="macc", netns_path=ns, ifname=ifn).rc == 0
