@@ -69,8 +69,11 @@ from podnet.proxy.state import (
 
 TABLE = "podnet"
 TABLE_COMMENT = "rules for podnet (kube-proxy compatible services)"
-SERVICE_ENDPOINTS = "service-endpoints"
-NODEPORT_ENDPOINTS = "nodeport-endpoints"
+SERVICE_ENDPOINTS = "service-endpoints"  # + "-tcp" / "-udp" / "-sctp"
+NODEPORT_ENDPOINTS = "nodeport-endpoints"  # + "-tcp" / "-udp" / "-sctp"
+# One slot map per protocol: the map's data is typed `ip daddr . tcp dport` (udp, sctp); nft 1.0.6 refuses a
+# `meta l4proto udp` rule against tcp-typed data for some maps, and `th dport` data breaks re-reading the table.
+PROTOCOLS = ("tcp", "udp", "sctp")
 HAIRPIN = "hairpin"
 SHORTCUT_OFFSET = 65536  # slots of the cluster endpoints an externalTrafficPolicy=Local VIP short-circuits to
 PRECREATED = 16  # cluster-{tcp,udp}-1..16 always exist: binding a new rule to a big map walks the map
@@ -78,7 +81,7 @@ CHUNK = 1000  # elements per `add element` command (fewer, larger commands load 
 
 ELEMENT_CONTAINERS = (
     CLUSTER_IPS, "nodeport-ips", FIREWALL_IPS, NO_EP_NODEPORTS, NO_EP_SERVICES, SERVICE_IPS, SERVICE_NODEPORTS,
-    SERVICE_ENDPOINTS, NODEPORT_ENDPOINTS, HAIRPIN,
+    *(f"{m}-{p}" for m in (SERVICE_ENDPOINTS, NODEPORT_ENDPOINTS) for p in PROTOCOLS), HAIRPIN,
 )
 _SHARED = re.compile(r"^(cluster|external|nodeport|external-local|nodeport-local)-(tcp|udp|sctp)-(\d+)(?:-(\d+))?$")
 
@@ -142,9 +145,9 @@ def shared_chain_rules(name: str, lay: Layout) -> list[str]:
     ipx = lay.fam.nfproto
     nodeport = kind.startswith("nodeport")
     if nodeport:
-        key, target = "meta l4proto . th dport", NODEPORT_ENDPOINTS
+        key, target = "meta l4proto . th dport", f"{NODEPORT_ENDPOINTS}-{proto}"
     else:
-        key, target = f"{ipx} daddr . meta l4proto . th dport", SERVICE_ENDPOINTS
+        key, target = f"{ipx} daddr . meta l4proto . th dport", f"{SERVICE_ENDPOINTS}-{proto}"
 
     def dnat(count: int, offset: int = 0) -> str:
         off = f" offset {offset}" if offset else ""
@@ -233,7 +236,7 @@ def service_objects(sp: ServicePort, lay: Layout, previous: ServiceObjects | Non
         chain = f"cluster-{proto}-{len(pool)}"
         out.shared_chains.add(chain)
         el.append(Element(SERVICE_IPS, vip, f"goto {chain}"))
-        slots(vip, SERVICE_ENDPOINTS, pool)
+        slots(vip, f"{SERVICE_ENDPOINTS}-{proto}", pool)
     else:
         el.append(Element(NO_EP_SERVICES, vip, int_verdict, comment))
 
@@ -258,7 +261,7 @@ def service_objects(sp: ServicePort, lay: Layout, previous: ServiceObjects | Non
         if uses_ext:
             out.shared_chains.add(ext_chain)
             el.append(Element(SERVICE_IPS, key, f"goto {ext_chain}"))
-            external_slots(key, SERVICE_ENDPOINTS)
+            external_slots(key, f"{SERVICE_ENDPOINTS}-{proto}")
         if not has_external:
             el.append(Element(NO_EP_SERVICES, key, ext_verdict, comment))
     if sp.load_balancer_ips and sp.load_balancer_source_ranges:
@@ -271,7 +274,7 @@ def service_objects(sp: ServicePort, lay: Layout, previous: ServiceObjects | Non
         if uses_ext:
             out.shared_chains.add(np_chain)
             el.append(Element(SERVICE_NODEPORTS, key, f"goto {np_chain}"))
-            external_slots(key, NODEPORT_ENDPOINTS)
+            external_slots(key, f"{NODEPORT_ENDPOINTS}-{proto}")
         if not has_external:
             el.append(Element(NO_EP_NODEPORTS, key, ext_verdict, comment))
     for e in cat.reachable:
@@ -289,11 +292,14 @@ def base_lines(lay: Layout) -> tuple[list[str], list[str], list[str]]:
     decl, rules, elements = kp_base(lay.settings, fam, table=TABLE, service_cidrs=lay.service_cidrs,
                                     comment=TABLE_COMMENT)
     ipx = fam.nfproto
+    for p in PROTOCOLS:
+        decl += [
+            f"add map {t} {SERVICE_ENDPOINTS}-{p} {{ typeof {ipx} daddr . meta l4proto . th dport . numgen random mod 1"
+            f' : {ipx} daddr . {p} dport ; comment "endpoint of slot N of a service IP ({p})" ; }}',
+            f"add map {t} {NODEPORT_ENDPOINTS}-{p} {{ typeof meta l4proto . th dport . numgen random mod 1"
+            f' : {ipx} daddr . {p} dport ; comment "endpoint of slot N of a NodePort ({p})" ; }}',
+        ]
     decl += [
-        f"add map {t} {SERVICE_ENDPOINTS} {{ typeof {ipx} daddr . meta l4proto . th dport . numgen random mod 1 : "
-        f'{ipx} daddr . tcp dport ; comment "endpoint of slot N of a service IP" ; }}',
-        f"add map {t} {NODEPORT_ENDPOINTS} {{ typeof meta l4proto . th dport . numgen random mod 1 : "
-        f'{ipx} daddr . tcp dport ; comment "endpoint of slot N of a NodePort" ; }}',
         f"add set {t} {HAIRPIN} {{ type {fam.addr_type} . {fam.addr_type} ; "
         'comment "endpoints that may reach themselves through a service" ; }',
     ]
@@ -338,17 +344,17 @@ def render(desired: DesiredState, settings: ProxierSettings, *, service_cidrs: I
     out += [f"add chain {t} {name}" for name in per_service]
     out += [f"add set {t} {name} {{ {body} }}" for name, body in aff_sets.items()]
     fixed_chains = [line.split(" ")[4] for line in decl if line.startswith("add chain ")]
+    containers = [line.split(" ")[4] for line in decl if line.startswith(("add set ", "add map "))]
     if flush:
         out += [f"flush chain {t} {name}" for name in (*fixed_chains, *shared_sorted, *per_service)]
+        # Containers are flushed before rules are added: binding a rule to a map walks its elements.
+        out += [f"flush {'set' if name in (CLUSTER_IPS, 'nodeport-ips', HAIRPIN) else 'map'} {t} {name}"
+                for name in containers]
     out += rules
     for name in shared_sorted:
         out += [f"add rule {t} {name} {r}" for r in shared_chain_rules(name, lay)]
     for name, chain_rules in per_service.items():
         out += [f"add rule {t} {name} {r}" for r in chain_rules]
-    containers = [line.split(" ")[4] for line in decl if line.startswith(("add set ", "add map "))]
-    if flush:
-        out += [f"flush {'set' if name in (CLUSTER_IPS, 'nodeport-ips', HAIRPIN) else 'map'} {t} {name}"
-                for name in containers]
     out += base_elements
     out += element_lines(t, _unique(o.elements for o in objects.values()))
     chains = {*fixed_chains, *shared, *per_service}
