@@ -53,6 +53,7 @@ F_DATA_VALID = 2
 GSO_NONE = 0
 GSO_TCPV4 = 1
 TCP_PSH = 0x08
+ICMP_RATE, ICMP_BURST = 100.0, 10.0
 MAX_GSO_BYTES = 65000  # UDP payload limit of one sendmsg (65507) with room to spare
 
 _U32 = struct.Struct("!I")
@@ -123,7 +124,8 @@ class Forwarder:
         self.offload = offload
         self.max_packet = max_packet  # the TUN's MTU: the largest packet one read can return
         self.own_ip = own_ip  # source of our ICMP errors (see udp._icmp_source); None: send none
-        self._last_icmp = 0.0
+        self._icmp_tokens = ICMP_BURST
+        self._icmp_time = time.monotonic()
         self.shift = 32 - subnet_len
         self._table: dict[int, tuple[str, int]] = {}
         self._lock = threading.Lock()
@@ -198,14 +200,19 @@ class Forwarder:
 
     def _unreachable(self, pkt: memoryview, vnet: bytes) -> None:
         """Answer a packet for a subnet no peer owns with ICMP net unreachable, as flannel's proxy does,
-        so `ping` says why instead of timing out. At most one per 10 ms: a flood gets no flood back."""
+        so `ping` says why instead of timing out. A token bucket (ICMP_RATE per second, bursts of
+        ICMP_BURST, like the kernel's icmp_msgs_per_sec) keeps a flood from getting a flood back."""
+        if self.own_ip is None:
+            return
         now = time.monotonic()
-        if self.own_ip is None or now - self._last_icmp < 0.01:
+        self._icmp_tokens = min(ICMP_BURST, self._icmp_tokens + (now - self._icmp_time) * ICMP_RATE)
+        self._icmp_time = now
+        if self._icmp_tokens < 1:
             return
         reply = icmp_net_unreachable(pkt, self.own_ip.packed)
         if reply is None:
             return
-        self._last_icmp = now
+        self._icmp_tokens -= 1
         try:
             os.write(self.tun_fd, vnet + reply)
         except OSError:

@@ -200,3 +200,26 @@ def test_no_icmp_error_about_icmp_errors_or_later_fragments():
     frag = bytearray(tcp_packet(1, b"x" * 20))
     frag[6:8] = b"\x00\x10"  # fragment offset 16
     assert uf.icmp_net_unreachable(bytes(frag), b"\0\0\0\0") is None
+
+
+def test_icmp_errors_are_rate_limited_to_a_burst():
+    fwd_end, tun = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        fwd = uf.Forwarder(fwd_end.fileno(), sock, 24, own_ip=ipaddress.IPv4Address("10.244.0.0"))
+        offender = memoryview(tcp_packet(1, b"x"))
+        for _ in range(50):  # a burst far faster than ICMP_RATE
+            fwd._unreachable(offender, b"")
+        tun.setblocking(False)
+        got = 0
+        while True:
+            try:
+                tun.recv(2000)
+            except BlockingIOError:
+                break
+            got += 1
+        assert uf.ICMP_BURST <= got <= uf.ICMP_BURST + 2
+        fwd.stop()
+    finally:
+        for s in (fwd_end, tun, sock):
+            s.close()
