@@ -85,8 +85,7 @@ class IptablesBackend:
 
         # Stale chains are found in the kernel by the restorer (it survives restarts), not from memory.
         text = render(desired, settings, full=True, cleanup_stale=False).text
-        self.restorer.sync(text, full=True)
-        return self.rules_total()
+        return self.restorer.sync(text, full=True).written
 
     def partial_sync(self, old: DesiredState, new: DesiredState, settings: ProxierSettings,
                      large_cluster: bool) -> dict[str, int]:
@@ -95,8 +94,7 @@ class IptablesBackend:
         r_old = render(old, settings, full=True, cleanup_stale=False, large_cluster=large_cluster)
         r_new = render(new, settings, full=True, cleanup_stale=False, large_cluster=large_cluster)
         gone = sorted(r_old.active_nat_chains - r_new.active_nat_chains)
-        stats = self.restorer.sync_delta(r_old.text, r_new.text, gone)
-        return {"written": stats.rules_written}
+        return self.restorer.sync_delta(r_old.text, r_new.text, gone).written
 
     def rules_total(self) -> dict[str, int]:
         applied = self.restorer.applied or {}
@@ -443,7 +441,7 @@ class Proxier:
             if full or self.backend.needs_full:
                 full = True
                 self._large = sum(len(sp.endpoints) for sp in self._ports.values()) > LARGE_CLUSTER_ENDPOINTS
-                self.backend.full_sync(self._state(self._ports, ordered=True), settings)
+                written = self.backend.full_sync(self._state(self._ports, ordered=True), settings)
                 self._applied = dict(self._ports)
                 self._applied_by_service = {k: list(v) for k, v in self._ports_by_service.items()}
             else:
@@ -454,9 +452,10 @@ class Proxier:
                     # every SEP/SVC chain's comments change with largeClusterMode: rewrite them all
                     self._large = large
                     return self.sync(full=True, dirty=dirty)
+                written = {}
                 if old != new:
-                    self.backend.partial_sync(self._state(old, ordered=False), self._state(new, ordered=False),
-                                              settings, large)
+                    written = self.backend.partial_sync(self._state(old, ordered=False),
+                                                        self._state(new, ordered=False), settings, large)
                 for n in dirty:
                     for spn in self._applied_by_service.pop(n, ()):
                         self._applied.pop(spn, None)
@@ -467,6 +466,8 @@ class Proxier:
         except (RestoreError, OSError, ValueError) as e:
             return self._failed(e, full=full, dirty=dirty)
         elapsed = time.monotonic() - start
+        for table, n in (written or {}).items():
+            self.metrics.iptables_last.labels(table).set(n)
         self._succeeded(full, dirty, elapsed, settings)
         return True
 

@@ -179,6 +179,7 @@ class Plan:
     applied: Applied
     lines: int  # input lines (without the *table/COMMIT framing)
     rules_written: int
+    written: dict[str, int] = field(default_factory=dict)  # rules written per table
 
 
 def plan_full(
@@ -195,6 +196,7 @@ def plan_full(
     """
     out: list[str] = []
     applied: Applied = {}
+    written: dict[str, int] = {}
     n_lines = rules = 0
     tables = _ordered(set(desired.chains) | {j.table for j in missing_jumps})
     for table in tables:
@@ -217,7 +219,8 @@ def plan_full(
         out.append("COMMIT")
         n_lines += len(chains) * 1 + len(stale) * 2 + len(jumps)
         applied[table] = {c: list(r) for c, r in chains.items()}
-    return Plan("\n".join(out) + "\n", applied, n_lines + rules, rules)
+        written[table] = sum(len(r) for r in chains.values()) + len(jumps)
+    return Plan("\n".join(out) + "\n", applied, n_lines + rules, rules, written)
 
 
 def _jump_lines(jumps: Sequence[Jump]) -> list[str]:
@@ -241,6 +244,7 @@ def plan_partial(applied: Applied, desired: Ruleset, *, cache_trick: bool = True
     """
     new_applied: Applied = {t: dict(c) for t, c in applied.items()}
     out: list[str] = []
+    written: dict[str, int] = {}
     n_lines = rules = 0
     for table in _ordered(set(desired.chains) | set(desired.deleted)):
         have = new_applied.setdefault(table, {})
@@ -284,7 +288,8 @@ def plan_partial(applied: Applied, desired: Ruleset, *, cache_trick: bool = True
         out.extend(deletes)
         out.append("COMMIT")
         n_lines += len(decl) + len(body) + len(deletes)
-    return Plan("\n".join(out) + "\n" if out else "", new_applied, n_lines, rules)
+        written[table] = len(body)
+    return Plan("\n".join(out) + "\n" if out else "", new_applied, n_lines, rules, written)
 
 
 def plan_delta(applied: Applied, old: Ruleset, new: Ruleset, deleted_chains: Iterable[str] = ()) -> Plan:
@@ -448,6 +453,7 @@ class SyncStats:
     seconds: float
     lines: int
     rules_written: int
+    written: dict[str, int] = field(default_factory=dict)
 
 
 class Restorer:
@@ -488,7 +494,7 @@ class Restorer:
         if plan.text:
             self._restore(plan.text, partial=not full)
         self.applied = plan.applied
-        return SyncStats(full, time.monotonic() - start, plan.lines, plan.rules_written)
+        return SyncStats(full, time.monotonic() - start, plan.lines, plan.rules_written, plan.written)
 
     def sync_delta(self, old_text: str, new_text: str, deleted_chains: Iterable[str] = ()) -> SyncStats:
         """Partial sync from renders of just the changed services (see plan_delta)."""
@@ -499,7 +505,7 @@ class Restorer:
         if plan.text:
             self._restore(plan.text, partial=True)
         self.applied = plan.applied
-        return SyncStats(False, time.monotonic() - start, plan.lines, plan.rules_written)
+        return SyncStats(False, time.monotonic() - start, plan.lines, plan.rules_written, plan.written)
 
     def _ensure_base_chains(self, jumps: Sequence[Jump], existing: dict[str, set[str]]) -> None:
         """Create absent built-in chains (iptables-nft makes them lazily) before the main restore.
