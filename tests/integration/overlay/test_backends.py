@@ -106,9 +106,11 @@ def others(tb: Testbed, node: Node) -> list[Node]:
 
 # -- connectivity ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_every_node_and_pod_reaches_every_pod_on_other_nodes(testbed: Testbed, pod_servers: None, kind: str):
-    testbed.start(kind)
+@pytest.mark.parametrize(("kind", "options"), [(k, {}) for k in KINDS] + [("udp", {"Offload": False})],
+                         ids=[*KINDS, "udp-one-packet-per-syscall"])
+def test_every_node_and_pod_reaches_every_pod_on_other_nodes(testbed: Testbed, pod_servers: None, kind: str,
+                                                             options: dict):
+    testbed.start(kind, options)
     failures = []
     for node in testbed.nodes:
         targets = [str(n.pod_ip) for n in others(testbed, node)]
