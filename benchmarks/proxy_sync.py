@@ -9,12 +9,23 @@ kube-proxy's way, the baseline, in namespace pn-px-bench-kp: the same full resto
 `iptables-restore -w --noflush`, as kube-proxy runs it, with a time limit (reported as ">limit" when hit).
 Both namespaces hold a foreign chain (as Docker's) that must survive every sync; the script checks it.
 
-Run as root: `.venv/bin/python benchmarks/proxy_sync.py [--sizes 1000,5000,10000] [--limit 120]` (about 5-6 min).
+nftables rows (--modes nftables): podnet's layout (proxy/nftables.py through the nftables backend) against
+kube-proxy's own nftables layout (proxy/nftables_kp.py, `--layout kube-proxy`) for the same state, each in a
+fresh namespace (pn-nft-bench, pn-nft-bench-kp) next to a foreign table that must survive. Each side runs in
+a worker process inside its namespace, so both load through one persistent libnftables context:
+  full      render + load of the whole table into an empty namespace;  re-sync  the periodic full sync
+  1-ep      one endpoint of one service replaced (median of 5);  +svc / -svc  a 10-endpoint service added /
+            deleted (median of 5 each). kube-proxy's layout uses its partial-sync transactions for these.
+The kube-proxy layout worker has a time limit (--nft-limit); a hit is reported as ">limit".
+
+Run as root: `.venv/bin/python benchmarks/proxy_sync.py [--sizes 1000,5000,10000] [--limit 120]
+[--modes iptables,nftables] [--nft-limit 120]` (about 10 min with both modes).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import subprocess
 import sys
@@ -129,8 +140,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,5000,10000")
     ap.add_argument("--limit", type=float, default=120.0, help="time limit for one kube-proxy-way restore")
+    ap.add_argument("--modes", default="iptables,nftables")
+    ap.add_argument("--nft-limit", type=float, default=120.0, help="time limit for a kube-proxy nftables layout run")
+    ap.add_argument("--nft-worker", nargs=2, metavar=("LAYOUT", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.nft_worker:
+        return nft_worker(args.nft_worker[0], int(args.nft_worker[1]))
     sizes = [int(s) for s in args.sizes.split(",")]
+    modes = args.modes.split(",")
+    rc = 0
+    if "iptables" in modes:
+        rc |= iptables_main(args, sizes)
+    if "nftables" in modes:
+        rc |= nftables_main(args, sizes)
+    return rc
+
+
+def iptables_main(args: argparse.Namespace, sizes: list[int]) -> int:
     rows = []
     try:
         for n in sizes:
@@ -159,6 +185,188 @@ def main() -> int:
             "yes" if p["foreign"] and k["foreign"] else "NO", "yes" if p["rules_ok"] else "NO",
         ]))
     return 0 if all(p["foreign"] and p["rules_ok"] for _, p, _ in rows) else 1
+
+
+# ------------------------------------------------------------------------------------------------------
+# nftables rows
+
+NFT_NS = "pn-nft-bench"
+NFT_NS_KP = "pn-nft-bench-kp"
+NFT_FOREIGN = ("add table ip pn-foreign\n"
+               "add chain ip pn-foreign pre { type nat hook prerouting priority -150 ; }\n"
+               "add rule ip pn-foreign pre ip daddr 198.51.100.7 return\n")
+
+
+def _changed_endpoint(sp: ServicePort, k: int) -> ServicePort:
+    eps = (*sp.endpoints[1:], Endpoint(ip=f"10.250.{k}.1", port=8080))
+    return replace(sp, endpoints=tuple(sorted(eps, key=str)))
+
+
+def _extra_service(k: int) -> ServicePort:
+    name = ServicePortName("bench-extra", f"x{k}", "http", "TCP")
+    eps = tuple(sorted((Endpoint(ip=f"10.251.{k}.{j + 1}", port=8080) for j in range(ENDPOINTS)), key=str))
+    return ServicePort(name=name, cluster_ip=f"10.97.0.{k + 1}", port=80, endpoints=eps)
+
+
+def nft_worker(layout: str, n: int) -> int:
+    """Runs inside the benchmark namespace (libnftables acts in the caller's namespace); prints JSON."""
+    import json
+
+    from podnet.proxy.nft import Nft
+    from podnet.proxy.nft_backend import NftablesBackend
+    from podnet.proxy.nftables import render as render_nft
+    from podnet.proxy.nftables_kp import render_kp, render_kp_delta
+
+    nft = Nft()
+    state = make_state(n)
+    names = list(state.services)
+    out: dict[str, object] = {"binding": nft.uses_binding}
+
+    def one(old: dict, new: dict) -> float:
+        old_st, new_st = DesiredState("bench", services=old), DesiredState("bench", services=new)
+        t = time.monotonic()
+        if layout == "podnet":
+            backend.partial_sync(old_st, new_st, SETTINGS, large_cluster=True)
+        else:
+            nft.run(render_kp_delta(old_st, new_st, SETTINGS).text)
+        return time.monotonic() - t
+
+    t, c = time.monotonic(), time.process_time()
+    if layout == "podnet":
+        backend = NftablesBackend(nft=nft)
+        backend.full_sync(state, SETTINGS)
+    else:
+        nft.run(render_kp(state, SETTINGS))
+    # CPU time of this process includes the kernel's work (netlink is processed in the sender's context);
+    # on a shared, overloaded host it is the steadier number.
+    out["full"], out["full_cpu"] = time.monotonic() - t, time.process_time() - c
+    t = time.monotonic()
+    if layout == "podnet":
+        render_nft(state, SETTINGS)
+    else:
+        render_kp(state, SETTINGS)
+    out["render"] = time.monotonic() - t
+    print(json.dumps({"partial": out}), flush=True)
+    if layout == "podnet":
+        t, c = time.monotonic(), time.process_time()
+        backend.full_sync(state, SETTINGS)
+        out["resync"], out["resync_cpu"] = time.monotonic() - t, time.process_time() - c
+    times = []
+    for k in range(5):
+        spn = names[(k * 7919) % n]
+        new_sp = _changed_endpoint(state.services[spn], k)
+        times.append(one({spn: state.services[spn]}, {spn: new_sp}))
+        state.services[spn] = new_sp  # type: ignore[index]
+    out["one_ep"] = statistics.median(times)
+    adds, dels = [], []
+    for k in range(5):
+        sp = _extra_service(k)
+        adds.append(one({}, {sp.name: sp}))
+    for k in range(5):
+        sp = _extra_service(k)
+        dels.append(one({sp.name: sp}, {}))
+    out["add_svc"], out["del_svc"] = statistics.median(adds), statistics.median(dels)
+    if layout == "podnet":
+        out["kernel_ok"] = _kernel_has(state.services[names[(4 * 7919) % n]])
+    print(json.dumps({"done": out}), flush=True)
+    return 0
+
+
+def _kernel_has(sp: ServicePort) -> bool:
+    """The kernel maps a changed service's IP to exactly its endpoints (point lookups, not a listing)."""
+    import nftables  # type: ignore[import-not-found]
+
+    ctx = nftables.Nftables()
+    keys = ", ".join(f"{sp.cluster_ip} . tcp . {sp.port} . {i}" for i in range(len(sp.endpoints)))
+    rc, out, _ = ctx.cmd(f"get element ip podnet service-endpoints-tcp {{ {keys} }}")
+    got = set(re.findall(r": (\S+) \. (\d+)", out))
+    rc2, _, _ = ctx.cmd(f"get element ip podnet service-ips {{ {sp.cluster_ip} . tcp . {sp.port} }}")
+    return rc == 0 and rc2 == 0 and got == {(e.ip, str(e.port)) for e in sp.endpoints}
+
+
+def _nft_fresh(name: str) -> None:
+    netns.remove(name)
+    netns.create(name)
+    netns.run(name, ["nft", "-f", "-"], input=NFT_FOREIGN)
+
+
+def _nft_foreign_ok(name: str) -> bool:
+    out = netns.run(name, ["nft", "list", "table", "ip", "pn-foreign"], check=False).stdout
+    return "ip daddr 198.51.100.7 return" in out and "hook prerouting priority" in out
+
+
+def bench_nft(layout: str, n: int, limit: float) -> dict[str, object]:
+    import json
+
+    ns = NFT_NS if layout == "podnet" else NFT_NS_KP
+    _nft_fresh(ns)
+    argv = netns.exec_argv(ns, [sys.executable, __file__, "--nft-worker", layout, str(n)])
+    result: dict[str, object] = {}
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        lines, _ = p.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        lines, _ = p.communicate()
+        result["limit_hit"] = True
+    for line in (lines or "").splitlines():
+        msg = json.loads(line)
+        result.update(msg.get("done") or msg.get("partial") or {})
+    result["foreign"] = _nft_foreign_ok(ns)
+    netns.remove(ns)
+    return result
+
+
+def nftables_main(args: argparse.Namespace, sizes: list[int]) -> int:
+    rows = []
+    try:
+        for n in sizes:
+            p = bench_nft("podnet", n, 600.0)
+            k = bench_nft("kube-proxy", n, args.nft_limit)
+            rows.append((n, p, k))
+            print(f"  nftables {n} services done", file=sys.stderr, flush=True)
+    finally:
+        netns.remove(NFT_NS)
+        netns.remove(NFT_NS_KP)
+
+    def sec(r: dict, key: str) -> str:
+        v = r.get(key)
+        return f">{args.nft_limit:.0f} s (limit)" if v is None and r.get("limit_hit") else (
+            "-" if v is None else f"{v:.2f} s")
+
+    def ms(r: dict, key: str) -> str:
+        v = r.get(key)
+        return ">limit" if v is None and r.get("limit_hit") else ("-" if v is None else f"{v * 1000:.1f} ms")
+
+    def ratio(p: dict, k: dict, key: str) -> str:
+        pv, kv = p.get(key), k.get(key)
+        if not pv:
+            return "-"
+        if kv is None:
+            return f">{args.nft_limit / pv:.0f}x" if k.get("limit_hit") else "-"
+        return f"{kv / pv:.0f}x"
+
+    print()
+    print(f"nftables proxy sync, services x {ENDPOINTS} endpoints (ClusterIP): podnet layout vs kube-proxy layout "
+          "(same libnftables context)")
+    hdr = ("services", "layout", "full (render; cpu)", "re-sync", "1-ep", "+svc", "-svc", "foreign kept", "kernel ok")
+    print(" | ".join(hdr))
+    print(" | ".join("---" for _ in hdr))
+    ok = True
+    for n, p, k in rows:
+        for name, r in (("podnet", p), ("kube-proxy", k)):
+            full = sec(r, "full")
+            if r.get("render") is not None:
+                full += f" ({r['render']:.2f}; cpu {r['full_cpu']:.2f})"
+            resync = sec(r, "resync") + (f" (cpu {r['resync_cpu']:.2f})" if r.get("resync_cpu") else "")
+            print(" | ".join([str(n), name, full, resync, ms(r, "one_ep"), ms(r, "add_svc"),
+                              ms(r, "del_svc"), "yes" if r.get("foreign") else "NO",
+                              {True: "yes", False: "NO"}.get(r.get("kernel_ok"), "-")]))
+            ok = ok and bool(r.get("foreign"))
+        print(" | ".join([str(n), "speed-up", ratio(p, k, "full"), "", ratio(p, k, "one_ep"), ratio(p, k, "add_svc"),
+                          ratio(p, k, "del_svc"), "", ""]))
+        ok = ok and p.get("binding") is True and p.get("kernel_ok") is True
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

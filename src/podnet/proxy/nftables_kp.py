@@ -467,6 +467,19 @@ def render_kp_delta(old: DesiredState, new: DesiredState, settings: ProxierSetti
     n_el = {(e.container, e.key): e for o in n_objs.values() for e in o.elements}
     lines: list[str] = []
     ops = 0
+    # chains first: an element may point at a chain this transaction creates
+    new_chains: set[str] = set()
+    new_sets: set[str] = set()
+    for o in n_objs.values():
+        for name, body in o.sets.items():
+            new_sets.add(name)
+            lines.append(f"add set {t} {name} {{ {body} }}")
+            ops += 1
+        for name, rules in o.chains.items():
+            new_chains.add(name)
+            lines += [f"add chain {t} {name}", f"flush chain {t} {name}"]
+            lines += [f"add rule {t} {name} {r}" for r in rules]
+            ops += 2 + len(rules)
     for k, e in n_el.items():
         prev = o_el.get(k)
         if prev == e:
@@ -480,18 +493,6 @@ def render_kp_delta(old: DesiredState, new: DesiredState, settings: ProxierSetti
         if k not in n_el:
             lines.append(f"delete element {t} {e.container} {{ {e.key} }}")
             ops += 1
-    new_chains: set[str] = set()
-    new_sets: set[str] = set()
-    for o in n_objs.values():
-        for name, body in o.sets.items():
-            new_sets.add(name)
-            lines.append(f"add set {t} {name} {{ {body} }}")
-            ops += 1
-        for name, rules in o.chains.items():
-            new_chains.add(name)
-            lines += [f"add chain {t} {name}", f"flush chain {t} {name}"]
-            lines += [f"add rule {t} {name} {r}" for r in rules]
-            ops += 2 + len(rules)
     stale = {name for o in o_objs.values() for name in o.chains} - new_chains
     for name in sorted(stale):
         lines.append(f"flush chain {t} {name}")
