@@ -328,3 +328,33 @@ def test_external_interface_by_name_ip_default_route_and_errors(testbed: Testbed
                 lookup_external_interface(ipr, bad)
         with pytest.raises(PodnetError, match="--public-ip: 'x'"):
             lookup_external_interface(ipr, "eth0", "x")
+
+
+# -- in-process use with netns= (how the daemon runs when given a namespace) --------------------------
+
+def test_udp_in_process_opens_tun_and_socket_inside_the_node_namespace(testbed: Testbed):
+    from podnet.net.iface import lookup_external_interface
+    from podnet.overlay.backends import create_backend
+    from podnet.overlay.lease import Lease
+
+    backends, leases = [], []
+    try:
+        for node in testbed.nodes[:2]:
+            with netns.ipr(node.ns) as ipr:
+                ext = lookup_external_interface(ipr, "eth0")
+            be = create_backend("udp", ext, {}, netns=node.ns)
+            backends.append(be)
+            lease = Lease(subnet=node.subnet, public_ip=node.public_ip, backend_type="udp", backend_data=be.register())
+            be.configure(lease, NETWORK)
+            leases.append(lease)
+        backends[0].add_remote(leases[1])
+        backends[1].add_remote(leases[0])
+        testbed.set_pod_mtu(backends[0].mtu)
+        a, b = testbed.nodes[:2]
+        assert pings(a.pod_ns, b.pod_ip) and pings(b.pod_ns, a.pod_ip)
+        assert f"{a.public_ip}:8285" in netns.run(a.ns, ["ss", "-H", "-uln"]).stdout
+        root = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, check=True).stdout
+        assert "flannel0" not in {link["ifname"] for link in json.loads(root)}  # root namespace untouched
+    finally:
+        for be in backends:
+            be.close()
