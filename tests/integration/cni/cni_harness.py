@@ -208,8 +208,28 @@ class Side:
                                   if not str(r.get("dst", "")).startswith(("fe80", "multicast"))),
             }
         snap["containers"] = conts
+        snap["sysctls"] = {ns.rsplit("-", 1)[1]: self._sysctls(ns) for ns in self.namespaces}
         snap["store"] = self.store()
         return snap
+
+    def _sysctls(self, ns: str) -> dict[str, Any]:
+        """Per-interface sysctls the plugins set (arp_notify, accept_dad, accept_ra); veth names folded."""
+        out = subprocess.run(netns.exec_argv(ns, ["sh", "-c", "grep -H . /proc/sys/net/ipv4/conf/*/arp_notify "
+                                                  "/proc/sys/net/ipv6/conf/*/accept_dad "
+                                                  "/proc/sys/net/ipv6/conf/*/accept_ra 2>/dev/null"]),
+                             capture_output=True, text=True, check=False).stdout
+        vals: dict[str, Any] = {}
+        for line in out.splitlines():
+            path, _, value = line.partition(":")
+            parts = path.split("/")
+            ifname, key = parts[-2], parts[-1]
+            if ifname in ("all", "default", "lo"):
+                continue
+            if ifname.startswith("veth"):
+                vals.setdefault(f"veth*/{key}", []).append(value)
+            else:
+                vals[f"{ifname}/{key}"] = value
+        return {k: sorted(v) if isinstance(v, list) else v for k, v in sorted(vals.items())}
 
     def store(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

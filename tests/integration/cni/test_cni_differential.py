@@ -323,7 +323,7 @@ def test_step_matches_reference(runs: Any, step: str) -> None:
         assert all(not ln.startswith("eth0 ") for ln in sp["containers"][key]["links"])
         prev = STEPS[STEPS.index(step) - 1]
         assert sp["host_veths"] == pod[prev][1]["host_veths"]
-        for k in ("containers", "ports", "host_veths"):
+        for k in ("containers", "ports", "host_veths", "sysctls"):
             sr.pop(k)
             sp.pop(k)
     for key in sorted(set(sr) | set(sp)):
