@@ -147,11 +147,25 @@ class Side:
         out = subprocess.run(["ip", "-n", ns, "-j", *args], capture_output=True, text=True, check=False).stdout
         return json.loads(out) if out.strip() else []
 
+    _PROBE = ("ip -j -d link show; echo @@; ip -j addr show; echo @@; ip -j route show; echo @@; "
+              "ip -j -6 route show; echo @@; grep -H . /proc/sys/net/ipv4/conf/*/arp_notify "
+              "/proc/sys/net/ipv6/conf/*/accept_dad /proc/sys/net/ipv6/conf/*/accept_ra 2>/dev/null; echo @@; "
+              "cat /proc/sys/net/ipv4/ip_forward; echo @@; iptables -t nat -S; echo @@; ip6tables -t nat -S")
+
+    def _probe(self, ns: str, host: bool) -> list[str]:
+        """One process per namespace reads everything (a snapshot runs after every step: keep it cheap)."""
+        script = self._PROBE if host else self._PROBE.split("; echo @@; cat")[0]
+        out = subprocess.run(netns.exec_argv(ns, ["sh", "-c", script]), capture_output=True, text=True,
+                             check=False).stdout
+        return out.split("@@\n")
+
     def snapshot(self) -> dict[str, Any]:
-        """Kernel and disk state with random values (MACs, host veth names, ifindexes) left out."""
+        """Kernel and disk state with random values (MACs, host veth names, ifindexes) left out.
+        Observed with iproute2/iptables, independently of the code under test."""
         h = self.host
         snap: dict[str, Any] = {}
-        links = self._ipj(h, "-d", "link", "show")
+        parts = self._probe(h, True)
+        links, addrs_j, routes_j, routes6_j = (json.loads(x) if x.strip() else [] for x in parts[:4])
         bridges = {}
         ports = []
         names = {ln["ifindex"]: ln["ifname"] for ln in links}
@@ -169,67 +183,35 @@ class Side:
         snap["bridges"] = bridges
         snap["ports"] = sorted(ports, key=lambda p: json.dumps(p, sort_keys=True))
         snap["host_veths"] = len([ln for ln in links if ln.get("linkinfo", {}).get("info_kind") == "veth"])
-        addrs = []
-        for a in self._ipj(h, "addr", "show"):
-            for ai in a.get("addr_info", []):
-                if ai.get("scope") == "global":
-                    addrs.append(f"{a['ifname']} {ai['local']}/{ai['prefixlen']} brd={ai.get('broadcast', '')}")
-        snap["host_addrs"] = sorted(addrs)
-        snap["host_routes"] = sorted(_route_str(r, names) for r in self._ipj(h, "route", "show"))
-        fwd = subprocess.run(netns.exec_argv(h, ["cat", "/proc/sys/net/ipv4/ip_forward"]), capture_output=True,
-                             text=True, check=False).stdout.strip()
-        snap["ip_forward"] = fwd
-        nat = subprocess.run(netns.exec_argv(h, ["iptables", "-t", "nat", "-S"]), capture_output=True, text=True,
-                             check=False).stdout.splitlines()
-        snap["nat"] = [ln for ln in nat if not ln.startswith("-P ")]
-        nat6 = subprocess.run(netns.exec_argv(h, ["ip6tables", "-t", "nat", "-S"]), capture_output=True, text=True,
-                              check=False).stdout.splitlines()
-        snap["nat6"] = [ln for ln in nat6 if not ln.startswith("-P ")]
-        snap["host_routes6"] = sorted(_route_str(r, names) for r in self._ipj(h, "-6", "route", "show")
+        snap["host_addrs"] = _global_addrs(addrs_j)
+        snap["host_routes"] = sorted(_route_str(r, names) for r in routes_j)
+        snap["host_routes6"] = sorted(_route_str(r, names) for r in routes6_j
                                       if not str(r.get("dst", "")).startswith("fe80"))
+        sysctls = {h.rsplit("-", 1)[1]: _sysctls(parts[4])}
+        snap["ip_forward"] = parts[5].strip()
+        snap["nat"] = [ln for ln in parts[6].splitlines() if not ln.startswith("-P ")]
+        snap["nat6"] = [ln for ln in parts[7].splitlines() if not ln.startswith("-P ")]
         conts = {}
         for ns in self.namespaces:
             if ns == h:
                 continue
             key = ns.rsplit("-", 1)[1]
-            clinks = self._ipj(ns, "-d", "link", "show")
+            cparts = self._probe(ns, False)
+            clinks, caddrs, croutes, croutes6 = (json.loads(x) if x.strip() else [] for x in cparts[:4])
             cnames = {ln["ifindex"]: ln["ifname"] for ln in clinks}
-            c_addrs = []
-            for a in self._ipj(ns, "addr", "show"):
-                for ai in a.get("addr_info", []):
-                    if ai.get("scope") == "global":
-                        c_addrs.append(f"{a['ifname']} {ai['local']}/{ai['prefixlen']} brd={ai.get('broadcast', '')}")
             conts[key] = {
                 "links": sorted(f"{ln['ifname']} mtu={ln['mtu']} up={'UP' in ln['flags']} "
                                 f"kind={ln.get('linkinfo', {}).get('info_kind', '')}" for ln in clinks),
-                "addrs": sorted(c_addrs),
-                "routes": sorted(_route_str(r, cnames) for r in self._ipj(ns, "route", "show")),
-                "routes6": sorted(_route_str(r, cnames) for r in self._ipj(ns, "-6", "route", "show")
+                "addrs": _global_addrs(caddrs),
+                "routes": sorted(_route_str(r, cnames) for r in croutes),
+                "routes6": sorted(_route_str(r, cnames) for r in croutes6
                                   if not str(r.get("dst", "")).startswith(("fe80", "multicast"))),
             }
+            sysctls[key] = _sysctls(cparts[4] if len(cparts) > 4 else "")
         snap["containers"] = conts
-        snap["sysctls"] = {ns.rsplit("-", 1)[1]: self._sysctls(ns) for ns in self.namespaces}
+        snap["sysctls"] = sysctls
         snap["store"] = self.store()
         return snap
-
-    def _sysctls(self, ns: str) -> dict[str, Any]:
-        """Per-interface sysctls the plugins set (arp_notify, accept_dad, accept_ra); veth names folded."""
-        out = subprocess.run(netns.exec_argv(ns, ["sh", "-c", "grep -H . /proc/sys/net/ipv4/conf/*/arp_notify "
-                                                  "/proc/sys/net/ipv6/conf/*/accept_dad "
-                                                  "/proc/sys/net/ipv6/conf/*/accept_ra 2>/dev/null"]),
-                             capture_output=True, text=True, check=False).stdout
-        vals: dict[str, Any] = {}
-        for line in out.splitlines():
-            path, _, value = line.partition(":")
-            parts = path.split("/")
-            ifname, key = parts[-2], parts[-1]
-            if ifname in ("all", "default", "lo"):
-                continue
-            if ifname.startswith("veth"):
-                vals.setdefault(f"veth*/{key}", []).append(value)
-            else:
-                vals[f"{ifname}/{key}"] = value
-        return {k: sorted(v) if isinstance(v, list) else v for k, v in sorted(vals.items())}
 
     def store(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -244,6 +226,33 @@ class Side:
                     files[name] = (oct(os.stat(p).st_mode & 0o777), f.read().decode())
             out[net] = files
         return out
+
+
+def _global_addrs(addrs_j: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for a in addrs_j:
+        for ai in a.get("addr_info", []):
+            if ai.get("scope") == "global":
+                out.append(f"{a['ifname']} {ai['local']}/{ai['prefixlen']} brd={ai.get('broadcast', '')}")
+    return sorted(out)
+
+
+def _sysctls(text: str) -> dict[str, Any]:
+    """Per-interface sysctls the plugins set (arp_notify, accept_dad, accept_ra); veth names folded."""
+    vals: dict[str, Any] = {}
+    for line in text.splitlines():
+        path, _, value = line.partition(":")
+        parts = path.split("/")
+        if len(parts) < 2:
+            continue
+        ifname, key = parts[-2], parts[-1]
+        if ifname in ("all", "default", "lo"):
+            continue
+        if ifname.startswith("veth"):
+            vals.setdefault(f"veth*/{key}", []).append(value)
+        else:
+            vals[f"{ifname}/{key}"] = value
+    return {k: sorted(v) if isinstance(v, list) else v for k, v in sorted(vals.items())}
 
 
 def _route_str(r: dict[str, Any], names: dict[int, str]) -> str:
