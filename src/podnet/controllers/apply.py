@@ -11,15 +11,19 @@ between receiving objects and storing them, done in ONE store commit so that it 
 
 Every op is conditional on the revision that was read; when another writer got in between, the commit
 fails as a whole and the plan is made again from a fresh read.
+
+What is read is proportional to the change, not to the store (see _View): applying one EndpointSlice
+into a store of thousands of objects reads one key, not all of them.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -33,7 +37,7 @@ from podnet.api.service import Service
 from podnet.controllers.allocators import AllocatorConfig, ClusterIPAllocator, NodePortAllocator
 from podnet.controllers.endpoints import selector_matches, slice_ops
 from podnet.errors import NotFound, PodnetError, Problem, ValidationError
-from podnet.store import ConflictError, Delete, Op, Put, Store, keys
+from podnet.store import ConflictError, Delete, KeyValue, Op, Put, Store, keys
 
 Action = Literal["created", "configured", "unchanged", "deleted"]
 MAX_ATTEMPTS = 40
@@ -48,38 +52,144 @@ class Result:
         return f"{self.obj.kubectl_name} {self.action}"
 
 
+# A group of keys under one parent larger than this is read with one list instead of one get per key.
+_GET_LIMIT = 16
+# More needles than this and a byte scan costs more than it saves: decode every candidate instead.
+_NEEDLE_LIMIT = 32
+
+
 @dataclass
 class _View:
-    """The store as read at the start of one attempt, updated as the plan proceeds."""
+    """The store as one attempt reads it, updated as the plan proceeds.
 
-    objects: dict[str, Resource] = field(default_factory=dict)
-    revs: dict[str, int] = field(default_factory=dict)
+    Reads are lazy and proportional to the change, not to the store: the keys of the objects applied or
+    deleted, the allocation keys only when a service is involved, the nodes only when a pod is, and for
+    the derived slices only the touched namespaces (see _Planner.derived_slices). Reads are not one
+    snapshot, which is safe because every op is conditional on the revision of the key it writes, and
+    outputs (the keys written) are always read before the inputs they are derived from: an input that
+    changes after its output was read also moves that output (its writer rewrote it), so the commit fails
+    and the plan is made again.
+    """
+
+    store: Store
+    objects: dict[str, Resource] = field(default_factory=dict)  # key -> object, for keys in known
+    revs: dict[str, int] = field(default_factory=dict)  # key -> mod_revision of stored keys in known
+    known: set[str] = field(default_factory=set)  # keys read (or planned): objects/revs are their truth
     ips: dict[str, str] = field(default_factory=dict)  # clusterIP -> owner
     ports: dict[int, str] = field(default_factory=dict)  # nodePort -> owner
     alloc_revs: dict[str, int] = field(default_factory=dict)
-    revision: int = 0
+    allocations_read: bool = False
+    nodes: set[str] | None = None
+
+    def fetch(self, wanted: Iterable[str]) -> None:
+        """Read the given resource keys (once each)."""
+        groups: dict[str, list[str]] = {}
+        for key in wanted:
+            if key not in self.known:
+                groups.setdefault(key[:key.rindex("/") + 1], []).append(key)
+        for parent, group in groups.items():
+            found: dict[str, KeyValue] = {}
+            if len(group) > _GET_LIMIT:
+                members = set(group)
+                found = {kv.key: kv for kv in self.store.list(parent).items if kv.key in members}
+            else:
+                for key in group:
+                    kv = self.store.get(key)
+                    if kv is not None:
+                        found[key] = kv
+            for key in group:
+                self.known.add(key)
+                kv = found.get(key)
+                if kv is None:
+                    continue
+                self.revs[key] = kv.mod_revision
+                try:
+                    self.objects[key] = from_json(kv.value)
+                except PodnetError:
+                    pass  # an undecodable object cannot be reasoned about; writes to it still carry its revision
+
+    def read_allocations(self) -> None:
+        if self.allocations_read:
+            return
+        self.allocations_read = True
+        for kv in self.store.list(keys.ALLOC_CLUSTER_IP_PREFIX).items:
+            self.ips[kv.key[len(keys.ALLOC_CLUSTER_IP_PREFIX):]] = kv.value.decode(errors="replace")
+            self.alloc_revs[kv.key] = kv.mod_revision
+        for kv in self.store.list(keys.ALLOC_NODE_PORT_PREFIX).items:
+            try:
+                self.ports[int(kv.key[len(keys.ALLOC_NODE_PORT_PREFIX):])] = kv.value.decode(errors="replace")
+            except ValueError:
+                continue
+            self.alloc_revs[kv.key] = kv.mod_revision
+
+    def node_names(self) -> set[str]:
+        """Names of the stored nodes (as planned so far), read once."""
+        if self.nodes is None:
+            prefix = keys.kind_prefix("Node")
+            names = set()
+            for kv in self.store.list(prefix).items:
+                if kv.key in self.known:
+                    continue
+                try:
+                    obj = from_json(kv.value)
+                except PodnetError:
+                    continue
+                if isinstance(obj, Node):
+                    names.add(obj.name)
+            names |= {o.name for k, o in self.objects.items() if k.startswith(prefix) and isinstance(o, Node)}
+            self.nodes = names
+        return self.nodes
+
+    def stored(self, kind: str, namespace: str) -> list[KeyValue]:
+        """The raw stored objects of a kind in a namespace, except keys this view already knows."""
+        return [kv for kv in self.store.list(keys.kind_prefix(kind, namespace)).items if kv.key not in self.known]
+
+    def planned(self, kind: str, namespace: str) -> list[tuple[str, Resource]]:
+        """The known objects of a kind in a namespace, as planned so far."""
+        prefix = keys.kind_prefix(kind, namespace)
+        return [(k, o) for k, o in self.objects.items() if k.startswith(prefix)]
 
 
-def _read(store: Store) -> _View:
-    view = _View()
-    res = store.list(keys.RESOURCES_PREFIX)
-    view.revision = res.revision
-    for kv in res.items:
-        try:
-            view.objects[kv.key] = from_json(kv.value)
-        except PodnetError:
-            pass  # an undecodable object cannot be reasoned about; writes to it still carry its revision
-        view.revs[kv.key] = kv.mod_revision
-    for kv in store.list(keys.ALLOC_CLUSTER_IP_PREFIX).items:
-        view.ips[kv.key[len(keys.ALLOC_CLUSTER_IP_PREFIX):]] = kv.value.decode(errors="replace")
-        view.alloc_revs[kv.key] = kv.mod_revision
-    for kv in store.list(keys.ALLOC_NODE_PORT_PREFIX).items:
-        try:
-            view.ports[int(kv.key[len(keys.ALLOC_NODE_PORT_PREFIX):])] = kv.value.decode(errors="replace")
-        except ValueError:
-            continue
-        view.alloc_revs[kv.key] = kv.mod_revision
-    return view
+def _needle(text: str) -> bytes:
+    """How a string appears in stored JSON that has no escapes in it."""
+    return b'"' + text.encode() + b'"'
+
+
+def _prefilter(needles: set[bytes]) -> Callable[[bytes], bool]:
+    """A cheap test that is False only if a JSON value surely has none of the needles as a string.
+
+    JSON without a backslash has no escapes, so each of its strings appears literally between quotes;
+    with one, the value is always a candidate. Too many needles: everything is a candidate.
+    """
+    if len(needles) > _NEEDLE_LIMIT:
+        return lambda _value: True
+    wanted = (b"\\", *sorted(needles))
+
+    def may_contain(value: bytes) -> bool:
+        for needle in wanted:  # a plain loop: cheaper than a regex alternation or any() here
+            if needle in value:
+                return True
+        return False
+
+    return may_contain
+
+
+def _loads(value: bytes) -> dict[str, object] | None:
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _str_dict(data: dict[str, object], *path: str) -> dict[str, str]:
+    """data[path...] if it is a dict of strings, else {} (raw JSON from the store may be anything)."""
+    cur: object = data
+    for p in path:
+        cur = cur.get(p) if isinstance(cur, dict) else None
+    if not isinstance(cur, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in cur.items()):
+        return {}
+    return cur
 
 
 def key_of(obj: Resource) -> str:
@@ -141,12 +251,25 @@ class _Planner:
         self.results: list[Result] = []
         self.affected: set[tuple[str, str]] = set()  # (namespace, service) whose slices to recompute
         self.touched_pods: list[tuple[str, dict[str, str]]] = []
-        self.nodes: set[str] | None = None  # names of stored nodes, read once
         self.batch_nodes: set[str] = set()  # nodes applied together with pods count as known
-        self.ip_alloc = ClusterIPAllocator(config.service_cidr, view.ips)
-        self.port_alloc = NodePortAllocator(config.node_port_range, view.ports)
+        self._ip_alloc: ClusterIPAllocator | None = None
+        self._port_alloc: NodePortAllocator | None = None
 
     # -- allocation keys
+
+    @property
+    def ip_alloc(self) -> ClusterIPAllocator:
+        if self._ip_alloc is None:
+            self.view.read_allocations()
+            self._ip_alloc = ClusterIPAllocator(self.config.service_cidr, self.view.ips)
+        return self._ip_alloc
+
+    @property
+    def port_alloc(self) -> NodePortAllocator:
+        if self._port_alloc is None:
+            self.view.read_allocations()
+            self._port_alloc = NodePortAllocator(self.config.node_port_range, self.view.ports)
+        return self._port_alloc
 
     def _claim(self, key: str, owner: str, current_owner: str | None) -> None:
         if current_owner == owner:
@@ -166,6 +289,7 @@ class _Planner:
         owner = new.ref
         s = new.spec
         before = len(self.problems)
+        self.view.read_allocations()
         # ClusterIP: immutable once set; headless services have none.
         old_ip = old.spec.cluster_ip if old is not None else None
         want = s.cluster_ip
@@ -283,9 +407,7 @@ class _Planner:
         keeps the live status). Without nodes there is nobody to run pods, so a manifest's status is
         taken as given on create: that is how examples/webapp1 shows endpoints without a lab.
         """
-        if self.nodes is None:
-            self.nodes = {o.name for o in self.view.objects.values() if isinstance(o, Node)}
-        nodes = sorted(self.nodes | self.batch_nodes)
+        nodes = sorted(self.view.node_names() | self.batch_nodes)
         if old is not None:
             if not new.spec.node_name:
                 new.spec.node_name = old.spec.node_name
@@ -304,6 +426,7 @@ class _Planner:
         old = self.view.objects.pop(key, None)
         self.ops[key] = Delete(key, if_revision=self.view.revs[key])
         if isinstance(old, Service):
+            self.view.read_allocations()
             owner = old.ref
             for ip in old.cluster_ips:
                 self._release(keys.cluster_ip(ip), owner, self.view.ips.get(ip))
@@ -322,30 +445,32 @@ class _Planner:
             elif isinstance(obj, Pod):
                 self.touched_pods.append((obj.namespace or "default", dict(obj.metadata.labels)))
 
-    def _services_selecting_touched_pods(self) -> None:
-        # Inverted index (namespace, label key, value) -> services, so a bulk apply of many pods does
-        # not compare every pod with every service.
-        index: dict[tuple[str, str, str], list[Service]] = {}
-        for svc in self.view.objects.values():
-            if isinstance(svc, Service) and svc.spec.selector:
-                k, v = next(iter(sorted(svc.spec.selector.items())))
-                index.setdefault((svc.namespace or "default", k, v), []).append(svc)
-        for ns, labels in self.touched_pods:
-            for k, v in labels.items():
-                for svc in index.get((ns, k, v), ()):
-                    if selector_matches(svc.spec.selector, labels):
-                        self.affected.add((ns, svc.name))
-
     def derived_slices(self) -> None:
-        self._services_selecting_touched_pods()
+        """Add the ops that bring the derived slices of every affected service up to date.
+
+        Only the touched namespaces are read, outputs before inputs (see _View): their slices, then
+        (when pods were touched) their services, then (when some service is affected) their pods. Stored
+        JSON is decoded into models only where it can matter: a byte pre-filter on the label values or
+        service names in question, then json.loads and a selector check, then pydantic for the survivors.
+        """
+        namespaces = {ns for ns, _ in self.affected} | {ns for ns, _ in self.touched_pods}
+        if not namespaces:
+            return
+        raw_slices = {ns: self.view.stored("EndpointSlice", ns) for ns in sorted(namespaces)}
+        services: dict[tuple[str, str], Service] = {}
+        for ns in sorted(namespaces):
+            for _, obj in self.view.planned("Service", ns):
+                if isinstance(obj, Service):
+                    services[(ns, obj.name)] = obj
+        self._services_selecting_touched_pods(services)
         if not self.affected:
             return
-        namespaces = {ns for ns, _ in self.affected}
-        services = [o for o in self.view.objects.values() if isinstance(o, Service)]
-        pods = [o for o in self.view.objects.values() if isinstance(o, Pod) and o.namespace in namespaces]
-        existing = {k: (o, self.view.revs[k]) for k, o in self.view.objects.items()
-                    if isinstance(o, EndpointSlice) and k in self.view.revs and k not in self.ops}
-        for op in slice_ops(services, pods, existing, self.affected):
+        pods = [pod for ns in sorted({ns for ns, _ in self.affected}) for pod in self._candidate_pods(ns, services)]
+        existing: dict[str, tuple[EndpointSlice, int]] = {}
+        for ns, items in raw_slices.items():
+            existing |= self._candidate_slices(ns, items)
+        scoped = [svc for ref, svc in services.items() if ref in self.affected]
+        for op in slice_ops(scoped, pods, existing, self.affected):
             prior = self.ops.get(op.key)
             if isinstance(prior, Delete) and isinstance(op, Put):
                 # the user deleted a slice the controller wants: rewrite it instead (upstream recreates it)
@@ -354,12 +479,111 @@ class _Planner:
                 continue
             self.ops[op.key] = op
 
+    def _services_selecting_touched_pods(self, services: dict[tuple[str, str], Service]) -> None:
+        """Add the services selecting a touched pod (old or new labels) to affected and to services.
+
+        services holds the planned ones on entry; stored ones are read per touched namespace. An inverted
+        index (namespace, label key, value) -> selectors keeps a bulk apply of many pods from comparing
+        every pod with every service.
+        """
+        if not self.touched_pods:
+            return
+        by_ns: dict[str, list[dict[str, str]]] = {}
+        for ns, labels in self.touched_pods:
+            if labels:
+                by_ns.setdefault(ns, []).append(labels)
+        for ns, pod_labels in sorted(by_ns.items()):
+            may_select = _prefilter({_needle(v) for labels in pod_labels for v in labels.values()})
+            index: dict[tuple[str, str], list[tuple[dict[str, str], str | None, object]]] = {}
+            for (sns, name), svc in services.items():
+                if sns == ns and svc.spec.selector:
+                    index.setdefault(min(svc.spec.selector.items()), []).append((svc.spec.selector, name, svc))
+            for kv in self.view.stored("Service", ns):
+                if not may_select(kv.value):
+                    continue
+                data = _loads(kv.value)
+                selector = _str_dict(data, "spec", "selector") if data is not None else {}
+                if selector:
+                    index.setdefault(min(selector.items()), []).append((selector, None, kv))
+            for labels in pod_labels:
+                for pair in labels.items():
+                    for i, (selector, name, ref) in enumerate(index.get(pair, ())):
+                        if not selector_matches(selector, labels):
+                            continue
+                        if name is None:  # a stored service: decode it now, once
+                            assert isinstance(ref, KeyValue)
+                            try:
+                                obj = from_json(ref.value)
+                            except PodnetError:
+                                continue
+                            if not isinstance(obj, Service):
+                                continue
+                            name = obj.name
+                            services[(ns, name)] = obj
+                            index[pair][i] = (selector, name, obj)
+                        self.affected.add((ns, name))
+
+    def _candidate_pods(self, ns: str, services: dict[tuple[str, str], Service]) -> list[Pod]:
+        """The pods of ns that some affected service's selector may select (planned state wins)."""
+        out = [o for _, o in self.view.planned("Pod", ns) if isinstance(o, Pod)]
+        stored = self.view.stored("Pod", ns)
+        wanted = [dict(svc.spec.selector) for ref, svc in services.items()
+                  if ref[0] == ns and ref in self.affected and svc.spec.selector]
+        if not wanted:
+            return out
+        may_match = _prefilter({_needle(min(sel.items())[1]) for sel in wanted})
+        index: dict[tuple[str, str], list[dict[str, str]]] = {}
+        for sel in wanted:
+            index.setdefault(min(sel.items()), []).append(sel)
+        for kv in stored:
+            if not may_match(kv.value):
+                continue
+            data = _loads(kv.value)
+            labels = _str_dict(data, "metadata", "labels") if data is not None else {}
+            if not any(selector_matches(sel, labels) for pair in labels.items() for sel in index.get(pair, ())):
+                continue
+            try:
+                obj = from_json(kv.value)
+            except PodnetError:
+                continue
+            if isinstance(obj, Pod):
+                out.append(obj)
+        return out
+
+    def _candidate_slices(self, ns: str, stored: list[KeyValue]) -> dict[str, tuple[EndpointSlice, int]]:
+        """The stored slices of ns that slice_ops may write or delete for the affected services.
+
+        That is a slice labelled with an affected service's name, or one whose name is a derived name of
+        one (`<service[:57]>-<5 hex>`). Keys already written by this plan are the user's: left out.
+        """
+        names = {name for sns, name in self.affected if sns == ns}
+        stems = {name[:57] for name in names}
+        may_name = _prefilter({_needle(name) for name in names})
+        prefix = keys.kind_prefix("EndpointSlice", ns)
+        out: dict[str, tuple[EndpointSlice, int]] = {}
+        for key, obj in self.view.planned("EndpointSlice", ns):
+            if isinstance(obj, EndpointSlice) and key in self.view.revs and key not in self.ops:
+                out[key] = (obj, self.view.revs[key])
+        for kv in stored:
+            if kv.key in self.ops:
+                continue
+            name = kv.key[len(prefix):]
+            if name[:-6] not in stems and not may_name(kv.value):
+                continue
+            try:
+                obj = from_json(kv.value)
+            except PodnetError:
+                continue
+            if isinstance(obj, EndpointSlice):
+                out[kv.key] = (obj, kv.mod_revision)
+        return out
+
 
 def _run(store: Store, build: object, *, rng: random.Random | None = None) -> list[Result]:
     rng = rng or random.Random()
     last: ConflictError | None = None
     for attempt in range(MAX_ATTEMPTS):
-        planner: _Planner = build(_read(store), rng)  # type: ignore[operator]
+        planner: _Planner = build(_View(store), rng)  # type: ignore[operator]
         if planner.problems:
             raise ValidationError(planner.problems)
         planner.derived_slices()
@@ -382,6 +606,7 @@ def apply_objects(
     config = config or AllocatorConfig()
 
     def build(view: _View, r: random.Random) -> _Planner:
+        view.fetch(key_of(o) for o in objs)
         p = _Planner(view, config, r)
         p.batch_nodes = {o.name for o in objs if isinstance(o, Node)}
         for obj in objs:
@@ -403,6 +628,7 @@ def delete_objects(
     config = config or AllocatorConfig()
 
     def build(view: _View, r: random.Random) -> _Planner:
+        view.fetch(keys.resource(kind, ns, name) for kind, ns, name in refs)
         p = _Planner(view, config, r)
         missing = []
         for kind, ns, name in refs:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from podnet.api import EndpointSlice, Pod, Service, from_json, load_objects, to_json
 from podnet.controllers.apply import apply_objects, delete_objects
@@ -139,3 +142,160 @@ def test_with_nodes_pods_must_name_one_and_start_pending(store) -> None:  # type
     (_, r2) = apply_objects(store, load_objects(NODE.replace("node-1", "node-2") + "---"
                                                 + pod_yaml("b", "10.32.0.6", node="node-2")))
     assert r2.action == "created"
+
+
+# ---- reads proportional to the change ----------------------------------------------------------------
+
+
+class CountingStore:
+    """Wraps a store and records the prefixes listed and the keys got, to see what a plan reads."""
+
+    def __init__(self, inner, on_list=None) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.lists: list[str] = []
+        self.gets: list[str] = []
+        self.on_list = on_list
+
+    def list(self, prefix: str):  # type: ignore[no-untyped-def]
+        self.lists.append(prefix)
+        if self.on_list is not None:
+            self.on_list(prefix)
+        return self.inner.list(prefix)
+
+    def get(self, key: str):  # type: ignore[no-untyped-def]
+        self.gets.append(key)
+        return self.inner.get(key)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+
+def ns_yaml(kind_doc: str, ns: str) -> str:
+    return kind_doc.replace("metadata: {name:", f"metadata: {{namespace: {ns}, name:")
+
+
+USER_SLICE = """
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ext-a, labels: {kubernetes.io/service-name: ext}}
+addressType: IPv4
+endpoints: [{addresses: [192.0.2.10]}]
+ports: [{name: http, port: 9000}]
+"""
+
+
+def test_user_slice_apply_reads_only_its_own_key(store) -> None:  # type: ignore[no-untyped-def]
+    apply_objects(store, load_objects(SVC + "---" + pod_yaml("a", "10.32.0.5") + "---" + USER_SLICE))
+    counting = CountingStore(store)
+    (r,) = apply_objects(counting, load_objects(USER_SLICE.replace("192.0.2.10", "192.0.2.11")))
+    assert r.action == "configured"
+    assert counting.lists == [] and counting.gets == [keys.resource("EndpointSlice", "default", "ext-a")]
+
+
+def test_pod_apply_reads_only_its_namespace(store) -> None:  # type: ignore[no-untyped-def]
+    apply_objects(store, load_objects(ns_yaml(SVC, "pn-cv-a") + "---" + ns_yaml(SVC, "pn-cv-b")))
+    counting = CountingStore(store)
+    apply_objects(counting, load_objects(ns_yaml(pod_yaml("a", "10.32.0.5"), "pn-cv-a")))
+    assert not any(p.endswith("/pn-cv-b/") for p in counting.lists)
+    assert keys.RESOURCES_PREFIX not in counting.lists and keys.ALLOC_CLUSTER_IP_PREFIX not in counting.lists
+    by_ns = {es.namespace: ready_addresses([es], "http") for es in slices(store)}
+    assert by_ns == {"pn-cv-a": ["10.32.0.5:8080"], "pn-cv-b": []}
+
+
+def test_pod_relabel_moves_it_between_services(store) -> None:  # type: ignore[no-untyped-def]
+    other = SVC.replace("name: web", "name: api").replace("app: web", "app: api")
+    apply_objects(store, load_objects(SVC + "---" + other + "---" + pod_yaml("a", "10.32.0.5")))
+    apply_objects(store, load_objects(pod_yaml("a", "10.32.0.5").replace("app: web", "app: api")))
+    by_svc = {es.service_name: ready_addresses([es], "http") for es in slices(store)}
+    assert by_svc == {"web": [], "api": ["10.32.0.5:8080"]}
+
+
+def test_stored_json_with_escapes_is_still_matched(store) -> None:  # type: ignore[no-untyped-def]
+    """The byte pre-filter must not hide an object whose JSON spells a label with \\u escapes."""
+    apply_objects(store, load_objects(SVC))
+    key = keys.resource("Pod", "default", "a")
+    apply_objects(store, load_objects(pod_yaml("a", "10.32.0.5").replace("app: web", "app: other")))
+    doc = store.get(key).value.replace(b'"app":"other"', b'"app":"\\u0077eb"')  # "web", escaped
+    store.put(key, doc)
+    apply_objects(store, load_objects(SVC.replace("port: 80", "port: 81")))  # recompute web's slices
+    assert ready_addresses(slices(store), "http") == ["10.32.0.5:8080"]
+
+
+def test_slice_named_like_a_derived_one_is_rewritten_not_conflicting(store) -> None:  # type: ignore[no-untyped-def]
+    apply_objects(store, load_objects(SVC + "---" + pod_yaml("a", "10.32.0.5")))
+    (derived,) = slices(store)
+    derived.metadata.labels = {"x": "y"}  # no label names the service now: only the slice's name says it is web's
+    store.put(keys.resource("EndpointSlice", "default", derived.name), to_json(derived))
+    apply_objects(store, load_objects(pod_yaml("b", "10.32.0.6")))
+    (es,) = slices(store)
+    assert es.name == derived.name and es.service_name == "web"
+    assert ready_addresses([es], "http") == ["10.32.0.5:8080", "10.32.0.6:8080"]
+
+
+def test_many_services_and_pods_in_one_apply(store) -> None:  # type: ignore[no-untyped-def]
+    """Bulk applies take the list paths (many keys under one prefix, too many needles to pre-filter)."""
+    n = 40
+    svcs = "---".join(SVC.replace("name: web", f"name: s{i}").replace("app: web", f"app: s{i}") for i in range(n))
+    pods = "---".join(pod_yaml(f"p{i}", f"10.32.1.{i + 1}").replace("app: web", f"app: s{i}") for i in range(n))
+    apply_objects(store, load_objects(svcs))
+    apply_objects(store, load_objects(pods))
+    got = {es.service_name: ready_addresses([es], "http") for es in slices(store)}
+    assert got == {f"s{i}": [f"10.32.1.{i + 1}:8080"] for i in range(n)}
+    delete_objects(store, [("Pod", "default", f"p{i}") for i in range(0, n, 2)])
+    got = {es.service_name: ready_addresses([es], "http") for es in slices(store)}
+    assert got == {f"s{i}": [] if i % 2 == 0 else [f"10.32.1.{i + 1}:8080"] for i in range(n)}
+
+
+def test_a_writer_between_the_reads_makes_the_plan_start_again(store) -> None:  # type: ignore[no-untyped-def]
+    """Outputs are read before inputs: another writer that changes a pod (and its slice) after the slices
+    were read moves the slice's revision, so the stale plan cannot commit and is made again."""
+    from podnet.controllers.endpoints import sync_ops
+
+    apply_objects(store, load_objects(SVC + "---" + pod_yaml("a", "10.32.0.5")))
+    fired: list[str] = []
+
+    def other_writer(prefix: str) -> None:
+        if prefix == keys.kind_prefix("Pod", "default") and not fired:
+            fired.append(prefix)
+            apply_objects(store, load_objects(pod_yaml("b", "10.32.0.6")))  # pod b + web's slice, one commit
+
+    counting = CountingStore(store, on_list=other_writer)
+    apply_objects(counting, load_objects(SVC.replace("port: 80", "port: 81")))
+    assert fired and counting.lists.count(keys.kind_prefix("EndpointSlice", "default")) == 2  # planned twice
+    assert sorted(ready_addresses(slices(store), "http")) == ["10.32.0.5:8080", "10.32.0.6:8080"]
+    assert sync_ops(store) == []
+
+
+_NS = st.sampled_from(["pn-cv-a", "pn-cv-b"])
+_APP = st.sampled_from(["a0", "a1", None])
+_STEP = st.one_of(
+    st.tuples(st.just("svc"), _NS, st.sampled_from(["s0", "s1"]), _APP),
+    st.tuples(st.just("pod"), _NS, st.sampled_from(["p0", "p1", "p2"]), _APP),
+    st.tuples(st.just("del-svc"), _NS, st.sampled_from(["s0", "s1"]), st.none()),
+    st.tuples(st.just("del-pod"), _NS, st.sampled_from(["p0", "p1", "p2"]), st.none()),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(_STEP, min_size=1, max_size=8))
+def test_after_any_apply_or_delete_the_derived_slices_are_up_to_date(tmp_path: Path, steps) -> None:  # type: ignore[no-untyped-def]
+    """Reading only the touched namespaces and pre-filtered candidates finds everything a full re-list
+    would: sync_ops over the whole store has nothing left to do."""
+    from podnet.controllers.endpoints import sync_ops
+
+    s = open_store(f"sqlite:///{tmp_path}/{secrets.token_hex(4)}.db")
+    try:
+        for i, (what, ns, name, app) in enumerate(steps):
+            if what == "svc":
+                doc = SVC.replace("name: web", f"name: {name}").replace(
+                    "  selector: {app: web}\n", f"  selector: {{app: {app}}}\n" if app else "")
+                apply_objects(s, load_objects(ns_yaml(doc, ns)))
+            elif what == "pod":
+                doc = pod_yaml(name, f"10.32.0.{i + 1}").replace("labels: {app: web}", f"labels: {{app: {app}}}"
+                                                                  if app else "labels: {}")
+                apply_objects(s, load_objects(ns_yaml(doc, ns)))
+            else:
+                delete_objects(s, [("Service" if what == "del-svc" else "Pod", ns, name)], ignore_not_found=True)
+            assert sync_ops(s) == []
+    finally:
+        s.close()

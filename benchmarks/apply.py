@@ -1,0 +1,127 @@
+"""apply/delete benchmark: the cost of `podnet apply` of ONE object into a store that already holds many.
+
+What the write path must pay is proportional to the change (the object's own key, the allocation keys
+of a service, the pods and slices of the services the change selects), not to the size of the store.
+
+Scenarios (sqlite store in a temp dir):
+- 1k services + 1k user EndpointSlices: apply one changed EndpointSlice (the lab convergence benchmark's step)
+- 2k services (selector app=sN) + 2k pods: apply one new service; apply one changed pod; delete that pod
+
+Baseline in the same run: one plain store.put of the same object's bytes (the floor of any write path).
+Run: .venv/bin/python benchmarks/apply.py [--sizes 1000,2000] [--reps 20]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from podnet.api.loader import load_objects, to_json
+from podnet.controllers.apply import apply_objects, delete_objects
+from podnet.store import keys, open_store
+
+
+def _svc_slice_docs(n: int) -> str:
+    return "\n---\n".join(f"""apiVersion: v1
+kind: Service
+metadata: {{name: s{i}}}
+spec: {{ports: [{{name: p, port: 80, protocol: TCP}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: s{i}-a, labels: {{kubernetes.io/service-name: s{i}}}}}
+addressType: IPv4
+endpoints: [{{addresses: [10.200.{i // 250}.{i % 250 + 1}]}}]
+ports: [{{name: p, port: 8080, protocol: TCP}}]""" for i in range(n))
+
+
+def _slice_doc(i: int, k: int) -> str:
+    return f"""apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: s{i}-a, labels: {{kubernetes.io/service-name: s{i}}}}}
+addressType: IPv4
+endpoints: [{{addresses: [10.200.{i // 250}.{i % 250 + 1}]}}, {{addresses: [10.201.{k // 250}.{k % 250 + 1}]}}]
+ports: [{{name: p, port: 8080, protocol: TCP}}]"""
+
+
+def _svc_doc(i: int) -> str:
+    return f"""apiVersion: v1
+kind: Service
+metadata: {{name: s{i}}}
+spec: {{selector: {{app: s{i}}}, ports: [{{name: p, port: 80, targetPort: 8080}}]}}"""
+
+
+def _pod_doc(i: int, k: int = 0) -> str:
+    ip = f"10.{32 + i // 60000}.{i // 250 % 240}.{i % 250 + 1}"
+    return f"""apiVersion: v1
+kind: Pod
+metadata: {{name: p{i}, labels: {{app: s{i}, rev: r{k}}}}}
+spec: {{containers: [{{name: c}}]}}
+status: {{podIP: {ip}, phase: Running, conditions: [{{type: Ready, status: "True"}}]}}"""
+
+
+def _timed(reps: int, fn: Callable[[int], object]) -> float:
+    times = []
+    for k in range(reps):
+        t = time.perf_counter()
+        fn(k)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def run(n: int, reps: int) -> list[tuple[str, float, float]]:
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        store = open_store(f"sqlite:///{d}/state.db")
+        apply_objects(store, load_objects(_svc_slice_docs(n)))
+        objs = [load_objects(_slice_doc((k * 37) % n, k)) for k in range(reps)]
+        t = _timed(reps, lambda k: apply_objects(store, objs[k]))
+        floor = _timed(reps, lambda k: store.put("/podnet/bench/floor", to_json(objs[k][0])))
+        rows.append((f"{n} svc + {n} slices: apply 1 EndpointSlice", t, floor))
+        store.close()
+    with tempfile.TemporaryDirectory() as d:
+        store = open_store(f"sqlite:///{d}/state.db")
+        apply_objects(store, load_objects("\n---\n".join(_svc_doc(i) for i in range(n))))
+        apply_objects(store, load_objects("\n---\n".join(_pod_doc(i) for i in range(n))))
+        svcs = [load_objects(_svc_doc(n + k)) for k in range(reps)]
+        t = _timed(reps, lambda k: apply_objects(store, svcs[k]))
+        floor = _timed(reps, lambda k: store.put("/podnet/bench/floor", to_json(svcs[k][0])))
+        rows.append((f"{n} svc + {n} pods: apply 1 new Service", t, floor))
+        pods = [load_objects(_pod_doc((k * 37) % n, k + 1)) for k in range(reps)]
+        t = _timed(reps, lambda k: apply_objects(store, pods[k]))
+        floor = _timed(reps, lambda k: store.put("/podnet/bench/floor", to_json(pods[k][0])))
+        rows.append((f"{n} svc + {n} pods: apply 1 changed Pod", t, floor))
+        t = _timed(reps, lambda k: delete_objects(store, [("Pod", "default", f"p{(k * 37) % n}")]))
+        floor = _timed(reps, lambda k: store.delete(keys.resource("Pod", "default", "nope")))
+        rows.append((f"{n} svc + {n} pods: delete 1 Pod", t, floor))
+        store.close()
+    return rows
+
+
+def main() -> None:
+    sizes = [1000, 2000]
+    reps = 20
+    args = sys.argv[1:]
+    if "--sizes" in args:
+        sizes = [int(x) for x in args[args.index("--sizes") + 1].split(",")]
+    if "--reps" in args:
+        reps = int(args[args.index("--reps") + 1])
+    t = Table(title=f"apply/delete of one object (median of {reps})")
+    t.add_column("scenario")
+    t.add_column("apply_objects", justify="right")
+    t.add_column("floor: one store write", justify="right")
+    t.add_column("ratio to floor", justify="right")
+    for n in sizes:
+        for name, took, floor in run(n, reps):
+            t.add_row(name, f"{took * 1000:.1f} ms", f"{floor * 1000:.2f} ms", f"{took / floor:.1f}x")
+    Console().print(t)
+
+
+if __name__ == "__main__":
+    main()
