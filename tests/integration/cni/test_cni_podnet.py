@@ -281,3 +281,56 @@ def test_container_mac_from_cni_args_and_runtime_config(side: Side) -> None:
     assert r.rc == 0 and r.json["interfaces"][2]["mac"] == "0a:58:0a:25:00:0a", "runtimeConfig wins over CNI_ARGS"
     for ifn in ("eth0", "eth1"):
         assert side.call("bridge", "DEL", c, cid="macc", netns_path=ns, ifname=ifn).rc == 0
+
+
+HL_BAD = [c for c in BAD_CASES if c[0] in (
+    "malformed-json", "empty-stdin", "no-name", "bad-name", "unknown-version", "missing-ifname",
+    "missing-containerid", "containerid-traversal", "ifname-slash", "ifname-dotdot", "unknown-cni-arg",
+    "bad-subnet", "host-bits-subnet", "not-a-cidr", "range-outside", "no-ranges")]
+
+
+@pytest.mark.parametrize("name,over,raw,env,code", HL_BAD, ids=[c[0] for c in HL_BAD])
+def test_host_local_bad_input_leaves_no_ipam_file(side: Side, name: str, over: dict[str, Any], raw: bytes | None,
+                                                  env: dict[str, str], code: int) -> None:
+    c: dict[str, Any] = {"cniVersion": "1.0.0", "name": "hlbad",
+                         "ipam": {"type": "host-local", "subnet": "10.38.0.0/24", "dataDir": side.data_dir}}
+    for k, v in over.items():
+        if v is None:
+            c.pop(k, None)
+        elif k == "ipam":
+            c["ipam"] = {**v, "dataDir": side.data_dir}
+        else:
+            c[k] = v
+    r = side.call("host-local", "ADD", c, cid="hlc", netns_path="/dev/null", ifname="eth0", extra_env=env,
+                  raw_stdin=raw)
+    assert r.rc == 1 and r.json["code"] == code and r.json["msg"], r.stdout
+    assert not [k for k in side.store().get("hlbad", {}) if k.startswith("10.")]
+
+
+@pytest.mark.parametrize("case", ["no-subnet-env", "delegate-name", "delegate-ipam", "bad-version", "bad-id"])
+def test_flannel_bad_input_saves_nothing(side: Side, case: str) -> None:
+    senv = os.path.join(side.tmp, "fb-subnet.env")
+    with open(senv, "w") as f:
+        f.write("FLANNEL_NETWORK=10.41.0.0/16\nFLANNEL_SUBNET=10.41.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n")
+    fdir = os.path.join(side.tmp, "fb-state")
+    fl: dict[str, Any] = {"cniVersion": "1.0.0", "name": "fbad", "type": "flannel", "subnetFile": senv,
+                          "dataDir": fdir, "delegate": {"bridge": "cnifb"}, "ipam": {"dataDir": side.data_dir}}
+    cid = "fbc"
+    if case == "no-subnet-env":
+        fl["subnetFile"] = os.path.join(side.tmp, "missing.env")
+    elif case == "delegate-name":
+        fl["delegate"] = {"name": "x"}
+    elif case == "delegate-ipam":
+        fl["delegate"] = {"ipam": {}}
+    elif case == "bad-version":
+        fl["cniVersion"] = "7.0.0"
+    else:
+        cid = "../fbc"
+    ns = side.container("fb")
+    before = side.snapshot()
+    r = side.call("flannel", "ADD", fl, cid=cid, netns_path=ns, ifname="eth0")
+    assert r.rc == 1 and r.json["code"] in (1, 4, 999) and r.json["msg"], r.stdout
+    assert not os.path.exists(fdir) or os.listdir(fdir) == []
+    after = side.snapshot()
+    for k in ("containers", "ports", "host_veths", "nat", "store"):
+        assert after[k] == before[k], k
