@@ -70,12 +70,36 @@ def measure(case: str, seconds: int, rounds: int) -> list[tuple[float, float]]:
         tb.close()
 
 
+def diagnose(seconds: int, rounds: int) -> None:
+    """Where the pod path loses against the underlay: host-gw with one pod end at a time."""
+    tb = Testbed(2)
+    try:
+        tb.build()
+        a, b = tb.nodes
+        tb.start("host-gw")
+        paths = {"node->node": (a.ns, b.ns, b.public_ip), "node->pod": (a.ns, b.pod_ns, b.pod_ip),
+                 "pod->node": (a.pod_ns, b.ns, b.public_ip), "pod->pod": (a.pod_ns, b.pod_ns, b.pod_ip)}
+        runs: dict[str, list[float]] = {k: [] for k in paths}
+        for _ in range(rounds):
+            for name, (c, sv, ip) in paths.items():
+                runs[name].append(iperf(c, sv, ip, seconds))
+        base = statistics.median(runs["node->node"])
+        print("host-gw hops (median Gbit/s, ratio to node->node):")
+        for name, values in runs.items():
+            print(f"  {name:<11} {statistics.median(values):8.2f} {statistics.median(values) / base:7.1%}")
+    finally:
+        tb.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-t", "--seconds", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--diagnose", action="store_true", help="also split the host-gw path hop by hop")
     args = ap.parse_args()
+    if args.diagnose:
+        diagnose(args.seconds, args.rounds)
     cases = [c for c in args.cases.split(",") if c != "underlay"]
     results = {case: measure(case, args.seconds, args.rounds) for case in cases}
     under_all = [u for pairs in results.values() for u, _ in pairs]
