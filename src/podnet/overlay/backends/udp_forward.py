@@ -55,6 +55,7 @@ GSO_TCPV4 = 1
 TCP_PSH = 0x08
 ICMP_RATE, ICMP_BURST = 100.0, 10.0
 MAX_GSO_BYTES = 65000  # UDP payload limit of one sendmsg (65507) with room to spare
+MAX_GSO_SEGMENTS = 64  # UDP_MAX_SEGMENTS on kernels before 6.x (128 since)
 
 _U32 = struct.Struct("!I")
 _U16 = struct.Struct("!H")
@@ -297,7 +298,7 @@ class Forwarder:
         packets to one peer with a single UDP GSO sendmsg. The kernel has already segmented and
         checksummed the packets (no TUN offloads), which C does far faster than Python could."""
         slot = VNET_LEN + self.max_packet
-        nslots = max(1, MAX_GSO_BYTES // self.max_packet)
+        nslots = max(1, min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES // self.max_packet))
         buf = bytearray(slot * nslots)
         mv = memoryview(buf)
         slots = [[mv[i * slot:(i + 1) * slot]] for i in range(nslots)]
