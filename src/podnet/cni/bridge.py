@@ -463,7 +463,7 @@ def _check(req: Request, n: NetConf, res: dict[str, Any], host: Rtnl, cont: Rtnl
     if br.kind != "bridge":
         raise internal(f"Error: Container interface {br.name} not of type bridge")
     if br_map.get("mac") and br_map["mac"] != br.mac:
-        raise internal(f"Bridge interface {br_map['name']} Mac doesn't match: {br_map['mac']}")
+        raise internal(f"Bridge interface {br_map['name']} Mac {br_map['mac']} doesn't match: {br.mac}")
     if bool(br.promiscuity) != n.promisc:
         raise internal(f"Bridge interface {br_map['name']} configured Promisc Mode {str(n.promisc).lower()} "
                        f"doesn't match current state: {str(bool(br.promiscuity)).lower()} ")
@@ -477,7 +477,7 @@ def _check(req: Request, n: NetConf, res: dict[str, Any], host: Rtnl, cont: Rtnl
     if cv.kind != "veth":
         raise internal(f"Error: Container interface {cv.name} not of type veth")
     if cont_map.get("mac") and cont_map["mac"] != cv.mac:
-        raise internal(f"Interface {cont_map['name']} Mac doesn't match: {cont_map['mac']}")
+        raise internal(f"Interface {cont_map['name']} Mac {cont_map['mac']} doesn't match container Mac: {cv.mac}")
     # host end: the veth whose peer is the container end, enslaved to the bridge
     found = False
     for intf in res["interfaces"]:
@@ -489,7 +489,7 @@ def _check(req: Request, n: NetConf, res: dict[str, Any], host: Rtnl, cont: Rtnl
         if hv.index != cv.peer_index or cv.index != hv.peer_index or hv.master != br.index:
             continue
         if intf.get("mac") and intf["mac"] != hv.mac:
-            raise internal(f"Interface {intf['name']} Mac doesn't match: {intf['mac']} not found")
+            raise internal(f"Interface {intf['name']} Mac {intf['mac']} doesn't match: {hv.mac} not found")
         found = True
         break
     if not found:
@@ -510,7 +510,14 @@ def _check(req: Request, n: NetConf, res: dict[str, Any], host: Rtnl, cont: Rtnl
         dst = ipaddress.ip_interface(r["dst"]).network
         key = (None, 0) if dst.prefixlen == 0 else (str(dst.network_address), dst.prefixlen)
         if key not in main:
-            raise internal(f"Expected Route {{Dst:{r['dst']} GW:{r.get('gw') or '<nil>'}}} not found in routing table")
+            raise internal(f"Expected Route {_go_route(r)} not found in routing table")
+
+
+def _go_route(r: dict[str, Any]) -> str:
+    """A route as the reference prints it in messages (Go's %+v of types.Route)."""
+    dst = ipaddress.ip_interface(r["dst"])
+    mask = dst.network.netmask.packed.hex()
+    return f"{{Dst:{{IP:{dst.ip} Mask:{mask}}} GW:{r.get('gw') or '<nil>'}}}"
 
 
 def gc(req: Request) -> None:

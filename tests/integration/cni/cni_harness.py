@@ -274,5 +274,10 @@ def normalize_result(obj: Any, side: Side) -> Any:
     return obj
 
 
-def normalize_text(text: str, side: Side) -> str:
+_MAC_IN_TEXT = re.compile(r"\b[0-9a-f]{2}(:[0-9a-f]{2}){5}\b")
+
+
+def normalize_text(text: str, side: Side, macs: bool = False) -> str:
+    if macs:
+        text = _MAC_IN_TEXT.sub(lambda m: m.group(0) if m.group(0).startswith("02:00:00") else "<MAC>", text)
     return text.replace(f"pn-cni-{side.kind[0]}{side.tag}-", "pn-cni-SIDE-").replace(side.tmp, "<TMP>")

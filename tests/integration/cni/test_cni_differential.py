@@ -218,6 +218,19 @@ def scenario(s: Side) -> dict[str, tuple[Call, dict[str, Any]]]:
     step("54-add-b-force", "bridge", "ADD", {**fb, "forceAddress": True}, "fbc", f, "eth5")
     step("54-del-b", "bridge", "DEL", fb, "fbc", f, "eth5")
     step("54-del-a", "bridge", "DEL", fa, "fac", f, "eth4")
+    # CHECK finds what was broken after ADD, with the reference's words
+    ck = base_conf(s, bridge="cni8", name="cknet", ipMasq=False, isDefaultGateway=True,
+                   ipam={"type": "host-local", "subnet": "10.250.0.0/24", "dataDir": s.data_dir})
+    r = step("55-add", "bridge", "ADD", ck, "ckc", f, "eth6")
+    fake = json.loads(r.stdout)
+    fake["interfaces"][2]["mac"] = "02:00:00:00:00:01"
+    step("55-check-wrong-mac", "bridge", "CHECK", {**ck, "prevResult": fake}, "ckc", f, "eth6")
+    subprocess.run(["ip", "-n", s.host, "link", "set", "cni8", "promisc", "on"], check=True)
+    step("55-check-promisc-changed", "bridge", "CHECK", with_prev(ck, r), "ckc", f, "eth6")
+    subprocess.run(["ip", "-n", s.host, "link", "set", "cni8", "promisc", "off"], check=True)
+    subprocess.run(["ip", "-n", s.ns_name("f"), "route", "del", "default", "dev", "eth6"], check=True)
+    step("55-check-route-gone", "bridge", "CHECK", with_prev(ck, r), "ckc", f, "eth6")
+    step("55-del", "bridge", "DEL", with_prev(ck, r), "ckc", f, "eth6")
     l2 = {"cniVersion": "0.4.0", "name": "l2net", "type": "bridge", "bridge": "cni3"}
     step("52-add-l2only", "bridge", "ADD", l2, "l2c", f, "eth2")
     step("52-del-l2only", "bridge", "DEL", l2, "l2c", f, "eth2")
@@ -306,9 +319,9 @@ def test_step_matches_reference(runs: Any, step: str) -> None:
         assert jp is not None and "code" in jp, rc_pod.stdout
         assert (jr["code"], jp["code"]) == dev.get("code", (jr["code"], jr["code"]))
         if not dev.get("msg"):
-            ref_msg = normalize_text(jr["msg"].replace(ref_side.cni_path, "<CNI_PATH>"), ref_side)
+            ref_msg = normalize_text(jr["msg"].replace(ref_side.cni_path, "<CNI_PATH>"), ref_side, macs=True)
             pod_msg = normalize_text(jp["msg"].replace(" ".join(pod_side.cni_path.split(":")), "<CNI_PATH>"),
-                                     pod_side)
+                                     pod_side, macs=True)
             assert pod_msg == ref_msg
             if not dev.get("details"):
                 assert jp.get("details", "") == jr.get("details", "")
