@@ -186,6 +186,13 @@ def add(req: Request) -> dict[str, Any]:
         raise internal("cannot set hairpin mode and promiscuous mode at the same time.")
     # Open the netns first: a bad CNI_NETNS must not leave a bridge behind.
     cont_fd = _open_netns(req.netns)
+    own = nsfd.current_fd()
+    try:
+        if nsfd.same_netns(cont_fd, own):
+            os.close(cont_fd)
+            raise CniError(spec.ERR_INVALID_NETNS, "netns is the plugin's own network namespace", req.netns)
+    finally:
+        os.close(own)
     host = Rtnl()
     try:
         with nsfd.entered(cont_fd):

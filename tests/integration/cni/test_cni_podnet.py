@@ -177,6 +177,7 @@ BAD_CASES: list[tuple[str, dict[str, Any], bytes | None, dict[str, str], int]] =
     ("netns-not-netns", {}, None, {"CNI_NETNS": "/etc/hostname"}, 999),
     ("netns-missing", {}, None, {"CNI_NETNS": "/run/netns/pn-cni-nope-nope"}, 999),
     ("unknown-command", {}, None, {"CNI_COMMAND": "FOO"}, 4),
+    ("netns-is-host", {}, None, {"CNI_NETNS": "HOST"}, 8),
 ]
 
 
@@ -192,6 +193,8 @@ def test_bad_input_gets_error_json_and_leaves_nothing(side: Side, name: str, ove
     if "ipam" in over:
         c["ipam"] = {**over["ipam"], "dataDir": side.data_dir}
     ns = side.container("bad")
+    if env.get("CNI_NETNS") == "HOST":
+        env = {**env, "CNI_NETNS": f"/run/netns/{side.host}"}
     before = side.snapshot()
     r = side.call("bridge", "ADD", c, cid="badc", netns_path=ns, ifname="eth0", extra_env=env, raw_stdin=raw)
     assert r.rc == 1, r.stdout
