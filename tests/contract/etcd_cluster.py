@@ -75,6 +75,7 @@ class EtcdCluster:
     heartbeat_ms: int = 100
     election_ms: int = 1000
     extra_args: list[str] = field(default_factory=list)
+    base_dir: str | None = None  # where the temporary data dirs go (default /dev/shm, else the tmp dir)
     members: list[Member] = field(default_factory=list)
     workdir: Path | None = None
 
@@ -97,7 +98,7 @@ class EtcdCluster:
     # --- lifecycle -------------------------------------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> EtcdCluster:
-        base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        base = self.base_dir or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
         self.workdir = Path(tempfile.mkdtemp(prefix="pn-etcd-", dir=base))
         _LIVE.add(self)
         self.members = [

@@ -496,6 +496,8 @@ class EtcdStore:
     # ---- leases -------------------------------------------------------------------------------
 
     def grant(self, ttl: float) -> int:
+        """etcd counts whole seconds (we round up) and raises TTLs below its minimum (1.5 x the election
+        timeout, 1.5 s by default) to that minimum; keepalive() reports the TTL etcd actually uses."""
         if ttl <= 0:
             raise ValueError(f"lease ttl must be > 0, got {ttl}")
         req = rpc.LeaseGrantRequest(TTL=max(1, math.ceil(ttl)), ID=0)
