@@ -389,6 +389,17 @@ class EtcdStore:
         return _kv(resp.kvs[0]) if resp.kvs else None
 
     def list(self, prefix: str) -> ListResult:
+        """All keys under prefix, in pages of LIST_PAGE, every page read at the first page's revision."""
+        for _ in range(3):
+            try:
+                return self._list_once(prefix)
+            except StoreError as exc:
+                if "has been compacted" not in str(exc):
+                    raise
+                log.info("list %s: its revision was compacted between pages; listing again", prefix)
+        return self._list_once(prefix)
+
+    def _list_once(self, prefix: str) -> ListResult:
         start = prefix.encode() or b"\0"
         end = _prefix_end(prefix.encode())
         items: list[KeyValue] = []
@@ -805,7 +816,11 @@ class EtcdWatch:
             stream.cancel()
             # e.g. "etcdserver: no leader": classified like the same error on a unary call
             reason = first.cancel_reason or "watch refused"
-            code = grpc.StatusCode.PERMISSION_DENIED if "permission denied" in reason else grpc.StatusCode.UNAVAILABLE
+            code = grpc.StatusCode.UNAVAILABLE
+            if "permission denied" in reason:
+                code = grpc.StatusCode.PERMISSION_DENIED
+            elif "invalid auth token" in reason:
+                code = grpc.StatusCode.UNAUTHENTICATED  # log in again, as for unary calls
             raise _SyntheticRpcError(code, reason)
         return stream
 

@@ -274,3 +274,22 @@ def test_expired_auth_token_is_renewed_once() -> None:
     assert s.revision() == 4
     assert auth.calls == 2 and s._token == "t2"
     assert log == ["m0.Range", "m0.Range"]
+
+
+def test_list_pages_at_one_revision() -> None:
+    seen: list[Any] = []
+
+    def page(keys: list[str], more: bool, rev: int = 40) -> Any:
+        def answer(req: Any) -> Any:
+            seen.append((req.key, req.range_end, req.revision, req.limit))
+            r = range_resp(rev, *((k, b"v", 5) for k in keys))
+            r.more = more
+            return r
+
+        return answer
+
+    s, _, _ = fake_store([[page(["/p/a", "/p/b"], True), page(["/p/c"], False, rev=41)]])
+    res = s.list("/p/")
+    assert [kv.key for kv in res.items] == ["/p/a", "/p/b", "/p/c"]
+    assert res.revision == 40  # the first page's: a later page is read at it, not at the newer head
+    assert seen[0][:3] == (b"/p/", b"/p0", 0) and seen[1][:3] == (b"/p/b\0", b"/p0", 40)
