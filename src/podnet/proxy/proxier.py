@@ -360,7 +360,11 @@ class Proxier:
             if work is None:
                 return
             full, dirty = work
-            self.sync(full=full, dirty=dirty)
+            try:
+                self.sync(full=full, dirty=dirty)
+            except Exception as e:  # noqa: BLE001 - a bug in one sync must not take the node's proxy down
+                log.exception("sync crashed; retrying with a full sync")
+                self._failed(e, full=True, dirty=dirty)
 
     def _wait_for_work(self) -> tuple[bool, dict[str, float]] | None:
         with self._cond:
