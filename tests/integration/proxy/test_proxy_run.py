@@ -131,6 +131,25 @@ def test_invalid_store_object_is_skipped_while_the_rest_syncs(env: Env) -> None:
     env.delete("Service", "bad")
 
 
+def test_metrics_and_healthz_are_served_inside_the_node_namespace(env: Env) -> None:
+    metrics = sh(env.node, "curl", "-sf", "http://127.0.0.1:10249/metrics")
+    values = {}
+    for line in metrics.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    assert values["kubeproxy_sync_proxy_rules_duration_seconds_count"] >= 1
+    assert values["kubeproxy_sync_proxy_rules_last_timestamp_seconds"] > time.time() - 60
+    assert values["kubeproxy_network_programming_duration_seconds_count"] >= 1
+    if env.mode == "iptables":
+        assert values['kubeproxy_sync_proxy_rules_iptables_total{table="nat"}'] > 10
+    health = json.loads(sh(env.node, "curl", "-sf", f"http://{NODE_IP}:10256/healthz"))
+    assert health["lastUpdated"] and health["nodeEligible"] is True
+    # kube-proxy's defaults: metrics on loopback only, health on every address
+    assert sh(env.client, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2",
+              f"http://{NODE_IP}:10256/healthz", check=False) == "200"
+
+
 def test_failed_restore_keeps_previous_rules_and_is_retried(env: Env) -> None:
     from podnet.proxy.iptables import endpoint_chain_name
 
