@@ -4,8 +4,14 @@ the EndpointSlice controller do in a cluster, reduced to what the lab needs.
 - Deployments: keep `replicas` pods named <deployment>-<hash>-<n> from the template.
 - Scheduling: a pod without spec.nodeName goes to the node with the fewest pods (ties: by name).
 - Endpoints: the EndpointSlices of every Service with a selector follow its pods (controllers.endpoints).
-Every write is conditional on the revision it read (only-if-revision), so it never overwrites a concurrent
-change by `podnet apply` or an agent; a lost race is retried on the next round.
+
+The work is proportional to the change, as in a cluster's controllers: one Informer over the resources
+decodes each object once, when it changes; its handler only notes what the change makes dirty (the
+deployment owning a pod, a pod to schedule, the services whose selector matches a pod's old or new
+labels) and keeps small indexes (pods by label, slices by service) so a round never scans the cluster.
+Every write is conditional on the revision the informer decoded (only-if-revision), so it never
+overwrites a concurrent change by `podnet apply` or an agent; a lost race marks the work dirty again
+and it is retried after a short pause.
 """
 
 from __future__ import annotations
@@ -14,27 +20,29 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from podnet.api.deployment import Deployment
+from podnet.api.endpointslice import EndpointSlice
+from podnet.api.loader import from_json
+from podnet.api.meta import Resource
 from podnet.api.node import Node
 from podnet.api.pod import Pod
-from podnet.lab.loop import reconcile_loop
+from podnet.api.service import Service
+from podnet.controllers.endpoints import selector_matches, slice_ops
+from podnet.lab.loop import change_loop
 from podnet.lab.state import LabState
-from podnet.store import ConflictError, Delete, KeyValue, Put, Store, keys, open_store
+from podnet.store import ConflictError, Delete, Op, Put, Store, keys, open_store
+from podnet.store.informer import ChangeKind, Informer
 
 log = logging.getLogger("podnet.lab.controller")
 OWNER_LABEL = "podnet.io/deployment"
+LAB_LABEL = "podnet.io/lab"
 
-
-def _objs(store: Store, kind: str, cls: Any) -> dict[str, tuple[Any, KeyValue]]:
-    out: dict[str, tuple[Any, KeyValue]] = {}
-    for kv in store.list(keys.kind_prefix(kind)).items:
-        try:
-            out[kv.key] = (cls.model_validate(json.loads(kv.value)), kv)
-        except Exception as e:  # one bad object must not stop the others
-            log.error("%s: skipped, not a valid %s: %s", kv.key, kind, e)
-    return out
+ServiceRef = tuple[str, str]  # (namespace, name)
+LabelKey = tuple[str, str, str]  # (namespace, label, value)
 
 
 def deployment_pods(d: Deployment) -> list[Pod]:
@@ -55,62 +63,316 @@ def deployment_pods(d: Deployment) -> list[Pod]:
     return pods
 
 
+def _ns(obj: Resource) -> str:
+    return obj.namespace or "default"
+
+
+@dataclass
+class Dirty:
+    """What the changes since the last round ask to look at again."""
+
+    deployments: set[str] = field(default_factory=set)  # Deployment keys
+    unscheduled: set[str] = field(default_factory=set)  # Pod keys that had no node when last seen
+    services: set[ServiceRef] = field(default_factory=set)  # whose EndpointSlices to recompute
+
+    def __bool__(self) -> bool:
+        return bool(self.deployments or self.unscheduled or self.services)
+
+    def merge(self, other: Dirty) -> None:
+        self.deployments |= other.deployments
+        self.unscheduled |= other.unscheduled
+        self.services |= other.services
+
+
+class Tracker:
+    """The informer's handler: turns object changes into dirty work and keeps the indexes a round uses.
+
+    Pure bookkeeping over typed objects (no store, no threads of its own), so it is unit-tested alone.
+    Called on the informer's thread; the controller reads it under `lock`.
+    """
+
+    def __init__(self, lab: str) -> None:
+        self.lab = lab
+        self.lock = threading.Lock()
+        self.dirty = Dirty()
+        self.parked: set[str] = set()  # pods to schedule while the lab has no node yet
+        self.nodes: set[str] = set()  # this lab's nodes
+        self.load: dict[str, int] = {}  # node name -> pods bound to it
+        self.selectors: dict[LabelKey, set[ServiceRef]] = {}  # first selector pair -> services
+        self.service_selector: dict[ServiceRef, dict[str, str]] = {}
+        self.pods_by_label: dict[LabelKey, set[str]] = {}  # (ns, label, value) -> pod keys
+        self.owned: dict[tuple[str, str], set[str]] = {}  # (ns, deployment) -> pod keys with OWNER_LABEL
+        self.slices_by_service: dict[ServiceRef, set[str]] = {}  # slices labelled with the service's name
+        self.slices_by_stem: dict[tuple[str, str], set[str]] = {}  # (ns, name minus "-xxxxx") -> slice keys
+        self.changed = threading.Event()  # set whenever dirty gains something
+
+    # ---- the handler ----------------------------------------------------------------------------------
+
+    def on_change(self, kind: ChangeKind, old: Resource | None, new: Resource | None) -> None:
+        obj = new if new is not None else old
+        if obj is None:
+            return
+        with self.lock:
+            if isinstance(obj, Pod):
+                self._pod(old if isinstance(old, Pod) else None, new if isinstance(new, Pod) else None)
+            elif isinstance(obj, Service):
+                self._service(old if isinstance(old, Service) else None, new if isinstance(new, Service) else None)
+            elif isinstance(obj, EndpointSlice):
+                self._slice(old if isinstance(old, EndpointSlice) else None,
+                            new if isinstance(new, EndpointSlice) else None)
+            elif isinstance(obj, Deployment):
+                self.dirty.deployments.add(keys.resource("Deployment", obj.namespace, obj.name))
+            elif isinstance(obj, Node):
+                self._node(old if isinstance(old, Node) else None, new if isinstance(new, Node) else None)
+            if self.dirty:
+                self.changed.set()
+
+    def _pod(self, old: Pod | None, new: Pod | None) -> None:
+        obj = new or old
+        assert obj is not None
+        key = keys.resource("Pod", obj.namespace, obj.name)
+        for pod, sign in ((old, -1), (new, 1)):
+            if pod is None:
+                continue
+            ns = _ns(pod)
+            for k, v in pod.metadata.labels.items():
+                members = self.pods_by_label.setdefault((ns, k, v), set())
+                if sign > 0:
+                    members.add(key)
+                else:
+                    members.discard(key)
+                    if not members:
+                        del self.pods_by_label[(ns, k, v)]
+            owner = pod.metadata.labels.get(OWNER_LABEL)
+            if owner is not None:
+                owned = self.owned.setdefault((ns, owner), set())
+                if sign > 0:
+                    owned.add(key)
+                else:
+                    owned.discard(key)
+                    if not owned:
+                        del self.owned[(ns, owner)]
+            if pod.spec.node_name:
+                self.load[pod.spec.node_name] = self.load.get(pod.spec.node_name, 0) + sign
+            self.dirty.services |= self._selecting(ns, pod.metadata.labels)
+        # A deployment cares whether its pods exist, not about their status: an agent's status write
+        # must not make it recompute every replica.
+        owners = [p.metadata.labels.get(OWNER_LABEL) if p is not None else None for p in (old, new)]
+        if owners[0] != owners[1] or old is None or new is None:
+            self.dirty.deployments |= {keys.resource("Deployment", _ns(obj), o) for o in owners if o is not None}
+        if new is not None and not new.spec.node_name:
+            self.dirty.unscheduled.add(key)
+        else:
+            self.dirty.unscheduled.discard(key)
+            self.parked.discard(key)
+
+    def _selecting(self, ns: str, labels: dict[str, str]) -> set[ServiceRef]:
+        out = set()
+        for k, v in labels.items():
+            for ref in self.selectors.get((ns, k, v), ()):
+                if selector_matches(self.service_selector.get(ref), labels):
+                    out.add(ref)
+        return out
+
+    def _service(self, old: Service | None, new: Service | None) -> None:
+        obj = new or old
+        assert obj is not None
+        ref = (_ns(obj), obj.name)
+        previous = self.service_selector.pop(ref, None)
+        if previous:
+            members = self.selectors.get((ref[0], *min(previous.items())), set())
+            members.discard(ref)
+        if new is not None and new.spec.selector:
+            self.service_selector[ref] = dict(new.spec.selector)
+            self.selectors.setdefault((ref[0], *min(new.spec.selector.items())), set()).add(ref)
+        self.dirty.services.add(ref)
+
+    def _slice(self, old: EndpointSlice | None, new: EndpointSlice | None) -> None:
+        obj = new or old
+        assert obj is not None
+        ns = _ns(obj)
+        key = keys.resource("EndpointSlice", obj.namespace, obj.name)
+        if old is not None and old.service_name:
+            self.slices_by_service.get((ns, old.service_name), set()).discard(key)
+        if new is not None and new.service_name:
+            self.slices_by_service.setdefault((ns, new.service_name), set()).add(key)
+        stem = (ns, obj.name[:-6])
+        if new is None:
+            self.slices_by_stem.get(stem, set()).discard(key)
+        else:
+            self.slices_by_stem.setdefault(stem, set()).add(key)
+        # A managed slice changed by someone else (or deleted) is put right; our own writes come back
+        # here too and cost one recompute of that service that finds nothing to do.
+        for s in (old, new):
+            if s is not None and s.is_controller_managed and s.service_name:
+                self.dirty.services.add((ns, s.service_name))
+
+    def _node(self, old: Node | None, new: Node | None) -> None:
+        for n in (old, new):
+            if n is not None:
+                self.nodes.discard(n.name)
+        if new is not None and new.metadata.labels.get(LAB_LABEL) == self.lab:
+            self.nodes.add(new.name)
+            self.dirty.unscheduled |= self.parked  # pods waiting for a node may go now
+            self.parked.clear()
+
+    # ---- for a round ----------------------------------------------------------------------------------
+
+    def take(self) -> Dirty:
+        with self.lock:
+            dirty, self.dirty = self.dirty, Dirty()
+            if not self.nodes:  # nowhere to go yet: they wait for a node to appear
+                self.parked |= dirty.unscheduled
+                dirty.unscheduled = set()
+            self.changed.clear()
+            return dirty
+
+    def give_back(self, dirty: Dirty) -> None:
+        """Work a round could not finish (a lost race, an error): to be retried."""
+        with self.lock:
+            self.dirty.merge(dirty)
+
+    def pod_candidates(self, refs: Iterable[ServiceRef]) -> set[str]:
+        """Keys of pods that may be selected by the given services (by their first selector pair)."""
+        with self.lock:
+            out: set[str] = set()
+            for ref in refs:
+                selector = self.service_selector.get(ref)
+                if selector:
+                    out |= self.pods_by_label.get((ref[0], *min(selector.items())), set())
+            return out
+
+    def slice_candidates(self, refs: Iterable[ServiceRef]) -> set[str]:
+        """Keys of slices slice_ops may write or delete for these services: labelled with the service's
+        name, or named like one of its derived slices (`<service[:57]>-<5 hex>`)."""
+        with self.lock:
+            out: set[str] = set()
+            for ns, name in refs:
+                out |= self.slices_by_service.get((ns, name), set())
+                out |= self.slices_by_stem.get((ns, name[:57]), set())
+            return out
+
+    def owned_pods(self, namespace: str, deployment: str) -> set[str]:
+        with self.lock:
+            return set(self.owned.get((namespace, deployment), set()))
+
+    def node_load(self) -> dict[str, int]:
+        with self.lock:
+            return {n: self.load.get(n, 0) for n in self.nodes}
+
+
+def _decode(value: bytes) -> Resource:
+    return from_json(value)
+
+
 class LabController:
-    def __init__(self, st: LabState) -> None:
+    def __init__(self, st: LabState, store: Store | None = None) -> None:
         self.st = st
-        self.store = open_store(st.store_url)
+        self.store = store or open_store(st.store_url)
+        self.tracker = Tracker(st.spec.name)
+        self.informer: Informer[Resource] = Informer(self.store, keys.RESOURCES_PREFIX, _decode,
+                                                     on_change=self.tracker.on_change, name="lab-controller")
+        self.inflight: dict[str, str] = {}  # pod key -> node we bound it to, until the informer shows it
 
     def run(self, stop: threading.Event) -> None:
-        reconcile_loop(self.store, keys.RESOURCES_PREFIX, self.reconcile, stop)
+        self.informer.start()
+        try:
+            change_loop(self.tracker.changed, self.round, stop)
+        finally:
+            self.informer.stop()
 
-    def reconcile(self) -> None:
-        self.sync_deployments()
-        self.schedule()
-        self.sync_endpoints()
+    def round(self) -> bool:
+        """One pass over the dirty work; False if something must be retried."""
+        if not self.informer.wait_synced(1.0):
+            return False
+        dirty = self.tracker.take()
+        retry = Dirty()
+        for step in (self.sync_deployments, self.schedule, self.sync_endpoints):
+            try:
+                step(dirty, retry)
+            except Exception:  # a bad object or a store hiccup must not end the loop
+                log.exception("%s failed; retrying", step.__name__)
+                retry.merge(dirty)
+                break
+        if retry:
+            self.tracker.give_back(retry)
+            return False
+        return True
 
-    def sync_deployments(self) -> None:
-        deployments = _objs(self.store, "Deployment", Deployment)
-        pods = _objs(self.store, "Pod", Pod)
-        want: dict[str, Pod] = {}
-        for d, _ in deployments.values():
-            for p in deployment_pods(d):
-                want[keys.resource("Pod", p.namespace, p.name)] = p
-        ops: list[Put | Delete] = []
-        for key, p in want.items():
-            if key not in pods:
-                ops.append(Put(key, json.dumps(p.to_dict()).encode(), if_absent=True))
-        for key, (p, kv) in pods.items():
-            if OWNER_LABEL in p.metadata.labels and key not in want:
-                ops.append(Delete(key, if_revision=kv.mod_revision))
-        self._commit(ops)
+    # ---- Deployments ----------------------------------------------------------------------------------
 
-    def schedule(self) -> None:
-        nodes = sorted(n.name for n, _ in _objs(self.store, "Node", Node).values()
-                       if n.metadata.labels.get("podnet.io/lab") == self.st.spec.name)
-        if not nodes:
+    def sync_deployments(self, dirty: Dirty, retry: Dirty) -> None:
+        for dkey in sorted(dirty.deployments):
+            d = self.informer.get(dkey)
+            ns, name = dkey.rsplit("/", 2)[-2:]
+            want: dict[str, Pod] = {}
+            if isinstance(d, Deployment):
+                want = {keys.resource("Pod", p.namespace, p.name): p for p in deployment_pods(d)}
+            ops: list[Op] = []
+            for key, p in want.items():
+                if self.informer.get(key) is None:
+                    ops.append(Put(key, json.dumps(p.to_dict()).encode(), if_absent=True))
+            for key in sorted(self.tracker.owned_pods(ns, name)):
+                seen = self.informer.get_with_revision(key)
+                if key not in want and seen is not None:
+                    ops.append(Delete(key, if_revision=seen[1]))
+            if not self._commit(ops):
+                retry.deployments.add(dkey)
+
+    # ---- scheduling -----------------------------------------------------------------------------------
+
+    def schedule(self, dirty: Dirty, retry: Dirty) -> None:
+        if not dirty.unscheduled:
             return
-        pods = _objs(self.store, "Pod", Pod)
-        load = {n: 0 for n in nodes}
-        for p, _ in pods.values():
-            if p.spec.node_name in load:
-                load[p.spec.node_name] += 1
-        for key, (p, kv) in sorted(pods.items()):
-            if p.spec.node_name:
+        load = self.tracker.node_load()
+        for key, node in list(self.inflight.items()):  # bound by us, not yet seen by the informer
+            seen = self.informer.get(key)
+            if not isinstance(seen, Pod) or seen.spec.node_name:
+                del self.inflight[key]
+            elif node in load:
+                load[node] += 1
+        if not load:
+            retry.unscheduled |= dirty.unscheduled
+            return
+        for key in sorted(dirty.unscheduled):
+            seen = self.informer.get_with_revision(key)
+            if seen is None or not isinstance(seen[0], Pod) or seen[0].spec.node_name:
                 continue
-            node = min(nodes, key=lambda n: (load[n], n))
-            p.spec.node_name = node
-            load[node] += 1
-            self._commit([Put(key, json.dumps(p.to_dict()).encode(), if_revision=kv.mod_revision)])
+            pod = seen[0].model_copy(deep=True)
+            node = min(load, key=lambda n: (load[n], n))
+            pod.spec.node_name = node
+            if self._commit([Put(key, json.dumps(pod.to_dict()).encode(), if_revision=seen[1])]):
+                load[node] += 1
+                self.inflight[key] = node
+            else:
+                retry.unscheduled.add(key)
 
-    def sync_endpoints(self) -> None:
-        from podnet.controllers.endpoints import sync_ops
+    # ---- endpoints ------------------------------------------------------------------------------------
 
-        self._commit(sync_ops(self.store))
-
-    def _commit(self, ops: list[Any]) -> None:
-        if not ops:
+    def sync_endpoints(self, dirty: Dirty, retry: Dirty) -> None:
+        scope = dirty.services
+        if not scope:
             return
+        services = []
+        for ns, name in scope:
+            svc = self.informer.get(keys.resource("Service", ns, name))
+            if isinstance(svc, Service):
+                services.append(svc)
+        pods = [p for p in map(self.informer.get, sorted(self.tracker.pod_candidates(scope))) if isinstance(p, Pod)]
+        existing: dict[str, tuple[EndpointSlice, int]] = {}
+        for key in self.tracker.slice_candidates(scope):
+            seen = self.informer.get_with_revision(key)
+            if seen is not None and isinstance(seen[0], EndpointSlice):
+                existing[key] = (seen[0], seen[1])
+        if not self._commit(slice_ops(services, pods, existing, scope)):
+            retry.services |= scope
+
+    def _commit(self, ops: list[Any]) -> bool:
+        if not ops:
+            return True
         try:
             self.store.commit(ops)
+            return True
         except ConflictError as e:
-            log.info("lost a race (%s); next round", e)
+            log.info("lost a race (%s); retrying", e)
+            return False

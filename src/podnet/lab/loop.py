@@ -52,3 +52,36 @@ def reconcile_loop(
                 changes.get_nowait()
         except queue.Empty:
             pass
+
+
+def change_loop(
+    changed: threading.Event, fn: Callable[[], bool], stop: threading.Event,
+    *, debounce: float = 0.005, retry: tuple[float, float] = (0.05, 1.0),
+) -> None:
+    """Run fn() whenever `changed` is set (by an informer's handler that noted dirty work), until stop.
+
+    fn returns False when some of its work must be retried (a lost race, an error): it runs again after
+    a pause that doubles from retry[0] up to retry[1], so a conflict that persists costs little, while
+    a conflict that the next watch event resolves is retried at once when that event sets `changed`.
+    A short debounce lets the events of one commit (a pod and its slices) arrive together.
+    """
+    threading.Thread(target=lambda: (stop.wait(), changed.set()), daemon=True).start()
+    pause = retry[0]
+    while not stop.is_set():
+        changed.wait()
+        if stop.is_set():
+            break
+        stop.wait(debounce)
+        try:
+            ok = fn()
+        except Exception:  # fn should catch its own; this loop must outlive anything
+            log.exception("reconcile failed; retrying")
+            ok = False
+        if ok:
+            pause = retry[0]
+            continue
+        if changed.wait(pause) and not stop.is_set():
+            pause = retry[0]
+            continue
+        changed.set()  # nothing new arrived: retry anyway
+        pause = min(pause * 2, retry[1])

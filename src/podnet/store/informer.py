@@ -59,6 +59,7 @@ class Informer(Generic[T]):
         self._lock = threading.Lock()
         self._objects: dict[str, T] = {}
         self._mod_revs: dict[str, int] = {}  # key -> mod_revision of the value we last looked at
+        self._obj_revs: dict[str, int] = {}  # key -> mod_revision the object in _objects was decoded from
         self._revision = 0
         self._synced = threading.Event()
         self._stop = threading.Event()
@@ -111,6 +112,14 @@ class Informer(Generic[T]):
     def get(self, key: str) -> T | None:
         with self._lock:
             return self._objects.get(key)
+
+    def get_with_revision(self, key: str) -> tuple[T, int] | None:
+        """The object at key and the mod_revision it was decoded from, read together: a writer that
+        derives a change from this object makes its write conditional on that revision."""
+        with self._lock:
+            if key not in self._objects:
+                return None
+            return self._objects[key], self._obj_revs[key]
 
     def __enter__(self) -> Informer[T]:
         return self.start()
@@ -184,10 +193,12 @@ class Informer(Generic[T]):
                 had = kv.key in self._objects
                 old = self._objects.get(kv.key)
                 self._objects[kv.key] = obj  # type: ignore[assignment]
+                self._obj_revs[kv.key] = kv.mod_revision
                 changes.append(("update", old, obj) if had else ("add", None, obj))
             for key in [k for k in self._mod_revs if k not in seen]:
                 del self._mod_revs[key]
                 if key in self._objects:
+                    self._obj_revs.pop(key, None)
                     changes.append(("delete", self._objects.pop(key), None))
             self._revision = revision
             handlers = list(self._handlers)
@@ -203,10 +214,12 @@ class Informer(Generic[T]):
                     had = event.key in self._objects
                     old = self._objects.get(event.key)
                     self._objects[event.key] = obj  # type: ignore[assignment]
+                    self._obj_revs[event.key] = event.revision
                     change = ("update", old, obj) if had else ("add", None, obj)
             else:
                 self._mod_revs.pop(event.key, None)
                 if event.key in self._objects:
+                    self._obj_revs.pop(event.key, None)
                     change = ("delete", self._objects.pop(event.key), None)
             self._revision = event.revision
             handlers = list(self._handlers)
