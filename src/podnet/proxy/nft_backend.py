@@ -32,6 +32,8 @@ class NftablesBackend:
         self.ledger: Ledger | None = None
         self._counts: dict[str, int] = {}
         self.last_partial_element_only = True
+        log.info("nftables mode: transactions go through %s",
+                 "one persistent libnftables context" if self.nft.uses_binding else "`nft -f -`")
 
     @staticmethod
     def adjust_config(config: KubeProxyConfiguration) -> KubeProxyConfiguration:

@@ -25,6 +25,8 @@ S = ProxierSettings(node_name="n1", node_ip="10.0.0.1", node_ips=("10.0.0.1",),
 class FakeNft:
     """Records scripts; fails the scripts a test asks it to; reports a table listing."""
 
+    uses_binding = False
+
     def __init__(self, listing: TableObjects | None = None) -> None:
         self.scripts: list[str] = []
         self.listing = listing
