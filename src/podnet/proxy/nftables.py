@@ -11,8 +11,8 @@ per-service data in elements of a few hash maps:
 * `service-ips` (VIP . proto . port) and `service-nodeports` (proto . port) point at a SHARED chain per
   (kind, protocol, endpoint count), e.g. `cluster-tcp-3`;
 * that chain DNATs with one lookup: `dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3
-  map @service-endpoints`, whose elements are `VIP . tcp . 80 . <slot> : <endpoint IP> . <port>`
-  (NodePorts use `nodeport-endpoints`, keyed `tcp . 30080 . <slot>`);
+  map @service-endpoints-tcp`, whose elements are `VIP . tcp . 80 . <slot> : <endpoint IP> . <port>`
+  (NodePorts use `nodeport-endpoints-tcp`, keyed `tcp . 30080 . <slot>`; one map per protocol);
 * hairpin traffic (an endpoint reaching itself through its service) is masqueraded by one rule over the
   `hairpin` set (`ep . ep`).
 
