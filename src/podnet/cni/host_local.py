@@ -83,14 +83,17 @@ def _canonical_range(raw: Any) -> Range:
     def inside(ip: IPAddress, lo: IPAddress | None, hi: IPAddress | None) -> bool:
         return ip.version == net.version and ip in net and (lo is None or ip >= lo) and (hi is None or ip <= hi)
 
+    # As in the reference, each bound is checked against the range as it stands at that moment: the start
+    # against a given end, the end against the (given or default) start.
+    given_end = _ip(raw["rangeEnd"]) if raw.get("rangeEnd") else None
     if raw.get("rangeStart"):
         start = _ip(raw["rangeStart"])
-        if not inside(start, None, None):
+        if not inside(start, None, given_end):
             raise internal(f"RangeStart {start} not in network {cidr_str(sub)}")
     else:
         start = net.network_address + 1
-    if raw.get("rangeEnd"):
-        end = _ip(raw["rangeEnd"])
+    if given_end is not None:
+        end = given_end
         if not inside(end, start, None):
             raise internal(f"RangeEnd {end} not in network {cidr_str(sub)}")
     else:

@@ -101,6 +101,9 @@ def test_requested_ip_and_duplicates(tmp_path: object) -> None:
     ({"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.0.0.0/25"}]]}, "range set 0 overlaps with 1"),
     ({"ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": "fd00::/64"}]]}, "invalid range set 0: mixed address families"),
     ({}, "no IP ranges specified"),
+    # found by the property-based differential test: the start is checked against a given end first
+    ({"ranges": [[{"subnet": "10.60.0.0/26", "rangeStart": "10.60.0.1", "rangeEnd": "10.60.0.0"}]]},
+     "invalid range set 0: RangeStart 10.60.0.1 not in network 10.60.0.0/26"),
     ({"subnet": "nope"}, "invalid CIDR address: nope"),
 ])
 def test_config_errors(tmp_path: object, ipam: dict, msg: str) -> None:
