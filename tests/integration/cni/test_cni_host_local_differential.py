@@ -59,22 +59,29 @@ def store(d: str) -> dict[str, tuple[str, str]]:
 def ranges(draw: Any) -> list[list[dict[str, str]]]:
     sets = []
     for i in range(draw(st.integers(1, 2))):
-        plen = draw(st.integers(26, 31))
-        net = ipaddress.ip_network(f"10.{60 + i}.{draw(st.integers(0, 3))}.0/{plen}")
-        r: dict[str, str] = {"subnet": str(net)}
-        size = net.num_addresses
-        if draw(st.booleans()):
-            r["rangeStart"] = str(net.network_address + draw(st.integers(0, size)))
-        if draw(st.booleans()):
-            r["rangeEnd"] = str(net.network_address + draw(st.integers(0, size)))
-        if draw(st.booleans()):
-            r["gateway"] = str(net.network_address + draw(st.integers(0, size - 1)))
-        sets.append([r])
+        rset = []
+        for j in range(draw(st.integers(1, 2))):
+            v6 = i == 1 and draw(st.booleans())
+            plen = draw(st.integers(122, 127)) if v6 else draw(st.integers(26, 31))
+            base = f"fd{60 + i}::{j * 256:x}" if v6 else f"10.{60 + i}.{j * 4 + draw(st.integers(0, 3))}.0"
+            net = ipaddress.ip_network(f"{base}/{plen}")
+            r: dict[str, str] = {"subnet": str(net)}
+            size = net.num_addresses
+            if draw(st.booleans()):
+                r["rangeStart"] = str(net.network_address + draw(st.integers(0, size)))
+            if draw(st.booleans()):
+                r["rangeEnd"] = str(net.network_address + draw(st.integers(0, size)))
+            if draw(st.booleans()):
+                r["gateway"] = str(net.network_address + draw(st.integers(0, size - 1)))
+            rset.append(r)
+        sets.append(rset)
     return sets
 
 
 ops = st.lists(st.tuples(st.sampled_from(["ADD", "ADD", "ADD", "DEL", "CHECK"]), st.integers(0, 5),
-                         st.sampled_from(["eth0", "eth1"]), st.sampled_from(["", "", "IP=10.60.0.5"])),
+                         st.sampled_from(["eth0", "eth1"]),
+                         st.sampled_from(["", "", "", "IP=10.60.0.5", "IP=10.60.4.2", "IP=10.99.0.1",
+                                          "IgnoreUnknown=1;K8S_POD_NAME=x", "FOO=1"])),
                min_size=1, max_size=8)
 
 
