@@ -262,7 +262,12 @@ def _decode_all(items: Iterable[KeyValue], cls: type) -> dict[str, tuple[object,
 
 
 def sync_ops(store: Store) -> list[Op]:
-    """Ops bringing every controller-managed EndpointSlice in the store up to date (the lab's loop)."""
+    """Ops bringing every controller-managed EndpointSlice in the store up to date: a full recompute.
+
+    The writers themselves work incrementally (apply recomputes the touched namespaces, the lab controller
+    the services a change selects); this is the reference they must agree with, costing a decode of
+    every service, pod and slice. An empty result means the stored slices are all derived correctly.
+    """
     services = _decode_all(store.list(keys.kind_prefix("Service")).items, Service)
     pods = _decode_all(store.list(keys.kind_prefix("Pod")).items, Pod)
     slices = _decode_all(store.list(keys.kind_prefix("EndpointSlice")).items, EndpointSlice)

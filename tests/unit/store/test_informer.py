@@ -248,3 +248,23 @@ def test_decode_kv_gets_the_key_and_exactly_one_decoder_is_required(store: Sqlit
         Informer(store, P)
     with pytest.raises(TypeError, match="exactly one"):
         Informer(store, P, int, decode_kv=lambda k, v: 1)
+
+
+def test_get_with_revision_is_the_revision_the_object_was_decoded_from(store: SqliteStore, informers: Any) -> None:
+    """A writer conditions its write on this revision: after a bad update it must stay that of the last
+    good object (a write conditional on it then fails instead of overwriting what it never saw)."""
+    rev_a = store.put(P + "a", enc("a", 1))
+    rec = Recorder()
+    inf = informers(store, on_change=rec).start()
+    assert inf.wait_synced(5)
+    assert inf.get_with_revision(P + "a") == (Thing(name="a", n=1), rev_a)  # from the list
+    rev_a2 = store.put(P + "a", enc("a", 2))
+    rec.wait_count(2)
+    assert inf.get_with_revision(P + "a") == (Thing(name="a", n=2), rev_a2)  # from a watch event
+    store.put(P + "a", b"{not json")
+    store.put(P + "z", enc("z", 26))
+    rec.wait_count(3)
+    assert inf.get_with_revision(P + "a") == (Thing(name="a", n=2), rev_a2)
+    store.delete(P + "z")
+    rec.wait_count(4)
+    assert inf.get_with_revision(P + "z") is None
