@@ -22,14 +22,16 @@ from typing import Any
 
 from podnet.api.pod import Pod
 from podnet.lab import procs
-from podnet.lab.loop import reconcile_loop
+from podnet.lab.loop import change_loop
 from podnet.lab.state import LabState
 from podnet.net import netns
 from podnet.store import ConflictError, Store, keys, open_store
+from podnet.store.informer import Informer
 
 log = logging.getLogger("podnet.lab.agent")
 CNI_IFNAME = "eth0"
 READY_TIMEOUT = 5.0
+RESYNC = 5.0  # seconds between unasked rounds (dead pod processes are restarted)
 
 
 def container_id(lab: str, namespace: str, name: str) -> str:
@@ -37,8 +39,9 @@ def container_id(lab: str, namespace: str, name: str) -> str:
 
 
 class Agent:
-    def __init__(self, st: LabState, node: str, store: Store) -> None:
+    def __init__(self, st: LabState, node: str, store: Store, pods: Informer[Pod | None]) -> None:
         self.st = st
+        self.pods = pods  # decoded once per change, shared by every round
         self.node = node
         self.spec_node = next(n for n in st.spec.node_specs if n.name == node)
         self.store = store
@@ -177,15 +180,8 @@ class Agent:
     def _reconcile(self) -> None:
         if not self.st.subnet_file(self.node).exists():
             return  # the overlay has no lease yet; CNI would fail
-        want: dict[str, Pod] = {}
-        for kv in self.store.list(keys.kind_prefix("Pod")).items:
-            try:
-                pod = Pod.model_validate(json.loads(kv.value))
-            except Exception as e:
-                log.error("%s: skipped, not a valid Pod: %s", kv.key, e)
-                continue
-            if pod.spec.node_name == self.node:
-                want[kv.key] = pod
+        want: dict[str, Pod] = {key: pod for key, pod in self.pods.snapshot().items()
+                                if pod is not None and pod.spec.node_name == self.node}
         have = self.records()
         for key, rec in have.items():
             if key not in want:
@@ -220,15 +216,34 @@ def main(name: str, node: str, store_url: str) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     store = open_store(store_url)
-    agent = Agent(st, node, store)
-    # The subnet appears once the overlay has its lease; poll the file meanwhile (it is not in the store).
-    threading.Thread(target=_poke_on_subnet, args=(agent, stop), daemon=True).start()
-    reconcile_loop(store, keys.kind_prefix("Pod"), agent.reconcile, stop, resync=5.0)
+    changed = threading.Event()
+    pods: Informer[Pod | None] = Informer(store, keys.kind_prefix("Pod"), _decode_pod,
+                                           on_change=lambda *_: changed.set(), name="pods")
+    pods.start()
+    pods.wait_synced(30)
+    agent = Agent(st, node, store, pods)
+    # The subnet appears once the overlay has its lease (a file, not in the store): poll it meanwhile.
+    # Every few seconds a round also runs unasked, to restart pod processes that died.
+    threading.Thread(target=_poke_on_subnet, args=(agent, changed, stop), daemon=True).start()
+
+    def round_() -> bool:
+        agent.reconcile()
+        return True
+
+    changed.set()
+    change_loop(changed, round_, stop)
+    pods.stop()
     return 0
 
 
-def _poke_on_subnet(agent: Agent, stop: threading.Event) -> None:
-    while not stop.wait(0.05):
-        if agent.st.subnet_file(agent.node).exists():
-            agent.reconcile()
+def _decode_pod(value: bytes) -> Pod | None:
+    return Pod.model_validate(json.loads(value))
+
+
+def _poke_on_subnet(agent: Agent, changed: threading.Event, stop: threading.Event) -> None:
+    while not agent.st.subnet_file(agent.node).exists():
+        if stop.wait(0.05):
             return
+    changed.set()
+    while not stop.wait(RESYNC):
+        changed.set()
