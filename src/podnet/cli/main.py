@@ -58,7 +58,7 @@ app.add_typer(lab.app, name="lab")
 
 def main() -> None:
     from podnet.errors import PodnetError
-    from podnet.store import StoreUnavailable
+    from podnet.store import StoreError, StoreUnavailable
 
     try:
         # Without standalone mode click returns (instead of raising) the code of a typer.Exit.
@@ -72,6 +72,9 @@ def main() -> None:
         for line in str(e).splitlines() or [type(e).__name__]:
             print(f"error: {line}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except StoreError as e:  # a bad store URL or option, refused credentials: the user's input
+        print(f"error: store: {e}", file=sys.stderr)
+        sys.exit(1)
     except Exception as e:
         # Usage errors, Exit and Abort come from the click that typer uses (its own vendored copy in recent
         # releases, the click package in older ones), so they are recognised by shape, not by class.

@@ -17,6 +17,7 @@ daemon runs in threads.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import logging
 import random
@@ -65,6 +66,27 @@ class Choice:
     drop: Lease | None = None
 
 
+class _Taken:
+    """Leased subnets as merged address intervals: an overlap test is one bisect, not a scan of every
+    lease (at 1,000 leases the scan made each acquisition cost ~1 s of CPU)."""
+
+    def __init__(self, subnets: Iterable[ipaddress.IPv4Network]) -> None:
+        spans = sorted((int(n.network_address), int(n.broadcast_address)) for n in subnets)
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        for lo, hi in spans:
+            if self.ends and lo <= self.ends[-1] + 1:
+                self.ends[-1] = max(self.ends[-1], hi)
+            else:
+                self.starts.append(lo)
+                self.ends.append(hi)
+
+    def overlaps(self, net: ipaddress.IPv4Network) -> bool:
+        lo, hi = int(net.network_address), int(net.broadcast_address)
+        i = bisect.bisect_right(self.starts, hi) - 1
+        return i >= 0 and self.ends[i] >= lo
+
+
 def choose_subnet(
     conf: NetConf,
     leases: Iterable[Lease],
@@ -86,12 +108,12 @@ def choose_subnet(
         if conf.subnet_fits(mine.subnet):
             return Choice("reuse", mine.subnet, reuse=mine)
         drop = mine
-    taken = [lease.subnet for lease in leases if lease is not drop]
-    if previous is not None and conf.subnet_fits(previous) and not any(previous.overlaps(t) for t in taken):
+    taken = _Taken(lease.subnet for lease in leases if lease is not drop)
+    if previous is not None and conf.subnet_fits(previous) and not taken.overlaps(previous):
         return Choice("previous", previous, drop=drop)
     free: list[ipaddress.IPv4Network] = []
     for candidate in conf.candidate_subnets():
-        if not any(candidate.overlaps(t) for t in taken):
+        if not taken.overlaps(candidate):
             free.append(candidate)
             if len(free) >= MAX_CANDIDATES:
                 break
