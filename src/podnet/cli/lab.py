@@ -23,7 +23,8 @@ def up(
     nodes: int = typer.Option(2, "--nodes", help="Number of nodes"),
     backend: str = typer.Option("vxlan", "--backend", help="Overlay backend: vxlan | host-gw | udp"),
     proxy_mode: str = typer.Option("iptables", "--proxy-mode", help="Service proxy mode: iptables | nftables"),
-    store: str = typer.Option("sqlite", "--store-kind", "--lab-store", help="sqlite | etcd"),
+    store: str = typer.Option("sqlite", "--store", help="The lab's store: sqlite (the global --store URL) or "
+                              "etcd (a member started inside the lab, reached through a unix socket)"),
     underlay: str = typer.Option("192.168.77.0/24", "--underlay", help="Underlay CIDR (isolated bridge)"),
 ) -> None:
     """Create the lab: underlay, nodes, agents (overlay, proxy, pods), Node objects in the store."""
@@ -32,6 +33,8 @@ def up(
     spec = topology.build(name, nodes, backend, proxy_mode, store, underlay)
     st = cluster.up(spec, _store_url(ctx))
     typer.echo(f"lab {name} is up: {nodes} nodes, backend {backend}, proxy {proxy_mode}, store {st.store_url}")
+    if st.store_url != _store_url(ctx):
+        typer.echo(f"  use it with: export PODNET_STORE={st.store_url}")
     for n in spec.node_specs:
         typer.echo(f"  {n.name}: netns {n.netns}, InternalIP {n.underlay_ip}")
 

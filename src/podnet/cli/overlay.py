@@ -98,7 +98,7 @@ def leases(ctx: typer.Context, output: str = typer.Option("table", "-o", "--outp
         exp = "never (reservation)" if r["reservation"] else ("?" if r["expires_in"] is None else f"{r['expires_in']}s")
         table.add_row(r["subnet"], r["public_ip"], r["backend_type"] or "",
                       json.dumps(r["backend_data"]) if r["backend_data"] is not None else "", exp)
-    Console().print(table)
+    Console(emoji=False).print(table)  # ":ab:" in a MAC address is not an emoji
 
 
 @app.command("revoke")

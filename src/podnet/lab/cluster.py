@@ -9,7 +9,7 @@ import json
 import time
 
 from podnet.errors import PodnetError
-from podnet.lab import procs, registry, supervisor, teardown, underlay
+from podnet.lab import etcd, procs, registry, supervisor, teardown, underlay
 from podnet.lab.state import LabState, lab_dir
 from podnet.lab.topology import LabSpec
 from podnet.net import netns
@@ -46,6 +46,9 @@ def up(spec: LabSpec, store_url: str, *, wait: bool = True) -> LabState:
         for n in spec.node_specs:
             st.node_dir(n.name).mkdir(parents=True, exist_ok=True)
             (st.node_dir(n.name) / "kube-proxy.yaml").write_text(kube_proxy_config(spec, n.name))
+        if spec.store == "etcd":
+            st.store_url = etcd.start(st)
+            st.save()
         registry.register(st)
         st.supervisor = procs.spawn(
             [supervisor.podnet_exe(), "lab", "supervise", "--name", spec.name], st.log("supervisor")

@@ -60,7 +60,7 @@ def examples_dir() -> Path:
 class Demo:
     name: str = "demo"
     backend: str = "vxlan"
-    console: Console = field(default_factory=Console)
+    console: Console = field(default_factory=lambda: Console(emoji=False))  # MACs contain ":cd:"
     results: list[tuple[str, bool]] = field(default_factory=list)
     st: LabState | None = None
 

@@ -27,6 +27,7 @@ class LabState:
     store_url: str
     supervisor: ProcRecord | None = None
     procs: dict[str, ProcRecord] = field(default_factory=dict)  # role (e.g. "node1/proxy") -> record
+    services: dict[str, ProcRecord] = field(default_factory=dict)  # lab services started by `up` (etcd)
 
     @property
     def dir(self) -> Path:
@@ -47,6 +48,7 @@ class LabState:
             "spec": self.spec.to_dict(),
             "store_url": self.store_url,
             "supervisor": self.supervisor.to_dict() if self.supervisor else None,
+            "services": {k: v.to_dict() for k, v in self.services.items()},
         }
         tmp = self.dir / "lab.json.tmp"
         tmp.write_text(json.dumps(data, indent=2))
@@ -68,6 +70,7 @@ class LabState:
         st = LabState(LabSpec.from_dict(data["spec"]), data["store_url"])
         if data.get("supervisor"):
             st.supervisor = ProcRecord(**data["supervisor"])
+        st.services = {k: ProcRecord(**v) for k, v in (data.get("services") or {}).items()}
         try:
             procs = json.loads((d / "procs.json").read_text())
             st.procs = {k: ProcRecord(**v) for k, v in procs.items()}

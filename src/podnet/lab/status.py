@@ -13,7 +13,7 @@ from podnet.store import StoreError, keys, open_store
 
 
 def show(name: str, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(emoji=False)  # ":ab:" in a MAC address is not an emoji
     st = LabState.load(name)
     if st is None:
         labs = ", ".join(list_labs()) or "none"

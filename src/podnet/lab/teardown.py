@@ -27,6 +27,10 @@ def teardown(name: str) -> list[str]:
                 removed.append(f"process {role} (pid {rec.pid})")
         for rec in _pod_procs(st):
             procs.stop(rec)
+        for role, rec in sorted(st.services.items()):  # the store goes last: agents flush to it on exit
+            if procs.alive(rec):
+                procs.stop(rec)
+                removed.append(f"process {role} (pid {rec.pid})")
     # Pod namespaces first, then nodes, the underlay last: a namespace's veth ends vanish with it.
     prefix = f"pn-{name}-"
     names = netns.list_names(prefix)

@@ -114,6 +114,14 @@ def parse_endpoints(url: str) -> tuple[list[str], bool]:
         ep = ep.rstrip("/")
         if not ep:
             continue
+        if ep.startswith("unix:"):
+            # A unix socket (etcd's unix://NAME:PORT listener): crosses network namespaces, which the
+            # lab needs, since nodes in their own namespaces cannot reach each other's loopback.
+            path = ep[len("unix:"):].lstrip("/")
+            if not path:
+                raise EtcdConfigError("store", url, "unix: endpoint without a socket path")
+            endpoints.append(f"unix:///{path}")
+            continue
         host, port = _split_host_port(url, ep)
         endpoints.append(f"{host}:{port}")
     if not endpoints:

@@ -119,3 +119,23 @@ spec:
   nodeName: node1
   containers: [{name: c}]
 """
+
+
+def test_lab_with_its_own_etcd(lab_factory, root_state):
+    """--store etcd: a member inside the lab, reached by every namespace through a unix socket."""
+    before = root_state()
+    lab = lab_factory()
+    out = lab.up("--nodes", "2", "--store", "etcd").stdout
+    url = next(w for w in out.split() if w.startswith("etcd://unix://"))
+    lab.store = url
+    lab.podnet("apply", "-f", "-", input=POD)
+    _wait(lambda: "1/1" in lab.podnet("get", "pods").stdout, 20)
+    leases = lab.podnet("overlay", "leases").stdout
+    assert "192.168.77.11" in leases and "192.168.77.12" in leases  # both nodes leased through etcd
+    st = LabState.load(lab.name)
+    assert st is not None and "etcd" in st.services
+    etcd = st.services["etcd"]
+    lab.down()
+    assert not procs.alive(etcd)
+    assert netns.list_names(f"pn-{lab.name}-") == []
+    assert root_state() == before

@@ -45,6 +45,8 @@ def err(code: grpc.StatusCode, details: str) -> grpc.RpcError:
         ("etcd://[::1]:2379", ["[::1]:2379"], False),
         ("etcd://[fd00::1]", ["[fd00::1]:2379"], False),
         ("etcd://a:1, b:2,", ["a:1", "b:2"], False),
+        ("etcd://unix:///run/podnet/labs/x/etcd:2379", ["unix:///run/podnet/labs/x/etcd:2379"], False),
+        ("etcd://unix:/tmp/e.sock", ["unix:///tmp/e.sock"], False),
     ],
 )
 def test_parse_endpoints(url: str, endpoints: list[str], tls: bool) -> None:
@@ -58,6 +60,7 @@ def test_parse_endpoints(url: str, endpoints: list[str], tls: bool) -> None:
         ("etcd://a:0", "port '0' is not 1-65535"),
         ("etcd://a:http", "port 'http' is not 1-65535"),
         ("etcd://:2379", "has no host"),
+        ("etcd://unix:", "without a socket path"),
         ("sqlite:///x.db", "not an etcd:// or etcds:// URL"),
     ],
 )
