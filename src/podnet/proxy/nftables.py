@@ -14,7 +14,7 @@ per-service data in elements of a few hash maps:
   map @service-endpoints-tcp`, whose elements are `VIP . tcp . 80 . <slot> : <endpoint IP> . <port>`
   (NodePorts use `nodeport-endpoints-tcp`, keyed `tcp . 30080 . <slot>`; one map per protocol);
 * hairpin traffic (an endpoint reaching itself through its service) is masqueraded by one rule over the
-  `hairpin` set (`ep . ep`).
+  `hairpin` set (`ep . ep`), which holds this node's endpoints (and those of unknown node).
 
 Kinds of shared chains: `cluster-P-N` (ClusterIP; masquerades off-cluster sources), `external-P-N`
 (externalIPs/LB IPs with externalTrafficPolicy Cluster: always masquerade), `nodeport-P-N` (the same for
@@ -278,7 +278,10 @@ def service_objects(sp: ServicePort, lay: Layout, previous: ServiceObjects | Non
         if not has_external:
             el.append(Element(NO_EP_NODEPORTS, key, ext_verdict, comment))
     for e in cat.reachable:
-        el.append(Element(HAIRPIN, f"{e.ip} . {e.ip}"))
+        # Only a pod on this node can reach itself through this node's rules; endpoints of unknown node
+        # (no nodeName) are kept to be safe. On a big cluster this leaves most endpoints out of the set.
+        if e.local or not e.node_name:
+            el.append(Element(HAIRPIN, f"{e.ip} . {e.ip}"))
     return out
 
 

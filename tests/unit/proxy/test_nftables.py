@@ -251,20 +251,22 @@ def test_endpoint_replacement_is_one_element_per_container() -> None:
     old = _state({0: eps, 4: tuple(range(20, 30))})
     ledger = Ledger(Layout.of(old, SETTINGS), render(old, SETTINGS))
     slot = ledger.objects[ServicePortName("ns", "s0", "p", "TCP")].pools["cluster"].index("10.244.0.2:8080")
-    delta = render_delta(ledger, _changes(old, _state({0: (*eps[1:], 99), 4: tuple(range(20, 30))})))
+    delta = render_delta(ledger, _changes(old, _state({0: (*eps[1:], 98), 4: tuple(range(20, 30))})))
     assert delta.element_only
     # the slot of the gone endpoint gets the new one; its hairpin entry goes, the new one's comes
     assert delta.text.splitlines() == [
         f"delete element ip podnet service-endpoints-tcp {{ 10.96.0.1 . tcp . 80 . {slot} }}",
         "delete element ip podnet hairpin { 10.244.0.2 . 10.244.0.2 }",
-        f"add element ip podnet service-endpoints-tcp {{ 10.96.0.1 . tcp . 80 . {slot} : 10.244.0.101 . 8080 }}",
-        "add element ip podnet hairpin { 10.244.0.101 . 10.244.0.101 }",
+        f"add element ip podnet service-endpoints-tcp {{ 10.96.0.1 . tcp . 80 . {slot} : 10.244.0.100 . 8080 }}",
+        "add element ip podnet hairpin { 10.244.0.100 . 10.244.0.100 }",
     ]
 
 
 def test_shared_endpoint_stays_in_hairpin_while_another_service_uses_it() -> None:
     old = _state({0: (1, 2), 3: (2,)})
     ledger = Ledger(Layout.of(old, SETTINGS), render(old, SETTINGS))
+    assert "10.244.0.4 . 10.244.0.4" in render(old, SETTINGS).text  # j=2: a pod of this node
+    assert "10.244.0.3 . 10.244.0.3" not in render(old, SETTINGS).text  # j=1: another node's pod
     delta = render_delta(ledger, _changes(old, _state({0: (1,), 3: (2,)})))
     assert "hairpin" not in delta.text  # 10.244.0.4 still backs s3
 
