@@ -1,7 +1,9 @@
 """The nftables backend against a real kernel: features the shared scenarios do not cover, table hygiene, failures.
 
     client 10.20.1.2 --veth-- node 10.20.1.1 (br0 10.244.5.1/24) --br0-- ep1 10.244.5.2 (local, node n1)
-                                                                  -- ep2 10.244.5.3 (remote, node n2)
+                                                                  -- ep2 10.244.5.3 (labelled remote, n2)
+ep2 sits on the node's bridge but its EndpointSlice says another node, so it stands in for a remote pod: it
+is never used as a client (a remote pod's traffic would not pass this node's rules).
 The backend (proxy/nft_backend.py) is driven directly with desired states and loads through `nft -f` inside
 the node namespace (ip netns exec); the daemon scenarios (test_proxy_run.py) cover the libnftables path.
 """
@@ -143,8 +145,8 @@ def test_external_traffic_policy_local(bed: Bed) -> None:
     assert counts == {"errors": 0, "ep1": 20}, counts
     assert bed.probe(bed.client, "connect", "192.0.2.100", "80")["body"] == f"ep1 {CLIENT}"
     assert bed.probe(bed.client, "tcp", NODE, "30100", "--count", "10") == {"errors": 0, "ep1": 10}
-    # from a pod: short-circuited to every endpoint of the service
-    assert hits(bed.probe(bed.ep2, "tcp", "192.0.2.100", "80", "--count", "40")) == {"ep1", "ep2"}
+    # from a pod of this node: short-circuited to every endpoint of the service (itself included: hairpin)
+    assert hits(bed.probe(bed.ep1, "tcp", "192.0.2.100", "80", "--count", "40")) == {"ep1", "ep2"}
     # no local endpoint: outside traffic is dropped, pods still get served
     bed.sync(replace(web, endpoints=(ep(EP2, False),)))
     assert bed.probe(bed.client, "connect", "192.0.2.100", "80", "--timeout", "1")["result"] == "timeout"
