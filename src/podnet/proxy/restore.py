@@ -25,9 +25,10 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -223,6 +224,47 @@ def plan_full(
     return Plan("\n".join(out) + "\n", applied, n_lines + rules, rules, written)
 
 
+_BLOCK_RE = re.compile(r"^\*(\S+)\n(.*?)^COMMIT[^\n]*\n?", re.M | re.S)
+_DECL_RE = re.compile(r"^:(\S+)", re.M)
+
+
+def declared_chains(text: str) -> dict[str, set[str]]:
+    """Chains each table block of restore text declares (a regex pass: no full parse)."""
+    return {m.group(1): set(_DECL_RE.findall(m.group(2))) for m in _BLOCK_RE.finditer(text)}
+
+
+def full_text(
+    text: str,
+    *,
+    existing: dict[str, set[str]] | None = None,
+    missing_jumps: Sequence[Jump] = (),
+    cache_trick: bool = True,
+) -> str:
+    """plan_full's restore input, built around the renderer's own text instead of from a parse.
+
+    Same content as plan_full(parse(text), ...): the renderer's blocks verbatim, `-S` first in large ones,
+    stale service chains flushed and deleted after every rule, missing jumps last. Building it takes a regex
+    pass, so the full parse (for the applied model) can run while iptables-restore works.
+    """
+    out: list[str] = []
+    blocks = {m.group(1): m.group(2) for m in _BLOCK_RE.finditer(text)}
+    for table in _ordered(set(blocks) | {j.table for j in missing_jumps}):
+        body = blocks.get(table, "")
+        declared = set(_DECL_RE.findall(body))
+        stale = sorted(
+            c for c in (existing or {}).get(table, set()) if c.startswith(SERVICE_CHAIN_PREFIXES) and c not in declared
+        )
+        out.append(f"*{table}\n")
+        if cache_trick and len(declared) + len(stale) >= CACHE_TRICK_MIN_CHAINS:
+            out.append("-S\n")
+        out.append(body if not body or body.endswith("\n") else body + "\n")
+        out.extend(f":{c} - [0:0]\n" for c in stale)
+        out.extend(f"-X {c}\n" for c in stale)
+        out.extend(f"{line}\n" for line in _jump_lines([j for j in missing_jumps if j.table == table]))
+        out.append("COMMIT\n")
+    return "".join(out)
+
+
 def _jump_lines(jumps: Sequence[Jump]) -> list[str]:
     """Prepend each jump as kube-proxy does (-I 1, in list order). A built-in chain that has no rules may not
     exist yet under iptables-nft, where -I fails: there the jumps are appended in reverse order instead,
@@ -396,6 +438,12 @@ class Runner:
     netns: str | None = None
     timeout: float = 600.0
 
+    def popen(self, argv: Sequence[str]) -> subprocess.Popen[str]:
+        """A process reading text on stdin, stdout discarded (the `-S` listing), stderr captured."""
+        full = ["ip", "netns", "exec", self.netns, *argv] if self.netns else list(argv)
+        return subprocess.Popen(full, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+
     def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None,
             discard_stdout: bool = False) -> subprocess.CompletedProcess[str]:
         full = ["ip", "netns", "exec", self.netns, *argv] if self.netns else list(argv)
@@ -482,22 +530,56 @@ class Restorer:
 
         Raises RestoreError (the kernel keeps its rules; the model is dropped so the next sync is full).
         """
-        desired = parse(text)
         if not full and self.applied is None:
             raise RestoreError("partial sync without a previous full sync", partial=True)
         start = time.monotonic()
         if full:
-            existing = self.list_chains(desired.chains.keys())
-            missing = self.missing_jumps(desired)
-            self._ensure_base_chains(missing, existing)
-            plan = plan_full(desired, existing=existing, missing_jumps=missing, cache_trick=self.mode == "nft")
-        else:
-            assert self.applied is not None
-            plan = plan_partial(self.applied, desired, cache_trick=self.mode == "nft")
+            return self._sync_full(text, start)
+        assert self.applied is not None
+        plan = plan_partial(self.applied, parse(text), cache_trick=self.mode == "nft")
         if plan.text:
             self._restore(plan.text, partial=not full)
         self.applied = plan.applied
         return SyncStats(full, time.monotonic() - start, plan.lines, plan.rules_written, plan.written)
+
+    def _sync_full(self, text: str, start: float) -> SyncStats:
+        declared = declared_chains(text)
+        existing = self.list_chains(declared.keys())
+        missing = self.missing_jumps(declared)
+        self._ensure_base_chains(missing, existing)
+        rtext = full_text(text, existing=existing, missing_jumps=missing, cache_trick=self.mode == "nft")
+        self.last_input = rtext
+        argv = [self._bin("iptables-restore"), "-w", "5", "--noflush"]
+        proc = self.runner.popen(argv)
+        result: dict[str, object] = {}
+
+        def feed() -> None:
+            try:
+                _, err = proc.communicate(rtext, timeout=self.runner.timeout)
+                result["stderr"] = err
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                result["timeout"] = True
+
+        writer = threading.Thread(target=feed, name="iptables-restore-feed", daemon=True)
+        writer.start()
+        desired = parse(text)  # the applied model, built while iptables-restore works on the other core
+        writer.join()
+        if result.get("timeout"):
+            self.applied = None
+            raise RestoreError(f"iptables-restore timed out after {self.runner.timeout}s", partial=False)
+        if proc.returncode != 0:
+            self.applied = None
+            err = str(result.get("stderr") or "").strip()
+            raise RestoreError(f"iptables-restore failed (exit {proc.returncode}): {err}{_context(rtext, err)}",
+                               partial=False, stderr=err)
+        self.applied = {t: desired.chains.get(t, {}) for t in _ordered(set(desired.chains) | set(declared))}
+        written = {t: sum(len(r) for r in chains.values()) + sum(1 for j in missing if j.table == t)
+                   for t, chains in self.applied.items()}
+        n_rules = sum(written.values())
+        return SyncStats(True, time.monotonic() - start, n_rules + sum(len(c) for c in declared.values()),
+                         n_rules, written)
 
     def sync_delta(self, old_text: str, new_text: str, deleted_chains: Iterable[str] = ()) -> SyncStats:
         """Partial sync from renders of just the changed services (see plan_delta)."""
@@ -558,9 +640,9 @@ class Restorer:
             result[t] = {line[1:].split(" ", 1)[0] for line in p.stdout.splitlines() if line.startswith(":")}
         return result
 
-    def missing_jumps(self, desired: Ruleset) -> list[Jump]:
+    def missing_jumps(self, declared: Mapping[str, Container[str]]) -> list[Jump]:
         """kube-proxy's jumps from built-in chains whose target podnet renders and which are not in place."""
-        wanted = [j for j in JUMPS if j.target in desired.chains.get(j.table, {})]
+        wanted = [j for j in JUMPS if j.target in declared.get(j.table, ())]
         listing: dict[tuple[str, str], list[str]] = {}
         for key in dict.fromkeys((j.table, j.chain) for j in wanted):
             p = self.runner.run([self._bin("iptables"), "-w", "5", "-t", key[0], "-S", key[1]], timeout=60)

@@ -15,6 +15,8 @@ from podnet.proxy.restore import (
     _is_jump,
     _jump_lines,
     _parse_nft_chains,
+    declared_chains,
+    full_text,
     parse,
     plan_delta,
     plan_full,
@@ -229,3 +231,17 @@ def test_error_context_shows_the_failing_line() -> None:
     out = _context(text, "iptables-restore: line 3 failed")
     assert "3: -A A -j NOPE" in out and "2: :A - [0:0]" in out
     assert _context(text, "no line number here") == ""
+
+
+def test_full_text_matches_plan_full_line_for_line() -> None:
+    existing = {"nat": {"KUBE-SVC-OLD", "KUBE-SEP-OLD", "DOCKER", "KUBE-SEP-A1"}}
+    jumps = [j for j in JUMPS if j.target in ("KUBE-SERVICES", "KUBE-FORWARD")]
+    fast = full_text(BASE, existing=existing, missing_jumps=jumps)
+    ref = plan_full(parse(BASE), existing=existing, missing_jumps=jumps).text
+    assert sorted(fast.splitlines()) == sorted(ref.splitlines())
+    # per table: rules before the stale chains' deletion, the deletion before COMMIT
+    nat = fast.split("*nat\n", 1)[1].splitlines()
+    last_rule = max(i for i, x in enumerate(nat) if x.startswith("-A KUBE"))
+    assert last_rule < nat.index("-X KUBE-SEP-OLD") < nat.index("COMMIT")
+    assert declared_chains(BASE) == {"filter": {"KUBE-SERVICES", "KUBE-FORWARD"},
+                                     "nat": {"KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-SVC-AAA", "KUBE-SEP-A1"}}
