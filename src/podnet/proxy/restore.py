@@ -12,6 +12,11 @@ fast without ever flushing a chain it does not own (see shared/reference/perform
   dispatch chains (KUBE-SERVICES, KUBE-NODEPORTS, ...) single `-D`/`-I` lines instead of the whole chain.
   A one-service change is then a few dozen lines whatever the cluster size.
 
+What remains is kernel time: a transaction that adds any rule makes nf_tables re-validate every rule
+reachable from the table's base chains (nft_table_validate; PREROUTING and OUTPUT both reach all of
+KUBE-SERVICES), about 0.2 s at 10k services x 10 endpoints. Right after a full sync the next transaction also
+waits until the kernel has freed the replaced rules.
+
 Every sync is still one `iptables-restore -w --noflush` process (one transaction per table, as kube-proxy).
 The Restorer keeps a model of what it last applied; after any failure the model is dropped and the next sync
 must be a full one, which rewrites every chain podnet owns and deletes stale ones found in the kernel.
