@@ -124,11 +124,16 @@ def _ensure_bridge(host: Rtnl, n: NetConf) -> tuple[Link, bool]:
             raise internal(f"could not lookup {spec.go_quote(n.bridge)}: Link not found")
     if br.kind != "bridge":
         raise internal(f"{spec.go_quote(n.bridge)} already exists but is not a bridge")
-    if n.promisc and not br.promiscuity:
-        host.link_set(br.index, promisc=True)
-    _sysctl(f"net/ipv6/conf/{n.bridge}/accept_ra", "0")
-    if not br.up:
-        host.link_set(br.index, up=True)
+    try:
+        if n.promisc and not br.promiscuity:
+            host.link_set(br.index, promisc=True)
+        _sysctl(f"net/ipv6/conf/{n.bridge}/accept_ra", "0")
+        if not br.up:
+            host.link_set(br.index, up=True)
+    except BaseException:
+        if created:
+            _drop_new_bridge(host, br)
+        raise
     return br, created
 
 
@@ -277,10 +282,21 @@ def _add(req: Request, n: NetConf, host: Rtnl, cont: Rtnl, cont_fd: int) -> dict
             except CniError:
                 pass
         if br_created:
-            # Only if no other pod joined it meanwhile (ADDs of different pods run concurrently).
-            if not any(link.master == br.index for link in host.links()):
-                _quiet_del(host, n.bridge)
+            _drop_new_bridge(host, br)
         raise
+
+
+def _drop_new_bridge(host: Rtnl, br: Link) -> None:
+    """Remove a bridge this failed ADD created, unless another pod joined it meanwhile (ADDs of different
+    pods run concurrently). Our own port may take a moment to leave under load: look a few times."""
+    for attempt in range(5):
+        try:
+            if not any(link.master == br.index for link in host.links()):
+                host.link_del(br.index)
+                return
+        except NetlinkError:
+            return
+        time.sleep(0.02 * (attempt + 1))
 
 
 def _quiet_del(r: Rtnl, name: str) -> None:
@@ -347,7 +363,7 @@ def _configure_iface(cont: Rtnl, cv: Link, ifname: str, res: dict[str, Any]) -> 
         try:
             cont.route_add(str(dst.network.network_address), dst.network.prefixlen, cv.index, gw)
         except NetlinkError as e:
-            raise internal(f"failed to add route '{r['dst']} via {gw or '<nil>'} dev {ifname}': "
+            raise internal(f"failed to add route '{_go_ipnet_value(dst)} via {gw or '<nil>'} dev {ifname}': "
                            f"{e.strerror.lower()}") from None
 
 
@@ -518,6 +534,14 @@ def _check(req: Request, n: NetConf, res: dict[str, Any], host: Rtnl, cont: Rtnl
         key = (None, 0) if dst.prefixlen == 0 else (str(dst.network_address), dst.prefixlen)
         if key not in main:
             raise internal(f"Expected Route {_go_route(r)} not found in routing table")
+
+
+def _go_ipnet_value(dst: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> str:
+    """Go's %v of a net.IPNet value as the reference prints it: {IP maskhex}, v4 masks in 16-byte form."""
+    mask = dst.network.netmask.packed.hex()
+    if dst.version == 4:
+        mask = "00000000000000000000ffff" + mask
+    return f"{{{dst.ip} {mask}}}"
 
 
 def _go_route(r: dict[str, Any]) -> str:
