@@ -233,7 +233,8 @@ _DNS_KEYS = ("nameservers", "domain", "search", "options")
 
 
 def _pick(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: d[k] for k in keys if d.get(k) not in (None, "", [], 0) or (k == "interface" and k in d)}
+    """`keys` of d in that order, empty ones left out (Go's omitempty)."""
+    return {k: d[k] for k in keys if d.get(k) not in (None, "", [], 0)}
 
 
 def _is_v4(cidr_or_ip: str) -> bool:
