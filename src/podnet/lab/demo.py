@@ -118,7 +118,7 @@ class Demo:
     def http_counts(self, ns: str, url_host: str, port: int, n: int) -> Counter[str]:
         """n HTTP requests, each on a new connection (a new conntrack entry, so a new load-balancing draw)."""
         script = textwrap.dedent(f"""
-            import socket, collections
+            import socket, collections, json
             c = collections.Counter()
             for _ in range({n}):
                 try:
@@ -134,12 +134,12 @@ class Demo:
                     c[body.split("host: ")[-1].split(" ")[0] if "host: " in body else body.strip()[:40]] += 1
                 except OSError as e:
                     c["error: " + type(e).__name__] += 1
-            print(dict(c))
+            print(json.dumps(dict(c)))
         """)
         r = subprocess.run(netns.exec_argv(ns, [sys.executable, "-c", script]), capture_output=True, text=True, timeout=60)
         try:
-            return Counter(eval(r.stdout.strip() or "{}", {"__builtins__": {}}))  # a dict literal we printed
-        except SyntaxError:
+            return Counter(json.loads(r.stdout.strip() or "{}"))
+        except ValueError:
             return Counter({"error: " + r.stderr.strip()[-80:]: n})
 
     def curl(self, ns: str, url: str) -> subprocess.CompletedProcess[str]:
