@@ -132,6 +132,25 @@ class Testbed:
             ip.route("add", dst="0.0.0.0/0", gateway=str(node.subnet.network_address + 1))
         _sysctl(node.ns, "net.ipv4.ip_forward", "1")
 
+    def cpu_per_node(self) -> dict[int, int]:
+        """Model each node as its own machine: its underlay receive work runs on one CPU of its own.
+
+        A veth delivers on the sending CPU, so by default the receiving node's whole stack (and, for a
+        pod, its forwarding hop, bridge and pod veth) runs on the sender's CPU, stacked on the sender's
+        own work; a NIC delivers on the receiving machine's CPUs instead. RPS on each node's underlay
+        eth0 sends node i's received frames to CPU (i-1) mod ncpu; processes meant to run "on" node i
+        are pinned there by the caller. Returns {node index: cpu}. Affects only the underlay link, so
+        node-to-node and pod-to-pod traffic get the same treatment.
+        """
+        ncpu = os.cpu_count() or 1
+        cpus = {}
+        for node in self.nodes:
+            cpu = (node.i - 1) % ncpu
+            netns.run(node.ns, ["sh", "-c", f"for q in /sys/class/net/eth0/queues/rx-*; do "
+                                            f"echo {1 << cpu:x} > $q/rps_cpus; done"])
+            cpus[node.i] = cpu
+        return cpus
+
     def set_pod_mtu(self, mtu: int) -> None:
         """What the CNI plugin would do with FLANNEL_MTU: both ends of the pod veth."""
         for node in self.nodes:
