@@ -28,6 +28,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.table import Table
 
+from lab import services_yaml  # the same 1k-service fixture the lab benchmark loads
 from podnet.api.loader import load_objects, to_json
 from podnet.api.pod import Pod
 from podnet.controllers.apply import apply_objects, delete_objects
@@ -36,20 +37,6 @@ from podnet.lab import topology
 from podnet.lab.controller import LabController
 from podnet.lab.state import LabState
 from podnet.store import keys, open_store
-
-
-def _svc_slice_docs(n: int) -> str:
-    return "\n---\n".join(f"""apiVersion: v1
-kind: Service
-metadata: {{name: s{i}}}
-spec: {{ports: [{{name: p, port: 80, protocol: TCP}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: s{i}-a, labels: {{kubernetes.io/service-name: s{i}}}}}
-addressType: IPv4
-endpoints: [{{addresses: [10.200.{i // 250}.{i % 250 + 1}]}}]
-ports: [{{name: p, port: 8080, protocol: TCP}}]""" for i in range(n))
 
 
 def _slice_doc(i: int, k: int) -> str:
@@ -90,7 +77,7 @@ def run(n: int, reps: int) -> list[tuple[str, float, float]]:
     rows = []
     with tempfile.TemporaryDirectory() as d:
         store = open_store(f"sqlite:///{d}/state.db")
-        apply_objects(store, load_objects(_svc_slice_docs(n)))
+        apply_objects(store, load_objects(services_yaml(n)))
         objs = [load_objects(_slice_doc((k * 37) % n, k)) for k in range(reps)]
         t = _timed(reps, lambda k: apply_objects(store, objs[k]))
         floor = _timed(reps, lambda k: store.put("/podnet/bench/floor", to_json(objs[k][0])))

@@ -16,10 +16,9 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from podnet.net import netns as nsmod
 from podnet.net import routes
 from podnet.net.iface import ExternalInterface
-from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike
+from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike, NetlinkUser
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,7 @@ class PeerNotOnLink(BackendError):
     """host-gw cannot reach a peer's PublicIP without a router in between."""
 
 
-class HostGwBackend:
+class HostGwBackend(NetlinkUser):
     backend_type = "host-gw"
 
     def __init__(self, ext: ExternalInterface, *, netns: str | None = None) -> None:
@@ -47,12 +46,6 @@ class HostGwBackend:
     @property
     def mtu(self) -> int:
         return self.ext.mtu
-
-    @property
-    def ipr(self) -> IPRoute:
-        if self._ipr is None:
-            self._ipr = nsmod.ipr(self.netns)
-        return self._ipr
 
     def register(self) -> BackendData:
         if self.ext.public_ip != self.ext.address:
@@ -125,6 +118,4 @@ class HostGwBackend:
 
     def close(self) -> None:
         with self._lock:
-            if self._ipr is not None:
-                self._ipr.close()
-                self._ipr = None
+            self._close_ipr()

@@ -21,9 +21,8 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from podnet.net import addr, routes, tun
-from podnet.net import netns as nsmod
 from podnet.net.iface import ExternalInterface
-from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike, option_int
+from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike, NetlinkUser, option_int
 from podnet.overlay.backends.udp_forward import Forwarder, udp_gso_supported
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ def _icmp_source(own: ipaddress.IPv4Network, network: ipaddress.IPv4Network) -> 
     return None if src in own else src
 
 
-class UdpBackend:
+class UdpBackend(NetlinkUser):
     backend_type = "udp"
 
     def __init__(self, ext: ExternalInterface, *, port: int = DEFAULT_PORT, mtu: int | None = None,
@@ -77,12 +76,6 @@ class UdpBackend:
     @property
     def mtu(self) -> int:
         return self._mtu
-
-    @property
-    def ipr(self) -> IPRoute:
-        if self._ipr is None:
-            self._ipr = nsmod.ipr(self.netns)
-        return self._ipr
 
     def _open(self) -> tuple[int, socket.socket]:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -170,6 +163,4 @@ class UdpBackend:
         if self.tun_fd is not None:
             os.close(self.tun_fd)
             self.tun_fd = None
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        self._close_ipr()

@@ -20,10 +20,9 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from podnet.net import addr, neigh, routes
-from podnet.net import netns as nsmod
 from podnet.net import vxlan as vxdev
 from podnet.net.iface import ExternalInterface
-from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike, option_int
+from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike, NetlinkUser, option_int
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class Direct:
     public_ip: ipaddress.IPv4Address
 
 
-class VxlanBackend:
+class VxlanBackend(NetlinkUser):
     backend_type = "vxlan"
 
     def __init__(
@@ -91,12 +90,6 @@ class VxlanBackend:
     @property
     def mtu(self) -> int:
         return self._mtu
-
-    @property
-    def ipr(self) -> IPRoute:
-        if self._ipr is None:
-            self._ipr = nsmod.ipr(self.netns)
-        return self._ipr
 
     # -- own side ---------------------------------------------------------------------------------
 
@@ -253,6 +246,4 @@ class VxlanBackend:
 
     def close(self) -> None:
         with self._lock:
-            if self._ipr is not None:
-                self._ipr.close()
-                self._ipr = None
+            self._close_ipr()
