@@ -34,9 +34,14 @@ def _read_objects(path: Path) -> tuple[list[Any], dict[str, Any] | None]:
     """
     from podnet.api import load
 
-    if path.is_file():
+    source: Path | bytes = path
+    if str(path) == "-":  # as `kubectl apply -f -`
+        import sys
+
+        source = sys.stdin.buffer.read()
+    if isinstance(source, bytes) or path.is_file():
         try:
-            docs = list(yaml.safe_load_all(path.read_text()))
+            docs = list(yaml.safe_load_all(source if isinstance(source, bytes) else path.read_text()))
         except (OSError, yaml.YAMLError, UnicodeDecodeError):
             docs = []  # the loader below reports it with line and column
         if len(docs) == 1 and isinstance(docs[0], dict) and (
@@ -47,7 +52,7 @@ def _read_objects(path: Path) -> tuple[list[Any], dict[str, Any] | None]:
                 raise ValidationError([Problem("stateAfterEvent", None, "must be a mapping", str(path))])
             objs = [*(state.get("services") or []), *(state.get("endpointSlices") or []), *(state.get("nodes") or [])]
             return objs, _proxier_block(docs[0].get("proxier"), path)
-    loaded = load(path, check=False)
+    loaded = load(source, check=False)
     return _with_derived_slices(loaded.raise_for_problems()), None
 
 

@@ -134,3 +134,30 @@ def test_render_accepts_the_top_level_case_format_with_interfaces():
         '"kubernetes service nodeports; NOTE: this must be the last rule in this chain" -d 192.168.0.2',
     )
     assert sort_like_kube_proxy(p.stdout) == expected
+
+
+def test_objects_from_stdin_render_like_a_file(tmp_path):
+    """-f - reads the objects from standard input, as `kubectl apply -f -` does."""
+    text = """apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: ns1}
+spec: {clusterIP: 172.30.0.9, ports: [{name: http, port: 80, protocol: TCP}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: ns1, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints: [{addresses: [10.0.1.7]}]
+ports: [{name: http, port: 8080, protocol: TCP}]
+"""
+    f = tmp_path / "objs.yaml"
+    f.write_text(text)
+    from_file = _podnet("-f", str(f))
+    from_stdin = subprocess.run([sys.executable, "-m", "podnet.cli.main", "proxy", "render", "-f", "-"], input=text,
+                                capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert from_file.returncode == 0 and from_stdin.returncode == 0, from_stdin.stderr
+    assert "--to-destination 10.0.1.7:8080" in from_stdin.stdout
+    assert from_stdin.stdout == from_file.stdout
+    bad = subprocess.run([sys.executable, "-m", "podnet.cli.main", "proxy", "render", "-f", "-"], input=": : :",
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert bad.returncode == 1 and "line 1" in bad.stderr
