@@ -117,12 +117,14 @@ def test_start_order_peers_and_clean_stop(store, tmp_path) -> None:  # type: ign
             "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n")
         stored = store.get(lease.key)
         assert stored is not None and b'"VtepMAC":"02:00:00:00:00:01"' in stored.value
-        # a new peer, then its removal carrying its last attributes
-        store.put(*peer("10.244.10.0/24", "192.168.77.10"))
-        wait_until(lambda: ("add", "10.244.10.0/24") in backend.calls)
-        store.delete(keys.subnet_lease("10.244.10.0/24"))
+        # a new peer, then its removal carrying its last attributes. The daemon picked its own subnet at
+        # random among the free ones: the peer must take another (writing over ours is a take-over).
+        other = next(s for s in ("10.244.10.0/24", "10.244.11.0/24") if s != str(lease.subnet))
+        store.put(*peer(other, "192.168.77.10"))
+        wait_until(lambda: ("add", other) in backend.calls)
+        store.delete(keys.subnet_lease(other))
         wait_until(lambda: any(c[0] == "remove" for c in backend.calls))
-        assert ("remove", ("10.244.10.0/24", {"VNI": 1, "VtepMAC": "02:00:00:00:00:99"})) in backend.calls
+        assert ("remove", (other, {"VNI": 1, "VtepMAC": "02:00:00:00:00:99"})) in backend.calls
         assert ("add", str(lease.subnet)) not in backend.calls  # never our own
         wait_until(lambda: d.rules.syncs >= 3)  # the resync loop keeps checking the rules
     finally:
