@@ -90,6 +90,38 @@ def test_gaps_other_flows_and_non_tcp_are_written_one_by_one():
     assert [w[1] for w in writes] == [a, gap, other, bytes(icmp)]
 
 
+MUTATIONS = ["none"] * 6 + ["seq", "psh", "fin", "port", "df", "option", "ack"]
+
+
+@given(st.integers(2, 50), st.integers(0, 2**32 - 1), st.sampled_from([100, 536, 1000, 1400, 1448]),
+       st.lists(st.sampled_from(MUTATIONS), min_size=50, max_size=50), st.integers(1, 1448))
+def test_the_column_check_of_a_gro_batch_agrees_with_the_per_packet_check(n, seq0, mss, muts, last_len):
+    """_tcp_run with `stride` (a UDP GRO batch checked column-wise, one struct call) must cut every
+    batch into exactly the runs the plain per-packet loop finds: sequence gaps and wrap-around, PSH,
+    other flags, another flow, a DF change, changed options, a shorter last packet, the 64 KiB cap."""
+    pkts = []
+    for k in range(n):
+        m = muts[k] if k else "none"
+        seq = (seq0 + k * mss + (7 if m == "seq" else 0)) & 0xFFFFFFFF
+        flags = {"psh": 0x18, "fin": 0x11}.get(m, 0x10)
+        opts = b"\x01\x01\x08\x0a" + (b"\1" if m == "option" else b"\0") * 8
+        payload = bytes(min(last_len, mss)) if k == n - 1 else bytes(mss)
+        p = bytearray(tcp_packet(seq, payload, flags=flags, options=opts))
+        if m == "port":
+            p[20] ^= 1
+        if m == "df":
+            p[6] ^= 0x40
+        if m == "ack":
+            p[31] ^= 1
+        pkts.append(bytes(p))
+    seg = len(pkts[0])
+    buf = bytearray(b"".join(pkts) + b"\0")
+    starts = [k * seg for k in range(n)]
+    lens = [len(p) for p in pkts]
+    for i in range(n - 1):
+        assert uf._tcp_run(buf, starts, lens, i, seg) == uf._tcp_run(buf, starts, lens, i, 0), i
+
+
 def test_set_peer_refuses_a_subnet_of_another_length():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
@@ -182,6 +214,35 @@ def test_offload_merges_a_burst_of_segments_into_one_write():
     finally:
         a.close()
         b.close()
+
+
+def test_a_mixed_burst_is_split_by_peer_and_size_and_unknown_subnets_answered():
+    """A TUN drain that is not one peer's run of equal sizes goes the general way: each consecutive
+    group of one peer with non-growing sizes leaves in one send, a packet for no peer is counted."""
+    if not uf.udp_gso_supported():
+        pytest.skip("kernel without UDP GSO/GRO")
+    a, b, c = Node(True), Node(True), Node(True)
+    try:
+        a.fwd.set_peer(ipaddress.IPv4Network("10.244.2.0/24"), ipaddress.IPv4Address("127.0.0.1"), b.port)
+        a.fwd.set_peer(ipaddress.IPv4Network("10.244.3.0/24"), ipaddress.IPv4Address("127.0.0.1"), c.port)
+        to_b = [tcp_packet(1 + i, os.urandom(800), flags=0x18, ip_id=i) for i in range(2)]
+        nowhere = tcp_packet(9, b"x", dst="10.244.9.9")
+        to_c = tcp_packet(5, os.urandom(800), flags=0x18, dst="10.244.3.2")
+        small_to_b = tcp_packet(7, os.urandom(300), flags=0x18, ip_id=9)
+        hdr = uf.VNET.pack(0, 0, 0, 0, 0, 0)
+        for p in (*to_b, nowhere, to_c, small_to_b):  # queued before the loop starts: one drain
+            a.tun.send(hdr + p)
+        for node in (b, c, a):
+            node.fwd.start()
+        assert [b.tun.recv(70000)[10:] for _ in range(3)] == [*to_b, small_to_b]
+        assert c.tun.recv(70000)[10:] == to_c
+        deadline = time.monotonic() + 2  # the threads bump their counters just after the syscall
+        while (a.fwd.tx_sends, a.fwd.tx_no_route) != (3, 1) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (a.fwd.tx_sends, a.fwd.tx_packets, a.fwd.tx_no_route) == (3, 4, 1)
+    finally:
+        for node in (a, b, c):
+            node.close()
 
 
 def test_icmp_net_unreachable_quotes_the_offender_with_valid_checksums():
