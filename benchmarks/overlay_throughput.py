@@ -31,12 +31,14 @@ cubic (within noise). IPv4 BIG TCP (gso/gro_ipv4_max_size 512K on every device, 
 host-gw by 5-8 points (still < 95 %) but cannot cross vxlan (0.25 Gbit/s: the encapsulation drops
 super-packets over 64K), so podnet does not set it.
 
-Modes (the same treatment for baseline and pod path in every mode):
-  default         nodes share both CPUs, one stream (host-gw ~83 %, vxlan ~68 %).
+Modes (the same treatment for baseline and pod path in every mode); figures are medians of pair ratios
+on a 2-CPU VM, Nov 2026 / Dec 2026 (kernel 6.18, a slower day: underlay 13-17 instead of ~19.6 Gbit/s):
+  default         nodes share both CPUs, one stream. host-gw ~83 % / 82-93 %, vxlan ~68 % / 65-75 %.
   --cpu-per-node  models separate machines: RPS sends each node's underlay receive work to a CPU of
                   its own and iperf3 client/server are pinned to their node's CPU. The pod path's
                   figure stays the same as in the default mode; the baseline loses ~25 % (it no longer
-                  gets the second CPU's help), so the ratio rises (host-gw ~96-98 %, vxlan ~87-90 %).
+                  gets the second CPU's help), so the ratio rose in Nov (host-gw ~96-98 %, vxlan
+                  ~87-90 %); in Dec it did not reproduce (host-gw 92 %, vxlan 71 %).
   -P 2            two streams fill both CPUs: the ratio becomes the per-byte CPU cost (host-gw ~96 %,
                   vxlan ~74 %: encapsulation is real work).
 """
