@@ -72,6 +72,22 @@ def _with_derived_slices(objects: list[Any]) -> list[Any]:
     return [*objects, *derived]
 
 
+def _warn_unallocated(objects: list[Any]) -> None:
+    """Say on stderr which Services get no rules because they have no ClusterIP yet.
+
+    kube-proxy skips them silently (the API server allocates before they exist); a file written by
+    hand usually lacks the field because `podnet apply` is what allocates it. Headless Services
+    (clusterIP: None) and ExternalName ones have no rules by design and are not mentioned.
+    """
+    from podnet.api import Service
+
+    for o in objects:
+        if isinstance(o, Service) and o.spec.type != "ExternalName" and not o.is_headless and not o.cluster_ips:
+            typer.echo(f"warning: Service/{o.metadata.namespace or 'default'}/{o.metadata.name}: spec.clusterIP is "
+                       "not set, so it gets no rules (`podnet apply` allocates one; kube-proxy sees none before)",
+                       err=True)
+
+
 def _proxier_block(block: Any, path: Path) -> dict[str, Any] | None:
     """The `proxier:` block; `$ref: FILE` (relative to the case) supplies defaults it overrides."""
     if block is None:
@@ -156,6 +172,7 @@ def render_command(
         problems.append(Problem("mode", cfg.mode, f"the config selects another proxy mode than --mode {mode}", "KubeProxyConfiguration"))
     if problems:
         raise ValidationError(problems)
+    _warn_unallocated(objs)
 
     service_cidrs: list[str] = []
     if proxier_block is not None and cfg is None and facts is None:

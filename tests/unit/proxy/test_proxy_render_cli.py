@@ -161,3 +161,14 @@ ports: [{name: http, port: 8080, protocol: TCP}]
     bad = subprocess.run([sys.executable, "-m", "podnet.cli.main", "proxy", "render", "-f", "-"], input=": : :",
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert bad.returncode == 1 and "line 1" in bad.stderr
+
+
+def test_a_service_without_cluster_ip_is_named_on_stderr_and_gets_no_rules(tmp_path):
+    unallocated = OBJECTS.replace("  clusterIP: 10.96.0.10\n", "").replace("name: web,", "name: web2,")
+    headless = OBJECTS.replace("clusterIP: 10.96.0.10", "clusterIP: None").replace("name: web,", "name: web3,")
+    (tmp_path / "o.yaml").write_text(OBJECTS + "---" + unallocated + "---" + headless)
+    p = _podnet("--mode", "iptables", "-f", str(tmp_path / "o.yaml"))
+    assert p.returncode == 0, p.stderr
+    assert "Service/default/web2: spec.clusterIP is not set" in p.stderr
+    assert "web3" not in p.stderr and "Service/default/web:" not in p.stderr  # headless, allocated: no word
+    assert "default/web:http" in p.stdout and "default/web2" not in p.stdout
