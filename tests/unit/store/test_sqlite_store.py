@@ -271,3 +271,35 @@ def test_processes_opening_a_fresh_file_at_once_all_succeed(tmp_path: Path) -> N
     with SqliteStore(url) as s:
         assert len(s.list("/o/").items) == 6
         assert s.revision() == 7
+
+
+def _wait_for(cond, seconds: float = 3.0) -> bool:  # noqa: ANN001 - a zero-argument predicate
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.mark.parametrize("background", [True, False], ids=["background", "in-commit"])
+def test_checkpoints_run_in_the_background_after_writes(tmp_path: Path, background: bool) -> None:
+    """The database file only grows when a checkpoint copies WAL pages into it. With the background
+    checkpointer that happens shortly after a burst of writes, far below SQLite's 1,000-page
+    auto-checkpoint; without it (SQLite's default) the pages stay in the WAL until that threshold."""
+    path = tmp_path / "state.db"
+    s = SqliteStore(f"sqlite://{path}", background_checkpoint=background)
+    try:
+        s.put("/seed", b"x")
+        time.sleep(0.3)  # any checkpoint of the schema is over
+        before = path.stat().st_size
+        for i in range(50):  # ~100 KiB: ~25 pages of values, nowhere near 1,000
+            s.put(f"/k/{i}", os.urandom(2000))
+        grew = _wait_for(lambda: path.stat().st_size > before + 50_000, 2.0 if background else 0.5)
+        assert grew is background
+        names = {t.name for t in threading.enumerate()}
+        assert ("podnet-sqlite-checkpoint" in names) is background
+        assert {kv.key for kv in s.list("/k/").items} == {f"/k/{i}" for i in range(50)}
+    finally:
+        s.close()
+    assert _wait_for(lambda: "podnet-sqlite-checkpoint" not in {t.name for t in threading.enumerate()})
