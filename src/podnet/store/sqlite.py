@@ -34,6 +34,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -170,6 +171,35 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+def _checkpoint_loop(path: str, dirty: threading.Event, stop: threading.Event) -> None:
+    """PASSIVE checkpoints on a connection of its own, so they never hold the store's lock: writers and
+    readers go on while pages are copied and the database file is synced. Holds no reference to the
+    store, so a store dropped without close() is still collected (a finalizer sets `stop`)."""
+    conn: sqlite3.Connection | None = None
+    try:
+        while True:
+            dirty.wait()
+            if stop.is_set():
+                return
+            dirty.clear()
+            try:
+                if conn is None:
+                    conn = _connect(path)
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # all rows: ends the statement
+            except (sqlite3.Error, StoreError) as exc:  # the writer's auto-checkpoint is the backstop
+                log.debug("background checkpoint of %s failed: %s", path, exc)
+            if stop.wait(CHECKPOINT_INTERVAL):
+                return
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def _wake_to_stop(stop: threading.Event, dirty: threading.Event) -> None:
+    stop.set()
+    dirty.set()
+
+
 class SqliteStore:
     """Store protocol on one SQLite file. Thread safe: one connection behind a lock (watches own theirs)."""
 
@@ -246,9 +276,10 @@ class SqliteStore:
                 raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
             if self._checkpointer is None and self.background_checkpoint:
                 conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT}")
-                self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="podnet-sqlite-checkpoint",
-                                                      daemon=True)
+                self._checkpointer = threading.Thread(target=_checkpoint_loop, name="podnet-sqlite-checkpoint",
+                                                      args=(self.path, self._dirty, self._stop), daemon=True)
                 self._checkpointer.start()
+                weakref.finalize(self, _wake_to_stop, self._stop, self._dirty)
             if self.background_checkpoint:
                 self._dirty.set()
             return result
@@ -331,29 +362,6 @@ class SqliteStore:
             if self._sweeper is None and not self._closed:
                 self._sweeper = threading.Thread(target=self._sweep_loop, name="podnet-sqlite-sweeper", daemon=True)
                 self._sweeper.start()
-
-    def _checkpoint_loop(self) -> None:
-        """PASSIVE checkpoints on a connection of its own, so they never hold the store's lock: writers
-        and readers go on while pages are copied and the database file is synced."""
-        dirty, stop = self._dirty, self._stop
-        conn: sqlite3.Connection | None = None
-        try:
-            while True:
-                dirty.wait()
-                if stop.is_set():
-                    return
-                dirty.clear()
-                try:
-                    if conn is None:
-                        conn = _connect(self.path)
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # all rows: ends the statement
-                except (sqlite3.Error, StoreError) as exc:  # the writer's auto-checkpoint is the backstop
-                    log.debug("background checkpoint of %s failed: %s", self.path, exc)
-                if stop.wait(CHECKPOINT_INTERVAL):
-                    return
-        finally:
-            if conn is not None:
-                conn.close()
 
     def _sweep_loop(self) -> None:
         while not self._stop.wait(SWEEP_INTERVAL):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 import subprocess
@@ -297,9 +298,19 @@ def test_checkpoints_run_in_the_background_after_writes(tmp_path: Path, backgrou
             s.put(f"/k/{i}", os.urandom(2000))
         grew = _wait_for(lambda: path.stat().st_size > before + 50_000, 2.0 if background else 0.5)
         assert grew is background
-        names = {t.name for t in threading.enumerate()}
-        assert ("podnet-sqlite-checkpoint" in names) is background
+        thread = s._checkpointer
+        assert (thread is not None and thread.is_alive()) is background
         assert {kv.key for kv in s.list("/k/").items} == {f"/k/{i}" for i in range(50)}
     finally:
         s.close()
-    assert _wait_for(lambda: "podnet-sqlite-checkpoint" not in {t.name for t in threading.enumerate()})
+    assert thread is None or not thread.is_alive()  # close() joined it
+
+
+def test_a_store_dropped_without_close_ends_its_checkpointer(tmp_path: Path) -> None:
+    s = SqliteStore(f"sqlite://{tmp_path}/state.db")
+    s.put("/k", b"v")
+    thread = s._checkpointer
+    assert thread is not None and thread.is_alive()
+    del s
+    gc.collect()
+    assert _wait_for(lambda: not thread.is_alive())
