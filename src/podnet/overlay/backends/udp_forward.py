@@ -413,7 +413,7 @@ class Forwarder:
             seg = n
             for level, kind, data in anc:
                 if level == SOL_UDP and kind == UDP_GRO:
-                    seg = unpack_i32(data)[0]
+                    seg = unpack_i32(data)[0] or n  # 0 never comes from the kernel; never divide by it
             for iov, count, size in coalesce(buf, mv, n, seg):
                 try:
                     writev(fd, iov)
@@ -441,8 +441,8 @@ def _tcp_run(buf: bytearray, starts: list[int], lens: list[int], i: int, stride:
     if buf[a] != 0x45 or buf[a + 9] != _PSEUDO_PROTO_TCP or buf[a + 6] & 0x3F or buf[a + 7]:
         return 1  # IP options, not TCP, or a fragment
     hl = 20 + (buf[a + 32] >> 4) * 4
-    if buf[a + 33] != 0x10 or lens[i] <= hl:
-        return 1  # flags other than a bare ACK (or no payload): send as is
+    if buf[a + 33] != 0x10 or lens[i] <= hl or hl < 40:
+        return 1  # flags other than a bare ACK, no payload, or a TCP header under 20 bytes: as is
     mss = lens[i] - hl
     seq0 = _U32.unpack_from(buf, a + 24)[0]
     j = i + 1

@@ -122,6 +122,19 @@ def test_the_column_check_of_a_gro_batch_agrees_with_the_per_packet_check(n, seq
         assert uf._tcp_run(buf, starts, lens, i, seg) == uf._tcp_run(buf, starts, lens, i, 0), i
 
 
+@pytest.mark.parametrize("offset_words", [0, 4])
+def test_a_tcp_header_shorter_than_20_bytes_is_passed_on_unmerged(offset_words: int):
+    """A datagram from the wire whose TCP data offset is under 5 words is not a run head (the kernel
+    will drop it); it must neither stop the receive loop nor be merged with its neighbours."""
+    pkts = []
+    for k in range(3):
+        p = bytearray(tcp_packet(1 + k * 100, bytes(100), options=b""))
+        p[32] = offset_words << 4
+        pkts.append(bytes(p))
+    writes = run_writes(pkts)
+    assert [w[1] for w in writes] == pkts
+
+
 def test_set_peer_refuses_a_subnet_of_another_length():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
