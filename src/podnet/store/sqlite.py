@@ -274,15 +274,19 @@ class SqliteStore:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
-            if self._checkpointer is None and self.background_checkpoint:
-                conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT}")
-                self._checkpointer = threading.Thread(target=_checkpoint_loop, name="podnet-sqlite-checkpoint",
-                                                      args=(self.path, self._dirty, self._stop), daemon=True)
-                self._checkpointer.start()
-                weakref.finalize(self, _wake_to_stop, self._stop, self._dirty)
             if self.background_checkpoint:
+                if self._checkpointer is None:
+                    self._start_checkpointer(conn)
                 self._dirty.set()
             return result
+
+    def _start_checkpointer(self, conn: sqlite3.Connection) -> None:
+        """With the lock held: raise this connection's own checkpoint to a backstop, start the thread."""
+        conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT}")
+        self._checkpointer = threading.Thread(target=_checkpoint_loop, name="podnet-sqlite-checkpoint",
+                                              args=(self.path, self._dirty, self._stop), daemon=True)
+        self._checkpointer.start()
+        weakref.finalize(self, _wake_to_stop, self._stop, self._dirty)
 
     def _read(self, fn: Any) -> Any:
         """Run fn(conn) in one read transaction: a consistent snapshot across several SELECTs."""

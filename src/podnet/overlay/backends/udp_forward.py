@@ -474,8 +474,8 @@ def _tcp_run(buf: bytearray, starts: list[int], lens: list[int], i: int, stride:
 
 @functools.lru_cache(maxsize=256)
 def _column_u32(stride: int, count: int, at: int) -> struct.Struct:
-    """Reads the 32-bit big-endian field at offset `at` of `count` records `stride` bytes apart (a TCP
-    sequence number, an IPv4 destination) in one unpack_from call."""
+    """Reads the 32-bit big-endian field at offset `at` of `count` records `stride` bytes apart (the
+    IPv4 destination of every drained TUN slot) in one unpack_from call."""
     return struct.Struct(f"!{at}x" + f"I{stride - 4}x" * (count - 1) + "I")
 
 
@@ -561,9 +561,10 @@ def coalesce(buf: bytearray, mv: memoryview, n: int, seg: int):  # noqa: ANN201 
             continue
         hl = 20 + (buf[a + 32] >> 4) * 4
         mss = lens[i] - hl
-        payloads = list(map(mv.__getitem__, _payload_slices(starts[i], stride, run, hl, lens[i + run - 1]))
-                        if stride else [mv[o + hl:o + ln] for o, ln in zip(starts[i:i + run], lens[i:i + run],
-                                                                             strict=True)])
+        if stride:
+            payloads = list(map(mv.__getitem__, _payload_slices(a, stride, run, hl, lens[i + run - 1])))
+        else:
+            payloads = [mv[o + hl:o + ln] for o, ln in zip(starts[i:i + run], lens[i:i + run], strict=True)]
         size = hl + sum(lens[i:i + run]) - run * hl
         h = bytearray(mv[a:a + hl])
         _U16.pack_into(h, 2, size)
