@@ -42,5 +42,13 @@ class NotFound(PodnetError):
     pass
 
 
+class AlreadyExists(PodnetError):
+    """A create named an object that exists (the API server's 409 AlreadyExists)."""
+
+
+class Conflict(PodnetError):
+    """A write carried a stale resourceVersion (the API server's 409 Conflict)."""
+
+
 class AllocationError(PodnetError):
     """A ClusterIP/NodePort/subnet could not be allocated (taken, out of range, exhausted)."""

@@ -20,6 +20,7 @@ from typing import Any
 import pydantic
 import yaml
 
+from podnet.api.cluster import ConfigMap, Event, Namespace
 from podnet.api.deployment import Deployment
 from podnet.api.endpointslice import EndpointSlice
 from podnet.api.meta import Resource, unknown_fields
@@ -29,7 +30,9 @@ from podnet.api.service import Service
 from podnet.api.validation import validate
 from podnet.errors import Problem, ValidationError
 
-KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (Service, EndpointSlice, Pod, Node, Deployment)}
+KINDS: dict[str, type[Resource]] = {
+    cls.KIND: cls for cls in (Service, EndpointSlice, Pod, Node, Deployment, Namespace, ConfigMap, Event)
+}
 FILE_SUFFIXES = (".yaml", ".yml", ".json")
 _UNION_TAGS = {"int", "str", "bool", "float", "list", "dict", "none", "constrained-int"}
 

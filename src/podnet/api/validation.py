@@ -12,6 +12,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
+from podnet.api.cluster import ConfigMap, Event, Namespace
 from podnet.api.deployment import Deployment
 from podnet.api.endpointslice import EndpointSlice
 from podnet.api.meta import Resource
@@ -412,7 +413,38 @@ def validate_deployment(d: Deployment) -> list[Problem]:
     return c.problems
 
 
+def validate_namespace(ns: Namespace) -> list[Problem]:
+    c = _Checker(ns.ref)
+    _metadata(c, ns, dns1123_label)
+    return c.problems
+
+
+def validate_config_map(cm: ConfigMap) -> list[Problem]:
+    c = _Checker(cm.ref)
+    _metadata(c, cm, dns1123_subdomain)
+    for key in [*cm.data, *cm.binary_data]:
+        if not key or len(key) > 253 or not _CONFIG_KEY.fullmatch(key):
+            c.add("data", key, "a valid config key must consist of alphanumeric characters, '-', '_' or '.'")
+    both = set(cm.data) & set(cm.binary_data)
+    for key in sorted(both):
+        c.add("data", key, "duplicate of key present in binaryData")
+    return c.problems
+
+
+def validate_event(ev: Event) -> list[Problem]:
+    c = _Checker(ev.ref)
+    _metadata(c, ev, dns1123_subdomain)
+    if not ev.involved_object.kind and not ev.involved_object.name:
+        c.required("involvedObject")
+    return c.problems
+
+
+_CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+
 _VALIDATORS = {
+    Namespace: validate_namespace,
+    ConfigMap: validate_config_map,
+    Event: validate_event,
     Service: validate_service,
     Pod: validate_pod,
     Node: validate_node,

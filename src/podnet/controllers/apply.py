@@ -36,7 +36,7 @@ from podnet.api.pod import Pod, PodStatus
 from podnet.api.service import Service
 from podnet.controllers.allocators import AllocatorConfig, ClusterIPAllocator, NodePortAllocator
 from podnet.controllers.endpoints import selector_matches, slice_ops
-from podnet.errors import NotFound, PodnetError, Problem, ValidationError
+from podnet.errors import AlreadyExists, Conflict, NotFound, PodnetError, Problem, ValidationError
 from podnet.store import ConflictError, Delete, KeyValue, Op, Put, Store, keys
 
 Action = Literal["created", "configured", "unchanged", "deleted"]
@@ -579,7 +579,12 @@ class _Planner:
         return out
 
 
-def _run(store: Store, build: object, *, rng: random.Random | None = None) -> list[Result]:
+def _run(store: Store, build: object, *, rng: random.Random | None = None, dry_run: bool = False) -> list[Result]:
+    """Plan against a fresh view and commit the plan atomically; re-plan if another writer got in between.
+
+    dry_run plans (validation, defaulting, allocation) exactly as a real run and commits nothing: the API
+    server's dryRun=All.
+    """
     rng = rng or random.Random()
     last: ConflictError | None = None
     for attempt in range(MAX_ATTEMPTS):
@@ -587,7 +592,7 @@ def _run(store: Store, build: object, *, rng: random.Random | None = None) -> li
         if planner.problems:
             raise ValidationError(planner.problems)
         planner.derived_slices()
-        if not planner.ops:
+        if not planner.ops or dry_run:
             return planner.results
         try:
             store.commit(list(planner.ops.values()))
@@ -600,25 +605,47 @@ def _run(store: Store, build: object, *, rng: random.Random | None = None) -> li
 
 def apply_objects(
     store: Store, objs: Sequence[Resource], config: AllocatorConfig | None = None, *,
-    rng: random.Random | None = None,
+    rng: random.Random | None = None, dry_run: bool = False, must: Literal["create", "update"] | None = None,
 ) -> list[Result]:
-    """Store objs (already validated) with allocation and derived slices, all in one commit."""
+    """Store objs (already validated) with allocation and derived slices, all in one commit.
+
+    must="create" refuses objects that exist (AlreadyExists); must="update" refuses missing ones (NotFound)
+    and, when an object carries metadata.resourceVersion, a stale one (Conflict): the API server's POST and
+    PUT. Without it, objects are created or updated as `kubectl apply` does.
+    """
     config = config or AllocatorConfig()
 
     def build(view: _View, r: random.Random) -> _Planner:
         view.fetch(key_of(o) for o in objs)
+        if must is not None:
+            _preconditions(view, objs, must)
         p = _Planner(view, config, r)
         p.batch_nodes = {o.name for o in objs if isinstance(o, Node)}
         for obj in objs:
             p.apply(obj)
         return p
 
-    return _run(store, build, rng=rng)
+    return _run(store, build, rng=rng, dry_run=dry_run)
+
+
+def _preconditions(view: _View, objs: Sequence[Resource], must: str) -> None:
+    for o in objs:
+        key = key_of(o)
+        plural = keys.KIND_PLURAL[o.KIND]
+        if must == "create" and key in view.revs:
+            raise AlreadyExists(f'{plural} "{o.name}" already exists')
+        if must == "update":
+            if key not in view.revs:
+                raise NotFound(f'{plural} "{o.name}" not found')
+            rv = o.metadata.resource_version
+            if rv and rv != str(view.revs[key]):
+                raise Conflict(f'Operation cannot be fulfilled on {plural} "{o.name}": the object has been '
+                               "modified; please apply your changes to the latest version and try again")
 
 
 def delete_objects(
     store: Store, refs: Iterable[tuple[str, str | None, str]], *, ignore_not_found: bool = False,
-    config: AllocatorConfig | None = None,
+    config: AllocatorConfig | None = None, dry_run: bool = False,
 ) -> list[Result]:
     """Delete (kind, namespace, name) refs, freeing allocations and updating derived slices, in one commit.
 
@@ -638,4 +665,4 @@ def delete_objects(
             raise NotFound("\n".join(missing))
         return p
 
-    return _run(store, build)
+    return _run(store, build, dry_run=dry_run)

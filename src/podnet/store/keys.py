@@ -25,8 +25,11 @@ KIND_PLURAL = {
     "Pod": "pods",
     "Node": "nodes",
     "Deployment": "deployments",
+    "Namespace": "namespaces",
+    "ConfigMap": "configmaps",
+    "Event": "events",
 }
-CLUSTER_SCOPED = {"Node"}
+CLUSTER_SCOPED = {"Node", "Namespace"}
 
 
 def kind_prefix(kind: str, namespace: str | None = None) -> str:

@@ -1,0 +1,623 @@
+"""The aiohttp application: discovery, the verbs of every resource in registry.py, watch streams, auth.
+
+Paths are parsed here rather than by the router, because Kubernetes' paths overlap
+(`/api/v1/namespaces/default` is a namespace, `/api/v1/namespaces/default/services` a collection in it).
+Store calls block, so they run in the default executor; a watch holds one thread reading the store's watch
+and hands events to the response coroutine through a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import secrets
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from podnet.api.loader import load
+from podnet.api.selectors import parse_selector
+from podnet.apiserver import objects, openapi, patch, registry, tables
+from podnet.apiserver.registry import ResourceType
+from podnet.apiserver.status import ApiError, from_podnet
+from podnet.controllers.allocators import AllocatorConfig
+from podnet.controllers.apply import apply_objects, delete_objects
+from podnet.errors import PodnetError
+from podnet.store import CompactedError, Store, StoreError, keys
+
+log = logging.getLogger("podnet.apiserver")
+
+MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request body limit
+GIT_VERSION = "v1.32.0-podnet"
+BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+BOOKMARK_EVERY = 5.0
+
+
+@dataclass
+class Settings:
+    store: Store
+    config: AllocatorConfig = field(default_factory=AllocatorConfig)
+    tokens: set[str] = field(default_factory=set)
+    require_auth: bool = True
+
+
+@dataclass
+class Target:
+    """What a request path names."""
+
+    rt: ResourceType
+    namespace: str | None
+    name: str | None
+    sub: str | None
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+
+
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=json.dumps(doc, separators=(",", ":")).encode(), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def _wants_table(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    first = accept.split(",")[0]
+    return "as=Table" in first
+
+
+async def _blocking(fn: Any, *args: Any, **kw: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kw))
+
+
+def _parse(request: web.Request) -> Target | None:
+    """None for a discovery path; raises ApiError 404 for paths naming nothing."""
+    parts = [p for p in request.path.split("/") if p]
+    if parts[0] == "api":
+        if len(parts) < 2 or parts[1] != "v1":
+            raise ApiError(404, "the server could not find the requested resource")
+        group, version, rest = "", "v1", parts[2:]
+    else:
+        if len(parts) < 3:
+            raise ApiError(404, "the server could not find the requested resource")
+        group, version, rest = parts[1], parts[2], parts[3:]
+    if not rest:
+        return None
+    ns: str | None = None
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        ns, rest = rest[1], rest[2:]
+    plural, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
+    rt = registry.lookup(group, version, plural)
+    if rt is None or len(rest) > 3:
+        raise ApiError(404, "the server could not find the requested resource")
+    if ns is not None and not rt.namespaced:
+        raise ApiError(404, "the server could not find the requested resource")
+    if sub is not None and sub not in rt.subresources:
+        raise ApiError(404, "the server could not find the requested resource")
+    return Target(rt, ns if rt.namespaced else None, name, sub)
+
+
+def _api_ref(t: Target, name: str) -> dict[str, Any]:
+    return {"kind": t.rt.kind, "plural": t.rt.plural, "name": name, "group": t.rt.group}
+
+
+def _podnet_error(t: Target, name: str, err: PodnetError) -> ApiError:
+    return from_podnet(err, kind=t.rt.kind, plural=t.rt.plural, name=name, group=t.rt.group)
+
+
+async def _body(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, f"the request body is {request.content_length} bytes, over the limit of {MAX_BODY}")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, f"the request body is over the limit of {MAX_BODY} bytes") from None
+    ctype = request.content_type
+    try:
+        if "yaml" in ctype:
+            return yaml.safe_load(raw.decode())
+        return json.loads(raw)
+    except (ValueError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the request body is not valid {'YAML' if 'yaml' in ctype else 'JSON'}: {e}") from None
+
+
+def _matchers(request: web.Request) -> tuple[Any, Any]:
+    q = request.query
+    try:
+        label = parse_selector(q["labelSelector"], "labelSelector") if q.get("labelSelector") else None
+    except PodnetError as e:
+        raise ApiError(400, f"unable to parse requirement: {e}") from None
+    try:
+        fields = objects.field_matcher(q["fieldSelector"]) if q.get("fieldSelector") else None
+    except ValueError as e:
+        raise ApiError(400, str(e)) from None
+
+    def match(o: dict[str, Any] | None) -> bool:
+        if o is None:
+            return False
+        if label is not None and not label(o.get("metadata", {}).get("labels", {}) or {}):
+            return False
+        return fields is None or fields(o)
+
+    return match, (label, fields)
+
+
+# ---- the handlers ----------------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+
+    # discovery ------------------------------------------------------------------------------------------
+    async def version(self, request: web.Request) -> web.Response:
+        return _json({"major": "1", "minor": "32", "gitVersion": GIT_VERSION, "gitCommit": "", "gitTreeState": "",
+                      "buildDate": "", "goVersion": "", "compiler": "podnet", "platform": "linux/amd64"})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def core_versions(self, request: web.Request) -> web.Response:
+        return _json({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": request.host}]})
+
+    async def groups(self, request: web.Request) -> web.Response:
+        return _json(registry.group_list())
+
+    async def group(self, request: web.Request) -> web.Response:
+        g = request.match_info["group"]
+        for grp in registry.group_list()["groups"]:  # type: ignore[attr-defined]
+            if grp["name"] == g:
+                return _json({"kind": "APIGroup", "apiVersion": "v1", **grp})
+        raise ApiError(404, "the server could not find the requested resource")
+
+    async def openapi_v3(self, request: web.Request) -> web.Response:
+        tail = request.match_info.get("tail", "").strip("/")
+        if not tail:
+            return _json(openapi.index())
+        parts = tail.split("/")
+        doc = None
+        if parts[0] == "api" and len(parts) == 2:
+            doc = openapi.document("", parts[1])
+        elif parts[0] == "apis" and len(parts) == 3:
+            doc = openapi.document(parts[1], parts[2])
+        if doc is None:
+            raise ApiError(404, "the server could not find the requested resource")
+        return _json(doc)
+
+    async def openapi_missing(self, request: web.Request) -> web.Response:
+        raise ApiError(404, "the server could not find the requested resource")
+
+    # resources ------------------------------------------------------------------------------------------
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        t = _parse(request)
+        if t is None:
+            parts = [p for p in request.path.split("/") if p]
+            group, version = ("", "v1") if parts[0] == "api" else (parts[1], parts[2])
+            doc = registry.resource_list(group, version)
+            if doc is None:
+                raise ApiError(404, "the server could not find the requested resource")
+            return _json(doc)
+        m = request.method
+        verb = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(m)
+        if t.name is None:
+            verb = {"get": "watch" if request.query.get("watch") in ("true", "1") else "list",
+                    "delete": "deletecollection", "create": "create"}.get(verb or "", None)
+        elif verb == "create":
+            verb = None
+        if verb is None or verb not in (t.rt.verbs if t.sub is None else t.rt.subresources.get(t.sub, [])):
+            raise ApiError(405, f"the server does not allow this method on the requested resource ({m})")
+        return await getattr(self, f"do_{verb}")(request, t)
+
+    async def do_get(self, request: web.Request, t: Target) -> web.Response:
+        assert t.name is not None
+        obj = await _blocking(objects.get_object, self.s.store, t.rt, t.namespace, t.name)
+        if obj is None:
+            raise ApiError(404, f'{t.rt.plural} "{t.name}" not found', details=_api_ref(t, t.name))
+        if _wants_table(request):
+            return _json(tables.table(t.rt.kind, [obj], resource_version=obj["metadata"].get("resourceVersion", ""),
+                                      include=request.query.get("includeObject", "Metadata")))
+        return _json(obj)
+
+    async def do_list(self, request: web.Request, t: Target) -> web.Response:
+        match, _ = _matchers(request)
+        items, rev = await _blocking(objects.list_objects, self.s.store, t.rt, t.namespace)
+        items = [o for o in items if match(o)]
+        items.sort(key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]))
+        cont = None
+        start = request.query.get("continue")
+        if start:
+            try:
+                after = json.loads(base64.urlsafe_b64decode(start.encode()))["after"]
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(400, f"continue token {start!r} is not one this server gave") from None
+            items = [o for o in items if [o["metadata"].get("namespace") or "", o["metadata"]["name"]] > after]
+        limit = request.query.get("limit")
+        if limit:
+            try:
+                n = int(limit)
+            except ValueError:
+                raise ApiError(400, f"limit: {limit!r}: not an integer") from None
+            if 0 < n < len(items):
+                items = items[:n]
+                last = items[-1]["metadata"]
+                cont = base64.urlsafe_b64encode(json.dumps(
+                    {"after": [last.get("namespace") or "", last["name"]]}).encode()).decode()
+        if _wants_table(request):
+            return _json(tables.table(t.rt.kind, items, resource_version=str(rev), cont=cont,
+                                      include=request.query.get("includeObject", "Metadata")))
+        meta: dict[str, Any] = {"resourceVersion": str(rev)}
+        if cont:
+            meta["continue"] = cont
+        api_version = t.rt.group_version
+        return _json({"kind": f"{t.rt.kind}List", "apiVersion": api_version, "metadata": meta, "items": [
+            {"apiVersion": api_version, "kind": t.rt.kind, **o} for o in items]})
+
+    # writes -------------------------------------------------------------------------------------------------
+    def _decode_body(self, request: web.Request, t: Target, body: Any) -> tuple[Any, list[str]]:
+        """The typed object of a request body, validated as `podnet apply` validates; the warnings."""
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        kind, api_version = body.get("kind"), body.get("apiVersion")
+        if kind != t.rt.kind or api_version != t.rt.group_version:
+            raise ApiError(400, f"the body is {api_version}/{kind}, the request path is for "
+                                f"{t.rt.group_version}/{t.rt.kind}")
+        meta = body.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise ApiError(400, "metadata: must be an object")
+        if t.rt.namespaced:
+            if meta.get("namespace") and meta["namespace"] != t.namespace:
+                raise ApiError(400, "the namespace of the provided object does not match the namespace sent on "
+                                    "the request")
+            meta["namespace"] = t.namespace
+        if not meta.get("name") and meta.get("generateName") and request.method == "POST":
+            meta["name"] = f"{meta['generateName']}{secrets.token_hex(3)[:5]}"
+        if t.name is not None and meta.get("name") and meta["name"] != t.name:
+            raise ApiError(400, f'the name of the object ({meta["name"]}) does not match the name on the URL '
+                                f"({t.name})")
+        if t.name is not None and not meta.get("name"):
+            meta["name"] = t.name
+        loaded = load(json.dumps(body).encode(), check=True)
+        name = str(meta.get("name") or "")
+        if loaded.problems:
+            from podnet.errors import ValidationError
+
+            raise _podnet_error(t, name, ValidationError(loaded.problems))
+        unknown = [w.split(": unknown field ", 1)[-1] for w in loaded.warnings]
+        mode = request.query.get("fieldValidation", "Warn")
+        if mode == "Strict" and unknown:
+            raise ApiError(400, "strict decoding error: " + ", ".join(f"unknown field {u}" for u in unknown))
+        warnings = [] if mode == "Ignore" else [f"unknown field {u}" for u in unknown]
+        return loaded.objects[0], warnings
+
+    def _dry_run(self, request: web.Request) -> bool:
+        dr = request.query.getall("dryRun", [])
+        for v in dr:
+            if v != "All":
+                raise ApiError(400, f'dryRun: Unsupported value: "{v}": supported values: "All"')
+        return bool(dr)
+
+    async def _write(self, request: web.Request, t: Target, obj: Any, must: str,
+                     warnings: list[str]) -> web.Response:
+        dry = self._dry_run(request)
+        try:
+            results = await _blocking(apply_objects, self.s.store, [obj], self.s.config, dry_run=dry, must=must)
+        except PodnetError as e:
+            raise _podnet_error(t, obj.name, e) from None
+        out = None if dry else await _blocking(objects.get_object, self.s.store, t.rt, obj.namespace, obj.name)
+        if out is None:
+            out = results[0].obj.to_dict() if results else obj.to_dict()
+        headers = {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)} if warnings else None
+        return _json(out, status=201 if must == "create" else 200, headers=headers)
+
+    async def do_create(self, request: web.Request, t: Target) -> web.Response:
+        body = await _body(request)
+        obj, warnings = self._decode_body(request, t, body)
+        obj.metadata.resource_version = None
+        return await self._write(request, t, obj, "create", warnings)
+
+    async def do_update(self, request: web.Request, t: Target) -> web.Response:
+        assert t.name is not None
+        body = await _body(request)
+        if t.sub == "status":
+            live = await self._live(t)
+            if not isinstance(body, dict):
+                raise ApiError(400, "the request body must be a JSON object")
+            body = {**live, "status": body.get("status", {}),
+                    "metadata": {**live["metadata"],
+                                 "resourceVersion": (body.get("metadata") or {}).get("resourceVersion")}}
+        obj, warnings = self._decode_body(request, t, body)
+        return await self._write(request, t, obj, "update", warnings)
+
+    async def _live(self, t: Target) -> dict[str, Any]:
+        assert t.name is not None
+        live = await _blocking(objects.get_object, self.s.store, t.rt, t.namespace, t.name)
+        if live is None:
+            raise ApiError(404, f'{t.rt.plural} "{t.name}" not found', details=_api_ref(t, t.name))
+        live.setdefault("apiVersion", t.rt.group_version)
+        live.setdefault("kind", t.rt.kind)
+        return live
+
+    async def do_patch(self, request: web.Request, t: Target) -> web.Response:
+        assert t.name is not None
+        ctype = request.content_type
+        body = await _body(request)
+        for _attempt in range(5):
+            try:
+                live = await self._live(t)
+            except ApiError as e:
+                if e.code == 404 and ctype == "application/apply-patch+yaml" and t.sub is None:
+                    return await self._apply_create(request, t, body)
+                raise
+            try:
+                if ctype == "application/json-patch+json":
+                    new = patch.json_patch(live, body)
+                elif ctype == "application/merge-patch+json":
+                    new = patch.merge_patch(live, body)
+                elif ctype in ("application/strategic-merge-patch+json", "application/apply-patch+yaml"):
+                    new = patch.strategic_merge_patch(live, body, t.rt.kind)
+                else:
+                    raise ApiError(415, f"the patch content type {ctype!r} is not supported")
+            except patch.PatchError as e:
+                raise ApiError(422, str(e)) from None
+            if t.sub == "status":
+                new = {**live, "status": new.get("status", {})}
+            if not isinstance(new.get("metadata"), dict):
+                raise ApiError(422, "metadata: must be an object")
+            new["metadata"]["resourceVersion"] = live["metadata"].get("resourceVersion")
+            if ctype == "application/apply-patch+yaml":
+                _record_apply(new, request.query.get("fieldManager", ""))
+            obj, warnings = self._decode_body(request, t, new)
+            try:
+                return await self._write(request, t, obj, "update", warnings)
+            except ApiError as e:
+                if e.code == 409 and e.reason == "Conflict":
+                    continue  # someone wrote in between: patch the newer object
+                raise
+        raise ApiError(409, f'{t.rt.plural} "{t.name}": the object kept changing while being patched')
+
+    async def _apply_create(self, request: web.Request, t: Target, body: Any) -> web.Response:
+        if not request.query.get("fieldManager"):
+            raise ApiError(400, "PATCH with application/apply-patch+yaml requires a fieldManager")
+        if isinstance(body, dict):
+            _record_apply(body, request.query["fieldManager"])
+        obj, warnings = self._decode_body(request, t, body)
+        return await self._write(request, t, obj, "create", warnings)
+
+    async def do_delete(self, request: web.Request, t: Target) -> web.Response:
+        assert t.name is not None
+        live = await self._live(t)
+        dry = self._dry_run(request)
+        try:
+            await _blocking(delete_objects, self.s.store, [(t.rt.kind, t.namespace, t.name)], config=self.s.config,
+                            dry_run=dry)
+        except PodnetError as e:
+            raise _podnet_error(t, t.name, e) from None
+        return _json(live)
+
+    async def do_deletecollection(self, request: web.Request, t: Target) -> web.Response:
+        match, _ = _matchers(request)
+        items, _rev = await _blocking(objects.list_objects, self.s.store, t.rt, t.namespace)
+        refs = [(t.rt.kind, o["metadata"].get("namespace"), o["metadata"]["name"]) for o in items if match(o)]
+        dry = self._dry_run(request)
+        if refs:
+            try:
+                await _blocking(delete_objects, self.s.store, refs, ignore_not_found=True, config=self.s.config,
+                                dry_run=dry)
+            except PodnetError as e:
+                raise ApiError(500, str(e)) from None
+        return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+
+    # watch --------------------------------------------------------------------------------------------------
+    async def do_watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        match, _ = _matchers(request)
+        q = request.query
+        as_table = _wants_table(request)
+        try:
+            timeout = float(q.get("timeoutSeconds", "1800"))
+        except ValueError:
+            raise ApiError(400, f"timeoutSeconds: {q['timeoutSeconds']!r}: not a number") from None
+        bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+        rv_text = q.get("resourceVersion", "")
+        try:
+            since = int(rv_text) if rv_text not in ("", "0") else None
+        except ValueError:
+            raise ApiError(400, f"resourceVersion: {rv_text!r}: not a resource version") from None
+
+        initial: list[dict[str, Any]] = []
+        if since is None:
+            initial, since = await _blocking(objects.list_objects, self.s.store, t.rt, t.namespace)
+            initial = [o for o in initial if match(o)]
+        store = self.s.store
+        watch_prefix = objects.prefix(t.rt, t.namespace)
+        try:
+            w = await _blocking(store.watch, watch_prefix, since + 1)
+        except CompactedError as e:
+            w = None
+            gone = e
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        first = [True]
+        api_version = t.rt.group_version
+
+        async def send(typ: str, obj: dict[str, Any]) -> None:
+            obj = {"apiVersion": api_version, "kind": t.rt.kind, **obj}
+            if as_table and typ != "BOOKMARK":
+                obj = tables.table(t.rt.kind, [obj], resource_version=obj["metadata"].get("resourceVersion", ""),
+                                   include=q.get("includeObject", "Metadata"), with_columns=first[0])
+                first[0] = False
+            await resp.write(json.dumps({"type": typ, "object": obj}, separators=(",", ":")).encode() + b"\n")
+
+        if w is None:
+            await resp.write(json.dumps({"type": "ERROR", "object": ApiError(
+                410, f"too old resource version: {since} ({gone.compact_revision})").status()}).encode() + b"\n")
+            return resp
+
+        def pump() -> None:
+            try:
+                for ev in w:
+                    loop.call_soon_threadsafe(queue.put_nowait, ev)
+            except CompactedError as e:
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+            except StoreError as e:
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        pump_task = loop.run_in_executor(None, pump)
+        deadline = time.monotonic() + timeout
+        last_rev = since
+        try:
+            for o in initial:
+                await send("ADDED", o)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    ev = await asyncio.wait_for(queue.get(), timeout=min(left, BOOKMARK_EVERY))
+                except TimeoutError:
+                    if bookmarks:
+                        await send("BOOKMARK", {"metadata": {"resourceVersion": str(last_rev)}})
+                    continue
+                if ev is None:
+                    break
+                if isinstance(ev, CompactedError):
+                    await resp.write(json.dumps({"type": "ERROR", "object": ApiError(
+                        410, f"too old resource version: {since}").status()}).encode() + b"\n")
+                    break
+                if isinstance(ev, StoreError):
+                    break
+                last_rev = ev.revision
+                for typ, obj in await _blocking(self._events_of, t, ev, match):
+                    await send(typ, obj)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            w.close()
+            await pump_task
+        return resp
+
+    def _events_of(self, t: Target, ev: Any, match: Any) -> list[tuple[str, dict[str, Any]]]:
+        """The watch events one store event makes for a client (filtered by its selectors)."""
+        if not t.rt.stored:
+            return self._endpoints_events(t, ev, match)
+        from podnet.store import KeyValue
+
+        new = objects.decode(KeyValue(ev.key, ev.value, 0, ev.revision)) if ev.type == "put" else None
+        old = (objects.decode(KeyValue(ev.key, ev.prev_value, 0, ev.revision))
+               if ev.prev_value is not None else None)
+        if old is not None:
+            old["metadata"]["resourceVersion"] = str(ev.revision)
+        was, now = match(old), match(new)
+        if now and new is not None:
+            return [("ADDED" if not was else "MODIFIED", new)]
+        if was and old is not None:
+            return [("DELETED", old)]
+        return []
+
+    def _endpoints_events(self, t: Target, ev: Any, match: Any) -> list[tuple[str, dict[str, Any]]]:
+        from podnet.store import KeyValue
+
+        svc = None
+        for value in (ev.value, ev.prev_value):
+            if value is not None and (d := objects.decode(KeyValue(ev.key, value, 0, ev.revision))):
+                svc = (d["metadata"].get("namespace"), d["metadata"].get("labels", {}).get(objects.SERVICE_NAME_LABEL))
+        if svc is None or svc[1] is None:
+            return []
+        ns, name = svc
+        items, _ = objects.list_objects(self.s.store, t.rt, ns)
+        ep = next((e for e in items if e["metadata"]["name"] == name), None)
+        if ep is not None:
+            ep["metadata"]["resourceVersion"] = str(ev.revision)
+            return [("MODIFIED", ep)] if match(ep) else []
+        gone = {"metadata": {"name": name, "namespace": ns, "resourceVersion": str(ev.revision)}}
+        return [("DELETED", gone)] if match(gone) else []
+
+
+def _record_apply(obj: dict[str, Any], manager: str) -> None:
+    """Record a server-side apply's manager in managedFields (operation Apply, the fields it set)."""
+    meta = obj.setdefault("metadata", {})
+    if not isinstance(meta, dict):
+        return
+    entries = [e for e in meta.get("managedFields", []) or [] if isinstance(e, dict) and not (
+        e.get("manager") == manager and e.get("operation") == "Apply")]
+    entries.append({"manager": manager, "operation": "Apply", "apiVersion": obj.get("apiVersion", ""),
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "fieldsType": "FieldsV1"})
+    meta["managedFields"] = entries
+
+
+# ---- the application -------------------------------------------------------------------------------------
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return _json(e.status(), status=e.code)
+    except web.HTTPException as e:
+        if e.status == 413:
+            return _json(ApiError(413, "request entity too large").status(), status=413)
+        if e.status >= 400:
+            return _json(ApiError(e.status, e.reason or "error").status(), status=e.status)
+        raise
+    except StoreError as e:
+        return _json(ApiError(503, f"the store is unavailable: {e}").status(), status=503)
+
+
+def _auth(settings: Settings) -> Any:
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        if settings.require_auth:
+            peer = request.transport.get_extra_info("peercert") if request.transport else None
+            header = request.headers.get("Authorization", "")
+            token = header[7:].strip() if header.startswith("Bearer ") else None
+            if not peer and not (token and any(secrets.compare_digest(token, t) for t in settings.tokens)):
+                raise ApiError(401, "Unauthorized")
+        return await handler(request)
+
+    return auth
+
+
+def make_app(settings: Settings) -> web.Application:
+    srv = Server(settings)
+    app = web.Application(middlewares=[_errors, _auth(settings)], client_max_size=MAX_BODY + 1)
+    app["server"] = srv
+    r = app.router
+    r.add_get("/version", srv.version)
+    for path in ("/healthz", "/livez", "/readyz"):
+        r.add_get(path, srv.health)
+    r.add_get("/api", srv.core_versions)
+    r.add_get("/apis", srv.groups)
+    r.add_get("/apis/{group}", srv.group)
+    r.add_get("/openapi/v3", srv.openapi_v3)
+    r.add_get("/openapi/v3/{tail:.*}", srv.openapi_v3)
+    r.add_get("/openapi/{tail:.*}", srv.openapi_missing)
+    r.add_route("*", "/api/{tail:.+}", srv.dispatch)
+    r.add_route("*", "/apis/{group}/{version}{tail:.*}", srv.dispatch)
+    return app
+
+
+def ensure_namespaces(store: Store) -> None:
+    """The namespaces every cluster has, made once (kube-apiserver's system namespaces controller)."""
+    from podnet.api.cluster import Namespace
+
+    missing = [Namespace.model_validate({"metadata": {"name": n}, "status": {"phase": "Active"}})
+               for n in BUILTIN_NAMESPACES if store.get(keys.resource("Namespace", None, n)) is None]
+    if missing:
+        apply_objects(store, missing)
+
+
+def tls_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    ctx.load_verify_locations(ca)
+    ctx.verify_mode = ssl.CERT_OPTIONAL  # a certificate authenticates; without one a token must
+    return ctx

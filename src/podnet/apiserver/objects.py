@@ -1,0 +1,156 @@
+"""Reads and writes of API objects through the store.
+
+Writes go through controllers/apply.py, the same planner `podnet apply` uses (validation was done by the
+loader, then defaulting, ClusterIP/NodePort allocation and derived EndpointSlices, all in one commit), so
+the API server and the CLI can never disagree about the rules. Reads decode through api/loader.from_json,
+the one decoding path for stored objects, and stamp metadata.resourceVersion with the key's mod revision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from podnet.api.endpointslice import EndpointSlice
+from podnet.api.loader import from_json
+from podnet.apiserver.registry import ResourceType
+from podnet.errors import PodnetError
+from podnet.store import KeyValue, Store, keys
+
+log = logging.getLogger("podnet.apiserver")
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def decode(kv: KeyValue) -> dict[str, Any] | None:
+    """The object of a stored value as the API shows it, or None (logged by key) if it cannot be read."""
+    try:
+        obj = from_json(kv.value)
+    except (PodnetError, TypeError, ValueError) as e:
+        log.warning("skipping %s: cannot decode the stored value: %s", kv.key, e)
+        return None
+    d = obj.to_dict()
+    d.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
+    return d
+
+
+def prefix(rt: ResourceType, namespace: str | None) -> str:
+    kind = "EndpointSlice" if not rt.stored else rt.kind
+    return keys.kind_prefix(kind, namespace if rt.namespaced else None)
+
+
+def list_objects(store: Store, rt: ResourceType, namespace: str | None) -> tuple[list[dict[str, Any]], int]:
+    res = store.list(prefix(rt, namespace))
+    if not rt.stored:
+        return endpoints_from_slices([d for kv in res.items if (d := decode(kv))]), res.revision
+    return [d for kv in res.items if (d := decode(kv)) is not None], res.revision
+
+
+def get_object(store: Store, rt: ResourceType, namespace: str | None, name: str) -> dict[str, Any] | None:
+    if not rt.stored:
+        items, _ = list_objects(store, rt, namespace)
+        return next((e for e in items if e["metadata"]["name"] == name), None)
+    kv = store.get(keys.resource(rt.kind, namespace, name))
+    return decode(kv) if kv is not None else None
+
+
+# ---- Endpoints (v1), mirrored from EndpointSlices --------------------------------------------------------
+
+
+def endpoints_from_slices(slices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One v1 Endpoints per Service that has slices: the union of its slices' endpoints, ready ones in
+    addresses and the rest in notReadyAddresses, as the endpoints controller writes them (one subset per
+    distinct port list)."""
+    by_svc: dict[tuple[str, str], list[EndpointSlice]] = {}
+    rv: dict[tuple[str, str], int] = {}
+    created: dict[tuple[str, str], str] = {}
+    for d in slices:
+        es = EndpointSlice.model_validate(d)
+        svc = es.metadata.labels.get(SERVICE_NAME_LABEL)
+        if not svc:
+            continue
+        k = (es.namespace or "default", svc)
+        by_svc.setdefault(k, []).append(es)
+        rv[k] = max(rv.get(k, 0), int(d["metadata"].get("resourceVersion") or 0))
+        ts = es.metadata.creation_timestamp or ""
+        if ts and (k not in created or ts < created[k]):
+            created[k] = ts
+    out = []
+    for (ns, svc), group in sorted(by_svc.items()):
+        subsets: dict[str, dict[str, Any]] = {}
+        for es in group:
+            ports = [{k: v for k, v in (("name", p.name), ("port", p.port), ("protocol", p.protocol or "TCP"))
+                      if v is not None} for p in es.ports]
+            sig = json.dumps(ports, sort_keys=True)
+            sub = subsets.setdefault(sig, {"addresses": [], "notReadyAddresses": [], "ports": ports})
+            for ep in es.endpoints:
+                for addr in ep.addresses:
+                    a: dict[str, Any] = {"ip": addr}
+                    if ep.node_name:
+                        a["nodeName"] = ep.node_name
+                    if ep.hostname:
+                        a["hostname"] = ep.hostname
+                    if ep.target_ref is not None:
+                        a["targetRef"] = {k: v for k, v in ep.target_ref.to_dict().items() if v}
+                    sub["addresses" if ep.is_ready else "notReadyAddresses"].append(a)
+        subs = []
+        for sub in subsets.values():
+            for field in ("addresses", "notReadyAddresses"):
+                sub[field].sort(key=lambda a: a["ip"])
+                if not sub[field]:
+                    del sub[field]
+            if not sub["ports"]:
+                del sub["ports"]
+            if "addresses" in sub or "notReadyAddresses" in sub:
+                subs.append(sub)
+        meta: dict[str, Any] = {"name": svc, "namespace": ns, "resourceVersion": str(rv[(ns, svc)]),
+                                "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}}
+        if created.get((ns, svc)):
+            meta["creationTimestamp"] = created[(ns, svc)]
+        doc: dict[str, Any] = {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta}
+        if subs:
+            doc["subsets"] = subs
+        out.append(doc)
+    return out
+
+
+# ---- selectors ------------------------------------------------------------------------------------------
+
+
+def field_value(obj: dict[str, Any], path: str) -> str:
+    cur: Any = obj
+    for part in path.split("."):
+        if not isinstance(cur, dict):
+            return ""
+        cur = cur.get(part)
+    if cur is None:
+        return ""
+    return str(cur).lower() if isinstance(cur, bool) else str(cur)
+
+
+def field_matcher(text: str) -> Callable[[dict[str, Any]], bool]:
+    """A fieldSelector (`a=b,c!=d`, `==` too) over dotted paths: metadata.name, spec.nodeName,
+    status.phase, involvedObject.name... Raises ValueError naming a requirement it cannot parse."""
+    reqs: list[tuple[str, bool, str]] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "!=" in part:
+            k, v = part.split("!=", 1)
+            reqs.append((k.strip(), False, v.strip()))
+        elif "==" in part:
+            k, v = part.split("==", 1)
+            reqs.append((k.strip(), True, v.strip()))
+        elif "=" in part:
+            k, v = part.split("=", 1)
+            reqs.append((k.strip(), True, v.strip()))
+        else:
+            raise ValueError(f"invalid field selector requirement {part!r}: use field=value or field!=value")
+
+    def match(obj: dict[str, Any]) -> bool:
+        return all((field_value(obj, k) == v) == eq for k, eq, v in reqs)
+
+    return match
