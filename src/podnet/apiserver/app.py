@@ -118,6 +118,9 @@ async def _body(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, f"the request body is over the limit of {MAX_BODY} bytes") from None
     ctype = request.content_type
+    if "protobuf" in ctype or "cbor" in ctype:
+        # Only JSON and YAML are spoken here; client-go answers a 415 by resending as JSON.
+        raise ApiError(415, f"the body's content type {ctype!r} is not supported; send application/json")
     try:
         if "yaml" in ctype:
             return yaml.safe_load(raw.decode())

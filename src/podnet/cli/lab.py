@@ -51,6 +51,20 @@ def down(name: str = typer.Option("lab", "--name")) -> None:
         typer.echo(f"lab {name} removed ({len(removed)} objects)")
 
 
+@app.command("kubeconfig")
+def kubeconfig(name: str = typer.Option("lab", "--name")) -> None:
+    """Print the path of the lab's kubeconfig: export KUBECONFIG=$(podnet lab kubeconfig)."""
+    from podnet.lab import apiserver
+    from podnet.lab.state import LabState
+
+    st = LabState.load(name)
+    if st is None or not apiserver.kubeconfig_path(st).exists():
+        from podnet.lab.cluster import LabError
+
+        raise LabError(f"lab {name!r}: no such lab (or it has no API server); run `podnet lab up --name {name}`")
+    typer.echo(str(apiserver.kubeconfig_path(st)))
+
+
 @app.command("status")
 def status(ctx: typer.Context, name: str = typer.Option("lab", "--name")) -> None:
     """Nodes, subnets, pods, services and the health of the lab's processes."""

@@ -9,7 +9,7 @@ import json
 import time
 
 from podnet.errors import PodnetError
-from podnet.lab import etcd, procs, registry, supervisor, teardown, underlay
+from podnet.lab import apiserver, etcd, procs, registry, supervisor, teardown, underlay
 from podnet.lab.state import LabState, lab_dir
 from podnet.lab.topology import LabSpec
 from podnet.net import netns
@@ -50,6 +50,7 @@ def up(spec: LabSpec, store_url: str, *, wait: bool = True) -> LabState:
             st.store_url = etcd.start(st)
             st.save()
         registry.register(st)
+        apiserver.prepare(st)
         st.supervisor = procs.spawn(
             [supervisor.podnet_exe(), "lab", "supervise", "--name", spec.name], st.log("supervisor")
         )
@@ -67,17 +68,19 @@ def up(spec: LabSpec, store_url: str, *, wait: bool = True) -> LabState:
 
 
 def wait_ready(st: LabState, timeout: float = UP_TIMEOUT) -> None:
-    """Until every node has its subnet (overlay up) and every agent is alive."""
+    """Until every node has its subnet (overlay up), every agent is alive and the API server answers."""
     deadline = time.monotonic() + timeout
     missing: list[str] = []
     while time.monotonic() < deadline:
         missing = [n.name for n in st.spec.node_specs if not st.subnet_file(n.name).exists()]
+        if not apiserver.listening(st):
+            missing.append("apiserver")
         if st.supervisor is not None and not procs.alive(st.supervisor):
             raise LabError(f"lab {st.spec.name}: the supervisor died; see {st.log('supervisor')}")
         if not missing:
             return
         time.sleep(0.05)
-    logs = ", ".join(str(st.log(f"{m}/overlay")) for m in missing)
+    logs = ", ".join(str(st.log("apiserver" if m == "apiserver" else f"{m}/overlay")) for m in missing)
     raise LabError(f"lab {st.spec.name}: nodes {', '.join(missing)} got no subnet within {timeout:.0f} s; see {logs}")
 
 

@@ -63,6 +63,9 @@ class Supervisor:
     def __init__(self, st: LabState) -> None:
         self.st = st
         self.children = [c for n in st.spec.node_specs for c in node_children(st, n)]
+        from podnet.lab import apiserver
+
+        self.children.append(Child("apiserver", apiserver.argv(st, podnet_exe())))
         self.stopping = threading.Event()
 
     def start_child(self, c: Child) -> None:

@@ -1,0 +1,62 @@
+"""The lab's Kubernetes API server: its port, certificates and kubeconfig, and the supervisor's child for it.
+
+The port is chosen once at `lab up` (a free loopback port) and kept in the lab's directory, so a restarted
+server comes back where the kubeconfig points. The server runs in the root namespaces and listens on
+127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from podnet.lab.state import LabState
+
+
+def pki_dir(st: LabState) -> Path:
+    return st.dir / "pki"
+
+
+def kubeconfig_path(st: LabState) -> Path:
+    return st.dir / "kubeconfig"
+
+
+def port_file(st: LabState) -> Path:
+    return st.dir / "apiserver.port"
+
+
+def port(st: LabState) -> int:
+    return int(port_file(st).read_text().strip())
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare(st: LabState) -> Path:
+    """Choose the port, make the certificates and write the kubeconfig (mode 0600). Returns its path."""
+    from podnet.apiserver import certs
+
+    if not port_file(st).exists():
+        port_file(st).write_text(f"{_free_port()}\n")
+    d = certs.ensure(pki_dir(st), ["127.0.0.1"])
+    path = kubeconfig_path(st)
+    path.write_text(certs.kubeconfig(d, f"https://127.0.0.1:{port(st)}", cluster=f"podnet-{st.spec.name}"))
+    path.chmod(0o600)
+    return path
+
+
+def argv(st: LabState, exe: str) -> list[str]:
+    return [exe, "--store", st.store_url, "apiserver", "--listen", f"127.0.0.1:{port(st)}",
+            "--cert-dir", str(pki_dir(st))]
+
+
+def listening(st: LabState) -> bool:
+    """True once the server accepts connections on its port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port(st)), timeout=0.2):
+            return True
+    except (OSError, ValueError):
+        return False
