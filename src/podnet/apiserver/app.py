@@ -266,7 +266,10 @@ class Server:
         """The typed object of a request body, validated as `podnet apply` validates; the warnings."""
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
-        kind, api_version = body.get("kind"), body.get("apiVersion")
+        # Typed clients may leave apiVersion/kind empty: the path says what the body is, as for the real server.
+        kind = body.setdefault("kind", t.rt.kind) or t.rt.kind
+        api_version = body.setdefault("apiVersion", t.rt.group_version) or t.rt.group_version
+        body["kind"], body["apiVersion"] = kind, api_version
         if kind != t.rt.kind or api_version != t.rt.group_version:
             raise ApiError(400, f"the body is {api_version}/{kind}, the request path is for "
                                 f"{t.rt.group_version}/{t.rt.kind}")

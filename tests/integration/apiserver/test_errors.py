@@ -1,0 +1,104 @@
+"""Bad input through the API: the real server's status codes, a Status naming the field, and a store
+whose revision does not move."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from conftest import Api
+
+SVC = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+       "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
+
+
+def call(api: Api, method: str, path: str, body: Any = None, *, ctype: str = "application/json",
+         raw: bytes | None = None, cert: bool = True, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(api.url + path, data=data, method=method, headers={"Content-Type": ctype})
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, context=api.ssl_context(client_cert=cert), timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+SERVICES = "/api/v1/namespaces/default/services"
+
+
+@pytest.fixture
+def clean(api: Api) -> Any:
+    yield
+    call(api, "DELETE", f"{SERVICES}/web")
+    call(api, "DELETE", f"{SERVICES}/other")
+
+
+def test_anonymous_is_refused_and_a_token_is_accepted(api: Api) -> None:
+    code, status = call(api, "GET", SERVICES, cert=False)
+    assert (code, status["kind"], status["reason"]) == (401, "Status", "Unauthorized")
+    code, _ = call(api, "GET", SERVICES, cert=False, token="not-the-token")
+    assert code == 401
+    code, body = call(api, "GET", SERVICES, cert=False, token=api.token())
+    assert code == 200 and body["kind"] == "ServiceList"
+
+
+@pytest.mark.parametrize(("mutate", "field"), [
+    (lambda s: s["spec"]["ports"][0].update(port=0), "spec.ports[0].port"),
+    (lambda s: s["spec"]["ports"][0].update(port="80"), "spec.ports[0].port"),
+    (lambda s: s["metadata"].update(name="Bad_Name"), "metadata.name"),
+    (lambda s: s["spec"].update(type="Magic"), "spec.type"),
+])
+def test_invalid_objects_get_422_naming_the_field(api: Api, clean: Any, mutate: Any, field: str) -> None:
+    svc = json.loads(json.dumps(SVC))
+    mutate(svc)
+    before = api.revision()
+    code, status = call(api, "POST", SERVICES, svc)
+    assert code == 422 and status["reason"] == "Invalid", status
+    assert field in [c["field"] for c in status["details"]["causes"]], status
+    assert api.revision() == before
+
+
+def test_conflicts_and_taken_allocations(api: Api, clean: Any) -> None:
+    code, created = call(api, "POST", SERVICES, SVC)
+    assert code == 201
+    code, status = call(api, "POST", SERVICES, SVC)
+    assert (code, status["reason"]) == (409, "AlreadyExists")
+    stale = json.loads(json.dumps(created))
+    stale["metadata"]["resourceVersion"] = "1"
+    stale["metadata"]["labels"] = {"x": "y"}
+    before = api.revision()
+    code, status = call(api, "PUT", f"{SERVICES}/web", stale)
+    assert (code, status["reason"]) == (409, "Conflict")
+    taken = {**SVC, "metadata": {"name": "other"}, "spec": {**SVC["spec"], "clusterIP": created["spec"]["clusterIP"]}}
+    code, status = call(api, "POST", SERVICES, taken)
+    assert code == 422, status
+    assert "spec.clusterIP" in [c["field"] for c in status["details"]["causes"]]
+    assert "already allocated" in status["message"]
+    assert api.revision() == before
+
+
+def test_malformed_oversize_and_unknown(api: Api) -> None:
+    before = api.revision()
+    code, status = call(api, "POST", SERVICES, raw=b"{not json")
+    assert (code, status["reason"]) == (400, "BadRequest")
+    code, status = call(api, "POST", SERVICES, raw=b"[]")
+    assert code == 400
+    big = {**SVC, "metadata": {"name": "web", "annotations": {"a": "x" * (3 * 1024 * 1024 + 10)}}}
+    code, status = call(api, "POST", SERVICES, big)
+    assert (code, status["reason"]) == (413, "RequestEntityTooLarge")
+    code, status = call(api, "GET", "/api/v1/namespaces/default/widgets")
+    assert (code, status["reason"]) == (404, "NotFound")
+    code, status = call(api, "GET", f"{SERVICES}/nothing-here")
+    assert (code, status["details"]["name"]) == (404, "nothing-here")
+    code, status = call(api, "POST", SERVICES, {**SVC, "kind": "Pod"})
+    assert code == 400
+    code, status = call(api, "POST", SERVICES + "?fieldValidation=Strict",
+                        {**SVC, "spec": {**SVC["spec"], "bogus": 1}})
+    assert code == 400 and "bogus" in status["message"]
+    assert api.revision() == before

@@ -1,0 +1,114 @@
+"""The real kubectl against `podnet apiserver`: the tutorial's commands and their exact answers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from conftest import KUBECTL, Api
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "webapp1"
+
+
+def test_apply_unchanged_configured_and_delete(api: Api, tmp_path: Path) -> None:
+    out = api.kubectl("apply", "-f", str(EXAMPLES)).stdout
+    assert "service/webapp1-clusterip-svc created" in out
+    assert "pod/webapp1-6b9f7c5d4-2xkqp created" in out
+    again = api.kubectl("apply", "-f", str(EXAMPLES)).stdout
+    assert again.count("unchanged") == len(again.strip().splitlines()), again
+
+    svc = yaml.safe_load((EXAMPLES / "clusterip-service.yaml").read_text())
+    svc["spec"]["ports"][0]["port"] = 8080
+    edited = tmp_path / "svc.yaml"
+    edited.write_text(yaml.safe_dump(svc))
+    assert api.kubectl("apply", "-f", str(edited)).stdout.strip() == "service/webapp1-clusterip-svc configured"
+    ports = api.kubectl("get", "svc", "webapp1-clusterip-svc", "-o", "jsonpath={.spec.ports[*].port}").stdout
+    assert ports == "8080"  # the strategic-merge patch replaced port 80, it did not add a second port
+
+    deleted = api.kubectl("delete", "-f", str(EXAMPLES)).stdout
+    assert 'service "webapp1-clusterip-svc" deleted' in deleted
+    assert api.kubectl("get", "svc,pods", "-o", "name").stdout.strip() == ""
+
+
+def test_get_describe_and_output_formats(api: Api) -> None:
+    api.kubectl("apply", "-f", str(EXAMPLES))
+    try:
+        wide = api.kubectl("get", "pods", "-o", "wide").stdout.splitlines()
+        assert wide[0].split()[:6] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP"]
+        ips = api.kubectl("get", "pods", "-o", "jsonpath={.items[*].status.podIP}").stdout.split()
+        assert len(ips) == 2 and all(ip in "\n".join(wide) for ip in ips)
+        assert all("<unknown>" not in line for line in wide[1:])  # the server sets creationTimestamp
+        pod = yaml.safe_load(api.kubectl("get", "pod", "webapp1-6b9f7c5d4-2xkqp", "-o", "yaml").stdout)
+        assert pod["metadata"]["uid"] and pod["metadata"]["resourceVersion"]
+
+        svc_line = api.kubectl("get", "svc", "webapp1-nodeport-svc").stdout.splitlines()[1].split()
+        assert svc_line[1] == "NodePort" and svc_line[4] == "80:30080/TCP"
+
+        described = api.kubectl("describe", "svc", "webapp1-clusterip-svc").stdout
+        endpoints = next(line for line in described.splitlines() if line.startswith("Endpoints:"))
+        assert sorted(endpoints.split()[1].split(",")) == sorted(f"{ip}:80" for ip in ips)
+        assert "Type:                     ClusterIP" in described
+
+        kinds = api.kubectl("api-resources").stdout
+        for row in ("services   svc", "pods   po", "endpoints   ep", "namespaces   ns", "deployments   deploy"):
+            name, short = row.split()
+            assert any(line.split()[:2] == [name, short] for line in kinds.splitlines()), row
+        api.kubectl("wait", "--for=condition=Ready", "pod/webapp1-6b9f7c5d4-2xkqp", "--timeout=10s")
+    finally:
+        api.kubectl("delete", "-f", str(EXAMPLES), "--ignore-not-found")
+
+
+def test_label_patch_and_selectors(api: Api) -> None:
+    api.kubectl("apply", "-f", str(EXAMPLES))
+    try:
+        api.kubectl("label", "pod", "webapp1-6b9f7c5d4-2xkqp", "tier=web")
+        assert api.kubectl("get", "pods", "-l", "tier=web", "-o", "name").stdout.split() == [
+            "pod/webapp1-6b9f7c5d4-2xkqp"]
+        api.kubectl("patch", "svc", "webapp1-clusterip-svc", "--type", "merge", "-p",
+                    '{"metadata":{"annotations":{"owner":"team-a"}}}')
+        api.kubectl("patch", "svc", "webapp1-clusterip-svc", "--type", "json", "-p",
+                    '[{"op":"add","path":"/metadata/labels/x","value":"y"}]')
+        svc = json.loads(api.kubectl("get", "svc", "webapp1-clusterip-svc", "-o", "json").stdout)
+        assert svc["metadata"]["annotations"]["owner"] == "team-a" and svc["metadata"]["labels"]["x"] == "y"
+        names = api.kubectl("get", "pods", "--field-selector", "metadata.name=webapp1-6b9f7c5d4-9mzt7",
+                            "-o", "name").stdout.split()
+        assert names == ["pod/webapp1-6b9f7c5d4-9mzt7"]
+        bad = api.kubectl("patch", "svc", "webapp1-clusterip-svc", "--type", "merge", "-p",
+                          '{"spec":{"ports":[{"port":0}]}}', check=False)
+        assert bad.returncode != 0 and "spec.ports[0].port" in bad.stderr
+    finally:
+        api.kubectl("delete", "-f", str(EXAMPLES), "--ignore-not-found")
+
+
+def test_dry_run_server_stores_nothing(api: Api) -> None:
+    before = api.revision()
+    out = api.kubectl("apply", "-f", str(EXAMPLES / "clusterip-service.yaml"), "--dry-run=server").stdout
+    assert "created (server dry run)" in out
+    assert api.revision() == before
+    assert api.kubectl("get", "svc", "-o", "name").stdout.strip() == ""
+
+
+def test_watch_sees_a_change_quickly(api: Api) -> None:
+    api.kubectl("apply", "-f", str(EXAMPLES / "pods.yaml"))
+    assert KUBECTL is not None
+    proc = subprocess.Popen([KUBECTL, "--kubeconfig", str(api.kubeconfig), "get", "pods", "-w",
+                             "--output-watch-events"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]  # header + the two pods
+        assert lines[0].split()[:2] == ["EVENT", "NAME"], lines
+        t0 = time.monotonic()
+        api.kubectl("delete", "pod", "webapp1-6b9f7c5d4-9mzt7")
+        line = proc.stdout.readline()
+        latency = time.monotonic() - t0
+        assert line.split()[:2] == ["DELETED", "webapp1-6b9f7c5d4-9mzt7"], line
+        print(f"kubectl get -w saw the delete {latency * 1000:.0f} ms after kubectl delete started")
+        assert latency < 10  # generous: the benchmark measures the real latency
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        api.kubectl("delete", "-f", str(EXAMPLES / "pods.yaml"), "--ignore-not-found")
