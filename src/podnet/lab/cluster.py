@@ -35,7 +35,7 @@ def kube_proxy_config(spec: LabSpec, node: str) -> str:
 
 
 def up(spec: LabSpec, store_url: str, *, wait: bool = True) -> LabState:
-    existing = netns.list_names(spec.prefix)
+    existing = teardown.lab_namespaces(spec.name)
     if LabState.load(spec.name) is not None or existing or lab_dir(spec.name).exists():
         raise LabError(f"lab {spec.name!r} already exists ({', '.join(existing) or lab_dir(spec.name)}); "
                        f"run `podnet lab down --name {spec.name}` first")

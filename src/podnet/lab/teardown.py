@@ -10,6 +10,7 @@ import shutil
 
 from podnet.lab import procs
 from podnet.lab.state import LabState, lab_dir
+from podnet.lab.topology import lab_of_netns, netns_prefix, teardown_rank
 from podnet.net import netns
 
 
@@ -32,10 +33,7 @@ def teardown(name: str) -> list[str]:
                 procs.stop(rec)
                 removed.append(f"process {role} (pid {rec.pid})")
     # Pod namespaces first, then nodes, the underlay last: a namespace's veth ends vanish with it.
-    prefix = f"pn-{name}-"
-    names = netns.list_names(prefix)
-    names.sort(key=lambda n: (0 if n.startswith(f"{prefix}p-") else 2 if n == f"{prefix}ul" else 1, n))
-    for ns in names:
+    for ns in sorted(lab_namespaces(name), key=lambda n: (teardown_rank(n), n)):
         _kill_netns_pids(ns)
         if netns.remove(ns):
             removed.append(f"netns {ns}")
@@ -44,6 +42,12 @@ def teardown(name: str) -> list[str]:
         shutil.rmtree(d, ignore_errors=True)
         removed.append(f"state {d}")
     return removed
+
+
+def lab_namespaces(name: str) -> list[str]:
+    """Every namespace of lab `name`, matched by the naming grammar (topology.py), never by a bare prefix:
+    lab "a" does not own "pn-a-b.node1" nor "pn-a-b.ul"."""
+    return [ns for ns in netns.list_names(netns_prefix(name)) if lab_of_netns(ns) == name]
 
 
 def _pod_procs(st: LabState) -> list[procs.ProcRecord]:
