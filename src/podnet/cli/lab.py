@@ -82,6 +82,14 @@ def supervise(name: str = typer.Option(..., "--name")) -> None:
     sys.exit(supervisor.main(name))
 
 
+@app.command("controller", hidden=True)
+def controller(name: str = typer.Option(..., "--name")) -> None:
+    """The lab's control plane (scheduler, Deployment and EndpointSlice controllers), run by the supervisor."""
+    from podnet.lab import controller as lab_controller
+
+    sys.exit(lab_controller.main(name))
+
+
 @app.command("agent", hidden=True)
 def agent(name: str = typer.Option(..., "--name"), node: str = typer.Option(..., "--node"), ctx: typer.Context = None) -> None:  # type: ignore[assignment]
     """Runs inside a node namespace: wires and runs the pods bound to that node."""

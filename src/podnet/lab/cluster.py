@@ -47,13 +47,19 @@ def up(spec: LabSpec, store_url: str, *, wait: bool = True) -> LabState:
             st.node_dir(n.name).mkdir(parents=True, exist_ok=True)
             (st.node_dir(n.name) / "kube-proxy.yaml").write_text(kube_proxy_config(spec, n.name))
         if spec.store == "etcd":
-            st.store_url = etcd.start(st)
+            etcd.argv(st)  # refuses at once if etcd is not installed
+            st.store_url = etcd.url(st)
             st.save()
-        registry.register(st)
+        # The supervisor starts the lab's own store first (if any); everything else waits for REGISTERED.
         st.supervisor = procs.spawn(
             [supervisor.podnet_exe(), "lab", "supervise", "--name", spec.name], st.log("supervisor")
         )
         st.save()
+        if spec.store == "etcd":
+            sup = st.supervisor
+            etcd.wait(st.store_url, alive=lambda: procs.alive(sup))
+        registry.register(st)
+        (st.dir / supervisor.REGISTERED).touch()
         if wait:
             wait_ready(st)
     except BaseException:

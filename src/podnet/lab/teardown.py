@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 
-from podnet.lab import procs
+from podnet.lab import procs, supervisor
 from podnet.lab.state import LabState, lab_dir
 from podnet.lab.topology import lab_of_netns, netns_prefix, teardown_rank
 from podnet.net import netns
@@ -19,16 +19,21 @@ def teardown(name: str) -> list[str]:
     removed: list[str] = []
     st = LabState.load(name)
     if st is not None:
+        # First the stop marker: no supervisor starts (agents restart a dead one) or keeps running after it.
+        (st.dir / supervisor.STOP_MARKER).touch()
+        st = LabState.load(name) or st  # the supervisor's own record, written before it checks the marker
         if st.supervisor is not None:
             procs.stop(st.supervisor)  # the supervisor stops its children on SIGTERM
         st = LabState.load(name) or st  # re-read: the supervisor may have restarted children meanwhile
-        for role, rec in sorted(st.procs.items()):
-            if procs.alive(rec):
+        # The store goes last: agents flush to it on exit.
+        for role, rec in sorted(st.procs.items(), key=lambda kv: (supervisor.stop_rank(kv[0]), kv[0])):
+            if supervisor.stop_rank(role) == 0 and procs.alive(rec):
                 procs.stop(rec)
                 removed.append(f"process {role} (pid {rec.pid})")
         for rec in _pod_procs(st):
             procs.stop(rec)
-        for role, rec in sorted(st.services.items()):  # the store goes last: agents flush to it on exit
+        stores = [kv for kv in st.procs.items() if supervisor.stop_rank(kv[0]) > 0]
+        for role, rec in sorted([*stores, *st.services.items()]):
             if procs.alive(rec):
                 procs.stop(rec)
                 removed.append(f"process {role} (pid {rec.pid})")

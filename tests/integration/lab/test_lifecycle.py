@@ -45,7 +45,7 @@ def test_up_then_down_leaves_nothing(lab_factory, root_state):
     names = teardown.lab_namespaces(lab.name)
     assert names == sorted([f"pn-{lab.name}.node1", f"pn-{lab.name}.node2", f"pn-{lab.name}.ul"])
     pids = _lab_pids(lab.name)
-    assert len(pids) == 7  # supervisor + (overlay, proxy, agent) per node
+    assert len(pids) == 8  # supervisor + control plane + (overlay, proxy, agent) per node
     status = lab.podnet("lab", "status", "--name", lab.name).stdout
     assert "node1" in status and "node2" in status and "10.244." in status
     lab.down()
@@ -133,8 +133,8 @@ def test_lab_with_its_own_etcd(lab_factory, root_state):
     leases = lab.podnet("overlay", "leases").stdout
     assert "192.168.77.11" in leases and "192.168.77.12" in leases  # both nodes leased through etcd
     st = LabState.load(lab.name)
-    assert st is not None and "etcd" in st.services
-    etcd = st.services["etcd"]
+    assert st is not None and "etcd" in st.procs
+    etcd = st.procs["etcd"]
     lab.down()
     assert not procs.alive(etcd)
     assert teardown.lab_namespaces(lab.name) == []
