@@ -19,7 +19,7 @@ def _store_url(ctx: typer.Context) -> str:
 @app.command("up")
 def up(
     ctx: typer.Context,
-    name: str = typer.Option("lab", "--name", help="Lab name; namespaces are pn-<name>-*"),
+    name: str = typer.Option("lab", "--name", help="Lab name; namespaces are pn-<name>.*"),
     nodes: int = typer.Option(2, "--nodes", help="Number of nodes"),
     backend: str = typer.Option("vxlan", "--backend", help="Overlay backend: vxlan | host-gw | udp"),
     proxy_mode: str = typer.Option("iptables", "--proxy-mode", help="Service proxy mode: iptables | nftables"),

@@ -115,6 +115,48 @@ class ClientLoop:
             self.proc.wait()
 
 
+CLIENT_POD = {"apiVersion": "v1", "kind": "Pod",
+              "metadata": {"name": "chaos-client", "labels": {"app": "chaos-client"}},
+              "spec": {"nodeName": "node1", "containers": [{"name": "c", "command": ["sleep", "infinity"]}]}}
+SELECTOR = {"app": "webapp1-clusterip"}  # the examples' pods, selected by the Services chaos creates
+
+
+@dataclass
+class Workload:
+    client_ns: str  # the client pod's namespace (on node1)
+    targets: list[str]  # host:port: the examples' ClusterIP, and their NodePort on node2's address
+
+
+def start_workload(name: str, timeout: float = 60.0) -> Workload:
+    """Apply the examples (2 pods, a ClusterIP and a NodePort Service) and a client pod to lab `name`,
+    and wait until both paths answer from the client (so they are programmed before any kill)."""
+    from podnet.api.loader import load_objects
+    from podnet.controllers.apply import apply_objects
+    from podnet.lab.demo import examples_dir
+    from podnet.store import keys, open_store
+
+    st = LabState.load(name)
+    assert st is not None
+    text = "\n---\n".join(p.read_text() for p in sorted(examples_dir().glob("*.yaml")))
+    store = open_store(st.store_url)
+    try:
+        apply_objects(store, [*load_objects(text), *load_objects(json.dumps(CLIENT_POD))])
+        svcs = {n: json.loads(store.get(keys.resource("Service", "default", n)).value)  # type: ignore[union-attr]
+                for n in ("webapp1-clusterip-svc", "webapp1-nodeport-svc")}
+    finally:
+        store.close()
+    cip = svcs["webapp1-clusterip-svc"]["spec"]["clusterIP"]
+    node_port = svcs["webapp1-nodeport-svc"]["spec"]["ports"][0]["nodePort"]
+    w = Workload(st.spec.pod_netns("default", "chaos-client"),
+                 [f"{cip}:80", f"{st.spec.node_specs[-1].underlay_ip}:{node_port}"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if netns.exists(w.client_ns) and ClientLoop(w.client_ns, w.targets, 0.3).result().failed == 0:
+            return w
+        time.sleep(0.2)
+    raise RuntimeError(f"lab {name}: the examples' Services did not answer from the client within {timeout:.0f} s")
+
+
 def victims(name: str) -> list[str]:
     """Every lab process by role, from the lab's own records (a new role is included automatically)."""
     st = LabState.load(name)
@@ -140,8 +182,8 @@ class Kill:
     notes: list[str] = field(default_factory=list)
 
 
-def kill_and_recover(name: str, role: str, *, client_ns: str, selector: dict[str, str], port: int,
-                     index: int, bound: float = 30.0) -> Kill:
+def kill_and_recover(name: str, role: str, *, client_ns: str, index: int, bound: float = 30.0,
+                     selector: dict[str, str] | None = None, port: int = 80) -> Kill:
     """kill -9 `role`, wait for its successor, then time a new Service until it answers from client_ns."""
     old = record(name, role)
     if old is None or not procs.alive(old):
@@ -155,7 +197,7 @@ def kill_and_recover(name: str, role: str, *, client_ns: str, selector: dict[str
             k.new_pid, k.back_after = rec.pid, time.monotonic() - t
             break
         time.sleep(0.02)
-    k.converged_after = new_service_answers(name, client_ns, selector, port, f"chaos-{index}", bound)
+    k.converged_after = new_service_answers(name, client_ns, selector or SELECTOR, port, f"chaos-{index}", bound)
     return k
 
 
@@ -201,3 +243,47 @@ def new_service_answers(name: str, client_ns: str, selector: dict[str, str], por
         except StoreError:
             time.sleep(0.1)
     return took
+
+
+@dataclass
+class Run:
+    """What a sequence of kills (or of no-kill baseline steps) did to the client and the lab."""
+
+    kills: list[Kill] = field(default_factory=list)
+    sent: int = 0
+    failed: int = 0
+    errors: list[list[object]] = field(default_factory=list)
+    seen: list[procs.ProcRecord] = field(default_factory=list)  # every record killed (for leak checks)
+
+    @property
+    def survived(self) -> int:
+        return sum(k.back_after is not None and k.converged_after is not None for k in self.kills)
+
+    @property
+    def worst(self) -> float:
+        return max((k.converged_after if k.converged_after is not None else float("inf") for k in self.kills),
+                   default=0.0)
+
+
+def run(name: str, w: Workload, roles: list[str | None], *, bound: float = 30.0, window: float = 2.5,
+        first_index: int = 0) -> Run:
+    """For each role: a client loop of `window` seconds, with that role killed 0.3 s into it (None: no
+    kill, only the new-Service timing, which is the baseline)."""
+    out = Run()
+    for i, role in enumerate(roles, start=first_index):
+        loop = ClientLoop(w.client_ns, w.targets, duration=window)
+        time.sleep(0.3)
+        if role is None:
+            k = Kill("(none)", 0, back_after=0.0)
+            k.converged_after = new_service_answers(name, w.client_ns, SELECTOR, 80, f"chaos-{i}", bound)
+        else:
+            rec = record(name, role)
+            if rec is not None:
+                out.seen.append(rec)
+            k = kill_and_recover(name, role, client_ns=w.client_ns, index=i, bound=bound)
+        r = loop.result()
+        out.kills.append(k)
+        out.sent += r.sent
+        out.failed += r.failed
+        out.errors += [[k.role, *e] for e in r.errors]
+    return out

@@ -100,7 +100,7 @@ def down(name: str) -> list[str]:
 
 
 def resolve_target(name: str, target: str) -> str:
-    """node1 -> pn-<lab>-node1; [ns/]pod -> that pod's namespace."""
+    """node1 -> pn-<lab>.node1; [ns/]pod -> that pod's namespace."""
     st = LabState.load(name)
     if st is None:
         raise LabError(f"lab {name!r} is not up")
