@@ -28,12 +28,11 @@ def url(st: LabState) -> str:
 
 
 def argv(st: LabState) -> list[str]:
-    """The member's command line: same name, data dir and socket on every (re)start."""
+    """The member's command line: same name, data dir and socket on every (re)start. Pure (no disk)."""
     exe = shutil.which("etcd")
     if exe is None:
         raise PodnetError("lab up --store etcd: the etcd binary is not installed (Debian package etcd-server)")
     d = st.dir / "etcd"
-    d.mkdir(parents=True, exist_ok=True)
     cmd = [
         exe, "--name", "lab", "--data-dir", str(d / "data"),
         "--listen-client-urls", f"unix://{SOCKET}", "--advertise-client-urls", f"unix://{SOCKET}",
@@ -44,9 +43,10 @@ def argv(st: LabState) -> list[str]:
     return netns.exec_argv(st.spec.underlay_netns, ["env", "-C", str(d), *cmd])
 
 
-def remove_stale_socket(st: LabState) -> None:
+def prepare(st: LabState) -> None:
     """A member killed with -9 leaves its socket file, and the next one cannot bind (address in use).
-    Called only when the member is known to be dead (the supervisor, before a restart)."""
+    Called only when the member is known to be dead (the supervisor, before every start)."""
+    (st.dir / "etcd").mkdir(parents=True, exist_ok=True)
     (st.dir / "etcd" / SOCKET).unlink(missing_ok=True)
 
 

@@ -89,7 +89,7 @@ def _etcd(st: LabState, node: NodeSpec | None) -> list[str]:
 def _etcd_prepare(st: LabState) -> None:
     from podnet.lab import etcd
 
-    etcd.remove_stale_socket(st)
+    etcd.prepare(st)
 
 
 def _controlplane(st: LabState, node: NodeSpec | None) -> list[str]:

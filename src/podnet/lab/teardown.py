@@ -38,7 +38,8 @@ def teardown(name: str) -> list[str]:
                 procs.stop(rec)
                 removed.append(f"process {role} (pid {rec.pid})")
     # Pod namespaces first, then nodes, the underlay last: a namespace's veth ends vanish with it.
-    for ns in sorted(lab_namespaces(name), key=lambda n: (teardown_rank(n), n)):
+    names = set(lab_namespaces(name)) | (_recorded_namespaces(st) if st is not None else set())
+    for ns in sorted(names, key=lambda n: (teardown_rank(n), n)):
         _kill_netns_pids(ns)
         if netns.remove(ns):
             removed.append(f"netns {ns}")
@@ -53,6 +54,22 @@ def lab_namespaces(name: str) -> list[str]:
     """Every namespace of lab `name`, matched by the naming grammar (topology.py), never by a bare prefix:
     lab "a" does not own "pn-a-b.node1" nor "pn-a-b.ul"."""
     return [ns for ns in netns.list_names(netns_prefix(name)) if lab_of_netns(ns) == name]
+
+
+def _recorded_namespaces(st: LabState) -> set[str]:
+    """The exact names the lab's own records hold (its spec's nodes, its pods' records): what a lab made by
+    an older podnet, whose names predate the grammar (pn-<lab>-node1, pn-<lab>-ul), is removed by."""
+    import json
+
+    names = {n.netns for n in st.spec.node_specs}
+    if any("." not in n for n in names):  # the older grammar: its underlay was pn-<lab>-ul
+        names.add(f"pn-{st.spec.name}-ul")
+    for f in sorted((st.dir / "pods").glob("*.json")) if (st.dir / "pods").exists() else []:
+        try:
+            names.add(str(json.loads(f.read_text())["netns"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return {n for n in names if netns.exists(n)}
 
 
 def _pod_procs(st: LabState) -> list[procs.ProcRecord]:

@@ -1,0 +1,25 @@
+"""The supervisor's table of roles: what a lab runs, in which order it starts and stops."""
+
+from __future__ import annotations
+
+from podnet.lab import supervisor, topology
+from podnet.lab.state import LabState
+
+
+def roles(store: str) -> list[str]:
+    st = LabState(topology.build("lab", 2, store=store), "sqlite:////tmp/unused.db")
+    return [c.role for c in supervisor.children(st)]
+
+
+def test_every_lab_process_is_a_role_and_the_store_comes_first():
+    assert roles("sqlite") == ["controlplane", "node1/overlay", "node2/overlay", "node1/proxy", "node2/proxy",
+                               "node1/agent", "node2/agent"]
+    assert roles("etcd")[0] == "etcd" and roles("etcd")[1:] == roles("sqlite")
+
+
+def test_the_store_stops_last_and_only_it_starts_before_registration():
+    st = LabState(topology.build("lab", 1, store="etcd"), "sqlite:////tmp/unused.db")
+    cs = supervisor.children(st)
+    assert [c.role for c in cs if not c.needs_registration] == ["etcd"]
+    assert supervisor.stop_rank("etcd") == 1 and supervisor.stop_rank("node1/proxy") == 0
+    assert supervisor.stop_rank("controlplane") == 0
