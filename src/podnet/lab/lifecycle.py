@@ -29,10 +29,10 @@ import json
 import logging
 from typing import Any
 
+from podnet.lab.controller import OWNER_LABEL
 from podnet.store import ConflictError, Delete, Put, Store, keys
 
 log = logging.getLogger("podnet.lab.lifecycle")
-OWNER_LABEL = "podnet.io/deployment"  # same label as the lab controller's (controller.OWNER_LABEL)
 
 
 def _condition(type_: str, status: str, reason: str | None = None, message: str | None = None) -> dict[str, str]:
