@@ -51,9 +51,9 @@ def main() -> int:
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     rng = random.Random(seed)
-    console = Console()
+    console = Console(width=150)
     console.print(f"chaos seed {seed}")
-    table = Table("lab", "run", "kills survived", "requests sent", "failed", "new Service p50", "worst",
+    table = Table("lab", "run", "kills survived", "requests sent", "failed", "new Service p50", "worst", "worst after killing",
                   title="kill -9 of every lab process under a ClusterIP + NodePort client")
     ok = True
     stores = ["sqlite", "etcd"] if args.etcd else ["sqlite"]
@@ -62,8 +62,11 @@ def main() -> int:
             for label, res in one_lab(mode, store, args.rounds, rng):
                 times = [k.converged_after for k in res.kills if k.converged_after is not None]
                 survived = f"{res.survived}/{len(res.kills)}" if "kills" in label else "-"
+                worst = max(res.kills, key=lambda k: k.converged_after if k.converged_after is not None
+                            else float("inf"))
                 table.add_row(f"{mode}, {store}", label, survived, str(res.sent), str(res.failed),
-                              f"{statistics.median(times):.2f} s" if times else "-", f"{res.worst:.2f} s")
+                              f"{statistics.median(times):.2f} s" if times else "-", f"{res.worst:.2f} s",
+                              worst.role if "kills" in label else "-")
                 ok &= res.failed == 0 and res.survived == len(res.kills)
                 for e in res.errors[:5]:
                     console.print(f"  [red]{mode}/{store} {label}[/]: {e}")
