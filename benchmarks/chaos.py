@@ -61,12 +61,12 @@ def main() -> int:
         for store in stores:
             for label, res in one_lab(mode, store, args.rounds, rng):
                 times = [k.converged_after for k in res.kills if k.converged_after is not None]
-                survived = f"{res.survived}/{len(res.kills)}" if "kills" in label else "-"
+                survived = "-" if label.startswith("baseline") else f"{res.survived}/{len(res.kills)}"
                 worst = max(res.kills, key=lambda k: k.converged_after if k.converged_after is not None
                             else float("inf"))
                 table.add_row(f"{mode}, {store}", label, survived, str(res.sent), str(res.failed),
                               f"{statistics.median(times):.2f} s" if times else "-", f"{res.worst:.2f} s",
-                              worst.role if "kills" in label else "-")
+                              "-" if label.startswith("baseline") else worst.role)
                 ok &= res.failed == 0 and res.survived == len(res.kills)
                 for e in res.errors[:5]:
                     console.print(f"  [red]{mode}/{store} {label}[/]: {e}")
