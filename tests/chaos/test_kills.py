@@ -41,7 +41,7 @@ def test_random_kill9_of_every_lab_process(lab_factory, root_state, chaos_seed):
     st = LabState.load(lab.name)
     assert st is not None
     everything = [*res.seen, *st.procs.values(), *([st.supervisor] if st.supervisor else []),
-                  *teardown._pod_procs(st)]
+                  *teardown.pod_procs(st)]
     lab.down()
     assert teardown.lab_namespaces(lab.name) == []
     assert not lab_dir(lab.name).exists()

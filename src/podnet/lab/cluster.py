@@ -1,5 +1,11 @@
 """`lab up` / `lab down`: build the lab from its topology, start its supervisor, register it in the store.
 
+Order in `up`: namespaces, then the supervisor (which starts the lab's own etcd first, if any), then the
+registration (Node objects, net-conf, and the store reconciled with the nodes that exist: lifecycle.py),
+then the REGISTERED marker, which lets the supervisor start the control plane and the node processes.
+`down` tears the kernel side down first, then marks the lab's pods as no longer running (the store may
+outlive the lab).
+
 Either the whole lab comes up or nothing is left: any failure during `up` tears down what was made.
 """
 

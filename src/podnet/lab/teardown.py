@@ -30,7 +30,7 @@ def teardown(name: str) -> list[str]:
             if supervisor.stop_rank(role) == 0 and procs.alive(rec):
                 procs.stop(rec)
                 removed.append(f"process {role} (pid {rec.pid})")
-        for rec in _pod_procs(st):
+        for rec in pod_procs(st):
             procs.stop(rec)
         stores = [kv for kv in st.procs.items() if supervisor.stop_rank(kv[0]) > 0]
         for role, rec in sorted([*stores, *st.services.items()]):
@@ -72,7 +72,7 @@ def _recorded_namespaces(st: LabState) -> set[str]:
     return {n for n in names if netns.exists(n)}
 
 
-def _pod_procs(st: LabState) -> list[procs.ProcRecord]:
+def pod_procs(st: LabState) -> list[procs.ProcRecord]:
     import json
 
     out = []
