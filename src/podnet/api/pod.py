@@ -42,6 +42,8 @@ class PodSpec(K8sModel):
 class PodCondition(K8sModel):
     type: str = ""
     status: str = ""
+    reason: str | None = None
+    message: str | None = None
 
 
 class PodIP(K8sModel):
@@ -50,6 +52,8 @@ class PodIP(K8sModel):
 
 class PodStatus(K8sModel):
     phase: str | None = None
+    reason: str | None = None  # e.g. NodeLost: what `kubectl get pods` shows as STATUS when set
+    message: str | None = None
     pod_ip: str | None = Field(default=None, alias="podIP")
     pod_ips: list[PodIP] = Field(default_factory=list, alias="podIPs")
     host_ip: str | None = Field(default=None, alias="hostIP")

@@ -19,7 +19,7 @@ def _store_url(ctx: typer.Context) -> str:
 @app.command("up")
 def up(
     ctx: typer.Context,
-    name: str = typer.Option("lab", "--name", help="Lab name; namespaces are pn-<name>-*"),
+    name: str = typer.Option("lab", "--name", help="Lab name; namespaces are pn-<name>.*"),
     nodes: int = typer.Option(2, "--nodes", help="Number of nodes"),
     backend: str = typer.Option("vxlan", "--backend", help="Overlay backend: vxlan | host-gw | udp"),
     proxy_mode: str = typer.Option("iptables", "--proxy-mode", help="Service proxy mode: iptables | nftables"),
@@ -94,6 +94,14 @@ def supervise(name: str = typer.Option(..., "--name")) -> None:
     from podnet.lab import supervisor
 
     sys.exit(supervisor.main(name))
+
+
+@app.command("controller", hidden=True)
+def controller(name: str = typer.Option(..., "--name")) -> None:
+    """The lab's control plane (scheduler, Deployment and EndpointSlice controllers), run by the supervisor."""
+    from podnet.lab import controller as lab_controller
+
+    sys.exit(lab_controller.main(name))
 
 
 @app.command("agent", hidden=True)

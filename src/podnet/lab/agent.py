@@ -32,6 +32,7 @@ log = logging.getLogger("podnet.lab.agent")
 CNI_IFNAME = "eth0"
 READY_TIMEOUT = 5.0
 RESYNC = 5.0  # seconds between unasked rounds (dead pod processes are restarted)
+SUPERVISOR_CHECK = 1.0  # seconds between checks that the lab's supervisor lives
 
 
 def container_id(lab: str, namespace: str, name: str) -> str:
@@ -180,8 +181,9 @@ class Agent:
     def _reconcile(self) -> None:
         if not self.st.subnet_file(self.node).exists():
             return  # the overlay has no lease yet; CNI would fail
+        # A terminal pod (Failed, Succeeded) is not started again, as a kubelet would not.
         want: dict[str, Pod] = {key: pod for key, pod in self.pods.snapshot().items()
-                                if pod is not None and pod.spec.node_name == self.node}
+                                if pod is not None and pod.spec.node_name == self.node and not pod.is_terminal}
         have = self.records()
         for key, rec in have.items():
             if key not in want:
@@ -225,6 +227,7 @@ def main(name: str, node: str, store_url: str) -> int:
     # The subnet appears once the overlay has its lease (a file, not in the store): poll it meanwhile.
     # Every few seconds a round also runs unasked, to restart pod processes that died.
     threading.Thread(target=_poke_on_subnet, args=(agent, changed, stop), daemon=True).start()
+    threading.Thread(target=_keep_supervisor, args=(name, stop), daemon=True, name="supervisor-check").start()
 
     def round_() -> bool:
         agent.reconcile()
@@ -238,6 +241,17 @@ def main(name: str, node: str, store_url: str) -> int:
 
 def _decode_pod(value: bytes) -> Pod | None:
     return Pod.model_validate(json.loads(value))
+
+
+def _keep_supervisor(name: str, stop: threading.Event) -> None:
+    """Every agent restarts the lab's supervisor if it died (supervisor.py says why the agents do it)."""
+    from podnet.lab import supervisor
+
+    while not stop.wait(SUPERVISOR_CHECK):
+        try:
+            supervisor.ensure_running(name)
+        except Exception:  # a lab being torn down under us, a full disk: try again next time
+            log.exception("could not check the supervisor")
 
 
 def _poke_on_subnet(agent: Agent, changed: threading.Event, stop: threading.Event) -> None:

@@ -1,5 +1,11 @@
 """`lab up` / `lab down`: build the lab from its topology, start its supervisor, register it in the store.
 
+Order in `up`: namespaces, then the supervisor (which starts the lab's own etcd first, if any), then the
+registration (Node objects, net-conf, and the store reconciled with the nodes that exist: lifecycle.py),
+then the REGISTERED marker, which lets the supervisor start the control plane and the node processes.
+`down` tears the kernel side down first, then marks the lab's pods as no longer running (the store may
+outlive the lab).
+
 Either the whole lab comes up or nothing is left: any failure during `up` tears down what was made.
 """
 
@@ -35,7 +41,7 @@ def kube_proxy_config(spec: LabSpec, node: str) -> str:
 
 
 def up(spec: LabSpec, store_url: str, *, wait: bool = True) -> LabState:
-    existing = netns.list_names(spec.prefix)
+    existing = teardown.lab_namespaces(spec.name)
     if LabState.load(spec.name) is not None or existing or lab_dir(spec.name).exists():
         raise LabError(f"lab {spec.name!r} already exists ({', '.join(existing) or lab_dir(spec.name)}); "
                        f"run `podnet lab down --name {spec.name}` first")
@@ -47,14 +53,20 @@ def up(spec: LabSpec, store_url: str, *, wait: bool = True) -> LabState:
             st.node_dir(n.name).mkdir(parents=True, exist_ok=True)
             (st.node_dir(n.name) / "kube-proxy.yaml").write_text(kube_proxy_config(spec, n.name))
         if spec.store == "etcd":
-            st.store_url = etcd.start(st)
+            etcd.argv(st)  # refuses at once if etcd is not installed
+            st.store_url = etcd.url(st)
             st.save()
-        registry.register(st)
+        # The supervisor starts the lab's own store first (if any); everything else waits for REGISTERED.
         apiserver.prepare(st)
         st.supervisor = procs.spawn(
             [supervisor.podnet_exe(), "lab", "supervise", "--name", spec.name], st.log("supervisor")
         )
         st.save()
+        if spec.store == "etcd":
+            sup = st.supervisor
+            etcd.wait(st.store_url, alive=lambda: procs.alive(sup))
+        registry.register(st)
+        (st.dir / supervisor.REGISTERED).touch()
         if wait:
             wait_ready(st)
     except BaseException:
@@ -97,7 +109,7 @@ def down(name: str) -> list[str]:
 
 
 def resolve_target(name: str, target: str) -> str:
-    """node1 -> pn-<lab>-node1; [ns/]pod -> that pod's namespace."""
+    """node1 -> pn-<lab>.node1; [ns/]pod -> that pod's namespace."""
     st = LabState.load(name)
     if st is None:
         raise LabError(f"lab {name!r} is not up")

@@ -1,5 +1,6 @@
-"""The lab's control plane, a thread of the supervisor: what kube-scheduler, the ReplicaSet controller and
-the EndpointSlice controller do in a cluster, reduced to what the lab needs.
+"""The lab's control plane, a process of its own (`podnet lab controller`, one of the supervisor's roles):
+what kube-scheduler, the ReplicaSet controller and the EndpointSlice controller do in a cluster, reduced to
+what the lab needs. Killed, it is restarted by the supervisor and recomputes everything from the store.
 
 - Deployments: keep `replicas` pods named <deployment>-<hash>-<n> from the template.
 - Scheduling: a pod without spec.nodeName goes to the node with the fewest pods (ties: by name).
@@ -376,3 +377,19 @@ class LabController:
         except ConflictError as e:
             log.info("lost a race (%s); retrying", e)
             return False
+
+
+def main(name: str) -> int:
+    """`podnet lab controller --name X`: run the lab's control plane until SIGTERM."""
+    import signal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    st = LabState.load(name)
+    if st is None:
+        log.error("lab %s: no state (was `podnet lab up` run?)", name)
+        return 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    LabController(st).run(stop)
+    return 0

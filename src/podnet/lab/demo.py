@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.tree import Tree
 
-from podnet.lab import cluster, procs, topology
+from podnet.lab import cluster, procs, teardown, topology
 from podnet.lab.state import LabState, lab_dir
 from podnet.lab.supervisor import podnet_exe
 from podnet.net import netns
@@ -90,7 +90,7 @@ class Demo:
         for n in self.st.spec.node_specs:
             if n.netns == ns:
                 return n.name
-        return ns.removeprefix(f"{self.st.spec.prefix}p-default-")
+        return ns.removeprefix(f"{self.st.spec.prefix}default.")
 
     def step(self, title: str) -> None:
         self.console.rule(f"[bold cyan]{title}")
@@ -149,7 +149,7 @@ class Demo:
     def up(self) -> None:
         self.step("Setting up a 2-node lab (namespaces, underlay, overlay, proxy, pods)")
         t = time.monotonic()
-        if lab_dir(self.name).exists() or netns.list_names(f"pn-{self.name}-"):
+        if lab_dir(self.name).exists() or teardown.lab_namespaces(self.name):
             cluster.down(self.name)
         spec = topology.build(self.name, 2, self.backend, "iptables", "sqlite")
         self.st = cluster.up(spec, self.store_url)

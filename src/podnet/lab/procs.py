@@ -85,3 +85,11 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def wait(pid: int) -> None:
+    """Block until our child pid exits and reap it (for a child we start and do not otherwise watch)."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

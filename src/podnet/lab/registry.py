@@ -1,7 +1,9 @@
 """What a lab writes into the store when it comes up, and removes when it goes down.
 
-Node objects (one per node, InternalIP = underlay address) and flannel's network config. Services, Pods
-and Deployments belong to the user: `lab down` leaves them, and a new lab picks them up again.
+Node objects (one per node, InternalIP = underlay address, labelled with the lab's name) and flannel's
+network config. Services, Pods and Deployments belong to the user: `lab down` leaves them, and a new lab
+picks them up again; their status is kept true by lifecycle.py (no pod claims an address nobody holds).
+Only Node objects labelled with this lab's name are ever removed: another lab may share the store.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 
 from podnet.api.node import Node
+from podnet.lab import lifecycle
 from podnet.lab.state import LabState
 from podnet.lab.topology import LabSpec
 from podnet.store import Delete, Put, Store, keys, open_store
@@ -21,12 +24,15 @@ def net_conf(spec: LabSpec) -> bytes:
     return json.dumps({"Network": spec.pod_network, "Backend": backend}).encode()
 
 
+LAB_LABEL = "podnet.io/lab"
+
+
 def node_object(spec: LabSpec, index: int) -> Node:
     n = spec.node_specs[index]
     return Node.model_validate({
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name, "podnet.io/lab": spec.name}},
+        "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name, LAB_LABEL: spec.name}},
         "status": {"addresses": [{"type": "InternalIP", "address": n.underlay_ip},
                                  {"type": "Hostname", "address": n.name}]},
     })
@@ -45,9 +51,26 @@ def register(st: LabState) -> None:
     store = open_store(st.store_url)
     try:
         _drop_stale_leases(store, spec)
+        names = {n.name for n in spec.node_specs}
+        # Nodes an earlier lab of this name had and this one has not (a lab up with fewer nodes).
+        ops += [Delete(key) for key, name in _lab_nodes(store, spec.name) if name not in names]
         store.commit(ops)
+        lifecycle.reconcile(store, names)
     finally:
         store.close()
+
+
+def _lab_nodes(store: Store, lab: str | None) -> list[tuple[str, str]]:
+    """(key, name) of the Node objects labelled as this lab's (lab None: as any lab's, or none's)."""
+    out = []
+    for kv in store.list(keys.kind_prefix("Node")).items:
+        try:
+            meta = json.loads(kv.value).get("metadata") or {}
+        except (ValueError, AttributeError):
+            continue
+        if lab is None or (meta.get("labels") or {}).get(LAB_LABEL) == lab:
+            out.append((kv.key, meta.get("name", "")))
+    return out
 
 
 def _drop_stale_leases(store: Store, spec: LabSpec) -> None:
@@ -67,8 +90,12 @@ def unregister_spec(spec: LabSpec, store_url: str) -> None:
     try:
         names = {n.name for n in spec.node_specs}
         ips = {n.underlay_ip for n in spec.node_specs}
-        for name in names:
-            store.delete(keys.resource("Node", None, name))
+        for key, name in _lab_nodes(store, spec.name):
+            if name in names:
+                store.delete(key)
+        # Pods bound to these node names, unless another lab on this store has a node of that name now.
+        taken = {kv_name for _, kv_name in _lab_nodes(store, None)}
+        lifecycle.nodes_gone(store, names - taken, f"went down with lab {spec.name}")
         for kv in store.list(keys.SUBNETS_PREFIX).items:
             try:
                 if json.loads(kv.value).get("PublicIP") in ips:

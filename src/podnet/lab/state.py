@@ -27,7 +27,7 @@ class LabState:
     store_url: str
     supervisor: ProcRecord | None = None
     procs: dict[str, ProcRecord] = field(default_factory=dict)  # role (e.g. "node1/proxy") -> record
-    services: dict[str, ProcRecord] = field(default_factory=dict)  # lab services started by `up` (etcd)
+    services: dict[str, ProcRecord] = field(default_factory=dict)  # lab services started by `up` (none today)
 
     @property
     def dir(self) -> Path:
@@ -60,6 +60,13 @@ class LabState:
         tmp.write_text(json.dumps({k: v.to_dict() for k, v in self.procs.items()}, indent=2))
         os.replace(tmp, self.dir / "procs.json")
 
+    def save_supervisor(self, rec: ProcRecord) -> None:
+        """Written by a supervisor about itself when it starts (it may have been started by an agent)."""
+        self.supervisor = rec
+        tmp = self.dir / "supervisor.json.tmp"
+        tmp.write_text(json.dumps(rec.to_dict(), indent=2))
+        os.replace(tmp, self.dir / "supervisor.json")
+
     @staticmethod
     def load(name: str) -> LabState | None:
         d = lab_dir(name)
@@ -70,6 +77,10 @@ class LabState:
         st = LabState(LabSpec.from_dict(data["spec"]), data["store_url"])
         if data.get("supervisor"):
             st.supervisor = ProcRecord(**data["supervisor"])
+        try:  # the supervisor's own record, newer than the one `lab up` wrote when it spawned the first
+            st.supervisor = ProcRecord(**json.loads((d / "supervisor.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            pass
         st.services = {k: ProcRecord(**v) for k, v in (data.get("services") or {}).items()}
         try:
             procs = json.loads((d / "procs.json").read_text())

@@ -24,6 +24,9 @@ def show(name: str, console: Console | None = None) -> None:
     console.print(f"[bold]lab {spec.name}[/]: backend {spec.backend}, proxy {spec.proxy_mode}, store {st.store_url}")
     sup = "running" if st.supervisor and procs.alive(st.supervisor) else "[red]dead[/]"
     console.print(f"supervisor: {sup}")
+    for role, rec in sorted(st.procs.items()):
+        if "/" not in role:  # lab-wide roles (control plane, store); node roles are in the table below
+            console.print(f"{role}: {'pid ' + str(rec.pid) if procs.alive(rec) else '[red]down[/]'}")
 
     nodes = Table("NODE", "NETNS", "INTERNAL-IP", "SUBNET", "OVERLAY", "PROXY", "AGENT", title="nodes")
     for n in spec.node_specs:

@@ -1,17 +1,40 @@
-"""The lab's supervisor: starts each node's agents inside its namespace and restarts them when they die.
+"""The lab's supervisor: runs every lab process (the roles below) and restarts each one when it dies.
 
-It runs detached from the terminal that ran `lab up` and touches no namespace itself: every child is
-`ip netns exec <node-netns> podnet ...`. Children are recorded (pid + start time) in procs.json after every
+Children are `podnet ...` commands, most of them inside a node namespace (`ip netns exec`); the supervisor
+itself touches no namespace. Each child is recorded (pid + start time) in procs.json after every
 (re)start, so `lab down` can stop them even if the supervisor itself was killed.
+
+What runs is one table, ROLES: a role is lab-wide (the store, the control plane) or per node (overlay,
+proxy, agent). Adding a process to the lab (an API server, DNS) is one more row.
+
+Nothing here is a single point of failure:
+
+- The control plane (scheduler, Deployment and EndpointSlice controllers) is a child like any other,
+  not a thread of the supervisor, so a dead supervisor leaves it running, and a dead control plane is
+  restarted like a dead proxy.
+- The supervisor comes back by itself. Every node agent checks about once a second whether a
+  supervisor holds the lab's lock (supervisor.lock, an flock the kernel drops when its holder dies) and
+  starts one if not (`ensure_running`). We chose the agents over a separate watchdog process because a
+  watchdog would itself need watching (kill -9 of the watchdog, then of the supervisor, and nothing is
+  left to heal), while there are as many agents as nodes, the supervisor restarts any of them that dies,
+  and an agent already runs for the lab's whole life. Starting twice is harmless: a second supervisor
+  finds the lock taken and exits at once.
+- A restarted supervisor adopts the children that are still alive (same argv, pid and start time in
+  procs.json) instead of starting them twice; only dead ones are started again.
+- `lab down` writes a stop marker first (teardown.py): no supervisor starts, or keeps running, once
+  it exists.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +46,11 @@ from podnet.net import netns
 log = logging.getLogger("podnet.lab.supervisor")
 
 RESTART_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+STABLE = 10.0  # a child that ran this long starts its backoff over at the next death
+LOCK = "supervisor.lock"
+RECORD = "supervisor.json"
+STOP_MARKER = "stopping"
+REGISTERED = "registered"  # written by `lab up` once the store holds the lab's nodes and net-conf
 
 
 def podnet_exe() -> str:
@@ -31,71 +59,220 @@ def podnet_exe() -> str:
     return str(exe) if exe.exists() else "podnet"
 
 
+# ---- the roles -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Role:
+    """One kind of lab process. argv(st, node) builds its command line (node is None for lab-wide roles)."""
+
+    name: str
+    argv: Callable[[LabState, NodeSpec | None], list[str]]
+    per_node: bool = False
+    wanted: Callable[[LabState], bool] = lambda st: True
+    # Started only once the lab is registered in the store (its own store comes first, before that).
+    needs_registration: bool = True
+    stop_last: bool = False  # the store: everyone else flushes to it on exit
+    # Run just before each (re)start, e.g. to remove what a killed predecessor left (a socket file).
+    prepare: Callable[[LabState], None] | None = None
+
+
+def _base(st: LabState) -> list[str]:
+    return [podnet_exe(), "--store", st.store_url]
+
+
+def _etcd(st: LabState, node: NodeSpec | None) -> list[str]:
+    from podnet.lab import etcd
+
+    return etcd.argv(st)
+
+
+def _etcd_prepare(st: LabState) -> None:
+    from podnet.lab import etcd
+
+    etcd.prepare(st)
+
+
+def _controlplane(st: LabState, node: NodeSpec | None) -> list[str]:
+    return [*_base(st), "lab", "controller", "--name", st.spec.name]
+
+
+def _has_apiserver(st: LabState) -> bool:
+    from podnet.lab import apiserver
+
+    return apiserver.port_file(st).exists()
+
+
+def _apiserver(st: LabState, node: NodeSpec | None) -> list[str]:
+    from podnet.lab import apiserver
+
+    return apiserver.argv(st, podnet_exe())
+
+
+def _overlay(st: LabState, node: NodeSpec | None) -> list[str]:
+    assert node is not None
+    return netns.exec_argv(node.netns, [
+        *_base(st), "overlay", "run", "--node", node.name, "--iface", node.iface, "--public-ip",
+        node.underlay_ip, "--ip-masq", "--subnet-file", str(st.subnet_file(node.name))])
+
+
+def _proxy(st: LabState, node: NodeSpec | None) -> list[str]:
+    assert node is not None
+    return netns.exec_argv(node.netns, [
+        *_base(st), "proxy", "run", "--node", node.name, "--mode", st.spec.proxy_mode,
+        "--config", str(st.node_dir(node.name) / "kube-proxy.yaml")])
+
+
+def _agent(st: LabState, node: NodeSpec | None) -> list[str]:
+    assert node is not None
+    # The agent stays in the root namespaces (it changes nothing there): pod namespaces must be created
+    # in the host's mount namespace, and `ip netns exec` would give the agent a private one, hiding them
+    # from every other process. It enters the node namespace only to run the CNI plugins.
+    return [*_base(st), "lab", "agent", "--name", st.spec.name, "--node", node.name]
+
+
+ROLES: tuple[Role, ...] = (
+    Role("etcd", _etcd, wanted=lambda st: st.spec.store == "etcd", needs_registration=False, stop_last=True,
+         prepare=_etcd_prepare),
+    Role("controlplane", _controlplane),
+    # `lab up` chooses the server's port and makes its certificates first (lab/apiserver.py prepare).
+    Role("apiserver", _apiserver, wanted=lambda st: _has_apiserver(st)),
+    Role("overlay", _overlay, per_node=True),
+    Role("proxy", _proxy, per_node=True),
+    Role("agent", _agent, per_node=True),
+)
+
+
 @dataclass
 class Child:
-    role: str  # "node1/overlay"
+    role: str  # "node1/overlay", "controlplane"
     argv: list[str]
+    needs_registration: bool = True
+    stop_last: bool = False
+    prepare: Callable[[], None] | None = None
     rec: procs.ProcRecord | None = None
     restarts: int = 0
     next_start: float = 0.0
+    started: float = 0.0
 
 
-def node_children(st: LabState, node: NodeSpec) -> list[Child]:
-    exe = podnet_exe()
-    base = [exe, "--store", st.store_url]
-    nd = st.node_dir(node.name)
-    overlay = [*base, "overlay", "run", "--node", node.name, "--iface", node.iface,
-               "--public-ip", node.underlay_ip, "--ip-masq", "--subnet-file", str(st.subnet_file(node.name))]
-    proxy = [*base, "proxy", "run", "--node", node.name, "--mode", st.spec.proxy_mode,
-             "--config", str(nd / "kube-proxy.yaml")]
-    agent = [*base, "lab", "agent", "--name", st.spec.name, "--node", node.name]
-    return [
-        Child(f"{node.name}/overlay", netns.exec_argv(node.netns, overlay)),
-        Child(f"{node.name}/proxy", netns.exec_argv(node.netns, proxy)),
-        # The agent stays in the root namespaces (it changes nothing there): pod namespaces must be created
-        # in the host's mount namespace, and `ip netns exec` would give the agent a private one, hiding them
-        # from every other process. It enters the node namespace only to run the CNI plugins.
-        Child(f"{node.name}/agent", agent),
-    ]
+def children(st: LabState) -> list[Child]:
+    """Every process the lab runs, in start order."""
+    out = []
+    for role in ROLES:
+        if not role.wanted(st):
+            continue
+        for node in st.spec.node_specs if role.per_node else [None]:
+            name = f"{node.name}/{role.name}" if node is not None else role.name
+            prep = (lambda r=role: r.prepare(st)) if role.prepare is not None else None  # type: ignore[misc]
+            out.append(Child(name, role.argv(st, node), role.needs_registration, role.stop_last, prep))
+    return out
 
+
+def stop_rank(role: str) -> int:
+    """Teardown order of a recorded role: the store after everything that writes to it."""
+    last = {r.name for r in ROLES if r.stop_last}
+    return 1 if role.rsplit("/", 1)[-1] in last else 0
+
+
+# ---- the supervisor --------------------------------------------------------------------------------------
 
 class Supervisor:
     def __init__(self, st: LabState) -> None:
         self.st = st
-        self.children = [c for n in st.spec.node_specs for c in node_children(st, n)]
-        from podnet.lab import apiserver
-
-        self.children.append(Child("apiserver", apiserver.argv(st, podnet_exe())))
+        self.children = children(st)
         self.stopping = threading.Event()
 
     def start_child(self, c: Child) -> None:
+        if c.prepare is not None:
+            c.prepare()
         c.rec = procs.spawn(c.argv, self.st.log(c.role))
+        c.started = time.monotonic()
         self.st.procs[c.role] = c.rec
         self.st.save_procs()
         log.info("started %s pid %d", c.role, c.rec.pid)
 
+    def adopt(self) -> None:
+        """Children a previous supervisor started that are still alive are kept, not started twice."""
+        for c in self.children:
+            rec = self.st.procs.get(c.role)
+            if rec is not None and rec.argv == c.argv and procs.alive(rec):
+                c.rec = rec
+                c.started = time.monotonic()
+                log.info("adopted %s pid %d", c.role, rec.pid)
+        self.st.procs = {c.role: c.rec for c in self.children if c.rec is not None}
+        self.st.save_procs()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        registered = (self.st.dir / REGISTERED).exists()
+        for c in self.children:
+            if c.rec is not None and procs.alive(c.rec):
+                continue
+            if c.needs_registration and not registered:
+                continue
+            if c.rec is not None:
+                procs._reap(c.rec.pid)
+                log.warning("%s (pid %d) exited; restarting", c.role, c.rec.pid)
+                if now - c.started > STABLE:
+                    c.restarts = 0
+                c.next_start = now + RESTART_BACKOFF[min(c.restarts, len(RESTART_BACKOFF) - 1)]
+                c.restarts += 1
+                c.rec = None
+            if now >= c.next_start:
+                self.start_child(c)
+
     def run(self) -> None:
-        for c in self.children:
-            self.start_child(c)
+        self.adopt()
         while not self.stopping.wait(0.1):
-            now = time.monotonic()
-            for c in self.children:
-                if c.rec is not None and procs.alive(c.rec):
-                    continue
-                if c.rec is not None:
-                    procs._reap(c.rec.pid)
-                    log.warning("%s (pid %d) exited; restarting", c.role, c.rec.pid)
-                    c.next_start = now + RESTART_BACKOFF[min(c.restarts, len(RESTART_BACKOFF) - 1)]
-                    c.restarts += 1
-                    c.rec = None
-                if now >= c.next_start:
-                    self.start_child(c)
-        for c in self.children:
+            if (self.st.dir / STOP_MARKER).exists():
+                break
+            self.tick()
+        self.stop_children()
+
+    def stop_children(self) -> None:
+        for c in sorted(reversed(self.children), key=lambda c: c.stop_last):
             if c.rec is not None:
                 procs.stop(c.rec)
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
+
+
+def _try_lock(path: Path) -> int | None:
+    """An exclusive flock on path, or None if someone holds it. The kernel drops it when we die."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def running(st: LabState) -> bool:
+    """Whether a live supervisor holds the lab's lock."""
+    if not st.dir.exists():
+        return False
+    fd = _try_lock(st.dir / LOCK)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def ensure_running(name: str) -> procs.ProcRecord | None:
+    """Start the lab's supervisor if none runs (and the lab is not being torn down). Returns the new one.
+
+    Called by every node agent, about once a second: this is how a killed supervisor comes back.
+    """
+    st = LabState.load(name)
+    if st is None or (st.dir / STOP_MARKER).exists() or running(st):
+        return None
+    rec = procs.spawn([podnet_exe(), "lab", "supervise", "--name", name], st.log("supervisor"))
+    # Our child until it exits (only if it lost a race for the lock): reap it so no zombie stays.
+    threading.Thread(target=procs.wait, args=(rec.pid,), daemon=True).start()
+    log.warning("lab %s had no supervisor: started one (pid %d)", name, rec.pid)
+    return rec
 
 
 def main(name: str) -> int:
@@ -104,12 +281,18 @@ def main(name: str) -> int:
     if st is None:
         log.error("lab %s: no state (was `podnet lab up` run?)", name)
         return 1
+    lock = _try_lock(st.dir / LOCK)
+    if lock is None:
+        log.info("lab %s already has a supervisor; exiting", name)
+        return 0
+    # Record ourselves before looking for the stop marker: teardown writes the marker, then reads this
+    # record, so either we see the marker and leave, or teardown sees us and stops us.
+    me = procs.ProcRecord(os.getpid(), procs.start_time_of(os.getpid()) or 0, list(sys.argv), str(st.log("supervisor")))
+    st.save_supervisor(me)
+    if (st.dir / STOP_MARKER).exists():
+        return 0
     sup = Supervisor(st)
     signal.signal(signal.SIGTERM, sup.stop)
     signal.signal(signal.SIGINT, sup.stop)
-    from podnet.lab import controller
-
-    ctl = controller.LabController(st)
-    threading.Thread(target=ctl.run, args=(sup.stopping,), daemon=True, name="lab-controller").start()
     sup.run()
     return 0

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import shutil
 
-from podnet.lab import procs
+from podnet.lab import procs, supervisor
 from podnet.lab.state import LabState, lab_dir
+from podnet.lab.topology import lab_of_netns, netns_prefix, teardown_rank
 from podnet.net import netns
 
 
@@ -18,24 +19,27 @@ def teardown(name: str) -> list[str]:
     removed: list[str] = []
     st = LabState.load(name)
     if st is not None:
+        # First the stop marker: no supervisor starts (agents restart a dead one) or keeps running after it.
+        (st.dir / supervisor.STOP_MARKER).touch()
+        st = LabState.load(name) or st  # the supervisor's own record, written before it checks the marker
         if st.supervisor is not None:
             procs.stop(st.supervisor)  # the supervisor stops its children on SIGTERM
         st = LabState.load(name) or st  # re-read: the supervisor may have restarted children meanwhile
-        for role, rec in sorted(st.procs.items()):
-            if procs.alive(rec):
+        # The store goes last: agents flush to it on exit.
+        for role, rec in sorted(st.procs.items(), key=lambda kv: (supervisor.stop_rank(kv[0]), kv[0])):
+            if supervisor.stop_rank(role) == 0 and procs.alive(rec):
                 procs.stop(rec)
                 removed.append(f"process {role} (pid {rec.pid})")
-        for rec in _pod_procs(st):
+        for rec in pod_procs(st):
             procs.stop(rec)
-        for role, rec in sorted(st.services.items()):  # the store goes last: agents flush to it on exit
+        stores = [kv for kv in st.procs.items() if supervisor.stop_rank(kv[0]) > 0]
+        for role, rec in sorted([*stores, *st.services.items()]):
             if procs.alive(rec):
                 procs.stop(rec)
                 removed.append(f"process {role} (pid {rec.pid})")
     # Pod namespaces first, then nodes, the underlay last: a namespace's veth ends vanish with it.
-    prefix = f"pn-{name}-"
-    names = netns.list_names(prefix)
-    names.sort(key=lambda n: (0 if n.startswith(f"{prefix}p-") else 2 if n == f"{prefix}ul" else 1, n))
-    for ns in names:
+    names = set(lab_namespaces(name)) | (_recorded_namespaces(st) if st is not None else set())
+    for ns in sorted(names, key=lambda n: (teardown_rank(n), n)):
         _kill_netns_pids(ns)
         if netns.remove(ns):
             removed.append(f"netns {ns}")
@@ -46,7 +50,29 @@ def teardown(name: str) -> list[str]:
     return removed
 
 
-def _pod_procs(st: LabState) -> list[procs.ProcRecord]:
+def lab_namespaces(name: str) -> list[str]:
+    """Every namespace of lab `name`, matched by the naming grammar (topology.py), never by a bare prefix:
+    lab "a" does not own "pn-a-b.node1" nor "pn-a-b.ul"."""
+    return [ns for ns in netns.list_names(netns_prefix(name)) if lab_of_netns(ns) == name]
+
+
+def _recorded_namespaces(st: LabState) -> set[str]:
+    """The exact names the lab's own records hold (its spec's nodes, its pods' records): what a lab made by
+    an older podnet, whose names predate the grammar (pn-<lab>-node1, pn-<lab>-ul), is removed by."""
+    import json
+
+    names = {n.netns for n in st.spec.node_specs}
+    if any("." not in n for n in names):  # the older grammar: its underlay was pn-<lab>-ul
+        names.add(f"pn-{st.spec.name}-ul")
+    for f in sorted((st.dir / "pods").glob("*.json")) if (st.dir / "pods").exists() else []:
+        try:
+            names.add(str(json.loads(f.read_text())["netns"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return {n for n in names if netns.exists(n)}
+
+
+def pod_procs(st: LabState) -> list[procs.ProcRecord]:
     import json
 
     out = []

@@ -1,7 +1,19 @@
 """A lab's topology as data: names of namespaces, links and addresses, computed from a few parameters.
 
 Nothing here touches the kernel; underlay.py builds what this describes and teardown.py removes it.
-Every namespace is `pn-<lab>-...`, so a lab's leftovers can be found and removed by exact name.
+
+Namespace names follow one grammar, so the lab a namespace belongs to is read from its name alone, without
+ambiguity (`lab down` after a crash has nothing else to go by):
+
+    pn-<lab>.ul               the underlay (bridge) namespace
+    pn-<lab>.<node>           a node (node1, node2, ...)
+    pn-<lab>.<ns>.<pod>       a pod, when that fits in 60 characters
+    pn-<lab>.h_<sha256[:16]>  a pod with a longer name (of "<ns>/<pod>")
+
+The lab name is everything between "pn-" and the first ".": lab names are [a-z0-9-] and never contain a
+dot, so lab "a" and lab "a-b" can never claim each other's namespaces (a plain "pn-a-" prefix did). Within
+a lab, Kubernetes namespace names have no dot and no name has "_", so two pods never share a namespace
+name either ("a-b"/"c" and "a"/"b-c" did, as p-a-b-c).
 """
 
 from __future__ import annotations
@@ -21,10 +33,35 @@ DEFAULT_UNDERLAY = "192.168.77.0/24"
 DEFAULT_POD_NETWORK = "10.244.0.0/16"
 
 
+UNDERLAY = "ul"
+
+
+def netns_prefix(lab: str) -> str:
+    """What every namespace of lab `lab` starts with, and no namespace of any other lab does."""
+    return f"pn-{lab}."
+
+
+def lab_of_netns(name: str) -> str | None:
+    """The lab a namespace name belongs to (by the grammar above), or None if it is no lab's."""
+    if not name.startswith("pn-") or "." not in name:
+        return None
+    lab = name[3:].split(".", 1)[0]
+    return lab if LAB_NAME_RE.match(lab) else None
+
+
+def teardown_rank(name: str) -> int:
+    """Order of removal inside one lab: pods (0), then nodes (1), the underlay last (2), so every veth
+    end vanishes with the namespace that holds it before its peer's namespace goes."""
+    rest = name.split(".", 1)[1] if "." in name else ""
+    if rest == UNDERLAY:
+        return 2
+    return 0 if "." in rest or rest.startswith("h_") else 1
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     name: str  # Kubernetes node name, e.g. "node1"
-    netns: str  # pn-<lab>-node1
+    netns: str  # pn-<lab>.node1
     underlay_ip: str  # address on the lab underlay (the node's InternalIP)
     bridge_port: str  # the underlay bridge's end of the node's veth (inside the underlay namespace)
     iface: str = "eth0"  # the node's end of the veth, inside the node namespace
@@ -43,11 +80,11 @@ class LabSpec:
 
     @property
     def prefix(self) -> str:
-        return f"pn-{self.name}-"
+        return netns_prefix(self.name)
 
     @property
     def underlay_netns(self) -> str:
-        return f"{self.prefix}ul"
+        return f"{self.prefix}{UNDERLAY}"
 
     @property
     def underlay_bridge(self) -> str:
@@ -65,11 +102,11 @@ class LabSpec:
 
     def pod_netns(self, namespace: str, pod: str) -> str:
         """Pod namespaces: readable when short, hashed when the name would be unwieldy."""
-        base = f"{self.prefix}p-{namespace}-{pod}"
+        base = f"{self.prefix}{namespace}.{pod}"
         if len(base) <= 60:
             return base
-        digest = hashlib.sha256(f"{namespace}/{pod}".encode()).hexdigest()[:10]
-        return f"{self.prefix}p-{digest}"
+        digest = hashlib.sha256(f"{namespace}/{pod}".encode()).hexdigest()[:16]
+        return f"{self.prefix}h_{digest}"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -114,7 +151,7 @@ def build(
     specs = [
         NodeSpec(
             name=f"node{i}",
-            netns=f"pn-{name}-node{i}",
+            netns=f"{netns_prefix(name)}node{i}",
             underlay_ip=str(net.network_address + 10 + i),
             bridge_port=f"pn-ul-n{i}",
         )

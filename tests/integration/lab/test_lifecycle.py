@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from podnet.lab import procs
+from podnet.lab import procs, teardown
 from podnet.lab.state import LabState, lab_dir
 from podnet.net import netns
 
@@ -42,14 +42,14 @@ def test_up_then_down_leaves_nothing(lab_factory, root_state):
     t = time.monotonic()
     lab.up("--nodes", "2")
     assert time.monotonic() - t < 30
-    names = netns.list_names(f"pn-{lab.name}-")
-    assert names == sorted([f"pn-{lab.name}-node1", f"pn-{lab.name}-node2", f"pn-{lab.name}-ul"])
+    names = teardown.lab_namespaces(lab.name)
+    assert names == sorted([f"pn-{lab.name}.node1", f"pn-{lab.name}.node2", f"pn-{lab.name}.ul"])
     pids = _lab_pids(lab.name)
-    assert len(pids) == 7  # supervisor + (overlay, proxy, agent) per node
+    assert len(pids) == 8  # supervisor + control plane + (overlay, proxy, agent) per node
     status = lab.podnet("lab", "status", "--name", lab.name).stdout
     assert "node1" in status and "node2" in status and "10.244." in status
     lab.down()
-    assert netns.list_names(f"pn-{lab.name}-") == []
+    assert teardown.lab_namespaces(lab.name) == []
     assert not lab_dir(lab.name).exists()
     assert _gone(pids)
     assert root_state() == before
@@ -71,7 +71,7 @@ def test_down_after_kill9_of_every_lab_process(lab_factory, root_state):
         except ProcessLookupError:
             pass
     lab.down()
-    assert netns.list_names(f"pn-{lab.name}-") == []
+    assert teardown.lab_namespaces(lab.name) == []
     assert _gone(_pids_of(st) + pod_pids)
     assert root_state() == before
 
@@ -80,16 +80,16 @@ def test_bad_input_makes_nothing(lab_factory):
     lab = lab_factory()
     r = lab.up("--backend", "nope", check=False)
     assert r.returncode == 1 and "--backend" in r.stderr and "nope" in r.stderr
-    assert netns.list_names(f"pn-{lab.name}-") == [] and not lab_dir(lab.name).exists()
+    assert teardown.lab_namespaces(lab.name) == [] and not lab_dir(lab.name).exists()
     r = lab.up("--nodes", "0", check=False)
     assert r.returncode == 1 and "--nodes" in r.stderr
 
     lab.up("--nodes", "1")
-    names = netns.list_names(f"pn-{lab.name}-")
+    names = teardown.lab_namespaces(lab.name)
     pids = _lab_pids(lab.name)
     r = lab.up("--nodes", "1", check=False)
     assert r.returncode == 1 and "already exists" in r.stderr
-    assert netns.list_names(f"pn-{lab.name}-") == names  # the first lab is untouched
+    assert teardown.lab_namespaces(lab.name) == names  # the first lab is untouched
     assert all(procs.alive(r) for r in LabState.load(lab.name).procs.values())  # type: ignore[union-attr]
     assert _lab_pids(lab.name) == pids
 
@@ -133,9 +133,39 @@ def test_lab_with_its_own_etcd(lab_factory, root_state):
     leases = lab.podnet("overlay", "leases").stdout
     assert "192.168.77.11" in leases and "192.168.77.12" in leases  # both nodes leased through etcd
     st = LabState.load(lab.name)
-    assert st is not None and "etcd" in st.services
-    etcd = st.services["etcd"]
+    assert st is not None and "etcd" in st.procs
+    etcd = st.procs["etcd"]
     lab.down()
     assert not procs.alive(etcd)
-    assert netns.list_names(f"pn-{lab.name}-") == []
+    assert teardown.lab_namespaces(lab.name) == []
     assert root_state() == before
+
+
+def test_labs_whose_names_share_a_prefix_do_not_touch_each_other(lab_factory):
+    """`lab down --name X` and `lab up --name X` see only X's own namespaces, never those of a lab named
+    X-<something> (or any name X's namespaces could be mistaken for), nor its processes."""
+    from podnet.lab import topology
+
+    lab = lab_factory()
+    other = topology.build(f"{lab.name}-b", 1)  # a lab whose name starts with "<lab>-"
+    # What such a lab's namespaces are called, plus what a pod of lab X in namespace "b" would be called
+    # under a plain prefix grammar: none of them may be taken for lab X's.
+    foreign = sorted({other.underlay_netns, other.node_specs[0].netns, other.pod_netns("default", "x"),
+                      f"pn-{lab.name}-b-node1", f"pn-{lab.name}-b-ul"})
+    sleeper = None
+    try:
+        for ns in foreign:
+            netns.create(ns)
+        import subprocess
+
+        sleeper = subprocess.Popen(["ip", "netns", "exec", other.node_specs[0].netns, "sleep", "300"])
+        lab.up("--nodes", "1")  # not refused: nothing of this lab exists yet
+        lab.down()
+        assert netns.list_names(f"pn-{lab.name}") == foreign
+        assert sleeper.poll() is None  # the other lab's process is untouched
+    finally:
+        if sleeper is not None:
+            sleeper.kill()
+            sleeper.wait()
+        for ns in foreign:
+            netns.remove(ns)

@@ -1,0 +1,75 @@
+"""kubectl against a running lab: the tutorial's describe with live endpoints, and traffic that follows what
+kubectl creates and deletes on every node."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import LabApi
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "webapp1"
+
+
+def _until(fn, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        out = fn()
+        if out or time.monotonic() > deadline:
+            return out
+        time.sleep(0.2)
+
+
+def test_tutorial_in_a_lab(lab_api: LabApi) -> None:
+    lab_api.kubectl("apply", "-f", str(EXAMPLES))
+    lab_api.kubectl("wait", "--for=condition=Ready", "pod", "--all", "--timeout=60s")
+    pods = json.loads(lab_api.kubectl("get", "pods", "-o", "json").stdout)["items"]
+    ips = sorted(p["status"]["podIP"] for p in pods)
+    assert len(ips) == 2 and all(ip.startswith("10.244.") for ip in ips)
+    nodes = {p["spec"]["nodeName"] for p in pods}
+    assert nodes <= {"node1", "node2"}
+
+    def endpoints() -> list[str]:
+        text = lab_api.kubectl("describe", "svc", "webapp1-clusterip-svc").stdout
+        line = next(x for x in text.splitlines() if x.startswith("Endpoints:"))
+        return sorted(line.split()[1].split(","))
+
+    assert _until(lambda: endpoints() == sorted(f"{ip}:80" for ip in ips)), endpoints()
+
+    # a Service made with kubectl reaches the pods from a pod; deleted with kubectl, it leaves every node
+    lab_api.kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubectl-made"},
+        "spec": {"selector": {"app": "webapp1-clusterip"}, "ports": [{"port": 8081, "targetPort": 80}]}}))
+    vip = lab_api.kubectl("get", "svc", "kubectl-made", "-o", "jsonpath={.spec.clusterIP}").stdout
+    client = pods[0]["metadata"]["name"]
+
+    def answer() -> str:
+        r = lab_api.exec(client, "curl", "-s", "-m", "2", f"http://{vip}:8081/")
+        return r.stdout if r.returncode == 0 else ""
+
+    assert _until(answer), f"no answer from {vip}:8081"
+    lab_api.kubectl("delete", "svc", "kubectl-made")
+
+    def gone() -> bool:
+        for node in ("node1", "node2"):
+            rules = lab_api.exec(node, "iptables-save", "-t", "nat").stdout
+            if "default/kubectl-made" in rules:
+                return False
+        return True
+
+    assert _until(gone), "the deleted Service's rules are still on a node"
+    r = lab_api.exec(client, "curl", "-s", "-m", "2", f"http://{vip}:8081/")
+    assert r.returncode != 0
+
+
+def test_kubectl_get_nodes_and_watch_in_a_lab(lab_api: LabApi) -> None:
+    names = lab_api.kubectl("get", "nodes", "-o", "name").stdout.split()
+    assert names == ["node/node1", "node/node2"]
+    addrs = lab_api.kubectl("get", "nodes", "-o", "jsonpath={.items[*].status.addresses[0].address}").stdout.split()
+    assert all(a.startswith("192.168.") for a in addrs)
+    out = subprocess.run([str(Path(sys.executable).with_name("podnet")),
+                          "lab", "kubeconfig", "--name", lab_api.name], capture_output=True, text=True)
+    assert out.stdout.strip() == str(lab_api.kubeconfig)
