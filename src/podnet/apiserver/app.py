@@ -15,7 +15,9 @@ import logging
 import secrets
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -45,6 +47,8 @@ class Settings:
     config: AllocatorConfig = field(default_factory=AllocatorConfig)
     tokens: set[str] = field(default_factory=set)
     require_auth: bool = True
+    # Where a pod's output is, for pods/log: (namespace, name) -> file. None: this server runs no pods.
+    pod_log: Callable[[str, str], Path | None] | None = None
 
 
 @dataclass
@@ -217,15 +221,48 @@ class Server:
             raise ApiError(405, f"the server does not allow this method on the requested resource ({m})")
         return await getattr(self, f"do_{verb}")(request, t)
 
-    async def do_get(self, request: web.Request, t: Target) -> web.Response:
+    async def do_get(self, request: web.Request, t: Target) -> web.StreamResponse:
         assert t.name is not None
         obj = await _blocking(objects.get_object, self.s.store, t.rt, t.namespace, t.name)
         if obj is None:
             raise ApiError(404, f'{t.rt.plural} "{t.name}" not found', details=_api_ref(t, t.name))
+        if t.sub == "log":
+            return await self.pod_log(request, t, obj)
         if _wants_table(request):
             return _json(tables.table(t.rt.kind, [obj], resource_version=obj["metadata"].get("resourceVersion", ""),
                                       include=request.query.get("includeObject", "Metadata")))
         return _json(obj)
+
+    async def pod_log(self, request: web.Request, t: Target, pod: dict[str, Any]) -> web.StreamResponse:
+        """`kubectl logs [-f] [--tail N]`: the pod process's output, as the lab's agent captures it."""
+        assert t.name is not None and t.namespace is not None
+        path = self.s.pod_log(t.namespace, t.name) if self.s.pod_log else None
+        if path is None or not path.exists():
+            raise ApiError(400, f'container of pod "{t.name}" is not running: no output to show')
+        q = request.query
+        try:
+            tail = int(q["tailLines"]) if "tailLines" in q else None
+        except ValueError:
+            raise ApiError(400, f"tailLines: {q['tailLines']!r}: not an integer") from None
+        follow = q.get("follow") in ("true", "1")
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await resp.prepare(request)
+        with path.open("rb") as f:
+            data = f.read()
+            if tail is not None:
+                lines = data.splitlines(keepends=True)
+                data = b"".join(lines[-tail:]) if tail > 0 else b""
+            await resp.write(data)
+            while follow:
+                chunk = f.read()
+                if chunk:
+                    await resp.write(chunk)
+                    continue
+                live = await _blocking(objects.get_object, self.s.store, t.rt, t.namespace, t.name)
+                if live is None or live.get("metadata", {}).get("uid") != pod["metadata"].get("uid"):
+                    break  # the pod is gone: so is its log stream, as with a real kubelet
+                await asyncio.sleep(0.2)
+        return resp
 
     async def do_list(self, request: web.Request, t: Target) -> web.Response:
         match, _ = _matchers(request)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from podnet.api.pod import Pod
+from podnet.controllers import events
 from podnet.lab import procs
 from podnet.lab.loop import change_loop
 from podnet.lab.state import LabState
@@ -104,13 +105,20 @@ class Agent:
             self.stop_pod({"netns": ns_name, "cid": cid, "proc": None, "key": key})
         netns.create(ns_name)
         try:
-            result = self.cni("ADD", cid, ns_name)
+            try:
+                result = self.cni("ADD", cid, ns_name)
+            except RuntimeError as e:
+                events.record(self.store, pod, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}",
+                              type="Warning", component="kubelet", host=self.node)
+                raise
             ip = next(a["address"].split("/")[0] for a in result.get("ips", []))
             argv, ports = self.pod_command(pod)
             rec = procs.spawn(netns.exec_argv(ns_name, argv), self.st.log(f"pods/{pod.namespace}_{pod.name}"))
         except BaseException:
             self.stop_pod({"netns": ns_name, "cid": cid, "proc": None, "key": key})
             raise
+        name = pod.spec.containers[0].name if pod.spec.containers else pod.name
+        events.record(self.store, pod, "Started", f"Started container {name}", component="kubelet", host=self.node)
         record = {"key": key, "node": self.node, "netns": ns_name, "cid": cid, "ip": ip,
                   "proc": rec.to_dict(), "ports": ports}
         self.record_path(pod.namespace or "default", pod.name).write_text(json.dumps(record))

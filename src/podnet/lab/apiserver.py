@@ -50,7 +50,7 @@ def prepare(st: LabState) -> Path:
 
 def argv(st: LabState, exe: str) -> list[str]:
     return [exe, "--store", st.store_url, "apiserver", "--listen", f"127.0.0.1:{port(st)}",
-            "--cert-dir", str(pki_dir(st))]
+            "--cert-dir", str(pki_dir(st)), "--lab", st.spec.name]
 
 
 def listening(st: LabState) -> bool:

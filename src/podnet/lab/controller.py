@@ -33,6 +33,7 @@ from podnet.api.node import Node
 from podnet.api.pod import Pod
 from podnet.api.service import Service
 from podnet.controllers.endpoints import selector_matches, slice_ops
+from podnet.controllers.events import event_put
 from podnet.lab.loop import change_loop
 from podnet.lab.state import LabState
 from podnet.store import ConflictError, Delete, Op, Put, Store, keys, open_store
@@ -342,7 +343,9 @@ class LabController:
             pod = seen[0].model_copy(deep=True)
             node = min(load, key=lambda n: (load[n], n))
             pod.spec.node_name = node
-            if self._commit([Put(key, json.dumps(pod.to_dict()).encode(), if_revision=seen[1])]):
+            scheduled = event_put(pod, "Scheduled", f"Successfully assigned {pod.namespace}/{pod.name} to {node}",
+                                  component="default-scheduler")
+            if self._commit([Put(key, json.dumps(pod.to_dict()).encode(), if_revision=seen[1]), scheduled]):
                 load[node] += 1
                 self.inflight[key] = node
             else:

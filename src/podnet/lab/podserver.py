@@ -6,6 +6,7 @@ It stands in for the tutorial's webapp1 image, so load balancing is visible in t
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,7 +25,9 @@ def serve(pod: str, ports: list[int]) -> None:
             self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
-            pass
+            # an access log on stdout, as a web server image writes one: it is what `kubectl logs` shows
+            sys.stdout.write(f"{self.address_string()} - [{self.log_date_time_string()}] {format % args}\n")
+            sys.stdout.flush()
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True

@@ -73,3 +73,21 @@ def test_kubectl_get_nodes_and_watch_in_a_lab(lab_api: LabApi) -> None:
     out = subprocess.run([str(Path(sys.executable).with_name("podnet")),
                           "lab", "kubeconfig", "--name", lab_api.name], capture_output=True, text=True)
     assert out.stdout.strip() == str(lab_api.kubeconfig)
+
+
+def test_logs_and_pod_events(lab_api: LabApi) -> None:
+    lab_api.kubectl("apply", "-f", str(EXAMPLES / "pods.yaml"))
+    lab_api.kubectl("wait", "--for=condition=Ready", "pod/webapp1-6b9f7c5d4-2xkqp", "--timeout=60s")
+    pod = json.loads(lab_api.kubectl("get", "pod", "webapp1-6b9f7c5d4-2xkqp", "-o", "json").stdout)
+    ip = pod["status"]["podIP"]
+    # one request to the pod, so its log has a line of this test's own
+    assert _until(lambda: lab_api.exec(pod["spec"]["nodeName"], "curl", "-s", "-m", "2",
+                                       f"http://{ip}/logs-test").returncode == 0)
+    logs = _until(lambda: "logs-test" in lab_api.kubectl("logs", "webapp1-6b9f7c5d4-2xkqp").stdout)
+    assert logs, lab_api.kubectl("logs", "webapp1-6b9f7c5d4-2xkqp").stdout
+    tail = lab_api.kubectl("logs", "webapp1-6b9f7c5d4-2xkqp", "--tail", "1").stdout
+    assert len(tail.splitlines()) <= 1
+    described = _until(lambda: (lambda t: t if "Started" in t else "")(
+        lab_api.kubectl("describe", "pod", "webapp1-6b9f7c5d4-2xkqp").stdout))
+    assert "Scheduled" in described and "Successfully assigned default/webapp1-6b9f7c5d4-2xkqp" in described
+    assert "kubelet" in described and "Started" in described
