@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,10 +192,29 @@ class Demo:
         return sorted((p for p in pods if (p["metadata"].get("labels") or {}).get("app") == "webapp1-clusterip"),
                       key=lambda p: p["metadata"]["name"])
 
+    def describe_service(self) -> str:
+        """The tutorial's `kubectl describe svc`, by the real kubectl against the lab's API server; podnet's
+        own describe only where no kubectl is installed (and it says so)."""
+        kubectl = shutil.which("kubectl")
+        assert self.st is not None
+        if kubectl is None:
+            self.console.print("[yellow]kubectl is not installed: showing podnet's own describe instead[/]")
+            self.console.print(f"[dim]$ podnet describe service {SERVICE}[/]")
+            return self.podnet("describe", "service", SERVICE).stdout
+        from podnet.lab import apiserver
+
+        kc = apiserver.kubeconfig_path(self.st)
+        self.console.print(f"[dim]$ export KUBECONFIG=$(podnet lab kubeconfig --name {self.name})[/]")
+        self.console.print(f"[dim]$ kubectl describe svc {SERVICE}[/]")
+        r = subprocess.run([kubectl, "--kubeconfig", str(kc), "describe", "svc", SERVICE], capture_output=True,
+                           text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"kubectl describe svc {SERVICE} failed: {r.stderr.strip()}")
+        return r.stdout
+
     def step_a_describe(self) -> None:
-        self.step("a. The Service: podnet describe service " + SERVICE)
-        self.console.print(f"[dim]$ podnet describe service {SERVICE}[/]")
-        out = self.podnet("describe", "service", SERVICE).stdout
+        self.step("a. The Service: kubectl describe svc " + SERVICE)
+        out = self.describe_service()
         self.console.print(textwrap.indent(out.rstrip(), "  "), markup=False, highlight=False)
         ips = sorted(p["status"]["podIP"] for p in self.webapp_pods())
         ep_line = next((line for line in out.splitlines() if line.startswith("Endpoints:")), "")
