@@ -266,28 +266,30 @@ class Server:
 
     async def do_list(self, request: web.Request, t: Target) -> web.Response:
         match, _ = _matchers(request)
-        items, rev = await _blocking(objects.list_objects, self.s.store, t.rt, t.namespace)
-        items = [o for o in items if match(o)]
-        items.sort(key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]))
-        cont = None
-        start = request.query.get("continue")
-        if start:
+        q = request.query
+        after: str | None = None
+        rev_pinned: int | None = None
+        if q.get("continue"):
             try:
-                after = json.loads(base64.urlsafe_b64decode(start.encode()))["after"]
+                token = json.loads(base64.urlsafe_b64decode(q["continue"].encode()))
+                after, rev_pinned = str(token["start"]), int(token["rv"])
             except (ValueError, KeyError, TypeError):
-                raise ApiError(400, f"continue token {start!r} is not one this server gave") from None
-            items = [o for o in items if [o["metadata"].get("namespace") or "", o["metadata"]["name"]] > after]
-        limit = request.query.get("limit")
-        if limit:
+                raise ApiError(400, f"continue: {q['continue']!r}: not a continue token this server gave") from None
+        limit: int | None = None
+        if q.get("limit"):
             try:
-                n = int(limit)
+                limit = int(q["limit"])
             except ValueError:
-                raise ApiError(400, f"limit: {limit!r}: not an integer") from None
-            if 0 < n < len(items):
-                items = items[:n]
-                last = items[-1]["metadata"]
-                cont = base64.urlsafe_b64encode(json.dumps(
-                    {"after": [last.get("namespace") or "", last["name"]]}).encode()).decode()
+                raise ApiError(400, f"limit: {q['limit']!r}: not an integer") from None
+            limit = limit if limit > 0 else None
+        items, rev, next_key = await _blocking(objects.list_page, self.s.store, t.rt, t.namespace, match,
+                                               after=after, limit=limit)
+        # Pages after the first are read at the current revision (the store keeps no snapshots to page
+        # through); the continue token keeps the first page's version, as clients expect one version per list.
+        if rev_pinned is not None:
+            rev = rev_pinned
+        cont = (base64.urlsafe_b64encode(json.dumps({"start": next_key, "rv": rev}).encode()).decode()
+                if next_key is not None else None)
         if _wants_table(request):
             return _json(tables.table(t.rt.kind, items, resource_version=str(rev), cont=cont,
                                       include=request.query.get("includeObject", "Metadata")))

@@ -112,3 +112,15 @@ def test_watch_sees_a_change_quickly(api: Api) -> None:
         proc.terminate()
         proc.wait(5)
         api.kubectl("delete", "-f", str(EXAMPLES / "pods.yaml"), "--ignore-not-found")
+
+
+def test_paged_lists_return_every_object_once(api: Api) -> None:
+    api.kubectl("apply", "-f", str(EXAMPLES))
+    try:
+        whole = api.kubectl("get", "svc,pods", "-o", "name").stdout.split()
+        paged = api.kubectl("get", "svc,pods", "-o", "name", "--chunk-size=1").stdout.split()
+        assert paged == whole and len(whole) == 4
+        table = api.kubectl("get", "pods", "--chunk-size=1", "--no-headers").stdout.splitlines()
+        assert [line.split()[0] for line in table] == ["webapp1-6b9f7c5d4-2xkqp", "webapp1-6b9f7c5d4-9mzt7"]
+    finally:
+        api.kubectl("delete", "-f", str(EXAMPLES), "--ignore-not-found")
