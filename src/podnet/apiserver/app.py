@@ -25,7 +25,7 @@ from aiohttp import web
 
 from podnet.api.loader import load
 from podnet.api.selectors import parse_selector
-from podnet.apiserver import objects, openapi, patch, registry, tables
+from podnet.apiserver import objects, openapi, patch, registry, streams, tables
 from podnet.apiserver.registry import ResourceType
 from podnet.apiserver.status import ApiError, from_podnet
 from podnet.controllers.allocators import AllocatorConfig
@@ -49,6 +49,8 @@ class Settings:
     require_auth: bool = True
     # Where a pod's output is, for pods/log: (namespace, name) -> file. None: this server runs no pods.
     pod_log: Callable[[str, str], Path | None] | None = None
+    # The network namespace of a running pod, for pods/exec: (namespace, name) -> netns name.
+    pod_netns: Callable[[str, str], str | None] | None = None
 
 
 @dataclass
@@ -211,6 +213,8 @@ class Server:
                 raise ApiError(404, "the server could not find the requested resource")
             return _json(doc)
         m = request.method
+        if t.sub == "exec" and m in ("GET", "POST"):
+            return await self.pod_exec(request, t)
         verb = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(m)
         if t.name is None:
             verb = {"get": "watch" if request.query.get("watch") in ("true", "1") else "list",
@@ -232,6 +236,18 @@ class Server:
             return _json(tables.table(t.rt.kind, [obj], resource_version=obj["metadata"].get("resourceVersion", ""),
                                       include=request.query.get("includeObject", "Metadata")))
         return _json(obj)
+
+    async def pod_exec(self, request: web.Request, t: Target) -> web.StreamResponse:
+        assert t.name is not None and t.namespace is not None
+        pod = await _blocking(objects.get_object, self.s.store, t.rt, t.namespace, t.name)
+        if pod is None:
+            raise ApiError(404, f'pods "{t.name}" not found', details=_api_ref(t, t.name))
+        where = self.s.pod_netns(t.namespace, t.name) if self.s.pod_netns else None
+        if where is None or (pod.get("status") or {}).get("phase") != "Running":
+            raise ApiError(400, f'pod "{t.name}" is not running here: cannot exec into it')
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise ApiError(400, "exec needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io)")
+        return await streams.pod_exec(request, where)
 
     async def pod_log(self, request: web.Request, t: Target, pod: dict[str, Any]) -> web.StreamResponse:
         """`kubectl logs [-f] [--tail N]`: the pod process's output, as the lab's agent captures it."""

@@ -52,7 +52,7 @@ RESOURCES: list[ResourceType] = [
                  subresources={"status": ["get", "patch", "update"]}),
     ResourceType("endpoints", "Endpoints", "", "v1", True, None, ["ep"], verbs=list(READ_VERBS), stored=False),
     ResourceType("pods", "Pod", "", "v1", True, Pod, ["po"], ["all"],
-                 subresources={"status": ["get", "patch", "update"], "log": ["get"]}),
+                 subresources={"status": ["get", "patch", "update"], "log": ["get"], "exec": ["create", "get"]}),
     ResourceType("nodes", "Node", "", "v1", False, Node, ["no"],
                  subresources={"status": ["get", "patch", "update"]}),
     ResourceType("configmaps", "ConfigMap", "", "v1", True, ConfigMap, ["cm"]),

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
                                             help="NodePort range, e.g. 30000-32767"),
         port_file: Path = typer.Option(None, "--port-file", help="write the bound port here (for --listen ...:0)"),
         kubeconfig: Path = typer.Option(None, "--write-kubeconfig", help="write an admin kubeconfig here"),
-        lab: str = typer.Option(None, "--lab", help="serve pods/log from this lab's pod output"),
+        lab: str = typer.Option(None, "--lab", help="serve pods/log and pods/exec for this lab's pods"),
     ) -> None:
         """Serve the Kubernetes API (discovery, get/list/watch/create/update/patch/delete, Tables) over HTTPS,
         with client-certificate or bearer-token authentication, backed by podnet's store."""
@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
             st = LabState.load(lab)
             if st is not None:
                 settings.pod_log = lambda ns, name: st.log(f"pods/{ns}_{name}")
+                settings.pod_netns = lambda ns, name: st.spec.pod_netns(ns, name)
         if kubeconfig is not None:
             from podnet.apiserver import certs
 

@@ -91,3 +91,23 @@ def test_logs_and_pod_events(lab_api: LabApi) -> None:
         lab_api.kubectl("describe", "pod", "webapp1-6b9f7c5d4-2xkqp").stdout))
     assert "Scheduled" in described and "Successfully assigned default/webapp1-6b9f7c5d4-2xkqp" in described
     assert "kubelet" in described and "Started" in described
+
+
+def test_exec_into_a_pod(lab_api: LabApi) -> None:
+    lab_api.kubectl("apply", "-f", str(EXAMPLES))
+    lab_api.kubectl("wait", "--for=condition=Ready", "pod", "--all", "--timeout=60s")
+    vip = lab_api.kubectl("get", "svc", "webapp1-clusterip-svc", "-o", "jsonpath={.spec.clusterIP}").stdout
+    pods = lab_api.kubectl("get", "pods", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    out = _until(lambda: lab_api.kubectl("exec", pods[0], "--", "curl", "-s", "-m", "2", f"http://{vip}/",
+                                         check=False).stdout)
+    assert "This request was processed by host: webapp1-" in out
+    assert any(p in out for p in pods)
+    r = lab_api.kubectl("exec", pods[0], "--", "sh", "-c", "echo to-stderr >&2; exit 3", check=False)
+    assert r.returncode == 3 and "to-stderr" in r.stderr
+    r = lab_api.kubectl("exec", "-i", pods[0], "--", "cat", input="hello through stdin\n", check=False)
+    assert r.stdout == "hello through stdin\n", (r.stdout, r.stderr)
+    r = lab_api.kubectl("exec", pods[0], "--", "ip", "-4", "-o", "addr", "show", "eth0")
+    ip = lab_api.kubectl("get", "pod", pods[0], "-o", "jsonpath={.status.podIP}").stdout
+    assert f"inet {ip}/" in r.stdout  # it ran inside the pod's own network namespace
+    r = lab_api.kubectl("exec", "nonexistent-pod", "--", "true", check=False)
+    assert r.returncode != 0 and "not found" in r.stderr
