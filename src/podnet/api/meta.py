@@ -53,6 +53,10 @@ class ObjectMeta(K8sModel):
     deletion_timestamp: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+    owner_references: list[dict[str, Any]] = Field(default_factory=list)
+    finalizers: list[str] = Field(default_factory=list)
+    # who set which field (server-side apply's field ownership); written by the API server only
+    managed_fields: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Resource(K8sModel):
@@ -102,6 +106,9 @@ def _omit_empty(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
+            if k == "fieldsV1":  # a set of fields written as a tree whose leaves are {}: kept as it is
+                out[k] = v
+                continue
             v = _omit_empty(v)
             if v is None or v == {} or v == []:
                 continue

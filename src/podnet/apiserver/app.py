@@ -25,7 +25,7 @@ from aiohttp import web
 
 from podnet.api.loader import load
 from podnet.api.selectors import parse_selector
-from podnet.apiserver import objects, openapi, patch, registry, streams, tables
+from podnet.apiserver import fieldmanager, objects, openapi, patch, registry, streams, tables
 from podnet.apiserver.registry import ResourceType
 from podnet.apiserver.status import ApiError, from_podnet
 from podnet.controllers.allocators import AllocatorConfig
@@ -110,6 +110,22 @@ def _parse(request: web.Request) -> Target | None:
 
 def _api_ref(t: Target, name: str) -> dict[str, Any]:
     return {"kind": t.rt.kind, "plural": t.rt.plural, "name": name, "group": t.rt.group}
+
+
+def _manager(request: web.Request) -> str:
+    """fieldManager, or as kube-apiserver defaults it: the User-Agent up to its first '/'."""
+    m = request.query.get("fieldManager")
+    if m:
+        if len(m) > 128:
+            raise ApiError(400, f"fieldManager: {m[:20]!r}...: must be at most 128 characters")
+        return m
+    return request.headers.get("User-Agent", "unknown").split("/", 1)[0] or "unknown"
+
+
+def _conflict(t: Target, name: str, err: fieldmanager.ApplyConflict) -> ApiError:
+    causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}"', "field": f}
+              for m, f in err.conflicts]
+    return ApiError(409, str(err), reason="Conflict", details={**_api_ref(t, name), "causes": causes})
 
 
 def _podnet_error(t: Target, name: str, err: PodnetError) -> ApiError:
@@ -378,6 +394,10 @@ class Server:
 
     async def do_create(self, request: web.Request, t: Target) -> web.Response:
         body = await _body(request)
+        if isinstance(body, dict):
+            body.setdefault("kind", t.rt.kind)
+            body.setdefault("apiVersion", t.rt.group_version)
+            fieldmanager.track_update(None, body, manager=_manager(request), kind=t.rt.kind)
         obj, warnings = self._decode_body(request, t, body)
         obj.metadata.resource_version = None
         return await self._write(request, t, obj, "create", warnings)
@@ -385,13 +405,16 @@ class Server:
     async def do_update(self, request: web.Request, t: Target) -> web.Response:
         assert t.name is not None
         body = await _body(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        live = await self._live(t)
         if t.sub == "status":
-            live = await self._live(t)
-            if not isinstance(body, dict):
-                raise ApiError(400, "the request body must be a JSON object")
             body = {**live, "status": body.get("status", {}),
                     "metadata": {**live["metadata"],
                                  "resourceVersion": (body.get("metadata") or {}).get("resourceVersion")}}
+        else:
+            body.setdefault("metadata", {})["managedFields"] = live["metadata"].get("managedFields", [])
+            fieldmanager.track_update(live, body, manager=_manager(request), kind=t.rt.kind)
         obj, warnings = self._decode_body(request, t, body)
         return await self._write(request, t, obj, "update", warnings)
 
@@ -420,8 +443,10 @@ class Server:
                     new = patch.json_patch(live, body)
                 elif ctype == "application/merge-patch+json":
                     new = patch.merge_patch(live, body)
-                elif ctype in ("application/strategic-merge-patch+json", "application/apply-patch+yaml"):
+                elif ctype == "application/strategic-merge-patch+json":
                     new = patch.strategic_merge_patch(live, body, t.rt.kind)
+                elif ctype == "application/apply-patch+yaml":
+                    new = self._apply(request, t, live, body)
                 else:
                     raise ApiError(415, f"the patch content type {ctype!r} is not supported")
             except patch.PatchError as e:
@@ -431,8 +456,9 @@ class Server:
             if not isinstance(new.get("metadata"), dict):
                 raise ApiError(422, "metadata: must be an object")
             new["metadata"]["resourceVersion"] = live["metadata"].get("resourceVersion")
-            if ctype == "application/apply-patch+yaml":
-                _record_apply(new, request.query.get("fieldManager", ""))
+            if ctype != "application/apply-patch+yaml" and t.sub is None:
+                new["metadata"]["managedFields"] = live["metadata"].get("managedFields", [])
+                fieldmanager.track_update(live, new, manager=_manager(request), kind=t.rt.kind)
             obj, warnings = self._decode_body(request, t, new)
             try:
                 return await self._write(request, t, obj, "update", warnings)
@@ -442,12 +468,24 @@ class Server:
                 raise
         raise ApiError(409, f'{t.rt.plural} "{t.name}": the object kept changing while being patched')
 
-    async def _apply_create(self, request: web.Request, t: Target, body: Any) -> web.Response:
+    def _apply(self, request: web.Request, t: Target, live: dict[str, Any] | None, body: Any) -> dict[str, Any]:
+        """Server-side apply: field ownership, conflicts and removals (fieldmanager.py)."""
         if not request.query.get("fieldManager"):
             raise ApiError(400, "PATCH with application/apply-patch+yaml requires a fieldManager")
-        if isinstance(body, dict):
-            _record_apply(body, request.query["fieldManager"])
-        obj, warnings = self._decode_body(request, t, body)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the applied configuration must be an object")
+        body.setdefault("kind", t.rt.kind)
+        body.setdefault("apiVersion", t.rt.group_version)
+        force = request.query.get("force") in ("true", "1")
+        try:
+            return fieldmanager.apply(live, body, manager=request.query["fieldManager"], force=force, kind=t.rt.kind)
+        except fieldmanager.ApplyConflict as e:
+            name = str((live or body).get("metadata", {}).get("name", t.name))
+            raise _conflict(t, name, e) from None
+
+    async def _apply_create(self, request: web.Request, t: Target, body: Any) -> web.Response:
+        new = self._apply(request, t, None, body)
+        obj, warnings = self._decode_body(request, t, new)
         return await self._write(request, t, obj, "create", warnings)
 
     async def do_delete(self, request: web.Request, t: Target) -> web.Response:
@@ -600,18 +638,6 @@ class Server:
             return [("MODIFIED", ep)] if match(ep) else []
         gone = {"metadata": {"name": name, "namespace": ns, "resourceVersion": str(ev.revision)}}
         return [("DELETED", gone)] if match(gone) else []
-
-
-def _record_apply(obj: dict[str, Any], manager: str) -> None:
-    """Record a server-side apply's manager in managedFields (operation Apply, the fields it set)."""
-    meta = obj.setdefault("metadata", {})
-    if not isinstance(meta, dict):
-        return
-    entries = [e for e in meta.get("managedFields", []) or [] if isinstance(e, dict) and not (
-        e.get("manager") == manager and e.get("operation") == "Apply")]
-    entries.append({"manager": manager, "operation": "Apply", "apiVersion": obj.get("apiVersion", ""),
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "fieldsType": "FieldsV1"})
-    meta["managedFields"] = entries
 
 
 # ---- the application -------------------------------------------------------------------------------------

@@ -124,3 +124,38 @@ def test_paged_lists_return_every_object_once(api: Api) -> None:
         assert [line.split()[0] for line in table] == ["webapp1-6b9f7c5d4-2xkqp", "webapp1-6b9f7c5d4-9mzt7"]
     finally:
         api.kubectl("delete", "-f", str(EXAMPLES), "--ignore-not-found")
+
+
+def test_server_side_apply_owns_fields_and_reports_conflicts(api: Api, tmp_path: Path) -> None:
+    svc_file = EXAMPLES / "clusterip-service.yaml"
+    try:
+        assert "serverside-applied" in api.kubectl("apply", "--server-side", "-f", str(svc_file)).stdout
+        obj = json.loads(api.kubectl("get", "svc", "webapp1-clusterip-svc", "-o", "json",
+                                     "--show-managed-fields").stdout)
+        entry = next(e for e in obj["metadata"]["managedFields"] if e["manager"] == "kubectl")
+        assert entry["operation"] == "Apply"
+        assert 'k:{"port":80,"protocol":"TCP"}' in entry["fieldsV1"]["f:spec"]["f:ports"]
+
+        other = yaml.safe_load(svc_file.read_text())
+        other["spec"]["ports"][0]["targetPort"] = 8080
+        edited = tmp_path / "other.yaml"
+        edited.write_text(yaml.safe_dump(other))
+        clash = api.kubectl("apply", "--server-side", "--field-manager=other", "-f", str(edited), check=False)
+        assert clash.returncode != 0
+        assert 'conflict with "kubectl"' in clash.stderr and ".spec.ports[port=80" in clash.stderr
+        api.kubectl("apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", str(edited))
+        port = api.kubectl("get", "svc", "webapp1-clusterip-svc", "-o", "jsonpath={.spec.ports[0].targetPort}")
+        assert port.stdout == "8080"
+
+        # a manager that stops applying a field it alone owned removes it
+        labelled = yaml.safe_load(svc_file.read_text())
+        labelled["metadata"]["labels"]["tier"] = "web"
+        edited.write_text(yaml.safe_dump(labelled))
+        api.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(edited))
+        assert api.kubectl("get", "svc", "webapp1-clusterip-svc", "-o",
+                           "jsonpath={.metadata.labels.tier}").stdout == "web"
+        api.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(svc_file))
+        assert api.kubectl("get", "svc", "webapp1-clusterip-svc", "-o",
+                           "jsonpath={.metadata.labels.tier}").stdout == ""
+    finally:
+        api.kubectl("delete", "-f", str(svc_file), "--ignore-not-found")
