@@ -159,3 +159,12 @@ def test_server_side_apply_owns_fields_and_reports_conflicts(api: Api, tmp_path:
                            "jsonpath={.metadata.labels.tier}").stdout == ""
     finally:
         api.kubectl("delete", "-f", str(svc_file), "--ignore-not-found")
+
+
+def test_explain_reads_the_published_schema(api: Api) -> None:
+    out = api.kubectl("explain", "service.spec.ports").stdout
+    assert "FIELD: ports <[]Object>" in out
+    for field in ("port", "targetPort", "nodePort", "protocol"):
+        assert f"  {field}\t<" in out, out
+    missing = api.kubectl("explain", "service.spec.nosuchfield", check=False)
+    assert missing.returncode != 0 and "nosuchfield" in missing.stderr
