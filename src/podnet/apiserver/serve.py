@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
+import socket
 from pathlib import Path
 
 from aiohttp import web
@@ -36,8 +38,34 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, port
 
 
+def parse_listen_netns(value: str) -> tuple[str, str, int]:
+    """NETNS=HOST:PORT: a listener inside another network namespace (a lab's underlay, for its nodes)."""
+    ns, sep, addr = value.partition("=")
+    if not sep or not ns or "/" in ns:
+        raise ValidationError([Problem("--listen-netns", value, "must be NETNS=HOST:PORT, e.g. pn-lab.ul=192.168.77.1:6443")])
+    host, port = parse_listen(addr)
+    return ns, host, port
+
+
+def _socket_in(ns: str, host: str, port: int) -> socket.socket:
+    """A listening socket made inside namespace ns: a socket belongs to the namespace it was created in,
+    so this server (in the root namespaces) can also answer the lab's nodes."""
+    from podnet.net import netns, nsfd
+
+    fd = nsfd.open_netns(f"{netns.NETNS_DIR}/{ns}")
+    try:
+        with nsfd.entered(fd):
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+    finally:
+        os.close(fd)
+    return sock
+
+
 async def _serve(settings: Settings, listen: list[tuple[str, int]], cert_dir: certs.CertDir,
-                 port_file: Path | None) -> None:
+                 port_file: Path | None, in_netns: list[tuple[str, str, int]]) -> None:
     app = make_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
@@ -47,6 +75,9 @@ async def _serve(settings: Settings, listen: list[tuple[str, int]], cert_dir: ce
         site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_address=True)
         await site.start()
         sites.append(site)
+    for ns, host, port in in_netns:
+        await web.SockSite(runner, _socket_in(ns, host, port), ssl_context=ctx).start()
+        log.info("serving https://%s:%d in namespace %s", host, port, ns)
     bound = [s._server.sockets[0].getsockname()[:2] for s in sites if s._server]  # type: ignore[union-attr]
     for host, port in bound:
         log.info("serving https://%s:%d", host, port)
@@ -60,9 +91,11 @@ async def _serve(settings: Settings, listen: list[tuple[str, int]], cert_dir: ce
     await runner.cleanup()
 
 
-def run(settings: Settings, listen: list[str], cert_dir: str, *, port_file: Path | None = None) -> None:
+def run(settings: Settings, listen: list[str], cert_dir: str, *, port_file: Path | None = None,
+        listen_netns: list[str] | None = None) -> None:
     addrs = [parse_listen(v) for v in listen]
-    d = certs.ensure(cert_dir, [h for h, _ in addrs])
+    in_netns = [parse_listen_netns(v) for v in listen_netns or []]
+    d = certs.ensure(cert_dir, [h for h, _ in addrs] + [h for _, h, _ in in_netns])
     settings.tokens.add(d.token())
     ensure_namespaces(settings.store)
-    asyncio.run(_serve(settings, addrs, d, port_file))
+    asyncio.run(_serve(settings, addrs, d, port_file, in_netns))

@@ -22,6 +22,8 @@ def register(app: typer.Typer) -> None:
                                             help="NodePort range, e.g. 30000-32767"),
         port_file: Path = typer.Option(None, "--port-file", help="write the bound port here (for --listen ...:0)"),
         kubeconfig: Path = typer.Option(None, "--write-kubeconfig", help="write an admin kubeconfig here"),
+        listen_netns: list[str] = typer.Option([], "--listen-netns",
+                                                help="NETNS=HOST:PORT: also serve inside that network namespace"),
         lab: str = typer.Option(None, "--lab", help="serve pods/log and pods/exec for this lab's pods"),
     ) -> None:
         """Serve the Kubernetes API (discovery, get/list/watch/create/update/patch/delete, Tables) over HTTPS,
@@ -49,7 +51,8 @@ def register(app: typer.Typer) -> None:
             from podnet.apiserver import certs
 
             host, port = serve.parse_listen(listen[0])
-            d = certs.ensure(cert_dir, [serve.parse_listen(v)[0] for v in listen])
+            d = certs.ensure(cert_dir, [serve.parse_listen(v)[0] for v in listen]
+                             + [serve.parse_listen_netns(v)[1] for v in listen_netns])
             kubeconfig.write_text(certs.kubeconfig(d, f"https://{host}:{port}"))
             kubeconfig.chmod(0o600)
-        serve.run(settings, listen, cert_dir, port_file=port_file)
+        serve.run(settings, listen, cert_dir, port_file=port_file, listen_netns=listen_netns)

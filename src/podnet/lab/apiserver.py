@@ -2,7 +2,8 @@
 
 The port is chosen once at `lab up` (a free loopback port) and kept in the lab's directory, so a restarted
 server comes back where the kubeconfig points. The server runs in the root namespaces and listens on
-127.0.0.1 only.
+127.0.0.1 there (kubeconfig, for kubectl on the host), and on the underlay's gateway address inside the
+lab's underlay namespace (kubeconfig.in-lab, for agents in the nodes): nothing else can reach it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ def pki_dir(st: LabState) -> Path:
 
 def kubeconfig_path(st: LabState) -> Path:
     return st.dir / "kubeconfig"
+
+
+def in_lab_kubeconfig_path(st: LabState) -> Path:
+    """For processes inside the lab's nodes: the server at the underlay's gateway address."""
+    return st.dir / "kubeconfig.in-lab"
 
 
 def port_file(st: LabState) -> Path:
@@ -41,15 +47,17 @@ def prepare(st: LabState) -> Path:
 
     if not port_file(st).exists():
         port_file(st).write_text(f"{_free_port()}\n")
-    d = certs.ensure(pki_dir(st), ["127.0.0.1"])
-    path = kubeconfig_path(st)
-    path.write_text(certs.kubeconfig(d, f"https://127.0.0.1:{port(st)}", cluster=f"podnet-{st.spec.name}"))
-    path.chmod(0o600)
-    return path
+    gw = st.spec.underlay_gateway
+    d = certs.ensure(pki_dir(st), ["127.0.0.1", gw])
+    for path, host in ((kubeconfig_path(st), "127.0.0.1"), (in_lab_kubeconfig_path(st), gw)):
+        path.write_text(certs.kubeconfig(d, f"https://{host}:{port(st)}", cluster=f"podnet-{st.spec.name}"))
+        path.chmod(0o600)
+    return kubeconfig_path(st)
 
 
 def argv(st: LabState, exe: str) -> list[str]:
     return [exe, "--store", st.store_url, "apiserver", "--listen", f"127.0.0.1:{port(st)}",
+            "--listen-netns", f"{st.spec.underlay_netns}={st.spec.underlay_gateway}:{port(st)}",
             "--cert-dir", str(pki_dir(st)), "--lab", st.spec.name]
 
 

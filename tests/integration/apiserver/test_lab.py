@@ -111,3 +111,21 @@ def test_exec_into_a_pod(lab_api: LabApi) -> None:
     assert f"inet {ip}/" in r.stdout  # it ran inside the pod's own network namespace
     r = lab_api.kubectl("exec", "nonexistent-pod", "--", "true", check=False)
     assert r.returncode != 0 and "not found" in r.stderr
+
+
+def test_reachable_from_inside_every_node(lab_api: LabApi) -> None:
+    from podnet.lab import apiserver
+    from podnet.lab.state import LabState
+
+    st = LabState.load(lab_api.name)
+    assert st is not None
+    kc = apiserver.in_lab_kubeconfig_path(st)
+    for node in ("node1", "node2"):
+        r = lab_api.exec(node, "kubectl", "--kubeconfig", str(kc), "get", "nodes", "-o", "name")
+        assert r.returncode == 0 and r.stdout.split() == ["node/node1", "node/node2"], r.stderr
+    # and from nowhere else: the in-lab address does not answer from the host
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        assert s.connect_ex((st.spec.underlay_gateway, apiserver.port(st))) != 0
