@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from podnet.api.deployment import Deployment
 from podnet.api.endpointslice import EndpointSlice
 from podnet.api.loader import from_json, to_json
 from podnet.api.meta import Resource
@@ -391,6 +392,11 @@ class _Planner:
         else:
             meta.uid = meta.uid or str(uuid.uuid4())
             meta.creation_timestamp = meta.creation_timestamp or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if isinstance(new, Deployment):
+            # a workload's spec version, which its status.observedGeneration answers (apps/v1 strategy)
+            prev = old.metadata.generation if old is not None else None
+            changed = old is None or old.to_dict().get("spec") != new.to_dict().get("spec")
+            meta.generation = (prev or 0) + 1 if changed else prev
         self._touch(old, new)
         if old is not None and _comparable(old) == _comparable(new):
             self.results.append(Result(new, "unchanged"))

@@ -77,10 +77,21 @@ def test_conflicts_and_taken_allocations(api: Api, clean: Any) -> None:
     assert (code, status["reason"]) == (409, "Conflict")
     taken = {**SVC, "metadata": {"name": "other"}, "spec": {**SVC["spec"], "clusterIP": created["spec"]["clusterIP"]}}
     code, status = call(api, "POST", SERVICES, taken)
+    assert api.revision() == before
     assert code == 422, status
     assert "spec.clusterIP" in [c["field"] for c in status["details"]["causes"]]
     assert "already allocated" in status["message"]
-    assert api.revision() == before
+    np = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np1"},
+          "spec": {"type": "NodePort", "selector": {"app": "x"}, "ports": [{"port": 80, "nodePort": 30123}]}}
+    code, _ = call(api, "POST", SERVICES, np)
+    assert code == 201
+    before = api.revision()
+    code, status = call(api, "POST", SERVICES, {**np, "metadata": {"name": "np2"}})
+    moved = api.revision() != before
+    call(api, "DELETE", f"{SERVICES}/np1")
+    assert code == 422, status
+    assert "spec.ports[0].nodePort" in [c["field"] for c in status["details"]["causes"]]
+    assert not moved
 
 
 def test_malformed_oversize_and_unknown(api: Api) -> None:

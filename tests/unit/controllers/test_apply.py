@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 
@@ -299,3 +300,26 @@ def test_after_any_apply_or_delete_the_derived_slices_are_up_to_date(tmp_path: P
             assert sync_ops(s) == []
     finally:
         s.close()
+
+
+def test_a_deployment_generation_moves_with_its_spec_only(tmp_path):
+    from podnet.api.deployment import Deployment
+    from podnet.store import keys, open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    d = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                  "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c"}]}}}}
+
+    def gen() -> int:
+        return json.loads(store.get(keys.resource("Deployment", "default", "web")).value)["metadata"]["generation"]
+
+    apply_objects(store, [Deployment.model_validate(d)])
+    assert gen() == 1
+    d["metadata"]["labels"] = {"x": "y"}
+    apply_objects(store, [Deployment.model_validate(d)])
+    assert gen() == 1
+    d["spec"]["replicas"] = 3
+    apply_objects(store, [Deployment.model_validate(d)])
+    assert gen() == 2
+    store.close()
