@@ -60,7 +60,7 @@ def _config(service_cidr: str | None, node_port_range: str | None) -> AllocatorC
     try:
         return AllocatorConfig.from_env(service_cidr, node_port_range)
     except ValueError as e:
-        raise ValidationError([Problem(field="--service-cidr/--node-port-range", value=None, reason=str(e))]) from None
+        raise ValidationError([Problem(field="--node-port-range", value=None, reason=str(e))]) from None
 
 
 def _read(store: Store, kind: str, namespace: str | None) -> list[Resource]:
