@@ -53,8 +53,8 @@ def test_cli_option_and_environment_refuse_and_store_nothing(tmp_path: Path, cid
     r = _apply(tmp_path, env={"PODNET_SERVICE_CIDR": cidr})
     # typer reads the environment into the option (envvar=): either name points at the input
     assert r.returncode == 1 and f": {cidr!r}: " in r.stderr and "SERVICE" in r.stderr.upper(), r.stderr
-    import sqlite3
+    from podnet.store.sqlite import SqliteStore
 
-    with sqlite3.connect(tmp_path / "s.db") as c:
-        assert c.execute("SELECT count(*) FROM kv").fetchone()[0] == 0
+    with SqliteStore(f"sqlite://{tmp_path}/s.db") as s:
+        assert s.list("/").items == []
     assert _apply(tmp_path, "--service-cidr", "10.100.0.0/16").returncode == 0
