@@ -50,6 +50,7 @@ from podnet.store.base import (
     Put,
     StoreError,
     StoreUnavailable,
+    check_put,
 )
 
 log = logging.getLogger(__name__)
@@ -441,8 +442,8 @@ class SqliteStore:
         if len(set(keys)) != len(keys):
             raise ValueError(f"commit: a key appears twice in one commit: {keys}")
         for op in ops:
-            if isinstance(op, Put) and not isinstance(op.value, bytes | bytearray | memoryview):
-                raise TypeError(f"put {op.key}: value must be bytes, not {type(op.value).__name__}")
+            if isinstance(op, Put):
+                check_put(op.key, op.value)
         self._sweep_if_needed()
 
         def run(conn: sqlite3.Connection) -> int:
