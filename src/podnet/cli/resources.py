@@ -431,11 +431,24 @@ def describe(
     typer.echo("\n\n".join(b.rstrip("\n") for b in blocks) + ("\n" if blocks else ""), nl=False)
 
 
+def repair(ctx: typer.Context) -> None:
+    """Free ClusterIPs/NodePorts no Service holds, record those held without a record, delete orphaned
+    EndpointSlices (kube-apiserver's repair controllers). Safe to run at any time and repeatedly."""
+    from podnet.controllers.repair import repair_allocations
+
+    report = repair_allocations(_store(ctx))
+    for line in report.lines():
+        typer.echo(line)
+    if not report.lines():
+        typer.echo("nothing to repair")
+
+
 def register(app: typer.Typer) -> None:
     app.command("apply")(apply)
     app.command("get")(get)
     app.command("describe")(describe)
     app.command("delete")(delete)
+    app.command("repair")(repair)
 
 
 __all__ = ["age", "describe_service_lines", "format_table", "register"]

@@ -36,7 +36,7 @@ from podnet.api.pod import Pod, PodStatus
 from podnet.api.service import Service
 from podnet.controllers.allocators import AllocatorConfig, ClusterIPAllocator, NodePortAllocator
 from podnet.controllers.endpoints import selector_matches, slice_ops
-from podnet.errors import NotFound, PodnetError, Problem, ValidationError
+from podnet.errors import AllocationError, NotFound, PodnetError, Problem, ValidationError
 from podnet.store import ConflictError, Delete, KeyValue, Op, Put, Store, keys
 
 Action = Literal["created", "configured", "unchanged", "deleted"]
@@ -363,6 +363,17 @@ class _Planner:
             if port not in wanted:
                 self._release(keys.node_port(port), owner, self.view.ports.get(port))
 
+    def _release_all_of(self, owner: str, keep_ips: Iterable[str] = (), keep_ports: Iterable[int] = ()) -> None:
+        """Release every allocation record naming owner, except those kept."""
+        self.view.read_allocations()
+        kept_ips, kept_ports = set(keep_ips), set(keep_ports)
+        for ip, who in list(self.view.ips.items()):
+            if who == owner and ip not in kept_ips:
+                self._release(keys.cluster_ip(ip), owner, who)
+        for port, who in list(self.view.ports.items()):
+            if who == owner and port not in kept_ports:
+                self._release(keys.node_port(port), owner, who)
+
     @staticmethod
     def _owned_ports(svc: Service | None) -> set[int]:
         if svc is None:
@@ -381,6 +392,10 @@ class _Planner:
         if isinstance(new, Service):
             default_service(new)
             self._allocate_service(new, old if isinstance(old, Service) else None)
+            if old is None and key in self.view.revs and not self.problems:
+                # it replaces an undecodable object: free what that one held and this one does not
+                self._release_all_of(new.ref, new.cluster_ips or [new.spec.cluster_ip or ""],
+                                     self._owned_ports(new))
         if isinstance(new, Pod):
             self._pod(new, old if isinstance(old, Pod) else None)
         meta = new.metadata
@@ -425,6 +440,15 @@ class _Planner:
             return False
         old = self.view.objects.pop(key, None)
         self.ops[key] = Delete(key, if_revision=self.view.revs[key])
+        if old is None:
+            # Undecodable: deleted by key all the same. What it held is still known: every allocation
+            # record names its owner, and its derived slices are found by the service's name.
+            old = _stub(kind, namespace, name)
+            if isinstance(old, Service):
+                self._release_all_of(old.ref)
+                self.affected.add((old.namespace or "default", old.name))
+            self.results.append(Result(old, "deleted"))
+            return True
         if isinstance(old, Service):
             self.view.read_allocations()
             owner = old.ref
@@ -579,6 +603,17 @@ class _Planner:
         return out
 
 
+def _stub(kind: str, namespace: str | None, name: str) -> Resource:
+    """A bare object of kind with only its name: what a delete reports for an undecodable object."""
+    from podnet.api.loader import KINDS
+
+    cls = KINDS[kind]
+    meta: dict[str, str] = {"name": name}
+    if cls.NAMESPACED:
+        meta["namespace"] = namespace or "default"
+    return cls.model_validate({"apiVersion": cls.API_VERSION, "kind": kind, "metadata": meta})
+
+
 def _run(store: Store, build: object, *, rng: random.Random | None = None) -> list[Result]:
     rng = rng or random.Random()
     last: ConflictError | None = None
@@ -602,8 +637,27 @@ def apply_objects(
     store: Store, objs: Sequence[Resource], config: AllocatorConfig | None = None, *,
     rng: random.Random | None = None,
 ) -> list[Result]:
-    """Store objs (already validated) with allocation and derived slices, all in one commit."""
+    """Store objs (already validated) with allocation and derived slices, all in one commit.
+
+    When an allocation fails (range exhausted, or an explicit value already recorded), the repair pass
+    runs once (controllers/repair.py): a leaked record is exactly what makes that happen. The apply is
+    planned again only if the repair freed something; otherwise the first error stands.
+    """
     config = config or AllocatorConfig()
+    try:
+        return _apply_once(store, objs, config, rng)
+    except (AllocationError, ValidationError) as e:
+        if isinstance(e, ValidationError) and not any("already allocated" in p.reason for p in e.problems):
+            raise
+        from podnet.controllers.repair import repair_allocations
+
+        if not repair_allocations(store).freed:
+            raise
+    return _apply_once(store, objs, config, rng)
+
+
+def _apply_once(store: Store, objs: Sequence[Resource], config: AllocatorConfig,
+                rng: random.Random | None) -> list[Result]:
 
     def build(view: _View, r: random.Random) -> _Planner:
         view.fetch(key_of(o) for o in objs)
