@@ -114,7 +114,10 @@ def delegate_config(conf: dict[str, Any], env: SubnetEnv) -> dict[str, Any]:
     if env.ipv6_subnet:
         ranges.append([{"subnet": env.ipv6_subnet}])
     ipam["ranges"] = ranges
-    routes = list(ipam.get("routes") or [])
+    routes = ipam.get("routes") or []
+    if not isinstance(routes, list):
+        raise internal("'ipam' dictionary, if present, must have a list of 'routes'")
+    routes = list(routes)
     routes += [{"dst": n} for n in env.networks] + [{"dst": n} for n in env.ipv6_networks]
     ipam["routes"] = routes
     dlg["ipam"] = ipam
