@@ -33,6 +33,19 @@ from podnet.errors import Problem, ValidationError
 KINDS: dict[str, type[Resource]] = {
     cls.KIND: cls for cls in (Service, EndpointSlice, Pod, Node, Deployment, Namespace, ConfigMap, Event)
 }
+
+# Resource limits on input, checked before any object is built.
+# - MAX_OBJECT_BYTES: kube-apiserver refuses a request body over 3 MiB; kubectl sends one object per
+#   request, so each object (as compact JSON, what would be sent) is held to it.
+# - MAX_NODES: the nodes a document has once every alias is expanded. PyYAML builds an alias as a shared
+#   reference, so a "billion laughs" document loads small and blows up only in whatever walks it as a tree
+#   (pydantic, deepcopy, json): 1.5 GB and 30 s before this cap. 3 MiB of JSON holds at most ~1.5M nodes
+#   (a node is at least 2 bytes), so no legitimate object gets near 1M.
+MAX_OBJECT_BYTES = 3 * 1024 * 1024
+MAX_NODES = 1_000_000
+# The loader that parses (for the alias cap) and builds the documents: one name, so a switch to
+# yaml.CSafeLoader for speed changes both at once and the cap keeps holding.
+_YAML_LOADER = yaml.SafeLoader
 FILE_SUFFIXES = (".yaml", ".yml", ".json")
 _UNION_TAGS = {"int", "str", "bool", "float", "list", "dict", "none", "constrained-int"}
 
@@ -111,6 +124,64 @@ def _load_path(path: Path, check: bool, out: Loaded) -> None:
     _load_text(_decode(data, str(path), out), str(path), check, out)
 
 
+class _TooBig(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _check_expansion(text: str) -> None:
+    """Refuse a YAML stream whose documents expand past MAX_NODES through aliases, before it is built.
+
+    Works on the parser's event stream (yaml.parse), not on the composer or constructor, so the same
+    check holds whichever loader builds the objects afterwards: the pure-Python SafeLoader, or
+    CSafeLoader (whose composer is C and cannot be hooked): both use _YAML_LOADER.
+    Each anchor's expanded size is remembered; an alias adds it (merge keys `<<: *a` are aliases too,
+    so merge bombs are counted the same way). Stops at the first event over the cap: a bomb costs the
+    events up to the cap, not its expansion. Text without '*' has no alias and is not scanned.
+    """
+    if "*" not in text:
+        return
+    sizes: dict[str, int] = {}  # anchor -> nodes it stands for, expanded
+    stack: list[list[Any]] = []  # open collections: [anchor, expanded size so far]
+    total = 0  # nodes of the current document, expanded
+
+    def count(n: int) -> None:
+        nonlocal total
+        total += n
+        if stack:
+            stack[-1][1] += n
+        if total > MAX_NODES:
+            raise _TooBig(f"document contains excessive aliasing: it expands to more than {MAX_NODES} nodes")
+
+    for ev in yaml.parse(text, Loader=_YAML_LOADER):
+        if isinstance(ev, yaml.DocumentStartEvent):
+            total = 0
+        elif isinstance(ev, yaml.AliasEvent):
+            if ev.anchor in sizes:
+                count(sizes[ev.anchor])
+            elif any(a == ev.anchor for a, _ in stack):
+                raise _TooBig(f"alias *{ev.anchor} refers to a node that contains it (a recursive document)")
+            # else undefined: the loader reports it, with its position
+        elif isinstance(ev, yaml.ScalarEvent):
+            if ev.anchor is not None:
+                sizes[ev.anchor] = 1
+            count(1)
+        elif isinstance(ev, yaml.CollectionStartEvent):
+            count(1)
+            stack.append([ev.anchor, 1])
+        elif isinstance(ev, yaml.CollectionEndEvent):
+            anchor, n = stack.pop()
+            if anchor is not None:
+                sizes[anchor] = n
+            if stack:
+                stack[-1][1] += n - 1  # its own node was counted into the parent at its start
+
+
+def _json_size(doc: Any) -> int:
+    return len(json.dumps(doc, separators=(",", ":"), default=str, ensure_ascii=False).encode())
+
+
 def _load_text(text: str, source: str, check: bool, out: Loaded) -> None:
     docs: list[Any]
     try:
@@ -119,9 +190,14 @@ def _load_text(text: str, source: str, check: bool, out: Loaded) -> None:
             try:
                 docs = [json.loads(text)]
             except ValueError:
-                docs = list(yaml.safe_load_all(text))
+                _check_expansion(text)
+                docs = list(yaml.load_all(text, Loader=_YAML_LOADER))
         else:
-            docs = list(yaml.safe_load_all(text))
+            _check_expansion(text)
+            docs = list(yaml.load_all(text, Loader=_YAML_LOADER))
+    except _TooBig as e:
+        out.problems.append(Problem(field="(yaml)", value=None, reason=e.reason, obj=source))
+        return
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -135,6 +211,17 @@ def _load_text(text: str, source: str, check: bool, out: Loaded) -> None:
         if doc is None:
             continue  # empty document, as between two `---`
         where = source if len(docs) == 1 else f"{source} (document {i + 1})"
+        try:
+            size = _json_size(doc)
+        except (RecursionError, ValueError) as e:  # a recursive document, or nesting too deep to encode
+            out.problems.append(Problem(field="(document)", value=None, reason=f"cannot read: {e}", obj=where))
+            continue
+        if size > MAX_OBJECT_BYTES:
+            out.problems.append(Problem(
+                field="(document)", value=None,
+                reason=f"object is {size} bytes, over the request limit of {MAX_OBJECT_BYTES} bytes (3 MiB)",
+                obj=_describe(doc) if isinstance(doc, dict) else where))
+            continue
         _load_doc(doc, where, check, out)
 
 

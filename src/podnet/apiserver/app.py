@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from podnet.api.loader import load
+from podnet.api.loader import MAX_OBJECT_BYTES, load
 from podnet.api.selectors import parse_selector
 from podnet.apiserver import fieldmanager, objects, openapi, patch, registry, streams, tables
 from podnet.apiserver.registry import ResourceType
@@ -35,7 +35,7 @@ from podnet.store import CompactedError, Store, StoreError, keys
 
 log = logging.getLogger("podnet.apiserver")
 
-MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request body limit
+MAX_BODY = MAX_OBJECT_BYTES  # kube-apiserver's request body limit, the loader's object limit
 GIT_VERSION = "v1.32.0-podnet"
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 BOOKMARK_EVERY = 5.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from podnet.errors import AllocationError, AlreadyExists, Conflict, NotFound, PodnetError, ValidationError
+from podnet.store.base import ValueTooLarge
 
 REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
            406: "NotAcceptable", 409: "Conflict", 410: "Expired", 413: "RequestEntityTooLarge",
@@ -53,6 +54,8 @@ def from_podnet(err: PodnetError, *, kind: str, plural: str, name: str, group: s
         return ApiError(409, str(err), details=details)
     if isinstance(err, NotFound):
         return ApiError(404, str(err), details=details)
+    if isinstance(err, ValueTooLarge):
+        return ApiError(413, f'{kind} "{name}": {err}', details=details)
     if isinstance(err, AllocationError):
         causes = [{"reason": "FieldValueInvalid", "message": str(err), "field": "spec"}]
         return ApiError(422, f'{kind} "{name}" is invalid: {err}', details={**details, "causes": causes})

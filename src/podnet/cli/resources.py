@@ -60,7 +60,7 @@ def _config(service_cidr: str | None, node_port_range: str | None) -> AllocatorC
     try:
         return AllocatorConfig.from_env(service_cidr, node_port_range)
     except ValueError as e:
-        raise ValidationError([Problem(field="--service-cidr/--node-port-range", value=None, reason=str(e))]) from None
+        raise ValidationError([Problem(field="--node-port-range", value=None, reason=str(e))]) from None
 
 
 def _read(store: Store, kind: str, namespace: str | None) -> list[Resource]:
@@ -431,11 +431,24 @@ def describe(
     typer.echo("\n\n".join(b.rstrip("\n") for b in blocks) + ("\n" if blocks else ""), nl=False)
 
 
+def repair(ctx: typer.Context) -> None:
+    """Free ClusterIPs/NodePorts no Service holds, record those held without a record, delete orphaned
+    EndpointSlices (kube-apiserver's repair controllers). Safe to run at any time and repeatedly."""
+    from podnet.controllers.repair import repair_allocations
+
+    report = repair_allocations(_store(ctx))
+    for line in report.lines():
+        typer.echo(line)
+    if not report.lines():
+        typer.echo("nothing to repair")
+
+
 def register(app: typer.Typer) -> None:
     app.command("apply")(apply)
     app.command("get")(get)
     app.command("describe")(describe)
     app.command("delete")(delete)
+    app.command("repair")(repair)
 
 
 __all__ = ["age", "describe_service_lines", "format_table", "register"]

@@ -57,7 +57,12 @@ class NetConf:
         self.hairpin = bool(conf.get("hairpinMode"))
         self.promisc = bool(conf.get("promiscMode"))
         self.enable_dad = bool(conf.get("enabledad"))
-        self.ipam_type: str = (ipam or {}).get("type") or ""
+        ipam_type = (ipam or {}).get("type")
+        if ipam_type is not None and not isinstance(ipam_type, str):
+            raise internal(f"failed to load netconf: json: cannot unmarshal {_kind(ipam_type)} into Go struct "
+                           "field IPAM.ipam.type of type string")
+        # Checked here, before any kernel work, so a bad delegate name half-applies nothing on any command.
+        self.ipam_type: str = delegate.check_plugin_name(ipam_type) if ipam_type else ""
         self.dns = conf.get("dns") if isinstance(conf.get("dns"), dict) else {}
         vlan = int(conf.get("vlan") or 0)
         if vlan < 0 or vlan > 4094:

@@ -26,11 +26,26 @@ _MARKERS = {
 }
 
 
+def check_plugin_name(plugin: object) -> str:
+    """A delegate's `type` is a file name inside CNI_PATH, never a path (CVE-2021-20206).
+
+    Same checks and words as libcni's FindInPath: an empty name and any name holding a path separator
+    are refused before anything is looked up, so `"type": "../../x.sh"` or `"/bin/sh"` runs nothing.
+    A NUL byte cannot name a file at all: it is reported as not found, as Go's os.Stat would.
+    """
+    if not isinstance(plugin, str) or not plugin:
+        raise spec.internal("no plugin name provided")
+    if "/" in plugin:
+        raise spec.internal(f"invalid plugin name: {plugin}")
+    return plugin
+
+
 def find_in_path(plugin: str, cni_path: str) -> str:
+    check_plugin_name(plugin)
     dirs = [d for d in cni_path.split(":") if d]
     if not dirs:
         raise spec.internal("no paths provided")
-    for d in dirs:
+    for d in dirs if "\0" not in plugin else ():
         p = os.path.join(d, plugin)
         if os.path.isfile(p) and os.access(p, os.X_OK):
             return p
@@ -55,8 +70,6 @@ def _podnet_plugin(path: str) -> str | None:
 def call(plugin_type: str, command: str, stdin: bytes, env: Mapping[str, str],
          overrides: Mapping[str, str] | None = None) -> dict[str, Any] | None:
     """Run the delegate; return its parsed result (ADD) or None; raise its CniError on failure."""
-    if not isinstance(plugin_type, str) or not plugin_type:
-        raise spec.internal("delegate plugin type missing")
     path = find_in_path(plugin_type, env.get("CNI_PATH", ""))
     denv = dict(env)
     denv["CNI_COMMAND"] = command

@@ -114,10 +114,19 @@ def delegate_config(conf: dict[str, Any], env: SubnetEnv) -> dict[str, Any]:
     if env.ipv6_subnet:
         ranges.append([{"subnet": env.ipv6_subnet}])
     ipam["ranges"] = ranges
-    routes = list(ipam.get("routes") or [])
+    routes = ipam.get("routes") or []
+    if not isinstance(routes, list):
+        raise internal("'ipam' dictionary, if present, must have a list of 'routes'")
+    routes = list(routes)
     routes += [{"dst": n} for n in env.networks] + [{"dst": n} for n in env.ipv6_networks]
     ipam["routes"] = routes
     dlg["ipam"] = ipam
+    # Both names are run from CNI_PATH later (the IPAM one by the delegate): refuse a path before the
+    # config is saved for DEL to replay, so nothing outside CNI_PATH can ever be run from it.
+    delegate.check_plugin_name(dlg["type"])
+    if not isinstance(ipam["type"], str):
+        raise internal("'ipam' dictionary, if present, must have (string) 'type' field")
+    delegate.check_plugin_name(ipam["type"])
     return dlg
 
 

@@ -141,6 +141,16 @@ def _route(r: Any) -> dict[str, str]:
     return out
 
 
+def _list(value: Any, field: str, go_type: str) -> list[Any]:
+    """value if it is a JSON array (absent/null: empty), else Go's unmarshal error for the field."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise internal(f"failed to load netconf: json: cannot unmarshal {spec._json_kind(value)} into Go struct "
+                       f"field {field} of type {go_type}")
+    return value
+
+
 def load_config(req: Request) -> IpamConfig:
     """The reference's LoadIPAMConfig: every source of ranges and requested IPs, validated."""
     conf = req.conf
@@ -157,15 +167,15 @@ def load_config(req: Request) -> IpamConfig:
                 raise internal(f"invalid IP {spec.go_quote(item.strip())}") from None
     cni_args = (conf.get("args") or {}).get("cni") if isinstance(conf.get("args"), dict) else None
     if isinstance(cni_args, dict) and cni_args.get("ips"):
-        requested += [_ip(v) for v in cni_args["ips"]]
+        requested += [_ip(v) for v in _list(cni_args["ips"], "IPAMArgs.ips", "[]types.IP")]
     rt = conf.get("runtimeConfig") if isinstance(conf.get("runtimeConfig"), dict) else {}
     if rt.get("ips"):
-        requested += [_ip(v) for v in rt["ips"]]
-    raw_ranges: list[Any] = list(ipam.get("ranges") or [])
+        requested += [_ip(v) for v in _list(rt["ips"], "IPAMRuntimeConfig.ips", "[]types.IP")]
+    raw_ranges: list[Any] = list(_list(ipam.get("ranges"), "IPAMConfig.ipam.ranges", "[]allocator.RangeSet"))
     if ipam.get("subnet"):
         raw_ranges.insert(0, [{k: ipam.get(k) for k in ("subnet", "rangeStart", "rangeEnd", "gateway")}])
     if rt.get("ipRanges"):
-        raw_ranges = list(rt["ipRanges"]) + raw_ranges
+        raw_ranges = list(_list(rt["ipRanges"], "IPAMRuntimeConfig.ipRanges", "[]allocator.RangeSet")) + raw_ranges
     if not raw_ranges:
         raise internal("no IP ranges specified")
     for rs in raw_ranges:  # unparseable addresses fail while decoding, before any range-set context
@@ -185,7 +195,7 @@ def load_config(req: Request) -> IpamConfig:
         for j in range(i + 1, len(ranges)):
             if any(_overlaps(x, y) for x in a for y in ranges[j]):
                 raise internal(f"range set {i} overlaps with {j}")
-    routes = [_route(r) for r in ipam.get("routes") or []]
+    routes = [_route(r) for r in _list(ipam.get("routes"), "IPAMConfig.ipam.routes", "[]*types.Route")]
     data_dir = ipam.get("dataDir") or DEFAULT_DATA_DIR
     if not isinstance(data_dir, str):
         raise internal("json: cannot unmarshal dataDir: not a string")

@@ -22,7 +22,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from podnet.errors import AllocationError
+from podnet.errors import AllocationError, Problem, ValidationError
 
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 DEFAULT_NODE_PORT_RANGE = (30000, 32767)
@@ -51,9 +51,7 @@ class AllocatorConfig:
     node_port_range: tuple[int, int] = DEFAULT_NODE_PORT_RANGE
 
     def __post_init__(self) -> None:
-        net = ipaddress.ip_network(self.service_cidr, strict=False)
-        if net.version == 4 and net.prefixlen > 30:
-            raise ValueError(f"service CIDR {self.service_cidr}: too small (at most /30 for IPv4)")
+        net = check_service_cidr(self.service_cidr)
         object.__setattr__(self, "service_cidr", str(net))
         low, high = self.node_port_range
         if not 1 <= low <= high <= 65535:
@@ -61,9 +59,55 @@ class AllocatorConfig:
 
     @classmethod
     def from_env(cls, service_cidr: str | None = None, node_port_range: str | None = None) -> AllocatorConfig:
+        """From the --service-cidr / --node-port-range options, else the environment. A bad service CIDR
+        raises ValidationError naming where it came from; a bad port range, ValueError."""
+        if service_cidr:
+            check_service_cidr(service_cidr, "--service-cidr")
+        elif os.environ.get("PODNET_SERVICE_CIDR"):
+            check_service_cidr(os.environ["PODNET_SERVICE_CIDR"], "PODNET_SERVICE_CIDR")
         cidr = service_cidr or os.environ.get("PODNET_SERVICE_CIDR") or DEFAULT_SERVICE_CIDR
         ports = node_port_range or os.environ.get("PODNET_NODE_PORT_RANGE")
         return cls(cidr, parse_port_range(ports) if ports else DEFAULT_NODE_PORT_RANGE)
+
+
+# Ranges a service CIDR may not touch: an address from them is no usable virtual IP. 0/8 holds the
+# unspecified address ("this network": a ClusterIP 0.x.y.z is refused or misrouted by every stack),
+# 127/8 is loopback (rules on such a VIP capture the node's own localhost traffic), 169.254/16 is
+# link-local (cloud metadata, node-local DNS caches), 224/4 is multicast and 240/4 is reserved, which
+# holds the limited broadcast 255.255.255.255.
+FORBIDDEN_SERVICE_RANGES: tuple[tuple[ipaddress.IPv4Network, str], ...] = (
+    (ipaddress.IPv4Network("0.0.0.0/8"), "the unspecified range 0.0.0.0/8"),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "the loopback range 127.0.0.0/8"),
+    (ipaddress.IPv4Network("169.254.0.0/16"), "the link-local range 169.254.0.0/16"),
+    (ipaddress.IPv4Network("224.0.0.0/4"), "the multicast range 224.0.0.0/4"),
+    (ipaddress.IPv4Network("240.0.0.0/4"), "the reserved range 240.0.0.0/4 (with the broadcast address)"),
+)
+
+
+def check_service_cidr(text: str, field: str = "serviceCIDR") -> ipaddress.IPv4Network:
+    """The one check of a service CIDR, wherever one is accepted (options, environment, config).
+
+    IPv4 only until dual-stack lands: an IPv6 CIDR was half-handled (IPv4 addresses taken from an IPv6
+    range, IPv6 addresses labelled IPv4, no proxy rules), so it is refused instead. Raises
+    ValidationError naming the field and the value.
+    """
+    def bad(reason: str) -> ValidationError:
+        return ValidationError([Problem(field, text, reason)])
+
+    try:
+        net = ipaddress.ip_network(text.strip() if isinstance(text, str) else text, strict=False)
+    except (ValueError, TypeError):
+        raise bad("not a CIDR (like 10.96.0.0/12)") from None
+    if "/" not in str(text):
+        raise bad("not a CIDR: no prefix length (like 10.96.0.0/12)")
+    if not isinstance(net, ipaddress.IPv4Network):
+        raise bad("only IPv4 service CIDRs are supported (IPv6 and dual-stack are not, yet)")
+    if net.prefixlen > 30:
+        raise bad("too small (at most /30 for IPv4)")
+    for forbidden, what in FORBIDDEN_SERVICE_RANGES:
+        if net.overlaps(forbidden):
+            raise bad(f"overlaps {what}: its addresses cannot be service IPs")
+    return net
 
 
 def _static_band(size: int, low: int, high: int, divisor: int) -> int:

@@ -37,7 +37,15 @@ from podnet.api.pod import Pod, PodStatus
 from podnet.api.service import Service
 from podnet.controllers.allocators import AllocatorConfig, ClusterIPAllocator, NodePortAllocator
 from podnet.controllers.endpoints import selector_matches, slice_ops
-from podnet.errors import AlreadyExists, Conflict, NotFound, PodnetError, Problem, ValidationError
+from podnet.errors import (
+    AllocationError,
+    AlreadyExists,
+    Conflict,
+    NotFound,
+    PodnetError,
+    Problem,
+    ValidationError,
+)
 from podnet.store import ConflictError, Delete, KeyValue, Op, Put, Store, keys
 
 Action = Literal["created", "configured", "unchanged", "deleted"]
@@ -364,6 +372,17 @@ class _Planner:
             if port not in wanted:
                 self._release(keys.node_port(port), owner, self.view.ports.get(port))
 
+    def _release_all_of(self, owner: str, keep_ips: Iterable[str] = (), keep_ports: Iterable[int] = ()) -> None:
+        """Release every allocation record naming owner, except those kept."""
+        self.view.read_allocations()
+        kept_ips, kept_ports = set(keep_ips), set(keep_ports)
+        for ip, who in list(self.view.ips.items()):
+            if who == owner and ip not in kept_ips:
+                self._release(keys.cluster_ip(ip), owner, who)
+        for port, who in list(self.view.ports.items()):
+            if who == owner and port not in kept_ports:
+                self._release(keys.node_port(port), owner, who)
+
     @staticmethod
     def _owned_ports(svc: Service | None) -> set[int]:
         if svc is None:
@@ -382,6 +401,10 @@ class _Planner:
         if isinstance(new, Service):
             default_service(new)
             self._allocate_service(new, old if isinstance(old, Service) else None)
+            if old is None and key in self.view.revs and not self.problems:
+                # it replaces an undecodable object: free what that one held and this one does not
+                self._release_all_of(new.ref, new.cluster_ips or [new.spec.cluster_ip or ""],
+                                     self._owned_ports(new))
         if isinstance(new, Pod):
             self._pod(new, old if isinstance(old, Pod) else None)
         meta = new.metadata
@@ -431,6 +454,15 @@ class _Planner:
             return False
         old = self.view.objects.pop(key, None)
         self.ops[key] = Delete(key, if_revision=self.view.revs[key])
+        if old is None:
+            # Undecodable: deleted by key all the same. What it held is still known: every allocation
+            # record names its owner, and its derived slices are found by the service's name.
+            old = _stub(kind, namespace, name)
+            if isinstance(old, Service):
+                self._release_all_of(old.ref)
+                self.affected.add((old.namespace or "default", old.name))
+            self.results.append(Result(old, "deleted"))
+            return True
         if isinstance(old, Service):
             self.view.read_allocations()
             owner = old.ref
@@ -585,6 +617,17 @@ class _Planner:
         return out
 
 
+def _stub(kind: str, namespace: str | None, name: str) -> Resource:
+    """A bare object of kind with only its name: what a delete reports for an undecodable object."""
+    from podnet.api.loader import KINDS
+
+    cls = KINDS[kind]
+    meta: dict[str, str] = {"name": name}
+    if cls.NAMESPACED:
+        meta["namespace"] = namespace or "default"
+    return cls.model_validate({"apiVersion": cls.API_VERSION, "kind": kind, "metadata": meta})
+
+
 def _run(store: Store, build: object, *, rng: random.Random | None = None, dry_run: bool = False) -> list[Result]:
     """Plan against a fresh view and commit the plan atomically; re-plan if another writer got in between.
 
@@ -618,8 +661,29 @@ def apply_objects(
     must="create" refuses objects that exist (AlreadyExists); must="update" refuses missing ones (NotFound)
     and, when an object carries metadata.resourceVersion, a stale one (Conflict): the API server's POST and
     PUT. Without it, objects are created or updated as `kubectl apply` does.
+
+    When an allocation fails (range exhausted, or an explicit value already recorded), the repair pass
+    runs once (controllers/repair.py): a leaked record is exactly what makes that happen. The apply is
+    planned again only if the repair freed something; otherwise the first error stands. A dry run repairs
+    nothing (it writes nothing).
     """
     config = config or AllocatorConfig()
+    try:
+        return _apply_once(store, objs, config, rng, dry_run, must)
+    except (AllocationError, ValidationError) as e:
+        if isinstance(e, ValidationError) and not any("already allocated" in p.reason for p in e.problems):
+            raise
+        if dry_run:
+            raise
+        from podnet.controllers.repair import repair_allocations
+
+        if not repair_allocations(store).freed:
+            raise
+    return _apply_once(store, objs, config, rng, dry_run, must)
+
+
+def _apply_once(store: Store, objs: Sequence[Resource], config: AllocatorConfig, rng: random.Random | None,
+                dry_run: bool, must: Literal["create", "update"] | None) -> list[Result]:
 
     def build(view: _View, r: random.Random) -> _Planner:
         view.fetch(key_of(o) for o in objs)

@@ -43,8 +43,15 @@ def create_node(spec: LabSpec, node: NodeSpec) -> None:
         # forwards nothing (ip_forward is off there and it has no uplink), so nothing leaves the lab.
         ip.route("add", dst="0.0.0.0/0", gateway=spec.underlay_gateway)
     _sysctl(node.netns, "net.ipv4.ip_forward", "1")
-    # kube-proxy's localhost NodePorts need route_localnet; bridged pod traffic must see iptables.
-    _sysctl(node.netns, "net.ipv4.conf.all.route_localnet", "1")
+    # route_localnet=1 accepts 127/8 from any interface: a pod routing 127.0.0.1 to its node would reach
+    # the node's loopback-only servers (CVE-2020-8558). Only iptables mode sets it, for kube-proxy's
+    # localhost NodePorts, and that mode's KUBE-FIREWALL drops 127/8 not from 127/8. nftables mode has no
+    # localhost NodePorts and sets 0: the kernel then drops such packets as martians. Written either way,
+    # since a new namespace inherits IPv4 conf from the root one (devconf_inherit_init_net=0); "default"
+    # is what cni0 and the veths made later start with.
+    localnet = "1" if spec.proxy_mode == "iptables" else "0"
+    for conf in ("all", "default"):
+        _sysctl(node.netns, f"net.ipv4.conf.{conf}.route_localnet", localnet)
 
 
 def build(spec: LabSpec) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from podnet.errors import PodnetError, Problem, ValidationError
-from podnet.overlay import masq, subnetenv
+from podnet.overlay import masq, netconf, subnetenv
 from podnet.overlay.health import HealthServer, OverlayMetrics
 from podnet.overlay.lease import Lease, LeaseEvent
 from podnet.overlay.leases import (
@@ -111,16 +111,7 @@ class OverlayDaemon:
 
     @staticmethod
     def check_supported(conf: NetConf) -> None:
-        problems = []
-        if conf.enable_ipv6:
-            problems.append(Problem("EnableIPv6", True, "IPv6 pod networks are not supported by podnet's overlay"))
-        if not conf.enable_ipv4 or conf.network is None:
-            problems.append(Problem("EnableIPv4", False, "podnet's overlay needs an IPv4 Network"))
-        if conf.enable_nftables:
-            problems.append(Problem("EnableNFTables", True,
-                                    "not supported by podnet's overlay (its traffic rules use iptables)"))
-        if problems:
-            raise ValidationError(problems)
+        netconf.check_supported(conf)
 
     def _lookup_interface(self) -> Any:
         if self._interface_lookup is not None:

@@ -376,14 +376,33 @@ def load_netconf(store: Any) -> tuple[NetConf, bytes]:
     return parse_netconf(kv.value), kv.value
 
 
+def check_supported(conf: NetConf) -> None:
+    """What podnet's overlay can run, beyond what flannel accepts. The daemon refuses a stored config with
+    this, and `overlay config set` refuses to store one: the same problems, field named, from one place
+    (a config that is stored but silently ignored would be worse than either)."""
+    problems = []
+    if conf.enable_ipv6:
+        problems.append(Problem("EnableIPv6", True, "IPv6 pod networks are not supported by podnet's overlay "
+                                "(until dual-stack)"))
+    if not conf.enable_ipv4 or conf.network is None:
+        problems.append(Problem("EnableIPv4", False, "podnet's overlay needs an IPv4 Network"))
+    if conf.enable_nftables:
+        problems.append(Problem("EnableNFTables", True,
+                                "not supported by podnet's overlay (its traffic rules use iptables)"))
+    if problems:
+        raise ValidationError(problems)
+
+
 def save_netconf(store: Any, data: bytes) -> NetConf:
     """Validate and store a net-conf as given (byte-identical, like flannel's registry). Nothing is
-    written when it is invalid."""
+    written when it is invalid or asks for what podnet's overlay cannot run (check_supported)."""
     from podnet.store import keys
 
     conf = parse_netconf(data)
+    check_supported(conf)
     store.put(keys.NETWORK_CONFIG, data)
     return conf
 
 
-__all__ = ["ConfigNotFound", "NetConf", "SUPPORTED_BACKENDS", "load_netconf", "parse_netconf", "save_netconf"]
+__all__ = ["ConfigNotFound", "NetConf", "SUPPORTED_BACKENDS", "check_supported", "load_netconf", "parse_netconf",
+           "save_netconf"]

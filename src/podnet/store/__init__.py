@@ -13,6 +13,7 @@ from podnet.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
+    ValueTooLarge,
     Watch,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "ValueTooLarge",
     "Watch",
     "open_store",
 ]

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from podnet.errors import PodnetError
+
 
 class StoreError(Exception):
     """Base of every store error."""
@@ -20,6 +22,32 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached (file not openable, etcd cluster down). CLI exit code 2."""
+
+
+# etcd refuses a request over --max-request-bytes, 1.5 MiB by default, counted on the whole encoded
+# request; every backend holds each value to that less 1 KiB for the key and the request's framing, so
+# what works on sqlite also works on etcd, and no daemon ever decodes a multi-MB object.
+MAX_REQUEST_BYTES = 1536 * 1024
+MAX_VALUE_BYTES = MAX_REQUEST_BYTES - 1024
+
+
+class ValueTooLarge(StoreError, PodnetError):
+    """A value over MAX_VALUE_BYTES: refused before anything of the write is done (CLI exit code 1)."""
+
+    def __init__(self, key: str, size: int) -> None:
+        super().__init__(f"{key}: value is {size} bytes, over the store's limit of {MAX_VALUE_BYTES} bytes "
+                         "(etcd's 1.5 MiB request limit)")
+        self.key = key
+        self.size = size
+
+
+def check_put(key: str, value: object) -> None:
+    """The one check of a value about to be written, called by every backend for every put."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"put {key}: value must be bytes, not {type(value).__name__}")
+    size = value.nbytes if isinstance(value, memoryview) else len(value)
+    if size > MAX_VALUE_BYTES:
+        raise ValueTooLarge(key, size)
 
 
 class ConflictError(StoreError):

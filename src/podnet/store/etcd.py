@@ -51,6 +51,7 @@ from podnet.store.base import (
     Put,
     StoreError,
     StoreUnavailable,
+    check_put,
 )
 
 log = logging.getLogger(__name__)
@@ -652,8 +653,7 @@ def _kv(kv: Any) -> KeyValue:
 
 
 def _check_value(key: str, value: object) -> None:
-    if not isinstance(value, bytes | bytearray | memoryview):
-        raise TypeError(f"put {key}: value must be bytes, not {type(value).__name__}")
+    check_put(key, value)
 
 
 def _conflict(ops: list[Op], current: dict[str, Any]) -> ConflictError:

@@ -50,6 +50,7 @@ from podnet.store.base import (
     Put,
     StoreError,
     StoreUnavailable,
+    check_put,
 )
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,13 @@ CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL, ex
 CREATE INDEX IF NOT EXISTS leases_expiry ON leases (expiry);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('schema', 1), ('revision', 1), ('compact', 0);
 """
+
+# Every read of a value goes through this: SQLite types per value, not per column, so a row written by
+# hand (the sqlite3 shell, another tool) may hold TEXT, INTEGER or REAL in the BLOB column. CAST gives
+# the value's bytes whatever its type (TEXT: its UTF-8 bytes; numbers: their decimal text), so readers
+# always get bytes, and a value that is not a valid object is reported by key by its decoder and
+# skipped, like any bad BLOB, instead of a TypeError in every reader.
+_VALUE = "CAST(value AS BLOB)"
 
 
 def path_from_url(url: str) -> str:
@@ -351,7 +359,7 @@ class SqliteStore:
 
     @staticmethod
     def _drop_lease_keys(conn: sqlite3.Connection, lease_id: int, rev: int, seq: int) -> int:
-        rows = conn.execute("SELECT key, value FROM kv WHERE lease=? ORDER BY key", (lease_id,)).fetchall()
+        rows = conn.execute(f"SELECT key, {_VALUE} FROM kv WHERE lease=? ORDER BY key", (lease_id,)).fetchall()
         for key, value in rows:
             conn.execute("DELETE FROM kv WHERE key=?", (key,))
             conn.execute(
@@ -381,7 +389,7 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> KeyValue | None:
             row = conn.execute(
-                "SELECT key, value, create_rev, mod_rev, lease FROM kv WHERE key=?", (key,)
+                f"SELECT key, {_VALUE}, create_rev, mod_rev, lease FROM kv WHERE key=?", (key,)
             ).fetchone()
             return KeyValue(row[0], bytes(row[1]), row[2], row[3], row[4]) if row else None
 
@@ -398,11 +406,11 @@ class SqliteStore:
         def run(conn: sqlite3.Connection) -> ListResult:
             if end is None:
                 rows = conn.execute(
-                    "SELECT key, value, create_rev, mod_rev, lease FROM kv WHERE key >= ? ORDER BY key", (prefix,)
+                    f"SELECT key, {_VALUE}, create_rev, mod_rev, lease FROM kv WHERE key >= ? ORDER BY key", (prefix,)
                 )
             else:
                 rows = conn.execute(
-                    "SELECT key, value, create_rev, mod_rev, lease FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+                    f"SELECT key, {_VALUE}, create_rev, mod_rev, lease FROM kv WHERE key >= ? AND key < ? ORDER BY key",
                     (prefix, end),
                 )
             items = [KeyValue(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows]
@@ -434,15 +442,15 @@ class SqliteStore:
         if len(set(keys)) != len(keys):
             raise ValueError(f"commit: a key appears twice in one commit: {keys}")
         for op in ops:
-            if isinstance(op, Put) and not isinstance(op.value, bytes | bytearray | memoryview):
-                raise TypeError(f"put {op.key}: value must be bytes, not {type(op.value).__name__}")
+            if isinstance(op, Put):
+                check_put(op.key, op.value)
         self._sweep_if_needed()
 
         def run(conn: sqlite3.Connection) -> int:
             rev = self._rev(conn)
             current: dict[str, tuple[bytes, int, int] | None] = {}
             for op in ops:
-                row = conn.execute("SELECT value, create_rev, mod_rev FROM kv WHERE key=?", (op.key,)).fetchone()
+                row = conn.execute(f"SELECT {_VALUE}, create_rev, mod_rev FROM kv WHERE key=?", (op.key,)).fetchone()
                 current[op.key] = (bytes(row[0]), row[1], row[2]) if row else None
             # every condition first: all or nothing
             for op in ops:
@@ -633,7 +641,7 @@ class SqliteWatch:
                     return []
                 if self.next_revision < compact:  # we lagged behind auto-compaction
                     raise CompactedError(self.next_revision, compact)
-                sql = "SELECT rev, type, key, value, prev_value FROM events WHERE rev >= ? AND rev <= ? AND key >= ?"
+                sql = f"SELECT rev, type, key, {_VALUE}, CAST(prev_value AS BLOB) FROM events WHERE rev >= ? AND rev <= ? AND key >= ?"
                 args: tuple[Any, ...] = (self.next_revision, rev, self.prefix)
                 if self._end is not None:
                     sql += " AND key < ?"

@@ -103,6 +103,10 @@ def test_malformed_oversize_and_unknown(api: Api) -> None:
     big = {**SVC, "metadata": {"name": "web", "annotations": {"a": "x" * (3 * 1024 * 1024 + 10)}}}
     code, status = call(api, "POST", SERVICES, big)
     assert (code, status["reason"]) == (413, "RequestEntityTooLarge")
+    # under the request limit, over the store's (etcd's 1.5 MiB): refused as too large, nothing written
+    mid = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"a": "x" * (2 << 20)}}
+    code, status = call(api, "POST", "/api/v1/namespaces/default/configmaps", mid)
+    assert (code, status["reason"]) == (413, "RequestEntityTooLarge"), status
     code, status = call(api, "GET", "/api/v1/namespaces/default/widgets")
     assert (code, status["reason"]) == (404, "NotFound")
     code, status = call(api, "GET", f"{SERVICES}/nothing-here")
