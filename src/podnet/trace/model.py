@@ -17,7 +17,7 @@ JSON shape of a result (`Result.to_json()`, what `podnet trace -o json` prints a
     <hop> = {"node": "node1", "namespace": "pn-lab-node1", "step": "netfilter" | "route" | "veth" | "bridge"
              | "encap" | "conntrack" | "deliver" | "drop" | "source", "detail": "human text",
              "table": "nat" | null, "chain": "KUBE-SERVICES" | null, "rule": <int> | null,
-             "hook": "prerouting" | null, "verdict": "jump KUBE-SVC-..." | null}
+             "hook": "prerouting" | null, "prio": -100 | null, "verdict": "jump KUBE-SVC-..." | null}
 
 `rule` is the rule's handle for nftables tables and its 1-based position in the chain for iptables tables
 (the order `iptables -L --line-numbers` shows); `table` is "family name" for nftables ("ip podnet").
@@ -65,6 +65,7 @@ class Hop:
     rule: int | None = None
     hook: str | None = None
     verdict: str | None = None
+    prio: int | None = None  # priority of the base chain the rule was reached from
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -104,6 +105,8 @@ class Result:
     outcomes: list[Outcome]
     conntrack: dict[str, object] | None = None
     warnings: list[str] = field(default_factory=list)
+    # (node, src, dst, proto, dport, sport or 0): the packet as it enters each node (what --verify traces)
+    entries: list[tuple[str, str, str, str, int, int]] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:

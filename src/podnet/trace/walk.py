@@ -36,6 +36,7 @@ class _Node:
     walkers: dict[str, ChainWalker]
     base: list[tuple[str, int, str, str, str, str]]  # (hook, prio, kind, table, chain, type)
     unknown: set[str]
+    ties: set[str]
 
 
 def _prepare(st: NsState) -> _Node:
@@ -52,8 +53,14 @@ def _prepare(st: NsState) -> _Node:
             base.append((b.hook, b.prio, "ipt", b.table, b.chain, b.type))
         else:
             base.append((b.hook, b.prio, "nft", f"{b.family} {b.table}", b.chain, b.type))
-    base.sort(key=lambda x: (x[0], x[1]))
-    return _Node(st, {"nft": nw, "ipt": iw}, base, set())
+    # Equal priorities run in the order the kernel registered them (newest first), which no dump shows:
+    # iptables-nft's chains are taken first (what the lab's kernels do: flannel's come after the proxy's).
+    base.sort(key=lambda x: (x[0], x[1], 0 if x[2] == "ipt" else 1))
+    ties = set()
+    for a, b in zip(base, base[1:], strict=False):
+        if a[0] == b[0] and a[1] == b[1] and a[3] != b[3]:
+            ties.add(f"{a[0]} priority {a[1]}: {a[3]} {a[4]} and {b[3]} {b[4]} (assumed in that order)")
+    return _Node(st, {"nft": nw, "ipt": iw}, base, set(), ties)
 
 
 # ---- routing ------------------------------------------------------------------------------------------
@@ -105,6 +112,13 @@ class Walk:
         self.outcomes: list[Outcome] = []
         self.conntrack: dict[str, object] | None = None
         self.warnings: list[str] = []
+        self.entries: set[tuple[str, str, str, str, int, int]] = set()
+        self.flow: Packet | None = None
+
+    def enter(self, node: str, pkt: Packet) -> None:
+        f = self.flow
+        sport = pkt.sport if f is not None and pkt.src == f.src and pkt.sport == f.sport else 0
+        self.entries.add((node, pkt.src, pkt.dst, pkt.proto, pkt.dport, sport))
 
     def hop(self, node: str, step: str, detail: str, **kw: object) -> Hop:
         ns = self.c.nodes[node].netns if node in self.c.nodes else self.c.pod_states.get(node, None)
@@ -132,7 +146,7 @@ class Walk:
 
                 def tag(hp: Hop, node: str = node, hook: str = hook, prio: int = prio) -> Hop:
                     return Hop(node, self.c.nodes[node].netns, hp.step, f"[{hook} {prio}] {hp.detail}",
-                               hp.table, hp.chain, hp.rule, hook, hp.verdict)
+                               hp.table, hp.chain, hp.rule, hook, hp.verdict, prio)
 
                 for sub in w.run(tname, chain, b.pkt, tag):
                     sub = Branch(b.p * sub.p, sub.pkt, b.hops + sub.hops, sub.verdict, sub.reason)
@@ -186,6 +200,7 @@ class Walk:
             self.end(br, "dropped", node, "routing loop: the path visits more than 8 nodes")
             return
         st = self.c.nodes[node]
+        self.enter(node, br.pkt)
         br = Branch(br.p, br.pkt.with_(iif=iif, oif=""), br.hops, None, br.reason)
         rpf = max(int(st.sysctl.get("net/ipv4/conf/all/rp_filter") or 0),
                   int(st.sysctl.get(f"net/ipv4/conf/{iif}/rp_filter") or 0))
@@ -228,6 +243,7 @@ class Walk:
 
     def local_out(self, node: str, br: Branch, visits: int) -> None:
         st = self.c.nodes[node]
+        self.enter(node, br.pkt)
         r = route(st, br.pkt.dst)
         br = self.ct_lookup(node, br)
         pkt = br.pkt.with_(oif=(r or {}).get("dev", ""), iif="", src=br.pkt.src or (r or {}).get("prefsrc", ""))
@@ -352,6 +368,7 @@ class Walk:
             br = Branch(br.p, br.pkt, br.hops + [hop])
             if st.sysctl.get("net/bridge/bridge-nf-call-iptables") == "1":
                 br = Branch(br.p, br.pkt.with_(iif=bname, oif=bname), br.hops)
+                self.enter(node, br.pkt)
                 br = self.ct_lookup(node, br)
                 for b in self.hook(node, "prerouting", br):
                     for b2 in self.hook(node, "forward", b):
@@ -382,6 +399,7 @@ def _why(last: Hop | None, verdict: str) -> str:
 
 def walk(cluster: Cluster, source: Source, pkt: Packet) -> Result:
     w = Walk(cluster)
+    w.flow = pkt
     if source.kind == "pod":
         w.pod_out(source.name, pkt)
     else:
@@ -400,4 +418,4 @@ def walk(cluster: Cluster, source: Source, pkt: Packet) -> Result:
     for n in w.nodes.values():
         for u in sorted(n.unknown):
             w.warnings.append(f"{n.st.name}: not modelled, treated as no match: {u}")
-    return Result(pkt, outs, w.conntrack, w.warnings)
+    return Result(pkt, outs, w.conntrack, w.warnings, sorted(w.entries))
