@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from podnet.net import netns
@@ -101,8 +102,7 @@ def _run(ns: str, argv: list[str]) -> str:
     return r.stdout if r.returncode == 0 else ""
 
 
-def _json(ns: str, argv: list[str]) -> list:
-    text = _run(ns, argv)
+def _parse_list(text: str) -> list:
     try:
         v = json.loads(text) if text.strip() else []
     except ValueError:
@@ -113,25 +113,28 @@ def _json(ns: str, argv: list[str]) -> list:
 def read_ns(name: str, ns: str, *, full: bool = True) -> NsState:
     """Everything a walk reads in one namespace (pods: routes and addresses are enough, full=False)."""
     st = NsState(name, ns)
-    st.routes = _json(ns, ["ip", "-j", "route", "show", "table", "all"])
-    st.rules = _json(ns, ["ip", "-j", "rule", "show"])
-    st.addrs = _json(ns, ["ip", "-j", "addr", "show"])
+    cmds = {"routes": ["ip", "-j", "route", "show", "table", "all"], "rules": ["ip", "-j", "rule", "show"],
+            "addrs": ["ip", "-j", "addr", "show"]}
+    if full:
+        cmds |= {"links": ["ip", "-j", "-d", "link", "show"], "neigh": ["ip", "-j", "neigh", "show"],
+                 "fdb": ["bridge", "-j", "fdb", "show"], "nft": ["nft", "-j", "list", "ruleset"],
+                 "iptables": ["iptables-save"], "conntrack": ["conntrack", "-L"],
+                 "recent": ["sh", "-c", "cd /proc/net/xt_recent 2>/dev/null && grep -H . * 2>/dev/null"]}
+    with ThreadPoolExecutor(len(cmds)) as pool:
+        outs = dict(zip(cmds, pool.map(lambda argv: _run(ns, argv), cmds.values()), strict=True))
+    for k in ("routes", "rules", "addrs", "links", "neigh", "fdb"):
+        if k in outs:
+            setattr(st, k, _parse_list(outs[k]))
     if not full:
         return st
-    st.links = _json(ns, ["ip", "-j", "-d", "link", "show"])
-    st.neigh = _json(ns, ["ip", "-j", "neigh", "show"])
-    st.fdb = _json(ns, ["bridge", "-j", "fdb", "show"])
-    text = _run(ns, ["nft", "-j", "list", "ruleset"])
+    text = outs["nft"]
     try:
         st.nft = json.loads(text) if text.strip() else {}
     except ValueError:
         st.nft = {}
-    if any("table" in i and i["table"].get("family") == "ip" and i["table"].get("name") in
-           ("filter", "nat", "mangle", "raw", "security") for i in st.nft.get("nftables", [])):
-        st.iptables = _run(ns, ["iptables-save"])
-    ct = subprocess.run(netns.exec_argv(ns, ["conntrack", "-L"]), capture_output=True, text=True, timeout=20)
-    st.conntrack = parse_conntrack(ct.stdout)
-    lists = _run(ns, ["sh", "-c", "cd /proc/net/xt_recent 2>/dev/null && grep -H . * 2>/dev/null"])
+    st.iptables = outs["iptables"]
+    st.conntrack = parse_conntrack(outs["conntrack"])
+    lists = outs["recent"]
     for line in lists.splitlines():
         lname, _, rest = line.partition(":")
         m = re.search(r"src=(\S+)", rest)
@@ -233,8 +236,11 @@ def read_cluster(lab: str, *, nodes: list[str] | None = None) -> Cluster:
         ns = p["metadata"].get("namespace") or "default"
         pods.append(PodInfo(ns, p["metadata"]["name"], node, ip, st.spec.pod_netns(ns, p["metadata"]["name"])))
     want = set(nodes) if nodes else {n.name for n in st.spec.node_specs}
-    states = {n.name: read_ns(n.name, n.netns) for n in st.spec.node_specs if n.name in want}
-    pod_states = {p.ref: read_ns(p.ref, p.netns, full=False) for p in pods if netns.exists(p.netns)}
+    with ThreadPoolExecutor(8) as pool:
+        node_f = {n.name: pool.submit(read_ns, n.name, n.netns) for n in st.spec.node_specs if n.name in want}
+        pod_f = {p.ref: pool.submit(read_ns, p.ref, p.netns, full=False) for p in pods if netns.exists(p.netns)}
+        states = {k: f.result() for k, f in node_f.items()}
+        pod_states = {k: f.result() for k, f in pod_f.items()}
     port = int(((netconf.get("Backend") or {}).get("Port")) or 0)
     backend = st.spec.backend
     return Cluster(lab, st.spec.proxy_mode, backend, states, {n.name: n.underlay_ip for n in st.spec.node_specs},

@@ -12,6 +12,7 @@ removed: try/finally, plus SIGINT/SIGTERM turned into exceptions while they are 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import signal
@@ -315,6 +316,7 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
            hold: float = 0.0) -> Report:
     """Probe the flow for real and compare. `hold` keeps the trace rules in place that long (tests use it)."""
     mode = "nft" if cluster.proxy_mode == "nftables" else "ipt"
+    hold = hold or float(os.environ.get("PODNET_TRACE_HOLD", "0") or 0)  # tests interrupt a verify in flight
     n = probes or (1 if pkt.sport else max(4, min(24, int(4 / max(min(o.probability for o in result.outcomes),
                                                                       1e-3)))))
     by_node: dict[str, list[tuple[str, str, str, str, int, int]]] = {}
@@ -382,6 +384,17 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
                 except (ValueError, IndexError):
                     arrivals[who] = 0
         errors = rules.remove()
+    if any("--rcheck" in st.iptables or '"affinity-' in json.dumps(st.nft) for st in cluster.nodes.values()):
+        # The probes themselves record the client in session-affinity lists: later probes take the sticky
+        # branch. Both the state before and the state after are predictions the kernel may follow.
+        from podnet.trace import snapshot, walk
+
+        after = walk.walk(snapshot.read_cluster(cluster.lab, nodes=list(cluster.nodes)), source, pkt)
+        for node, segs in predicted(cluster, after).items():
+            expect.setdefault(node, set()).update(segs)
+        delivered = {o.where for o in result.outcomes if o.verdict == "delivered"}
+        result = Result(result.flow, result.outcomes + [o for o in after.outcomes if o.where not in delivered],
+                        result.conntrack, result.warnings, result.entries)
     return compare(cluster, result, expect, monitors, arrivals, mode, n, errors)
 
 

@@ -385,6 +385,8 @@ class Walk:
 def _why(last: Hop | None, verdict: str) -> str:
     text = (last.detail if last else "").lower()
     chain = (last.chain or "").lower() if last else ""
+    if verdict == "drop" and "no-endpoint" in text:
+        return "externalTrafficPolicy Local: no endpoint on this node"
     if "no endpoints" in text or "no-endpoint" in text or "reject-chain" in text or "kube-svc" not in text and (
             "has no endpoints" in text):
         return "the Service has no endpoints"
