@@ -72,8 +72,8 @@ def route(st: NsState, dst: str, src: str = "", iif: str = "", mark: int = 0) ->
     """The kernel's choice: policy rules in priority order, longest prefix in each table looked up."""
     addr = ipaddress.ip_address(dst)
     for rule in sorted(st.rules, key=lambda r: r.get("priority", 0)):
-        if rule.get("src", "all") != "all" and src:
-            if addr.version and ipaddress.ip_address(src) not in _net(f"{rule['src']}/{rule.get('srclen', 32)}"):
+        if rule.get("src", "all") != "all":
+            if not src or ipaddress.ip_address(src) not in _net(f"{rule['src']}/{rule.get('srclen', 32)}"):
                 continue
         if rule.get("iif") and rule["iif"] != iif:
             continue

@@ -93,3 +93,15 @@ def lab(request):
         yield lab
     finally:
         cluster.down(lab.name)
+
+
+@pytest.fixture(scope="module", params=[("iptables", "host-gw"), ("nftables", "udp")], ids=lambda p: "-".join(p))
+def backend_lab(request):
+    """The other overlay backends: only cross-node hops differ, so only cross-node cases run on them."""
+    from podnet.lab import cluster
+
+    lab = make_lab(*request.param)
+    try:
+        yield lab
+    finally:
+        cluster.down(lab.name)

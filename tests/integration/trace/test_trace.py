@@ -118,16 +118,18 @@ def test_verify_interrupted_leaves_no_trace_rule(lab, sig):
     import os
     import signal
     import subprocess
+    import sys
     import time
+    from pathlib import Path
 
     from podnet.trace.verify import leftover_rules
 
-    from .conftest import PODNET
+    podnet = str(Path(sys.executable).with_name("podnet"))
 
     nodes = [lab.netns("node1"), lab.netns("node2")]
     before_tables = {ns: subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "tables"], capture_output=True,
                                         text=True).stdout for ns in nodes}
-    p = subprocess.Popen([PODNET, "--store", lab.store, "trace", "--lab", lab.name, "--from", "client", "--to",
+    p = subprocess.Popen([podnet, "--store", lab.store, "trace", "--lab", lab.name, "--from", "client", "--to",
                           "svc/web", "--verify"], env={**os.environ, "PODNET_TRACE_HOLD": "30"},
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
