@@ -35,7 +35,7 @@ def _lab_ips(c: Cluster) -> set[str]:
 
 def source(c: Cluster, word: str) -> tuple[Source, str]:
     if word in c.nodes:
-        return Source("node", word), c.node_ips[word]
+        return Source("node", word), ""  # the kernel picks the source address by route (walk.walk does too)
     try:
         ip = str(ipaddress.ip_address(word))
     except ValueError:

@@ -400,6 +400,10 @@ def _why(last: Hop | None, verdict: str) -> str:
 
 
 def walk(cluster: Cluster, source: Source, pkt: Packet) -> Result:
+    if source.kind == "node" and not pkt.src:
+        st = cluster.nodes[source.name]
+        r = route(st, pkt.dst) or {}
+        pkt = pkt.with_(src=r.get("prefsrc") or st.ipv4(r.get("dev", "")) or cluster.node_ips[source.name])
     w = Walk(cluster)
     w.flow = pkt
     if source.kind == "pod":

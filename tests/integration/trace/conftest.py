@@ -78,7 +78,7 @@ def _rules_ready(lab: TraceLab, node: str) -> bool:
     want = {"svc/web": 2, "svc/sticky": 2, "svc/self": 1, "svc/webnp": 2}
     for dst, n in want.items():
         ip, port = resolve.destination(c, dst, "tcp")
-        r = walk.walk(c, src, resolve.Packet(c.node_ips[node], ip, "tcp", 0, port))
+        r = walk.walk(c, src, resolve.Packet("", ip, "tcp", 0, port))
         if len([o for o in r.outcomes if o.verdict == "delivered"]) != n:
             return False
     return True

@@ -182,7 +182,7 @@ def test_predicted_shares_match_3000_connections(lab):
 
     doc = json.loads(lab.trace("--from", "client", "--to", "svc/three", "-o", "json").stdout)
     shares = {o["where"].removeprefix("pod default/"): o["probability"] for o in doc["outcomes"]}
-    assert sorted(shares) == ["a1", "b1", "loc"] and abs(sum(shares.values()) - 1) < 1e-9
+    assert sorted(shares) == ["a1", "b1", "loc"] and abs(sum(shares.values()) - 1) < 1e-5
     r = subprocess.run(["ip", "netns", "exec", lab.netns("client"), sys.executable, "-c", COUNT,
                         _service_ip(lab, "three"), "3000", "90"], capture_output=True, text=True, timeout=120)
     counts = json.loads(r.stdout)
