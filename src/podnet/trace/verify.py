@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 from podnet.net import netns
 from podnet.trace.model import Packet, Result
-from podnet.trace.nft import XTABLES
 from podnet.trace.snapshot import Cluster, NsState
 from podnet.trace.walk import Source
 
@@ -112,12 +111,17 @@ class Report:
 
 
 # ---- what the prediction says, in the kernel trace's terms -----------------------------------------------
-def _xt_handles(st: NsState) -> dict[tuple[str, str], list[int]]:
-    out: dict[tuple[str, str], list[int]] = {}
-    for item in st.nft.get("nftables", []):
+def positions(doc: dict) -> dict[tuple[str, str, int], int]:
+    """(table, chain, handle) -> 1-based position in its chain. Rules are compared by position: a proxy's
+    resync between the snapshot and the probes gives the same rules new handles."""
+    out: dict[tuple[str, str, int], int] = {}
+    count: dict[tuple[str, str], int] = {}
+    for item in doc.get("nftables", []):
         r = item.get("rule")
-        if r and r.get("family") == "ip" and r.get("table") in XTABLES:
-            out.setdefault((r["table"], r["chain"]), []).append(int(r["handle"]))
+        if r:
+            key = (f"{r['family']} {r['table']}", r["chain"])
+            count[key] = count.get(key, 0) + 1
+            out[(*key, int(r["handle"]))] = count[key]
     return out
 
 
@@ -135,7 +139,7 @@ def predicted(cluster: Cluster, result: Result) -> dict[str, set[Seg]]:
 
     Segments, not whole packets, are compared: the kernel's trace id changes along a packet's way in
     iptables-nft (xtables-monitor), and a node can be visited twice (NodePort hairpins to the sender)."""
-    handles = {n: _xt_handles(st) for n, st in cluster.nodes.items()}
+    pos = {n: positions(st.nft) for n, st in cluster.nodes.items()}
     out: dict[str, set[Seg]] = {}
     for o in result.outcomes:
         visit: list[tuple[str, tuple[int, int, str], tuple[str, str, int]]] = []
@@ -148,10 +152,10 @@ def predicted(cluster: Cluster, result: Result) -> dict[str, set[Seg]]:
             if h is None or h.step != "netfilter" or h.table is None or h.node not in cluster.nodes or h.rule is None:
                 continue
             table, rule = h.table, int(h.rule)
-            if " " not in table:  # iptables: position in the chain -> the rule's handle
-                hl = handles[h.node].get((table, h.chain or ""), [])
-                rule = hl[rule - 1] if 0 < rule <= len(hl) else -rule
+            if " " not in table:  # iptables hops carry their position already
                 table = f"ip {table}"
+            else:
+                rule = pos[h.node].get((table, h.chain or "", rule), -rule)
             visit.append((h.node, (HOOK_RANK.get(h.hook or "", 9), h.prio or 0, table), (table, h.chain or "", rule)))
     return out
 
@@ -175,9 +179,15 @@ _XT_RULE = re.compile(r"^\s*TRACE: \d+ \w+ (\w+):([^:]+):rule:(0x[0-9a-f]+):")
 _XT_BASE = re.compile(r"^\s*TRACE: \d+ \w+ (\w+):([^:]+):(?:rule|policy|return)")
 
 
-def parse_monitor(text: str, st: NsState, mode: str) -> list[tuple[Seg, ...]]:
-    """Packets seen by one node's monitor, each as its canonical list of base-chain segments."""
+def parse_monitor(text: str, st: NsState, mode: str, after: dict | None = None) -> list[tuple[Seg, ...]]:
+    """Packets seen by one node's monitor, each as its canonical list of base-chain segments; rule handles
+    become positions (from the ruleset read after the probes, else the snapshot's)."""
     bases = _bases(st)
+    pos = positions(st.nft) | positions(after or {})
+
+    def at(table: str, chain: str, handle: int) -> int:
+        return pos.get((table, chain, handle), -handle)
+
     packets: list[dict[tuple[int, int, str], list[tuple[str, str, int]]]] = []
     cur_key: tuple[int, int, str] | None = None
     pending_xt_packet = False
@@ -198,7 +208,7 @@ def parse_monitor(text: str, st: NsState, mode: str) -> list[tuple[Seg, ...]]:
             m = _NFT_RULE.match(line)
             if m and cur_key is not None and not m.group(3).startswith(TRACE_PREFIX):
                 table = f"{m.group(2)} {m.group(3)}"
-                packets[-1].setdefault(cur_key, []).append((table, m.group(4), int(m.group(5))))
+                packets[-1].setdefault(cur_key, []).append((table, m.group(4), at(table, m.group(4), int(m.group(5)))))
         else:
             if _XT_PACKET.match(line):
                 pending_xt_packet = True
@@ -213,12 +223,11 @@ def parse_monitor(text: str, st: NsState, mode: str) -> list[tuple[Seg, ...]]:
                     continue
                 hook, prio = bases.get((table, chain), ("", 0))
                 cur_key = (HOOK_RANK.get(hook, 9), prio, table)
-                if not packets:
-                    packets.append({})
+                packets.append({})  # xtables-monitor's lines of several packets interleave: one segment each
             m = _XT_RULE.match(line)
             if m and cur_key is not None and "pn-trace" not in line:
                 table = f"ip {m.group(1)}"
-                packets[-1].setdefault(cur_key, []).append((table, m.group(2), int(m.group(3), 16)))
+                packets[-1].setdefault(cur_key, []).append((table, m.group(2), at(table, m.group(2), int(m.group(3), 16))))
     return [tuple(sorted((k[0], k[1], k[2], tuple(v)) for k, v in p.items())) for p in packets if p]
 
 
@@ -306,6 +315,22 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def _has_socket(pid: int) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:") for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def _wait_subscribed(monitors: list[subprocess.Popen[str]], timeout: float = 5.0) -> None:
+    """Until every monitor (nft / xtables-monitor, exec'd by `ip netns exec` in the same pid) holds its
+    netlink socket, then a moment for the group subscription that follows it: probes sent earlier go unseen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(_has_socket(p.pid) or p.poll() is not None for p in monitors):
+        time.sleep(0.02)
+    time.sleep(0.2)
+
+
 def _source_ns(cluster: Cluster, source: Source) -> str:
     if source.kind == "node":
         return cluster.nodes[source.name].netns
@@ -344,6 +369,7 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
     procs: list[tuple[str, str, subprocess.Popen[str]]] = []
     monitors: dict[str, str] = {}
     arrivals: dict[str, int] = {}
+    rulesets_after: dict[str, dict] = {}
     proto_num = {"tcp": 6, "udp": 17, "icmp": 1}[pkt.proto]
     try:
         with _signals_raise():
@@ -361,7 +387,7 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
                 assert p.stdout is not None
                 p.stdout.readline()  # "ready"
                 procs.append(("receiver", where, p))
-            time.sleep(0.3)  # the monitors subscribe
+            _wait_subscribed([p for kind, _, p in procs if kind == "monitor"])
             subprocess.run(netns.exec_argv(_source_ns(cluster, source),
                                            [sys.executable, "-c", PROBE, pkt.proto, pkt.dst, str(pkt.dport),
                                             str(pkt.sport), str(n)]), capture_output=True, timeout=60)
@@ -384,6 +410,12 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
                 except (ValueError, IndexError):
                     arrivals[who] = 0
         errors = rules.remove()
+    for node in monitors:
+        text = netns.run(cluster.nodes[node].netns, ["nft", "-j", "list", "ruleset"], check=False).stdout
+        try:
+            rulesets_after[node] = json.loads(text)
+        except ValueError:
+            pass
     if any("--rcheck" in st.iptables or '"affinity-' in json.dumps(st.nft) for st in cluster.nodes.values()):
         # The probes themselves record the client in session-affinity lists: later probes take the sticky
         # branch. Both the state before and the state after are predictions the kernel may follow.
@@ -395,20 +427,21 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
         delivered = {o.where for o in result.outcomes if o.verdict == "delivered"}
         result = Result(result.flow, result.outcomes + [o for o in after.outcomes if o.where not in delivered],
                         result.conntrack, result.warnings, result.entries)
-    return compare(cluster, result, expect, monitors, arrivals, mode, n, errors)
+    return compare(cluster, result, expect, monitors, arrivals, mode, n, errors, rulesets_after)
 
 
 def compare(cluster: Cluster, result: Result, expect: dict[str, set[Seg]], monitors: dict[str, str],
-            arrivals: dict[str, int], mode: str, n: int, errors: list[str] | None = None) -> Report:
+            arrivals: dict[str, int], mode: str, n: int, errors: list[str] | None = None,
+            after: dict[str, dict] | None = None) -> Report:
     dis = list(errors or [])
     observed: dict[str, list[list[str]]] = {}
     total_packets = 0
 
     def show(seg: Seg) -> str:
-        return ", ".join(f"{t} {c} {h}" for t, c, h in seg[3])
+        return ", ".join(f"{t} {c} #{h}" for t, c, h in seg[3])
 
     for node, text in monitors.items():
-        pkts = parse_monitor(text, cluster.nodes[node], mode)
+        pkts = parse_monitor(text, cluster.nodes[node], mode, (after or {}).get(node))
         observed[node] = [[f"{t} {c} {h}" for s in p for t, c, h in s[3]] for p in pkts]
         total_packets += len(pkts)
         bad: set[Seg] = set()
