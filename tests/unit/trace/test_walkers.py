@@ -136,7 +136,10 @@ def test_policy_routing_and_longest_prefix():
 def test_kernel_trace_segments_from_nft_monitor():
     st = NsState("n", "ns", nft={"nftables": [
         {"chain": {"family": "ip", "table": "podnet", "name": "nat-prerouting", "hook": "prerouting", "prio": -100}},
-        {"chain": {"family": "ip", "table": "pn-trace-ab", "name": "pre", "hook": "prerouting", "prio": -350}}]})
+        {"chain": {"family": "ip", "table": "pn-trace-ab", "name": "pre", "hook": "prerouting", "prio": -350}},
+        {"rule": {"family": "ip", "table": "podnet", "chain": "nat-prerouting", "handle": 10, "expr": []}},
+        {"rule": {"family": "ip", "table": "podnet", "chain": "services", "handle": 9, "expr": []}},
+        {"rule": {"family": "ip", "table": "podnet", "chain": "services", "handle": 11, "expr": []}}]})
     text = "\n".join([
         'trace id 1 ip pn-trace-ab pre packet: iif "cni0" ip saddr 10.244.1.3',
         "trace id 1 ip pn-trace-ab pre rule ip saddr 10.244.1.3 meta nftrace set 1 # handle 2 (verdict continue)",
@@ -146,4 +149,5 @@ def test_kernel_trace_segments_from_nft_monitor():
         "(verdict goto cluster-tcp-2)",
     ])
     (pkt,) = parse_monitor(text, st, "nft")
-    assert pkt == ((0, -100, "ip podnet", (("ip podnet", "nat-prerouting", 10), ("ip podnet", "services", 11))),)
+    # handles become positions in the chain (handle 11 is the second rule of services)
+    assert pkt == ((0, -100, "ip podnet", (("ip podnet", "nat-prerouting", 1), ("ip podnet", "services", 2))),)
