@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         dst: str = typer.Option(..., "--to", help="Destination: IP:PORT, svc/NAME[:PORT], [ns/]pod[:PORT]"),
         proto: str = typer.Option("tcp", "--proto", help="tcp | udp | icmp"),
         sport: str = typer.Option(None, "--sport", help="Source port (default: any; needed to match conntrack)"),
-        lab: str = typer.Option("demo", "--lab", help="The lab to trace in"),
+        lab: str = typer.Option("lab", "--lab", help="The lab to trace in (as `lab up --name`)"),
         output: str = typer.Option("text", "-o", "--output", help="text | json"),
         verify: bool = typer.Option(False, "--verify", help="Send real probes and compare with the kernel's trace"),
     ) -> None:
