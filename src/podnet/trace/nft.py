@@ -284,7 +284,8 @@ class NftWalker(ChainWalker):
                     if hit is None:
                         outs.append(Effect(p * q, "nomatch", pkt))
                     else:
-                        outs += self._verdict(hit, p * q, pkt, notes + [f"{e['vmap']['data']} hit"])
+                        shown = " . ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+                        outs += self._verdict(hit, p * q, pkt, notes + [f"{e['vmap']['data']} [{shown}]"])
                 return outs
             if k == "dnat":
                 d = e["dnat"]

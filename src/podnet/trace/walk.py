@@ -113,6 +113,7 @@ class Walk:
         self.conntrack: dict[str, object] | None = None
         self.warnings: list[str] = []
         self.entries: set[tuple[str, str, str, str, int, int]] = set()
+        self.svc_keys = _service_keys(cluster.services)
         self.flow: Packet | None = None
 
     def enter(self, node: str, pkt: Packet) -> None:
@@ -145,7 +146,12 @@ class Walk:
                 tname = table if kind == "nft" else table
 
                 def tag(hp: Hop, node: str = node, hook: str = hook, prio: int = prio) -> Hop:
-                    return Hop(node, self.c.nodes[node].netns, hp.step, f"[{hook} {prio}] {hp.detail}",
+                    detail = hp.detail
+                    for key, name in self.svc_keys.items():
+                        if f"[{key}]" in detail:
+                            detail += f" = Service port {name}"
+                            break
+                    return Hop(node, self.c.nodes[node].netns, hp.step, f"[{hook} {prio}] {detail}",
                                hp.table, hp.chain, hp.rule, hook, hp.verdict, prio)
 
                 for sub in w.run(tname, chain, b.pkt, tag):
@@ -296,14 +302,15 @@ class Walk:
                 self.end(Branch(br.p, pkt, br.hops + [self.hop(node, "encap", f"{dev}: no neighbour/FDB entry for {gw}")]),
                          "dropped", f"{node} {dev}", "vxlan: missing neighbour or FDB entry")
                 return
+            lease = self.lease_for(pkt.dst)
             detail = (f"vxlan {dev} VNI {info.get('id')}: inner {pkt.src} -> {pkt.dst}; neighbour {gw} is {mac}, "
                       f"FDB {mac} -> {outer}; outer UDP {info.get('local') or st.ipv4('eth0')} -> {outer}:"
-                      f"{info.get('port', 8472)}")
+                      f"{info.get('port', 8472)}" + (f" (lease {lease.subnet} of {lease.public_ip}, VtepMAC "
+                                                     f"{lease.data.get('VtepMAC', '?')})" if lease else ""))
             self.cross(node, br, outer, detail, dev, visits)
             return
         if kind == "tun":
-            lease = next((le for le in self.c.leases if ipaddress.ip_address(pkt.dst) in ipaddress.ip_network(le.subnet)),
-                         None)
+            lease = self.lease_for(pkt.dst)
             if lease is None:
                 self.end(br, "dropped", f"{node} {dev}", f"udp backend: no lease covers {pkt.dst}")
                 return
@@ -315,10 +322,15 @@ class Walk:
         target = self.c.node_by_ip(nh)
         if target is not None:
             how = "host-gw next hop" if r.get("gateway") else "on the underlay"
-            self.cross(node, br, nh, f"{how}: {pkt.src} -> {pkt.dst} via {nh} dev {dev} ({target})", "eth0", visits)
+            lease = self.lease_for(pkt.dst) if r.get("gateway") else None
+            self.cross(node, br, nh, f"{how}: {pkt.src} -> {pkt.dst} via {nh} dev {dev} ({target})"
+                       + (f" (lease {lease.subnet} of {lease.public_ip})" if lease else ""), "eth0", visits)
             return
         self.end(Branch(br.p, pkt, br.hops + [self.hop(node, "route", f"leaves the lab via {nh} dev {dev}")]),
                  "dropped", f"{node} {dev}", f"{pkt.dst} is outside the lab (next hop {nh})")
+
+    def lease_for(self, ip: str):  # type: ignore[no-untyped-def]
+        return next((le for le in self.c.leases if ipaddress.ip_address(ip) in ipaddress.ip_network(le.subnet)), None)
 
     def cross(self, node: str, br: Branch, outer: str, detail: str, dev: str, visits: int) -> None:
         target = self.c.node_by_ip(outer)
@@ -380,6 +392,25 @@ class Walk:
         hop = self.hop(node, "veth", f"pod eth0 -> veth -> bridge {bname} on {node}: routed by {node} "
                                      f"(next hop {r.get('gateway', pkt.dst)})")
         self.node_in(node, Branch(br.p, br.pkt, br.hops + [hop]), bname, 0)
+
+
+def _service_keys(services: list[dict]) -> dict[str, str]:
+    """The map keys podnet's and kube-proxy's nftables rules use, back to the Service port they came from."""
+    out = {}
+    for s in services:
+        spec = s.get("spec") or {}
+        name = f"{s['metadata'].get('namespace') or 'default'}/{s['metadata']['name']}"
+        ips = [spec.get("clusterIP"), *(spec.get("externalIPs") or []),
+               *(i.get("ip") for i in ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [])]
+        for p in spec.get("ports") or []:
+            proto = str(p.get("protocol") or "TCP").lower()
+            pname = f"{name}:{p.get('name') or p['port']}"
+            for ip in ips:
+                if ip and ip != "None":
+                    out[f"{ip} . {proto} . {p['port']}"] = pname
+            if p.get("nodePort"):
+                out[f"{proto} . {p['nodePort']}"] = f"{pname} (nodePort {p['nodePort']})"
+    return out
 
 
 def _why(last: Hop | None, verdict: str) -> str:
