@@ -259,6 +259,8 @@ class TraceRules:
         self.created_raw: list[str] = []
 
     def add(self, ns: str, entries: list[tuple[str, str, str, str, int, int]]) -> None:
+        if not ns.startswith("pn-") or not netns.exists(ns):  # lab node namespaces only, never the root one
+            raise ValueError(f"refusing to add trace rules outside a lab namespace: {ns!r}")
         if self.mode == "nft":
             rules = "\n".join(f"  chain {c} {{ type filter hook {h} priority -350; }}\n" for c, h in
                               (("pre", "prerouting"), ("out", "output")))
