@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from podnet.cli import apiserver, demo, lab, overlay, proxy, resources
+from podnet.cli import apiserver, demo, lab, overlay, proxy, resources, trace
 from podnet.cli.context import CliState
 
 app = typer.Typer(
@@ -52,6 +52,7 @@ def _global(
 resources.register(app)
 apiserver.register(app)
 demo.register(app)
+trace.register(app)
 app.add_typer(proxy.app, name="proxy")
 app.add_typer(overlay.app, name="overlay")
 app.add_typer(lab.app, name="lab")

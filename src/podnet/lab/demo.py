@@ -372,6 +372,15 @@ class Demo:
         self.verdict(f"client (node1) -> {remote['metadata']['name']} {ip} (node2)",
                      remote["metadata"]["name"] in r.stdout)
 
+    def step_f_trace(self) -> None:
+        self.step("f. The ClusterIP request's path, predicted from the kernel and checked against its trace")
+        argv = ["trace", "--lab", self.name, "--from", CLIENT_POD, "--to", f"svc/{SERVICE}", "--verify"]
+        self.console.print(f"[dim]$ podnet {' '.join(argv)}[/]")
+        r = self.podnet(*argv, check=False)
+        self.console.print(textwrap.indent((r.stdout + r.stderr).rstrip(), "  "), markup=False, highlight=False)
+        self.verdict("podnet trace --verify: the kernel took the predicted path", r.returncode == 0
+                     and "the kernel agrees" in r.stdout)
+
     def _subnet(self, node: str) -> str:
         assert self.st is not None
         env = dict(line.split("=", 1) for line in self.st.subnet_file(node).read_text().splitlines() if "=" in line)
@@ -386,7 +395,7 @@ class Demo:
         try:
             self.up()
             for s in (self.step_a_describe, self.step_b_rules, self.step_c_requests, self.step_d_nodeport,
-                      self.step_e_pod_to_pod):
+                      self.step_e_pod_to_pod, self.step_f_trace):
                 try:
                     s()
                 except Exception as e:  # a broken step is a FAIL with its reason, and the demo goes on

@@ -1,0 +1,29 @@
+"""Cross-node cases on the host-gw and udp backends: the encapsulation hop is predicted and the kernel agrees."""
+
+from __future__ import annotations
+
+import pytest
+from test_trace import delivered_to, run
+
+pytestmark = pytest.mark.integration
+
+CROSS = [
+    ("clusterip other node", ("--from", "node2", "--to", "svc/web"), {"pod default/a1": 0.5, "pod default/b1": 0.5}),
+    ("nodeport from other node", ("--from", "node2", "--to", "192.168.77.11:30111"),
+     {"pod default/a1": 0.5, "pod default/b1": 0.5}),
+    ("etp local with local endpoint", ("--from", "node1", "--to", "192.168.77.12:30112"), {"pod default/loc": 1.0}),
+    ("pod to pod across nodes", ("--from", "client", "--to", "b1:80"), {"pod default/b1": 1.0}),
+]
+
+
+@pytest.mark.parametrize("name,args,where", CROSS, ids=[c[0] for c in CROSS])
+def test_cross_node_agrees(backend_lab, name, args, where):
+    doc = run(backend_lab, *args)
+    assert {k: round(v, 6) for k, v in delivered_to(doc).items()} == where
+    # node-to-node hops go over the underlay as they are; hops to the other node's pods use the backend
+    overlay = [h["detail"] for o in doc["outcomes"] for h in o["hops"]
+               if h["step"] == "encap" and not h["detail"].startswith("on the underlay")]
+    want = {"host-gw": "host-gw next hop", "udp": "udp backend flannel0"}[backend_lab.backend]
+    assert all(want in e for e in overlay), overlay
+    if name in ("clusterip other node", "pod to pod across nodes"):
+        assert overlay, doc["hops"]
