@@ -25,7 +25,7 @@ from aiohttp import web
 
 from podnet.api.loader import MAX_OBJECT_BYTES, load
 from podnet.api.selectors import parse_selector
-from podnet.apiserver import fieldmanager, objects, openapi, patch, registry, streams, tables
+from podnet.apiserver import fieldmanager, objects, openapi, patch, protobuf, registry, streams, tables
 from podnet.apiserver.registry import ResourceType
 from podnet.apiserver.status import ApiError, from_podnet
 from podnet.controllers.allocators import AllocatorConfig
@@ -64,6 +64,18 @@ class Target:
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
+
+
+def _as_scale(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    selector = ",".join(f"{k}={v}" for k, v in sorted(((spec.get("selector") or {}).get("matchLabels") or {}).items()))
+    replicas = spec.get("replicas", 1)
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                         if k in meta},
+            "spec": {"replicas": replicas},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0), "selector": selector}}
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -140,8 +152,12 @@ async def _body(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, f"the request body is over the limit of {MAX_BODY} bytes") from None
     ctype = request.content_type
+    if ctype == "application/vnd.kubernetes.protobuf":
+        try:
+            return protobuf.decode_body(raw)
+        except protobuf.ProtobufError as e:
+            raise ApiError(400, f"the protobuf request body cannot be decoded: {e}") from None
     if "protobuf" in ctype or "cbor" in ctype:
-        # Only JSON and YAML are spoken here; client-go answers a 415 by resending as JSON.
         raise ApiError(415, f"the body's content type {ctype!r} is not supported; send application/json")
     try:
         if "yaml" in ctype:
@@ -239,6 +255,8 @@ class Server:
             verb = None
         if verb is None or verb not in (t.rt.verbs if t.sub is None else t.rt.subresources.get(t.sub, [])):
             raise ApiError(405, f"the server does not allow this method on the requested resource ({m})")
+        if t.sub == "scale":
+            return await self.scale(request, t, verb)
         return await getattr(self, f"do_{verb}")(request, t)
 
     async def do_get(self, request: web.Request, t: Target) -> web.StreamResponse:
@@ -417,6 +435,46 @@ class Server:
             fieldmanager.track_update(live, body, manager=_manager(request), kind=t.rt.kind)
         obj, warnings = self._decode_body(request, t, body)
         return await self._write(request, t, obj, "update", warnings)
+
+    async def scale(self, request: web.Request, t: Target, verb: str) -> web.Response:
+        """The autoscaling/v1 Scale of a Deployment (`kubectl scale`): spec.replicas read and written alone."""
+        assert t.name is not None
+        live = await self._live(t)
+        cur = _as_scale(live)
+        if verb == "get":
+            return _json(cur)
+        body = await _body(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        ctype = request.content_type
+        try:
+            if verb == "update":
+                rv = (body.get("metadata") or {}).get("resourceVersion")
+                if rv and rv != live["metadata"].get("resourceVersion"):
+                    raise ApiError(409, f'Operation cannot be fulfilled on {t.rt.plural}.{t.rt.group} "{t.name}": '
+                                        "the object has been modified; please apply your changes to the latest "
+                                        "version and try again", reason="Conflict", details=_api_ref(t, t.name))
+                new = body
+            elif ctype == "application/json-patch+json":
+                new = patch.json_patch(cur, body)
+            elif ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+                new = patch.merge_patch(cur, body)
+            else:
+                raise ApiError(415, f"the patch content type {ctype!r} is not supported on scale")
+        except patch.PatchError as e:
+            raise ApiError(422, str(e)) from None
+        replicas = (new.get("spec") or {}).get("replicas") if isinstance(new.get("spec"), dict) else None
+        if type(replicas) is not int or replicas < 0:
+            cause = {"reason": "FieldValueInvalid", "field": "spec.replicas",
+                     "message": f"Invalid value: {replicas!r}: must be greater than or equal to 0"}
+            raise ApiError(422, f'Scale.autoscaling "{t.name}" is invalid: spec.replicas: Invalid value: '
+                                f"{replicas!r}: must be greater than or equal to 0", reason="Invalid",
+                           details={**_api_ref(t, t.name), "kind": "Scale", "causes": [cause]})
+        live.setdefault("spec", {})["replicas"] = replicas
+        live["metadata"]["managedFields"] = live["metadata"].get("managedFields", [])
+        obj, _warnings = self._decode_body(request, t, live)
+        resp = await self._write(request, t, obj, "update", [])
+        return _json(_as_scale(json.loads(resp.body)))  # type: ignore[arg-type]
 
     async def _live(self, t: Target) -> dict[str, Any]:
         assert t.name is not None

@@ -58,7 +58,8 @@ RESOURCES: list[ResourceType] = [
     ResourceType("configmaps", "ConfigMap", "", "v1", True, ConfigMap, ["cm"]),
     ResourceType("events", "Event", "", "v1", True, Event, ["ev"]),
     ResourceType("endpointslices", "EndpointSlice", "discovery.k8s.io", "v1", True, EndpointSlice),
-    ResourceType("deployments", "Deployment", "apps", "v1", True, Deployment, ["deploy"], ["all"]),
+    ResourceType("deployments", "Deployment", "apps", "v1", True, Deployment, ["deploy"], ["all"],
+                 subresources={"scale": ["get", "patch", "update"]}),
 ]
 
 GROUPS: dict[str, list[str]] = {}
@@ -90,8 +91,11 @@ def resource_list(group: str, version: str) -> dict[str, object] | None:
             row["categories"] = r.categories
         rows.append(row)
         for sub, verbs in r.subresources.items():
-            rows.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
-                         "kind": r.kind, "verbs": verbs})
+            row = {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced, "kind": r.kind,
+                   "verbs": verbs}
+            if sub == "scale":  # the scale client finds Scale's own group/version here
+                row.update(kind="Scale", group="autoscaling", version="v1")
+            rows.append(row)
     if not rows:
         return None
     gv = f"{group}/{version}" if group else version

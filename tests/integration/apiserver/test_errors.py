@@ -116,4 +116,18 @@ def test_malformed_oversize_and_unknown(api: Api) -> None:
     code, status = call(api, "POST", SERVICES + "?fieldValidation=Strict",
                         {**SVC, "spec": {**SVC["spec"], "bogus": 1}})
     assert code == 400 and "bogus" in status["message"]
+    # protobuf: a cut-short body, and a well-formed Service with a port out of range (validated as JSON is)
+    pb = "application/vnd.kubernetes.protobuf"
+    code, status = call(api, "POST", SERVICES, raw=b"k8s\x00\x0a\x20", ctype=pb)
+    assert (code, status["reason"]) == (400, "BadRequest") and "protobuf" in status["message"], status
+    meta, port = b"\x0a\x03web", b"\x18" + bytes([0xff, 0xff, 0x07])  # name "web"; port 131071
+    spec = b"\x0a" + bytes([len(port)]) + port
+    obj = b"\x0a" + bytes([len(meta)]) + meta + b"\x12" + bytes([len(spec)]) + spec
+    tm = b"\x0a\x02v1\x12\x07Service"
+    body = b"k8s\x00\x0a" + bytes([len(tm)]) + tm + b"\x12" + bytes([len(obj)]) + obj
+    code, status = call(api, "POST", SERVICES, raw=body, ctype=pb)
+    assert (code, status["reason"]) == (422, "Invalid"), status
+    assert status["details"]["causes"][0]["field"] == "spec.ports[0].port", status
+    code, status = call(api, "POST", SERVICES, raw=b"\xa1\x01", ctype="application/cbor")
+    assert code == 415
     assert api.revision() == before
