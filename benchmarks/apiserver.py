@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
+import resource
 import shutil
 import ssl
 import subprocess
@@ -41,6 +43,12 @@ PODNET = str(Path(sys.executable).with_name("podnet"))
 def svc(name: str, labels: dict[str, str] | None = None) -> Service:
     return Service.model_validate({"metadata": {"name": name, "labels": labels or {"app": name}},
                                    "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}})
+
+
+def _proc_cpu(pid: int) -> float:
+    """user + system CPU seconds of a process so far."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -103,6 +111,11 @@ def main() -> None:
             assert len(json.loads(body)["items"]) == args.services
             c.close()
 
+        t = time.perf_counter()
+        http_list()  # the first list after the server starts decodes and validates every object once
+        t_cold = time.perf_counter() - t
+        rows.append(("list over HTTPS, first after start (cold)", f"{t_cold * 1000:.0f} ms", f"{t_cold / base:.2f}x",
+                     "each stored version is decoded once, then shared"))
         t_http = best(http_list)
         rows.append(("list over HTTPS (JSON)", f"{t_http * 1000:.0f} ms", f"{t_http / base:.2f}x", ""))
         kubectl = shutil.which("kubectl")
@@ -113,7 +126,19 @@ def main() -> None:
                 assert len(r.stdout.splitlines()) == args.services
             t_k = best(kget)
             rows.append(("kubectl get svc -A (Table)", f"{t_k * 1000:.0f} ms", f"{t_k / base:.2f}x",
-                         "goal < 1 s: " + ("met" if t_k < 1 else "NOT met")))
+                         "goal < 1 s: " + ("met" if t_k < 1 else "NOT met") + f" (load {os.getloadavg()[0]:.1f})"))
+            # CPU time does not grow with the machine's load as wall time does: kubectl's and the server's
+            # together is what the list costs where nothing else runs
+            cpu = []
+            for _ in range(3):
+                s0, k0 = _proc_cpu(proc.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
+                kget()
+                s1, k1 = _proc_cpu(proc.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
+                kc_cpu = (k1.ru_utime + k1.ru_stime) - (k0.ru_utime + k0.ru_stime)
+                cpu.append((kc_cpu + s1 - s0, kc_cpu, s1 - s0))
+            tot, kc_cpu, srv = min(cpu)
+            rows.append(("kubectl get svc -A: CPU, kubectl + server", f"{tot * 1000:.0f} ms", f"{tot / base:.2f}x",
+                         f"kubectl {kc_cpu * 1000:.0f} ms + server {srv * 1000:.0f} ms"))
 
         # -- watch -----------------------------------------------------------------------------------
         name = "s00000"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from aiohttp import web
 
@@ -79,8 +80,7 @@ def _as_scale(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=json.dumps(doc, separators=(",", ":")).encode(), status=status,
-                        content_type="application/json", headers=headers)
+    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json", headers=headers)
 
 
 def _wants_table(request: web.Request) -> bool:

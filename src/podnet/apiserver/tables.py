@@ -4,6 +4,7 @@ so `kubectl get` prints what it prints against a real cluster. priority 1 column
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -46,11 +47,22 @@ def age(obj: dict[str, Any], field: str = "creationTimestamp", now: datetime | N
     ts = obj.get("metadata", {}).get(field) if field == "creationTimestamp" else obj.get(field)
     if not ts:
         return "<unknown>"
-    try:
-        t = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
+    t = _timestamp(ts) if isinstance(ts, str) else None
+    if t is None:
         return "<unknown>"
     return human_duration(((now or datetime.now(UTC)) - t).total_seconds())
+
+
+@functools.lru_cache(maxsize=4096)
+def _timestamp(ts: str) -> datetime | None:
+    """An RFC 3339 UTC timestamp as the API writes them (2026-12-03T05:46:21Z); objects made together share one,
+    so the parses are cached."""
+    if len(ts) != 20 or not ts.endswith("Z"):
+        return None
+    try:
+        return datetime.fromisoformat(ts[:-1]).replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def _name(o: dict[str, Any]) -> str:
@@ -175,6 +187,10 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[dict[str, Any]], Row]]] = {
                ("Source", S, 1), ("First Seen", S, 1), ("Count", N, 1), ("Name", S, 1)], _event),
 }
 
+_ROW_CACHED = {"Service", "ConfigMap", "Namespace", "EndpointSlice"}
+_ROWS: dict[tuple[str, Any, Any], Row] = {}
+_ROWS_MAX = 50_000
+
 
 def columns(kind: str) -> list[dict[str, Any]]:
     cols, _ = PRINTERS[kind]
@@ -185,10 +201,26 @@ def columns(kind: str) -> list[dict[str, Any]]:
 def table(kind: str, objs: list[dict[str, Any]], *, resource_version: str = "", include: str = "Metadata",
           with_columns: bool = True, cont: str | None = None) -> dict[str, Any]:
     """A meta.k8s.io/v1 Table. include is the request's includeObject: None, Metadata (the default) or Object."""
-    _, row = PRINTERS[kind]
+    cols, row = PRINTERS[kind]
+    # Kinds whose only time-dependent cell is Age: the other cells are kept per stored version (uid and
+    # resourceVersion), so paging through 10k Services builds each row once; the Age is computed per answer.
+    age_at = next((i for i, (n, _, _) in enumerate(cols) if n == "Age"), None) if kind in _ROW_CACHED else None
     rows = []
     for o in objs:
-        r: dict[str, Any] = {"cells": row(o)}
+        if age_at is None:
+            cells = row(o)
+        else:
+            meta = o.get("metadata") or {}
+            ck = (kind, meta.get("uid"), meta.get("resourceVersion"))
+            cells = _ROWS.get(ck) if ck[1] and ck[2] else None
+            if cells is None:
+                cells = row(o)
+                if ck[1] and ck[2]:
+                    if len(_ROWS) >= _ROWS_MAX:
+                        _ROWS.clear()
+                    _ROWS[ck] = cells
+            cells = [*cells[:age_at], age(o), *cells[age_at + 1:]]
+        r: dict[str, Any] = {"cells": cells}
         if include == "Object":
             r["object"] = o
         elif include != "None":
