@@ -4,6 +4,9 @@
   get      sequential gets of existing keys
   list     a list of 1,000 keys (what an informer re-list or the subnet manager reads)
   watch    put -> the event arriving at a watcher thread of another store connection (one at a time)
+  watch-x  put -> the event arriving at a watcher in another process (the lab's daemons and the API server
+           watch what the CLI and other daemons write), one at a time; and the CPU the idle watcher process
+           spends in 5 s (SQLite watchers sleep on inotify: store/notify.py)
   checkpoint  (SQLite only) puts of 2 KiB values, 3,000 keys in turn: podnet's background checkpointer
            against SQLite's default (the checkpoint runs inside the commit that crosses 1,000 WAL pages),
            the baseline, measured in the same run: p50, p99, max and how many puts took over 5 ms
@@ -151,6 +154,51 @@ def bench_watch(url: str, store: Store, res: Result, samples: int) -> None:
     res.lat["watch"] = lat
 
 
+WATCHER = """
+import sys, time
+from podnet.store import open_store
+s = open_store(sys.argv[1])
+w = s.watch("/bench/watchx/", s.revision() + 1)
+print("ready", flush=True)
+for ev in w:
+    print(ev.key, time.monotonic(), flush=True)
+"""
+
+
+def bench_watch_process(url: str, store: Store, res: Result, samples: int) -> None:
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", WATCHER, url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError("the watcher process did not start")
+        time.sleep(0.5)  # let its start-up settle before measuring its idle CPU
+        cpu0 = _cpu(child.pid)
+        time.sleep(5)
+        idle = _cpu(child.pid) - cpu0
+        lat: list[float] = []
+        for i in range(samples):
+            key = f"/bench/watchx/{i:05d}"
+            start = time.monotonic()
+            store.put(key, VALUE)
+            got, stamp = child.stdout.readline().split()
+            if got != key:
+                raise RuntimeError(f"the watcher saw {got}, expected {key}")
+            lat.append(float(stamp) - start)
+            time.sleep(0.002)  # one at a time: the watcher is idle again before the next put
+    finally:
+        child.terminate()
+        child.wait(10)
+    res.lat["watch-x"] = lat
+    res.notes["watch-x"] = f"idle watcher process: {idle * 1000:.0f} ms CPU in 5 s"
+
+
+def _cpu(pid: int) -> float:
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_acquire(url: str, res: Result, nodes: int, threads: int) -> None:
     conf = parse_netconf(NETCONF)
     lat: list[float] = []
@@ -214,6 +262,7 @@ def run_backend(name: str, args: argparse.Namespace, tmp: str) -> Result:
         try:
             bench_kv(store, res, args.ops)
             bench_watch(url, store, res, args.watch_samples)
+            bench_watch_process(url, store, res, args.watch_samples)
         finally:
             store.close()
         if name in args.acquire_backends.split(","):
@@ -252,7 +301,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     hdr = f"{'op':8} {'backend':11} {'p50':>8} {'p99':>8} {'mean':>8} {'total s':>8} {'ratio':>7}  note"
     print(hdr)
     print("-" * len(hdr))
-    for op in ("put", "get", "list", "watch", "acquire"):
+    for op in ("put", "get", "list", "watch", "watch-x", "acquire"):
         for r in results:
             if op not in r.lat:
                 continue

@@ -22,8 +22,9 @@ file can reach that size until the last connection closes.
 
 Nobody owns lease expiry: whoever touches the store (a read, a write, a watch poll, or the sweeper thread
 that grant() and watch() start) deletes the keys of expired leases in one write, with delete events, like
-etcd's lessor does. Watches poll the revision row every POLL_INTERVAL seconds, which costs one point read
-when nothing changed.
+etcd's lessor does. Writers poke a file beside the database after each commit and watches sleep until
+inotify reports it (store/notify.py): a change reaches a watcher in another process in about a millisecond,
+and an idle watcher costs nothing but one revision read per notify.FALLBACK seconds.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+from podnet.store import notify
 from podnet.store.base import (
     CompactedError,
     ConflictError,
@@ -55,7 +57,6 @@ from podnet.store.base import (
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL = 0.025  # watch delay is at most this plus one query
 SWEEP_INTERVAL = 0.25  # expired leases vanish within this of their expiry while a sweeper runs
 CHECKPOINT_INTERVAL = 0.02  # at most one background checkpoint per this; a burst of writes shares one
 WRITER_AUTOCHECKPOINT = 10_000  # pages (40 MiB): the writer's own checkpoint, a backstop only
@@ -225,6 +226,7 @@ class SqliteStore:
         self._checkpointer: threading.Thread | None = None
         self._dirty = threading.Event()  # set after each commit; the checkpointer waits on it
         self._watches: set[SqliteWatch] = set()
+        self._poke = notify.Poke(self.path)
         try:
             _retry_busy("creating schema", self.path, self._create_schema_once)
         except BaseException:
@@ -282,6 +284,7 @@ class SqliteStore:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
+            self._poke()  # after the commit: whoever it wakes sees the new revision
             if self.background_checkpoint:
                 if self._checkpointer is None:
                     self._start_checkpointer(conn)
@@ -592,6 +595,7 @@ class SqliteStore:
                 t.join(timeout=2)
         with self._lock:
             self._conn.close()
+            self._poke.close()
 
     def __enter__(self) -> SqliteStore:
         return self
@@ -604,7 +608,8 @@ class SqliteStore:
 
 
 class SqliteWatch:
-    """Polls the events table from its own connection; iterate from one thread, close() from any."""
+    """Reads the events table from its own connection when woken (notify.py); iterate from one thread,
+    close() from any."""
 
     def __init__(self, store: SqliteStore, prefix: str, from_revision: int) -> None:
         self._store = store
@@ -614,11 +619,13 @@ class SqliteWatch:
         self._conn = _connect(store.path)
         self._conn_lock = threading.Lock()
         self._started = False
+        self._waiter = notify.Waiter(store.path)  # before the first read: no commit falls between
         rev, compact = self._heads()
         if from_revision <= 0:  # etcd: 0 means "from now on"
             from_revision = rev + 1
         if from_revision < compact:
             self._close_conn()
+            self._waiter.close()
             raise CompactedError(from_revision, compact)
         self.next_revision = from_revision
 
@@ -676,9 +683,10 @@ class SqliteWatch:
                         return
                     yield ev
                 if not events:
-                    self._closed.wait(POLL_INTERVAL)
+                    self._waiter.wait()
         finally:
             self._close_conn()
+            self._waiter.close()
 
     def _close_conn(self) -> None:
         with self._conn_lock:
@@ -689,6 +697,7 @@ class SqliteWatch:
 
     def close(self) -> None:
         self._closed.set()
+        self._waiter.close()  # wakes the iterating thread
         if not self._started:  # nobody iterates: nobody else will close the connection
             self._close_conn()
         with self._store._lock:

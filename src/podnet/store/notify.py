@@ -1,0 +1,151 @@
+"""Wake SQLite watchers when another process commits, without polling.
+
+A writer touches `<db>-notify` (one 1-byte pwrite) after each commit; watchers learn of it from inotify on the
+database's directory. The write comes after COMMIT returns, so a watcher woken by it always finds the new
+revision (a wake-up on the WAL file itself could come before the commit is visible). One inotify instance and
+one thread per process and directory serve every watch there (the kernel allows 128 instances per user by
+default; an API server holds a watch per client). Watchers still re-read the revision every FALLBACK seconds,
+so a missed wake-up (a writer of an older podnet, inotify unavailable) costs latency, never an event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+
+log = logging.getLogger(__name__)
+
+FALLBACK = 1.0  # seconds between revision reads of a watcher nobody wakes
+
+
+def notify_path(db_path: str) -> str:
+    return db_path + "-notify"
+
+
+class Poke:
+    """The writer's side: one open descriptor, one pwrite per commit."""
+
+    def __init__(self, db_path: str) -> None:
+        self.path = notify_path(db_path)
+        self._fd: int | None = None
+        self._pid = os.getpid()
+
+    def __call__(self) -> None:
+        try:
+            if self._fd is None or self._pid != os.getpid():
+                self._fd, self._pid = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644), os.getpid()
+            os.pwrite(self._fd, b"\x01", 0)
+        except OSError as exc:  # watchers fall back to their periodic read
+            log.debug("cannot poke %s: %s", self.path, exc)
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+
+class _DirWatch:
+    """inotify on one directory, fanned out to every waiter of this process."""
+
+    def __init__(self, directory: str) -> None:
+        from inotify_simple import INotify, flags
+
+        self.directory = directory
+        self.ino = INotify(nonblocking=True)
+        self.ino.add_watch(directory, flags.MODIFY | flags.CREATE | flags.MOVED_TO | flags.ATTRIB)
+        self.cond = threading.Condition()
+        self.seq: dict[str, int] = {}  # file name -> wake-ups seen
+        self.users = 0
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._stopped = False
+        self.thread = threading.Thread(target=self._run, name=f"podnet-notify {directory}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped:
+                ready, _, _ = select.select([self.ino.fileno(), self._wake_r], [], [])
+                if self._wake_r in ready:
+                    return
+                names = {e.name for e in self.ino.read(timeout=0)}
+                with self.cond:
+                    for n in names:
+                        if n in self.seq:
+                            self.seq[n] += 1
+                    self.cond.notify_all()
+        except (OSError, ValueError) as exc:
+            log.debug("inotify on %s stopped: %s", self.directory, exc)
+        finally:
+            self.ino.close()
+            os.close(self._wake_r)
+
+    def stop(self) -> None:
+        self._stopped = True
+        os.write(self._wake_w, b"x")
+        os.close(self._wake_w)
+
+
+_LOCK = threading.Lock()
+_DIRS: dict[tuple[int, str], _DirWatch] = {}
+
+
+class Waiter:
+    """A watcher's side: wait() returns when the database may have changed, or after FALLBACK, or on close."""
+
+    def __init__(self, db_path: str) -> None:
+        self._dir, self._name = os.path.split(os.path.abspath(notify_path(db_path)))
+        self._dw: _DirWatch | None = None
+        self._closed = False
+        key = (os.getpid(), self._dir)
+        with _LOCK:
+            dw = _DIRS.get(key)
+            if dw is None:
+                try:
+                    dw = _DIRS[key] = _DirWatch(self._dir)
+                except (OSError, ImportError) as exc:  # e.g. out of inotify instances: poll instead
+                    log.debug("no inotify for %s (%s): watches poll every %.0f s", self._dir, exc, FALLBACK)
+                    dw = None
+            if dw is not None:
+                dw.users += 1
+                with dw.cond:
+                    dw.seq.setdefault(self._name, 0)
+                self._dw = dw
+        self._seen = self._current()
+
+    @property
+    def notified(self) -> bool:
+        """Whether wake-ups come from inotify (False: only the periodic read)."""
+        return self._dw is not None
+
+    def _current(self) -> int:
+        return self._dw.seq.get(self._name, 0) if self._dw is not None else 0
+
+    def wait(self, timeout: float = FALLBACK) -> None:
+        dw = self._dw
+        if dw is None:
+            with _POLL_COND:
+                _POLL_COND.wait_for(lambda: self._closed, timeout=min(timeout, 0.025))
+            return
+        with dw.cond:
+            dw.cond.wait_for(lambda: self._closed or dw.seq.get(self._name, 0) != self._seen, timeout=timeout)
+            self._seen = dw.seq.get(self._name, 0)
+
+    def close(self) -> None:
+        self._closed = True
+        dw, self._dw = self._dw, None
+        if dw is None:
+            with _POLL_COND:
+                _POLL_COND.notify_all()
+            return
+        with dw.cond:
+            dw.cond.notify_all()
+        with _LOCK:
+            dw.users -= 1
+            if dw.users == 0:
+                _DIRS.pop((os.getpid(), dw.directory), None)
+                dw.stop()
+
+
+_POLL_COND = threading.Condition()  # wakes pollers on close
