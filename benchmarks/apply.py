@@ -150,10 +150,21 @@ def main() -> None:
     t.add_column("measured", justify="right")
     t.add_column("floor / baseline", justify="right")
     t.add_column("ratio", justify="right")
+    by_scenario: dict[str, dict[int, float]] = {}
     for n in sizes:
         for name, took, floor in run(n, reps):
             t.add_row(name, f"{took * 1000:.1f} ms", f"{floor * 1000:.2f} ms", f"{took / floor:.3g}x")
+            by_scenario.setdefault(name.split(": ", 1)[1], {})[n] = took
     Console(width=140).print(t)
+    if len(sizes) > 1:  # issue 16 goal 7: the cost of one object does not grow with the store (within 1.2x)
+        lo, hi = min(sizes), max(sizes)
+        g = Table(title=f"growth: one object's cost at {hi} stored against {lo} (goal <= 1.2x)")
+        for c in ("scenario", f"at {lo}", f"at {hi}", "ratio"):
+            g.add_column(c)
+        for name, at in by_scenario.items():
+            if lo in at and hi in at:
+                g.add_row(name, f"{at[lo] * 1000:.1f} ms", f"{at[hi] * 1000:.1f} ms", f"{at[hi] / at[lo]:.2f}x")
+        Console(width=140).print(g)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from podnet.errors import AllocationError, Problem, ValidationError
@@ -114,12 +114,69 @@ def _static_band(size: int, low: int, high: int, divisor: int) -> int:
     return min(max(low, size // divisor), high)
 
 
+class LazyRecords(dict[int, str]):
+    """offset -> owner, read record by record: `lookup(offset)` answers one, `load_all()` every record.
+
+    An apply that allocates one value reads one or two records instead of all of them, so its cost does not
+    grow with the number of services. Every offset a pick or a check looks at is read once; after
+    MAX_TAKEN offsets turned out taken (a range that full is cheaper to read at once) the rest is loaded.
+    Values taken by this plan win over what is read.
+    """
+
+    MAX_TAKEN = 32
+
+    def __init__(self, lookup: Callable[[int], str | None], load_all: Callable[[], Mapping[int, str]]) -> None:
+        super().__init__()
+        self._lookup, self._load_all = lookup, load_all
+        self._absent: set[int] = set()
+        self._mine: set[int] = set()  # offsets this plan took
+        self._complete = False
+        self._taken_seen = 0
+
+    def _read(self, off: int) -> None:
+        if self._complete or off in self._absent or dict.__contains__(self, off):
+            return
+        owner = self._lookup(off)
+        if owner is None:
+            self._absent.add(off)
+            return
+        dict.__setitem__(self, off, owner)
+        self._taken_seen += 1
+        if self._taken_seen > self.MAX_TAKEN:
+            self._load()
+
+    def _load(self) -> None:
+        for off, owner in self._load_all().items():
+            if off not in self._mine:
+                dict.__setitem__(self, off, owner)
+        self._complete = True
+
+    def __contains__(self, off: object) -> bool:
+        if isinstance(off, int):
+            self._read(off)
+        return dict.__contains__(self, off)
+
+    def get(self, off: int, default: str | None = None) -> str | None:  # type: ignore[override]
+        self._read(off)
+        return dict.get(self, off, default)
+
+    def __setitem__(self, off: int, owner: str) -> None:
+        self._absent.discard(off)
+        self._mine.add(off)
+        dict.__setitem__(self, off, owner)
+
+    def __len__(self) -> int:  # how many are allocated: only error messages ask, and need all of them
+        if not self._complete:
+            self._load()
+        return dict.__len__(self)
+
+
 class _Range:
     """Offsets [first, last] of a range; allocated maps offset -> owner."""
 
     def __init__(self, first: int, last: int, static: int, allocated: Mapping[int, str]) -> None:
         self.first, self.last, self.static = first, last, static
-        self.allocated = dict(allocated)
+        self.allocated = allocated if isinstance(allocated, LazyRecords) else dict(allocated)
 
     def pick(self, rng: random.Random) -> int | None:
         """A free offset: random in the dynamic (upper) band, else in the static band, else None."""
@@ -137,20 +194,34 @@ class _Range:
 
 
 class ClusterIPAllocator:
-    def __init__(self, cidr: str, allocated: Mapping[str, str]) -> None:
+    def __init__(self, cidr: str, allocated: Mapping[str, str] | None = None, *,
+                 lookup: Callable[[str], str | None] | None = None,
+                 load_all: Callable[[], Mapping[str, str]] | None = None) -> None:
+        """allocated: every record (ip -> owner); or lookup (ip -> owner or None) and load_all (every
+        record, called only if needed), read lazily: see LazyRecords."""
         self.net = ipaddress.ip_network(cidr, strict=False)
         base = int(self.net.network_address)
         size = min(self.net.num_addresses, _MAX_SCAN)
         last = size - 2 if self.net.version == 4 else size - 1  # no broadcast in IPv6
         usable = last  # offsets 1..last
-        taken: dict[int, str] = {}
-        for ip, owner in allocated.items():
-            try:
-                a = ipaddress.ip_address(ip)
-            except ValueError:
-                continue
-            if a in self.net:
-                taken[int(a) - base] = owner
+
+        def offsets(records: Mapping[str, str]) -> dict[int, str]:
+            out: dict[int, str] = {}
+            for ip, owner in records.items():
+                try:
+                    a = ipaddress.ip_address(ip)
+                except ValueError:
+                    continue
+                if a in self.net:
+                    out[int(a) - base] = owner
+            return out
+
+        taken: Mapping[int, str]
+        if lookup is not None:
+            taken = LazyRecords(lambda off: lookup(str(ipaddress.ip_address(base + off))),
+                                lambda: offsets(load_all() if load_all is not None else {}))
+        else:
+            taken = offsets(allocated or {})
         # offset 1 (the `kubernetes` service's address) is never handed out dynamically
         first_dynamic = 2 if last >= 2 else 1
         self._range = _Range(first_dynamic, last, _static_band(usable, 16, 256, 16), taken)
@@ -185,10 +256,15 @@ class ClusterIPAllocator:
 
 
 class NodePortAllocator:
-    def __init__(self, port_range: tuple[int, int], allocated: Mapping[int, str]) -> None:
+    def __init__(self, port_range: tuple[int, int], allocated: Mapping[int, str] | None = None, *,
+                 lookup: Callable[[int], str | None] | None = None,
+                 load_all: Callable[[], Mapping[int, str]] | None = None) -> None:
+        """allocated: every record (port -> owner); or lookup and load_all, read lazily (LazyRecords)."""
         self.low, self.high = port_range
         size = self.high - self.low + 1
-        self._range = _Range(self.low, self.high, _static_band(size, 16, 128, 32), dict(allocated))
+        records: Mapping[int, str] = (LazyRecords(lookup, load_all or (lambda: {})) if lookup is not None
+                                      else dict(allocated or {}))
+        self._range = _Range(self.low, self.high, _static_band(size, 16, 128, 32), records)
 
     def check(self, port: int, owner: str) -> str | None:
         if not self.low <= port <= self.high:

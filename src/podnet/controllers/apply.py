@@ -88,6 +88,8 @@ class _View:
     ports: dict[int, str] = field(default_factory=dict)  # nodePort -> owner
     alloc_revs: dict[str, int] = field(default_factory=dict)
     allocations_read: bool = False
+    _absent_ips: set[str] = field(default_factory=set)  # point reads that found no record
+    _absent_ports: set[int] = field(default_factory=set)
     nodes: set[str] | None = None
 
     def fetch(self, wanted: Iterable[str]) -> None:
@@ -130,6 +132,35 @@ class _View:
             except ValueError:
                 continue
             self.alloc_revs[kv.key] = kv.mod_revision
+
+    def ip_owner(self, ip: str) -> str | None:
+        """The owner of one ClusterIP's record: one point read (once), unless every record was read."""
+        if not self.allocations_read and ip not in self.ips and ip not in self._absent_ips:
+            kv = self.store.get(keys.cluster_ip(ip))
+            if kv is None:
+                self._absent_ips.add(ip)
+            else:
+                self.ips[ip] = kv.value.decode(errors="replace")
+                self.alloc_revs[kv.key] = kv.mod_revision
+        return self.ips.get(ip)
+
+    def port_owner(self, port: int) -> str | None:
+        if not self.allocations_read and port not in self.ports and port not in self._absent_ports:
+            kv = self.store.get(keys.node_port(port))
+            if kv is None:
+                self._absent_ports.add(port)
+            else:
+                self.ports[port] = kv.value.decode(errors="replace")
+                self.alloc_revs[kv.key] = kv.mod_revision
+        return self.ports.get(port)
+
+    def all_ips(self) -> dict[str, str]:
+        self.read_allocations()
+        return self.ips
+
+    def all_ports(self) -> dict[int, str]:
+        self.read_allocations()
+        return self.ports
 
     def node_names(self) -> set[str]:
         """Names of the stored nodes (as planned so far), read once."""
@@ -269,15 +300,15 @@ class _Planner:
     @property
     def ip_alloc(self) -> ClusterIPAllocator:
         if self._ip_alloc is None:
-            self.view.read_allocations()
-            self._ip_alloc = ClusterIPAllocator(self.config.service_cidr, self.view.ips)
+            self._ip_alloc = ClusterIPAllocator(self.config.service_cidr, lookup=self.view.ip_owner,
+                                                load_all=self.view.all_ips)
         return self._ip_alloc
 
     @property
     def port_alloc(self) -> NodePortAllocator:
         if self._port_alloc is None:
-            self.view.read_allocations()
-            self._port_alloc = NodePortAllocator(self.config.node_port_range, self.view.ports)
+            self._port_alloc = NodePortAllocator(self.config.node_port_range, lookup=self.view.port_owner,
+                                                 load_all=self.view.all_ports)
         return self._port_alloc
 
     def _claim(self, key: str, owner: str, current_owner: str | None) -> None:
@@ -298,7 +329,6 @@ class _Planner:
         owner = new.ref
         s = new.spec
         before = len(self.problems)
-        self.view.read_allocations()
         # ClusterIP: immutable once set; headless services have none.
         old_ip = old.spec.cluster_ip if old is not None else None
         want = s.cluster_ip
@@ -306,7 +336,7 @@ class _Planner:
             if want in (None, "") or want == old_ip:
                 s.cluster_ip = old_ip
                 s.cluster_ips = list(old.spec.cluster_ips) if old is not None and old.spec.cluster_ips else [old_ip]
-                if self.view.ips.get(old_ip) is None:  # its record went missing: claim it again
+                if self.view.ip_owner(old_ip) is None:  # its record went missing: claim it again
                     self.ip_alloc.take(old_ip, owner)
                     self._claim(keys.cluster_ip(old_ip), owner, None)
             else:
@@ -319,7 +349,7 @@ class _Planner:
                 self.problems.append(Problem("spec.clusterIP", want, reason, owner))
             else:
                 self.ip_alloc.take(want, owner)
-                self._claim(keys.cluster_ip(want), owner, self.view.ips.get(want))
+                self._claim(keys.cluster_ip(want), owner, self.view.ip_owner(want))
         else:
             s.cluster_ip = self.ip_alloc.allocate(owner, self.rng)
             s.cluster_ips = [s.cluster_ip]
@@ -367,10 +397,10 @@ class _Planner:
         if len(self.problems) > before:
             return
         for port in wanted:
-            self._claim(keys.node_port(port), owner, self.view.ports.get(port))
+            self._claim(keys.node_port(port), owner, self.view.port_owner(port))
         for port in self._owned_ports(old):
             if port not in wanted:
-                self._release(keys.node_port(port), owner, self.view.ports.get(port))
+                self._release(keys.node_port(port), owner, self.view.port_owner(port))
 
     def _release_all_of(self, owner: str, keep_ips: Iterable[str] = (), keep_ports: Iterable[int] = ()) -> None:
         """Release every allocation record naming owner, except those kept."""
@@ -464,12 +494,11 @@ class _Planner:
             self.results.append(Result(old, "deleted"))
             return True
         if isinstance(old, Service):
-            self.view.read_allocations()
             owner = old.ref
             for ip in old.cluster_ips:
-                self._release(keys.cluster_ip(ip), owner, self.view.ips.get(ip))
+                self._release(keys.cluster_ip(ip), owner, self.view.ip_owner(ip))
             for port in self._owned_ports(old):
-                self._release(keys.node_port(port), owner, self.view.ports.get(port))
+                self._release(keys.node_port(port), owner, self.view.port_owner(port))
         self._touch(old, None)
         if old is not None:
             self.results.append(Result(old, "deleted"))
@@ -494,7 +523,11 @@ class _Planner:
         namespaces = {ns for ns, _ in self.affected} | {ns for ns, _ in self.touched_pods}
         if not namespaces:
             return
-        raw_slices = {ns: self.view.stored("EndpointSlice", ns) for ns in sorted(namespaces)}
+        if self.touched_pods:  # the affected services are known only after reading services: all slices first
+            raw_slices = {ns: self.view.stored("EndpointSlice", ns) for ns in sorted(namespaces)}
+        else:
+            raw_slices = {ns: self._slices_named_for(ns, {n for sns, n in self.affected if sns == ns})
+                          for ns in sorted(namespaces)}
         services: dict[tuple[str, str], Service] = {}
         for ns in sorted(namespaces):
             for _, obj in self.view.planned("Service", ns):
@@ -516,6 +549,24 @@ class _Planner:
             elif isinstance(prior, Put) and isinstance(op, Delete):
                 continue
             self.ops[op.key] = op
+
+    def _slices_named_for(self, ns: str, names: set[str]) -> list[KeyValue]:
+        """The stored slices of ns whose names start as a controller's slices of these services do.
+
+        Controller-managed slices are named `<service[:57]>-<suffix>` (podnet's hash, upstream's
+        generateName), so a prefix read per service finds every slice slice_ops may write or delete for
+        it, at a cost that does not grow with the namespace. Many services: one list of the namespace.
+        (A managed-by slice someone named otherwise is left to `podnet repair`.)
+        """
+        if len(names) > _GET_LIMIT:
+            return self.view.stored("EndpointSlice", ns)
+        prefix = keys.kind_prefix("EndpointSlice", ns)
+        found: dict[str, KeyValue] = {}
+        for name in sorted(names):
+            for kv in self.view.store.list(prefix + name[:57] + "-").items:
+                if kv.key not in self.view.known:
+                    found[kv.key] = kv
+        return list(found.values())
 
     def _services_selecting_touched_pods(self, services: dict[tuple[str, str], Service]) -> None:
         """Add the services selecting a touched pod (old or new labels) to affected and to services.
