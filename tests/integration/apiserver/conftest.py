@@ -3,6 +3,7 @@ server (root), and helpers to run the real kubectl against either."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -67,11 +68,9 @@ def _wait_port(port_file: Path, proc: subprocess.Popen[bytes], log: Path) -> int
     raise AssertionError(f"podnet apiserver did not start:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    """`podnet apiserver` over a fresh SQLite store on a free loopback port."""
-    d = tmp_path_factory.mktemp("apiserver")
-    store_url = f"sqlite:///{d}/state.db"
+@contextlib.contextmanager
+def _serving(store_url: str, d: Path) -> Iterator[Api]:
+    """`podnet apiserver` over store_url on a free loopback port, stopped by pid afterwards."""
     log = d / "apiserver.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([PODNET, "--store", store_url, "apiserver", "--listen", "127.0.0.1:0",
@@ -91,6 +90,27 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """`podnet apiserver` over a fresh SQLite store on a free loopback port."""
+    d = tmp_path_factory.mktemp("apiserver")
+    with _serving(f"sqlite:///{d}/state.db", d) as a:
+        yield a
+
+
+@pytest.fixture(scope="module")
+def api_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """`podnet apiserver` over a one-member etcd (tests/contract/etcd_cluster.py, stopped by pid)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "contract"))
+    from etcd_cluster import EtcdCluster, etcd_available
+
+    if not etcd_available():
+        pytest.skip("etcd server binary not installed (Debian package etcd-server)")
+    d = tmp_path_factory.mktemp("apiserver-etcd")
+    with EtcdCluster(1) as cluster, _serving(cluster.url, d) as a:
+        yield a
 
 
 @dataclass
