@@ -46,10 +46,10 @@ def _kind(name: str) -> str:
     return kind
 
 
-def _store(ctx: typer.Context) -> Store:
+def _store(ctx: typer.Context, *, create: bool = True) -> Store:
     state: CliState = ctx.obj if isinstance(ctx.obj, CliState) else CliState()
     try:
-        return state.store()
+        return state.store(create=create)
     except StoreUnavailable:
         raise
     except StoreError as e:  # a malformed --store URL is a usage error, not an unreachable store
@@ -272,7 +272,7 @@ def get(
     kind = _kind(resource)
     cls = KINDS[kind]
     ns = None if (all_namespaces or not cls.NAMESPACED) else (namespace or "default")
-    store = _store(ctx)
+    store = _store(ctx, create=False)
     objs = _read(store, kind, ns)
     if selector:
         match = parse_selector(selector)
@@ -411,7 +411,7 @@ def describe(
     if kind != "Service":
         raise PodnetError(f"describe {resource}: podnet describes services only")
     ns = namespace or "default"
-    store = _store(ctx)
+    store = _store(ctx, create=False)
     services = {s.name: s for s in _read(store, "Service", ns)}
     if names:
         missing = [n for n in names if n not in services]

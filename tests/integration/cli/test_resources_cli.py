@@ -230,3 +230,16 @@ def test_label_selectors_on_get_and_delete(podnet: Podnet) -> None:
     assert "Endpoints:                <none>" in podnet("describe", "svc", "webapp1-clusterip-svc").stdout
     bad = podnet("get", "pods", "-l", "a=b=c")
     assert bad.returncode == 1 and "--selector" in bad.stderr
+
+
+def test_read_only_commands_create_no_store(podnet: Podnet, tmp_path: Path) -> None:
+    """get/describe on a sqlite store that does not exist: a clear error, and no file (or folder) made."""
+    missing = tmp_path / "typo" / "state.db"
+    for argv in (["get", "services"], ["get", "nodes", "-o", "yaml"], ["describe", "service"]):
+        r = podnet("--store", f"sqlite:///{missing}", *argv)
+        assert r.returncode == 2, (argv, r.stderr)
+        assert r.stderr.startswith("error: store unreachable: sqlite store ") and len(r.stderr.splitlines()) == 1
+        assert f"{missing} does not exist (nothing was applied to it yet; check --store or PODNET_STORE)" in r.stderr
+    assert not missing.parent.exists()
+    assert podnet("--store", f"sqlite:///{missing}", "apply", "-f", "examples/webapp1/").returncode == 0
+    assert "webapp1-clusterip-svc" in podnet("--store", f"sqlite:///{missing}", "get", "svc").stdout
