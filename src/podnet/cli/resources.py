@@ -3,6 +3,10 @@
 Output follows kubectl's so that people read it without learning anything new: `service/x created`,
 the same table columns, `describe service`'s block. The write path (defaulting, allocation, derived
 EndpointSlices, one commit) is controllers/apply.py; this module only reads arguments and prints.
+
+The resource models (podnet.api, pydantic) are imported by the commands that use them, not here:
+every `podnet` command loads this module, and the daemons (`podnet proxy run` restarted after a crash)
+must not pay a third of a second building models they never read.
 """
 
 from __future__ import annotations
@@ -10,23 +14,22 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import typer
 
-from podnet.api.deployment import Deployment
-from podnet.api.endpointslice import SERVICE_NAME_LABEL, EndpointSlice
-from podnet.api.loader import KINDS, dump_json, dump_yaml, from_json, load_paths
-from podnet.api.meta import Resource
-from podnet.api.node import Node
-from podnet.api.pod import Pod
-from podnet.api.selectors import parse_selector
-from podnet.api.service import Service
 from podnet.cli.context import CliState
-from podnet.controllers.allocators import AllocatorConfig
-from podnet.controllers.apply import apply_objects, delete_objects
-from podnet.controllers.endpoints import ready_addresses
 from podnet.errors import NotFound, PodnetError, Problem, ValidationError
 from podnet.store import Store, StoreError, StoreUnavailable, keys
+
+if TYPE_CHECKING:
+    from podnet.api.deployment import Deployment
+    from podnet.api.endpointslice import EndpointSlice
+    from podnet.api.meta import Resource
+    from podnet.api.node import Node
+    from podnet.api.pod import Pod
+    from podnet.api.service import Service
+    from podnet.controllers.allocators import AllocatorConfig
 
 # kubectl's resource names, short names and singulars
 _ALIASES = {
@@ -57,6 +60,8 @@ def _store(ctx: typer.Context, *, create: bool = True) -> Store:
 
 
 def _config(service_cidr: str | None, node_port_range: str | None) -> AllocatorConfig:
+    from podnet.controllers.allocators import AllocatorConfig
+
     try:
         return AllocatorConfig.from_env(service_cidr, node_port_range)
     except ValueError as e:
@@ -65,6 +70,8 @@ def _config(service_cidr: str | None, node_port_range: str | None) -> AllocatorC
 
 def _read(store: Store, kind: str, namespace: str | None) -> list[Resource]:
     """Objects of a kind (one namespace, or all when None), with resourceVersion as kubectl shows it."""
+    from podnet.api.loader import from_json
+
     out: list[Resource] = []
     for kv in store.list(keys.kind_prefix(kind, namespace)).items:
         try:
@@ -81,6 +88,8 @@ def _read(store: Store, kind: str, namespace: str | None) -> list[Resource]:
 
 
 def _load(files: Sequence[str], namespace: str | None) -> list[Resource]:
+    from podnet.api.loader import load_paths
+
     loaded = load_paths(files)
     for w in loaded.warnings:
         print(f"Warning: {w}", file=sys.stderr)
@@ -110,6 +119,8 @@ def apply(
                                         help="NodePort range FIRST-LAST [default: 30000-32767]"),
 ) -> None:
     """Create or update objects from files (validated first; written all at once or not at all)."""
+    from podnet.controllers.apply import apply_objects
+
     config = _config(service_cidr, node_port_range)
     objs = _load(filename, namespace)
     if not objs:
@@ -127,6 +138,10 @@ def delete(
     ignore_not_found: bool = typer.Option(False, "--ignore-not-found"),
 ) -> None:
     """Delete objects named in files, or KIND NAME..., or KIND -l SELECTOR; frees ClusterIPs and NodePorts."""
+    from podnet.api.loader import KINDS
+    from podnet.api.selectors import parse_selector
+    from podnet.controllers.apply import delete_objects
+
     refs: list[tuple[str, str | None, str]] = []
     store: Store | None = None
     if filename:
@@ -267,6 +282,10 @@ def get(
     selector: str = typer.Option(None, "-l", "--selector", help="Label selector, e.g. app=web,tier!=db"),
 ) -> None:
     """List objects as kubectl get does."""
+    from podnet.api import EndpointSlice, Node, Pod, Service
+    from podnet.api.loader import KINDS, dump_json, dump_yaml
+    from podnet.api.selectors import parse_selector
+
     if output not in (None, "wide", "yaml", "json", "name"):
         raise PodnetError(f"-o {output}: unknown output format (use wide, yaml, json or name)")
     kind = _kind(resource)
@@ -323,6 +342,8 @@ def get(
 
 def _endpoints(slices: list[EndpointSlice], port_name: str) -> str:
     """kubectl's formatEndpointSlices: ready `ip:port`, at most 3, then `+ N more...`."""
+    from podnet.controllers.endpoints import ready_addresses
+
     found = ready_addresses(slices, port_name)
     if not found:
         return "<none>"
@@ -407,6 +428,9 @@ def describe(
     namespace: str = typer.Option(None, "-n", "--namespace"),
 ) -> None:
     """Show a service as kubectl describe does, with the endpoints its EndpointSlices hold."""
+    from podnet.api import EndpointSlice, Service
+    from podnet.api.endpointslice import SERVICE_NAME_LABEL
+
     kind = _kind(resource)
     if kind != "Service":
         raise PodnetError(f"describe {resource}: podnet describes services only")
