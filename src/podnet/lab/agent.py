@@ -113,7 +113,8 @@ class Agent:
                 raise
             ip = next(a["address"].split("/")[0] for a in result.get("ips", []))
             argv, ports = self.pod_command(pod)
-            rec = procs.spawn(netns.exec_argv(ns_name, argv), self.st.log(f"pods/{pod.namespace}_{pod.name}"))
+            # A workload: the default priority, not the lab daemons' (supervisor.NICE) we inherited.
+            rec = procs.spawn(netns.exec_argv(ns_name, argv), self.st.log(f"pods/{pod.namespace}_{pod.name}"), nice=0)
         except BaseException:
             self.stop_pod({"netns": ns_name, "cid": cid, "proc": None, "key": key})
             raise

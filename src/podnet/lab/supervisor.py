@@ -30,6 +30,13 @@ also children a previous supervisor started and this one only adopted, which wai
 and sleeps in select() on them; a child's death wakes it at once. The first restart is immediate; only
 a child that keeps dying is restarted with a growing pause (RESTART_BACKOFF), and one that ran for
 STABLE seconds starts over.
+
+What a restart then costs is CPU: a proxy's interpreter, imports and first full sync take about half a
+second of it. On a busy machine (tests, other labs) a process at the default priority waits its turn
+for most of that: 2.5-5 s measured at a load of 10-15 on two cores. So the lab's own processes run at
+NICE (set on the supervisor and on each child it starts; what they run inherits it), the way a node
+reserves CPU for its system daemons (kubelet's --system-reserved / --kube-reserved). Pods are
+workloads: the agent starts them at the default priority.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0)  # before the 1st, 2nd, ... restart 
 STABLE = 10.0  # a child that ran this long starts its backoff over at the next death
 IDLE_CHECK = 0.5  # seconds between looks at the lab's markers (registered, stopping) when nothing dies
 LOCK_WAIT = 1.0  # how long a starting supervisor retries a lock that an agent's probe holds for an instant
+NICE = -10  # the lab's processes (see above); pods go back to 0 (agent.py)
 LOCK = "supervisor.lock"
 RECORD = "supervisor.json"
 STOP_MARKER = "stopping"
@@ -217,7 +225,7 @@ class Supervisor:
     def start_child(self, c: Child) -> None:
         if c.prepare is not None:
             c.prepare()
-        c.rec = procs.spawn(c.argv, self.st.log(c.role))
+        c.rec = procs.spawn(c.argv, self.st.log(c.role), nice=NICE)
         c.started = time.monotonic()
         self._watch(c)
         self.st.procs[c.role] = c.rec
@@ -356,7 +364,7 @@ def ensure_running(name: str) -> procs.ProcRecord | None:
     st = LabState.load(name)
     if st is None or (st.dir / STOP_MARKER).exists() or running(st):
         return None
-    rec = procs.spawn([podnet_exe(), "lab", "supervise", "--name", name], st.log("supervisor"))
+    rec = procs.spawn([podnet_exe(), "lab", "supervise", "--name", name], st.log("supervisor"), nice=NICE)
     # Our child until it exits (only if it lost a race for the lock): reap it so no zombie stays.
     threading.Thread(target=procs.wait, args=(rec.pid,), daemon=True).start()
     log.warning("lab %s had no supervisor: started one (pid %d)", name, rec.pid)
@@ -379,6 +387,7 @@ def main(name: str) -> int:
     st.save_supervisor(me)
     if (st.dir / STOP_MARKER).exists():
         return 0
+    procs.set_nice(0, NICE)
     sup = Supervisor(st)
     signal.signal(signal.SIGTERM, sup.stop)
     signal.signal(signal.SIGINT, sup.stop)
