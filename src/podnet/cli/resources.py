@@ -229,10 +229,14 @@ def _pod_row(pod: Pod, wide: bool) -> list[str]:
 
 
 def _node_row(node: Node, wide: bool) -> list[str]:
-    conds = (node.status.model_extra or {}).get("conditions") or []
-    ready = next((c.get("status") for c in conds if isinstance(c, dict) and c.get("type") == "Ready"), None)
-    status = {"True": "Ready", "False": "NotReady"}.get(str(ready), "Unknown")
-    row = [node.name, status, "<none>", age(node), "podnet"]
+    # kubectl's printNode: Ready True -> Ready; any other Ready status (False, Unknown) -> NotReady
+    status = {None: "Unknown", "True": "Ready"}.get(node.ready, "NotReady")
+    if node.spec.unschedulable:
+        status += ",SchedulingDisabled"
+    roles = ",".join(sorted(k.split("/", 1)[1] for k in node.metadata.labels
+                            if k.startswith("node-role.kubernetes.io/"))) or "<none>"
+    version = node.status.node_info.kubelet_version if node.status.node_info else ""
+    row = [node.name, status, roles, age(node), version or "<none>"]
     if wide:
         row += [node.address("InternalIP") or "<none>", node.address("ExternalIP") or "<none>",
                 node.spec.pod_cidr or "<none>"]

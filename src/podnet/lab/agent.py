@@ -237,6 +237,7 @@ def main(name: str, node: str, store_url: str) -> int:
     # Every few seconds a round also runs unasked, to restart pod processes that died.
     threading.Thread(target=_poke_on_subnet, args=(agent, changed, stop), daemon=True).start()
     threading.Thread(target=_keep_supervisor, args=(st, stop), daemon=True, name="supervisor-check").start()
+    threading.Thread(target=_heartbeat, args=(store, node, stop), daemon=True, name="node-status").start()
 
     def round_() -> bool:
         agent.reconcile()
@@ -270,6 +271,21 @@ def _keep_supervisor(st: LabState, stop: threading.Event) -> None:
         except Exception:  # a lab being torn down under us, a full disk: try again next time
             log.exception("could not check the supervisor")
         stop.wait(SUPERVISOR_CHECK)
+
+
+def _heartbeat(store: Store, node: str, stop: threading.Event) -> None:
+    """Post the node's status (Ready, heartbeat, nodeInfo) as a kubelet does, every HEARTBEAT seconds."""
+    from podnet.lab import nodestatus
+
+    info = nodestatus.node_info()
+    while True:
+        try:
+            if not nodestatus.post(store, node, info):
+                log.warning("node %s: no Node object to post status to", node)
+        except Exception:  # the store restarting: the next beat tries again
+            log.exception("node %s: posting node status failed", node)
+        if stop.wait(nodestatus.HEARTBEAT):
+            return
 
 
 def _poke_on_subnet(agent: Agent, changed: threading.Event, stop: threading.Event) -> None:
