@@ -137,17 +137,25 @@ def delete(
     selector: str = typer.Option(None, "-l", "--selector", help="Delete the KIND objects with these labels"),
     ignore_not_found: bool = typer.Option(False, "--ignore-not-found"),
 ) -> None:
-    """Delete objects named in files, or KIND NAME..., or KIND -l SELECTOR; frees ClusterIPs and NodePorts."""
+    """Delete objects named in files, or KIND NAME..., or KIND -l SELECTOR; frees ClusterIPs and NodePorts.
+
+    With -f, as kubectl: each document is found by kind, namespace and name alone (the rest is not
+    validated), and a document naming nothing podnet knows is reported and skipped: the others are still
+    deleted, and the command exits 1.
+    """
     from podnet.api.loader import KINDS
     from podnet.api.selectors import parse_selector
     from podnet.controllers.apply import delete_objects
 
     refs: list[tuple[str, str | None, str]] = []
+    skipped: list[Problem] = []
     store: Store | None = None
     if filename:
         if args or selector:
             raise PodnetError("give either -f FILE or KIND NAME / KIND -l SELECTOR, not both")
-        refs = [(o.KIND, o.namespace, o.name) for o in _load(filename, namespace)]
+        refs, skipped = _refs(filename, namespace)
+        if not refs and not skipped:
+            raise PodnetError("no objects passed to delete")
     elif args and selector and len(args) == 1:
         kind = _kind(args[0])
         match = parse_selector(selector)
@@ -162,8 +170,29 @@ def delete(
             raise PodnetError("usage: podnet delete -f FILE | KIND NAME [NAME...] | KIND -l SELECTOR")
         kind = _kind(args[0])
         refs = [(kind, namespace or "default", n) for n in args[1:]]
-    for r in delete_objects(store or _store(ctx), refs, ignore_not_found=ignore_not_found):
-        typer.echo(f'{r.obj.KIND.lower()} "{r.obj.name}" deleted')
+    if refs:
+        for r in delete_objects(store or _store(ctx), refs, ignore_not_found=ignore_not_found):
+            typer.echo(f'{r.obj.KIND.lower()} "{r.obj.name}" deleted')
+    if skipped:
+        raise ValidationError(skipped)
+
+
+def _refs(files: Sequence[str], namespace: str | None) -> tuple[list[tuple[str, str | None, str]], list[Problem]]:
+    """(kind, namespace, name) of what the files name, -n applied as apply does; and what was skipped."""
+    from podnet.api.loader import KINDS, load_refs
+
+    found, skipped = load_refs(files)
+    refs: list[tuple[str, str | None, str]] = []
+    for r in found:
+        if not KINDS[r.kind].NAMESPACED:
+            refs.append((r.kind, None, r.name))
+        elif namespace and r.namespace and r.namespace != namespace:
+            skipped.append(Problem(field="metadata.namespace", value=r.namespace, obj=f"{r.kind}/{r.namespace}/{r.name}",
+                                   reason=f"does not match the namespace {namespace!r} given with -n"))
+        else:
+            refs.append((r.kind, r.namespace or namespace or "default", r.name))
+    unique = list(dict.fromkeys(refs))  # the same object in two files is deleted once
+    return unique, [Problem(p.field, p.value, f"{p.reason}; not deleted", p.obj) for p in skipped]
 
 
 # ---- get ----------------------------------------------------------------------------------------------
