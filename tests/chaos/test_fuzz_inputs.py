@@ -73,6 +73,27 @@ def test_manifests_give_objects_or_problems(doc: object, as_json: bool) -> None:
 
 
 @bounded(300)
+@given(doc=documents())
+def test_delete_f_names_what_apply_would_store_and_never_raises(doc: object, tmp_path_factory: pytest.TempPathFactory
+                                                               ) -> None:
+    """`delete -f` reads only kind, namespace and name: whatever apply would store, it names the same way."""
+    import tempfile
+
+    from podnet.api.loader import load_refs
+
+    text = yaml.safe_dump(doc)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=tmp_path_factory.getbasetemp()) as f:
+        f.write(text)
+        f.flush()
+        refs, problems = load_refs([f.name])  # never raises
+    TRIED["delete -f"] += 1
+    assert all(str(p) for p in problems)
+    stored = load(text).objects
+    named = {(r.kind, r.namespace or "default" if KINDS[r.kind].NAMESPACED else None, r.name) for r in refs}
+    assert {(o.KIND, o.namespace, o.name) for o in stored} <= named
+
+
+@bounded(300)
 @given(text=st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
        | st.sampled_from(["&a [*a]", "a: &x [*x, *x]", "- *undefined", "{", "---\n---", "!!python/object:os.system x",
                           "a: !!binary AAAA", "? [a]: b", "<<: *a", "%YAML 9.9\n---\na"]))

@@ -1,6 +1,7 @@
 """kill -9 of every lab process, in a random (seeded) order, while a client in a pod calls a ClusterIP and
-a NodePort: no request fails, every process comes back, a Service created after each kill answers, and
-after `lab down` nothing of the lab is left (namespaces, processes, files, root-namespace state)."""
+a NodePort: no request fails, every process comes back, a Service created right after each kill answers, and
+after `lab down` nothing of the lab is left (namespaces, processes, files, root-namespace state). Both times
+printed are counted from the kill; the 2 s goal is measured by benchmarks/chaos.py, against a baseline."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from podnet.lab.state import LabState, lab_dir
 
 pytestmark = pytest.mark.integration
 
-BOUND = 30.0  # generous: "works eventually"; the 2 s goal is measured and printed
+BOUND = 30.0  # generous: "works eventually"; the 2 s goal is measured and printed, not asserted
 
 
 def test_random_kill9_of_every_lab_process(lab_factory, root_state, chaos_seed):
@@ -28,7 +29,7 @@ def test_random_kill9_of_every_lab_process(lab_factory, root_state, chaos_seed):
     assert {"supervisor", "controlplane", "etcd", "node1/proxy", "node1/overlay", "node1/agent"} <= set(roles)
     rng.shuffle(roles)
     res = chaos.run(lab.name, w, list(roles), bound=BOUND)
-    print(f"{'killed':<16} {'back after':>10} {'new Service answers after':>26}")
+    print(f"{'killed':<16} {'back after':>10} {'new Service answers after':>26}  (seconds from the kill)")
     for k in res.kills:
         print(f"{k.role:<16} {k.back_after or float('nan'):>9.2f}s {k.converged_after or float('nan'):>25.2f}s")
     print(f"kills survived: {res.survived}/{len(res.kills)}; requests sent {res.sent}, failed {res.failed}; "

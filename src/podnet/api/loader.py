@@ -101,6 +101,83 @@ def load_paths(paths: Iterable[str], *, check: bool = True) -> Loaded:
     return out
 
 
+@dataclass(frozen=True)
+class ObjectRef:
+    """Which object a document names: what `delete -f` needs, read without building the object."""
+
+    kind: str
+    namespace: str | None  # as written; None when not given (or a cluster-scoped kind)
+    name: str
+    where: str  # the file (and document) it came from
+
+
+def load_refs(paths: Iterable[str]) -> tuple[list[ObjectRef], list[Problem]]:
+    """The objects the documents of several -f arguments name, and a problem for each document that names
+    none podnet knows (an unknown kind or apiVersion, no name, unreadable YAML).
+
+    As `kubectl delete -f`: a document is identified by apiVersion, kind, namespace and name only; the rest
+    of it is neither validated nor decoded, so a manifest podnet would refuse to apply (an unsupported
+    field, a wrong value) can still be deleted, and one bad document does not block the others.
+    """
+    out = Loaded()
+    refs: list[ObjectRef] = []
+    for p in paths:
+        if p == "-":
+            texts = [("<stdin>", _decode(sys.stdin.buffer.read(), "<stdin>", out))]
+        else:
+            texts = [(str(f), _decode(data, str(f), out)) for f, data in _read_path(Path(p), out)]
+        for source, text in texts:
+            for where, doc in _documents(text, source, out):
+                _ref_of(doc, where, refs, out.problems)
+    return refs, out.problems
+
+
+def _read_path(path: Path, out: Loaded) -> list[tuple[Path, bytes]]:
+    """(file, bytes) of a -f argument: the file, or a directory's .yaml/.yml/.json files."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in FILE_SUFFIXES)
+        if not files:
+            out.problems.append(Problem(field="-f", value=str(path), reason="no .yaml, .yml or .json files in directory"))
+        return [item for f in files for item in _read_path(f, out)]
+    try:
+        return [(path, path.read_bytes())]
+    except OSError as e:
+        out.problems.append(Problem(field="-f", value=str(path), reason=e.strerror or str(e)))
+        return []
+
+
+def _ref_of(doc: Any, where: str, refs: list[ObjectRef], problems: list[Problem]) -> None:
+    if not isinstance(doc, dict):
+        problems.append(Problem(field="(document)", value=_short(doc),
+                                reason="must be an object with apiVersion, kind and metadata", obj=where))
+        return
+    kind, api_version = doc.get("kind"), doc.get("apiVersion")
+    if kind == "List" or (isinstance(kind, str) and kind.endswith("List") and isinstance(doc.get("items"), list)):
+        for j, item in enumerate(doc.get("items") or []):
+            _ref_of(item, f"{where} items[{j}]", refs, problems)
+        return
+    obj_name = _describe(doc)
+    cls = KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        problems.append(Problem(field="kind", value=_short(kind), obj=obj_name,
+                                reason=f"no kind {kind!r} is known to podnet (known: {', '.join(sorted(KINDS))})"
+                                if isinstance(kind, str) and kind else "Required value"))
+        return
+    if api_version != cls.API_VERSION:
+        problems.append(Problem(field="apiVersion", value=_short(api_version), obj=obj_name,
+                                reason=f"no kind {kind!r} is registered for version {api_version!r} "
+                                       f"(use {cls.API_VERSION!r})"))
+        return
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    name, ns = meta.get("name"), meta.get("namespace")
+    if not isinstance(name, str) or not name:
+        problems.append(Problem(field="metadata.name", value=_short(name) if name else None,
+                                reason="Required value" if not name else "must be a string", obj=obj_name))
+        return
+    namespace = ns if cls.NAMESPACED and isinstance(ns, str) and ns else None
+    refs.append(ObjectRef(kind, namespace, name, where))
+
+
 def _decode(data: bytes, source: str, out: Loaded) -> str:
     try:
         return data.decode("utf-8")
@@ -110,19 +187,8 @@ def _decode(data: bytes, source: str, out: Loaded) -> str:
 
 
 def _load_path(path: Path, check: bool, out: Loaded) -> None:
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in FILE_SUFFIXES)
-        if not files:
-            out.problems.append(Problem(field="-f", value=str(path), reason="no .yaml, .yml or .json files in directory"))
-        for f in files:
-            _load_path(f, check, out)
-        return
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        out.problems.append(Problem(field="-f", value=str(path), reason=e.strerror or str(e)))
-        return
-    _load_text(_decode(data, str(path), out), str(path), check, out)
+    for f, data in _read_path(path, out):
+        _load_text(_decode(data, str(f), out), str(f), check, out)
 
 
 class _TooBig(Exception):
@@ -184,6 +250,13 @@ def _json_size(doc: Any) -> int:
 
 
 def _load_text(text: str, source: str, check: bool, out: Loaded) -> None:
+    for where, doc in _documents(text, source, out):
+        _load_doc(doc, where, check, out)
+
+
+def _documents(text: str, source: str, out: Loaded) -> list[tuple[str, Any]]:
+    """The documents of one YAML/JSON text with where each came from, within the input limits; what
+    cannot be read goes to out.problems."""
     docs: list[Any]
     try:
         stripped = text.lstrip()
@@ -198,16 +271,17 @@ def _load_text(text: str, source: str, check: bool, out: Loaded) -> None:
             docs = list(yaml.load_all(text, Loader=_YAML_LOADER))
     except _TooBig as e:
         out.problems.append(Problem(field="(yaml)", value=None, reason=e.reason, obj=source))
-        return
+        return []
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         out.problems.append(Problem(field="(yaml)", value=None, reason=f"{where}{problem}", obj=source))
-        return
+        return []
     except (RecursionError, ValueError, TypeError) as e:
         out.problems.append(Problem(field="(yaml)", value=None, reason=f"cannot parse: {e}", obj=source))
-        return
+        return []
+    found: list[tuple[str, Any]] = []
     for i, doc in enumerate(docs):
         if doc is None:
             continue  # empty document, as between two `---`
@@ -223,7 +297,8 @@ def _load_text(text: str, source: str, check: bool, out: Loaded) -> None:
                 reason=f"object is {size} bytes, over the request limit of {MAX_OBJECT_BYTES} bytes (3 MiB)",
                 obj=_describe(doc) if isinstance(doc, dict) else where))
             continue
-        _load_doc(doc, where, check, out)
+        found.append((where, doc))
+    return found
 
 
 def _describe(doc: dict[str, Any]) -> str:

@@ -13,7 +13,9 @@ class CliState:
     etcd_options: dict[str, str] = field(default_factory=dict)
     _store: Store | None = None
 
-    def store(self) -> Store:
+    def store(self, *, create: bool = True) -> Store:
+        """The store, opened on first use. create=False (read-only commands): a missing sqlite file is an
+        error, not a new empty store."""
         if self._store is None:
-            self._store = open_store(self.store_url, **self.etcd_options)
+            self._store = open_store(self.store_url, create=create, **self.etcd_options)
         return self._store

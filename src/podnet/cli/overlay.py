@@ -90,15 +90,16 @@ def leases(ctx: typer.Context, output: str = typer.Option("table", "-o", "--outp
         return
     if output != "table":
         raise ValidationError([Problem("--output", output, "must be table or json")])
-    from rich.console import Console
     from rich.table import Table
+
+    from podnet.console import console
 
     table = Table("SUBNET", "PUBLIC IP", "BACKEND", "BACKEND DATA", "EXPIRES IN", box=None)
     for r in rows:
         exp = "never (reservation)" if r["reservation"] else ("?" if r["expires_in"] is None else f"{r['expires_in']}s")
         table.add_row(r["subnet"], r["public_ip"], r["backend_type"] or "",
                       json.dumps(r["backend_data"]) if r["backend_data"] is not None else "", exp)
-    Console(emoji=False).print(table)  # ":ab:" in a MAC address is not an emoji
+    console().print(table)
 
 
 @app.command("revoke")

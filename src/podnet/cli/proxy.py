@@ -23,8 +23,31 @@ app = typer.Typer(help="proxy commands", no_args_is_help=True)
 # =============================================================================================
 
 
-def _read_objects(path: Path) -> tuple[list[Any], dict[str, Any] | None]:
-    """Objects of OBJECTS.yaml and, for kube-proxy golden cases, their `proxier:` block.
+def _read_all(paths: list[Path]) -> tuple[list[Any], dict[str, Any] | None]:
+    """Objects of every -f (as `kubectl apply -f A -f B`), with the slices derived from all their Pods
+    (a Service in one file, its Pods in another). A kube-proxy golden case carries its own settings
+    (`proxier:`), so it must be the only -f."""
+    objs: list[Any] = []
+    problems: list[Problem] = []
+    for path in paths:
+        try:
+            found, proxier_block, golden = _read_objects(path)
+        except ValidationError as e:
+            problems.extend(e.problems)
+            continue
+        if golden:
+            if len(paths) > 1:
+                problems.append(Problem("-f", str(path), "a kube-proxy golden case must be the only -f"))
+                continue
+            return found, proxier_block
+        objs += found
+    if problems:
+        raise ValidationError(problems)
+    return _with_derived_slices(objs), None
+
+
+def _read_objects(path: Path) -> tuple[list[Any], dict[str, Any] | None, bool]:
+    """Objects of OBJECTS.yaml and, for kube-proxy golden cases (the bool), their `proxier:` block.
 
     Accepted: what `kubectl apply -f` takes (multi-document YAML/JSON, `kind: List`, a directory),
     and the golden-case format of shared/reference/kube-proxy-golden (`stateAfterEvent` with
@@ -54,9 +77,9 @@ def _read_objects(path: Path) -> tuple[list[Any], dict[str, Any] | None]:
             if not isinstance(state, dict):
                 raise ValidationError([Problem("stateAfterEvent", None, "must be a mapping", str(path))])
             objs = [*(state.get("services") or []), *(state.get("endpointSlices") or []), *(state.get("nodes") or [])]
-            return objs, _proxier_block(docs[0].get("proxier"), path)
+            return objs, _proxier_block(docs[0].get("proxier"), path), True
     loaded = load(source, check=False)
-    return _with_derived_slices(loaded.raise_for_problems()), None
+    return loaded.raise_for_problems(), None, False
 
 
 def _with_derived_slices(objects: list[Any]) -> list[Any]:
@@ -117,10 +140,11 @@ def render_command(
         help="nftables only: podnet (the table `podnet run --mode nftables` loads) or kube-proxy (kube-proxy's own "
         "`ip kube-proxy` table for the same inputs, to compare when migrating).",
     ),
-    objects: Path = typer.Option(
+    objects: list[Path] = typer.Option(
         ..., "-f", "--filename",
-        help="Services, EndpointSlices, Nodes (Pods give selector Services their endpoints); or a kube-proxy "
-        "golden case (stateAfterEvent + proxier block, as in shared/reference/kube-proxy-golden).",
+        help="Services, EndpointSlices, Nodes (Pods give selector Services their endpoints); repeatable, a file, "
+        "a directory or - (stdin). Or one kube-proxy golden case (stateAfterEvent + proxier block, as in "
+        "shared/reference/kube-proxy-golden).",
     ),
     config: Path | None = typer.Option(
         None, "--config", help="kube-proxy's KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1)."
@@ -167,7 +191,7 @@ def render_command(
         except ValidationError as e:
             problems.extend(e.problems)
     try:
-        objs, proxier_block = _read_objects(objects)
+        objs, proxier_block = _read_all(objects)
     except ValidationError as e:
         problems.extend(e.problems)
         objs, proxier_block = [], None

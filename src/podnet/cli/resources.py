@@ -3,6 +3,10 @@
 Output follows kubectl's so that people read it without learning anything new: `service/x created`,
 the same table columns, `describe service`'s block. The write path (defaulting, allocation, derived
 EndpointSlices, one commit) is controllers/apply.py; this module only reads arguments and prints.
+
+The resource models (podnet.api, pydantic) are imported by the commands that use them, not here:
+every `podnet` command loads this module, and the daemons (`podnet proxy run` restarted after a crash)
+must not pay a third of a second building models they never read.
 """
 
 from __future__ import annotations
@@ -10,23 +14,22 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import typer
 
-from podnet.api.deployment import Deployment
-from podnet.api.endpointslice import SERVICE_NAME_LABEL, EndpointSlice
-from podnet.api.loader import KINDS, dump_json, dump_yaml, from_json, load_paths
-from podnet.api.meta import Resource
-from podnet.api.node import Node
-from podnet.api.pod import Pod
-from podnet.api.selectors import parse_selector
-from podnet.api.service import Service
 from podnet.cli.context import CliState
-from podnet.controllers.allocators import AllocatorConfig
-from podnet.controllers.apply import apply_objects, delete_objects
-from podnet.controllers.endpoints import ready_addresses
 from podnet.errors import NotFound, PodnetError, Problem, ValidationError
 from podnet.store import Store, StoreError, StoreUnavailable, keys
+
+if TYPE_CHECKING:
+    from podnet.api.deployment import Deployment
+    from podnet.api.endpointslice import EndpointSlice
+    from podnet.api.meta import Resource
+    from podnet.api.node import Node
+    from podnet.api.pod import Pod
+    from podnet.api.service import Service
+    from podnet.controllers.allocators import AllocatorConfig
 
 # kubectl's resource names, short names and singulars
 _ALIASES = {
@@ -46,10 +49,10 @@ def _kind(name: str) -> str:
     return kind
 
 
-def _store(ctx: typer.Context) -> Store:
+def _store(ctx: typer.Context, *, create: bool = True) -> Store:
     state: CliState = ctx.obj if isinstance(ctx.obj, CliState) else CliState()
     try:
-        return state.store()
+        return state.store(create=create)
     except StoreUnavailable:
         raise
     except StoreError as e:  # a malformed --store URL is a usage error, not an unreachable store
@@ -57,6 +60,8 @@ def _store(ctx: typer.Context) -> Store:
 
 
 def _config(service_cidr: str | None, node_port_range: str | None) -> AllocatorConfig:
+    from podnet.controllers.allocators import AllocatorConfig
+
     try:
         return AllocatorConfig.from_env(service_cidr, node_port_range)
     except ValueError as e:
@@ -65,6 +70,8 @@ def _config(service_cidr: str | None, node_port_range: str | None) -> AllocatorC
 
 def _read(store: Store, kind: str, namespace: str | None) -> list[Resource]:
     """Objects of a kind (one namespace, or all when None), with resourceVersion as kubectl shows it."""
+    from podnet.api.loader import from_json
+
     out: list[Resource] = []
     for kv in store.list(keys.kind_prefix(kind, namespace)).items:
         try:
@@ -81,6 +88,8 @@ def _read(store: Store, kind: str, namespace: str | None) -> list[Resource]:
 
 
 def _load(files: Sequence[str], namespace: str | None) -> list[Resource]:
+    from podnet.api.loader import load_paths
+
     loaded = load_paths(files)
     for w in loaded.warnings:
         print(f"Warning: {w}", file=sys.stderr)
@@ -110,6 +119,8 @@ def apply(
                                         help="NodePort range FIRST-LAST [default: 30000-32767]"),
 ) -> None:
     """Create or update objects from files (validated first; written all at once or not at all)."""
+    from podnet.controllers.apply import apply_objects
+
     config = _config(service_cidr, node_port_range)
     objs = _load(filename, namespace)
     if not objs:
@@ -126,13 +137,25 @@ def delete(
     selector: str = typer.Option(None, "-l", "--selector", help="Delete the KIND objects with these labels"),
     ignore_not_found: bool = typer.Option(False, "--ignore-not-found"),
 ) -> None:
-    """Delete objects named in files, or KIND NAME..., or KIND -l SELECTOR; frees ClusterIPs and NodePorts."""
+    """Delete objects named in files, or KIND NAME..., or KIND -l SELECTOR; frees ClusterIPs and NodePorts.
+
+    With -f, as kubectl: each document is found by kind, namespace and name alone (the rest is not
+    validated), and a document naming nothing podnet knows is reported and skipped: the others are still
+    deleted, and the command exits 1.
+    """
+    from podnet.api.loader import KINDS
+    from podnet.api.selectors import parse_selector
+    from podnet.controllers.apply import delete_objects
+
     refs: list[tuple[str, str | None, str]] = []
+    skipped: list[Problem] = []
     store: Store | None = None
     if filename:
         if args or selector:
             raise PodnetError("give either -f FILE or KIND NAME / KIND -l SELECTOR, not both")
-        refs = [(o.KIND, o.namespace, o.name) for o in _load(filename, namespace)]
+        refs, skipped = _refs(filename, namespace)
+        if not refs and not skipped:
+            raise PodnetError("no objects passed to delete")
     elif args and selector and len(args) == 1:
         kind = _kind(args[0])
         match = parse_selector(selector)
@@ -147,8 +170,29 @@ def delete(
             raise PodnetError("usage: podnet delete -f FILE | KIND NAME [NAME...] | KIND -l SELECTOR")
         kind = _kind(args[0])
         refs = [(kind, namespace or "default", n) for n in args[1:]]
-    for r in delete_objects(store or _store(ctx), refs, ignore_not_found=ignore_not_found):
-        typer.echo(f'{r.obj.KIND.lower()} "{r.obj.name}" deleted')
+    if refs:
+        for r in delete_objects(store or _store(ctx), refs, ignore_not_found=ignore_not_found):
+            typer.echo(f'{r.obj.KIND.lower()} "{r.obj.name}" deleted')
+    if skipped:
+        raise ValidationError(skipped)
+
+
+def _refs(files: Sequence[str], namespace: str | None) -> tuple[list[tuple[str, str | None, str]], list[Problem]]:
+    """(kind, namespace, name) of what the files name, -n applied as apply does; and what was skipped."""
+    from podnet.api.loader import KINDS, load_refs
+
+    found, skipped = load_refs(files)
+    refs: list[tuple[str, str | None, str]] = []
+    for r in found:
+        if not KINDS[r.kind].NAMESPACED:
+            refs.append((r.kind, None, r.name))
+        elif namespace and r.namespace and r.namespace != namespace:
+            skipped.append(Problem(field="metadata.namespace", value=r.namespace, obj=f"{r.kind}/{r.namespace}/{r.name}",
+                                   reason=f"does not match the namespace {namespace!r} given with -n"))
+        else:
+            refs.append((r.kind, r.namespace or namespace or "default", r.name))
+    unique = list(dict.fromkeys(refs))  # the same object in two files is deleted once
+    return unique, [Problem(p.field, p.value, f"{p.reason}; not deleted", p.obj) for p in skipped]
 
 
 # ---- get ----------------------------------------------------------------------------------------------
@@ -214,10 +258,14 @@ def _pod_row(pod: Pod, wide: bool) -> list[str]:
 
 
 def _node_row(node: Node, wide: bool) -> list[str]:
-    conds = (node.status.model_extra or {}).get("conditions") or []
-    ready = next((c.get("status") for c in conds if isinstance(c, dict) and c.get("type") == "Ready"), None)
-    status = {"True": "Ready", "False": "NotReady"}.get(str(ready), "Unknown")
-    row = [node.name, status, "<none>", age(node), "podnet"]
+    # kubectl's printNode: Ready True -> Ready; any other Ready status (False, Unknown) -> NotReady
+    status = {None: "Unknown", "True": "Ready"}.get(node.ready, "NotReady")
+    if node.spec.unschedulable:
+        status += ",SchedulingDisabled"
+    roles = ",".join(sorted(k.split("/", 1)[1] for k in node.metadata.labels
+                            if k.startswith("node-role.kubernetes.io/"))) or "<none>"
+    version = node.status.node_info.kubelet_version if node.status.node_info else ""
+    row = [node.name, status, roles, age(node), version or "<none>"]
     if wide:
         row += [node.address("InternalIP") or "<none>", node.address("ExternalIP") or "<none>",
                 node.spec.pod_cidr or "<none>"]
@@ -267,12 +315,16 @@ def get(
     selector: str = typer.Option(None, "-l", "--selector", help="Label selector, e.g. app=web,tier!=db"),
 ) -> None:
     """List objects as kubectl get does."""
+    from podnet.api import EndpointSlice, Node, Pod, Service
+    from podnet.api.loader import KINDS, dump_json, dump_yaml
+    from podnet.api.selectors import parse_selector
+
     if output not in (None, "wide", "yaml", "json", "name"):
         raise PodnetError(f"-o {output}: unknown output format (use wide, yaml, json or name)")
     kind = _kind(resource)
     cls = KINDS[kind]
     ns = None if (all_namespaces or not cls.NAMESPACED) else (namespace or "default")
-    store = _store(ctx)
+    store = _store(ctx, create=False)
     objs = _read(store, kind, ns)
     if selector:
         match = parse_selector(selector)
@@ -323,6 +375,8 @@ def get(
 
 def _endpoints(slices: list[EndpointSlice], port_name: str) -> str:
     """kubectl's formatEndpointSlices: ready `ip:port`, at most 3, then `+ N more...`."""
+    from podnet.controllers.endpoints import ready_addresses
+
     found = ready_addresses(slices, port_name)
     if not found:
         return "<none>"
@@ -407,11 +461,14 @@ def describe(
     namespace: str = typer.Option(None, "-n", "--namespace"),
 ) -> None:
     """Show a service as kubectl describe does, with the endpoints its EndpointSlices hold."""
+    from podnet.api import EndpointSlice, Service
+    from podnet.api.endpointslice import SERVICE_NAME_LABEL
+
     kind = _kind(resource)
     if kind != "Service":
         raise PodnetError(f"describe {resource}: podnet describes services only")
     ns = namespace or "default"
-    store = _store(ctx)
+    store = _store(ctx, create=False)
     services = {s.name: s for s in _read(store, "Service", ns)}
     if names:
         missing = [n for n in names if n not in services]

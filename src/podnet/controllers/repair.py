@@ -20,9 +20,10 @@ conditional on its revision), so a concurrent apply that re-claims a value makes
 is simply run again.
 
 Where it runs: not inside every apply/delete transaction (it reads every Service and record: cost
-proportional to the cluster on each write). Instead `podnet repair` runs it on demand, and `podnet
-apply` runs it once when an allocation fails for want of a free value (controllers/apply.py), which is
-when a leak actually hurts; a control plane runs it periodically, as kube-apiserver does.
+proportional to the cluster on each write). Instead `podnet repair` runs it on demand, `podnet apply`
+runs it once when an allocation fails for want of a free value (controllers/apply.py), which is when a
+leak actually hurts, and a lab's control plane runs it at start and every 30 s while the store changes
+(lab/controller.py), as kube-apiserver's repair controllers do every few minutes.
 """
 
 from __future__ import annotations

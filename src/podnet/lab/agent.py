@@ -33,7 +33,7 @@ log = logging.getLogger("podnet.lab.agent")
 CNI_IFNAME = "eth0"
 READY_TIMEOUT = 5.0
 RESYNC = 5.0  # seconds between unasked rounds (dead pod processes are restarted)
-SUPERVISOR_CHECK = 1.0  # seconds between checks that the lab's supervisor lives
+SUPERVISOR_CHECK = 1.0  # seconds a supervisor we started has to take the lab's lock
 
 
 def container_id(lab: str, namespace: str, name: str) -> str:
@@ -113,7 +113,8 @@ class Agent:
                 raise
             ip = next(a["address"].split("/")[0] for a in result.get("ips", []))
             argv, ports = self.pod_command(pod)
-            rec = procs.spawn(netns.exec_argv(ns_name, argv), self.st.log(f"pods/{pod.namespace}_{pod.name}"))
+            # A workload: the default priority, not the lab daemons' (supervisor.NICE) we inherited.
+            rec = procs.spawn(netns.exec_argv(ns_name, argv), self.st.log(f"pods/{pod.namespace}_{pod.name}"), nice=0)
         except BaseException:
             self.stop_pod({"netns": ns_name, "cid": cid, "proc": None, "key": key})
             raise
@@ -235,7 +236,8 @@ def main(name: str, node: str, store_url: str) -> int:
     # The subnet appears once the overlay has its lease (a file, not in the store): poll it meanwhile.
     # Every few seconds a round also runs unasked, to restart pod processes that died.
     threading.Thread(target=_poke_on_subnet, args=(agent, changed, stop), daemon=True).start()
-    threading.Thread(target=_keep_supervisor, args=(name, stop), daemon=True, name="supervisor-check").start()
+    threading.Thread(target=_keep_supervisor, args=(st, stop), daemon=True, name="supervisor-check").start()
+    threading.Thread(target=_heartbeat, args=(store, node, stop), daemon=True, name="node-status").start()
 
     def round_() -> bool:
         agent.reconcile()
@@ -251,15 +253,39 @@ def _decode_pod(value: bytes) -> Pod | None:
     return Pod.model_validate(json.loads(value))
 
 
-def _keep_supervisor(name: str, stop: threading.Event) -> None:
-    """Every agent restarts the lab's supervisor if it died (supervisor.py says why the agents do it)."""
+def _keep_supervisor(st: LabState, stop: threading.Event) -> None:
+    """Every agent restarts the lab's supervisor if it died (supervisor.py says why the agents do it).
+
+    It sleeps on the supervisor's lock, which the kernel frees the instant the supervisor dies; then it
+    starts one, and gives it SUPERVISOR_CHECK to take the lock before looking again.
+    """
     from podnet.lab import supervisor
 
-    while not stop.wait(SUPERVISOR_CHECK):
+    lock = supervisor.lock_path(st)
+    while not stop.is_set():
+        supervisor.wait_while_held(lock)
+        if stop.is_set():
+            return
         try:
-            supervisor.ensure_running(name)
+            supervisor.ensure_running(st.spec.name)
         except Exception:  # a lab being torn down under us, a full disk: try again next time
             log.exception("could not check the supervisor")
+        stop.wait(SUPERVISOR_CHECK)
+
+
+def _heartbeat(store: Store, node: str, stop: threading.Event) -> None:
+    """Post the node's status (Ready, heartbeat, nodeInfo) as a kubelet does, every HEARTBEAT seconds."""
+    from podnet.lab import nodestatus
+
+    info = nodestatus.node_info()
+    while True:
+        try:
+            if not nodestatus.post(store, node, info):
+                log.warning("node %s: no Node object to post status to", node)
+        except Exception:  # the store restarting: the next beat tries again
+            log.exception("node %s: posting node status failed", node)
+        if stop.wait(nodestatus.HEARTBEAT):
+            return
 
 
 def _poke_on_subnet(agent: Agent, changed: threading.Event, stop: threading.Event) -> None:

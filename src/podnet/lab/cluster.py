@@ -59,7 +59,8 @@ def up(spec: LabSpec, store_url: str, *, wait: bool = True) -> LabState:
         # The supervisor starts the lab's own store first (if any); everything else waits for REGISTERED.
         apiserver.prepare(st)
         st.supervisor = procs.spawn(
-            [supervisor.podnet_exe(), "lab", "supervise", "--name", spec.name], st.log("supervisor")
+            [supervisor.podnet_exe(), "lab", "supervise", "--name", spec.name], st.log("supervisor"),
+            nice=supervisor.NICE,
         )
         st.save()
         if spec.store == "etcd":

@@ -5,6 +5,12 @@ what the lab needs. Killed, it is restarted by the supervisor and recomputes eve
 - Deployments: keep `replicas` pods named <deployment>-<hash>-<n> from the template.
 - Scheduling: a pod without spec.nodeName goes to the node with the fewest pods (ties: by name).
 - Endpoints: the EndpointSlices of every Service with a selector follow its pods (controllers.endpoints).
+- Repair: at start and every REPAIR_INTERVAL, the repair pass (controllers/repair.py) frees ClusterIP and
+  NodePort records no Service holds and EndpointSlices whose Service is gone, as kube-apiserver's repair
+  controllers do. It reads every Service, record and slice, so it runs only when the store's revision
+  moved since the last pass: an idle lab pays one revision read per interval.
+- Node monitor: every few seconds, a lab Node whose agent stopped posting its status is marked Ready
+  Unknown (lab/nodestatus.py), as the node lifecycle controller does.
 
 The work is proportional to the change, as in a cluster's controllers: one Informer over the resources
 decodes each object once, when it changes; its handler only notes what the change makes dirty (the
@@ -21,7 +27,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +40,8 @@ from podnet.api.pod import Pod
 from podnet.api.service import Service
 from podnet.controllers.endpoints import selector_matches, slice_ops
 from podnet.controllers.events import event_put
+from podnet.controllers.repair import repair_allocations
+from podnet.lab import nodestatus
 from podnet.lab.loop import change_loop
 from podnet.lab.state import LabState
 from podnet.store import ConflictError, Delete, Op, Put, Store, keys, open_store
@@ -41,6 +49,7 @@ from podnet.store.informer import ChangeKind, Informer
 
 log = logging.getLogger("podnet.lab.controller")
 OWNER_LABEL = "podnet.io/deployment"
+REPAIR_INTERVAL = 30.0  # seconds between repair passes (kube-apiserver's repair controllers: 3 minutes)
 LAB_LABEL = "podnet.io/lab"
 
 ServiceRef = tuple[str, str]  # (namespace, name)
@@ -268,8 +277,13 @@ def _decode(value: bytes) -> Resource:
 
 
 class LabController:
-    def __init__(self, st: LabState, store: Store | None = None) -> None:
+    def __init__(self, st: LabState, store: Store | None = None, *, repair_interval: float = REPAIR_INTERVAL,
+                 monitor_period: float = nodestatus.MONITOR_PERIOD, node_grace: float = nodestatus.GRACE) -> None:
         self.st = st
+        self.repair_interval = repair_interval
+        self.monitor_period = monitor_period
+        self.node_grace = node_grace
+        self.repaired_at: int | None = None  # store revision the last pass found nothing to repair at
         self.store = store or open_store(st.store_url)
         self.tracker = Tracker(st.spec.name)
         self.informer: Informer[Resource] = Informer(self.store, keys.RESOURCES_PREFIX, _decode,
@@ -278,10 +292,34 @@ class LabController:
 
     def run(self, stop: threading.Event) -> None:
         self.informer.start()
+        periodic = [threading.Thread(target=_every, args=(interval, fn, stop), daemon=True, name=fn.__name__)
+                    for interval, fn in ((self.repair_interval, self.repair_once),
+                                         (self.monitor_period, self.monitor_nodes))]
+        for t in periodic:
+            t.start()
         try:
             change_loop(self.tracker.changed, self.round, stop)
         finally:
             self.informer.stop()
+            for t in periodic:
+                t.join(5)
+
+    # ---- periodic work --------------------------------------------------------------------------------
+
+    def monitor_nodes(self) -> list[str]:
+        return nodestatus.monitor(self.store, self.st.spec.name, grace=self.node_grace)
+
+    def repair_once(self) -> bool:
+        """One repair pass, skipped when nothing was written since the last one. True if it ran."""
+        revision = self.store.revision()  # read first: a write during the pass makes the next one run
+        if revision == self.repaired_at:
+            return False
+        report = repair_allocations(self.store)
+        for line in report.lines():
+            log.info("repair: %s", line)
+        # What the pass wrote moves the revision: the next turn runs once more and finds nothing.
+        self.repaired_at = None if report.changed else revision
+        return True
 
     def round(self) -> bool:
         """One pass over the dirty work; False if something must be retried."""
@@ -380,6 +418,17 @@ class LabController:
         except ConflictError as e:
             log.info("lost a race (%s); retrying", e)
             return False
+
+
+def _every(interval: float, fn: Callable[[], object], stop: threading.Event) -> None:
+    """fn() at once and every interval until stop; a failure (etcd restarting) waits for the next turn."""
+    while not stop.is_set():
+        try:
+            fn()
+        except Exception:
+            log.exception("%s failed; again in %.0f s", getattr(fn, "__name__", fn), interval)
+        if stop.wait(interval):
+            return
 
 
 def main(name: str) -> int:

@@ -23,6 +23,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.tree import Tree
 
+from podnet.console import console as podnet_console
+from podnet.console import full_width, rule
 from podnet.lab import cluster, procs, teardown, topology
 from podnet.lab.state import LabState, lab_dir
 from podnet.lab.supervisor import podnet_exe
@@ -61,7 +63,7 @@ def examples_dir() -> Path:
 class Demo:
     name: str = "demo"
     backend: str = "vxlan"
-    console: Console = field(default_factory=lambda: Console(emoji=False))  # MACs contain ":cd:"
+    console: Console = field(default_factory=podnet_console)
     results: list[tuple[str, bool]] = field(default_factory=list)
     st: LabState | None = None
 
@@ -94,7 +96,7 @@ class Demo:
         return ns.removeprefix(f"{self.st.spec.prefix}default.")
 
     def step(self, title: str) -> None:
-        self.console.rule(f"[bold cyan]{title}")
+        rule(self.console, f"[bold cyan]{title}")
 
     def verdict(self, what: str, ok: bool, detail: str = "") -> bool:
         self.results.append((what, ok))
@@ -407,7 +409,7 @@ class Demo:
             passed = sum(1 for _, r in self.results if r)
             self.console.print(Panel(
                 f"{passed}/{len(self.results)} checks passed in {time.monotonic() - t0:.1f} s",
-                style="green" if ok else "red"))
+                style="green" if ok else "red"), width=full_width(self.console))
             if keep and self.st is not None:
                 self.console.print(f"lab {self.name} left up: PODNET_STORE={self.store_url} podnet lab status --name {self.name}")
             else:

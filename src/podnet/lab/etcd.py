@@ -38,6 +38,10 @@ def argv(st: LabState) -> list[str]:
         "--listen-client-urls", f"unix://{SOCKET}", "--advertise-client-urls", f"unix://{SOCKET}",
         "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
         "--initial-cluster", "lab=http://127.0.0.1:2380", "--log-level", "warn",
+        # A restarted member serves nothing until it has elected itself, which takes one to two election
+        # timeouts (1 s by default: 1.3-2 s measured). A one-member cluster has no peer to miss a
+        # heartbeat, so short timers risk nothing here: 0.4-0.5 s from start to the first write.
+        "--heartbeat-interval", "25", "--election-timeout", "250",
     ]
     # `ip netns exec` keeps the working directory, so `cd` first through a shell-free wrapper: env -C.
     return netns.exec_argv(st.spec.underlay_netns, ["env", "-C", str(d), *cmd])

@@ -63,7 +63,9 @@ def change_loop(
     fn returns False when some of its work must be retried (a lost race, an error): it runs again after
     a pause that doubles from retry[0] up to retry[1], so a conflict that persists costs little, while
     a conflict that the next watch event resolves is retried at once when that event sets `changed`.
-    A short debounce lets the events of one commit (a pod and its slices) arrive together.
+    A short debounce lets the events of one commit (a pod and its slices) arrive together. The loop
+    clears `changed` before each fn(): a change during fn() sets it again and is seen by the next round,
+    and an event left set would spin the loop (once every debounce) for nothing.
     """
     threading.Thread(target=lambda: (stop.wait(), changed.set()), daemon=True).start()
     pause = retry[0]
@@ -72,6 +74,7 @@ def change_loop(
         if stop.is_set():
             break
         stop.wait(debounce)
+        changed.clear()
         try:
             ok = fn()
         except Exception:  # fn should catch its own; this loop must outlive anything

@@ -47,16 +47,40 @@ def alive(rec: ProcRecord) -> bool:
     return state != "Z"
 
 
-def spawn(argv: Sequence[str], log: str | Path, *, env: dict[str, str] | None = None) -> ProcRecord:
-    """Start argv detached (own session, so a terminal's Ctrl-C does not reach it), output to log."""
+def spawn(argv: Sequence[str], log: str | Path, *, env: dict[str, str] | None = None,
+          nice: int | None = None) -> ProcRecord:
+    """Start argv detached (own session, so a terminal's Ctrl-C does not reach it), output to log.
+
+    nice: the new process's niceness (None: ours). Set from here, just after the start, rather than in
+    the child before exec (preexec_fn is unsafe in a threaded parent, and agents have threads).
+    """
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab", buffering=0) as out:
         p = subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, env=env, close_fds=True,
         )
+    if nice is not None:
+        set_nice(p.pid, nice)
     st = start_time_of(p.pid) or 0
     return ProcRecord(p.pid, st, list(argv), str(log))
+
+
+def set_nice(pid: int, nice: int) -> None:
+    """Set a process's niceness (0 = self). Best effort: without CAP_SYS_NICE it stays as it was.
+
+    With autogroup scheduling (kernel.sched_autogroup_enabled, the default) the CPU is first shared
+    fairly between sessions, and a process's nice only counts inside its own session. Our processes each
+    lead a session (spawn's start_new_session), so the session's autogroup gets the same nice
+    (sched(7), /proc/PID/autogroup). Only then: a process in someone else's session is left to them.
+    """
+    target = pid or os.getpid()
+    try:
+        os.setpriority(os.PRIO_PROCESS, target, nice)
+        if os.getsid(target) == target:
+            Path(f"/proc/{target}/autogroup").write_text(f"{nice}\n")
+    except OSError:  # not root, already gone, or a kernel without autogroups
+        pass
 
 
 def stop(rec: ProcRecord, *, timeout: float = 3.0) -> None:

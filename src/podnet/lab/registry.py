@@ -28,11 +28,17 @@ LAB_LABEL = "podnet.io/lab"
 
 
 def node_object(spec: LabSpec, index: int) -> Node:
+    """A node as it registers: its conditions come from its agent's first heartbeat (nodestatus.py)."""
+    from datetime import UTC, datetime
+
+    from podnet.lab.nodestatus import stamp
+
     n = spec.node_specs[index]
     return Node.model_validate({
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name, LAB_LABEL: spec.name}},
+        "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name, LAB_LABEL: spec.name},
+                     "creationTimestamp": stamp(datetime.now(UTC))},
         "status": {"addresses": [{"type": "InternalIP", "address": n.underlay_ip},
                                  {"type": "Hostname", "address": n.name}]},
     })

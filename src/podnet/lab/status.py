@@ -7,13 +7,14 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from podnet.console import console as podnet_console
 from podnet.lab import procs
 from podnet.lab.state import LabState, list_labs
 from podnet.store import StoreError, keys, open_store
 
 
 def show(name: str, console: Console | None = None) -> None:
-    console = console or Console(emoji=False)  # ":ab:" in a MAC address is not an emoji
+    console = console or podnet_console()
     st = LabState.load(name)
     if st is None:
         labs = ", ".join(list_labs()) or "none"

@@ -12,9 +12,9 @@ Nothing here is a single point of failure:
 - The control plane (scheduler, Deployment and EndpointSlice controllers) is a child like any other,
   not a thread of the supervisor, so a dead supervisor leaves it running, and a dead control plane is
   restarted like a dead proxy.
-- The supervisor comes back by itself. Every node agent checks about once a second whether a
-  supervisor holds the lab's lock (supervisor.lock, an flock the kernel drops when its holder dies) and
-  starts one if not (`ensure_running`). We chose the agents over a separate watchdog process because a
+- The supervisor comes back by itself. Every node agent waits on the lab's lock (supervisor.lock, an
+  flock the supervisor holds and the kernel drops the moment its holder dies: `wait_while_held`) and
+  starts a supervisor when it is free (`ensure_running`). We chose the agents over a separate watchdog process because a
   watchdog would itself need watching (kill -9 of the watchdog, then of the supervisor, and nothing is
   left to heal), while there are as many agents as nodes, the supervisor restarts any of them that dies,
   and an agent already runs for the lab's whole life. Starting twice is harmless: a second supervisor
@@ -23,6 +23,20 @@ Nothing here is a single point of failure:
   procs.json) instead of starting them twice; only dead ones are started again.
 - `lab down` writes a stop marker first (teardown.py): no supervisor starts, or keeps running, once
   it exists.
+
+How fast a dead child comes back (a Service created right after a kill must work within 2 s): the
+supervisor does not poll its children. It holds a pidfd of each (pidfd_open(2) works for any process,
+also children a previous supervisor started and this one only adopted, which waitpid cannot wait for)
+and sleeps in select() on them; a child's death wakes it at once. The first restart is immediate; only
+a child that keeps dying is restarted with a growing pause (RESTART_BACKOFF), and one that ran for
+STABLE seconds starts over.
+
+What a restart then costs is CPU: a proxy's interpreter, imports and first full sync take about half a
+second of it. On a busy machine (tests, other labs) a process at the default priority waits its turn
+for most of that: 2.5-5 s measured at a load of 10-15 on two cores. So the lab's own processes run at
+NICE (set on the supervisor and on each child it starts; what they run inherits it), the way a node
+reserves CPU for its system daemons (kubelet's --system-reserved / --kube-reserved). Pods are
+workloads: the agent starts them at the default priority.
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import selectors
 import signal
 import sys
 import threading
@@ -45,8 +60,11 @@ from podnet.net import netns
 
 log = logging.getLogger("podnet.lab.supervisor")
 
-RESTART_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0)  # before the 1st, 2nd, ... restart of a child that keeps dying
 STABLE = 10.0  # a child that ran this long starts its backoff over at the next death
+IDLE_CHECK = 0.5  # seconds between looks at the lab's markers (registered, stopping) when nothing dies
+LOCK_WAIT = 1.0  # how long a starting supervisor retries a lock that an agent's probe holds for an instant
+NICE = -10  # the lab's processes (see above); pods go back to 0 (agent.py)
 LOCK = "supervisor.lock"
 RECORD = "supervisor.json"
 STOP_MARKER = "stopping"
@@ -153,6 +171,7 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     started: float = 0.0
+    pidfd: int | None = None  # readable once rec's process has exited
 
 
 def children(st: LabState) -> list[Child]:
@@ -181,12 +200,34 @@ class Supervisor:
         self.st = st
         self.children = children(st)
         self.stopping = threading.Event()
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()  # stop() writes here: a signal handler cannot end select()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ)
+
+    def _watch(self, c: Child) -> None:
+        """Be woken when c's process exits (its pidfd becomes readable)."""
+        self._unwatch(c)
+        assert c.rec is not None
+        try:
+            c.pidfd = os.pidfd_open(c.rec.pid)
+        except (ProcessLookupError, OSError):  # already gone: the next tick sees it dead
+            return
+        self.selector.register(c.pidfd, selectors.EVENT_READ, c)
+
+    def _unwatch(self, c: Child) -> None:
+        if c.pidfd is not None:
+            self.selector.unregister(c.pidfd)
+            os.close(c.pidfd)
+            c.pidfd = None
 
     def start_child(self, c: Child) -> None:
         if c.prepare is not None:
             c.prepare()
-        c.rec = procs.spawn(c.argv, self.st.log(c.role))
+        c.rec = procs.spawn(c.argv, self.st.log(c.role), nice=NICE)
         c.started = time.monotonic()
+        self._watch(c)
         self.st.procs[c.role] = c.rec
         self.st.save_procs()
         log.info("started %s pid %d", c.role, c.rec.pid)
@@ -198,6 +239,7 @@ class Supervisor:
             if rec is not None and rec.argv == c.argv and procs.alive(rec):
                 c.rec = rec
                 c.started = time.monotonic()
+                self._watch(c)
                 log.info("adopted %s pid %d", c.role, rec.pid)
         self.st.procs = {c.role: c.rec for c in self.children if c.rec is not None}
         self.st.save_procs()
@@ -211,6 +253,7 @@ class Supervisor:
             if c.needs_registration and not registered:
                 continue
             if c.rec is not None:
+                self._unwatch(c)
                 procs._reap(c.rec.pid)
                 log.warning("%s (pid %d) exited; restarting", c.role, c.rec.pid)
                 if now - c.started > STABLE:
@@ -221,21 +264,42 @@ class Supervisor:
             if now >= c.next_start:
                 self.start_child(c)
 
+    def timeout(self) -> float:
+        """How long run() may sleep when no child dies: until the next delayed restart, or IDLE_CHECK
+        (a shorter turn until the lab is registered, when the node processes are due)."""
+        now = time.monotonic()
+        wait = IDLE_CHECK if (self.st.dir / REGISTERED).exists() else 0.05
+        for c in self.children:
+            if c.rec is None and c.next_start > now:
+                wait = min(wait, c.next_start - now)
+        return max(wait, 0.0)
+
     def run(self) -> None:
         self.adopt()
-        while not self.stopping.wait(0.1):
+        while not self.stopping.is_set():
             if (self.st.dir / STOP_MARKER).exists():
                 break
             self.tick()
+            for key, _ in self.selector.select(self.timeout()):
+                if key.fd == self._wake_r:
+                    try:
+                        os.read(self._wake_r, 64)
+                    except BlockingIOError:
+                        pass
         self.stop_children()
 
     def stop_children(self) -> None:
         for c in sorted(reversed(self.children), key=lambda c: c.stop_last):
             if c.rec is not None:
+                self._unwatch(c)
                 procs.stop(c.rec)
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:  # already woken
+            pass
 
 
 def _try_lock(path: Path) -> int | None:
@@ -247,6 +311,38 @@ def _try_lock(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _take_lock(path: Path, wait: float = LOCK_WAIT) -> int | None:
+    """The supervisor's lock. An agent's `running()` probe holds it for an instant, and agents woken by
+    `wait_while_held` hold it shared for another: retry a moment before concluding that a live
+    supervisor has it."""
+    deadline = time.monotonic() + wait
+    while True:
+        fd = _try_lock(path)
+        if fd is not None or time.monotonic() >= deadline:
+            return fd
+        time.sleep(0.01)
+
+
+def wait_while_held(path: Path) -> None:
+    """Block while a supervisor holds the lock at path; return at once if none does (or no lab dir).
+
+    A shared flock waits for the holder of the exclusive one, and the kernel lets it through the
+    instant that holder dies: no polling. Released at once, so a supervisor starting next can take it.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)  # drops the lock
+
+
+def lock_path(st: LabState) -> Path:
+    return st.dir / LOCK
 
 
 def running(st: LabState) -> bool:
@@ -268,7 +364,7 @@ def ensure_running(name: str) -> procs.ProcRecord | None:
     st = LabState.load(name)
     if st is None or (st.dir / STOP_MARKER).exists() or running(st):
         return None
-    rec = procs.spawn([podnet_exe(), "lab", "supervise", "--name", name], st.log("supervisor"))
+    rec = procs.spawn([podnet_exe(), "lab", "supervise", "--name", name], st.log("supervisor"), nice=NICE)
     # Our child until it exits (only if it lost a race for the lock): reap it so no zombie stays.
     threading.Thread(target=procs.wait, args=(rec.pid,), daemon=True).start()
     log.warning("lab %s had no supervisor: started one (pid %d)", name, rec.pid)
@@ -281,7 +377,7 @@ def main(name: str) -> int:
     if st is None:
         log.error("lab %s: no state (was `podnet lab up` run?)", name)
         return 1
-    lock = _try_lock(st.dir / LOCK)
+    lock = _take_lock(st.dir / LOCK)
     if lock is None:
         log.info("lab %s already has a supervisor; exiting", name)
         return 0
@@ -291,6 +387,7 @@ def main(name: str) -> int:
     st.save_supervisor(me)
     if (st.dir / STOP_MARKER).exists():
         return 0
+    procs.set_nice(0, NICE)
     sup = Supervisor(st)
     signal.signal(signal.SIGTERM, sup.stop)
     signal.signal(signal.SIGINT, sup.stop)

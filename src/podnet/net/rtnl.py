@@ -3,7 +3,8 @@
 Why not pyroute2 here: the CNI plugins are exec'd for every pod ADD/DEL and importing pyroute2 costs
 ~100 ms, five times the whole reference bridge ADD. The handful of messages a bridge plugin needs
 (links, veth pairs, addresses, routes, bridge-port hairpin) fit in this file and import in ~1 ms.
-Daemons keep using pyroute2 through the other net/ modules.
+Daemons keep using pyroute2 through the other net/ modules, except where a restart waits on it: the
+proxy's first sync reads the node's addresses here (a new Service must work within 2 s of a kill).
 
 A socket belongs to the network namespace it was created in; see nsfd.py for entering another one.
 """

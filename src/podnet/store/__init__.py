@@ -20,10 +20,12 @@ from podnet.store.base import (
 DEFAULT_STORE_URL = "sqlite:///var/lib/podnet/state.db"
 
 
-def open_store(url: str | None = None, **options: object) -> Store:
+def open_store(url: str | None = None, *, create: bool = True, **options: object) -> Store:
     """Open a store by URL: sqlite:///path/to/file.db or etcd://host:port[,host:port...].
 
-    options are backend-specific (etcd: cafile, certfile, keyfile, username, password).
+    create=False: a sqlite file that does not exist is StoreUnavailable instead of a new empty store
+    (for commands that only read). options are backend-specific (etcd: cafile, certfile, keyfile,
+    username, password).
     """
     import os
 
@@ -31,7 +33,7 @@ def open_store(url: str | None = None, **options: object) -> Store:
     if url.startswith("sqlite://"):
         from podnet.store.sqlite import SqliteStore
 
-        return SqliteStore(url)
+        return SqliteStore(url, create=create)
     if url.startswith("etcd://") or url.startswith("etcds://"):
         from podnet.store.etcd import EtcdStore  # type: ignore[import-not-found]
 

@@ -43,6 +43,7 @@ class Informer(Generic[T]):
         on_change: Callable[[ChangeKind, T | None, T | None], None] | None = None,
         name: str | None = None,
         retry_interval: float = 1.0,
+        first_retry: float = 0.1,
     ) -> None:
         self.store = store
         self.prefix = prefix
@@ -52,7 +53,12 @@ class Informer(Generic[T]):
             decode_kv if decode_kv is not None else (lambda _key, value: decode(value))  # type: ignore[misc]
         )
         self.name = name or f"informer {prefix}"
+        # After a failure the informer lists again after first_retry, doubling up to retry_interval:
+        # a store that restarts (etcd killed, back in ~0.5 s) is followed again within a few tenths of a
+        # second, one that stays away is asked once per retry_interval.
         self.retry_interval = retry_interval
+        self.first_retry = min(first_retry, retry_interval)
+        self._pause = self.first_retry
         self._handlers: list[Callable[[ChangeKind, T | None, T | None], None]] = []
         if on_change is not None:
             self._handlers.append(on_change)
@@ -135,6 +141,7 @@ class Informer(Generic[T]):
                 listed = self.store.list(self.prefix)
                 self._apply_list(listed.items, listed.revision)
                 self._synced.set()
+                self._pause = self.first_retry
                 watch = self.store.watch(self.prefix, listed.revision + 1)
                 with self._lock:
                     self._watch = watch
@@ -153,22 +160,26 @@ class Informer(Generic[T]):
                 log.info("%s: %s; re-listing", self.name, exc)
                 self.relists += 1
             except StoreUnavailable as exc:
-                log.warning("%s: store unavailable (%s); re-listing in %.1fs", self.name, exc, self.retry_interval)
+                log.warning("%s: store unavailable (%s); re-listing in %.1fs", self.name, exc, self._pause)
                 self.relists += 1
-                self._stop.wait(self.retry_interval)
+                self._back_off()
             except StoreError as exc:
-                log.error("%s: store error (%s); re-listing in %.1fs", self.name, exc, self.retry_interval)
+                log.error("%s: store error (%s); re-listing in %.1fs", self.name, exc, self._pause)
                 self.relists += 1
-                self._stop.wait(self.retry_interval)
+                self._back_off()
             except Exception:  # noqa: BLE001 - the informer must outlive surprises; logged with traceback
-                log.exception("%s: unexpected error; re-listing in %.1fs", self.name, self.retry_interval)
+                log.exception("%s: unexpected error; re-listing in %.1fs", self.name, self._pause)
                 self.relists += 1
-                self._stop.wait(self.retry_interval)
+                self._back_off()
             finally:
                 with self._lock:
                     watch, self._watch = self._watch, None
                 if watch is not None:
                     watch.close()
+
+    def _back_off(self) -> None:
+        self._stop.wait(self._pause)
+        self._pause = min(self._pause * 2, self.retry_interval)
 
     def _decode(self, key: str, value: bytes) -> tuple[bool, T | None]:
         try:

@@ -212,10 +212,16 @@ def _wake_to_stop(stop: threading.Event, dirty: threading.Event) -> None:
 class SqliteStore:
     """Store protocol on one SQLite file. Thread safe: one connection behind a lock (watches own theirs)."""
 
-    def __init__(self, url: str, *, history: int = DEFAULT_HISTORY, background_checkpoint: bool = True) -> None:
+    def __init__(self, url: str, *, history: int = DEFAULT_HISTORY, background_checkpoint: bool = True,
+                 create: bool = True) -> None:
         self.url = url
         self.background_checkpoint = background_checkpoint  # False: SQLite's default, in the commit
         self.path = path_from_url(url)
+        if not create and not os.path.exists(self.path):
+            # A reader (podnet get) must not leave an empty store behind: a typo in --store would
+            # otherwise silently show an empty cluster, and create the file and its directories.
+            raise StoreUnavailable(f"sqlite store {self.path} does not exist (nothing was applied to it yet; "
+                                   "check --store or PODNET_STORE)")
         self.history = history
         self._lock = threading.RLock()
         self._closed = False

@@ -68,6 +68,21 @@ def test_tutorial_in_a_lab(lab_api: LabApi) -> None:
 def test_kubectl_get_nodes_and_watch_in_a_lab(lab_api: LabApi) -> None:
     names = lab_api.kubectl("get", "nodes", "-o", "name").stdout.split()
     assert names == ["node/node1", "node/node2"]
+    # healthy nodes as a kubelet reports them: Ready (a condition with a heartbeat), an age and a version,
+    # through kubectl and through podnet's own get
+    lab_api.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
+    from podnet import __version__
+
+    podnet_get = subprocess.run([str(Path(sys.executable).with_name("podnet")), "--store", lab_api.store_url,
+                                 "get", "nodes"], capture_output=True, text=True, check=True).stdout
+    for table in (lab_api.kubectl("get", "nodes").stdout, podnet_get):
+        header, *rows = table.splitlines()
+        assert header.split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"], table
+        assert [r.split()[:3] for r in rows] == [["node1", "Ready", "<none>"], ["node2", "Ready", "<none>"]], table
+        assert all(r.split()[3][-1] in "smhd" and r.split()[4] == f"podnet-v{__version__}" for r in rows), table
+    ready = json.loads(lab_api.kubectl("get", "node", "node1", "-o", "jsonpath={.status.conditions}").stdout)
+    assert [(c["type"], c["status"], c["reason"]) for c in ready] == [("Ready", "True", "KubeletReady")]
+    assert ready[0]["lastHeartbeatTime"].endswith("Z")
     addrs = lab_api.kubectl("get", "nodes", "-o", "jsonpath={.items[*].status.addresses[0].address}").stdout.split()
     assert all(a.startswith("192.168.") for a in addrs)
     out = subprocess.run([str(Path(sys.executable).with_name("podnet")),

@@ -230,3 +230,46 @@ def test_label_selectors_on_get_and_delete(podnet: Podnet) -> None:
     assert "Endpoints:                <none>" in podnet("describe", "svc", "webapp1-clusterip-svc").stdout
     bad = podnet("get", "pods", "-l", "a=b=c")
     assert bad.returncode == 1 and "--selector" in bad.stderr
+
+
+def test_read_only_commands_create_no_store(podnet: Podnet, tmp_path: Path) -> None:
+    """get/describe on a sqlite store that does not exist: a clear error, and no file (or folder) made."""
+    missing = tmp_path / "typo" / "state.db"
+    for argv in (["get", "services"], ["get", "nodes", "-o", "yaml"], ["describe", "service"]):
+        r = podnet("--store", f"sqlite:///{missing}", *argv)
+        assert r.returncode == 2, (argv, r.stderr)
+        assert r.stderr.startswith("error: store unreachable: sqlite store ") and len(r.stderr.splitlines()) == 1
+        assert f"{missing} does not exist (nothing was applied to it yet; check --store or PODNET_STORE)" in r.stderr
+    assert not missing.parent.exists()
+    assert podnet("--store", f"sqlite:///{missing}", "apply", "-f", "examples/webapp1/").returncode == 0
+    assert "webapp1-clusterip-svc" in podnet("--store", f"sqlite:///{missing}", "get", "svc").stdout
+
+
+def test_delete_f_finds_objects_by_kind_and_name_and_skips_what_podnet_does_not_know(podnet: Podnet,
+                                                                                   tmp_path: Path) -> None:
+    """A folder with a StatefulSet (no such kind here), a document without a name and an edit podnet would
+    refuse to apply: the rest is deleted, the skipped ones are named, exit 1 (as kubectl delete -f)."""
+    assert podnet("apply", "-f", "examples/webapp1/").returncode == 0
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    for f in EXAMPLE.glob("*.yaml"):
+        (folder / f.name).write_text(f.read_text())
+    svc = folder / "nodeport-service.yaml"
+    svc.write_text(svc.read_text().replace("nodePort: 30080", "nodePort: 99999"))  # invalid, still its name
+    (folder / "statefulset.yaml").write_text(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec: {serviceName: db, replicas: 2}\n")
+    (folder / "nameless.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {}\nspec: {ports: [{port: 1}]}\n")
+    r = podnet("delete", "-f", str(folder))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert sorted(r.stdout.splitlines()) == sorted([
+        'service "webapp1-clusterip-svc" deleted', 'service "webapp1-nodeport-svc" deleted',
+        'pod "webapp1-6b9f7c5d4-2xkqp" deleted', 'pod "webapp1-6b9f7c5d4-9mzt7" deleted'])
+    errors = r.stderr.splitlines()
+    assert any("StatefulSet/default/db: kind: 'StatefulSet': no kind 'StatefulSet' is known" in e
+               and e.endswith("not deleted") for e in errors), r.stderr
+    assert any("metadata.name: Required value; not deleted" in e for e in errors), r.stderr
+    store = open_store(podnet.url)
+    try:
+        assert store.list(keys.RESOURCES_PREFIX).items == [] and store.list("/podnet/alloc/").items == []
+    finally:
+        store.close()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from podnet.lab import procs, teardown
+from podnet.lab import procs, supervisor, teardown
 from podnet.lab.state import LabState, lab_dir
 from podnet.net import netns
 
@@ -23,6 +23,14 @@ def _lab_pids(name: str) -> list[int]:
     if st.supervisor:
         pids.append(st.supervisor.pid)
     return pids
+
+
+def _priority(pid: int) -> tuple[int, int]:
+    """(nice of the process, nice of its autogroup): with autogroups the CPU is shared between sessions
+    first, so both count."""
+    nice = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])
+    group = open(f"/proc/{pid}/autogroup").read().split()  # "/autogroup-123 nice -10"
+    return nice, int(group[-1])
 
 
 def _gone(pids: list[int]) -> bool:
@@ -46,6 +54,8 @@ def test_up_then_down_leaves_nothing(lab_factory, root_state):
     assert names == sorted([f"pn-{lab.name}.node1", f"pn-{lab.name}.node2", f"pn-{lab.name}.ul"])
     pids = _lab_pids(lab.name)
     assert len(pids) == 9  # supervisor + control plane + API server + (overlay, proxy, agent) per node
+    # the lab's processes get the CPU first on a busy machine (a restarted proxy must sync within 2 s)
+    assert {_priority(pid) for pid in pids} == {(supervisor.NICE, supervisor.NICE)}
     status = lab.podnet("lab", "status", "--name", lab.name).stdout
     assert "node1" in status and "node2" in status and "10.244." in status
     lab.down()
@@ -65,6 +75,7 @@ def test_down_after_kill9_of_every_lab_process(lab_factory, root_state):
     pod_ns = st.spec.pod_netns("default", "solo")
     _wait(lambda: os.popen(f"ip netns pids {pod_ns} 2>/dev/null").read().strip(), 20)
     pod_pids = [int(p) for p in os.popen(f"ip netns pids {pod_ns}").read().split()]
+    assert {_priority(pid) for pid in pod_pids} == {(0, 0)}  # a workload: the default priority
     for pid in [st.supervisor.pid, *[r.pid for r in st.procs.values()], *pod_pids]:
         try:
             os.kill(pid, signal.SIGKILL)

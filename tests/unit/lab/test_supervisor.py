@@ -36,3 +36,79 @@ def test_a_lab_with_api_server_material_runs_the_api_server(tmp_path, monkeypatc
     assert "apiserver" in cs and cs["apiserver"].needs_registration
     argv = cs["apiserver"].argv
     assert argv[argv.index("--listen") + 1] == "127.0.0.1:6443"
+
+
+# ---- the loop: woken by a child's death, not by a poll ---------------------------------------------------
+
+
+def _supervisor(tmp_path, monkeypatch, argvs):  # type: ignore[no-untyped-def]
+    from podnet.lab import state
+
+    monkeypatch.setattr(state, "LABS_ROOT", tmp_path)
+    monkeypatch.setattr(supervisor, "IDLE_CHECK", 600.0)  # a poll would not come within any test's bound
+    st = LabState(topology.build("lab", 1, store="sqlite"), "sqlite:////tmp/unused.db")
+    st.dir.mkdir(parents=True)
+    (st.dir / supervisor.REGISTERED).touch()
+    sup = supervisor.Supervisor(st)
+    sup.children = [supervisor.Child(f"c{i}", argv, needs_registration=False) for i, argv in enumerate(argvs)]
+    return st, sup
+
+
+def _until(cond, what: str, bound: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + bound
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_a_killed_child_is_restarted_at_once_and_stop_wakes_the_loop(tmp_path, monkeypatch):
+    import os
+    import signal
+    import threading
+
+    from podnet.lab import procs
+
+    st, sup = _supervisor(tmp_path, monkeypatch, [["sleep", "300"]])
+    t = threading.Thread(target=sup.run, daemon=True)
+    t.start()
+    try:
+        _until(lambda: sup.children[0].rec is not None, "the child was not started")
+        first = sup.children[0].rec
+        os.kill(first.pid, signal.SIGKILL)
+        _until(lambda: sup.children[0].rec not in (None, first) and procs.alive(sup.children[0].rec),
+               "the killed child was not restarted: only the pidfd can have woken the loop (the poll is 600 s)")
+        assert sup.children[0].restarts == 1 and st.procs["c0"] == sup.children[0].rec
+    finally:
+        sup.stop()
+        t.join(20)
+    assert not t.is_alive() and not procs.alive(sup.children[0].rec)
+
+
+def test_an_adopted_process_that_is_not_our_child_wakes_the_loop_too(tmp_path, monkeypatch):
+    """After a supervisor restart its children belong to nobody it can waitpid() for: the pidfd still works."""
+    import os
+    import signal
+    import subprocess
+    import threading
+
+    from podnet.lab import procs
+
+    argv = ["sleep", "301"]
+    pid = int(subprocess.run(["sh", "-c", "sleep 301 >/dev/null 2>&1 & echo $!"], capture_output=True,
+                             text=True, check=True).stdout)  # reparented away from us: not our child
+    st, sup = _supervisor(tmp_path, monkeypatch, [argv])
+    st.procs["c0"] = procs.ProcRecord(pid, procs.start_time_of(pid) or 0, argv, str(st.log("c0")))
+    t = threading.Thread(target=sup.run, daemon=True)
+    t.start()
+    try:
+        _until(lambda: sup.children[0].rec is not None, "nothing adopted")
+        assert sup.children[0].rec.pid == pid  # adopted, not started twice
+        os.kill(pid, signal.SIGKILL)
+        _until(lambda: sup.children[0].rec is not None and sup.children[0].rec.pid != pid,
+               "the adopted process's death did not wake the loop")
+    finally:
+        sup.stop()
+        t.join(20)
+    assert not procs.alive(sup.children[0].rec)

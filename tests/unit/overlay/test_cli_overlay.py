@@ -76,3 +76,20 @@ def test_leases_list_and_revoke(monkeypatch, capsys, url) -> None:  # type: igno
     assert code == 1 and "no lease for 10.244.7.0/24" in err
     with SqliteStore(url) as store:
         assert [kv.key for kv in store.list(keys.SUBNETS_PREFIX).items] == [keys.subnet_lease("10.244.8.0/24")]
+
+
+def test_leases_table_piped_to_a_file_keeps_each_row_on_one_line(url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Not a terminal: rich would fold the table at 80 columns; a file or grep gets whole rows."""
+    import os
+    import subprocess
+
+    with SqliteStore(url) as store:
+        store.put(keys.subnet_lease("10.244.7.0/24"), b'{"PublicIP":"192.168.177.107","BackendType":"vxlan",'
+                  b'"BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:07"}}')
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    with open(tmp_path / "out.txt", "w") as f:
+        r = subprocess.run([sys.executable, "-m", "podnet.cli.main", "--store", url, "overlay", "leases"],
+                           stdout=f, stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    (row,) = [line for line in (tmp_path / "out.txt").read_text().splitlines() if "10.244.7.0/24" in line]
+    assert len(row) > 80 and '{"VNI": 1, "VtepMAC": "aa:bb:cc:dd:ee:07"}' in row and "never (reservation)" in row

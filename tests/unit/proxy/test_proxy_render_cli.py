@@ -172,3 +172,24 @@ def test_a_service_without_cluster_ip_is_named_on_stderr_and_gets_no_rules(tmp_p
     assert "Service/default/web2: spec.clusterIP is not set" in p.stderr
     assert "web3" not in p.stderr and "Service/default/web:" not in p.stderr  # headless, allocated: no word
     assert "default/web:http" in p.stdout and "default/web2" not in p.stdout
+
+
+def test_every_f_is_read_and_pods_in_one_file_give_a_service_in_another_its_endpoints(tmp_path):
+    (tmp_path / "svc.yaml").write_text("""apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec: {clusterIP: 10.96.0.20, selector: {app: api}, ports: [{name: http, port: 80, targetPort: 8080}]}
+""")
+    (tmp_path / "pods.yaml").write_text("""apiVersion: v1
+kind: Pod
+metadata: {name: api-1, labels: {app: api}}
+spec: {nodeName: n1, containers: [{name: c}]}
+status: {podIP: 10.244.1.5, phase: Running, conditions: [{type: Ready, status: "True"}]}
+""")
+    (tmp_path / "slice.yaml").write_text(OBJECTS)
+    p = _podnet("-f", str(tmp_path / "svc.yaml"), "-f", str(tmp_path / "pods.yaml"), "-f", str(tmp_path / "slice.yaml"))
+    assert p.returncode == 0, p.stderr
+    assert '--comment "default/api:http -> 10.244.1.5:8080"' in p.stdout  # the Service of svc.yaml, pods.yaml's Pod
+    assert "--to-destination 10.244.2.5:8080" in p.stdout  # slice.yaml's own Service and slice
+    golden = _podnet("-f", str(GOLDEN_DIR / "overall.input.yaml"), "-f", str(tmp_path / "svc.yaml"))
+    assert golden.returncode == 1 and "a kube-proxy golden case must be the only -f" in golden.stderr

@@ -268,3 +268,43 @@ def test_get_with_revision_is_the_revision_the_object_was_decoded_from(store: Sq
     store.delete(P + "z")
     rec.wait_count(4)
     assert inf.get_with_revision(P + "z") is None
+
+
+class DownStore:
+    """Unavailable for the first `down` lists (a store restarting), then the real one."""
+
+    def __init__(self, inner: SqliteStore, down: int) -> None:
+        self.inner, self.down, self.lists = inner, down, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def list(self, prefix: str) -> Any:
+        self.lists += 1
+        if self.lists <= self.down:
+            raise StoreUnavailable("simulated: restarting")
+        return self.inner.list(prefix)
+
+
+class PauseLog(threading.Event):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pauses: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None:
+            self.pauses.append(timeout)
+        return super().wait(0 if timeout is not None else None)
+
+
+def test_after_a_failure_it_retries_soon_then_backs_off_and_starts_over(store: SqliteStore, informers: Any) -> None:
+    """A store that restarts in a few tenths of a second is followed again at once; one that stays away
+    is asked at most once per retry_interval."""
+    store.put(P + "a", enc("a", 1))
+    down = DownStore(store, down=5)
+    inf = informers(down, retry_interval=0.8, first_retry=0.1)
+    inf._stop = pauses = PauseLog()
+    inf.start()
+    assert inf.wait_synced(5)
+    assert pauses.pauses == [0.1, 0.2, 0.4, 0.8, 0.8]
+    assert inf._pause == 0.1  # a good list starts the backoff over
