@@ -28,7 +28,7 @@ _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _IANA_SVC_NAME = re.compile(r"^[-a-z0-9]+$")
 
 PROTOCOLS = ("SCTP", "TCP", "UDP")
-SERVICE_TYPES = ("ClusterIP", "LoadBalancer", "NodePort")
+SERVICE_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
 TRAFFIC_POLICIES = ("Cluster", "Local")
 MAX_SESSION_TIMEOUT = 86400  # one day, as in Kubernetes
 
@@ -180,13 +180,13 @@ def validate_service(svc: Service) -> list[Problem]:
     c = _Checker(svc.ref)
     _metadata(c, svc, dns1035_label)
     s = svc.spec
-    if s.type == "ExternalName":
-        c.add("spec.type", s.type, "not supported by podnet (no DNS): use ClusterIP, NodePort or LoadBalancer")
-    else:
-        c.one_of("spec.type", s.type, SERVICE_TYPES)
+    c.one_of("spec.type", s.type, SERVICE_TYPES)
     headless = s.cluster_ip == "None"
-    if not s.ports and not headless:
+    external_name = s.type == "ExternalName"
+    if not s.ports and not headless and not external_name:
         c.required("spec.ports")
+    if external_name:
+        _external_name(c, svc)
 
     names: set[str] = set()
     seen_ports: set[tuple[int, str]] = set()
@@ -278,6 +278,23 @@ def validate_service(svc: Service) -> list[Problem]:
     return c.problems
 
 
+def _external_name(c: _Checker, svc: Service) -> None:
+    """An ExternalName Service is a CNAME in the cluster's DNS: no virtual IP, no IP families, and a
+    target that is a DNS-1123 subdomain (a trailing dot marks it fully qualified), as the API server has it."""
+    s = svc.spec
+    if s.cluster_ips or s.cluster_ip not in (None, ""):
+        c.add("spec.clusterIPs", s.cluster_ips or [s.cluster_ip], "Forbidden: may not be set for ExternalName services")
+    if s.ip_families:
+        c.add("spec.ipFamilies", s.ip_families, "Forbidden: may not be set for ExternalName services")
+    if s.ip_family_policy:
+        c.add("spec.ipFamilyPolicy", s.ip_family_policy, "Forbidden: may not be set for ExternalName services")
+    target = (s.external_name or "").removesuffix(".")
+    if not target:
+        c.required("spec.externalName")
+    else:
+        c.check("spec.externalName", s.external_name, dns1123_subdomain(target))
+
+
 def _pod_spec(c: _Checker, spec: PodSpec, path: str) -> None:
     if not spec.containers:
         c.required(f"{path}.containers")
@@ -289,6 +306,8 @@ def _pod_spec(c: _Checker, spec: PodSpec, path: str) -> None:
         c.check(f"{path}.nodeName", spec.node_name, dns1123_subdomain(spec.node_name))
     if spec.hostname:
         c.check(f"{path}.hostname", spec.hostname, dns1123_label(spec.hostname))
+    if spec.subdomain:
+        c.check(f"{path}.subdomain", spec.subdomain, dns1123_label(spec.subdomain))
     if spec.restart_policy:
         c.one_of(f"{path}.restartPolicy", spec.restart_policy, ("Always", "Never", "OnFailure"))
 
