@@ -310,6 +310,38 @@ def _pod_spec(c: _Checker, spec: PodSpec, path: str) -> None:
         c.check(f"{path}.subdomain", spec.subdomain, dns1123_label(spec.subdomain))
     if spec.restart_policy:
         c.one_of(f"{path}.restartPolicy", spec.restart_policy, ("Always", "Never", "OnFailure"))
+    _pod_dns(c, spec, path)
+
+
+DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+MAX_DNS_NAMESERVERS = 3  # glibc reads no more (Kubernetes' MaxDNSNameservers)
+MAX_DNS_SEARCHES = 32
+
+
+def _pod_dns(c: _Checker, spec: PodSpec, path: str) -> None:
+    """validatePodDNSConfig: the policy, and a dnsConfig that a resolver can use."""
+    if spec.dns_policy is not None:
+        c.one_of(f"{path}.dnsPolicy", spec.dns_policy, DNS_POLICIES)
+    cfg = spec.dns_config
+    if spec.dns_policy == "None" and (cfg is None or not cfg.nameservers):
+        c.add(f"{path}.dnsConfig.nameservers" if cfg is not None else f"{path}.dnsConfig", None,
+              "Required value: must provide at least one DNS nameserver when DNS policy is None")
+    if cfg is None:
+        return
+    f = f"{path}.dnsConfig"
+    if len(cfg.nameservers) > MAX_DNS_NAMESERVERS:
+        c.add(f"{f}.nameservers", cfg.nameservers, f"must not have more than {MAX_DNS_NAMESERVERS} nameservers")
+    for i, ns in enumerate(cfg.nameservers):
+        c.check(f"{f}.nameservers[{i}]", ns, ip_reason(ns))
+    if len(cfg.searches) > MAX_DNS_SEARCHES:
+        c.add(f"{f}.searches", cfg.searches, f"must not have more than {MAX_DNS_SEARCHES} search paths")
+    for i, domain in enumerate(cfg.searches):
+        d = domain.removesuffix(".") if domain != "." else domain
+        if d != ".":
+            c.check(f"{f}.searches[{i}]", domain, dns1123_subdomain(d))
+    for i, opt in enumerate(cfg.options):
+        if not opt.name:
+            c.required(f"{f}.options[{i}].name")
 
 
 def _container(c: _Checker, ctr: Container, f: str, names: set[str], port_names: set[str]) -> None:

@@ -30,7 +30,9 @@ def up(
     """Create the lab: underlay, nodes, agents (overlay, proxy, pods), Node objects in the store."""
     from podnet.lab import cluster, topology
 
-    spec = topology.build(name, nodes, backend, proxy_mode, store, underlay)
+    from podnet.controllers.allocators import AllocatorConfig
+
+    spec = topology.build(name, nodes, backend, proxy_mode, store, underlay, AllocatorConfig.from_env().service_cidr)
     st = cluster.up(spec, _store_url(ctx))
     typer.echo(f"lab {name} is up: {nodes} nodes, backend {backend}, proxy {proxy_mode}, store {st.store_url}")
     if st.store_url != _store_url(ctx):

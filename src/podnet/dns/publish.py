@@ -35,9 +35,13 @@ KEEPALIVE = 1.0
 
 def endpoint_slice(namespace: str, service: str, node: str, ip: str,
                    ports: list[tuple[str, int, str]]) -> EndpointSlice:
+    import uuid
+    from datetime import UTC, datetime
+
     family = "IPv6" if ":" in ip else "IPv4"
     es = EndpointSlice(
-        metadata=ObjectMeta(name=f"{service}-{node}", namespace=namespace,
+        metadata=ObjectMeta(name=f"{service}-{node}", namespace=namespace, uid=str(uuid.uuid4()),
+                            creation_timestamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                             labels={SERVICE_NAME_LABEL: service, MANAGED_BY_LABEL: MANAGER}),
         address_type=family,
         endpoints=[Endpoint(addresses=[ip], node_name=node,

@@ -2,9 +2,10 @@
 
 UDP is one thread in a blocking receive loop (the cheapest path in Python: no event loop between the
 kernel and the answer). TCP is an asyncio loop in a second thread, because TCP clients hold connections:
-each connection may pipeline queries (RFC 7766), is closed after IDLE_TIMEOUT without a complete query,
-and there are at most MAX_TCP_CONNECTIONS at once, so a flood of idle connections cannot starve the UDP
-path or exhaust descriptors. The answers themselves never block (a View is in memory).
+each connection may pipeline queries (RFC 7766), is closed after IDLE_TIMEOUT without a query and
+READ_TIMEOUT within one, and at most MAX_TCP_CONNECTIONS wait at once: a new one closes the connection
+idle longest, so a flood of silent connections neither exhausts descriptors nor locks clients out. The
+answers themselves never block (a View is in memory).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ log = logging.getLogger("podnet.dns")
 
 IDLE_TIMEOUT = 8.0  # miekg/dns's default idle timeout for a TCP connection between queries
 READ_TIMEOUT = 2.0  # for the rest of a message once its length arrived (miekg's read timeout)
-MAX_TCP_CONNECTIONS = 256
+MAX_TCP_CONNECTIONS = 512
 UDP_RECV = 65535
 
 
@@ -71,7 +72,8 @@ class DNSServer:
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
-        self.tcp_connections = 0
+        self._idle_since: dict[asyncio.StreamWriter, float] = {}  # open TCP connections waiting for a query
+        self.tcp_evicted = 0
 
     def start(self) -> DNSServer:
         for target, name in ((self._serve_udp, "udp"), (self._serve_tcp, "tcp")):
@@ -120,24 +122,31 @@ class DNSServer:
             loop.close()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.tcp_connections >= MAX_TCP_CONNECTIONS:
-            writer.close()
-            return
-        self.tcp_connections += 1
+        if len(self._idle_since) >= MAX_TCP_CONNECTIONS:
+            # full: the connection idle longest makes room (a flood of silent connections cannot lock
+            # clients out; each of them would be closed after IDLE_TIMEOUT anyway)
+            oldest = min(self._idle_since, key=self._idle_since.__getitem__)
+            oldest.close()
+            self._idle_since.pop(oldest, None)
+            self.tcp_evicted += 1
+        loop = asyncio.get_running_loop()
+        self._idle_since[writer] = loop.time()
         try:
             while True:
                 head = await asyncio.wait_for(reader.readexactly(2), IDLE_TIMEOUT)
                 (length,) = struct.unpack("!H", head)
                 if length == 0:
                     return
+                self._idle_since.pop(writer, None)  # busy: not a candidate for eviction
                 data = await asyncio.wait_for(reader.readexactly(length), READ_TIMEOUT)
                 out = self.responder.respond(data, True)
                 if out is None:
                     return
                 writer.write(struct.pack("!H", len(out)) + out)
                 await asyncio.wait_for(writer.drain(), READ_TIMEOUT)
+                self._idle_since[writer] = loop.time()
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
             return
         finally:
-            self.tcp_connections -= 1
+            self._idle_since.pop(writer, None)
             writer.close()
