@@ -10,6 +10,7 @@ import signal
 import time
 
 import pytest
+
 from conftest import REPO, DnsLab, wait_for
 
 pytestmark = pytest.mark.integration
