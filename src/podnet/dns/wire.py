@@ -6,6 +6,7 @@ What happens to a message before and after the answer, as CoreDNS's server (miek
   amplify; miekg's MsgInvalidFunc / MsgIgnore);
 - an opcode other than QUERY: NOTIMP; not exactly one question, more than one answer or authority record,
   more than two additional ones, or anything dnspython cannot parse: FORMERR, header only;
+- a class other than IN: REFUSED (CoreDNS's server, without the chaos plugin);
 - EDNS version above 0: BADVERS (edns.Version);
 - the answer is cut to fit the client's size (512 bytes over UDP without EDNS, the OPT's payload size with
   it, 65535 over TCP): whole records are kept in order, answer then authority then additional, and TC is
@@ -30,6 +31,7 @@ import dns.flags
 import dns.message
 import dns.opcode
 import dns.rcode
+import dns.rdataclass
 import dns.renderer
 import dns.rrset
 
@@ -124,6 +126,9 @@ class Responder:
     def _answer(self, query: dns.message.Message, view: View, tcp: bool) -> bytes:
         q = query.question[0]
         has_edns = query.edns >= 0
+        if q.rdclass != dns.rdataclass.IN:  # only the chaos plugin answers other classes
+            return self._render(query, Reply(dns.rcode.REFUSED), MIN_UDP,
+                                edns_payload=query.payload if has_edns else None)
         if has_edns and query.edns > 0:
             return self._render(query, Reply(dns.rcode.BADVERS), MIN_UDP, edns_payload=MIN_UDP)
         reply = self.answerer.serve(view, q.name, q.rdtype)
