@@ -104,27 +104,53 @@ class Entry:
     ttl: int = DEFAULT_TTL
 
     def host_type(self) -> tuple[int, str]:
-        if not self.host and self.text:
+        if self.text:
             return T.TXT, ""
-        try:
-            ip = ipaddress.ip_address(self.host)
-        except ValueError:
-            return (T.TXT, "") if self.text else (T.CNAME, "")
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            return T.A, str(ip.ipv4_mapped)
-        return (T.A if ip.version == 4 else T.AAAA), str(ip)
+        known = _HOST_TYPES.get(self.host)
+        if known is None:
+            if len(_HOST_TYPES) > 100000:
+                _HOST_TYPES.clear()
+            known = _HOST_TYPES[self.host] = _host_type(self.host)
+        return known
 
 
-@dataclass(slots=True)
+def _host_type(host: str) -> tuple[int, str]:
+    """msg.Service.HostType: an IPv4 address (A, also when written v4-mapped), IPv6 (AAAA), else a name."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return T.CNAME, ""
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return T.A, str(ip.ipv4_mapped)
+    return (T.A if ip.version == 4 else T.AAAA), str(ip)
+
+
+_HOST_TYPES: dict[str, tuple[int, str]] = {}
+
+
 class Request:
     """The question, with the names CoreDNS keeps: name (lower case) and the zone in the query's case."""
 
-    qname: dns.name.Name
-    qtype: int
-    name: str  # lower-case presentation form, with the trailing dot (state.Name())
-    zone: str  # the matched zone as the query spelled it (state.Zone)
-    zone_lower: str
-    rel: list[str]  # the labels left of the zone, lower case, leftmost first
+    __slots__ = ("qname", "qtype", "zone", "zone_lower", "rel", "reverse", "_name")
+
+    def __init__(self, qname: dns.name.Name, qtype: int, zone: str, zone_lower: str, rel: list[str]) -> None:
+        self.qname = qname
+        self.qtype = qtype
+        self.zone = zone  # the matched zone as the query spelled it (state.Zone)
+        self.zone_lower = zone_lower
+        self.rel = rel  # the labels left of the zone, lower case, leftmost first
+        # dnsutil.IsReverse: the name is below in-addr.arpa. (1) or ip6.arpa. (2)
+        lower = [label.lower() for label in qname.labels]
+        self.reverse = (1 if lower[-3:] == [b"in-addr", b"arpa", b""] else
+                        2 if lower[-3:] == [b"ip6", b"arpa", b""] else 0) if len(lower) > 3 else 0
+        self._name: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Lower-case presentation form with the trailing dot (state.Name()); made only when asked for."""
+        if self._name is None:
+            self._name = self.qname.to_text().lower()
+        return self._name
 
 
 @dataclass(slots=True)
@@ -178,11 +204,6 @@ def parse_request(segs: list[str]) -> RecordRequest:
     return r
 
 
-def _labels(name: dns.name.Name, keep: int) -> list[str]:
-    """The lower-case text of the first `keep` labels (bytes that are no text never match a name)."""
-    return [label.decode("latin-1").lower() for label in name.labels[:keep]]
-
-
 def address_from_reverse(name: str) -> str:
     """dnsutil.ExtractAddressFromReverse: the IP a reverse name stands for, "" if it is none."""
     if name.endswith(IP4ARPA):
@@ -226,6 +247,20 @@ def _name(text: str) -> dns.name.Name:
     return dns.name.from_text(text if text.endswith(".") else text + ".")
 
 
+_ADDRESSES: dict[str, dns.rdata.Rdata] = {}
+
+
+def _address(ip: str, rdtype: int) -> dns.rdata.Rdata:
+    """A or AAAA rdata, made once per address (rdata are immutable, so one object serves every answer)."""
+    rd = _ADDRESSES.get(ip)
+    if rd is None:
+        if len(_ADDRESSES) > 100000:
+            _ADDRESSES.clear()
+        rd = dns.rdtypes.IN.A.A(IN, T.A, ip) if rdtype == T.A else dns.rdtypes.IN.AAAA.AAAA(IN, T.AAAA, ip)
+        _ADDRESSES[ip] = rd
+    return rd
+
+
 def _rrset(owner: dns.name.Name, rdtype: int, ttl: int, rd: dns.rdata.Rdata) -> dns.rrset.RRset:
     rs = dns.rrset.RRset(owner, IN, rdtype)
     rs.add(rd, ttl)
@@ -238,17 +273,22 @@ class Answerer:
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or Config()
         # longest match first (plugin.Zones.Matches), compared label by label and case-insensitively
-        self._zones = sorted(((z, dns.name.from_text(z)) for z in self.config.zones),
-                             key=lambda zn: len(zn[1]), reverse=True)
+        self._zones = sorted(((z, tuple(label.lower() for label in dns.name.from_text(z).labels))
+                              for z in self.config.zones), key=lambda zl: len(zl[1]), reverse=True)
         self._fallthrough = [dns.name.from_text(z) for z in self.config.fallthrough]
+        self._soa_cache: dict[tuple[str, int], dns.rrset.RRset] = {}
 
     def request(self, qname: dns.name.Name, qtype: int) -> Request | None:
         """The Request for a question, or None if it is in none of our zones."""
-        for zone_lower, zname in self._zones:
-            if qname.is_subdomain(zname):
-                keep = len(qname) - len(zname)
-                zone = dns.name.Name(qname.labels[keep:]).to_text()
-                return Request(qname, qtype, qname.to_text().lower(), zone, zone_lower, _labels(qname, keep))
+        labels = qname.labels
+        lower = tuple(label.lower() for label in labels)
+        for zone_lower, zlabels in self._zones:
+            n = len(zlabels)
+            if lower[len(lower) - n:] == zlabels:
+                keep = len(labels) - n
+                zone = zone_lower if labels[keep:] == zlabels else dns.name.Name(labels[keep:]).to_text()
+                rel = [label.decode("latin-1") for label in lower[:keep]]
+                return Request(qname, qtype, zone, zone_lower, rel)
         return None
 
     # ---- handler.go ServeDNS ---------------------------------------------------------------------------
@@ -282,7 +322,7 @@ class Answerer:
                 records, extra = self._ns(view, st)
             else:
                 # a fake A lookup tells NODATA from NXDOMAIN for every other type
-                self._a(view, Request(qname, T.A, st.name, st.zone, st.zone_lower, st.rel), [], T.A, _depth)
+                self._a(view, Request(qname, T.A, st.zone, st.zone_lower, st.rel), [], T.A, _depth)
         except NameError_:
             if any(qname.is_subdomain(f) for f in self._fallthrough):
                 return Reply(dns.rcode.SERVFAIL)  # passed down the chain, where nothing follows
@@ -304,7 +344,7 @@ class Answerer:
             raise NAME_ERROR
         if st.qtype == T.NS:
             return [Entry(host=ip, domain=owner, ttl=ttl) for owner, ip in self._ns_addrs(view, st.zone)]
-        if st.name == "ns.dns." + st.zone_lower:
+        if st.rel == ["ns", "dns"]:
             want = st.qtype
             return [Entry(host=ip, domain=st.qname.to_text(), ttl=ttl) for _, ip in self._ns_addrs(view, st.zone)
                     if (want == T.A and ":" not in ip) or (want == T.AAAA and ":" in ip)]
@@ -317,7 +357,7 @@ class Answerer:
         r = parse_request(st.rel)
         if r.pod_or_svc == "":
             return []
-        if _is_reverse(st.name):
+        if st.reverse:
             raise NAME_ERROR
         if not view.namespace_exists(r.namespace):
             raise NAME_ERROR
@@ -445,9 +485,7 @@ class Answerer:
                 records += [cname, *upstream.answer]
             elif what == want and ip not in seen:
                 seen.add(ip)
-                rd: dns.rdata.Rdata = (dns.rdtypes.IN.A.A(IN, T.A, ip) if want == T.A
-                                       else dns.rdtypes.IN.AAAA.AAAA(IN, T.AAAA, ip))
-                records.append(_rrset(st.qname, want, serv.ttl, rd))
+                records.append(_rrset(st.qname, want, serv.ttl, _address(ip, want)))
         return records, truncated
 
     def _srv(self, view: View, st: Request) -> tuple[list[dns.rrset.RRset], list[dns.rrset.RRset]]:
@@ -472,9 +510,7 @@ class Answerer:
                                       dns.rdtypes.IN.SRV.SRV(IN, T.SRV, 0, weight, serv.port, tname)))
             if (target.lower(), ip) not in dup_addr:
                 dup_addr.add((target.lower(), ip))
-                rd: dns.rdata.Rdata = (dns.rdtypes.IN.A.A(IN, T.A, ip) if what == T.A
-                                       else dns.rdtypes.IN.AAAA.AAAA(IN, T.AAAA, ip))
-                extra.append(_rrset(tname, what, serv.ttl, rd))
+                extra.append(_rrset(tname, what, serv.ttl, _address(ip, what)))
         return records, extra
 
     def _txt(self, view: View, st: Request) -> list[dns.rrset.RRset]:
@@ -530,15 +566,22 @@ class Answerer:
             if what not in (T.A, T.AAAA):
                 continue
             target = _name(serv.domain)
-            rd: dns.rdata.Rdata = (dns.rdtypes.IN.A.A(IN, T.A, ip) if what == T.A
-                                   else dns.rdtypes.IN.AAAA.AAAA(IN, T.AAAA, ip))
-            extra.append(_rrset(target, what, serv.ttl, rd))
+            extra.append(_rrset(target, what, serv.ttl, _address(ip, what)))
             if serv.domain.lower() not in seen:
                 seen.add(serv.domain.lower())
                 records.append(_rrset(st.qname, T.NS, serv.ttl, dns.rdtypes.ANY.NS.NS(IN, T.NS, target)))
         return records, extra
 
     def _soa(self, view: View, st: Request) -> dns.rrset.RRset:
+        key = (st.zone, view.serial)
+        rs = self._soa_cache.get(key)
+        if rs is None:
+            if len(self._soa_cache) > 1000:
+                self._soa_cache.clear()
+            rs = self._soa_cache[key] = self._make_soa(view, st)
+        return rs
+
+    def _make_soa(self, view: View, st: Request) -> dns.rrset.RRset:
         ttl = self.config.ttl
         zone = _name(st.zone)
         rd = dns.rdtypes.ANY.SOA.SOA(IN, T.SOA, dns.name.Name((b"ns", b"dns")).concatenate(zone),

@@ -13,9 +13,13 @@ What happens to a message before and after the answer, as CoreDNS's server (miek
   set if any record had to go (miekg's Msg.Truncate, called by CoreDNS's ScrubWriter);
 - the response echoes the request's OPT (version 0, its payload size, its DO bit) when there was one.
 
-Answers are cached by the query's bytes after the ID, per view generation: the cache is dropped as soon
-as the cluster changes, so it never serves an answer older than the last change (CoreDNS's default
-Corefile has `cache 30`, which may: its TTLs bound that staleness).
+Answers are cached per view generation, dropped as soon as the cluster changes, so the cache never serves
+an answer older than the last change (CoreDNS's default Corefile has `cache 30`, which may: its TTLs bound
+that staleness). The key is the query after its ID with the question's name in lower case, so resolvers
+that randomise the case of names (0x20) still hit it. A hit is the cached response with the query's ID and
+the query's own question bytes put back: every name the answer repeats from the question is a compression
+pointer into it (owners, the zone in the SOA), so the answer takes the new query's case too. SRV answers are
+keyed by the exact case, because their targets repeat the zone uncompressed (RFC 2782).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import dns.message
 import dns.opcode
 import dns.rcode
 import dns.rdataclass
+import dns.rdatatype
 import dns.renderer
 import dns.rrset
 
@@ -46,7 +51,9 @@ MAX_TCP = 65535
 OPT_LEN = 11  # root name, type, class, ttl, rdlength: an OPT without options
 CACHE_ENTRIES = 10000
 CACHE_MAX_QUERY = 512  # only ordinary-sized queries are cache keys
-QR, AA, TC, RD, CD = dns.flags.QR, dns.flags.AA, dns.flags.TC, dns.flags.RD, dns.flags.CD
+# plain ints: enum.Flag arithmetic costs microseconds per operation on the hot path
+QR, AA, TC, RD, CD = (int(f) for f in (dns.flags.QR, dns.flags.AA, dns.flags.TC, dns.flags.RD, dns.flags.CD))
+SRV_TYPE = struct.pack("!H", dns.rdatatype.SRV)
 
 
 @dataclass
@@ -68,6 +75,19 @@ def _header_reply(msg_id: int, flags: int, rcode: int, *, keep_opcode: bool = Fa
     return HEADER.pack(msg_id, out, 0, 0, 0, 0)
 
 
+def _question_end(wire: bytes) -> int:
+    """Where the question ends if its name is plain labels (no compression pointer), else 0."""
+    i, n = 12, len(wire)
+    while i < n:
+        length = wire[i]
+        if length == 0:
+            return i + 5 if i + 5 <= n else 0
+        if length & 0xC0:
+            return 0
+        i += length + 1
+    return 0
+
+
 class Responder:
     """respond(query bytes, tcp) -> response bytes or None. Safe to call from several threads."""
 
@@ -75,7 +95,7 @@ class Responder:
         self.answerer = answerer
         self.view = view
         self.stats = Stats()
-        self._cache: dict[bytes, bytes] = {}
+        self._cache: dict[bytes, tuple[bytes, bytes]] = {}  # key -> (header after the ID, after the question)
         self._cache_gen = -1
         self._lock = threading.Lock()
 
@@ -95,12 +115,16 @@ class Responder:
             self.stats.formerr += 1
             return _header_reply(msg_id, flags, dns.rcode.FORMERR)
         view = self.view()
-        key = (b"T" if tcp else b"U") + wire[2:] if len(wire) <= CACHE_MAX_QUERY else None
-        if key is not None and self._cache_gen == view.generation:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self.stats.cache_hits += 1
-                return wire[:2] + hit
+        qend = _question_end(wire) if len(wire) <= CACHE_MAX_QUERY else 0
+        key = None
+        if qend:
+            name = wire[12:qend - 4] if wire[qend - 4:qend - 2] == SRV_TYPE else wire[12:qend - 4].lower()
+            key = (b"T" if tcp else b"U") + wire[2:12] + name + wire[qend - 4:]
+            if self._cache_gen == view.generation:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self.stats.cache_hits += 1
+                    return wire[:2] + hit[0] + wire[12:qend] + hit[1]
         try:
             query = dns.message.from_wire(wire)
         except (dns.exception.DNSException, ValueError, struct.error, IndexError, UnicodeError) as e:
@@ -120,7 +144,7 @@ class Responder:
                     self._cache_gen = view.generation
                 if len(self._cache) >= CACHE_ENTRIES:
                     self._cache.clear()
-                self._cache[key] = out[2:]
+                self._cache[key] = (out[2:12], out[qend:])
         return out
 
     def _answer(self, query: dns.message.Message, view: View, tcp: bool) -> bytes:

@@ -24,6 +24,9 @@ HTTP = (Port("http", "TCP", 80),)
 BIG = tuple(Address(f"10.244.{i // 250}.{i % 250 + 1}", "", "") for i in range(120))
 FIXTURE = [
     ServiceRecord("default", "web", "ClusterIP", ("10.96.0.11",), "", HTTP),
+    ServiceRecord("default", "alias", "ExternalName", ("",), "web.default.svc.cluster.local", HTTP),
+    ServiceRecord("default", "pets", "ClusterIP", ("None",), "", HTTP),
+    EndpointsRecord("default", "pets", (Address("10.244.1.10", "pet-0", ""), Address("10.244.2.20", "", "")), HTTP),
     ServiceRecord("default", "big", "ClusterIP", ("None",), "", HTTP),
     EndpointsRecord("default", "big", BIG, HTTP),
 ]
@@ -124,6 +127,32 @@ def test_cache_follows_the_view_generation() -> None:
                             serial=8, generation=2)
     moved = _ask(responder, q)
     assert [rr.to_text() for rr in moved.answer] == ["web.default.svc.cluster.local. 5 IN A 10.96.0.12"]
+
+
+CASE_NAMES = ["web.default.svc.cluster.local.", "alias.default.svc.cluster.local.", "pets.default.svc.cluster.local.",
+              "nope.default.svc.cluster.local.", "_http._tcp.pets.default.svc.cluster.local.",
+              "pet-0.pets.default.svc.cluster.local.", "11.0.96.10.in-addr.arpa.", "cluster.local.", "example.com."]
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(CASE_NAMES), rdtype=st.sampled_from(["A", "AAAA", "SRV", "PTR", "SOA", "NS", "TXT", "CNAME"]),
+       first=st.randoms(use_true_random=False), second=st.randoms(use_true_random=False),
+       edns=st.booleans(), tcp=st.booleans())
+def test_a_cached_answer_is_byte_for_byte_the_fresh_one_whatever_the_case(name, rdtype, first, second, edns, tcp) -> None:  # type: ignore[no-untyped-def]
+    """The cache is keyed by the name in lower case (0x20 resolvers still hit it); a hit must equal what
+    a cold server would say to that very query, in that query's case."""
+    def spell(rng) -> str:  # type: ignore[no-untyped-def]
+        return "".join(c.upper() if rng.random() < 0.5 else c for c in name)
+
+    warm = Responder(Answerer(Config()), Views())
+    q1 = dns.message.make_query(spell(first), rdtype, use_edns=0 if edns else None)
+    warm.respond(q1.to_wire(), tcp)
+    q2 = dns.message.make_query(spell(second), rdtype, use_edns=0 if edns else None)
+    got = warm.respond(q2.to_wire(), tcp)
+    cold = Responder(Answerer(Config()), Views()).respond(q2.to_wire(), tcp)
+    assert got == cold
+    if rdtype != "SRV":  # SRV is keyed by the exact case
+        assert warm.stats.cache_hits == 1
 
 
 # ---- property tests: random input never breaks the responder ------------------------------------------
