@@ -28,6 +28,19 @@ class Container(K8sModel):
     ports: list[ContainerPort] = Field(default_factory=list)
 
 
+class PodDNSConfigOption(K8sModel):
+    name: str = ""
+    value: str | None = None
+
+
+class PodDNSConfig(K8sModel):
+    """What a pod adds to (or, with dnsPolicy None, is) the resolver configuration the kubelet writes."""
+
+    nameservers: list[str] = Field(default_factory=list)
+    searches: list[str] = Field(default_factory=list)
+    options: list[PodDNSConfigOption] = Field(default_factory=list)
+
+
 class PodSpec(K8sModel):
     warn_unknown = False
 
@@ -37,6 +50,8 @@ class PodSpec(K8sModel):
     hostname: str | None = None
     subdomain: str | None = None
     restart_policy: str | None = None
+    dns_policy: str | None = None  # ClusterFirst (the default), ClusterFirstWithHostNet, Default, None
+    dns_config: PodDNSConfig | None = Field(default=None, alias="dnsConfig")
 
 
 class PodCondition(K8sModel):

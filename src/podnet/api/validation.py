@@ -28,7 +28,7 @@ _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _IANA_SVC_NAME = re.compile(r"^[-a-z0-9]+$")
 
 PROTOCOLS = ("SCTP", "TCP", "UDP")
-SERVICE_TYPES = ("ClusterIP", "LoadBalancer", "NodePort")
+SERVICE_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
 TRAFFIC_POLICIES = ("Cluster", "Local")
 MAX_SESSION_TIMEOUT = 86400  # one day, as in Kubernetes
 
@@ -180,13 +180,13 @@ def validate_service(svc: Service) -> list[Problem]:
     c = _Checker(svc.ref)
     _metadata(c, svc, dns1035_label)
     s = svc.spec
-    if s.type == "ExternalName":
-        c.add("spec.type", s.type, "not supported by podnet (no DNS): use ClusterIP, NodePort or LoadBalancer")
-    else:
-        c.one_of("spec.type", s.type, SERVICE_TYPES)
+    c.one_of("spec.type", s.type, SERVICE_TYPES)
     headless = s.cluster_ip == "None"
-    if not s.ports and not headless:
+    external_name = s.type == "ExternalName"
+    if not s.ports and not headless and not external_name:
         c.required("spec.ports")
+    if external_name:
+        _external_name(c, svc)
 
     names: set[str] = set()
     seen_ports: set[tuple[int, str]] = set()
@@ -278,6 +278,23 @@ def validate_service(svc: Service) -> list[Problem]:
     return c.problems
 
 
+def _external_name(c: _Checker, svc: Service) -> None:
+    """An ExternalName Service is a CNAME in the cluster's DNS: no virtual IP, no IP families, and a
+    target that is a DNS-1123 subdomain (a trailing dot marks it fully qualified), as the API server has it."""
+    s = svc.spec
+    if s.cluster_ips or s.cluster_ip not in (None, ""):
+        c.add("spec.clusterIPs", s.cluster_ips or [s.cluster_ip], "Forbidden: may not be set for ExternalName services")
+    if s.ip_families:
+        c.add("spec.ipFamilies", s.ip_families, "Forbidden: may not be set for ExternalName services")
+    if s.ip_family_policy:
+        c.add("spec.ipFamilyPolicy", s.ip_family_policy, "Forbidden: may not be set for ExternalName services")
+    target = (s.external_name or "").removesuffix(".")
+    if not target:
+        c.required("spec.externalName")
+    else:
+        c.check("spec.externalName", s.external_name, dns1123_subdomain(target))
+
+
 def _pod_spec(c: _Checker, spec: PodSpec, path: str) -> None:
     if not spec.containers:
         c.required(f"{path}.containers")
@@ -289,8 +306,42 @@ def _pod_spec(c: _Checker, spec: PodSpec, path: str) -> None:
         c.check(f"{path}.nodeName", spec.node_name, dns1123_subdomain(spec.node_name))
     if spec.hostname:
         c.check(f"{path}.hostname", spec.hostname, dns1123_label(spec.hostname))
+    if spec.subdomain:
+        c.check(f"{path}.subdomain", spec.subdomain, dns1123_label(spec.subdomain))
     if spec.restart_policy:
         c.one_of(f"{path}.restartPolicy", spec.restart_policy, ("Always", "Never", "OnFailure"))
+    _pod_dns(c, spec, path)
+
+
+DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+MAX_DNS_NAMESERVERS = 3  # glibc reads no more (Kubernetes' MaxDNSNameservers)
+MAX_DNS_SEARCHES = 32
+
+
+def _pod_dns(c: _Checker, spec: PodSpec, path: str) -> None:
+    """validatePodDNSConfig: the policy, and a dnsConfig that a resolver can use."""
+    if spec.dns_policy is not None:
+        c.one_of(f"{path}.dnsPolicy", spec.dns_policy, DNS_POLICIES)
+    cfg = spec.dns_config
+    if spec.dns_policy == "None" and (cfg is None or not cfg.nameservers):
+        c.add(f"{path}.dnsConfig.nameservers" if cfg is not None else f"{path}.dnsConfig", None,
+              "Required value: must provide at least one DNS nameserver when DNS policy is None")
+    if cfg is None:
+        return
+    f = f"{path}.dnsConfig"
+    if len(cfg.nameservers) > MAX_DNS_NAMESERVERS:
+        c.add(f"{f}.nameservers", cfg.nameservers, f"must not have more than {MAX_DNS_NAMESERVERS} nameservers")
+    for i, ns in enumerate(cfg.nameservers):
+        c.check(f"{f}.nameservers[{i}]", ns, ip_reason(ns))
+    if len(cfg.searches) > MAX_DNS_SEARCHES:
+        c.add(f"{f}.searches", cfg.searches, f"must not have more than {MAX_DNS_SEARCHES} search paths")
+    for i, domain in enumerate(cfg.searches):
+        d = domain.removesuffix(".") if domain != "." else domain
+        if d != ".":
+            c.check(f"{f}.searches[{i}]", domain, dns1123_subdomain(d))
+    for i, opt in enumerate(cfg.options):
+        if not opt.name:
+            c.required(f"{f}.options[{i}].name")
 
 
 def _container(c: _Checker, ctr: Container, f: str, names: set[str], port_names: set[str]) -> None:

@@ -28,9 +28,10 @@ def up(
     underlay: str = typer.Option("192.168.77.0/24", "--underlay", help="Underlay CIDR (isolated bridge)"),
 ) -> None:
     """Create the lab: underlay, nodes, agents (overlay, proxy, pods), Node objects in the store."""
+    from podnet.controllers.allocators import AllocatorConfig
     from podnet.lab import cluster, topology
 
-    spec = topology.build(name, nodes, backend, proxy_mode, store, underlay)
+    spec = topology.build(name, nodes, backend, proxy_mode, store, underlay, AllocatorConfig.from_env().service_cidr)
     st = cluster.up(spec, _store_url(ctx))
     typer.echo(f"lab {name} is up: {nodes} nodes, backend {backend}, proxy {proxy_mode}, store {st.store_url}")
     if st.store_url != _store_url(ctx):

@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from podnet.cli import apiserver, demo, lab, overlay, proxy, resources, trace
+from podnet.cli import apiserver, demo, dns, lab, overlay, proxy, resources, trace
 from podnet.cli.context import CliState
 
 app = typer.Typer(
@@ -56,6 +56,7 @@ trace.register(app)
 app.add_typer(proxy.app, name="proxy")
 app.add_typer(overlay.app, name="overlay")
 app.add_typer(lab.app, name="lab")
+app.add_typer(dns.app, name="dns")
 
 
 def main() -> None:

@@ -251,6 +251,9 @@ def default_service(svc: Service) -> None:
     for p in s.ports:
         if p.target_port is None or p.target_port == 0 or p.target_port == "":
             p.target_port = p.port
+    if s.type == "ExternalName":
+        # a DNS name only: no virtual IP, no IP families, no traffic policies (defaults.go skips them too)
+        return
     if s.cluster_ip and not s.cluster_ips:
         s.cluster_ips = [s.cluster_ip]
     if not s.ip_families and s.cluster_ip != "None":
@@ -329,10 +332,15 @@ class _Planner:
         owner = new.ref
         s = new.spec
         before = len(self.problems)
-        # ClusterIP: immutable once set; headless services have none.
+        # ClusterIP: immutable once set; headless services have none, and neither do ExternalName ones (a
+        # Service that becomes ExternalName gives its address back, as the API server's allocator does).
         old_ip = old.spec.cluster_ip if old is not None else None
         want = s.cluster_ip
-        if old_ip and old_ip != "None":
+        if s.type == "ExternalName":
+            if old_ip and old_ip != "None":
+                self._release(keys.cluster_ip(old_ip), owner, self.view.ip_owner(old_ip))
+            s.cluster_ip, s.cluster_ips = None, []
+        elif old_ip and old_ip != "None":
             if want in (None, "") or want == old_ip:
                 s.cluster_ip = old_ip
                 s.cluster_ips = list(old.spec.cluster_ips) if old is not None and old.spec.cluster_ips else [old_ip]

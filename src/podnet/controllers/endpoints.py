@@ -129,9 +129,10 @@ def endpoint_slices_for(
 ) -> list[EndpointSlice]:
     """The EndpointSlices the controller keeps for service, given every pod (any namespace).
 
-    Selector-less services get none: their slices are the user's.
+    Selector-less services get none: their slices are the user's. Neither do ExternalName ones, whose only
+    record is a CNAME (the upstream controller skips them).
     """
-    if not service.has_selector:
+    if not service.has_selector or service.spec.type == "ExternalName":
         return []
     address_type = _address_type(service)
     publish_not_ready = bool(service.spec.publish_not_ready_addresses)

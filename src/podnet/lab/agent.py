@@ -2,8 +2,8 @@
 
 For every pod bound to this node: a network namespace, CNI ADD through the same chain a runtime would use
 (podnet-flannel -> podnet-bridge -> podnet-host-local, found in CNI_PATH), the pod's command started in
-that namespace (default: the built-in HTTP server), then status.podIP, hostIP, phase and the Ready
-condition written back to the store. A pod that goes away is stopped, CNI DEL is called and its namespace
+that namespace (default: the built-in HTTP server) with the kubelet's resolv.conf (cluster DNS first), then
+status.podIP, hostIP, phase and the Ready condition written back to the store. A pod that goes away is stopped, CNI DEL is called and its namespace
 removed. Each running pod is recorded in the lab's state dir, so a restarted agent adopts its pods instead
 of wiring them twice, and `lab down` can stop them by pid.
 """
@@ -24,6 +24,7 @@ from podnet.api.pod import Pod
 from podnet.controllers import events
 from podnet.lab import procs
 from podnet.lab.loop import change_loop
+from podnet.lab.resolvconf import pod_resolv_conf
 from podnet.lab.state import LabState
 from podnet.net import netns
 from podnet.store import ConflictError, Store, keys, open_store
@@ -105,6 +106,8 @@ class Agent:
             self.stop_pod({"netns": ns_name, "cid": cid, "proc": None, "key": key})
         netns.create(ns_name)
         try:
+            spec = self.st.spec
+            netns.write_etc(ns_name, "resolv.conf", pod_resolv_conf(pod, spec.cluster_dns, spec.cluster_domain))
             try:
                 result = self.cni("ADD", cid, ns_name)
             except RuntimeError as e:

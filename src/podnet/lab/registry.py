@@ -1,7 +1,7 @@
 """What a lab writes into the store when it comes up, and removes when it goes down.
 
-Node objects (one per node, InternalIP = underlay address, labelled with the lab's name) and flannel's
-network config. Services, Pods and Deployments belong to the user: `lab down` leaves them, and a new lab
+Node objects (one per node, InternalIP = underlay address, labelled with the lab's name), flannel's
+network config and the kube-dns Service (lab/dns.py; it stays, like the API server's namespaces). Services, Pods and Deployments belong to the user: `lab down` leaves them, and a new lab
 picks them up again; their status is kept true by lifecycle.py (no pod claims an address nobody holds).
 Only Node objects labelled with this lab's name are ever removed: another lab may share the store.
 """
@@ -62,6 +62,9 @@ def register(st: LabState) -> None:
         ops += [Delete(key) for key, name in _lab_nodes(store, spec.name) if name not in names]
         store.commit(ops)
         lifecycle.reconcile(store, names)
+        from podnet.lab import dns
+
+        dns.ensure_service(store, spec)
     finally:
         store.close()
 

@@ -4,8 +4,8 @@ Children are `podnet ...` commands, most of them inside a node namespace (`ip ne
 itself touches no namespace. Each child is recorded (pid + start time) in procs.json after every
 (re)start, so `lab down` can stop them even if the supervisor itself was killed.
 
-What runs is one table, ROLES: a role is lab-wide (the store, the control plane) or per node (overlay,
-proxy, agent). Adding a process to the lab (an API server, DNS) is one more row.
+What runs is one table, ROLES: a role is lab-wide (the store, the control plane, the API server) or per
+node (overlay, proxy, cluster DNS, agent). Adding a process to the lab is one more row.
 
 Nothing here is a single point of failure:
 
@@ -92,6 +92,8 @@ class Role:
     stop_last: bool = False  # the store: everyone else flushes to it on exit
     # Run just before each (re)start, e.g. to remove what a killed predecessor left (a socket file).
     prepare: Callable[[LabState], None] | None = None
+    # For a per-node role: the nodes it runs on (default: every node).
+    nodes: Callable[[LabState], list[NodeSpec]] | None = None
 
 
 def _base(st: LabState) -> list[str]:
@@ -140,6 +142,13 @@ def _proxy(st: LabState, node: NodeSpec | None) -> list[str]:
         "--config", str(st.node_dir(node.name) / "kube-proxy.yaml")])
 
 
+def _dns(st: LabState, node: NodeSpec | None) -> list[str]:
+    from podnet.lab import dns
+
+    assert node is not None
+    return dns.argv(st, podnet_exe(), node)
+
+
 def _agent(st: LabState, node: NodeSpec | None) -> list[str]:
     assert node is not None
     # The agent stays in the root namespaces (it changes nothing there): pod namespaces must be created
@@ -156,6 +165,8 @@ ROLES: tuple[Role, ...] = (
     Role("apiserver", _apiserver, wanted=lambda st: _has_apiserver(st)),
     Role("overlay", _overlay, per_node=True),
     Role("proxy", _proxy, per_node=True),
+    # cluster DNS behind kube-dns (lab/dns.py): on the first nodes, as CoreDNS's two replicas
+    Role("dns", _dns, per_node=True, nodes=lambda st: st.spec.dns_nodes),
     Role("agent", _agent, per_node=True),
 )
 
@@ -180,7 +191,8 @@ def children(st: LabState) -> list[Child]:
     for role in ROLES:
         if not role.wanted(st):
             continue
-        for node in st.spec.node_specs if role.per_node else [None]:
+        nodes = (role.nodes(st) if role.nodes is not None else st.spec.node_specs) if role.per_node else [None]
+        for node in nodes:
             name = f"{node.name}/{role.name}" if node is not None else role.name
             prep = (lambda r=role: r.prepare(st)) if role.prepare is not None else None  # type: ignore[misc]
             out.append(Child(name, role.argv(st, node), role.needs_registration, role.stop_last, prep))

@@ -43,6 +43,10 @@ def teardown(name: str) -> list[str]:
         _kill_netns_pids(ns)
         if netns.remove(ns):
             removed.append(f"netns {ns}")
+    # /etc/netns entries (pods' resolv.conf) whose namespace went before them, e.g. in a crash
+    for entry in netns.list_etc(netns_prefix(name)):
+        if lab_of_netns(entry) == name and netns.remove_etc(entry):
+            removed.append(f"/etc/netns/{entry}")
     d = lab_dir(name)
     if d.exists():
         shutil.rmtree(d, ignore_errors=True)

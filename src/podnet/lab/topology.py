@@ -31,6 +31,9 @@ STORES = ("sqlite", "etcd")
 LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$")
 DEFAULT_UNDERLAY = "192.168.77.0/24"
 DEFAULT_POD_NETWORK = "10.244.0.0/16"
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+CLUSTER_DOMAIN = "cluster.local"
+DNS_REPLICAS = 2  # nodes that run a DNS server (CoreDNS's Deployment has 2 replicas)
 
 
 UNDERLAY = "ul"
@@ -77,6 +80,9 @@ class LabSpec:
     underlay_cidr: str = DEFAULT_UNDERLAY
     pod_network: str = DEFAULT_POD_NETWORK
     node_specs: list[NodeSpec] = field(default_factory=list)
+    # the kubelet's --cluster-dns and --cluster-domain: kubeadm's choice, the service CIDR's tenth address
+    cluster_dns: str = "10.96.0.10"
+    cluster_domain: str = CLUSTER_DOMAIN
 
     @property
     def prefix(self) -> str:
@@ -95,6 +101,11 @@ class LabSpec:
         """The underlay bridge's own address (hosts etcd when the lab uses etcd)."""
         net = ipaddress.ip_network(self.underlay_cidr)
         return str(net.network_address + 1)
+
+    @property
+    def dns_nodes(self) -> list[NodeSpec]:
+        """The nodes whose DNS server is behind the kube-dns Service."""
+        return self.node_specs[:DNS_REPLICAS]
 
     @property
     def underlay_prefixlen(self) -> int:
@@ -125,6 +136,7 @@ def build(
     proxy_mode: str = "iptables",
     store: str = "sqlite",
     underlay_cidr: str = DEFAULT_UNDERLAY,
+    service_cidr: str = DEFAULT_SERVICE_CIDR,
 ) -> LabSpec:
     """Validate the parameters (every problem at once) and compute every name and address."""
     problems: list[Problem] = []
@@ -157,4 +169,6 @@ def build(
         )
         for i in range(1, nodes + 1)
     ]
-    return LabSpec(name, nodes, backend, proxy_mode, store, underlay_cidr, DEFAULT_POD_NETWORK, specs)
+    dns = ipaddress.ip_network(service_cidr, strict=False).network_address + 10
+    return LabSpec(name, nodes, backend, proxy_mode, store, underlay_cidr, DEFAULT_POD_NETWORK, specs,
+                   cluster_dns=str(dns))

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from pyroute2 import IPRoute, netns
 
 NETNS_DIR = "/var/run/netns"
+# iproute2's per-namespace configuration: `ip netns exec NAME` bind-mounts every file of /etc/netns/NAME
+# over the one of the same name in /etc (resolv.conf, hosts), for that command only.
+ETC_NETNS_DIR = "/etc/netns"
 
 
 def exists(name: str) -> bool:
@@ -31,11 +34,44 @@ def create(name: str, *, lo_up: bool = True) -> None:
 
 
 def remove(name: str) -> bool:
-    """Delete a named netns by exact name. Returns False if it was not there."""
+    """Delete a named netns by exact name, and its /etc/netns/NAME files. Returns False if it was not there."""
+    remove_etc(name)
     if not exists(name):
         return False
     netns.remove(name)
     return True
+
+
+def write_etc(name: str, filename: str, text: str) -> None:
+    """/etc/netns/NAME/FILENAME, which processes started with `ip netns exec NAME` see as /etc/FILENAME."""
+    if "/" in name or "/" in filename or not name.startswith("pn-"):
+        raise ValueError(f"refusing /etc/netns/{name}/{filename}: podnet writes only pn- entries, by exact name")
+    d = os.path.join(ETC_NETNS_DIR, name)
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f".{filename}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(d, filename))
+
+
+def remove_etc(name: str) -> bool:
+    """Remove /etc/netns/NAME (podnet's pn- entries only, by exact name). Returns False if absent."""
+    if "/" in name or not name.startswith("pn-"):
+        return False
+    d = os.path.join(ETC_NETNS_DIR, name)
+    if not os.path.isdir(d):
+        return False
+    for f in os.listdir(d):
+        os.unlink(os.path.join(d, f))
+    os.rmdir(d)
+    return True
+
+
+def list_etc(prefix: str = "pn-") -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(ETC_NETNS_DIR) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
 
 
 def list_names(prefix: str = "pn-") -> list[str]:

@@ -53,7 +53,7 @@ def test_up_then_down_leaves_nothing(lab_factory, root_state):
     names = teardown.lab_namespaces(lab.name)
     assert names == sorted([f"pn-{lab.name}.node1", f"pn-{lab.name}.node2", f"pn-{lab.name}.ul"])
     pids = _lab_pids(lab.name)
-    assert len(pids) == 9  # supervisor + control plane + API server + (overlay, proxy, agent) per node
+    assert len(pids) == 11  # supervisor + control plane + API server + (overlay, proxy, dns, agent) per node
     # the lab's processes get the CPU first on a busy machine (a restarted proxy must sync within 2 s)
     assert {_priority(pid) for pid in pids} == {(supervisor.NICE, supervisor.NICE)}
     status = lab.podnet("lab", "status", "--name", lab.name).stdout

@@ -57,7 +57,12 @@ def test_valid_service_has_no_problems() -> None:
         ({"spec__ports__0__targetPort": 70000}, "spec.ports[0].targetPort", 70000),
         ({"spec__ports__0__nodePort": 70000}, "spec.ports[0].nodePort", 70000),
         ({"spec__type": "ClusterIP"}, "spec.ports[0].nodePort", 30080),
-        ({"spec__type": "ExternalName"}, "spec.type", "ExternalName"),
+        ({"spec__type": "ExternalName"}, "spec.externalName", None),  # the CNAME target is required
+        ({"spec__type": "ExternalName", "spec__externalName": "Not_A.Name"}, "spec.externalName", "Not_A.Name"),
+        ({"spec__type": "ExternalName", "spec__externalName": "db.example.com", "spec__clusterIP": "10.96.0.5"},
+         "spec.clusterIPs", ["10.96.0.5"]),
+        ({"spec__type": "ExternalName", "spec__externalName": "db.example.com", "spec__ipFamilies": ["IPv4"]},
+         "spec.ipFamilies", ["IPv4"]),
         ({"spec__type": "Bogus"}, "spec.type", "Bogus"),
         ({"spec__clusterIP": "10.96.0.999"}, "spec.clusterIP", "10.96.0.999"),
         ({"spec__clusterIP": "None"}, "spec.clusterIP", "None"),  # headless NodePort
@@ -72,6 +77,20 @@ def test_valid_service_has_no_problems() -> None:
 )
 def test_service_rule(changes: dict[str, Any], field: str, value: object) -> None:
     assert (field, value) in _fields(_svc(**changes))
+
+
+def test_external_name_service_needs_no_ports() -> None:
+    """ExternalName: a CNAME, no virtual IP; neither ports nor a selector are required (no spurious
+    `spec.ports: Required value`), and a fully qualified target with a trailing dot is valid."""
+    doc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
+           "spec": {"type": "ExternalName", "externalName": "db.example.com."}}
+    assert _fields(doc) == []
+
+
+def test_pod_hostname_and_subdomain_are_dns_labels() -> None:
+    doc = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"hostname": "web_0", "subdomain": "Web", "containers": [{"name": "c"}]}}
+    assert set(_fields(doc)) == {("spec.hostname", "web_0"), ("spec.subdomain", "Web")}
 
 
 def test_duplicate_port_names_and_missing_names() -> None:

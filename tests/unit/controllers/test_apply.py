@@ -68,6 +68,27 @@ def test_headless_service_gets_no_ip(store) -> None:  # type: ignore[no-untyped-
     assert store.list(keys.ALLOC_CLUSTER_IP_PREFIX).items == []
 
 
+def test_external_name_service_gets_no_ip_no_families_and_no_slices(store) -> None:  # type: ignore[no-untyped-def]
+    text = SVC.replace("ports:", "type: ExternalName\n  externalName: db.example.com\n  ports:")
+    r, _ = apply_objects(store, load_objects(text + "---" + pod_yaml("a", "10.32.0.5")))
+    spec = r.obj.spec  # type: ignore[attr-defined]
+    assert spec.cluster_ip is None and spec.cluster_ips == [] and spec.ip_families == []
+    assert spec.ip_family_policy is None and spec.internal_traffic_policy is None
+    assert store.list(keys.ALLOC_CLUSTER_IP_PREFIX).items == []
+    assert slices(store) == []  # a CNAME has no endpoints, even with a selector that matches a pod
+
+
+def test_a_service_that_becomes_external_name_gives_its_cluster_ip_back(store) -> None:  # type: ignore[no-untyped-def]
+    (r,) = apply_objects(store, load_objects(SVC))
+    ip = r.obj.spec.cluster_ip  # type: ignore[attr-defined]
+    assert [kv.key for kv in store.list(keys.ALLOC_CLUSTER_IP_PREFIX).items] == [keys.cluster_ip(ip)]
+    (r,) = apply_objects(store, load_objects(
+        SVC.replace("ports:", "type: ExternalName\n  externalName: db.example.com\n  ports:")))
+    assert r.obj.spec.cluster_ip is None  # type: ignore[attr-defined]
+    assert store.list(keys.ALLOC_CLUSTER_IP_PREFIX).items == []
+    assert slices(store) == []
+
+
 def test_pods_and_services_update_derived_slices_in_the_same_commit(store) -> None:  # type: ignore[no-untyped-def]
     apply_objects(store, load_objects(SVC))
     (placeholder,) = slices(store)

@@ -13,7 +13,7 @@ def roles(store: str) -> list[str]:
 
 def test_every_lab_process_is_a_role_and_the_store_comes_first():
     assert roles("sqlite") == ["controlplane", "node1/overlay", "node2/overlay", "node1/proxy", "node2/proxy",
-                               "node1/agent", "node2/agent"]
+                               "node1/dns", "node2/dns", "node1/agent", "node2/agent"]
     assert roles("etcd")[0] == "etcd" and roles("etcd")[1:] == roles("sqlite")
 
 
@@ -112,3 +112,15 @@ def test_an_adopted_process_that_is_not_our_child_wakes_the_loop_too(tmp_path, m
         sup.stop()
         t.join(20)
     assert not procs.alive(sup.children[0].rec)
+
+
+def test_cluster_dns_runs_on_two_nodes_in_their_namespaces_at_their_addresses():
+    st = LabState(topology.build("lab", 3), "sqlite:////tmp/unused.db")
+    dns = {c.role: c.argv for c in supervisor.children(st) if c.role.endswith("/dns")}
+    assert sorted(dns) == ["node1/dns", "node2/dns"]  # CoreDNS's two replicas, not one per node
+    argv = dns["node2/dns"]
+    assert argv[:4] == ["ip", "netns", "exec", "pn-lab.node2"]
+    assert argv[argv.index("--listen") + 1] == "192.168.77.12:53"
+    assert argv[argv.index("--publish") + 1] == "kube-system/kube-dns"
+    assert st.spec.cluster_dns == "10.96.0.10"  # the service CIDR's tenth address, as kubeadm
+    assert topology.build("lab", 1, service_cidr="10.100.0.0/16").cluster_dns == "10.100.0.10"

@@ -193,3 +193,45 @@ status: {podIP: 10.244.1.5, phase: Running, conditions: [{type: Ready, status: "
     assert "--to-destination 10.244.2.5:8080" in p.stdout  # slice.yaml's own Service and slice
     golden = _podnet("-f", str(GOLDEN_DIR / "overall.input.yaml"), "-f", str(tmp_path / "svc.yaml"))
     assert golden.returncode == 1 and "a kube-proxy golden case must be the only -f" in golden.stderr
+
+
+NO_RULES = """
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: default}
+spec:
+  type: ExternalName
+  externalName: db.example.com
+  ports: [{name: pg, port: 5432}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-headless, namespace: default}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-headless-1, namespace: default, labels: {kubernetes.io/service-name: web-headless}}
+addressType: IPv4
+endpoints:
+- {addresses: [10.244.1.6], nodeName: n1}
+ports: [{name: http, port: 8080}]
+"""
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_external_name_and_headless_services_render_no_rules(tmp_path, mode):
+    """As kube-proxy: an ExternalName Service is only a DNS name and a headless one is reached by its pods'
+    own addresses, so neither adds a rule; the output equals that of the other objects alone."""
+    (tmp_path / "plain.yaml").write_text(OBJECTS)
+    (tmp_path / "more.yaml").write_text(OBJECTS + NO_RULES)
+    plain = _podnet("--mode", mode, "-f", str(tmp_path / "plain.yaml"))
+    more = _podnet("--mode", mode, "-f", str(tmp_path / "more.yaml"))
+    assert plain.returncode == 0 and more.returncode == 0, (plain.stderr, more.stderr)
+    assert "10.244.1.5" in plain.stdout  # the plain Service's endpoint is rendered
+    assert more.stdout == plain.stdout
+    assert "10.244.1.6" not in more.stdout and "5432" not in more.stdout
