@@ -3,6 +3,7 @@ what kube-scheduler, the ReplicaSet controller and the EndpointSlice controller 
 what the lab needs. Killed, it is restarted by the supervisor and recomputes everything from the store.
 
 - Deployments: keep `replicas` pods named <deployment>-<hash>-<n> from the template.
+- StatefulSets: pods <name>-0..N-1 in order, each once its predecessors run and are ready (lab/statefulset.py).
 - Scheduling: a pod without spec.nodeName goes to the node with the fewest pods (ties: by name).
 - Endpoints: the EndpointSlices of every Service with a selector follow its pods (controllers.endpoints).
 
@@ -32,8 +33,10 @@ from podnet.api.meta import Resource
 from podnet.api.node import Node
 from podnet.api.pod import Pod
 from podnet.api.service import Service
+from podnet.api.statefulset import StatefulSet
 from podnet.controllers.endpoints import selector_matches, slice_ops
 from podnet.controllers.events import event_put
+from podnet.lab import statefulset
 from podnet.lab.loop import change_loop
 from podnet.lab.state import LabState
 from podnet.store import ConflictError, Delete, Op, Put, Store, keys, open_store
@@ -74,14 +77,16 @@ class Dirty:
     """What the changes since the last round ask to look at again."""
 
     deployments: set[str] = field(default_factory=set)  # Deployment keys
+    statefulsets: set[str] = field(default_factory=set)  # StatefulSet keys
     unscheduled: set[str] = field(default_factory=set)  # Pod keys that had no node when last seen
     services: set[ServiceRef] = field(default_factory=set)  # whose EndpointSlices to recompute
 
     def __bool__(self) -> bool:
-        return bool(self.deployments or self.unscheduled or self.services)
+        return bool(self.deployments or self.statefulsets or self.unscheduled or self.services)
 
     def merge(self, other: Dirty) -> None:
         self.deployments |= other.deployments
+        self.statefulsets |= other.statefulsets
         self.unscheduled |= other.unscheduled
         self.services |= other.services
 
@@ -104,6 +109,7 @@ class Tracker:
         self.service_selector: dict[ServiceRef, dict[str, str]] = {}
         self.pods_by_label: dict[LabelKey, set[str]] = {}  # (ns, label, value) -> pod keys
         self.owned: dict[tuple[str, str], set[str]] = {}  # (ns, deployment) -> pod keys with OWNER_LABEL
+        self.sts_owned: dict[tuple[str, str], set[str]] = {}  # (ns, statefulset) -> pods it controls
         self.slices_by_service: dict[ServiceRef, set[str]] = {}  # slices labelled with the service's name
         self.slices_by_stem: dict[tuple[str, str], set[str]] = {}  # (ns, name minus "-xxxxx") -> slice keys
         self.changed = threading.Event()  # set whenever dirty gains something
@@ -124,6 +130,8 @@ class Tracker:
                             new if isinstance(new, EndpointSlice) else None)
             elif isinstance(obj, Deployment):
                 self.dirty.deployments.add(keys.resource("Deployment", obj.namespace, obj.name))
+            elif isinstance(obj, StatefulSet):
+                self.dirty.statefulsets.add(keys.resource("StatefulSet", obj.namespace, obj.name))
             elif isinstance(obj, Node):
                 self._node(old if isinstance(old, Node) else None, new if isinstance(new, Node) else None)
             if self.dirty:
@@ -154,6 +162,17 @@ class Tracker:
                     owned.discard(key)
                     if not owned:
                         del self.owned[(ns, owner)]
+            ctl = statefulset.controller_of(pod)
+            if ctl is not None and ctl[0] == StatefulSet.KIND:
+                sts_owned = self.sts_owned.setdefault((ns, ctl[1]), set())
+                if sign > 0:
+                    sts_owned.add(key)
+                else:
+                    sts_owned.discard(key)
+                    if not sts_owned:
+                        del self.sts_owned[(ns, ctl[1])]
+                # Unlike a Deployment, a StatefulSet waits on its pods' status (Running and Ready).
+                self.dirty.statefulsets.add(keys.resource("StatefulSet", ns, ctl[1]))
             if pod.spec.node_name:
                 self.load[pod.spec.node_name] = self.load.get(pod.spec.node_name, 0) + sign
             self.dirty.services |= self._selecting(ns, pod.metadata.labels)
@@ -258,6 +277,10 @@ class Tracker:
         with self.lock:
             return set(self.owned.get((namespace, deployment), set()))
 
+    def statefulset_pods(self, namespace: str, name: str) -> set[str]:
+        with self.lock:
+            return set(self.sts_owned.get((namespace, name), set()))
+
     def node_load(self) -> dict[str, int]:
         with self.lock:
             return {n: self.load.get(n, 0) for n in self.nodes}
@@ -289,7 +312,7 @@ class LabController:
             return False
         dirty = self.tracker.take()
         retry = Dirty()
-        for step in (self.sync_deployments, self.schedule, self.sync_endpoints):
+        for step in (self.sync_deployments, self.sync_statefulsets, self.schedule, self.sync_endpoints):
             try:
                 step(dirty, retry)
             except Exception:  # a bad object or a store hiccup must not end the loop
@@ -320,6 +343,59 @@ class LabController:
                     ops.append(Delete(key, if_revision=seen[1]))
             if not self._commit(ops):
                 retry.deployments.add(dkey)
+
+    # ---- StatefulSets ---------------------------------------------------------------------------------
+
+    def sync_statefulsets(self, dirty: Dirty, retry: Dirty) -> None:
+        for skey in sorted(dirty.statefulsets):
+            sts = self.informer.get_with_revision(skey)
+            ns, name = skey.rsplit("/", 2)[-2:]
+            owned: dict[str, tuple[Pod, int]] = {}
+            for key in self.tracker.statefulset_pods(ns, name):
+                seen = self.informer.get_with_revision(key)
+                if seen is not None and isinstance(seen[0], Pod):
+                    owned[key] = (seen[0], seen[1])
+            if sts is None or not isinstance(sts[0], StatefulSet):
+                # Deleted: its pods go with it (the garbage collector's cascading delete).
+                ops: list[Op] = [Delete(k, if_revision=r) for k, (_, r) in sorted(owned.items())]
+                if not self._commit(ops):
+                    retry.statefulsets.add(skey)
+                continue
+            if not self._commit(self._statefulset_ops(skey, sts[0], sts[1], owned)):
+                retry.statefulsets.add(skey)
+
+    def _statefulset_ops(self, skey: str, sts: StatefulSet, rev: int,
+                         owned: dict[str, tuple[Pod, int]]) -> list[Op]:
+        ops: list[Op] = []
+        mine: list[Pod] = []
+        for key, (pod, pod_rev) in sorted(owned.items()):
+            ctl = statefulset.controller_of(pod)
+            if ctl is not None and sts.metadata.uid and ctl[2] and ctl[2] != sts.metadata.uid:
+                ops.append(Delete(key, if_revision=pod_rev))  # left by an earlier set of the same name
+            else:
+                mine.append(pod)
+        p = statefulset.plan(sts, mine)
+        for pod in p.create:
+            key = keys.resource("Pod", pod.namespace, pod.name)
+            if self.informer.get(key) is not None:
+                log.warning("statefulset %s: pod %s exists and is not its own; waiting", sts.ref, pod.name)
+                continue
+            ops.append(Put(key, json.dumps(pod.to_dict()).encode(), if_absent=True))
+            ops.append(event_put(sts, "SuccessfulCreate",
+                                 f"create Pod {pod.name} in StatefulSet {sts.name} successful",
+                                 component="statefulset-controller"))
+        by_name = {pod.name: key for key, (pod, _) in owned.items()}
+        for pod_name in p.delete:
+            key = by_name[pod_name]
+            ops.append(Delete(key, if_revision=owned[key][1]))
+            ops.append(event_put(sts, "SuccessfulDelete",
+                                 f"delete Pod {pod_name} in StatefulSet {sts.name} successful",
+                                 component="statefulset-controller"))
+        if p.status != sts.status:
+            updated = sts.model_copy(deep=True)
+            updated.status = p.status
+            ops.append(Put(skey, json.dumps(updated.to_dict()).encode(), if_revision=rev))
+        return ops
 
     # ---- scheduling -----------------------------------------------------------------------------------
 

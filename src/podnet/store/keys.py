@@ -25,6 +25,7 @@ KIND_PLURAL = {
     "Pod": "pods",
     "Node": "nodes",
     "Deployment": "deployments",
+    "StatefulSet": "statefulsets",
     "Namespace": "namespaces",
     "ConfigMap": "configmaps",
     "Event": "events",
