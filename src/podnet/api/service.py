@@ -60,6 +60,7 @@ class ServiceSpec(K8sModel):
     ip_families: list[str] = Field(default_factory=list, alias="ipFamilies")
     ip_family_policy: str | None = None
     allocate_load_balancer_node_ports: Bool | None = None
+    load_balancer_class: str | None = None
     internal_traffic_policy: str | None = None
 
 

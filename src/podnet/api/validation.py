@@ -258,6 +258,11 @@ def validate_service(svc: Service) -> list[Problem]:
             c.one_of("spec.externalTrafficPolicy", s.external_traffic_policy, TRAFFIC_POLICIES)
     if s.internal_traffic_policy:
         c.one_of("spec.internalTrafficPolicy", s.internal_traffic_policy, TRAFFIC_POLICIES)
+    if s.load_balancer_class is not None:
+        if s.type != "LoadBalancer":
+            c.add("spec.loadBalancerClass", s.load_balancer_class, "may only be used when `type` is 'LoadBalancer'")
+        else:
+            c.check("spec.loadBalancerClass", s.load_balancer_class, qualified_name(s.load_balancer_class))
     if s.load_balancer_source_ranges and s.type != "LoadBalancer":
         c.add("spec.loadBalancerSourceRanges", None, "may only be used when `type` is 'LoadBalancer'")
     for i, r in enumerate(s.load_balancer_source_ranges):

@@ -6,6 +6,9 @@ what the lab needs. Killed, it is restarted by the supervisor and recomputes eve
 - StatefulSets: pods <name>-0..N-1 in order, each once its predecessors run and are ready (lab/statefulset.py).
 - Scheduling: a pod without spec.nodeName goes to the node with the fewest pods (ties: by name).
 - Endpoints: the EndpointSlices of every Service with a selector follow its pods (controllers.endpoints).
+- LoadBalancer addresses: each type LoadBalancer Service gets one from the lab's pool on the underlay into
+  status.loadBalancer.ingress (controllers.loadbalancer, MetalLB's controller); the node that answers
+  ARP for it is chosen by the speakers (lab/speaker.py), not here.
 
 The work is proportional to the change, as in a cluster's controllers: one Informer over the resources
 decodes each object once, when it changes; its handler only notes what the change makes dirty (the
@@ -37,6 +40,7 @@ from podnet.api.statefulset import StatefulSet
 from podnet.controllers.endpoints import selector_matches, slice_ops
 from podnet.controllers.events import event_put
 from podnet.lab import statefulset
+from podnet.lab.lbcontroller import LoadBalancerAllocator
 from podnet.lab.loop import change_loop
 from podnet.lab.state import LabState
 from podnet.store import ConflictError, Delete, Op, Put, Store, keys, open_store
@@ -80,15 +84,18 @@ class Dirty:
     statefulsets: set[str] = field(default_factory=set)  # StatefulSet keys
     unscheduled: set[str] = field(default_factory=set)  # Pod keys that had no node when last seen
     services: set[ServiceRef] = field(default_factory=set)  # whose EndpointSlices to recompute
+    load_balancers: set[ServiceRef] = field(default_factory=set)  # whose LoadBalancer address to check
 
     def __bool__(self) -> bool:
-        return bool(self.deployments or self.statefulsets or self.unscheduled or self.services)
+        return bool(self.deployments or self.statefulsets or self.unscheduled or self.services
+                    or self.load_balancers)
 
     def merge(self, other: Dirty) -> None:
         self.deployments |= other.deployments
         self.statefulsets |= other.statefulsets
         self.unscheduled |= other.unscheduled
         self.services |= other.services
+        self.load_balancers |= other.load_balancers
 
 
 class Tracker:
@@ -207,6 +214,7 @@ class Tracker:
             self.service_selector[ref] = dict(new.spec.selector)
             self.selectors.setdefault((ref[0], *min(new.spec.selector.items())), set()).add(ref)
         self.dirty.services.add(ref)
+        self.dirty.load_balancers.add(ref)
 
     def _slice(self, old: EndpointSlice | None, new: EndpointSlice | None) -> None:
         obj = new or old
@@ -298,6 +306,7 @@ class LabController:
         self.informer: Informer[Resource] = Informer(self.store, keys.RESOURCES_PREFIX, _decode,
                                                      on_change=self.tracker.on_change, name="lab-controller")
         self.inflight: dict[str, str] = {}  # pod key -> node we bound it to, until the informer shows it
+        self.lb = LoadBalancerAllocator(self.store, self.informer, st.spec.lb_addresses())
 
     def run(self, stop: threading.Event) -> None:
         self.informer.start()
@@ -312,7 +321,8 @@ class LabController:
             return False
         dirty = self.tracker.take()
         retry = Dirty()
-        for step in (self.sync_deployments, self.sync_statefulsets, self.schedule, self.sync_endpoints):
+        for step in (self.sync_deployments, self.sync_statefulsets, self.schedule, self.sync_endpoints,
+                     self.sync_load_balancers):
             try:
                 step(dirty, retry)
             except Exception:  # a bad object or a store hiccup must not end the loop
@@ -446,6 +456,11 @@ class LabController:
                 existing[key] = (seen[0], seen[1])
         if not self._commit(slice_ops(services, pods, existing, scope)):
             retry.services |= scope
+
+    # ---- LoadBalancer addresses ------------------------------------------------------------------------
+
+    def sync_load_balancers(self, dirty: Dirty, retry: Dirty) -> None:
+        retry.load_balancers |= self.lb.sync(dirty.load_balancers)
 
     def _commit(self, ops: list[Any]) -> bool:
         if not ops:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_controller import BARRIER, BARRIER_VALUE
 
 from podnet.api import Pod, StatefulSet, from_json, load_objects, to_json
 from podnet.controllers.apply import apply_objects, default_statefulset, delete_objects
@@ -203,8 +204,9 @@ def ctl(tmp_path: Path) -> Iterator[LabController]:
 def settle(c: LabController) -> None:
     """Rounds until the store is quiet (the informer caught up and a round wrote nothing)."""
     for _ in range(30):
+        target = c.store.put(BARRIER, BARRIER_VALUE)  # see test_controller.settle
         deadline = time.monotonic() + 5
-        while c.informer.revision < c.store.revision():
+        while c.informer.revision < target:
             assert time.monotonic() < deadline, "informer did not catch up"
             time.sleep(0.005)
         before = c.store.revision()
