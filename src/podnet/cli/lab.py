@@ -111,6 +111,15 @@ def controller(name: str = typer.Option(..., "--name")) -> None:
     sys.exit(lab_controller.main(name))
 
 
+@app.command("speaker", hidden=True)
+def speaker(name: str = typer.Option(..., "--name"), node: str = typer.Option(..., "--node"),
+            ctx: typer.Context = None) -> None:  # type: ignore[assignment]
+    """Runs inside a node namespace: answers ARP on the underlay for the LoadBalancer addresses it wins."""
+    from podnet.lab import speaker as lab_speaker
+
+    sys.exit(lab_speaker.main(name, node, _store_url(ctx)))
+
+
 @app.command("agent", hidden=True)
 def agent(name: str = typer.Option(..., "--name"), node: str = typer.Option(..., "--node"), ctx: typer.Context = None) -> None:  # type: ignore[assignment]
     """Runs inside a node namespace: wires and runs the pods bound to that node."""

@@ -122,6 +122,12 @@ def _proxy(st: LabState, node: NodeSpec | None) -> list[str]:
         "--config", str(st.node_dir(node.name) / "kube-proxy.yaml")])
 
 
+def _speaker(st: LabState, node: NodeSpec | None) -> list[str]:
+    assert node is not None
+    # In the node's namespace: its packet socket must see the node's underlay interface.
+    return netns.exec_argv(node.netns, [*_base(st), "lab", "speaker", "--name", st.spec.name, "--node", node.name])
+
+
 def _agent(st: LabState, node: NodeSpec | None) -> list[str]:
     assert node is not None
     # The agent stays in the root namespaces (it changes nothing there): pod namespaces must be created
@@ -138,6 +144,8 @@ ROLES: tuple[Role, ...] = (
     Role("apiserver", _apiserver, wanted=lambda st: _has_apiserver(st)),
     Role("overlay", _overlay, per_node=True),
     Role("proxy", _proxy, per_node=True),
+    # MetalLB's speaker (layer 2): only where the lab has a LoadBalancer pool.
+    Role("speaker", _speaker, per_node=True, wanted=lambda st: bool(st.spec.lb_addresses())),
     Role("agent", _agent, per_node=True),
 )
 
