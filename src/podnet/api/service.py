@@ -100,8 +100,9 @@ class Service(Resource):
 
     @property
     def cluster_ips(self) -> list[str]:
+        """The allocated cluster IPs; none for a headless Service (whose clusterIPs is ["None"])."""
         if self.spec.cluster_ips:
-            return list(self.spec.cluster_ips)
+            return [ip for ip in self.spec.cluster_ips if ip and ip != "None"]
         if self.spec.cluster_ip and self.spec.cluster_ip != "None":
             return [self.spec.cluster_ip]
         return []
