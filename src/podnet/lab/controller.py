@@ -25,8 +25,10 @@ import hashlib
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from podnet.api.deployment import Deployment
@@ -294,6 +296,13 @@ class Tracker:
             return {n: self.load.get(n, 0) for n in self.nodes}
 
 
+def _created(pod: Pod) -> Pod:
+    """What the API server adds to an object it creates: a uid and the creation time (`kubectl get`'s AGE)."""
+    pod.metadata.uid = pod.metadata.uid or str(uuid.uuid4())
+    pod.metadata.creation_timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return pod
+
+
 def _decode(value: bytes) -> Resource:
     return from_json(value)
 
@@ -346,7 +355,7 @@ class LabController:
             ops: list[Op] = []
             for key, p in want.items():
                 if self.informer.get(key) is None:
-                    ops.append(Put(key, json.dumps(p.to_dict()).encode(), if_absent=True))
+                    ops.append(Put(key, json.dumps(_created(p).to_dict()).encode(), if_absent=True))
             for key in sorted(self.tracker.owned_pods(ns, name)):
                 seen = self.informer.get_with_revision(key)
                 if key not in want and seen is not None:
@@ -390,7 +399,7 @@ class LabController:
             if self.informer.get(key) is not None:
                 log.warning("statefulset %s: pod %s exists and is not its own; waiting", sts.ref, pod.name)
                 continue
-            ops.append(Put(key, json.dumps(pod.to_dict()).encode(), if_absent=True))
+            ops.append(Put(key, json.dumps(_created(pod).to_dict()).encode(), if_absent=True))
             ops.append(event_put(sts, "SuccessfulCreate",
                                  f"create Pod {pod.name} in StatefulSet {sts.name} successful",
                                  component="statefulset-controller"))
