@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
+import subprocess
 
 import pytest
 from test_cluster import wait_for
@@ -116,6 +118,11 @@ def test_load_balancer_from_the_underlay(lab_factory, mode):
     assert ipaddress.ip_address(web) in pool and ipaddress.ip_address(fenced) in pool and web != fenced
     table = lab.podnet("get", "svc").stdout
     assert web in table and fenced in table and "<pending>" not in table  # EXTERNAL-IP
+    if shutil.which("kubectl"):  # and the real kubectl, through the lab's API server's Table
+        kubeconfig = lab.podnet("lab", "kubeconfig", "--name", lab.name).stdout.strip()
+        row = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, "get", "svc", "web", "--no-headers"],
+                             capture_output=True, text=True, timeout=30).stdout.split()
+        assert row[1:4] == ["LoadBalancer", _svc(lab, "web")["spec"]["clusterIP"], web], row
 
     # An answer from a web pod on the address, from outside the cluster. The first tries may come before
     # the proxies have the address's rules (the speaker announces as soon as the status shows it).
