@@ -34,7 +34,7 @@ from podnet.api.loader import from_json, to_json
 from podnet.api.meta import Resource
 from podnet.api.node import Node
 from podnet.api.pod import Pod, PodStatus
-from podnet.api.service import Service, ServiceStatus
+from podnet.api.service import Service
 from podnet.api.statefulset import StatefulSet
 from podnet.controllers.allocators import AllocatorConfig, ClusterIPAllocator, NodePortAllocator
 from podnet.controllers.endpoints import selector_matches, slice_ops
@@ -426,14 +426,14 @@ class _Planner:
                 # it replaces an undecodable object: free what that one held and this one does not
                 self._release_all_of(new.ref, new.cluster_ips or [new.spec.cluster_ip or ""],
                                      self._owned_ports(new))
-            if isinstance(old, Service) and new.status == ServiceStatus():
+            if isinstance(old, Service) and "status" not in obj.model_fields_set:
                 # status.loadBalancer is the load-balancer controller's, as a pod's status is the kubelet's:
                 # a manifest without one keeps what is stored (the API server never takes status from a
-                # write to the object itself).
+                # write to the object itself). A status given, even empty, is taken (a status write).
                 new.status = old.status.model_copy(deep=True)
         if isinstance(new, StatefulSet):
             default_statefulset(new)
-            if isinstance(old, StatefulSet) and new.status.model_dump() == type(new.status)().model_dump():
+            if isinstance(old, StatefulSet) and "status" not in obj.model_fields_set:
                 new.status = old.status.model_copy(deep=True)
         if isinstance(new, Pod):
             self._pod(new, old if isinstance(old, Pod) else None)

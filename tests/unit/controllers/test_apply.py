@@ -84,6 +84,9 @@ def test_reapplied_service_keeps_its_load_balancer_status(store) -> None:  # typ
     assert r.action == "unchanged"
     svc = from_json(store.get(key).value)
     assert isinstance(svc, Service) and svc.load_balancer_ips == ["192.168.77.192"]
+    apply_objects(store, load_objects(lb + "status: {}\n"))  # a status given, even empty, is a status write
+    svc = from_json(store.get(key).value)
+    assert isinstance(svc, Service) and svc.load_balancer_ips == []
 
 
 def test_pods_and_services_update_derived_slices_in_the_same_commit(store) -> None:  # type: ignore[no-untyped-def]
