@@ -1,4 +1,4 @@
-"""Resource types (Service, EndpointSlice, Pod, Node, Deployment), YAML/JSON in and out, validation.
+"""Resource types (Service, EndpointSlice, Pod, Node, Deployment, StatefulSet), YAML/JSON in and out, validation.
 
 Imports only pydantic and PyYAML, so daemons and CNI plugins can use the types cheaply.
 """
@@ -30,6 +30,7 @@ from podnet.api.meta import ObjectMeta, Resource
 from podnet.api.node import Node, NodeAddress
 from podnet.api.pod import Container, ContainerPort, Pod, PodCondition
 from podnet.api.service import Service, ServicePort
+from podnet.api.statefulset import StatefulSet
 from podnet.api.validation import validate
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "Resource",
     "Service",
     "ServicePort",
+    "StatefulSet",
     "dump_json",
     "dump_yaml",
     "from_json",

@@ -27,11 +27,12 @@ from podnet.api.meta import Resource, unknown_fields
 from podnet.api.node import Node
 from podnet.api.pod import Pod
 from podnet.api.service import Service
+from podnet.api.statefulset import StatefulSet
 from podnet.api.validation import validate
 from podnet.errors import Problem, ValidationError
 
 KINDS: dict[str, type[Resource]] = {
-    cls.KIND: cls for cls in (Service, EndpointSlice, Pod, Node, Deployment, Namespace, ConfigMap, Event)
+    cls.KIND: cls for cls in (Service, EndpointSlice, Pod, Node, Deployment, StatefulSet, Namespace, ConfigMap, Event)
 }
 
 # Resource limits on input, checked before any object is built.

@@ -60,6 +60,7 @@ class ServiceSpec(K8sModel):
     ip_families: list[str] = Field(default_factory=list, alias="ipFamilies")
     ip_family_policy: str | None = None
     allocate_load_balancer_node_ports: Bool | None = None
+    load_balancer_class: str | None = None
     internal_traffic_policy: str | None = None
 
 
@@ -99,8 +100,9 @@ class Service(Resource):
 
     @property
     def cluster_ips(self) -> list[str]:
+        """The allocated cluster IPs; none for a headless Service (whose clusterIPs is ["None"])."""
         if self.spec.cluster_ips:
-            return list(self.spec.cluster_ips)
+            return [ip for ip in self.spec.cluster_ips if ip and ip != "None"]
         if self.spec.cluster_ip and self.spec.cluster_ip != "None":
             return [self.spec.cluster_ip]
         return []

@@ -19,6 +19,7 @@ from podnet.api.meta import Resource
 from podnet.api.node import Node
 from podnet.api.pod import Container, Pod, PodSpec
 from podnet.api.service import Service
+from podnet.api.statefulset import ON_DELETE, ORDERED_READY, PARALLEL, ROLLING_UPDATE, StatefulSet
 from podnet.errors import Problem
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -257,6 +258,11 @@ def validate_service(svc: Service) -> list[Problem]:
             c.one_of("spec.externalTrafficPolicy", s.external_traffic_policy, TRAFFIC_POLICIES)
     if s.internal_traffic_policy:
         c.one_of("spec.internalTrafficPolicy", s.internal_traffic_policy, TRAFFIC_POLICIES)
+    if s.load_balancer_class is not None:
+        if s.type != "LoadBalancer":
+            c.add("spec.loadBalancerClass", s.load_balancer_class, "may only be used when `type` is 'LoadBalancer'")
+        else:
+            c.check("spec.loadBalancerClass", s.load_balancer_class, qualified_name(s.load_balancer_class))
     if s.load_balancer_source_ranges and s.type != "LoadBalancer":
         c.add("spec.loadBalancerSourceRanges", None, "may only be used when `type` is 'LoadBalancer'")
     for i, r in enumerate(s.load_balancer_source_ranges):
@@ -464,6 +470,47 @@ def validate_deployment(d: Deployment) -> list[Problem]:
     return c.problems
 
 
+def validate_statefulset(sts: StatefulSet) -> list[Problem]:
+    """apps/validation's ValidateStatefulSet, on the object before defaulting (unset means the default)."""
+    c = _Checker(sts.ref)
+    # A DNS label, not a subdomain: <name>-<ordinal> becomes each pod's hostname.
+    _metadata(c, sts, dns1123_label)
+    s = sts.spec
+    if s.replicas is not None and s.replicas < 0:
+        c.add("spec.replicas", s.replicas, "must be greater than or equal to 0")
+    if s.min_ready_seconds is not None and s.min_ready_seconds < 0:
+        c.add("spec.minReadySeconds", s.min_ready_seconds, "must be greater than or equal to 0")
+    if s.ordinals is not None and s.ordinals.start is not None and s.ordinals.start < 0:
+        c.add("spec.ordinals.start", s.ordinals.start, "must be greater than or equal to 0")
+    if s.pod_management_policy is not None:
+        if s.pod_management_policy not in (ORDERED_READY, PARALLEL):
+            c.add("spec.podManagementPolicy", s.pod_management_policy,
+                  f"must be '{ORDERED_READY}' or '{PARALLEL}'")
+    us = s.update_strategy
+    if us.type is not None and us.type not in (ROLLING_UPDATE, ON_DELETE):
+        c.add("spec.updateStrategy", us.type, f"must be '{ROLLING_UPDATE}' or '{ON_DELETE}'")
+    elif us.type == ON_DELETE and us.rolling_update is not None:
+        c.add("spec.updateStrategy.rollingUpdate", None, f"only allowed for updateStrategy '{ROLLING_UPDATE}'")
+    if us.rolling_update is not None and us.rolling_update.partition is not None and us.rolling_update.partition < 0:
+        c.add("spec.updateStrategy.rollingUpdate.partition", us.rolling_update.partition,
+              "must be greater than or equal to 0")
+    if s.service_name:
+        c.check("spec.serviceName", s.service_name, dns1123_label(s.service_name))
+    sel = s.selector.match_labels
+    if not sel and not (s.selector.model_extra or {}).get("matchExpressions"):
+        c.add("spec.selector", None, "empty selector is invalid for statefulset")
+    c.labels("spec.selector.matchLabels", sel)
+    tl = s.template.metadata.labels
+    c.labels("spec.template.metadata.labels", tl)
+    if sel and any(tl.get(k) != v for k, v in sel.items()):
+        c.add("spec.template.metadata.labels", tl, "`selector` does not match template `labels`")
+    _pod_spec(c, s.template.spec, "spec.template.spec")
+    if s.template.spec.restart_policy not in (None, "Always"):
+        c.add("spec.template.spec.restartPolicy", s.template.spec.restart_policy,
+              'Unsupported value: supported values: "Always"')
+    return c.problems
+
+
 def validate_namespace(ns: Namespace) -> list[Problem]:
     c = _Checker(ns.ref)
     _metadata(c, ns, dns1123_label)
@@ -501,6 +548,7 @@ _VALIDATORS = {
     Node: validate_node,
     EndpointSlice: validate_endpoint_slice,
     Deployment: validate_deployment,
+    StatefulSet: validate_statefulset,
 }
 
 

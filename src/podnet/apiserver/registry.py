@@ -16,6 +16,7 @@ from podnet.api.meta import Resource
 from podnet.api.node import Node
 from podnet.api.pod import Pod
 from podnet.api.service import Service
+from podnet.api.statefulset import StatefulSet
 
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 READ_VERBS = ["get", "list", "watch"]
@@ -60,6 +61,8 @@ RESOURCES: list[ResourceType] = [
     ResourceType("endpointslices", "EndpointSlice", "discovery.k8s.io", "v1", True, EndpointSlice),
     ResourceType("deployments", "Deployment", "apps", "v1", True, Deployment, ["deploy"], ["all"],
                  subresources={"scale": ["get", "patch", "update"]}),
+    ResourceType("statefulsets", "StatefulSet", "apps", "v1", True, StatefulSet, ["sts"], ["all"],
+                 subresources={"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"]}),
 ]
 
 GROUPS: dict[str, list[str]] = {}

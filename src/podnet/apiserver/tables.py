@@ -149,6 +149,14 @@ def _deployment(o: dict[str, Any]) -> Row:
             _selector(spec.get("selector", {}).get("matchLabels"))]
 
 
+def _statefulset(o: dict[str, Any]) -> Row:
+    # kubectl's printStatefulSet: READY is readyReplicas/spec.replicas
+    spec, status = o.get("spec", {}), o.get("status", {})
+    containers = spec.get("template", {}).get("spec", {}).get("containers", [])
+    return [_name(o), f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 1)}", age(o),
+            ",".join(c.get("name", "") for c in containers), ",".join(c.get("image", "") for c in containers)]
+
+
 def _namespace(o: dict[str, Any]) -> Row:
     return [_name(o), o.get("status", {}).get("phase") or "Active", age(o)]
 
@@ -181,6 +189,8 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[dict[str, Any]], Row]]] = {
                        ("Age", S, 0)], _endpointslice),
     "Deployment": ([("Name", S, 0), ("Ready", S, 0), ("Up-to-date", N, 0), ("Available", N, 0), ("Age", S, 0),
                     ("Containers", S, 1), ("Images", S, 1), ("Selector", S, 1)], _deployment),
+    "StatefulSet": ([("Name", S, 0), ("Ready", S, 0), ("Age", S, 0), ("Containers", S, 1), ("Images", S, 1)],
+                    _statefulset),
     "Namespace": ([("Name", S, 0), ("Status", S, 0), ("Age", S, 0)], _namespace),
     "ConfigMap": ([("Name", S, 0), ("Data", N, 0), ("Age", S, 0)], _configmap),
     "Event": ([("Last Seen", S, 0), ("Type", S, 0), ("Reason", S, 0), ("Object", S, 0), ("Message", S, 0),

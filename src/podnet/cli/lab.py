@@ -26,18 +26,25 @@ def up(
     store: str = typer.Option("sqlite", "--store", help="The lab's store: sqlite (the global --store URL) or "
                               "etcd (a member started inside the lab, reached through a unix socket)"),
     underlay: str = typer.Option("192.168.77.0/24", "--underlay", help="Underlay CIDR (isolated bridge)"),
+    lb_pool: str = typer.Option(None, "--lb-pool", help="CIDR inside the underlay for LoadBalancer Service "
+                                "addresses (default: its top quarter, 192.168.77.192/26)"),
 ) -> None:
     """Create the lab: underlay, nodes, agents (overlay, proxy, pods), Node objects in the store."""
     from podnet.controllers.allocators import AllocatorConfig
     from podnet.lab import cluster, topology
 
-    spec = topology.build(name, nodes, backend, proxy_mode, store, underlay, AllocatorConfig.from_env().service_cidr)
+    spec = topology.build(name, nodes, backend, proxy_mode, store, underlay, AllocatorConfig.from_env().service_cidr,
+                          lb_pool)
     st = cluster.up(spec, _store_url(ctx))
     typer.echo(f"lab {name} is up: {nodes} nodes, backend {backend}, proxy {proxy_mode}, store {st.store_url}")
     if st.store_url != _store_url(ctx):
         typer.echo(f"  use it with: export PODNET_STORE={st.store_url}")
     for n in spec.node_specs:
         typer.echo(f"  {n.name}: netns {n.netns}, InternalIP {n.underlay_ip}")
+    if spec.lb_pool:
+        typer.echo(f"  LoadBalancer pool {spec.lb_pool}, announced on the underlay (`podnet lab exec underlay`)")
+    else:
+        typer.echo("  no LoadBalancer pool: the underlay has no room above the nodes (give --lb-pool)")
 
 
 @app.command("down")
@@ -77,7 +84,8 @@ def status(ctx: typer.Context, name: str = typer.Option("lab", "--name")) -> Non
 @app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def exec_(
     ctx: typer.Context,
-    target: str = typer.Argument(..., help="A node name (node1) or a pod ([NS/]POD)"),
+    target: str = typer.Argument(..., help="A node name (node1), a pod ([NS/]POD), or `underlay`: a host on "
+                                 "the lab's underlay that is no node (the bridge's own address)"),
     name: str = typer.Option("lab", "--name"),
 ) -> None:
     """Run a command inside a node's or a pod's namespace: podnet lab exec node1 -- ip route."""
@@ -103,6 +111,15 @@ def controller(name: str = typer.Option(..., "--name")) -> None:
     from podnet.lab import controller as lab_controller
 
     sys.exit(lab_controller.main(name))
+
+
+@app.command("speaker", hidden=True)
+def speaker(name: str = typer.Option(..., "--name"), node: str = typer.Option(..., "--node"),
+            ctx: typer.Context = None) -> None:  # type: ignore[assignment]
+    """Runs inside a node namespace: answers ARP on the underlay for the LoadBalancer addresses it wins."""
+    from podnet.lab import speaker as lab_speaker
+
+    sys.exit(lab_speaker.main(name, node, _store_url(ctx)))
 
 
 @app.command("agent", hidden=True)

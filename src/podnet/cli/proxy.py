@@ -254,7 +254,7 @@ def run_command(
         None, "--metrics-bind-address", help="host:port for /metrics (default 127.0.0.1:10249; '' disables)."
     ),
     healthz_bind_address: str | None = typer.Option(
-        None, "--healthz-bind-address", help="host:port for /healthz (default 0.0.0.0:10256; '' disables)."
+        None, "--healthz-bind-address", help="host:port for /healthz and /livez (default 0.0.0.0:10256; '' disables)."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
@@ -266,7 +266,8 @@ def run_command(
     import signal
 
     from podnet.proxy.config import load_proxy_config
-    from podnet.proxy.metrics import health_routes, metrics_routes, serve, split_hostport
+    from podnet.proxy.healthcheck import serve_proxy_health
+    from podnet.proxy.metrics import metrics_routes, serve, split_hostport
     from podnet.proxy.proxier import Proxier, make_backend
     from podnet.proxy.restore import Runner
 
@@ -310,7 +311,9 @@ def run_command(
         if "--metrics-bind-address" in addrs:
             serve(addrs["--metrics-bind-address"], metrics_routes(proxier.metrics))
         if "--healthz-bind-address" in addrs:
-            serve(addrs["--healthz-bind-address"], health_routes(proxier.health))
+            counters = {"/healthz": proxier.metrics.healthz_total, "/livez": proxier.metrics.livez_total}
+            serve_proxy_health(addrs["--healthz-bind-address"], proxier.health,
+                               on_answer=lambda path, code: counters[path].labels(str(code)).inc())
     except OSError as e:
         raise ValidationError([Problem("bind address", None, str(e))]) from None
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from podnet.api.node import Node
     from podnet.api.pod import Pod
     from podnet.api.service import Service
+    from podnet.api.statefulset import StatefulSet
     from podnet.controllers.allocators import AllocatorConfig
 
 # kubectl's resource names, short names and singulars
@@ -38,6 +39,7 @@ _ALIASES = {
     "nodes": "Node", "node": "Node", "no": "Node",
     "endpointslices": "EndpointSlice", "endpointslice": "EndpointSlice",
     "deployments": "Deployment", "deployment": "Deployment", "deploy": "Deployment",
+    "statefulsets": "StatefulSet", "statefulset": "StatefulSet", "sts": "StatefulSet",
 }
 
 
@@ -290,12 +292,21 @@ def _deployment_row(d: Deployment, wide: bool, pods: list[Pod]) -> list[str]:
     return row
 
 
+def _statefulset_row(sts: StatefulSet, wide: bool) -> list[str]:
+    row = [sts.name, f"{sts.status.ready_replicas or 0}/{sts.replicas}", age(sts)]
+    if wide:
+        containers = sts.spec.template.spec.containers
+        row += [",".join(c.name for c in containers), ",".join(c.image or "" for c in containers) or "<none>"]
+    return row
+
+
 _HEADERS = {
     "Service": (["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], ["SELECTOR"]),
     "Pod": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]),
     "Node": (["NAME", "STATUS", "ROLES", "AGE", "VERSION"], ["INTERNAL-IP", "EXTERNAL-IP", "POD-CIDR"]),
     "EndpointSlice": (["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], []),
     "Deployment": (["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], ["CONTAINERS", "IMAGES", "SELECTOR"]),
+    "StatefulSet": (["NAME", "READY", "AGE"], ["CONTAINERS", "IMAGES"]),
 }
 
 
@@ -307,7 +318,7 @@ def format_table(rows: list[list[str]]) -> str:
 
 def get(
     ctx: typer.Context,
-    resource: str = typer.Argument(..., help="services | pods | nodes | endpointslices | deployments"),
+    resource: str = typer.Argument(..., help="services | pods | nodes | endpointslices | deployments | statefulsets"),
     names: list[str] = typer.Argument(None, help="Only these objects"),
     namespace: str = typer.Option(None, "-n", "--namespace"),
     all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces"),
@@ -364,6 +375,8 @@ def get(
             row = _node_row(o, wide)
         elif isinstance(o, EndpointSlice):
             row = _slice_row(o, wide)
+        elif isinstance(o, StatefulSet):
+            row = _statefulset_row(o, wide)
         else:
             row = _deployment_row(o, wide, pods)  # type: ignore[arg-type]
         rows.append(([o.namespace or ""] if show_ns else []) + row)

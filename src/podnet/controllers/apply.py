@@ -35,6 +35,7 @@ from podnet.api.meta import Resource
 from podnet.api.node import Node
 from podnet.api.pod import Pod, PodStatus
 from podnet.api.service import Service
+from podnet.api.statefulset import StatefulSet
 from podnet.controllers.allocators import AllocatorConfig, ClusterIPAllocator, NodePortAllocator
 from podnet.controllers.endpoints import selector_matches, slice_ops
 from podnet.errors import (
@@ -281,6 +282,26 @@ def default_service(svc: Service) -> None:
             s.session_affinity_config.client_ip.timeout_seconds = 10800
 
 
+def default_statefulset(sts: StatefulSet) -> None:
+    """apps/v1 defaults (pkg/apis/apps/v1/defaults.go) for the fields the controller reads."""
+    from podnet.api.statefulset import ORDERED_READY, ROLLING_UPDATE, RollingUpdateStatefulSetStrategy
+
+    s = sts.spec
+    if s.replicas is None:
+        s.replicas = 1
+    if not s.pod_management_policy:
+        s.pod_management_policy = ORDERED_READY
+    if not s.update_strategy.type:
+        s.update_strategy.type = ROLLING_UPDATE
+    if s.update_strategy.type == ROLLING_UPDATE:
+        if s.update_strategy.rolling_update is None:
+            s.update_strategy.rolling_update = RollingUpdateStatefulSetStrategy()
+        if s.update_strategy.rolling_update.partition is None:
+            s.update_strategy.rolling_update.partition = 0
+    if s.revision_history_limit is None:
+        s.revision_history_limit = 10
+
+
 # ---- the plan -----------------------------------------------------------------------------------------
 
 
@@ -443,6 +464,15 @@ class _Planner:
                 # it replaces an undecodable object: free what that one held and this one does not
                 self._release_all_of(new.ref, new.cluster_ips or [new.spec.cluster_ip or ""],
                                      self._owned_ports(new))
+            if isinstance(old, Service) and "status" not in obj.model_fields_set:
+                # status.loadBalancer is the load-balancer controller's, as a pod's status is the kubelet's:
+                # a manifest without one keeps what is stored (the API server never takes status from a
+                # write to the object itself). A status given, even empty, is taken (a status write).
+                new.status = old.status.model_copy(deep=True)
+        if isinstance(new, StatefulSet):
+            default_statefulset(new)
+            if isinstance(old, StatefulSet) and "status" not in obj.model_fields_set:
+                new.status = old.status.model_copy(deep=True)
         if isinstance(new, Pod):
             self._pod(new, old if isinstance(old, Pod) else None)
         meta = new.metadata
@@ -453,7 +483,7 @@ class _Planner:
         else:
             meta.uid = meta.uid or str(uuid.uuid4())
             meta.creation_timestamp = meta.creation_timestamp or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if isinstance(new, Deployment):
+        if isinstance(new, Deployment | StatefulSet):
             # a workload's spec version, which its status.observedGeneration answers (apps/v1 strategy)
             prev = old.metadata.generation if old is not None else None
             changed = old is None or old.to_dict().get("spec") != new.to_dict().get("spec")

@@ -110,10 +110,13 @@ def down(name: str) -> list[str]:
 
 
 def resolve_target(name: str, target: str) -> str:
-    """node1 -> pn-<lab>.node1; [ns/]pod -> that pod's namespace."""
+    """node1 -> pn-<lab>.node1; [ns/]pod -> that pod's namespace; underlay -> the underlay's namespace (a
+    client outside the cluster: it has the bridge's address and no route to pods or Services)."""
     st = LabState.load(name)
     if st is None:
         raise LabError(f"lab {name!r} is not up")
+    if target == "underlay":
+        return st.spec.underlay_netns
     for n in st.spec.node_specs:
         if n.name == target:
             return n.netns
@@ -122,7 +125,7 @@ def resolve_target(name: str, target: str) -> str:
     if netns.exists(pod_ns):
         return pod_ns
     nodes = ", ".join(n.name for n in st.spec.node_specs)
-    raise LabError(f"{target!r}: no such node ({nodes}) or running pod in lab {name}")
+    raise LabError(f"{target!r}: no such node ({nodes}), running pod or `underlay` in lab {name}")
 
 
 def dumps(st: LabState) -> str:

@@ -3,6 +3,7 @@ what kube-scheduler, the ReplicaSet controller and the EndpointSlice controller 
 what the lab needs. Killed, it is restarted by the supervisor and recomputes everything from the store.
 
 - Deployments: keep `replicas` pods named <deployment>-<hash>-<n> from the template.
+- StatefulSets: pods <name>-0..N-1 in order, each once its predecessors run and are ready (lab/statefulset.py).
 - Scheduling: a pod without spec.nodeName goes to the node with the fewest pods (ties: by name).
 - Endpoints: the EndpointSlices of every Service with a selector follow its pods (controllers.endpoints).
 - Repair: at start and every REPAIR_INTERVAL, the repair pass (controllers/repair.py) frees ClusterIP and
@@ -11,6 +12,9 @@ what the lab needs. Killed, it is restarted by the supervisor and recomputes eve
   moved since the last pass: an idle lab pays one revision read per interval.
 - Node monitor: every few seconds, a lab Node whose agent stopped posting its status is marked Ready
   Unknown (lab/nodestatus.py), as the node lifecycle controller does.
+- LoadBalancer addresses: each type LoadBalancer Service gets one from the lab's pool on the underlay into
+  status.loadBalancer.ingress (controllers.loadbalancer, MetalLB's controller); the node that answers
+  ARP for it is chosen by the speakers (lab/speaker.py), not here.
 
 The work is proportional to the change, as in a cluster's controllers: one Informer over the resources
 decodes each object once, when it changes; its handler only notes what the change makes dirty (the
@@ -27,8 +31,10 @@ import hashlib
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from podnet.api.deployment import Deployment
@@ -38,10 +44,12 @@ from podnet.api.meta import Resource
 from podnet.api.node import Node
 from podnet.api.pod import Pod
 from podnet.api.service import Service
+from podnet.api.statefulset import StatefulSet
 from podnet.controllers.endpoints import selector_matches, slice_ops
 from podnet.controllers.events import event_put
 from podnet.controllers.repair import repair_allocations
-from podnet.lab import nodestatus
+from podnet.lab import nodestatus, statefulset
+from podnet.lab.lbcontroller import LoadBalancerAllocator
 from podnet.lab.loop import change_loop
 from podnet.lab.state import LabState
 from podnet.store import ConflictError, Delete, Op, Put, Store, keys, open_store
@@ -83,16 +91,21 @@ class Dirty:
     """What the changes since the last round ask to look at again."""
 
     deployments: set[str] = field(default_factory=set)  # Deployment keys
+    statefulsets: set[str] = field(default_factory=set)  # StatefulSet keys
     unscheduled: set[str] = field(default_factory=set)  # Pod keys that had no node when last seen
     services: set[ServiceRef] = field(default_factory=set)  # whose EndpointSlices to recompute
+    load_balancers: set[ServiceRef] = field(default_factory=set)  # whose LoadBalancer address to check
 
     def __bool__(self) -> bool:
-        return bool(self.deployments or self.unscheduled or self.services)
+        return bool(self.deployments or self.statefulsets or self.unscheduled or self.services
+                    or self.load_balancers)
 
     def merge(self, other: Dirty) -> None:
         self.deployments |= other.deployments
+        self.statefulsets |= other.statefulsets
         self.unscheduled |= other.unscheduled
         self.services |= other.services
+        self.load_balancers |= other.load_balancers
 
 
 class Tracker:
@@ -113,6 +126,7 @@ class Tracker:
         self.service_selector: dict[ServiceRef, dict[str, str]] = {}
         self.pods_by_label: dict[LabelKey, set[str]] = {}  # (ns, label, value) -> pod keys
         self.owned: dict[tuple[str, str], set[str]] = {}  # (ns, deployment) -> pod keys with OWNER_LABEL
+        self.sts_owned: dict[tuple[str, str], set[str]] = {}  # (ns, statefulset) -> pods it controls
         self.slices_by_service: dict[ServiceRef, set[str]] = {}  # slices labelled with the service's name
         self.slices_by_stem: dict[tuple[str, str], set[str]] = {}  # (ns, name minus "-xxxxx") -> slice keys
         self.changed = threading.Event()  # set whenever dirty gains something
@@ -133,6 +147,8 @@ class Tracker:
                             new if isinstance(new, EndpointSlice) else None)
             elif isinstance(obj, Deployment):
                 self.dirty.deployments.add(keys.resource("Deployment", obj.namespace, obj.name))
+            elif isinstance(obj, StatefulSet):
+                self.dirty.statefulsets.add(keys.resource("StatefulSet", obj.namespace, obj.name))
             elif isinstance(obj, Node):
                 self._node(old if isinstance(old, Node) else None, new if isinstance(new, Node) else None)
             if self.dirty:
@@ -163,6 +179,17 @@ class Tracker:
                     owned.discard(key)
                     if not owned:
                         del self.owned[(ns, owner)]
+            ctl = statefulset.controller_of(pod)
+            if ctl is not None and ctl[0] == StatefulSet.KIND:
+                sts_owned = self.sts_owned.setdefault((ns, ctl[1]), set())
+                if sign > 0:
+                    sts_owned.add(key)
+                else:
+                    sts_owned.discard(key)
+                    if not sts_owned:
+                        del self.sts_owned[(ns, ctl[1])]
+                # Unlike a Deployment, a StatefulSet waits on its pods' status (Running and Ready).
+                self.dirty.statefulsets.add(keys.resource("StatefulSet", ns, ctl[1]))
             if pod.spec.node_name:
                 self.load[pod.spec.node_name] = self.load.get(pod.spec.node_name, 0) + sign
             self.dirty.services |= self._selecting(ns, pod.metadata.labels)
@@ -197,6 +224,7 @@ class Tracker:
             self.service_selector[ref] = dict(new.spec.selector)
             self.selectors.setdefault((ref[0], *min(new.spec.selector.items())), set()).add(ref)
         self.dirty.services.add(ref)
+        self.dirty.load_balancers.add(ref)
 
     def _slice(self, old: EndpointSlice | None, new: EndpointSlice | None) -> None:
         obj = new or old
@@ -267,9 +295,20 @@ class Tracker:
         with self.lock:
             return set(self.owned.get((namespace, deployment), set()))
 
+    def statefulset_pods(self, namespace: str, name: str) -> set[str]:
+        with self.lock:
+            return set(self.sts_owned.get((namespace, name), set()))
+
     def node_load(self) -> dict[str, int]:
         with self.lock:
             return {n: self.load.get(n, 0) for n in self.nodes}
+
+
+def _created(pod: Pod) -> Pod:
+    """What the API server adds to an object it creates: a uid and the creation time (`kubectl get`'s AGE)."""
+    pod.metadata.uid = pod.metadata.uid or str(uuid.uuid4())
+    pod.metadata.creation_timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return pod
 
 
 def _decode(value: bytes) -> Resource:
@@ -289,6 +328,7 @@ class LabController:
         self.informer: Informer[Resource] = Informer(self.store, keys.RESOURCES_PREFIX, _decode,
                                                      on_change=self.tracker.on_change, name="lab-controller")
         self.inflight: dict[str, str] = {}  # pod key -> node we bound it to, until the informer shows it
+        self.lb = LoadBalancerAllocator(self.store, self.informer, st.spec.lb_addresses())
 
     def run(self, stop: threading.Event) -> None:
         self.informer.start()
@@ -327,7 +367,8 @@ class LabController:
             return False
         dirty = self.tracker.take()
         retry = Dirty()
-        for step in (self.sync_deployments, self.schedule, self.sync_endpoints):
+        for step in (self.sync_deployments, self.sync_statefulsets, self.schedule, self.sync_endpoints,
+                     self.sync_load_balancers):
             try:
                 step(dirty, retry)
             except Exception:  # a bad object or a store hiccup must not end the loop
@@ -351,13 +392,66 @@ class LabController:
             ops: list[Op] = []
             for key, p in want.items():
                 if self.informer.get(key) is None:
-                    ops.append(Put(key, json.dumps(p.to_dict()).encode(), if_absent=True))
+                    ops.append(Put(key, json.dumps(_created(p).to_dict()).encode(), if_absent=True))
             for key in sorted(self.tracker.owned_pods(ns, name)):
                 seen = self.informer.get_with_revision(key)
                 if key not in want and seen is not None:
                     ops.append(Delete(key, if_revision=seen[1]))
             if not self._commit(ops):
                 retry.deployments.add(dkey)
+
+    # ---- StatefulSets ---------------------------------------------------------------------------------
+
+    def sync_statefulsets(self, dirty: Dirty, retry: Dirty) -> None:
+        for skey in sorted(dirty.statefulsets):
+            sts = self.informer.get_with_revision(skey)
+            ns, name = skey.rsplit("/", 2)[-2:]
+            owned: dict[str, tuple[Pod, int]] = {}
+            for key in self.tracker.statefulset_pods(ns, name):
+                seen = self.informer.get_with_revision(key)
+                if seen is not None and isinstance(seen[0], Pod):
+                    owned[key] = (seen[0], seen[1])
+            if sts is None or not isinstance(sts[0], StatefulSet):
+                # Deleted: its pods go with it (the garbage collector's cascading delete).
+                ops: list[Op] = [Delete(k, if_revision=r) for k, (_, r) in sorted(owned.items())]
+                if not self._commit(ops):
+                    retry.statefulsets.add(skey)
+                continue
+            if not self._commit(self._statefulset_ops(skey, sts[0], sts[1], owned)):
+                retry.statefulsets.add(skey)
+
+    def _statefulset_ops(self, skey: str, sts: StatefulSet, rev: int,
+                         owned: dict[str, tuple[Pod, int]]) -> list[Op]:
+        ops: list[Op] = []
+        mine: list[Pod] = []
+        for key, (pod, pod_rev) in sorted(owned.items()):
+            ctl = statefulset.controller_of(pod)
+            if ctl is not None and sts.metadata.uid and ctl[2] and ctl[2] != sts.metadata.uid:
+                ops.append(Delete(key, if_revision=pod_rev))  # left by an earlier set of the same name
+            else:
+                mine.append(pod)
+        p = statefulset.plan(sts, mine)
+        for pod in p.create:
+            key = keys.resource("Pod", pod.namespace, pod.name)
+            if self.informer.get(key) is not None:
+                log.warning("statefulset %s: pod %s exists and is not its own; waiting", sts.ref, pod.name)
+                continue
+            ops.append(Put(key, json.dumps(_created(pod).to_dict()).encode(), if_absent=True))
+            ops.append(event_put(sts, "SuccessfulCreate",
+                                 f"create Pod {pod.name} in StatefulSet {sts.name} successful",
+                                 component="statefulset-controller"))
+        by_name = {pod.name: key for key, (pod, _) in owned.items()}
+        for pod_name in p.delete:
+            key = by_name[pod_name]
+            ops.append(Delete(key, if_revision=owned[key][1]))
+            ops.append(event_put(sts, "SuccessfulDelete",
+                                 f"delete Pod {pod_name} in StatefulSet {sts.name} successful",
+                                 component="statefulset-controller"))
+        if p.status != sts.status:
+            updated = sts.model_copy(deep=True)
+            updated.status = p.status
+            ops.append(Put(skey, json.dumps(updated.to_dict()).encode(), if_revision=rev))
+        return ops
 
     # ---- scheduling -----------------------------------------------------------------------------------
 
@@ -408,6 +502,11 @@ class LabController:
                 existing[key] = (seen[0], seen[1])
         if not self._commit(slice_ops(services, pods, existing, scope)):
             retry.services |= scope
+
+    # ---- LoadBalancer addresses ------------------------------------------------------------------------
+
+    def sync_load_balancers(self, dirty: Dirty, retry: Dirty) -> None:
+        retry.load_balancers |= self.lb.sync(dirty.load_balancers)
 
     def _commit(self, ops: list[Any]) -> bool:
         if not ops:

@@ -14,7 +14,7 @@ true once the nodes they were bound to are gone: nothing runs them and nobody ho
   - pods bound to this lab's nodes were started by no one yet: same Pending status as above, so a
     crashed lab's stale addresses never reach an EndpointSlice;
   - pods bound to a node that no Node object names any more (a node the new lab does not have):
-    a Deployment's pods are deleted, so the Deployment controller creates replacements that the
+    a Deployment's or a StatefulSet's pods are deleted, so their controller creates replacements that the
     scheduler places on existing nodes (what eviction + the ReplicaSet controller do); a bare pod can
     run nowhere else (nodeName is fixed), so it is marked `Failed`, reason NodeLost, as the pod GC
     marks pods of deleted nodes, with a DisruptionTarget condition and no addresses. It stays in the
@@ -111,10 +111,10 @@ def reconcile(store: Store, lab_nodes: set[str]) -> list[str]:
             if _set_status(store, key, obj, rev, node_gone_status(node, "was restarted (a new lab came up)")):
                 done.append(f"{key}: Pending")
         elif node not in existing:
-            if OWNER_LABEL in ((obj.get("metadata") or {}).get("labels") or {}):
+            if _has_controller(obj):
                 try:
                     store.commit([Delete(key, if_revision=rev)])
-                    done.append(f"{key}: deleted (its Deployment replaces it)")
+                    done.append(f"{key}: deleted (its controller replaces it)")
                 except ConflictError:
                     continue
             elif _set_status(store, key, obj, rev, node_deleted_status(node)):
@@ -122,6 +122,15 @@ def reconcile(store: Store, lab_nodes: set[str]) -> list[str]:
     for line in done:
         log.info("node lifecycle: %s", line)
     return done
+
+
+def _has_controller(obj: dict[str, Any]) -> bool:
+    """A Deployment's pod (the lab's owner label) or a StatefulSet's (a controller ownerReference)."""
+    meta = obj.get("metadata") or {}
+    if OWNER_LABEL in (meta.get("labels") or {}):
+        return True
+    refs = meta.get("ownerReferences") or []
+    return any(isinstance(r, dict) and r.get("controller") is True and r.get("kind") == "StatefulSet" for r in refs)
 
 
 def _terminal(obj: dict[str, Any]) -> bool:

@@ -23,13 +23,14 @@ def show(name: str, console: Console | None = None) -> None:
         raise PodnetError(f"lab {name!r} is not up (labs: {labs})")
     spec = st.spec
     console.print(f"[bold]lab {spec.name}[/]: backend {spec.backend}, proxy {spec.proxy_mode}, store {st.store_url}")
+    console.print(f"LoadBalancer pool: {spec.load_balancer_pool or 'none'}")
     sup = "running" if st.supervisor and procs.alive(st.supervisor) else "[red]dead[/]"
     console.print(f"supervisor: {sup}")
     for role, rec in sorted(st.procs.items()):
         if "/" not in role:  # lab-wide roles (control plane, store); node roles are in the table below
             console.print(f"{role}: {'pid ' + str(rec.pid) if procs.alive(rec) else '[red]down[/]'}")
 
-    nodes = Table("NODE", "NETNS", "INTERNAL-IP", "SUBNET", "OVERLAY", "PROXY", "AGENT", title="nodes")
+    nodes = Table("NODE", "NETNS", "INTERNAL-IP", "SUBNET", "OVERLAY", "PROXY", "SPEAKER", "AGENT", title="nodes")
     for n in spec.node_specs:
         subnet = "-"
         try:
@@ -38,8 +39,11 @@ def show(name: str, console: Console | None = None) -> None:
         except OSError:
             pass
         health = []
-        for role in ("overlay", "proxy", "agent"):
+        for role in ("overlay", "proxy", "speaker", "agent"):
             rec = st.procs.get(f"{n.name}/{role}")
+            if role == "speaker" and not spec.lb_addresses():
+                health.append("-")  # no pool, no speaker
+                continue
             health.append(f"pid {rec.pid}" if rec and procs.alive(rec) else "[red]down[/]")
         nodes.add_row(n.name, n.netns, n.underlay_ip, subnet, *health)
     console.print(nodes)
@@ -55,7 +59,7 @@ def show(name: str, console: Console | None = None) -> None:
                          (p.get("spec") or {}).get("nodeName") or "<pending>", status.get("podIP") or "-",
                          "1/1" if ready else "0/1")
         console.print(pods)
-        svcs = Table("NAMESPACE", "SERVICE", "TYPE", "CLUSTER-IP", "PORTS", title="services")
+        svcs = Table("NAMESPACE", "SERVICE", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORTS", title="services")
         for kv in store.list(keys.kind_prefix("Service")).items:
             s = json.loads(kv.value)
             sp = s.get("spec") or {}
@@ -63,8 +67,11 @@ def show(name: str, console: Console | None = None) -> None:
                 f"{p.get('port')}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}"
                 for p in sp.get("ports") or []
             )
+            ingress = ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+            external = ",".join(i.get("ip") or i.get("hostname") or "" for i in ingress) or (
+                "<pending>" if sp.get("type") == "LoadBalancer" else "-")
             svcs.add_row(s["metadata"].get("namespace", "default"), s["metadata"]["name"], sp.get("type", "ClusterIP"),
-                         sp.get("clusterIP") or "-", ports)
+                         sp.get("clusterIP") or "-", external, ports)
         console.print(svcs)
         store.close()
     except StoreError as e:

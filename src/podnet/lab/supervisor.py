@@ -149,6 +149,12 @@ def _dns(st: LabState, node: NodeSpec | None) -> list[str]:
     return dns.argv(st, podnet_exe(), node)
 
 
+def _speaker(st: LabState, node: NodeSpec | None) -> list[str]:
+    assert node is not None
+    # In the node's namespace: its packet socket must see the node's underlay interface.
+    return netns.exec_argv(node.netns, [*_base(st), "lab", "speaker", "--name", st.spec.name, "--node", node.name])
+
+
 def _agent(st: LabState, node: NodeSpec | None) -> list[str]:
     assert node is not None
     # The agent stays in the root namespaces (it changes nothing there): pod namespaces must be created
@@ -167,6 +173,8 @@ ROLES: tuple[Role, ...] = (
     Role("proxy", _proxy, per_node=True),
     # cluster DNS behind kube-dns (lab/dns.py): on the first nodes, as CoreDNS's two replicas
     Role("dns", _dns, per_node=True, nodes=lambda st: st.spec.dns_nodes),
+    # MetalLB's speaker (layer 2): only where the lab has a LoadBalancer pool.
+    Role("speaker", _speaker, per_node=True, wanted=lambda st: bool(st.spec.lb_addresses())),
     Role("agent", _agent, per_node=True),
 )
 

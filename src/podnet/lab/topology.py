@@ -80,6 +80,7 @@ class LabSpec:
     underlay_cidr: str = DEFAULT_UNDERLAY
     pod_network: str = DEFAULT_POD_NETWORK
     node_specs: list[NodeSpec] = field(default_factory=list)
+    lb_pool: str = ""  # LoadBalancer addresses on the underlay ("" in a lab made before pools: the default)
     # the kubelet's --cluster-dns and --cluster-domain: kubeadm's choice, the service CIDR's tenth address
     cluster_dns: str = "10.96.0.10"
     cluster_domain: str = CLUSTER_DOMAIN
@@ -111,6 +112,20 @@ class LabSpec:
     def underlay_prefixlen(self) -> int:
         return ipaddress.ip_network(self.underlay_cidr).prefixlen
 
+    @property
+    def load_balancer_pool(self) -> str:
+        """The pool as a CIDR ("" when the underlay has no room for one)."""
+        return self.lb_pool or default_lb_pool(self.underlay_cidr, len(self.node_specs)) or ""
+
+    def lb_addresses(self) -> list[str]:
+        """The pool's usable addresses, lowest first: never the underlay's network, broadcast, gateway or a node."""
+        if not self.load_balancer_pool:
+            return []
+        net = ipaddress.ip_network(self.underlay_cidr)
+        taken = {net.network_address, net.broadcast_address, ipaddress.ip_address(self.underlay_gateway)}
+        taken |= {ipaddress.ip_address(n.underlay_ip) for n in self.node_specs}
+        return [str(a) for a in ipaddress.ip_network(self.load_balancer_pool) if a not in taken]
+
     def pod_netns(self, namespace: str, pod: str) -> str:
         """Pod namespaces: readable when short, hashed when the name would be unwieldy."""
         base = f"{self.prefix}{namespace}.{pod}"
@@ -129,6 +144,39 @@ class LabSpec:
         return LabSpec(**d, node_specs=nodes)  # type: ignore[arg-type]
 
 
+def default_lb_pool(underlay_cidr: str, nodes: int) -> str | None:
+    """The top quarter of the underlay (192.168.77.192/26 by default), or a smaller top block above the
+    nodes' addresses (network + 11 ...) when a quarter would reach down to them; None if nothing fits.
+
+    Like a MetalLB pool on a home network: a range of the LAN's own subnet that no host takes, so clients
+    on the underlay reach it on-link and the node that announces an address answers ARP for it.
+    """
+    net = ipaddress.ip_network(underlay_cidr)
+    last_node = net.network_address + 10 + nodes
+    for extra in range(2, 31 - net.prefixlen):
+        pool = list(net.subnets(prefixlen_diff=extra))[-1]
+        if pool.network_address > last_node:
+            return str(pool)
+    return None
+
+
+def _check_pool(pool: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network, nodes: int) -> str | None:
+    """The reason --lb-pool cannot be used, or None."""
+    try:
+        p = ipaddress.ip_network(pool, strict=False)
+    except ValueError:
+        return "not a CIDR"
+    if p.version != 4 or not p.subnet_of(net):  # type: ignore[arg-type]
+        return f"must be an IPv4 CIDR inside the underlay {net}, so clients there reach it on-link"
+    reserved = [net.network_address + 1, *(net.network_address + 10 + i for i in range(1, nodes + 1))]
+    inside = [str(a) for a in reserved if a in p]
+    if inside:
+        return f"overlaps the underlay's gateway or node addresses ({', '.join(inside)})"
+    if all(a in (net.network_address, net.broadcast_address) for a in p):
+        return "has no usable address"
+    return None
+
+
 def build(
     name: str = "lab",
     nodes: int = 2,
@@ -137,6 +185,7 @@ def build(
     store: str = "sqlite",
     underlay_cidr: str = DEFAULT_UNDERLAY,
     service_cidr: str = DEFAULT_SERVICE_CIDR,
+    lb_pool: str | None = None,
 ) -> LabSpec:
     """Validate the parameters (every problem at once) and compute every name and address."""
     problems: list[Problem] = []
@@ -157,6 +206,17 @@ def build(
             problems.append(Problem("--underlay", underlay_cidr, "must be an IPv4 CIDR with room for the nodes"))
     except ValueError:
         problems.append(Problem("--underlay", underlay_cidr, "not a CIDR"))
+    pool = ""
+    if not any(p.field == "--underlay" for p in problems) and 1 <= nodes <= 50:
+        net = ipaddress.ip_network(underlay_cidr)
+        if lb_pool:
+            reason = _check_pool(lb_pool, net, nodes)
+            if reason:
+                problems.append(Problem("--lb-pool", lb_pool, reason))
+            else:
+                pool = str(ipaddress.ip_network(lb_pool, strict=False))
+        else:  # no room (a tiny underlay): no pool, LoadBalancer Services stay pending as without a provider
+            pool = default_lb_pool(underlay_cidr, nodes) or ""
     if problems:
         raise ValidationError(problems)
     net = ipaddress.ip_network(underlay_cidr)
@@ -170,5 +230,5 @@ def build(
         for i in range(1, nodes + 1)
     ]
     dns = ipaddress.ip_network(service_cidr, strict=False).network_address + 10
-    return LabSpec(name, nodes, backend, proxy_mode, store, underlay_cidr, DEFAULT_POD_NETWORK, specs,
+    return LabSpec(name, nodes, backend, proxy_mode, store, underlay_cidr, DEFAULT_POD_NETWORK, specs, pool,
                    cluster_dns=str(dns))

@@ -1,17 +1,12 @@
-"""kube-proxy's metrics (same names and buckets, so dashboards carry over) and the /healthz endpoint.
+"""kube-proxy's metrics (same names and buckets, so dashboards carry over), served on /metrics.
 
-Two small HTTP servers in daemon threads, bound inside the node's namespace because the proxy runs there:
-/metrics on the metrics address (kube-proxy default 127.0.0.1:10249) and /healthz + /livez on the health
-address (default 0.0.0.0:10256). Healthy means: a sync succeeded within 2 x syncPeriod of the oldest change
-still waiting (kube-proxy's rule), or nothing is waiting.
+A small HTTP server in a daemon thread, bound inside the node's namespace because the proxy runs there, on
+the metrics address (kube-proxy's default 127.0.0.1:10249). /healthz and /livez are healthcheck.py's.
 """
 
 from __future__ import annotations
 
-import json
 import threading
-import time
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -68,48 +63,16 @@ class ProxyMetrics:
         self.conntrack_duration = Histogram(
             "kubeproxy_reconcile_conntrack_flows_duration_seconds", "Reconcile conntrack flows latency in seconds",
             buckets=SYNC_BUCKETS, registry=r)
+        self.healthz_total = Counter(
+            "kubeproxy_proxy_healthz", "Cumulative proxy healthz HTTP status", ["code"], registry=r)
+        self.livez_total = Counter(
+            "kubeproxy_proxy_livez", "Cumulative proxy livez HTTP status", ["code"], registry=r)
         self.invalid_objects = Counter(
             "podnet_proxy_invalid_objects", "Store objects skipped because they failed validation", ["kind"],
             registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class Health:
-    """kube-proxy's healthz rule: unhealthy when a queued change has waited more than 2 x syncPeriod."""
-
-    def __init__(self, sync_period: float) -> None:
-        self.timeout = 2 * sync_period
-        self._lock = threading.Lock()
-        self.last_updated: float | None = None
-        self.oldest_pending: float | None = None
-
-    def queued(self) -> None:
-        with self._lock:
-            if self.oldest_pending is None:
-                self.oldest_pending = time.time()
-
-    def updated(self) -> None:
-        with self._lock:
-            self.last_updated = time.time()
-            self.oldest_pending = None
-
-    def status(self) -> tuple[bool, dict[str, object]]:
-        with self._lock:
-            now = time.time()
-            healthy = self.last_updated is not None and (
-                self.oldest_pending is None or now - self.oldest_pending <= self.timeout
-            )
-            return healthy, {
-                "lastUpdated": _iso(self.last_updated),
-                "currentTime": _iso(now),
-                "nodeEligible": True,
-            }
-
-
-def _iso(t: float | None) -> str:
-    return "" if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _handler(routes: dict[str, object]) -> type[BaseHTTPRequestHandler]:
@@ -152,11 +115,3 @@ def serve(addr: tuple[str, int], routes: dict[str, object]) -> ThreadingHTTPServ
 
 def metrics_routes(m: ProxyMetrics) -> dict[str, object]:
     return {"/metrics": lambda: (200, CONTENT_TYPE_LATEST, m.render())}
-
-
-def health_routes(h: Health) -> dict[str, object]:
-    def healthz() -> tuple[int, str, bytes]:
-        ok, body = h.status()
-        return (200 if ok else 503), "application/json", json.dumps(body).encode()
-
-    return {"/healthz": healthz, "/livez": healthz}

@@ -22,7 +22,13 @@ from typing import Any, Protocol
 
 from podnet.proxy.config import HostFacts, KubeProxyConfiguration, ProxierSettings, resolve_settings
 from podnet.proxy.conntrack import ConntrackCleaner, UdpServicePort
-from podnet.proxy.metrics import Health, ProxyMetrics
+from podnet.proxy.healthcheck import (
+    ProxyHealth,
+    ServiceHealthServer,
+    health_check_ports,
+    local_ready_endpoints,
+)
+from podnet.proxy.metrics import ProxyMetrics
 from podnet.proxy.nodeports import PortHolder, local_ports
 from podnet.proxy.restore import RestoreError, Restorer, Runner
 from podnet.proxy.state import (
@@ -215,6 +221,7 @@ class Proxier:
         port_holder: PortHolder | None = None,
         conntrack: ConntrackCleaner | None = None,
         facts: HostFacts | None = None,
+        service_health: ServiceHealthServer | None = None,
     ) -> None:
         self.store = store
         self.node_name = node_name
@@ -226,7 +233,9 @@ class Proxier:
         if adjust is not None:
             self.config = adjust(self.config)
         self.metrics = metrics or ProxyMetrics()
-        self.health = Health(self.config.effective_sync_period)
+        self.health = ProxyHealth(self.config.effective_sync_period)
+        self.service_health = service_health or ServiceHealthServer(self.health)
+        self.service_health.health = self.health
         self.ports_holder = port_holder or PortHolder()
         self.conntrack = conntrack or ConntrackCleaner(self.runner)
         self.sync_period = self.config.effective_sync_period
@@ -252,6 +261,7 @@ class Proxier:
         self._last_sync_start = -1e9
         self._large = False
         self.syncs = {"full": 0, "partial": 0, "failed": 0}
+        self._hc_failed: dict[str, int] = {}  # healthcheck listeners that could not open -> their port
         self._informers: list[Informer[Any]] = []
 
     # ---- informer side ------------------------------------------------------------------------------
@@ -319,6 +329,7 @@ class Proxier:
             return
         if obj is None and old is not None and parse_node(old)[0] != self.node_name:
             return
+        self.health.sync_node(obj)  # /healthz: is this node being deleted or drained?
         with self._cond:
             if (zone, tuple(cidrs)) != (self._tracked.node_zone, self._tracked.node_pod_cidrs):
                 self._tracked.node_zone, self._tracked.node_pod_cidrs = zone, tuple(cidrs)
@@ -353,6 +364,7 @@ class Proxier:
         for inf in self._informers:
             inf.stop()
         self.ports_holder.close()
+        self.service_health.close()
 
     def run(self) -> None:
         """Sync until stop(). Starts the informers first; the first sync is a full one."""
@@ -515,6 +527,7 @@ class Proxier:
         self.health.updated()
         log.info("%s sync of %d service ports took %.3fs", "full" if full else "partial", len(self._ports), elapsed)
         self._hold_node_ports(settings)
+        self._sync_service_health(settings)
         self._clean_conntrack()
 
     def _hold_node_ports(self, settings: ProxierSettings) -> None:
@@ -525,6 +538,29 @@ class Proxier:
         wanted = local_ports(ips, {(sp.node_port, sp.protocol) for sp in self._ports.values()
                                    if sp.node_port and sp.protocol in ("TCP", "UDP")})
         self.ports_holder.sync(wanted)
+
+    def _sync_service_health(self, settings: ProxierSettings) -> None:
+        """healthCheckNodePort listeners where NodePorts listen: everywhere, or on the nodePortAddresses."""
+        ips = ("0.0.0.0",) if settings.node_ports_match_all else settings.node_port_ips()
+        ports = list(self._ports.values())
+        wanted = health_check_ports(ports)
+        failed = self.service_health.sync_services(wanted, ips)
+        for nsn, err in failed.items():
+            if self._hc_failed.get(nsn) != wanted[nsn]:  # one event per failure, not one per sync
+                self._health_check_failed(nsn, wanted[nsn], err)
+        self._hc_failed = {nsn: wanted[nsn] for nsn in failed}
+        self.service_health.sync_endpoints(local_ready_endpoints(ports))
+
+    def _health_check_failed(self, nsn: str, port: int, err: OSError) -> None:
+        """kube-proxy's FailedToStartServiceHealthcheck event on the Service (retried at the next sync)."""
+        from podnet.api.service import Service
+        from podnet.controllers.events import record
+
+        ns, _, name = nsn.partition("/")
+        svc = Service.model_validate({"metadata": {"name": name, "namespace": ns}})
+        record(self.store, svc, "FailedToStartServiceHealthcheck",
+               f"node {self.node_name} failed to start healthcheck \"{nsn}\" on port {port}: {err}",
+               type="Warning", component="kube-proxy", host=self.node_name)
 
     def _clean_conntrack(self) -> None:
         udp = [

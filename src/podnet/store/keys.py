@@ -17,6 +17,7 @@ PODNET_PREFIX = "/podnet/"
 RESOURCES_PREFIX = "/podnet/resources/"
 ALLOC_CLUSTER_IP_PREFIX = "/podnet/alloc/clusterips/"
 ALLOC_NODE_PORT_PREFIX = "/podnet/alloc/nodeports/"
+ALLOC_LB_IP_PREFIX = "/podnet/alloc/loadbalancerips/"  # the lab's LoadBalancer controller's records
 
 # Resource kinds as stored: plural lower-case, as in the Kubernetes API paths.
 KIND_PLURAL = {
@@ -25,6 +26,7 @@ KIND_PLURAL = {
     "Pod": "pods",
     "Node": "nodes",
     "Deployment": "deployments",
+    "StatefulSet": "statefulsets",
     "Namespace": "namespaces",
     "ConfigMap": "configmaps",
     "Event": "events",
@@ -52,6 +54,10 @@ def cluster_ip(ip: str) -> str:
 
 def node_port(port: int) -> str:
     return f"{ALLOC_NODE_PORT_PREFIX}{port}"
+
+
+def lb_ip(ip: str) -> str:
+    return f"{ALLOC_LB_IP_PREFIX}{ipaddress.ip_address(ip)}"
 
 
 def subnet_lease(subnet: str, subnet_v6: str | None = None) -> str:

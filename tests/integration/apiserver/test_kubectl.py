@@ -168,3 +168,47 @@ def test_explain_reads_the_published_schema(api: Api) -> None:
         assert f"  {field}\t<" in out, out
     missing = api.kubectl("explain", "service.spec.nosuchfield", check=False)
     assert missing.returncode != 0 and "nosuchfield" in missing.stderr
+
+
+STATEFULSET = """\
+apiVersion: v1
+kind: Service
+metadata: {name: nginx, labels: {app: nginx}}
+spec:
+  clusterIP: None
+  selector: {app: nginx}
+  ports: [{port: 80, name: web}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: nginx
+  replicas: 3
+  selector: {matchLabels: {app: nginx}}
+  template:
+    metadata: {labels: {app: nginx}}
+    spec:
+      containers: [{name: nginx, image: registry.k8s.io/nginx-slim:0.24, ports: [{containerPort: 80, name: web}]}]
+  volumeClaimTemplates:
+  - metadata: {name: www}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"""
+
+
+def test_a_statefulset_manifest_applies_lists_and_deletes(api: Api) -> None:
+    """The classic headless Service + StatefulSet: kubectl apply, get (the server's Table), delete."""
+    out = api.kubectl("apply", "-f", "-", input=STATEFULSET).stdout
+    assert "service/nginx created" in out and "statefulset.apps/web created" in out
+    try:
+        rows = api.kubectl("get", "sts").stdout.splitlines()
+        assert rows[0].split() == ["NAME", "READY", "AGE"] and rows[1].split()[:2] == ["web", "0/3"]
+        sts = json.loads(api.kubectl("get", "statefulset", "web", "-o", "json").stdout)
+        assert sts["spec"]["podManagementPolicy"] == "OrderedReady"  # defaulted by the server
+        assert sts["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
+        assert "unchanged" in api.kubectl("apply", "-f", "-", input=STATEFULSET).stdout
+        kinds = api.kubectl("api-resources", "--api-group=apps").stdout
+        assert any(line.split()[:3] == ["statefulsets", "sts", "apps/v1"] for line in kinds.splitlines()), kinds
+    finally:
+        deleted = api.kubectl("delete", "-f", "-", input=STATEFULSET).stdout
+    assert 'statefulset.apps "web" deleted' in deleted

@@ -53,7 +53,8 @@ def test_up_then_down_leaves_nothing(lab_factory, root_state):
     names = teardown.lab_namespaces(lab.name)
     assert names == sorted([f"pn-{lab.name}.node1", f"pn-{lab.name}.node2", f"pn-{lab.name}.ul"])
     pids = _lab_pids(lab.name)
-    assert len(pids) == 11  # supervisor + control plane + API server + (overlay, proxy, dns, agent) per node
+    # supervisor + control plane + API server + (overlay, proxy, speaker, agent) per node + dns on two nodes
+    assert len(pids) == 13
     # the lab's processes get the CPU first on a busy machine (a restarted proxy must sync within 2 s)
     assert {_priority(pid) for pid in pids} == {(supervisor.NICE, supervisor.NICE)}
     status = lab.podnet("lab", "status", "--name", lab.name).stdout
@@ -94,6 +95,9 @@ def test_bad_input_makes_nothing(lab_factory):
     assert teardown.lab_namespaces(lab.name) == [] and not lab_dir(lab.name).exists()
     r = lab.up("--nodes", "0", check=False)
     assert r.returncode == 1 and "--nodes" in r.stderr
+    r = lab.up("--lb-pool", "192.168.77.0/28", check=False)  # holds the gateway and the nodes' addresses
+    assert r.returncode == 1 and "--lb-pool" in r.stderr and "192.168.77.11" in r.stderr
+    assert teardown.lab_namespaces(lab.name) == [] and not lab_dir(lab.name).exists()
 
     lab.up("--nodes", "1")
     names = teardown.lab_namespaces(lab.name)

@@ -144,7 +144,10 @@ def test_metrics_and_healthz_are_served_inside_the_node_namespace(env: Env) -> N
     if env.mode == "iptables":
         assert values['kubeproxy_sync_proxy_rules_iptables_total{table="nat"}'] > 10
     health = json.loads(sh(env.node, "curl", "-sf", f"http://{NODE_IP}:10256/healthz"))
-    assert health["lastUpdated"] and health["nodeEligible"] is True
+    assert health["lastUpdated"] and health["nodeEligible"] is True and health["healthy"] is True
+    assert health["status"]["IPv4"]["healthy"] is True  # kube-proxy's per-family status (v1.33)
+    live = json.loads(sh(env.node, "curl", "-sf", f"http://{NODE_IP}:10256/livez"))
+    assert live["healthy"] is True and "nodeEligible" not in live
     # kube-proxy's defaults: metrics on loopback only, health on every address
     assert sh(env.client, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2",
               f"http://{NODE_IP}:10256/healthz", check=False) == "200"

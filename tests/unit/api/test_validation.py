@@ -160,3 +160,66 @@ def test_pod_node_slice_deployment_rules() -> None:
 def test_name_rules(fn: Any, good: list[str], bad: list[str]) -> None:
     assert [g for g in good if fn(g)] == []
     assert [b for b in bad if not fn(b)] == []
+
+
+def test_statefulset_rules() -> None:
+    import json
+
+    bad = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "Web.1"},
+           "spec": {"replicas": -1, "serviceName": "Nginx", "podManagementPolicy": "Burst",
+                    "updateStrategy": {"type": "OnDelete", "rollingUpdate": {"partition": -1}},
+                    "selector": {"matchLabels": {"app": "a"}},
+                    "template": {"metadata": {"labels": {"app": "b"}},
+                                 "spec": {"restartPolicy": "Never", "containers": [{"name": "c"}]}}}}
+    problems = {(p.field, str(p.value)) for p in load(json.dumps(bad)).problems}
+    assert problems == {
+        ("metadata.name", "Web.1"),  # a DNS label: <name>-<ordinal> is each pod's hostname
+        ("spec.replicas", "-1"),
+        ("spec.serviceName", "Nginx"),
+        ("spec.podManagementPolicy", "Burst"),
+        ("spec.updateStrategy.rollingUpdate", "None"),
+        ("spec.updateStrategy.rollingUpdate.partition", "-1"),
+        ("spec.template.metadata.labels", "{'app': 'b'}"),
+        ("spec.template.spec.restartPolicy", "Never"),
+    }
+    empty = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "web"},
+             "spec": {"template": {"spec": {"containers": [{"name": "c"}]}}}}
+    assert [(p.field, p.reason) for p in load(json.dumps(empty)).problems] == [
+        ("spec.selector", "empty selector is invalid for statefulset")]
+
+
+def test_the_classic_headless_service_and_statefulset_manifest_loads() -> None:
+    """The Kubernetes website's StatefulSet example (nginx + volumeClaimTemplates) is accepted whole."""
+    text = """
+apiVersion: v1
+kind: Service
+metadata: {name: nginx, labels: {app: nginx}}
+spec:
+  ports: [{port: 80, name: web}]
+  clusterIP: None
+  selector: {app: nginx}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: nginx}}
+  serviceName: "nginx"
+  replicas: 3
+  minReadySeconds: 10
+  template:
+    metadata: {labels: {app: nginx}}
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: nginx
+        image: registry.k8s.io/nginx-slim:0.24
+        ports: [{containerPort: 80, name: web}]
+        volumeMounts: [{name: www, mountPath: /usr/share/nginx/html}]
+  volumeClaimTemplates:
+  - metadata: {name: www}
+    spec: {accessModes: ["ReadWriteOnce"], storageClassName: "my-storage-class", resources: {requests: {storage: 1Gi}}}
+"""
+    out = load(text)
+    assert out.problems == [] and out.warnings == []
+    assert [o.ref for o in out.objects] == ["Service/default/nginx", "StatefulSet/default/web"]

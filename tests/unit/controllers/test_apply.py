@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from podnet.api import EndpointSlice, Pod, Service, from_json, load_objects, to_json
+from podnet.api.service import LoadBalancerIngress
 from podnet.controllers.apply import apply_objects, delete_objects
 from podnet.controllers.endpoints import ready_addresses
 from podnet.errors import NotFound, ValidationError
@@ -66,6 +67,26 @@ def test_headless_service_gets_no_ip(store) -> None:  # type: ignore[no-untyped-
     (r,) = apply_objects(store, load_objects(SVC.replace("ports:", "clusterIP: None\n  ports:")))
     assert r.obj.spec.cluster_ip == "None"  # type: ignore[attr-defined]
     assert store.list(keys.ALLOC_CLUSTER_IP_PREFIX).items == []
+    (gone,) = delete_objects(store, [("Service", "default", "web")])  # clusterIPs ["None"] frees nothing
+    assert gone.action == "deleted" and store.get(keys.resource("Service", "default", "web")) is None
+
+
+def test_reapplied_service_keeps_its_load_balancer_status(store) -> None:  # type: ignore[no-untyped-def]
+    """status.loadBalancer is the load-balancer controller's: a manifest without status leaves it alone."""
+    lb = SVC.replace("ports:", "type: LoadBalancer\n  ports:")
+    apply_objects(store, load_objects(lb))
+    key = keys.resource("Service", "default", "web")
+    live = from_json(store.get(key).value)
+    assert isinstance(live, Service)
+    live.status.load_balancer.ingress = [LoadBalancerIngress(ip="192.168.77.192")]
+    store.put(key, to_json(live))
+    (r,) = apply_objects(store, load_objects(lb))
+    assert r.action == "unchanged"
+    svc = from_json(store.get(key).value)
+    assert isinstance(svc, Service) and svc.load_balancer_ips == ["192.168.77.192"]
+    apply_objects(store, load_objects(lb + "status: {}\n"))  # a status given, even empty, is a status write
+    svc = from_json(store.get(key).value)
+    assert isinstance(svc, Service) and svc.load_balancer_ips == []
 
 
 def test_external_name_service_gets_no_ip_no_families_and_no_slices(store) -> None:  # type: ignore[no-untyped-def]

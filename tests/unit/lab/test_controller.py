@@ -137,6 +137,10 @@ def ctl(tmp_path: Path) -> Iterator[LabController]:
         store.close()
 
 
+BARRIER = keys.resource("ConfigMap", "pn-settle", "barrier")
+BARRIER_VALUE = b'{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "barrier", "namespace": "pn-settle"}}'
+
+
 def settle(c: LabController, rounds: int = 20) -> list[set[tuple[str, str]]]:
     """Run rounds until the store is quiet; returns the endpoint scopes the rounds worked on."""
     scopes: list[set[tuple[str, str]]] = []
@@ -150,8 +154,12 @@ def settle(c: LabController, rounds: int = 20) -> list[set[tuple[str, str]]]:
     c.sync_endpoints = spy  # type: ignore[method-assign]
     try:
         for _ in range(rounds):
+            # One commit of many keys arrives as many events of one revision: the informer's revision
+            # reaches it at the first of them. A later write of one key (a ConfigMap the controller
+            # ignores) is a barrier: once the informer is past it, it has delivered everything before.
+            target = c.store.put(BARRIER, BARRIER_VALUE)
             deadline = time.monotonic() + 5
-            while c.informer.revision < c.store.revision():
+            while c.informer.revision < target:
                 assert time.monotonic() < deadline, "informer did not catch up"
                 time.sleep(0.005)
             before = c.store.revision()

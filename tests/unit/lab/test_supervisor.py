@@ -13,8 +13,14 @@ def roles(store: str) -> list[str]:
 
 def test_every_lab_process_is_a_role_and_the_store_comes_first():
     assert roles("sqlite") == ["controlplane", "node1/overlay", "node2/overlay", "node1/proxy", "node2/proxy",
-                               "node1/dns", "node2/dns", "node1/agent", "node2/agent"]
+                               "node1/dns", "node2/dns", "node1/speaker", "node2/speaker", "node1/agent",
+                               "node2/agent"]
     assert roles("etcd")[0] == "etcd" and roles("etcd")[1:] == roles("sqlite")
+
+
+def test_a_lab_without_a_load_balancer_pool_runs_no_speakers():
+    st = LabState(topology.build("lab", 4, underlay_cidr="10.0.0.0/28"), "sqlite:////tmp/unused.db")
+    assert st.spec.lb_pool == "" and not any(c.role.endswith("/speaker") for c in supervisor.children(st))
 
 
 def test_the_store_stops_last_and_only_it_starts_before_registration():

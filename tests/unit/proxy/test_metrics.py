@@ -1,12 +1,10 @@
-"""kube-proxy's metric names and the healthz rule."""
+"""kube-proxy's metric names (the healthz rule is test_healthcheck.py's)."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from podnet.proxy.metrics import Health, ProxyMetrics, split_hostport
+from podnet.proxy.metrics import ProxyMetrics, split_hostport
 
 
 def test_metric_names_are_kube_proxys() -> None:
@@ -20,20 +18,6 @@ def test_metric_names_are_kube_proxys() -> None:
                  "kubeproxy_network_programming_duration_seconds_bucket",
                  'kubeproxy_sync_proxy_rules_iptables_total{table="nat"} 12.0'):
         assert name in text
-
-
-def test_health_is_bad_only_when_a_change_waits_too_long() -> None:
-    h = Health(sync_period=0.05)
-    assert h.status()[0] is False  # never synced
-    h.updated()
-    assert h.status()[0] is True
-    h.queued()
-    assert h.status()[0] is True
-    time.sleep(0.12)
-    ok, body = h.status()
-    assert ok is False and body["lastUpdated"].endswith("Z")
-    h.updated()
-    assert h.status()[0] is True
 
 
 @pytest.mark.parametrize("text, want", [

@@ -163,3 +163,43 @@ def test_invalid_service_in_store_is_rejected_by_decode_with_its_name(proxier: P
     with pytest.raises(Exception, match="Service/ns/bad.*10.96.0.999"):
         proxier._decode_service("/k/services/ns/bad", json.dumps(bad).encode())
     assert proxier.metrics.invalid_objects.labels("Service")._value.get() == 1
+
+
+def test_health_check_node_ports_follow_services_and_their_local_endpoints() -> None:
+    """After each sync: a listener per eTP=Local LoadBalancer service, 200 only with a ready local endpoint."""
+    from test_healthcheck import FakeOpener
+
+    from podnet.proxy.healthcheck import ProxyHealth, ServiceHealthServer
+
+    op = FakeOpener()
+    p = Proxier(store=None, node_name="n1", config=KubeProxyConfiguration(),  # type: ignore[arg-type]
+                backend=FakeBackend(), port_holder=NoPorts(), conntrack=NoConntrack(),  # type: ignore[arg-type]
+                facts=HostFacts(nodeName="n1", nodeIPs=["192.168.0.2"]),
+                service_health=ServiceHealthServer(ProxyHealth(30), op))
+    lb = {"kind": "Service", "metadata": {"name": "lb", "namespace": "ns"},
+          "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "healthCheckNodePort": 30500,
+                   "clusterIP": "10.96.0.9", "ports": [{"name": "p", "port": 80, "nodePort": 30080}]}}
+
+    def slice_on(node: str) -> tuple[str, Any, None]:
+        d = {"kind": "EndpointSlice", "metadata": {"name": "lb-1", "namespace": "ns",
+                                                   "labels": {"kubernetes.io/service-name": "lb"}},
+             "addressType": "IPv4", "ports": [{"name": "p", "port": 8080}],
+             "endpoints": [{"addresses": ["10.0.0.5"], "nodeName": node, "conditions": {"ready": True}}]}
+        return "/k/endpointslices/ns/lb-1", parse_endpoint_slice(d), None
+
+    def sync() -> None:
+        full, dirty = p._wait_for_work()  # type: ignore[misc]
+        assert p.sync(full=full, dirty=dirty)
+
+    p._on_service("add", None, ("/k/services/ns/lb", parse_service(lb)))
+    p._on_slice("add", None, slice_on("n1"))
+    sync()
+    assert list(op.open) == [("0.0.0.0", 30500)]  # nodePortAddresses unset: every address
+    code, _, body = op.get(("0.0.0.0", 30500))
+    assert code == 200 and body["localEndpoints"] == 1
+    p._on_slice("update", slice_on("n1"), slice_on("n2"))  # the endpoint moved to another node
+    sync()
+    assert op.get(("0.0.0.0", 30500))[:1] == (503,)
+    p._on_service("delete", ("/k/services/ns/lb", parse_service(lb)), None)
+    sync()
+    assert op.open == {}
