@@ -41,8 +41,10 @@ class Lab:
         self.store = f"sqlite:////run/podnet/labs/{name}/state.db"
 
     def podnet(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        # as piped output reads it: pytest's COLUMNS would fold tables at its terminal's width
+        env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
         r = subprocess.run([PODNET, "--store", self.store, *args], capture_output=True, text=True, input=input,
-                           timeout=120)
+                           timeout=120, env=env)
         if check and r.returncode != 0:
             raise AssertionError(f"podnet {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
         return r
