@@ -40,6 +40,7 @@ def run_command(
     import signal
     import threading
 
+    from podnet.api.validation import dns1123_subdomain
     from podnet.dns.answer import POD_MODES, Config
     from podnet.dns.daemon import Options, Publish, run
     from podnet.dns.server import ListenError, parse_listen
@@ -52,8 +53,6 @@ def run_command(
         host, port = parse_listen(listen)
     except ListenError as e:
         problems.append(Problem("--listen", listen, str(e).split(": ", 1)[-1]))
-    from podnet.api.validation import dns1123_subdomain
-
     zones = [z.strip().rstrip(".").lower() for z in zone]
     for z in zones:
         if reason := dns1123_subdomain(z):
