@@ -159,7 +159,7 @@ class NftWalker(ChainWalker):
             if k == "state":
                 return [(1.0, pkt.ct)]
             if k == "status":
-                return [(1.0, "dnat" if pkt.endpoint else "")]
+                return [(1.0, "dnat" if pkt.ct_dnat else "")]
             raise KeyError(f"ct {k}")
         if "numgen" in e:
             n = int(e["numgen"]["mod"])
@@ -296,7 +296,7 @@ class NftWalker(ChainWalker):
                     else:
                         ip = str(v)
                         port = int(self.value(table, d["port"], pkt)[0][1]) if "port" in d else pkt.dport  # type: ignore
-                    new = pkt.with_(dst=ip, dport=port, endpoint=f"{ip}:{port}")
+                    new = pkt.with_(dst=ip, dport=port, endpoint=f"{ip}:{port}", ct_dnat=True)
                     outs.append(Effect(p * q, "verdict", new, "accept", "; ".join(notes + [f"dnat to {ip}:{port}"])))
                 return outs
             if k == "snat":

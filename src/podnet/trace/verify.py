@@ -28,13 +28,13 @@ from podnet.trace.model import Packet, Result
 from podnet.trace.snapshot import Cluster, NsState
 from podnet.trace.walk import Source
 
-HOOK_RANK = {"prerouting": 0, "input": 1, "forward": 1, "output": 0, "postrouting": 2}
+HOOK_RANK = {"output": 0, "prerouting": 1, "input": 2, "forward": 3, "postrouting": 4}  # one segment per hook
 TRACE_PREFIX = "pn-trace-"
 Seg = tuple[int, int, str, tuple[tuple[str, str, int], ...]]  # (hook rank, prio, table, rules)
 
 SNIFFER = r"""
 import json, signal, socket, struct, sys, select
-proto, dsts, dport, limit = int(sys.argv[1]), set(sys.argv[2].split(",")), int(sys.argv[3]), float(sys.argv[4])
+proto, want, limit = int(sys.argv[1]), set(sys.argv[2].split(",")), float(sys.argv[3])  # want: "ip:port" (icmp: "ip:0")
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
 s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.ntohs(0x0800))
@@ -52,19 +52,15 @@ while not stop and time.monotonic() < end:
     ihl = (data[0] & 15) * 4
     if data[9] != proto:
         continue
-    dst = socket.inet_ntoa(data[16:20])
-    if dst not in dsts:
-        continue
+    key = socket.inet_ntoa(data[16:20]) + ":0"
     if proto in (6, 17):
-        port = struct.unpack("!H", data[ihl + 2:ihl + 4])[0]
-        if port != dport:
-            continue
+        key = key[:-1] + str(struct.unpack("!H", data[ihl + 2:ihl + 4])[0])
         if proto == 6 and not (data[ihl + 13] & 2 and not data[ihl + 13] & 16):
             continue
     elif data[ihl] != 8:
         continue
-    key = dst + ":" + str(dport)
-    seen[key] = seen.get(key, 0) + 1
+    if key in want:
+        seen[key] = seen.get(key, 0) + 1
 print(json.dumps(seen), flush=True)
 """
 
@@ -89,11 +85,15 @@ for i in range(n):
         if sport:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("", sport))
-        s.sendto(b"podnet-trace-probe", (dst, dport))
+        try:
+            s.sendto(b"podnet-trace-probe", (dst, dport))
+        except OSError:  # the node's own rules dropped (EPERM) or rejected it: what the trace shows
+            pass
         s.close()
     else:
         subprocess.run(["ping", "-c", "1", "-W", "0.3", dst], capture_output=True)
     time.sleep(0.02)
+print(n, flush=True)
 """
 
 
@@ -360,18 +360,16 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
             ns = next((p.netns for p in cluster.pods if p.ref == o.where[4:]), "")
         elif o.where.startswith("node "):
             ns = cluster.nodes[o.where[5:]].netns
-        if ns:
-            dst = o.endpoint.rsplit(":", 1)[0] if o.endpoint else pkt.dst
-            receivers.setdefault(o.where, (ns, set()))[1].add(dst)
-    dport = pkt.dport
-    for o in result.outcomes:
-        if o.endpoint:
-            dport = int(o.endpoint.rsplit(":", 1)[1])
+        if ns:  # what arrives there: the endpoint DNAT chose (its port may differ per pod: named targetPort)
+            want = o.endpoint or f"{pkt.dst}:{pkt.dport}"
+            receivers.setdefault(o.where, (ns, set()))[1].add(want if pkt.proto != "icmp" else
+                                                               f"{want.rsplit(':', 1)[0]}:0")
     rules = TraceRules(mode, secrets.token_hex(3))
     procs: list[tuple[str, str, subprocess.Popen[str]]] = []
     monitors: dict[str, str] = {}
     arrivals: dict[str, int] = {}
     rulesets_after: dict[str, dict] = {}
+    probe_errors: list[str] = []
     proto_num = {"tcp": 6, "udp": 17, "icmp": 1}[pkt.proto]
     try:
         with _signals_raise():
@@ -384,15 +382,19 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
                 procs.append(("monitor", node, p))
             for where, (ns, dsts) in receivers.items():
                 p = subprocess.Popen(netns.exec_argv(ns, [sys.executable, "-c", SNIFFER, str(proto_num),
-                                                          ",".join(sorted(dsts)), str(dport), "30"]),
+                                                          ",".join(sorted(dsts)), "30"]),
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                 assert p.stdout is not None
                 p.stdout.readline()  # "ready"
                 procs.append(("receiver", where, p))
             _wait_subscribed([p for kind, _, p in procs if kind == "monitor"])
-            subprocess.run(netns.exec_argv(_source_ns(cluster, source),
-                                           [sys.executable, "-c", PROBE, pkt.proto, pkt.dst, str(pkt.dport),
-                                            str(pkt.sport), str(n)]), capture_output=True, timeout=60)
+            sent = subprocess.run(netns.exec_argv(_source_ns(cluster, source),
+                                                  [sys.executable, "-c", PROBE, pkt.proto, pkt.dst, str(pkt.dport),
+                                                   str(pkt.sport), str(n)]), capture_output=True, text=True,
+                                  timeout=60)
+            if sent.returncode != 0 or sent.stdout.strip() != str(n):
+                probe_errors.append(f"the probes failed (exit {sent.returncode}): "
+                                    f"{(sent.stderr.strip().splitlines() or ['no output'])[-1]}")
             time.sleep(0.3 + hold)
     finally:
         for _, _, p in procs:
@@ -411,7 +413,7 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
                     arrivals[who] = sum(json.loads((out or "").strip().splitlines()[-1]).values())
                 except (ValueError, IndexError):
                     arrivals[who] = 0
-        errors = rules.remove()
+        errors = rules.remove() + probe_errors
     for node in monitors:
         text = netns.run(cluster.nodes[node].netns, ["nft", "-j", "list", "ruleset"], check=False).stdout
         try:
@@ -460,15 +462,18 @@ def compare(cluster: Cluster, result: Result, expect: dict[str, set[Seg]], monit
     for where, count in arrivals.items():
         if count and where not in delivered:
             dis.append(f"{where}: received {count} probe(s), predicted not to")
+    # Each probe is one packet (one SYN, one datagram, one echo request), so arrivals are counted exactly.
     p_del = sum(delivered.values())
     got_any = sum(arrivals.values())
-    if p_del >= 1 - 1e-9 and got_any == 0:
-        dis.append("predicted delivered, but no receiver got a probe")
+    if p_del >= 1 - 1e-9 and got_any != n:
+        dis.append(f"predicted every probe delivered, but {got_any} of {n} arrived")
+    if got_any > n:
+        dis.append(f"{got_any} probes arrived, only {n} were sent")
     if p_del == 0 and got_any:
         dis.append(f"predicted {result.verdict}, but {got_any} probe(s) arrived")
     for where, p in delivered.items():
-        if p >= 1 - 1e-9 and arrivals.get(where, 0) == 0:
-            dis.append(f"{where}: predicted to receive every probe, got none")
+        if p >= 1 - 1e-9 and arrivals.get(where, 0) != n:
+            dis.append(f"{where}: predicted to receive every probe, got {arrivals.get(where, 0)} of {n}")
     summary = (f"{n} probe(s), {total_packets} traced packet(s) on {len(monitors)} node(s), "
                f"arrivals {dict(sorted(arrivals.items())) or 'none'}")
     return Report(not dis, summary, dis, observed, arrivals)

@@ -150,4 +150,4 @@ def test_kernel_trace_segments_from_nft_monitor():
     ])
     (pkt,) = parse_monitor(text, st, "nft")
     # handles become positions in the chain (handle 11 is the second rule of services)
-    assert pkt == ((0, -100, "ip podnet", (("ip podnet", "nat-prerouting", 1), ("ip podnet", "services", 2))),)
+    assert pkt == ((1, -100, "ip podnet", (("ip podnet", "nat-prerouting", 1), ("ip podnet", "services", 2))),)
