@@ -199,7 +199,9 @@ class IptablesWalker(ChainWalker):
             to = arg("--to-source")
             return [Effect(1.0, "verdict", pkt.with_(src=to.split(":")[0]), "accept", detail=f"SNAT to {to}")]
         if target == "MASQUERADE":
-            return [Effect(1.0, "verdict", pkt.with_(masquerade=True), "accept", detail="MASQUERADE")]
+            rnd = "--random-fully" in args or "--random" in args
+            return [Effect(1.0, "verdict", pkt.with_(masquerade=True, masq_random=rnd), "accept",
+                           detail="MASQUERADE" + (" (random source port)" if rnd else ""))]
         if target in CONTINUE_TARGETS:
             return [Effect(1.0, "next", pkt)]
         if target in self.r.tables.get("nat", {}) or any(target in t for t in self.r.tables.values()):

@@ -47,6 +47,7 @@ class Packet:
     nat_done: bool = False  # a conntrack entry already holds the NAT binding: nat chains are skipped
     ct_dnat: bool = False  # this node's entry has DNAT status (`ct status dnat`, `--ctstate DNAT`)
     masquerade: bool = False  # a masquerade/SNAT verdict is pending for postrouting
+    masq_random: bool = False  # ... with a random source port (--random-fully, fully-random): port unknown after
     ct_snat: str = ""  # "ip:port" this node's conntrack entry rewrites the source to in postrouting
     endpoint: str = ""  # ip:port the service DNAT chose (on whichever node: what the outcome reports)
     sets_updated: tuple[str, ...] = ()
@@ -57,7 +58,8 @@ class Packet:
     def at_next_node(self) -> Packet:
         """The packet as another node first sees it: no conntrack entry yet (that node's lookup decides) and no
         mark (skb marks do not cross the wire)."""
-        return replace(self, ct="new", nat_done=False, ct_dnat=False, masquerade=False, ct_snat="", mark=0)
+        return replace(self, ct="new", nat_done=False, ct_dnat=False, masquerade=False, masq_random=False, ct_snat="",
+                       mark=0)
 
     def flow(self) -> dict[str, object]:
         return {"src": self.src, "dst": self.dst, "proto": self.proto, "sport": self.sport, "dport": self.dport}

@@ -303,8 +303,10 @@ class NftWalker(ChainWalker):
                 v = self.value(table, e["snat"]["addr"], pkt)[0][1]
                 return done("verdict", "accept", new=pkt.with_(src=str(v)))
             if k == "masquerade":
-                notes = notes + ["masquerade"]
-                return done("verdict", "accept", new=pkt.with_(masquerade=True))
+                flags = (e["masquerade"] or {}).get("flags", []) if isinstance(e, dict) else []
+                rnd = bool({"random", "fully-random"} & set([flags] if isinstance(flags, str) else flags))
+                notes = notes + ["masquerade" + (" (random source port)" if rnd else "")]
+                return done("verdict", "accept", new=pkt.with_(masquerade=True, masq_random=rnd))
             if k == "reject":
                 return done("verdict", "reject")
             if k in VERDICTS:

@@ -293,9 +293,11 @@ class Walk:
             pkt = b.pkt
             if pkt.masquerade:
                 src = r.get("prefsrc") or st.ipv4(r.get("dev", ""))
-                hop = self.hop(node, "netfilter", f"masquerade: source {pkt.src} -> {src} (address of {r.get('dev')})",
-                               hook="postrouting")
-                b = Branch(b.p, pkt.with_(src=src, masquerade=False), b.hops + [hop])
+                # a random source port is any port from here on (the next node's lookups cannot use it)
+                sport = 0 if pkt.masq_random else pkt.sport
+                hop = self.hop(node, "netfilter", f"masquerade: source {pkt.src}:{pkt.sport or '*'} -> {src}:"
+                                                  f"{sport or '*'} (address of {r.get('dev')})", hook="postrouting")
+                b = Branch(b.p, pkt.with_(src=src, sport=sport, masquerade=False, masq_random=False), b.hops + [hop])
             elif pkt.ct_snat:
                 ip, _, port = pkt.ct_snat.rpartition(":")
                 hop = self.hop(node, "conntrack", f"the entry's source NAT: {pkt.src}:{pkt.sport} -> {ip}:{port}",
