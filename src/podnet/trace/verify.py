@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -109,10 +109,13 @@ class Report:
     disagreements: list[str] = field(default_factory=list)
     observed: dict[str, list[list[str]]] = field(default_factory=dict)  # node -> packets -> rules
     arrivals: dict[str, int] = field(default_factory=dict)
+    incomplete: list[str] = field(default_factory=list)  # why the kernel's side is missing (no evidence)
+    attempts: int = 1
 
     def to_json(self) -> dict[str, object]:
         return {"agree": self.agree, "summary": self.summary, "disagreements": self.disagreements,
-                "observed": self.observed, "arrivals": self.arrivals}
+                "observed": self.observed, "arrivals": self.arrivals, "incomplete": self.incomplete,
+                "attempts": self.attempts}
 
 
 # ---- what the prediction says, in the kernel trace's terms -----------------------------------------------
@@ -328,25 +331,34 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _wait_subscribed(monitors: dict[str, tuple[str, subprocess.Popen[str], str]], timeout: float = 15.0
-                     ) -> list[str]:
-    """Until every monitor (node -> (netns, process, output file)) has printed the canary: it is subscribed
-    to the trace events, so no probe goes unseen. Returns a problem per monitor that never got there."""
+def _canaries(text: str) -> int:
+    """How many canary packets a monitor's output shows (one packet line each, in either monitor)."""
+    return sum(1 for line in text.splitlines() if CANARY_IP in line and ("packet:" in line or
+                                                                         line.startswith("PACKET:")))
+
+
+def _wait_canary(monitors: dict[str, tuple[str, subprocess.Popen[str], str]], what: str, timeout: float = 15.0
+                 ) -> list[str]:
+    """Ping the canary in each node (node -> (netns, monitor, output file)) until its monitor prints one
+    more than it had. Before the probes this says the monitor is subscribed; after them it says the
+    monitor has written out every event queued before it (netlink keeps their order), so stopping it
+    loses nothing. Returns a problem per monitor that never showed it."""
+    def seen(path: str) -> int:
+        with open(path, errors="replace") as f:
+            return _canaries(f.read())
+
+    base = {node: seen(path) for node, (_, _, path) in monitors.items()}
     waiting = dict(monitors)
     deadline = time.monotonic() + timeout
     while waiting and time.monotonic() < deadline:
         for node, (ns, p, path) in list(waiting.items()):
-            if p.poll() is not None:
+            if p.poll() is not None or seen(path) > base[node]:
+                del waiting[node]
                 continue
-            with open(path, errors="replace") as f:
-                if CANARY_IP in f.read():
-                    del waiting[node]
-                    continue
             subprocess.run(netns.exec_argv(ns, ["ping", "-c", "1", "-W", "0.05", CANARY_IP]), capture_output=True)
         if waiting:
             time.sleep(0.05)
-    return [f"{node}: the kernel trace monitor did not start (no canary seen within {timeout:.0f} s)"
-            for node in waiting]
+    return [f"{node}: the kernel trace monitor showed no canary {what} within {timeout:.0f} s" for node in waiting]
 
 
 def _monitor_problems(node: str, p: subprocess.Popen[str], text: str, err: str, stopped_by_us: bool) -> list[str]:
@@ -422,7 +434,7 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
                 assert p.stdout is not None
                 p.stdout.readline()  # "ready"
                 procs.append(("receiver", where, p))
-            problems += _wait_subscribed(waiting)
+            problems += _wait_canary(waiting, "before the probes")
             sent = subprocess.run(netns.exec_argv(_source_ns(cluster, source),
                                                   [sys.executable, "-c", PROBE, pkt.proto, pkt.dst, str(pkt.dport),
                                                    str(pkt.sport), str(n)]), capture_output=True, text=True,
@@ -430,7 +442,9 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
             if sent.returncode != 0 or sent.stdout.strip() != str(n):
                 problems.append(f"the probes failed (exit {sent.returncode}): "
                                 f"{(sent.stderr.strip().splitlines() or ['no output'])[-1]}")
-            time.sleep(0.3 + hold)
+            time.sleep(0.1 + hold)
+            problems += _wait_canary(waiting, "after the probes")
+            time.sleep(0.1)  # the receivers' packets (theirs come from the wire, not through a monitor)
     finally:
         running = {id(p) for _, _, p in procs if p.poll() is None}
         for _, _, p in procs:
@@ -452,7 +466,7 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
                 except (ValueError, IndexError):
                     arrivals[who] = 0
         tmp.cleanup()
-        errors = rules.remove() + problems
+        errors = rules.remove()
     for node in monitors:
         text = netns.run(cluster.nodes[node].netns, ["nft", "-j", "list", "ruleset"], check=False).stdout
         try:
@@ -469,12 +483,29 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
         for node, st in later.nodes.items():
             st.conntrack = cluster.nodes[node].conntrack if node in cluster.nodes else []
         after = walk.walk(later, source, pkt)
-        for node, segs in predicted(cluster, after).items():
+        for node, segs in predicted(later, after).items():  # positions of the rules as they are now
             expect.setdefault(node, set()).update(segs)
         delivered = {o.where for o in result.outcomes if o.verdict == "delivered"}
         result = Result(result.flow, result.outcomes + [o for o in after.outcomes if o.where not in delivered],
                         result.conntrack, result.warnings, result.entries)
-    return compare(cluster, result, expect, monitors, arrivals, mode, n, errors, rulesets_after)
+    rep = compare(cluster, result, expect, monitors, arrivals, mode, n, problems + errors, rulesets_after)
+    rep.incomplete = problems
+    return rep
+
+
+def predict_and_verify(predict: Callable[[], tuple[Cluster, Source, Packet, Result]], attempts: int = 3
+                       ) -> tuple[Result, Report]:
+    """Predict, then --verify. When the kernel's side of a round is incomplete (a monitor lost events, or
+    died because a proxy resync replaced a rule it was looking up, or the probes could not be sent), that
+    round proves nothing either way: predict again from fresh state and probe again. A round whose trace
+    is complete is final, whatever it says."""
+    for attempt in range(1, attempts + 1):
+        cluster, source, pkt, result = predict()
+        rep = verify(cluster, source, pkt, result)
+        rep.attempts = attempt
+        if not rep.incomplete:
+            break
+    return result, rep
 
 
 def _touches_affinity(cluster: Cluster, result: Result) -> bool:
