@@ -43,7 +43,7 @@ proto, want, limit = int(sys.argv[1]), set(sys.argv[2].split(",")), float(sys.ar
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
 s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.ntohs(0x0800))
-seen = {}
+seen, syns = {}, set()
 import time
 end = time.monotonic() + limit
 print("ready", flush=True)
@@ -64,6 +64,11 @@ while not stop and time.monotonic() < end:
             continue
     elif data[ihl] != 8:
         continue
+    if proto == 6:  # a SYN the sender retransmitted (a loaded machine) is the same probe: source and sequence
+        probe = (data[12:16], data[ihl:ihl + 2], data[ihl + 4:ihl + 8])
+        if probe in syns:
+            continue
+        syns.add(probe)
     if key in want:
         seen[key] = seen.get(key, 0) + 1
 print(json.dumps(seen), flush=True)
@@ -331,6 +336,19 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(s, h)
 
 
+@contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """While the trace rules are taken out, SIGTERM/SIGINT wait: a second Ctrl-C must not cut the cleanup
+    short. The signals that came are raised once it is done (unless an exception is on its way already)."""
+    came: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield came
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def _canaries(text: str) -> int:
     """How many canary packets a monitor's output shows (one packet line each, in either monitor)."""
     return sum(1 for line in text.splitlines() if CANARY_IP in line and ("packet:" in line or
@@ -411,8 +429,8 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
     problems: list[str] = []
     proto_num = {"tcp": 6, "udp": 17, "icmp": 1}[pkt.proto]
     tmp = tempfile.TemporaryDirectory(prefix="pn-trace-")
-    try:
-        with _signals_raise():
+    with _signals_raise():  # from here on a signal is an exception, so the finally below runs
+        try:
             for node, entries in by_node.items():
                 rules.add(cluster.nodes[node].netns, entries)
             waiting = {}
@@ -445,28 +463,33 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
             time.sleep(0.1 + hold)
             problems += _wait_canary(waiting, "after the probes")
             time.sleep(0.1)  # the receivers' packets (theirs come from the wire, not through a monitor)
-    finally:
-        running = {id(p) for _, _, p in procs if p.poll() is None}
-        for _, _, p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for kind, who, p in procs:
-            try:
-                out, _ = p.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                out, _ = p.communicate()
-            if kind == "monitor":
-                with open(files[who][0], errors="replace") as fo, open(files[who][1], errors="replace") as fe:
-                    monitors[who], err = fo.read(), fe.read()
-                problems += _monitor_problems(who, p, monitors[who], err, id(p) in running)
-            else:
+        finally:
+            with _signals_held() as came:
                 try:
-                    arrivals[who] = sum(json.loads((out or "").strip().splitlines()[-1]).values())
-                except (ValueError, IndexError):
-                    arrivals[who] = 0
-        tmp.cleanup()
-        errors = rules.remove()
+                    running = {id(p) for _, _, p in procs if p.poll() is None}
+                    for _, _, p in procs:
+                        if p.poll() is None:
+                            p.terminate()
+                    for kind, who, p in procs:
+                        try:
+                            out, _ = p.communicate(timeout=5)
+                        except subprocess.TimeoutExpired:
+                            p.kill()
+                            out, _ = p.communicate()
+                        if kind == "monitor":
+                            with open(files[who][0], errors="replace") as fo, open(files[who][1], errors="replace") as fe:
+                                monitors[who], err = fo.read(), fe.read()
+                            problems += _monitor_problems(who, p, monitors[who], err, id(p) in running)
+                        else:
+                            try:
+                                arrivals[who] = sum(json.loads((out or "").strip().splitlines()[-1]).values())
+                            except (ValueError, IndexError):
+                                arrivals[who] = 0
+                finally:
+                    tmp.cleanup()
+                    errors = rules.remove()
+            if came and sys.exc_info()[0] is None:
+                raise KeyboardInterrupt(f"signal {came[0]}")
     for node in monitors:
         text = netns.run(cluster.nodes[node].netns, ["nft", "-j", "list", "ruleset"], check=False).stdout
         try:
