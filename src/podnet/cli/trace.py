@@ -22,19 +22,24 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Predict a packet's whole path (rules, routes, encapsulation, probabilities); --verify proves it."""
         from podnet.trace import render, resolve, snapshot, walk
+        from podnet.trace.model import Packet, Result
 
         if output not in ("text", "json"):
             raise TraceError(f"-o: {output!r}: one of text, json")
         if sport is not None and not sport.isdigit():
             raise TraceError(f"--sport: {sport!r}: port must be a number from 1 to 65535")
-        cluster = snapshot.read_cluster(lab)
-        source, pkt = resolve.flow(cluster, src, dst, proto, int(sport) if sport is not None else None)
-        result = walk.walk(cluster, source, pkt)
+        def predict() -> tuple[snapshot.Cluster, walk.Source, Packet, Result]:
+            cluster = snapshot.read_cluster(lab)
+            source, pkt = resolve.flow(cluster, src, dst, proto, int(sport) if sport is not None else None)
+            return cluster, source, pkt, walk.walk(cluster, source, pkt)
+
         report = None
         if verify:
             from podnet.trace import verify as verify_mod
 
-            report = verify_mod.verify(cluster, source, pkt, result)
+            result, report = verify_mod.predict_and_verify(predict)
+        else:
+            result = predict()[3]
         if output == "json":
             doc = result.to_json()
             if report is not None:

@@ -122,7 +122,7 @@ class IptablesWalker(ChainWalker):
             return ((pkt.mark & mask) == int(v, 0)) != neg, 2
         if o in ("--ctstate", "--state"):
             states = set(a.split(","))
-            have = {pkt.ct.upper()} | ({"DNAT"} if pkt.endpoint else set())
+            have = {pkt.ct.upper()} | ({"DNAT"} if pkt.ct_dnat else set())
             return bool(states & have) != neg, 2
         if o == "--probability":
             p = float(a)
@@ -193,13 +193,15 @@ class IptablesWalker(ChainWalker):
         if target == "DNAT":
             to = arg("--to-destination")
             ip, _, port = to.rpartition(":") if ":" in to else (to, "", "")
-            new = pkt.with_(dst=ip or to, dport=int(port) if port else pkt.dport, endpoint=to)
+            new = pkt.with_(dst=ip or to, dport=int(port) if port else pkt.dport, endpoint=to, ct_dnat=True)
             return [Effect(1.0, "verdict", new, "accept", detail=f"DNAT to {to}")]
         if target == "SNAT":
             to = arg("--to-source")
             return [Effect(1.0, "verdict", pkt.with_(src=to.split(":")[0]), "accept", detail=f"SNAT to {to}")]
         if target == "MASQUERADE":
-            return [Effect(1.0, "verdict", pkt.with_(masquerade=True), "accept", detail="MASQUERADE")]
+            rnd = "--random-fully" in args or "--random" in args
+            return [Effect(1.0, "verdict", pkt.with_(masquerade=True, masq_random=rnd), "accept",
+                           detail="MASQUERADE" + (" (random source port)" if rnd else ""))]
         if target in CONTINUE_TARGETS:
             return [Effect(1.0, "next", pkt)]
         if target in self.r.tables.get("nat", {}) or any(target in t for t in self.r.tables.values()):

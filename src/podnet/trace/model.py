@@ -41,14 +41,25 @@ class Packet:
     iif: str = ""
     oif: str = ""
     mark: int = 0
+    # Conntrack is per node: the next three describe the entry of the node the packet is in now, and are
+    # reset when it crosses to another node (`at_next_node`).
     ct: str = "new"  # conntrack state the rules see: new | established
     nat_done: bool = False  # a conntrack entry already holds the NAT binding: nat chains are skipped
+    ct_dnat: bool = False  # this node's entry has DNAT status (`ct status dnat`, `--ctstate DNAT`)
     masquerade: bool = False  # a masquerade/SNAT verdict is pending for postrouting
-    endpoint: str = ""  # ip:port the service DNAT chose
+    masq_random: bool = False  # ... with a random source port (--random-fully, fully-random): port unknown after
+    ct_snat: str = ""  # "ip:port" this node's conntrack entry rewrites the source to in postrouting
+    endpoint: str = ""  # ip:port the service DNAT chose (on whichever node: what the outcome reports)
     sets_updated: tuple[str, ...] = ()
 
     def with_(self, **kw: object) -> Packet:
         return replace(self, **kw)  # type: ignore[arg-type]
+
+    def at_next_node(self) -> Packet:
+        """The packet as another node first sees it: no conntrack entry yet (that node's lookup decides) and no
+        mark (skb marks do not cross the wire)."""
+        return replace(self, ct="new", nat_done=False, ct_dnat=False, masquerade=False, masq_random=False, ct_snat="",
+                       mark=0)
 
     def flow(self) -> dict[str, object]:
         return {"src": self.src, "dst": self.dst, "proto": self.proto, "sport": self.sport, "dport": self.dport}

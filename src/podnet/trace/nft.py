@@ -159,7 +159,7 @@ class NftWalker(ChainWalker):
             if k == "state":
                 return [(1.0, pkt.ct)]
             if k == "status":
-                return [(1.0, "dnat" if pkt.endpoint else "")]
+                return [(1.0, "dnat" if pkt.ct_dnat else "")]
             raise KeyError(f"ct {k}")
         if "numgen" in e:
             n = int(e["numgen"]["mod"])
@@ -296,15 +296,17 @@ class NftWalker(ChainWalker):
                     else:
                         ip = str(v)
                         port = int(self.value(table, d["port"], pkt)[0][1]) if "port" in d else pkt.dport  # type: ignore
-                    new = pkt.with_(dst=ip, dport=port, endpoint=f"{ip}:{port}")
+                    new = pkt.with_(dst=ip, dport=port, endpoint=f"{ip}:{port}", ct_dnat=True)
                     outs.append(Effect(p * q, "verdict", new, "accept", "; ".join(notes + [f"dnat to {ip}:{port}"])))
                 return outs
             if k == "snat":
                 v = self.value(table, e["snat"]["addr"], pkt)[0][1]
                 return done("verdict", "accept", new=pkt.with_(src=str(v)))
             if k == "masquerade":
-                notes = notes + ["masquerade"]
-                return done("verdict", "accept", new=pkt.with_(masquerade=True))
+                flags = (e["masquerade"] or {}).get("flags", []) if isinstance(e, dict) else []
+                rnd = bool({"random", "fully-random"} & set([flags] if isinstance(flags, str) else flags))
+                notes = notes + ["masquerade" + (" (random source port)" if rnd else "")]
+                return done("verdict", "accept", new=pkt.with_(masquerade=True, masq_random=rnd))
             if k == "reject":
                 return done("verdict", "reject")
             if k in VERDICTS:

@@ -30,4 +30,6 @@ def verify_text(rep: object) -> str:
     lines.append(f"verify: {'the kernel agrees' if agree else 'DISAGREEMENT'}: {getattr(rep, 'summary', '')}")
     for d in getattr(rep, "disagreements", []):
         lines.append(f"  - {d}")
+    if getattr(rep, "attempts", 1) > 1:
+        lines.append(f"  ({rep.attempts} rounds: the kernel's trace of the earlier ones was incomplete)")  # type: ignore[attr-defined]
     return "\n".join(lines)

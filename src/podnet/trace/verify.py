@@ -18,8 +18,9 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -28,17 +29,21 @@ from podnet.trace.model import Packet, Result
 from podnet.trace.snapshot import Cluster, NsState
 from podnet.trace.walk import Source
 
-HOOK_RANK = {"prerouting": 0, "input": 1, "forward": 1, "output": 0, "postrouting": 2}
+# The canary: a ping to this loopback address, traced and dropped by our own rule at once (so it never
+# reaches another chain). A monitor that printed it is subscribed: only then do the probes start.
+CANARY_IP = "127.0.0.127"
+CANARY_MATCH = f"ip daddr {CANARY_IP} icmp type echo-request"
+HOOK_RANK = {"output": 0, "prerouting": 1, "input": 2, "forward": 3, "postrouting": 4}  # one segment per hook
 TRACE_PREFIX = "pn-trace-"
 Seg = tuple[int, int, str, tuple[tuple[str, str, int], ...]]  # (hook rank, prio, table, rules)
 
 SNIFFER = r"""
 import json, signal, socket, struct, sys, select
-proto, dsts, dport, limit = int(sys.argv[1]), set(sys.argv[2].split(",")), int(sys.argv[3]), float(sys.argv[4])
+proto, want, limit = int(sys.argv[1]), set(sys.argv[2].split(",")), float(sys.argv[3])  # want: "ip:port" (icmp: "ip:0")
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
 s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.ntohs(0x0800))
-seen = {}
+seen, syns = {}, set()
 import time
 end = time.monotonic() + limit
 print("ready", flush=True)
@@ -52,19 +57,20 @@ while not stop and time.monotonic() < end:
     ihl = (data[0] & 15) * 4
     if data[9] != proto:
         continue
-    dst = socket.inet_ntoa(data[16:20])
-    if dst not in dsts:
-        continue
+    key = socket.inet_ntoa(data[16:20]) + ":0"
     if proto in (6, 17):
-        port = struct.unpack("!H", data[ihl + 2:ihl + 4])[0]
-        if port != dport:
-            continue
+        key = key[:-1] + str(struct.unpack("!H", data[ihl + 2:ihl + 4])[0])
         if proto == 6 and not (data[ihl + 13] & 2 and not data[ihl + 13] & 16):
             continue
     elif data[ihl] != 8:
         continue
-    key = dst + ":" + str(dport)
-    seen[key] = seen.get(key, 0) + 1
+    if proto == 6:  # a SYN the sender retransmitted (a loaded machine) is the same probe: source and sequence
+        probe = (data[12:16], data[ihl:ihl + 2], data[ihl + 4:ihl + 8])
+        if probe in syns:
+            continue
+        syns.add(probe)
+    if key in want:
+        seen[key] = seen.get(key, 0) + 1
 print(json.dumps(seen), flush=True)
 """
 
@@ -89,11 +95,15 @@ for i in range(n):
         if sport:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("", sport))
-        s.sendto(b"podnet-trace-probe", (dst, dport))
+        try:
+            s.sendto(b"podnet-trace-probe", (dst, dport))
+        except OSError:  # the node's own rules dropped (EPERM) or rejected it: what the trace shows
+            pass
         s.close()
     else:
         subprocess.run(["ping", "-c", "1", "-W", "0.3", dst], capture_output=True)
     time.sleep(0.02)
+print(n, flush=True)
 """
 
 
@@ -104,10 +114,13 @@ class Report:
     disagreements: list[str] = field(default_factory=list)
     observed: dict[str, list[list[str]]] = field(default_factory=dict)  # node -> packets -> rules
     arrivals: dict[str, int] = field(default_factory=dict)
+    incomplete: list[str] = field(default_factory=list)  # why the kernel's side is missing (no evidence)
+    attempts: int = 1
 
     def to_json(self) -> dict[str, object]:
         return {"agree": self.agree, "summary": self.summary, "disagreements": self.disagreements,
-                "observed": self.observed, "arrivals": self.arrivals}
+                "observed": self.observed, "arrivals": self.arrivals, "incomplete": self.incomplete,
+                "attempts": self.attempts}
 
 
 # ---- what the prediction says, in the kernel trace's terms -----------------------------------------------
@@ -174,14 +187,18 @@ def _flush(visit: list[tuple[str, tuple[int, int, str], tuple[str, str, int]]], 
 # ---- what the kernel says ----------------------------------------------------------------------------
 _NFT_RULE = re.compile(r"^trace id (\w+) (\w+) (\S+) (\S+) rule .*# handle (\d+)")
 _NFT_PACKET = re.compile(r"^trace id (\w+) (\w+) (\S+) (\S+) packet:")
-_XT_PACKET = re.compile(r"^PACKET: ")
-_XT_RULE = re.compile(r"^\s*TRACE: \d+ \w+ (\w+):([^:]+):rule:(0x[0-9a-f]+):")
-_XT_BASE = re.compile(r"^\s*TRACE: \d+ \w+ (\w+):([^:]+):(?:rule|policy|return)")
+_XT_PACKET = re.compile(r"^PACKET: \d+ (\w+) ")
+_XT_RULE = re.compile(r"^\s*TRACE: \d+ (\w+) (\w+):([^:]+):rule:(0x[0-9a-f]+):")
+_XT_BASE = re.compile(r"^\s*TRACE: \d+ (\w+) (\w+):([^:]+):(?:rule|policy|return)")
 
 
 def parse_monitor(text: str, st: NsState, mode: str, after: dict | None = None) -> list[tuple[Seg, ...]]:
     """Packets seen by one node's monitor, each as its canonical list of base-chain segments; rule handles
-    become positions (from the ruleset read after the probes, else the snapshot's)."""
+    become positions (from the ruleset read after the probes, else the snapshot's).
+
+    Every line carries its packet's trace id, and lines of packets handled at the same time (on two CPUs)
+    interleave: each line goes to the segment its own trace id has open. A packet starts where our trace
+    rule marks it (again after a loop through lo); a segment starts at each base chain's packet line."""
     bases = _bases(st)
     pos = positions(st.nft) | positions(after or {})
 
@@ -189,45 +206,45 @@ def parse_monitor(text: str, st: NsState, mode: str, after: dict | None = None) 
         return pos.get((table, chain, handle), -handle)
 
     packets: list[dict[tuple[int, int, str], list[tuple[str, str, int]]]] = []
-    cur_key: tuple[int, int, str] | None = None
-    pending_xt_packet = False
+    open_: dict[str, tuple[int, tuple[int, int, str] | None]] = {}  # trace id -> (packet index, segment key)
+    xt_pending: set[str] = set()  # trace ids whose PACKET line was seen: their next line names the base chain
+
+    def start(tid: str, table: str, chain: str, new_packet: bool) -> None:
+        hook, prio = bases.get((table, chain), ("", 0))
+        key = None if new_packet else (HOOK_RANK.get(hook, 9), prio, table)
+        if new_packet or tid not in open_:
+            packets.append({})
+            open_[tid] = (len(packets) - 1, key)
+        else:
+            open_[tid] = (open_[tid][0], key)
+
+    def add(tid: str, table: str, chain: str, handle: int) -> None:
+        idx, key = open_.get(tid, (-1, None))
+        if key is not None:
+            packets[idx].setdefault(key, []).append((table, chain, at(table, chain, handle)))
+
     for line in text.splitlines():
         if mode == "nft":
             m = _NFT_PACKET.match(line)
             if m:
-                table, chain = f"{m.group(2)} {m.group(3)}", m.group(4)
-                hook, prio = bases.get((table, chain), ("", 0))
-                if m.group(3).startswith(TRACE_PREFIX):
-                    packets.append({})
-                    cur_key = None
-                    continue
-                cur_key = (HOOK_RANK.get(hook, 9), prio, table)
-                if not packets:
-                    packets.append({})
+                start(m.group(1), f"{m.group(2)} {m.group(3)}", m.group(4), m.group(3).startswith(TRACE_PREFIX))
                 continue
             m = _NFT_RULE.match(line)
-            if m and cur_key is not None and not m.group(3).startswith(TRACE_PREFIX):
-                table = f"{m.group(2)} {m.group(3)}"
-                packets[-1].setdefault(cur_key, []).append((table, m.group(4), at(table, m.group(4), int(m.group(5)))))
-        else:
-            if _XT_PACKET.match(line):
-                pending_xt_packet = True
-                continue
-            m = _XT_BASE.match(line)
-            if m and pending_xt_packet:
-                pending_xt_packet = False
-                table, chain = f"ip {m.group(1)}", m.group(2)
-                if "pn-trace" in line or table == "ip raw":
-                    packets.append({})
-                    cur_key = None
-                    continue
-                hook, prio = bases.get((table, chain), ("", 0))
-                cur_key = (HOOK_RANK.get(hook, 9), prio, table)
-                packets.append({})  # xtables-monitor's lines of several packets interleave: one segment each
-            m = _XT_RULE.match(line)
-            if m and cur_key is not None and "pn-trace" not in line:
-                table = f"ip {m.group(1)}"
-                packets[-1].setdefault(cur_key, []).append((table, m.group(2), at(table, m.group(2), int(m.group(3), 16))))
+            if m and not m.group(3).startswith(TRACE_PREFIX):
+                add(m.group(1), f"{m.group(2)} {m.group(3)}", m.group(4), int(m.group(5)))
+            continue
+        m = _XT_PACKET.match(line)
+        if m:
+            xt_pending.add(m.group(1))
+            continue
+        m = _XT_BASE.match(line)
+        if m and m.group(1) in xt_pending:
+            xt_pending.discard(m.group(1))
+            table = f"ip {m.group(2)}"
+            start(m.group(1), table, m.group(3), "pn-trace" in line or table == "ip raw")
+        m = _XT_RULE.match(line)
+        if m and "pn-trace" not in line:
+            add(m.group(1), f"ip {m.group(2)}", m.group(3), int(m.group(4), 16))
     return [tuple(sorted((k[0], k[1], k[2], tuple(v)) for k, v in p.items())) for p in packets if p]
 
 
@@ -266,17 +283,19 @@ class TraceRules:
                               (("pre", "prerouting"), ("out", "output")))
             body = "\n".join(f"add rule ip {self.table} {c} {_match_words(e)[0]} meta nftrace set 1"
                              for e in entries for c in ("pre", "out"))
+            body += f"\nadd rule ip {self.table} out {CANARY_MATCH} meta nftrace set 1 drop"
             self.nft_tables.append(ns)
             netns.run(ns, ["nft", "-f", "-"], input=f"table ip {self.table} {{\n{rules}}}\n{body}\n")
             return
         had_raw = "table ip raw" in netns.run(ns, ["nft", "list", "tables"], check=False).stdout
         if not had_raw:
             self.created_raw.append(ns)
-        for e in entries:
-            for chain in ("PREROUTING", "OUTPUT"):
-                spec = [chain, *_match_words(e)[1], "-m", "comment", "--comment", self.table, "-j", "TRACE"]
-                self.added.append((ns, spec))
-                netns.run(ns, ["iptables", "-w", "-t", "raw", "-A", *spec])
+        specs = [[chain, *_match_words(e)[1], "-m", "comment", "--comment", self.table, "-j", "TRACE"]
+                 for e in entries for chain in ("PREROUTING", "OUTPUT")]
+        canary = ["OUTPUT", "-d", CANARY_IP, "-p", "icmp", "-m", "comment", "--comment", self.table]
+        for spec in [*specs, [*canary, "-j", "TRACE"], [*canary, "-j", "DROP"]]:
+            self.added.append((ns, spec))
+            netns.run(ns, ["iptables", "-w", "-t", "raw", "-A", *spec])
 
     def remove(self) -> list[str]:
         errors = []
@@ -317,20 +336,57 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _has_socket(pid: int) -> bool:
+@contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """While the trace rules are taken out, SIGTERM/SIGINT wait: a second Ctrl-C must not cut the cleanup
+    short. The signals that came are raised once it is done (unless an exception is on its way already)."""
+    came: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:") for fd in os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return False
+        yield came
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
-def _wait_subscribed(monitors: list[subprocess.Popen[str]], timeout: float = 5.0) -> None:
-    """Until every monitor (nft / xtables-monitor, exec'd by `ip netns exec` in the same pid) holds its
-    netlink socket, then a moment for the group subscription that follows it: probes sent earlier go unseen."""
+def _canaries(text: str) -> int:
+    """How many canary packets a monitor's output shows (one packet line each, in either monitor)."""
+    return sum(1 for line in text.splitlines() if CANARY_IP in line and ("packet:" in line or
+                                                                         line.startswith("PACKET:")))
+
+
+def _wait_canary(monitors: dict[str, tuple[str, subprocess.Popen[str], str]], what: str, timeout: float = 15.0
+                 ) -> list[str]:
+    """Ping the canary in each node (node -> (netns, monitor, output file)) until its monitor prints one
+    more than it had. Before the probes this says the monitor is subscribed; after them it says the
+    monitor has written out every event queued before it (netlink keeps their order), so stopping it
+    loses nothing. Returns a problem per monitor that never showed it."""
+    def seen(path: str) -> int:
+        with open(path, errors="replace") as f:
+            return _canaries(f.read())
+
+    base = {node: seen(path) for node, (_, _, path) in monitors.items()}
+    waiting = dict(monitors)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not all(_has_socket(p.pid) or p.poll() is not None for p in monitors):
-        time.sleep(0.02)
-    time.sleep(0.2)
+    while waiting and time.monotonic() < deadline:
+        for node, (ns, p, path) in list(waiting.items()):
+            if p.poll() is not None or seen(path) > base[node]:
+                del waiting[node]
+                continue
+            subprocess.run(netns.exec_argv(ns, ["ping", "-c", "1", "-W", "0.05", CANARY_IP]), capture_output=True)
+        if waiting:
+            time.sleep(0.05)
+    return [f"{node}: the kernel trace monitor showed no canary {what} within {timeout:.0f} s" for node in waiting]
+
+
+def _monitor_problems(node: str, p: subprocess.Popen[str], text: str, err: str, stopped_by_us: bool) -> list[str]:
+    """A monitor that lost events or died gives an incomplete trace: that is said, never compared as is."""
+    out = []
+    if "lost some netlink events" in text + err or "No buffer space" in err:
+        out.append(f"{node}: the kernel trace lost events (monitor too slow): {err.strip()[-200:] or 'ENOBUFS'}")
+    elif not stopped_by_us:
+        out.append(f"{node}: the kernel trace monitor exited early ({p.returncode}): {err.strip()[-200:]}")
+    return out
 
 
 def _source_ns(cluster: Cluster, source: Source) -> str:
@@ -360,76 +416,138 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
             ns = next((p.netns for p in cluster.pods if p.ref == o.where[4:]), "")
         elif o.where.startswith("node "):
             ns = cluster.nodes[o.where[5:]].netns
-        if ns:
-            dst = o.endpoint.rsplit(":", 1)[0] if o.endpoint else pkt.dst
-            receivers.setdefault(o.where, (ns, set()))[1].add(dst)
-    dport = pkt.dport
-    for o in result.outcomes:
-        if o.endpoint:
-            dport = int(o.endpoint.rsplit(":", 1)[1])
+        if ns:  # what arrives there: the endpoint DNAT chose (its port may differ per pod: named targetPort)
+            want = o.endpoint or f"{pkt.dst}:{pkt.dport}"
+            receivers.setdefault(o.where, (ns, set()))[1].add(want if pkt.proto != "icmp" else
+                                                               f"{want.rsplit(':', 1)[0]}:0")
     rules = TraceRules(mode, secrets.token_hex(3))
     procs: list[tuple[str, str, subprocess.Popen[str]]] = []
+    files: dict[str, tuple[str, str]] = {}  # monitor node -> (stdout file, stderr file)
     monitors: dict[str, str] = {}
     arrivals: dict[str, int] = {}
     rulesets_after: dict[str, dict] = {}
+    problems: list[str] = []
     proto_num = {"tcp": 6, "udp": 17, "icmp": 1}[pkt.proto]
-    try:
-        with _signals_raise():
+    tmp = tempfile.TemporaryDirectory(prefix="pn-trace-")
+    with _signals_raise():  # from here on a signal is an exception, so the finally below runs
+        try:
             for node, entries in by_node.items():
                 rules.add(cluster.nodes[node].netns, entries)
+            waiting = {}
             for node in by_node:
                 argv = (["nft", "-a", "monitor", "trace"] if mode == "nft" else ["xtables-monitor", "--trace"])
-                p = subprocess.Popen(netns.exec_argv(cluster.nodes[node].netns, argv), stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+                # Output goes to files, not pipes: a monitor blocked on a full pipe stops reading netlink and
+                # the kernel drops its trace events (seen at ~60 KiB of trace: 24 probes through 7 endpoints).
+                out_path, err_path = os.path.join(tmp.name, f"{node}.out"), os.path.join(tmp.name, f"{node}.err")
+                files[node] = (out_path, err_path)
+                with open(out_path, "w") as fo, open(err_path, "w") as fe:
+                    p = subprocess.Popen(netns.exec_argv(cluster.nodes[node].netns, argv), stdout=fo, stderr=fe,
+                                         text=True)
                 procs.append(("monitor", node, p))
+                waiting[node] = (cluster.nodes[node].netns, p, out_path)
             for where, (ns, dsts) in receivers.items():
                 p = subprocess.Popen(netns.exec_argv(ns, [sys.executable, "-c", SNIFFER, str(proto_num),
-                                                          ",".join(sorted(dsts)), str(dport), "30"]),
+                                                          ",".join(sorted(dsts)), "30"]),
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                 assert p.stdout is not None
                 p.stdout.readline()  # "ready"
                 procs.append(("receiver", where, p))
-            _wait_subscribed([p for kind, _, p in procs if kind == "monitor"])
-            subprocess.run(netns.exec_argv(_source_ns(cluster, source),
-                                           [sys.executable, "-c", PROBE, pkt.proto, pkt.dst, str(pkt.dport),
-                                            str(pkt.sport), str(n)]), capture_output=True, timeout=60)
-            time.sleep(0.3 + hold)
-    finally:
-        for _, _, p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for kind, who, p in procs:
-            try:
-                out, _ = p.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                out, _ = p.communicate()
-            if kind == "monitor":
-                monitors[who] = out or ""
-            else:
+            problems += _wait_canary(waiting, "before the probes")
+            sent = subprocess.run(netns.exec_argv(_source_ns(cluster, source),
+                                                  [sys.executable, "-c", PROBE, pkt.proto, pkt.dst, str(pkt.dport),
+                                                   str(pkt.sport), str(n)]), capture_output=True, text=True,
+                                  timeout=60)
+            if sent.returncode != 0 or sent.stdout.strip() != str(n):
+                problems.append(f"the probes failed (exit {sent.returncode}): "
+                                f"{(sent.stderr.strip().splitlines() or ['no output'])[-1]}")
+            time.sleep(0.1 + hold)
+            problems += _wait_canary(waiting, "after the probes")
+            time.sleep(0.1)  # the receivers' packets (theirs come from the wire, not through a monitor)
+        finally:
+            with _signals_held() as came:
                 try:
-                    arrivals[who] = sum(json.loads((out or "").strip().splitlines()[-1]).values())
-                except (ValueError, IndexError):
-                    arrivals[who] = 0
-        errors = rules.remove()
+                    running = {id(p) for _, _, p in procs if p.poll() is None}
+                    for _, _, p in procs:
+                        if p.poll() is None:
+                            p.terminate()
+                    for kind, who, p in procs:
+                        try:
+                            out, _ = p.communicate(timeout=5)
+                        except subprocess.TimeoutExpired:
+                            p.kill()
+                            out, _ = p.communicate()
+                        if kind == "monitor":
+                            with open(files[who][0], errors="replace") as fo, open(files[who][1], errors="replace") as fe:
+                                monitors[who], err = fo.read(), fe.read()
+                            problems += _monitor_problems(who, p, monitors[who], err, id(p) in running)
+                        else:
+                            try:
+                                arrivals[who] = sum(json.loads((out or "").strip().splitlines()[-1]).values())
+                            except (ValueError, IndexError):
+                                arrivals[who] = 0
+                finally:
+                    tmp.cleanup()
+                    errors = rules.remove()
+            if came and sys.exc_info()[0] is None:
+                raise KeyboardInterrupt(f"signal {came[0]}")
     for node in monitors:
         text = netns.run(cluster.nodes[node].netns, ["nft", "-j", "list", "ruleset"], check=False).stdout
         try:
             rulesets_after[node] = json.loads(text)
         except ValueError:
             pass
-    if any("--rcheck" in st.iptables or '"affinity-' in json.dumps(st.nft) for st in cluster.nodes.values()):
+    if _touches_affinity(cluster, result):
         # The probes themselves record the client in session-affinity lists: later probes take the sticky
-        # branch. Both the state before and the state after are predictions the kernel may follow.
+        # branch. Both the state before and the state after are predictions the kernel may follow. Only the
+        # affinity state is taken from after: the probes' own conntrack entries are no state to predict from.
         from podnet.trace import snapshot, walk
 
-        after = walk.walk(snapshot.read_cluster(cluster.lab, nodes=list(cluster.nodes)), source, pkt)
-        for node, segs in predicted(cluster, after).items():
+        later = snapshot.read_cluster(cluster.lab, nodes=list(cluster.nodes))
+        for node, st in later.nodes.items():
+            st.conntrack = cluster.nodes[node].conntrack if node in cluster.nodes else []
+        after = walk.walk(later, source, pkt)
+        for node, segs in predicted(later, after).items():  # positions of the rules as they are now
             expect.setdefault(node, set()).update(segs)
         delivered = {o.where for o in result.outcomes if o.verdict == "delivered"}
         result = Result(result.flow, result.outcomes + [o for o in after.outcomes if o.where not in delivered],
                         result.conntrack, result.warnings, result.entries)
-    return compare(cluster, result, expect, monitors, arrivals, mode, n, errors, rulesets_after)
+    rep = compare(cluster, result, expect, monitors, arrivals, mode, n, problems + errors, rulesets_after)
+    rep.incomplete = problems
+    return rep
+
+
+def predict_and_verify(predict: Callable[[], tuple[Cluster, Source, Packet, Result]], attempts: int = 3
+                       ) -> tuple[Result, Report]:
+    """Predict, then --verify. When the kernel's side of a round is incomplete (a monitor lost events, or
+    died because a proxy resync replaced a rule it was looking up, or the probes could not be sent), that
+    round proves nothing either way: predict again from fresh state and probe again. A round whose trace
+    is complete is final, whatever it says."""
+    for attempt in range(1, attempts + 1):
+        cluster, source, pkt, result = predict()
+        rep = verify(cluster, source, pkt, result)
+        rep.attempts = attempt
+        if not rep.incomplete:
+            break
+    return result, rep
+
+
+def _touches_affinity(cluster: Cluster, result: Result) -> bool:
+    """Does a predicted path pass a chain that reads or writes a session-affinity list?"""
+    for o in result.outcomes:
+        for h in o.hops:
+            if h.step != "netfilter" or not h.chain or h.node not in cluster.nodes:
+                continue
+            st = cluster.nodes[h.node]
+            if " " in (h.table or ""):  # nftables: the chain's rules use an affinity-* set
+                fam, _, tname = (h.table or "").partition(" ")
+                if any('"@affinity-' in json.dumps(it["rule"]) for it in st.nft.get("nftables", [])
+                       if "rule" in it and it["rule"].get("chain") == h.chain and it["rule"].get("table") == tname
+                       and it["rule"].get("family") == fam):
+                    return True
+            elif any(line.startswith(f"-A {h.chain} ") and ("--rcheck" in line or "--set" in line)
+                     for line in st.iptables.splitlines()):
+                return True
+    return False
 
 
 def compare(cluster: Cluster, result: Result, expect: dict[str, set[Seg]], monitors: dict[str, str],
@@ -460,15 +578,18 @@ def compare(cluster: Cluster, result: Result, expect: dict[str, set[Seg]], monit
     for where, count in arrivals.items():
         if count and where not in delivered:
             dis.append(f"{where}: received {count} probe(s), predicted not to")
+    # Each probe is one packet (one SYN, one datagram, one echo request), so arrivals are counted exactly.
     p_del = sum(delivered.values())
     got_any = sum(arrivals.values())
-    if p_del >= 1 - 1e-9 and got_any == 0:
-        dis.append("predicted delivered, but no receiver got a probe")
+    if p_del >= 1 - 1e-9 and got_any != n:
+        dis.append(f"predicted every probe delivered, but {got_any} of {n} arrived")
+    if got_any > n:
+        dis.append(f"{got_any} probes arrived, only {n} were sent")
     if p_del == 0 and got_any:
         dis.append(f"predicted {result.verdict}, but {got_any} probe(s) arrived")
     for where, p in delivered.items():
-        if p >= 1 - 1e-9 and arrivals.get(where, 0) == 0:
-            dis.append(f"{where}: predicted to receive every probe, got none")
+        if p >= 1 - 1e-9 and arrivals.get(where, 0) != n:
+            dis.append(f"{where}: predicted to receive every probe, got {arrivals.get(where, 0)} of {n}")
     summary = (f"{n} probe(s), {total_packets} traced packet(s) on {len(monitors)} node(s), "
                f"arrivals {dict(sorted(arrivals.items())) or 'none'}")
     return Report(not dis, summary, dis, observed, arrivals)

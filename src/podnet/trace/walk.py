@@ -19,6 +19,7 @@ from podnet.trace.nft import XTABLES, NftContext, NftRuleset, NftWalker
 from podnet.trace.snapshot import Cluster, CtEntry, NsState
 
 HOOKS_IN = ("prerouting",)
+TCP_REOPEN = ("TIME_WAIT", "CLOSE")  # entries a new SYN replaces instead of following
 MAX_NODES = 8  # a path visiting more nodes than this is a routing loop
 
 
@@ -182,6 +183,11 @@ class Walk:
                 continue
             if p.proto != "icmp" and not p.sport:
                 continue
+            if p.proto == "tcp" and e.state in TCP_REOPEN:
+                # A SYN on a closed connection's tuple: the kernel drops the old entry and starts a new one,
+                # so the rules decide again (nf_conntrack_proto_tcp: "Attempt to reopen a closed/aborted
+                # connection").
+                continue
             return self._use_ct(node, br, e)
         return br
 
@@ -196,7 +202,10 @@ class Walk:
             f"; STALE: it DNATs to {new_dst}:{new_dport}, which is no endpoint or pod any more" if stale else ""))
         self.conntrack = {"decides": True, "node": node, "entry": e.line, "stale": stale,
                           "endpoint": f"{new_dst}:{new_dport}" if dnat else ""}
-        pkt = p.with_(dst=new_dst, dport=new_dport, ct=state, nat_done=True,
+        snat = ""
+        if p.proto != "icmp" and (e.reply.get("dst", p.src) != p.src or e.reply.get("dport") != str(p.sport)):
+            snat = f"{e.reply.get('dst', p.src)}:{e.reply.get('dport', p.sport)}"
+        pkt = p.with_(dst=new_dst, dport=new_dport, ct=state, nat_done=True, ct_dnat=dnat, ct_snat=snat,
                       endpoint=f"{new_dst}:{new_dport}" if dnat else p.endpoint)
         return Branch(br.p, pkt, br.hops + [self.hop(node, "conntrack", detail, verdict="stale" if stale else "hit")])
 
@@ -261,10 +270,21 @@ class Walk:
                 continue
             b = Branch(b.p, b.pkt, b.hops + [self.hop(node, "route", f"{b.pkt.dst}: {_route_text(r2)}")])
             if r2.get("type") == "local":
-                for bb in self.hook(node, "input", b):
-                    self.end(bb, "delivered", f"node {node}")
+                self.loopback(node, b)
                 continue
             self.postrouting(node, b, r2, visits)
+
+    def loopback(self, node: str, br: Branch) -> None:
+        """A node's packet to one of its own addresses: POSTROUTING, out of lo and back in through PREROUTING,
+        then INPUT. Its conntrack entry took both NAT bindings at OUTPUT and POSTROUTING, so the nat chains
+        of PREROUTING and INPUT do not run again (the filter chains do; the mark stays on the skb)."""
+        for b in self.hook(node, "postrouting", Branch(br.p, br.pkt.with_(oif="lo"), br.hops)):
+            hop = self.hop(node, "route", f"{b.pkt.dst}: out of lo and back in (PREROUTING, then INPUT)")
+            pkt = b.pkt.with_(iif="lo", oif="", nat_done=True, masquerade=False)
+            for b2 in self.hook(node, "prerouting", Branch(b.p, pkt, b.hops + [hop])):
+                for b3 in self.hook(node, "input", b2):
+                    final = self.hop(node, "deliver", f"to a socket of {node} ({b3.pkt.dst}:{b3.pkt.dport})")
+                    self.end(Branch(b3.p, b3.pkt, b3.hops + [final]), "delivered", f"node {node}")
 
     def postrouting(self, node: str, br: Branch, r: dict, visits: int) -> None:
         st = self.c.nodes[node]
@@ -273,9 +293,16 @@ class Walk:
             pkt = b.pkt
             if pkt.masquerade:
                 src = r.get("prefsrc") or st.ipv4(r.get("dev", ""))
-                hop = self.hop(node, "netfilter", f"masquerade: source {pkt.src} -> {src} (address of {r.get('dev')})",
+                # a random source port is any port from here on (the next node's lookups cannot use it)
+                sport = 0 if pkt.masq_random else pkt.sport
+                hop = self.hop(node, "netfilter", f"masquerade: source {pkt.src}:{pkt.sport or '*'} -> {src}:"
+                                                  f"{sport or '*'} (address of {r.get('dev')})", hook="postrouting")
+                b = Branch(b.p, pkt.with_(src=src, sport=sport, masquerade=False, masq_random=False), b.hops + [hop])
+            elif pkt.ct_snat:
+                ip, _, port = pkt.ct_snat.rpartition(":")
+                hop = self.hop(node, "conntrack", f"the entry's source NAT: {pkt.src}:{pkt.sport} -> {ip}:{port}",
                                hook="postrouting")
-                b = Branch(b.p, pkt.with_(src=src, masquerade=False), b.hops + [hop])
+                b = Branch(b.p, pkt.with_(src=ip, sport=int(port), ct_snat=""), b.hops + [hop])
             self.egress(node, b, r, visits)
 
     # -- leaving a node --
@@ -342,7 +369,7 @@ class Walk:
         tst = self.c.nodes[target]
         if not tst.link(iif):
             iif = "eth0"
-        self.node_in(target, br, iif, visits + 1)
+        self.node_in(target, Branch(br.p, br.pkt.at_next_node(), br.hops), iif, visits + 1)
 
     def deliver(self, pod, br: Branch, detail: str, node: str) -> None:  # type: ignore[no-untyped-def]
         pst = self.c.pod_states.get(pod.ref)

@@ -29,19 +29,26 @@ class TraceLab:
     def trace(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         return self.podnet("trace", "--lab", self.name, *args, check=check)
 
+    def node_ips(self) -> dict[str, str]:
+        from podnet.lab.state import LabState
+
+        st = LabState.load(self.name)
+        assert st is not None, self.name
+        return {n.name: n.underlay_ip for n in st.spec.node_specs}
+
     def netns(self, target: str) -> str:
         from podnet.lab.cluster import resolve_target
 
         return resolve_target(self.name, target)
 
 
-def make_lab(mode: str, backend: str) -> TraceLab:
+def make_lab(mode: str, backend: str, nodes: int = 2) -> TraceLab:
     if os.geteuid() != 0:
         pytest.skip("needs root")
     from podnet.lab import cluster, topology
 
     lab = TraceLab(f"tr{secrets.token_hex(3)}", mode, backend)
-    spec = topology.build(lab.name, 2, backend, mode, "sqlite")
+    spec = topology.build(lab.name, nodes, backend, mode, "sqlite")
     try:
         cluster.up(spec, lab.store)
         lab.podnet("apply", "-f", str(SCENARIO))
@@ -97,10 +104,11 @@ def lab(request):
 
 @pytest.fixture(scope="module", params=[("iptables", "host-gw"), ("nftables", "udp")], ids=lambda p: "-".join(p))
 def backend_lab(request):
-    """The other overlay backends: only cross-node hops differ, so only cross-node cases run on them."""
+    """The other overlay backends, with 3 nodes: only cross-node hops differ, so only cross-node cases and a
+    slice of the generated scenarios (over a third node) run on them."""
     from podnet.lab import cluster
 
-    lab = make_lab(*request.param)
+    lab = make_lab(*request.param, nodes=3)
     try:
         yield lab
     finally:

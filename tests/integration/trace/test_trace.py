@@ -55,18 +55,51 @@ def test_case_agrees_with_kernel(lab, name, args, verdict, where):
 
 
 def test_session_affinity_becomes_deterministic(lab):
-    try:
-        first = run(lab, "--from", "client", "--to", "svc/sticky")
-    except AssertionError:
-        # The first verify's own probes write the client into the affinity list while the kernel trace runs;
-        # on a loaded machine (six test runs at once) one run disagreed once, and passed alone. The second run
-        # starts from a settled list and must agree.
-        first = run(lab, "--from", "client", "--to", "svc/sticky")
+    """The first --verify starts from an empty affinity list: its probes write the client into it while the
+    kernel trace runs (both states are predictions the kernel may follow). The second starts sticky.
+
+    This verify once raced on a loaded machine (it was retried here): the kernel trace was incomplete, not
+    the walk wrong. A monitor blocked on its full output pipe stopped reading netlink and the kernel
+    dropped events; probes could also start before a monitor had subscribed. Monitors now write to files
+    and are waited for with a canary before and after the probes; an incomplete trace is reported as such."""
+    first = run(lab, "--from", "client", "--to", "svc/sticky")
     # the probes of the first --verify put the client into the affinity list: now one endpoint, always
     second = run(lab, "--from", "client", "--to", "svc/sticky")
-    assert len(delivered_to(first)) >= 1
+    assert {k: round(v, 6) for k, v in delivered_to(first).items()} == {"pod default/a1": 0.5, "pod default/b1": 0.5}
+    got = {k: v for k, v in first["verify"]["arrivals"].items() if v}
+    (sticky, _), = got.items()  # the kernel sent every probe of the first verify to one endpoint
     (where, p), = delivered_to(second).items()
-    assert p == 1.0 and where in ("pod default/a1", "pod default/b1")
+    assert p == 1.0 and where == sticky, (where, sticky)
+
+
+def test_text_is_one_hop_a_line_with_kube_proxy_chain_names(lab):
+    """The text a person reads: the verdict first, then each outcome with its probability and its hops, one
+    hop a line in the order of the JSON's hops, with the chains the kube-proxy tutorial draws (iptables:
+    KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-*; nftables: services -> the Service's chain, its map hit)."""
+    text = lab.trace("--from", "client", "--to", "svc/web").stdout.splitlines()
+    doc = json.loads(lab.trace("--from", "client", "--to", "svc/web", "-o", "json").stdout)
+    assert set(doc) >= {"flow", "verdict", "outcomes", "hops", "conntrack", "warnings"}
+    assert doc["verdict"] == "delivered" and len(doc["outcomes"]) == 2
+    for o in doc["outcomes"]:
+        assert set(o) >= {"verdict", "probability", "endpoint", "where", "reason", "hops"}
+        assert all(set(h) >= {"node", "namespace", "step", "detail"} for h in o["hops"])
+    assert text[0].startswith("trace tcp ") and text[0].endswith(": delivered"), text[0]
+    first = text.index(next(line for line in text if line.startswith("outcome 1: delivered ")))
+    assert "probability 0.5" in text[first]
+    hop_lines = text[first + 1:first + 1 + len(doc["hops"])]
+    for line, h in zip(hop_lines, doc["hops"], strict=True):  # one line per hop, same order, same words
+        assert line.split() and line.split()[1 if h["node"] else 0] == h["step"] and line.endswith(h["detail"]), \
+            (line, h)
+    assert text[first + 1 + len(doc["hops"])] == ""  # the outcome ends there
+    chains = [h["chain"] for h in doc["hops"] if h["step"] == "netfilter"]
+    shown = "\n".join(hop_lines)
+    if lab.mode == "iptables":
+        assert "KUBE-SERVICES" in chains and any(c.startswith("KUBE-SVC-") for c in chains) \
+            and any(c.startswith("KUBE-SEP-") for c in chains), chains
+        assert "KUBE-SERVICES -> KUBE-SVC-" in shown and '"default/web:80' in shown, shown
+    else:
+        assert "nat-prerouting" in chains and "services" in chains, chains
+        assert "= Service port default/web:80" in shown and "dnat to" in shown, shown
 
 
 def test_bad_input_is_a_clear_error(lab):
@@ -99,13 +132,19 @@ def test_stale_udp_conntrack_entry_decides(lab):
     node1 = lab.netns("node1")
     client, cip, gone = _pod_ip(lab, "client"), _service_ip(lab, "web"), "10.244.250.9"
     tup = ["-p", "udp", "-s", client, "-d", cip, "--sport", "5353", "--dport", "53"]
-    subprocess.run(["ip", "netns", "exec", node1, "conntrack", "-I", *tup, "-r", gone, "-q", client,
-                    "--reply-port-src", "53", "--reply-port-dst", "5353", "-t", "120"], check=True,
-                   capture_output=True)
+    # The entry as the kernel makes it for a NATed flow: the reply tuple of the un-NATed flow, rewritten by a
+    # real DNAT binding (--dst-nat). A reply tuple given without the binding is an entry that translates
+    # nothing (the kernel's trace shows it: the packet keeps the ClusterIP).
+    subprocess.run(["ip", "netns", "exec", node1, "conntrack", "-I", *tup, "-r", cip, "-q", client,
+                    "--reply-port-src", "53", "--reply-port-dst", "5353", "-t", "120", "--dst-nat", f"{gone}:53"],
+                   check=True, capture_output=True)
     try:
-        r = lab.trace("--from", "client", "--to", f"{cip}:53", "--proto", "udp", "--sport", "5353", "-o", "json")
+        r = lab.trace("--from", "client", "--to", f"{cip}:53", "--proto", "udp", "--sport", "5353", "-o", "json",
+                      "--verify")
         doc = json.loads(r.stdout)
         assert doc["conntrack"]["decides"] and doc["conntrack"]["stale"], doc["conntrack"]
+        # the kernel followed the entry, not the rules: no nat chain, DNAT to the endpoint that is gone
+        assert doc["verify"]["agree"] and r.returncode == 0, doc["verify"]
         assert doc["outcomes"][0]["endpoint"] == f"{gone}:53"
         steps = [h["step"] for h in doc["hops"]]
         assert "conntrack" in steps and not any(h["step"] == "netfilter" and h["hook"] == "prerouting"
@@ -139,12 +178,13 @@ def test_verify_interrupted_leaves_no_trace_rule(lab, sig):
                           "svc/web", "--verify"], env={**os.environ, "PODNET_TRACE_HOLD": "30"},
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any(leftover_rules(ns) for ns in nodes):
+        # bounds, not timings: a loaded 2-core machine may take many seconds to start the command
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any(leftover_rules(ns) for ns in nodes) and p.poll() is None:
             time.sleep(0.1)
-        assert any(leftover_rules(ns) for ns in nodes), "the trace rules never appeared"
+        assert any(leftover_rules(ns) for ns in nodes), ("the trace rules never appeared", p.poll())
         p.send_signal(getattr(signal, sig))
-        p.wait(timeout=15)
+        p.wait(timeout=90)
     finally:
         if p.poll() is None:
             p.kill()
@@ -158,13 +198,14 @@ def test_verify_interrupted_leaves_no_trace_rule(lab, sig):
 
 
 COUNT = """
-import collections, json, socket, sys, time
-host, n, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-c = collections.Counter()
+import collections, json, socket, struct, sys, threading, time
+host, n, limit, workers = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+hits, errors, lock, started = collections.Counter(), collections.Counter(), threading.Lock(), [0]
 end = time.monotonic() + limit
-while sum(c.values()) < n and time.monotonic() < end:
+
+def one():
+    s = socket.create_connection((host, 80), timeout=5)
     try:
-        s = socket.create_connection((host, 80), timeout=2)
         s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
         data = b""
         while True:
@@ -172,17 +213,41 @@ while sum(c.values()) < n and time.monotonic() < end:
             if not b:
                 break
             data += b
+    finally:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # no TIME_WAIT pile-up
         s.close()
-        body = data.split(b"\\r\\n\\r\\n", 1)[-1].decode(errors="replace")
-        c[body.split("host: ")[-1].split(" ")[0] if "host: " in body else "?"] += 1
-    except OSError as e:
-        c["error " + type(e).__name__] += 1
-print(json.dumps(c))
+    body = data.split(b"\\r\\n\\r\\n", 1)[-1].decode(errors="replace")
+    return body.split("host: ")[-1].split(" ")[0] if "host: " in body else "?"
+
+def work():
+    while time.monotonic() < end:
+        with lock:  # take one of the n connections, or stop
+            if started[0] >= n:
+                return
+            started[0] += 1
+        try:
+            who = one()
+        except OSError as e:
+            with lock:
+                errors[type(e).__name__] += 1
+            continue
+        with lock:
+            hits[who] += 1
+
+threads = [threading.Thread(target=work) for _ in range(workers)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps({"hits": hits, "errors": errors}))
 """
 
 
 def test_predicted_shares_match_3000_connections(lab):
-    """The walk's endpoint probabilities against real load balancing: chi-square, 2 degrees of freedom."""
+    """The walk's endpoint probabilities against real load balancing: 3,000 real connections (4 at a time,
+    each a new source port and so a new random choice), chi-square with 2 degrees of freedom at p = 0.001.
+    A connection that fails (a loaded machine) chose no endpoint that can be counted: failures are kept
+    apart and bounded at 1%, and a missing endpoint would show as a share far from its prediction."""
     import subprocess
     import sys
 
@@ -190,51 +255,27 @@ def test_predicted_shares_match_3000_connections(lab):
     shares = {o["where"].removeprefix("pod default/"): o["probability"] for o in doc["outcomes"]}
     assert sorted(shares) == ["a1", "b1", "loc"] and abs(sum(shares.values()) - 1) < 1e-5
     r = subprocess.run(["ip", "netns", "exec", lab.netns("client"), sys.executable, "-c", COUNT,
-                        _service_ip(lab, "three"), "3000", "90"], capture_output=True, text=True, timeout=120)
-    counts = json.loads(r.stdout)
+                        _service_ip(lab, "three"), "3000", "240", "4"], capture_output=True, text=True, timeout=300)
+    out = json.loads(r.stdout)
+    counts, errors = out["hits"], out["errors"]
     n = sum(counts.values())
-    assert set(counts) <= set(shares) and n >= 1500, counts  # bounded run: at least half within the limit
+    assert set(counts) <= set(shares), counts
+    assert n + sum(errors.values()) == 3000, (counts, errors)  # all made within the bound
+    assert sum(errors.values()) <= 30, (counts, errors)
     chi2 = sum((counts.get(k, 0) - n * p) ** 2 / (n * p) for k, p in shares.items())
+    print(f"chi-square {lab.mode}: {chi2:.3f} over {n} connections {dict(counts)} (errors {dict(errors)})")
     assert chi2 < 13.82, (counts, shares, chi2)  # p = 0.001 for 2 degrees of freedom
 
 
-def generated_flows(seed: int, n: int) -> list[tuple[str, ...]]:
-    """Seeded random flows over the scenario: every source kind against every destination kind."""
-    import random
-
-    rng = random.Random(seed)
-    sources = ["client", "a1", "b1", "loc", "node1", "node2"]
-    dests = ["svc/web", "svc/webnp", "svc/sticky", "svc/self", "svc/three", "svc/empty", "192.168.77.11:30111",
-             "192.168.77.12:30111", "192.168.77.11:30112", "192.168.77.12:30112", "192.168.77.200:80",
-             "a1:80", "b1:80", "loc:80"]
-    out = []
-    while len(out) < n:
-        src, dst = rng.choice(sources), rng.choice(dests)
-        if dst.split(":")[0] == src:
-            continue
-        proto = rng.choices(["tcp", "udp", "icmp"], [8, 1, 1])[0]
-        if proto == "icmp" and not dst.endswith(":80") or proto == "icmp" and dst.startswith("192.168"):
-            proto = "tcp"
-        args = ("--from", src, "--to", dst.rsplit(":", 1)[0] if proto == "icmp" else dst, "--proto", proto)
-        if proto != "icmp" and rng.random() < 0.3:
-            args += ("--sport", str(rng.randint(20000, 60000)))
-        out.append(args)
-    return out
-
-
-def test_generated_flows_agree(lab):
-    """PODNET_TRACE_SCENARIOS (default 12 per lab, to keep `make test` short) seeded flows, each --verify'd."""
+def test_generated_scenarios_agree(lab):
+    """A seeded slice of the generated scenarios (benchmarks/trace.py runs 200+): a random world of Services
+    and pods applied to this lab, random flows through it, each --verify'd. PODNET_TRACE_SCENARIOS sets how
+    many (default 12 per lab, to keep `make test` short)."""
     import os
 
+    from generator import run_world
+
     n = int(os.environ.get("PODNET_TRACE_SCENARIOS", "12"))
-    bad = []
-    for args in generated_flows(13 if lab.mode == "iptables" else 31, n):
-        r = lab.trace(*args, "--verify", "-o", "json")
-        try:
-            doc = json.loads(r.stdout)
-        except ValueError:
-            bad.append((args, r.returncode, r.stderr[-300:]))
-            continue
-        if not doc["verify"]["agree"]:
-            bad.append((args, doc["verify"]["disagreements"]))
-    assert not bad, bad
+    results = run_world(lab.name, lab.store, lab.node_ips(), 1301 if lab.mode == "iptables" else 1302, n)
+    bad = [(" ".join(r.flow.args), r.flow.what, r.disagreements) for r in results if not r.agree]
+    assert len(results) == n and not bad, bad

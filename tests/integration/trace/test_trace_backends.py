@@ -27,3 +27,16 @@ def test_cross_node_agrees(backend_lab, name, args, where):
     assert all(want in e for e in overlay), overlay
     if name in ("clusterip other node", "pod to pod across nodes"):
         assert overlay, doc["hops"]
+
+
+def test_generated_scenarios_agree_on_3_nodes(backend_lab):
+    """The generated scenarios' slice on a lab of another node count and the other backends."""
+    import os
+
+    from generator import run_world
+
+    n = int(os.environ.get("PODNET_TRACE_SCENARIOS_3", "8"))
+    seed = 1303 if backend_lab.backend == "host-gw" else 1304
+    results = run_world(backend_lab.name, backend_lab.store, backend_lab.node_ips(), seed, n)
+    bad = [(" ".join(r.flow.args), r.flow.what, r.disagreements) for r in results if not r.agree]
+    assert len(results) == n and not bad, bad

@@ -150,4 +150,27 @@ def test_kernel_trace_segments_from_nft_monitor():
     ])
     (pkt,) = parse_monitor(text, st, "nft")
     # handles become positions in the chain (handle 11 is the second rule of services)
-    assert pkt == ((0, -100, "ip podnet", (("ip podnet", "nat-prerouting", 1), ("ip podnet", "services", 2))),)
+    assert pkt == ((1, -100, "ip podnet", (("ip podnet", "nat-prerouting", 1), ("ip podnet", "services", 2))),)
+
+
+def test_interleaved_xtables_monitor_lines_go_to_their_own_packet():
+    """Two packets handled at once (two CPUs): their lines interleave, each line names its trace id."""
+    st = NsState("n", "ns", nft={"nftables": [
+        {"chain": {"family": "ip", "table": "nat", "name": "OUTPUT", "hook": "output", "prio": -100}},
+        {"chain": {"family": "ip", "table": "raw", "name": "OUTPUT", "hook": "output", "prio": -300}},
+        {"rule": {"family": "ip", "table": "nat", "chain": "OUTPUT", "handle": 22, "expr": []}},
+        {"rule": {"family": "ip", "table": "nat", "chain": "KUBE-SERVICES", "handle": 40, "expr": []}},
+        {"rule": {"family": "ip", "table": "nat", "chain": "KUBE-SERVICES", "handle": 41, "expr": []}}]})
+
+    def pkt(tid: str) -> list[str]:
+        return [f"PACKET: 2 {tid} OUT=lo SRC=192.168.77.13 DST=192.168.77.13 SPORT=1 DPORT=30762 ",
+                f" TRACE: 2 {tid} raw:OUTPUT:rule:0x4:CONTINUE  -4 -t raw -A OUTPUT --comment pn-trace-1 -j TRACE",
+                f" TRACE: 2 {tid} raw:OUTPUT:policy:ACCEPT ",
+                f"PACKET: 2 {tid} OUT=lo SRC=192.168.77.13 DST=192.168.77.13 SPORT=1 DPORT=30762 ",
+                f" TRACE: 2 {tid} nat:OUTPUT:rule:0x16:JUMP:KUBE-SERVICES  -4 -t nat -A OUTPUT -j KUBE-SERVICES",
+                f" TRACE: 2 {tid} nat:KUBE-SERVICES:rule:0x29:JUMP:KUBE-NODEPORTS  -4 -t nat -A KUBE-SERVICES"]
+
+    a, b = pkt("e89d53c0"), pkt("ac9c8b11")
+    text = "\n".join(a[:5] + b + a[5:])  # b's lines arrive between a's jump to KUBE-SERVICES and its next rule
+    whole = (((0, -100, "ip nat", (("ip nat", "OUTPUT", 1), ("ip nat", "KUBE-SERVICES", 2))),),)
+    assert parse_monitor(text, st, "ipt") == list(whole * 2)
