@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := iproute2 iptables nftables conntrack iputils-ping curl iperf3 etcd-server etcd-client \
-                containernetworking-plugins python3-nftables
+                containernetworking-plugins python3-nftables \
+                chromium chromium-driver
 NFT_SHIM := $(VENV)/nft-shim
 
 .PHONY: demo test bench lint deps venv clean .deps-apt
