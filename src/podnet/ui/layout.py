@@ -28,7 +28,7 @@ GAP = 40  # between node columns (trace paths and underlay lines run here)
 LH = 16  # line height of label text
 ADVANCE = {"title": 8.5, "label": 7.3, "small": 6.7}  # px per character at the CSS sizes (14/12/11 px)
 NODES_PER_ROW = 4
-NODE_MIN_W = 300
+NODE_MIN_W = 340
 NODE_MAX_W = 460
 POD_H = 36
 DEV_H = 24
@@ -167,7 +167,13 @@ def _overlay_label(n: NodeView) -> str:
 
 
 def _kernel_label() -> str:
-    return "netfilter (kube-proxy)  |  routing"
+    return "  ".join(word for word, _ in KERNEL_STAGES)
+
+
+# The kernel box, left to right in the order a forwarded packet meets them: netfilter's hooks (where
+# kube-proxy's and flannel's rules are) around the routing decision. A trace's hops land on their hook.
+KERNEL_STAGES = (("prerouting", 0.13), ("routing", 0.37), ("fwd/in/out", 0.62), ("postrouting", 0.87))
+HOOK_AT = {"prerouting": 0.13, "route": 0.37, "forward": 0.62, "input": 0.62, "output": 0.62, "postrouting": 0.87}
 
 
 def _pod_status(p: PodView) -> str:
@@ -192,8 +198,7 @@ def node_height(n: NodeView) -> float:
 class NodeAnchors:
     host: Point
     cni0: Point
-    netfilter: Point
-    route: Point
+    hooks: dict[str, Point]  # netfilter hook (and "route") -> where its hops are drawn
     overlay: Point
     eth0: Point
     eth0_bottom: Point
@@ -241,7 +246,10 @@ def _draw_node(n: NodeView, box: Box, pod_boxes: dict[str, Box]) -> tuple[Shape,
         return b
 
     cni = device("bridge", _bridge_label(n), "dev-bridge", dy)
-    kern = device("kernel", _kernel_label(), "dev-kernel", dy + (DEV_H + 8))
+    kern = Box(dx, dy + (DEV_H + 8), dw, DEV_H)
+    items.append(group("device", f"{n.name}/kernel", [rect(kern.x, kern.y, kern.w, kern.h, "dev dev-kernel")] + [
+        text(kern.x + kern.w * at, kern.y + 16, word, "small", anchor="middle") for word, at in KERNEL_STAGES],
+        title="netfilter hooks (kube-proxy's and flannel's rules) around the routing decision"))
     ovl = device("overlay", _overlay_label(n), f"dev-{n.overlay.kind}", dy + 2 * (DEV_H + 8), n.overlay.detail)
     eth = device("eth0", f"eth0 {n.internal_ip}", "dev-eth", dy + 2 * (DEV_H + 8) + OVL_H + 8)
     if stubs:  # the pods' veths: one bus down to the bridge
@@ -251,9 +259,9 @@ def _draw_node(n: NodeView, box: Box, pod_boxes: dict[str, Box]) -> tuple[Shape,
     for upper, lower in ((cni, kern), (kern, ovl), (ovl, eth)):
         items.insert(1, path(f"M{upper.cx:.1f},{upper.y + upper.h:.1f} V{lower.y:.1f}", "link"))
     anchors = NodeAnchors(
-        host=(x + w / 2, y + 28), cni0=(cni.x + cni.w * 0.3, cni.cy), netfilter=(kern.x + kern.w * 0.25, kern.cy),
-        route=(kern.x + kern.w * 0.75, kern.cy), overlay=(ovl.x + ovl.w * 0.5, ovl.cy), eth0=(eth.cx, eth.cy),
-        eth0_bottom=(eth.cx, eth.y + eth.h))
+        host=(x + w / 2, y + 28), cni0=(cni.x + cni.w * 0.3, cni.cy),
+        hooks={k: (kern.x + kern.w * at, kern.y + kern.h) for k, at in HOOK_AT.items()},
+        overlay=(ovl.x + ovl.w * 0.5, ovl.cy), eth0=(eth.cx, eth.cy), eth0_bottom=(eth.cx, eth.y + eth.h))
     title = f"node {n.name} {n.internal_ip} subnet {n.subnet} ({n.overlay.kind})"
     return group("node", n.name, items, title=title), anchors
 
@@ -372,9 +380,13 @@ def scene(view: LabView) -> dict[str, Any]:
     for ref, b in pod_boxes.items():
         anchors[f"pod:{ref}"] = (b.x + 6, b.cy)
     for name, a in node_anchor.items():
-        for k in ("host", "cni0", "netfilter", "route", "overlay", "eth0"):
+        for k in ("host", "cni0", "overlay", "eth0"):
             anchors[f"{name}:{k}"] = getattr(a, k)
+        for hook, pt in a.hooks.items():
+            anchors[f"{name}:{hook}"] = pt
+    anchors["caption"] = (M, y + 4)
     pod_nodes = {p.ref: p.node for p in view.pods()}
+    y += 24  # the caption line a trace overlay writes its outcome on
     return {"width": round(width, 1), "height": round(y + M, 1), "palette": PALETTE, "shapes": shapes,
             "anchors": {k: [round(v[0], 1), round(v[1], 1)] for k, v in anchors.items()}, "pod_nodes": pod_nodes}
 
@@ -382,8 +394,17 @@ def scene(view: LabView) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 # A trace across the scene
 
-STEP_ANCHOR = {"netfilter": "netfilter", "conntrack": "netfilter", "route": "route", "veth": "cni0",
-               "bridge": "cni0", "encap": "overlay", "source": "host", "deliver": "host", "drop": None}
+STEP_ANCHOR = {"route": "route", "veth": "cni0", "bridge": "cni0", "encap": "overlay", "source": "host",
+               "deliver": "host", "drop": None}
+
+
+def _hop_anchor(h: dict[str, Any]) -> str | None:
+    """Where on a node a hop is drawn: netfilter hops at their hook, others at their device."""
+    step = str(h.get("step") or "")
+    if step in ("netfilter", "conntrack"):
+        hook = str(h.get("hook") or "prerouting")
+        return hook if hook in HOOK_AT else "prerouting"
+    return STEP_ANCHOR.get(step, "host")
 
 
 def trace_points(sc: dict[str, Any], hops: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -410,7 +431,6 @@ def trace_points(sc: dict[str, Any], hops: list[dict[str, Any]]) -> list[dict[st
 
     for i, h in enumerate(hops):
         who = str(h.get("node") or "")
-        step = str(h.get("step") or "")
         is_pod = "/" in who
         node = pod_nodes.get(who, "") if is_pod else who
         if last_node and node and node != last_node:
@@ -419,12 +439,12 @@ def trace_points(sc: dict[str, Any], hops: list[dict[str, Any]]) -> list[dict[st
         if is_pod:
             add(f"pod:{who}", i)
         else:
-            kind = STEP_ANCHOR.get(step, "host")
+            kind = _hop_anchor(h)
             if kind is None:  # a drop happens where the packet is
                 if out:
                     out[-1]["hops"].append(i)
                 else:
-                    add(f"{who}:netfilter", i)
+                    add(f"{who}:prerouting", i)
             else:
                 add(f"{who}:{kind}", i)
         if node:
@@ -449,9 +469,20 @@ def trace_overlay(sc: dict[str, Any], trace: dict[str, Any], outcome: int = 0) -
             continue
         n = p["hops"][0] + 1
         label = str(n) if len(p["hops"]) == 1 else f"{n}-{p['hops'][-1] + 1}"
-        items.append({"t": "circle", "x": p["x"], "y": p["y"], "r": 9, "cls": f"trace-dot {cls}"})
+        items.append({"t": "circle", "x": p["x"], "y": p["y"], "r": max(8.0, 3 + 2.8 * len(label)),
+                      "cls": f"trace-dot {cls}"})
         items.append(text(p["x"], p["y"] + 3.5, label, "trace-num", anchor="middle"))
     end = pts[-1]
+    items.append({"t": "circle", "x": end["x"], "y": end["y"], "r": 14, "cls": f"trace-ring {cls}"})
+    flow = trace.get("flow") or {}
     mark = "✓" if o.get("verdict") == "delivered" else "✗"
-    items.append(text(end["x"] + 14, end["y"] + 5, f"{mark} {o.get('verdict')}", f"trace-end {cls}"))
+    caption = (f"{mark} trace {flow.get('proto', '')} {flow.get('src', '')} -> {flow.get('dst', '')}:"
+               f"{flow.get('dport', '')}: {o.get('verdict')} {o.get('where', '')}"
+               f" ({float(o.get('probability') or 0) * 100:.0f}% of new connections)")
+    if o.get("reason"):
+        caption += f": {o['reason']}"
+    if isinstance(trace.get("verify"), dict):
+        caption += "; the kernel " + ("agrees" if trace["verify"].get("agree") else "disagrees")
+    cx, cy = sc["anchors"].get("caption", [M, sc.get("height", 0) - M])
+    items.append(text(cx, cy + 12, caption, f"trace-end {cls}"))
     return group("trace", "trace", items, title=f"{o.get('verdict')} {o.get('where', '')}")

@@ -64,7 +64,9 @@ def _static(name: str) -> bytes:
 
 
 class UiServer:
-    def __init__(self, st: LabState, *, allow_any_host: bool = False) -> None:
+    """feed and watch default to the lab's API server and store; tests give their own."""
+
+    def __init__(self, st: LabState, *, allow_any_host: bool = False, feed: Any = None, watch: Any = None) -> None:
         self.st = st
         self.allow_any_host = allow_any_host
         self.hosts: set[str] = set()  # Host header values that name this server (set once listening)
@@ -74,15 +76,16 @@ class UiServer:
         self._cond = asyncio.Condition()
         self._dirty = asyncio.Event()
         self._trace_lock = asyncio.Lock()
-        self.feed = feed_mod.ApiFeed(feed_mod.lab_target(st), lambda _kind: self._dirty.set())
-        self.watch: facts_mod.LabWatch | None = None
+        self.feed = feed if feed is not None else feed_mod.ApiFeed(feed_mod.lab_target(st), self.changed)
+        self.watch: facts_mod.LabWatch | None = watch
         self._tasks: list[asyncio.Task[None]] = []
 
     # lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.watch = await loop.run_in_executor(
-            None, lambda: facts_mod.LabWatch(self.st, lambda: loop.call_soon_threadsafe(self._dirty.set)).start())
+        if self.watch is None:
+            self.watch = await loop.run_in_executor(
+                None, lambda: facts_mod.LabWatch(self.st, lambda: loop.call_soon_threadsafe(self.changed)).start())
         self._rebuild()
         self._tasks = [asyncio.create_task(self.feed.run(), name="ui feed"),
                        asyncio.create_task(self._rebuilder(), name="ui rebuild")]
@@ -97,6 +100,10 @@ class UiServer:
                 pass
         if self.watch is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.watch.close)
+
+    def changed(self, *_: object) -> None:
+        """Something the picture shows changed (called on the event loop)."""
+        self._dirty.set()
 
     async def _rebuilder(self) -> None:
         while True:
