@@ -197,12 +197,18 @@ class UiServer:
         from podnet.trace.errors import TraceError
 
         loop = asyncio.get_running_loop()
+        port = int(sport) if sport is not None else None
         async with self._trace_lock:
             try:
-                doc = await loop.run_in_executor(None, tracing.run, self.st.spec.name, src, dst, proto,
-                                                 int(sport) if sport is not None else None, verify)
+                if verify:
+                    doc = await tracing.run_verified(self.st.spec.name, src, dst, proto, port)
+                else:
+                    doc = await loop.run_in_executor(None, tracing.run, self.st.spec.name, src, dst, proto, port)
             except (TraceError, PodnetError) as e:
                 return web.json_response({"error": str(e)}, status=400)
+            except Exception as e:  # the page says what broke instead of an HTML 500
+                log.exception("trace %s -> %s", src, dst)
+                return web.json_response({"error": f"{type(e).__name__}: {e}"}, status=500)
         return web.json_response({"trace": doc, "overlay": layout.trace_overlay(self.scene, doc, 0),
                                   "version": self.version})
 

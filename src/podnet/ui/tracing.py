@@ -1,32 +1,65 @@
-"""A trace for the page: `podnet trace` in-process (the same calls as cli/trace.py), and what the form offers.
+"""A trace for the page: `podnet trace`'s own code, and the words the form suggests.
 
-Blocking (it reads every node's kernel state, and --verify sends probes): the server runs it in a thread,
-one at a time.
+A prediction runs in-process (the calls cli/trace.py makes; blocking, so the server runs it in a thread).
+`--verify` runs the CLI in a child process instead: it puts trace rules into the nodes' kernels and turns
+SIGTERM into an exception to take them out again, which only a main thread can do, and a child keeps that
+cleanup its own if the page's server is stopped while probes are out.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
+from podnet.trace.errors import TraceError
 from podnet.ui.model import LabView
 
 PROTOS = ("tcp", "udp", "icmp")
+VERIFY_TIMEOUT = 120.0
+DISAGREE = 3  # `podnet trace --verify` exits 3 when the kernel took another path (its JSON is still printed)
 
 
-def run(lab: str, src: str, dst: str, proto: str = "tcp", sport: int | None = None,
-        verify: bool = False) -> dict[str, Any]:
-    """What `podnet trace --lab LAB --from SRC --to DST -o json [--verify]` prints, as a dict."""
+def run(lab: str, src: str, dst: str, proto: str = "tcp", sport: int | None = None) -> dict[str, Any]:
+    """What `podnet trace --lab LAB --from SRC --to DST -o json` prints, as a dict."""
     from podnet.trace import resolve, snapshot, walk
 
     cluster = snapshot.read_cluster(lab)
     source, pkt = resolve.flow(cluster, src, dst, proto, sport)
-    result = walk.walk(cluster, source, pkt)
-    doc = result.to_json()
-    if verify:
-        from podnet.trace import verify as verify_mod
+    return walk.walk(cluster, source, pkt).to_json()
 
-        doc["verify"] = verify_mod.verify(cluster, source, pkt, result).to_json()
-    return doc
+
+def argv(lab: str, src: str, dst: str, proto: str, sport: int | None, *, verify: bool) -> list[str]:
+    from podnet.lab.supervisor import podnet_exe
+
+    out = [podnet_exe(), "trace", "--lab", lab, "--from", src, "--to", dst, "--proto", proto, "-o", "json"]
+    if sport is not None:
+        out += ["--sport", str(sport)]
+    return out + (["--verify"] if verify else [])
+
+
+async def run_verified(lab: str, src: str, dst: str, proto: str = "tcp", sport: int | None = None,
+                       timeout: float = VERIFY_TIMEOUT) -> dict[str, Any]:
+    """`podnet trace ... -o json --verify` in a child process: the prediction and the kernel's verdict."""
+    proc = await asyncio.create_subprocess_exec(*argv(lab, src, dst, proto, sport, verify=True),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except (TimeoutError, asyncio.CancelledError):
+        proc.terminate()  # SIGTERM: the child removes its trace rules on the way out
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        raise TraceError(f"podnet trace --verify: no answer within {timeout:.0f} s") from None
+    if proc.returncode not in (0, DISAGREE):
+        lines = [ln.removeprefix("error: ") for ln in err.decode(errors="replace").splitlines() if ln.strip()]
+        raise TraceError("; ".join(lines) or f"podnet trace --verify exited {proc.returncode}")
+    try:
+        return json.loads(out)
+    except ValueError:
+        raise TraceError(f"podnet trace --verify printed no JSON: {out[:200]!r}") from None
 
 
 def _pod_word(ref: str) -> str:

@@ -158,15 +158,24 @@ def test_a_trace_comes_back_with_its_path_on_the_scene(monkeypatch: pytest.Monke
         calls.append(args)
         return doc
 
+    async def fake_verified(*args: Any) -> dict:
+        calls.append(("verified", *args))
+        return {**doc, "verify": {"agree": True, "summary": "ok"}}
+
     monkeypatch.setattr(tracing, "run", fake_run)
+    monkeypatch.setattr(tracing, "run_verified", fake_verified)
 
     async def check(srv: server.UiServer, feed: FakeFeed, url: str) -> None:
         async with ClientSession() as http:
-            async with http.post(url + "/api/trace", json={"from": "client", "to": "svc/web", "verify": True},
+            async with http.post(url + "/api/trace", json={"from": "client", "to": "svc/web"},
                                  headers={server.HEADER: "1"}) as r:
                 assert r.status == 200
                 body = await r.json()
-            assert calls == [("t1", "client", "svc/web", "tcp", None, True)]
+            async with http.post(url + "/api/trace", json={"from": "web-a", "to": "svc/web", "proto": "udp",
+                                                           "sport": 4000, "verify": True},
+                                 headers={server.HEADER: "1"}) as r:
+                assert (await r.json())["trace"]["verify"]["agree"] is True
+            assert calls == [("t1", "client", "svc/web", "tcp", None), ("verified", "t1", "web-a", "svc/web", "udp", 4000)]
             assert body["trace"] == doc and body["overlay"]["kind"] == "trace"
             async with http.post(url + "/api/overlay", json={"trace": doc, "outcome": 0},
                                  headers={server.HEADER: "1"}) as r:
