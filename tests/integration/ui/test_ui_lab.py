@@ -239,11 +239,12 @@ def _screenshot_stats(png: Path) -> tuple[int, float, int]:
     from PIL import Image
 
     img = Image.open(png).convert("RGB")
-    pixels = list(img.getdata())
-    colours = len(set(pixels))
-    background = sum(1 for p in pixels if p in (BACKGROUND, (255, 255, 255)))
-    orange = sum(1 for p in pixels if all(abs(a - b) <= 24 for a, b in zip(p, TRACE_ORANGE, strict=True)))
-    return colours, 1 - background / len(pixels), orange
+    counts = img.getcolors(img.width * img.height)  # [(count, (r, g, b)), ...]
+    assert counts is not None
+    total = img.width * img.height
+    background = sum(n for n, c in counts if c in (BACKGROUND, (255, 255, 255)))
+    orange = sum(n for n, c in counts if all(abs(a - b) <= 24 for a, b in zip(c, TRACE_ORANGE, strict=True)))
+    return len(counts), 1 - background / total, orange
 
 
 def _wait_trace(d: Any, timeout: float) -> str:
