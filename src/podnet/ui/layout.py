@@ -34,6 +34,7 @@ POD_H = 36
 DEV_H = 24
 OVL_H = 38  # the overlay device's box: its name and address, then what the backend does
 SVC_GAP = 48  # between Service boxes: their arrows run down here
+SERVICES_MAX_W = 1400
 PALETTE = 8  # CSS classes c0..c7 colour one Service's box and arrows
 
 Shape = dict[str, Any]
@@ -279,9 +280,12 @@ def scene(view: LabView) -> dict[str, Any]:
     per_row = max(1, min(NODES_PER_ROW, len(view.nodes)))
     nodes_w = per_row * col_w + (per_row - 1) * GAP
     svc_sizes = [_service_box(s) for s in view.services]
-    width = max(nodes_w, max((w for w, _ in svc_sizes), default=0), 640) + 2 * M
+    # the Services may widen a narrow lab's canvas to sit side by side (up to SERVICES_MAX_W)
+    services_w = sum(w for w, _ in svc_sizes) + SVC_GAP * max(len(svc_sizes) - 1, 0)
+    width = max(nodes_w, min(services_w, SERVICES_MAX_W), max((w for w, _ in svc_sizes), default=0), 640) + 2 * M
 
-    header = (f"lab {view.name}  ·  {len(view.nodes)} nodes  ·  overlay {view.backend}  ·  proxy {view.proxy_mode}"
+    proxy = view.proxy_mode if view.proxy_mode == "iptables" else f"{view.proxy_mode} (chains named as in iptables mode)"
+    header = (f"lab {view.name}  ·  {len(view.nodes)} nodes  ·  overlay {view.backend}  ·  proxy {proxy}"
               f"  ·  pod network {view.pod_network}")
     shapes.append(text(M, M + 14, header, "title"))
     y = M + 34
@@ -336,7 +340,7 @@ def scene(view: LabView) -> dict[str, Any]:
             ux = b.x + b.w + GAP / 2
             d = f"M{bx:.1f},{by:.1f} V{by + 12:.1f} H{ux:.1f} V{ul.y:.1f}"
         ul_items.append(path(d, "wire"))
-        anchors[f"underlay:{n.name}"] = (ux, ul.cy)
+        anchors[f"underlay:{n.name}"] = (ux, ul.y + 7)  # above the underlay's label
     shapes.append(group("underlay", view.underlay_netns, ul_items, title=f"underlay {view.underlay_cidr}"))
     y += ul.h + 20
 
@@ -386,7 +390,7 @@ def scene(view: LabView) -> dict[str, Any]:
             anchors[f"{name}:{hook}"] = pt
     anchors["caption"] = (M, y + 4)
     pod_nodes = {p.ref: p.node for p in view.pods()}
-    y += 24  # the caption line a trace overlay writes its outcome on
+    y += 2 * LH + 8  # the caption a trace overlay writes its outcome on
     return {"width": round(width, 1), "height": round(y + M, 1), "palette": PALETTE, "shapes": shapes,
             "anchors": {k: [round(v[0], 1), round(v[1], 1)] for k, v in anchors.items()}, "pod_nodes": pod_nodes}
 
@@ -476,13 +480,14 @@ def trace_overlay(sc: dict[str, Any], trace: dict[str, Any], outcome: int = 0) -
     items.append({"t": "circle", "x": end["x"], "y": end["y"], "r": 14, "cls": f"trace-ring {cls}"})
     flow = trace.get("flow") or {}
     mark = "✓" if o.get("verdict") == "delivered" else "✗"
-    caption = (f"{mark} trace {flow.get('proto', '')} {flow.get('src', '')} -> {flow.get('dst', '')}:"
-               f"{flow.get('dport', '')}: {o.get('verdict')} {o.get('where', '')}"
-               f" ({float(o.get('probability') or 0) * 100:.0f}% of new connections)")
+    first = (f"{mark} trace {flow.get('proto', '')} {flow.get('src', '')} -> {flow.get('dst', '')}:"
+             f"{flow.get('dport', '')}: {o.get('verdict')}")
+    second = f"{o.get('where', '')} ({float(o.get('probability') or 0) * 100:.0f}% of new connections)".strip()
     if o.get("reason"):
-        caption += f": {o['reason']}"
+        second += f": {o['reason']}"
     if isinstance(trace.get("verify"), dict):
-        caption += "; the kernel " + ("agrees" if trace["verify"].get("agree") else "disagrees")
+        second += "; the kernel " + ("agrees" if trace["verify"].get("agree") else "disagrees")
     cx, cy = sc["anchors"].get("caption", [M, sc.get("height", 0) - M])
-    items.append(text(cx, cy + 12, caption, f"trace-end {cls}"))
+    items.append(text(cx, cy + 12, first, f"trace-end {cls}"))
+    items.append(text(cx + 16, cy + 12 + LH + 2, second, f"trace-end {cls}"))
     return group("trace", "trace", items, title=f"{o.get('verdict')} {o.get('where', '')}")

@@ -156,8 +156,9 @@ def test_the_overlay_numbers_hops_and_captions_the_outcome() -> None:
                            "endpoint": "10.244.2.2:80", "hops": CROSS_NODE}], "verify": {"agree": True}}
     ov = layout.trace_overlay(sc, trace)
     labels = [i["s"] for i in ov["items"] if i["t"] == "text"]
-    assert labels[:3] == ["1-2", "3", "4-5"] and labels[-2] == "13"
-    assert "delivered pod default/web-b (50% of new connections); the kernel agrees" in labels[-1]
+    assert labels[:3] == ["1-2", "3", "4-5"] and labels[-3] == "13"
+    assert labels[-2] == "✓ trace tcp 10.244.1.3 -> 10.96.0.10:80: delivered"
+    assert labels[-1] == "pod default/web-b (50% of new connections); the kernel agrees"
     assert ov["items"][0]["d"].count("L") == len(layout.trace_points(sc, CROSS_NODE)) - 1
     ET.fromstring(svg.render(sc, ov).split("\n", 1)[1])
 
