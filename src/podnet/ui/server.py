@@ -79,6 +79,7 @@ class UiServer:
         self.feed = feed if feed is not None else feed_mod.ApiFeed(feed_mod.lab_target(st), self.changed)
         self.watch: facts_mod.LabWatch | None = watch
         self._tasks: list[asyncio.Task[None]] = []
+        self.closing = False
 
     # lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -156,7 +157,7 @@ class UiServer:
         await resp.prepare(request)
         sent = -1
         try:
-            while True:
+            while not self.closing:
                 if self.version != sent:
                     sent = self.version
                     data = json.dumps(self.scene, separators=(",", ":"))
@@ -172,7 +173,13 @@ class UiServer:
         return resp
 
     def _newer_than(self, version: int) -> Any:
-        return lambda: self.version != version
+        return lambda: self.version != version or self.closing
+
+    async def close_streams(self) -> None:
+        """End every event stream (a server that stops must not wait for browsers to hang up)."""
+        self.closing = True
+        async with self._cond:
+            self._cond.notify_all()
 
     async def trace(self, request: web.Request) -> web.Response:
         body = await self._json_body(request)
@@ -258,7 +265,7 @@ async def serve(st: LabState, host: str, port: int, *, allow_non_loopback: bool 
     """Serve until SIGINT/SIGTERM. ready(url) is called once listening (the CLI prints the URL)."""
     srv = UiServer(st, allow_any_host=allow_non_loopback)
     await srv.start()
-    runner = web.AppRunner(srv.app(), access_log=None, handle_signals=False)
+    runner = web.AppRunner(srv.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -275,6 +282,7 @@ async def serve(st: LabState, host: str, port: int, *, allow_non_loopback: bool 
     try:
         await stop.wait()
     finally:
+        await srv.close_streams()
         await runner.cleanup()
         await srv.stop()
 
