@@ -287,6 +287,7 @@ def scene(view: LabView) -> dict[str, Any]:
     proxy = view.proxy_mode if view.proxy_mode == "iptables" else f"{view.proxy_mode} (chains named as in iptables mode)"
     header = (f"lab {view.name}  ·  {len(view.nodes)} nodes  ·  overlay {view.backend}  ·  proxy {proxy}"
               f"  ·  pod network {view.pod_network}")
+    width = max(width, text_width(header, "title") + 2 * M)
     shapes.append(text(M, M + 14, header, "title"))
     y = M + 34
 

@@ -264,22 +264,21 @@ async def serve(st: LabState, host: str, port: int, *, allow_non_loopback: bool 
                 ready: Any = None) -> None:
     """Serve until SIGINT/SIGTERM. ready(url) is called once listening (the CLI prints the URL)."""
     srv = UiServer(st, allow_any_host=allow_non_loopback)
-    await srv.start()
     runner = web.AppRunner(srv.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = int(runner.addresses[0][1])
-    names = [host, "localhost"] if host == "127.0.0.1" else [host]
-    srv.hosts = {f"{h}:{bound}" for h in names} | ({f"[{host}]:{bound}"} if ":" in host else set())
-    url = f"http://{('[' + host + ']') if ':' in host else host}:{bound}/"
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        ready(url)
     try:
+        await web.TCPSite(runner, host, port).start()  # bind first: a taken port fails before any watch starts
+        bound = int(runner.addresses[0][1])
+        names = [host, "localhost"] if host == "127.0.0.1" else [host]
+        srv.hosts = {f"{h}:{bound}" for h in names} | ({f"[{host}]:{bound}"} if ":" in host else set())
+        url = f"http://{('[' + host + ']') if ':' in host else host}:{bound}/"
+        await srv.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready(url)
         await stop.wait()
     finally:
         await srv.close_streams()

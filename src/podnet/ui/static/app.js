@@ -108,6 +108,7 @@ async function relayout() {
 }
 
 function onScene(next) {
+  if (!next.shapes) return;  // the server had not built its first scene yet
   scene = next;
   draw();
   showStatus();
