@@ -21,7 +21,6 @@ import json
 import logging
 import mimetypes
 import signal
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,6 @@ class UiServer:
         self.hosts: set[str] = set()  # Host header values that name this server (set once listening)
         self.version = 0
         self.scene: dict[str, Any] = {}
-        self.built_at = 0.0
         self._cond = asyncio.Condition()
         self._dirty = asyncio.Event()
         self._trace_lock = asyncio.Lock()
@@ -112,29 +110,39 @@ class UiServer:
             await asyncio.sleep(DEBOUNCE)
             self._dirty.clear()
             try:
-                self._rebuild()
+                # read on the loop (the feed changes there), lay out in a thread: a big lab's picture takes
+                # a few hundred ms (benchmarks/ui.py), and the loop keeps serving meanwhile
+                inputs = self._inputs()
+                self._publish(await asyncio.get_running_loop().run_in_executor(None, self._build, *inputs))
             except Exception:  # a picture that cannot be built must not end the page's updates
                 log.exception("building the scene")
                 continue
             async with self._cond:
                 self._cond.notify_all()
 
-    def view(self) -> model.LabView:
+    def _inputs(self) -> tuple[model.LabFacts, dict[str, list[dict[str, Any]]], dict[str, Any]]:
         assert self.watch is not None
-        return model.build(self.watch.facts(), self.feed.snapshot())
+        status = {"api": "connected" if self.feed.connected else "connecting", "errors": dict(self.feed.errors)}
+        return self.watch.facts(), self.feed.snapshot(), status
 
-    def _rebuild(self) -> None:
-        v = self.view()
+    @staticmethod
+    def _build(facts: model.LabFacts, objects: dict[str, list[dict[str, Any]]],
+               status: dict[str, Any]) -> dict[str, Any]:
+        v = model.build(facts, objects)
         sc = layout.scene(v)
-        self.version += 1
-        sc["version"] = self.version
         sc["lab"] = v.name
-        sc["status"] = {"api": "connected" if self.feed.connected else "connecting",
-                        "errors": dict(self.feed.errors), "warnings": list(v.warnings),
+        sc["status"] = {**status, "warnings": list(v.warnings),
                         "counts": {"nodes": len(v.nodes), "pods": len(v.pods()), "services": len(v.services)}}
         sc["choices"] = tracing.choices(v)
+        return sc
+
+    def _publish(self, sc: dict[str, Any]) -> None:
+        self.version += 1
+        sc["version"] = self.version
         self.scene = sc
-        self.built_at = time.time()
+
+    def _rebuild(self) -> None:
+        self._publish(self._build(*self._inputs()))
 
     # handlers -------------------------------------------------------------------------------------------
     async def index(self, request: web.Request) -> web.Response:
