@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := iproute2 iptables nftables conntrack iputils-ping curl iperf3 etcd-server etcd-client \
                 containernetworking-plugins python3-nftables \
-                bind9-dnsutils
+                bind9-dnsutils chromium chromium-driver
 NFT_SHIM := $(VENV)/nft-shim
 
 .PHONY: demo test bench lint deps venv clean .deps-apt

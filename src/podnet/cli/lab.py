@@ -81,6 +81,24 @@ def status(ctx: typer.Context, name: str = typer.Option("lab", "--name")) -> Non
     lab_status.show(name)
 
 
+@app.command("ui")
+def ui(
+    name: str = typer.Option("lab", "--name", help="The lab to show"),
+    listen: str = typer.Option("127.0.0.1:8480", "--listen", help="HOST:PORT to serve the page on (port 0: any)"),
+    allow_non_loopback: bool = typer.Option(False, "--allow-non-loopback",
+                                            help="Serve on a non-loopback address (anyone who reaches it "
+                                                 "sees the lab and can run traces)"),
+    snapshot: str = typer.Option(None, "--snapshot", help="Write the picture to this SVG file and exit"),
+    trace_from: str = typer.Option("", "--trace-from", help="With --snapshot: draw this trace's path too"),
+    trace_to: str = typer.Option("", "--trace-to", help="With --snapshot: the trace's destination"),
+) -> None:
+    """A live web page of the lab's network (nodes, pods, Services, traced paths), or --snapshot FILE.svg."""
+    from podnet.ui import main as ui_main
+
+    ui_main.run(name, listen, allow_non_loopback=allow_non_loopback, snapshot=snapshot,
+                trace_from=trace_from, trace_to=trace_to)
+
+
 @app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def exec_(
     ctx: typer.Context,
