@@ -44,7 +44,7 @@ from podnet.controllers.repair import repair_allocations
 from podnet.lab import nodestatus
 from podnet.lab.loop import change_loop
 from podnet.lab.state import LabState
-from podnet.store import ConflictError, Delete, Op, Put, Store, keys, open_store
+from podnet.store import ConflictError, Delete, Op, Put, Store, StoreError, keys, open_store
 from podnet.store.informer import ChangeKind, Informer
 
 log = logging.getLogger("podnet.lab.controller")
@@ -425,6 +425,8 @@ def _every(interval: float, fn: Callable[[], object], stop: threading.Event) -> 
     while not stop.is_set():
         try:
             fn()
+        except StoreError as e:  # etcd restarting: expected, no traceback
+            log.warning("%s: %s; again in %.0f s", getattr(fn, "__name__", fn), e, interval)
         except Exception:
             log.exception("%s failed; again in %.0f s", getattr(fn, "__name__", fn), interval)
         if stop.wait(interval):
