@@ -27,7 +27,7 @@ from podnet.lab.loop import change_loop
 from podnet.lab.resolvconf import pod_resolv_conf
 from podnet.lab.state import LabState
 from podnet.net import netns
-from podnet.store import ConflictError, Store, keys, open_store
+from podnet.store import ConflictError, Store, StoreError, keys, open_store
 from podnet.store.informer import Informer
 
 log = logging.getLogger("podnet.lab.agent")
@@ -285,7 +285,9 @@ def _heartbeat(store: Store, node: str, stop: threading.Event) -> None:
         try:
             if not nodestatus.post(store, node, info):
                 log.warning("node %s: no Node object to post status to", node)
-        except Exception:  # the store restarting: the next beat tries again
+        except StoreError as e:  # the store restarting: the next beat tries again
+            log.warning("node %s: posting node status failed: %s", node, e)
+        except Exception:
             log.exception("node %s: posting node status failed", node)
         if stop.wait(nodestatus.HEARTBEAT):
             return

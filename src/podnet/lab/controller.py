@@ -52,7 +52,7 @@ from podnet.lab import nodestatus, statefulset
 from podnet.lab.lbcontroller import LoadBalancerAllocator
 from podnet.lab.loop import change_loop
 from podnet.lab.state import LabState
-from podnet.store import ConflictError, Delete, Op, Put, Store, keys, open_store
+from podnet.store import ConflictError, Delete, Op, Put, Store, StoreError, keys, open_store
 from podnet.store.informer import ChangeKind, Informer
 
 log = logging.getLogger("podnet.lab.controller")
@@ -524,6 +524,8 @@ def _every(interval: float, fn: Callable[[], object], stop: threading.Event) -> 
     while not stop.is_set():
         try:
             fn()
+        except StoreError as e:  # etcd restarting: expected, no traceback
+            log.warning("%s: %s; again in %.0f s", getattr(fn, "__name__", fn), e, interval)
         except Exception:
             log.exception("%s failed; again in %.0f s", getattr(fn, "__name__", fn), interval)
         if stop.wait(interval):
