@@ -172,7 +172,7 @@ function showTrace(doc) {
       (o.reason ? ` (${o.reason})` : "");
     li.addEventListener("click", async () => {
       showOutcome(i);
-      await relayout_outcome();
+      await relayoutOutcome();
     });
     return li;
   }));
@@ -180,7 +180,7 @@ function showTrace(doc) {
   if (overlayVersion === scene.version) draw(); else relayout();
 }
 
-async function relayout_outcome() {
+async function relayoutOutcome() {
   overlayVersion = -1;
   await relayout();
 }
