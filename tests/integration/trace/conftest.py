@@ -59,7 +59,7 @@ def make_lab(mode: str, backend: str, nodes: int = 2) -> TraceLab:
     return lab
 
 
-def wait_ready(lab: TraceLab, timeout: float = 30) -> None:
+def wait_ready(lab: TraceLab, timeout: float = 120) -> None:  # a bound, for a loaded machine
     import json
     import time
 

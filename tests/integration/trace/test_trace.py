@@ -96,7 +96,7 @@ def test_text_is_one_hop_a_line_with_kube_proxy_chain_names(lab):
     if lab.mode == "iptables":
         assert "KUBE-SERVICES" in chains and any(c.startswith("KUBE-SVC-") for c in chains) \
             and any(c.startswith("KUBE-SEP-") for c in chains), chains
-        assert "KUBE-SERVICES -> KUBE-SVC-" in shown and '"default/web:80' in shown, shown
+        assert "KUBE-SERVICES -> KUBE-SVC-" in shown and '"default/web cluster IP"' in shown, shown
     else:
         assert "nat-prerouting" in chains and "services" in chains, chains
         assert "= Service port default/web:80" in shown and "dnat to" in shown, shown
