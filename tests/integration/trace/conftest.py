@@ -102,7 +102,8 @@ def lab(request):
         cluster.down(lab.name)
 
 
-@pytest.fixture(scope="module", params=[("iptables", "host-gw"), ("nftables", "udp")], ids=lambda p: "-".join(p))
+@pytest.fixture(scope="module", params=[("iptables", "host-gw"), ("nftables", "host-gw"), ("iptables", "udp"),
+                                        ("nftables", "udp")], ids=lambda p: "-".join(p))
 def backend_lab(request):
     """The other overlay backends, with 3 nodes: only cross-node hops differ, so only cross-node cases and a
     slice of the generated scenarios (over a third node) run on them."""

@@ -11,10 +11,14 @@ pytestmark = pytest.mark.integration
 
 
 def run(lab, *args: str) -> dict:
+    from podnet.trace.verify import leftover_rules
+
     r = lab.trace(*args, "--verify", "-o", "json")
     doc = json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
     assert doc, (r.returncode, r.stdout, r.stderr)
     assert doc["verify"]["agree"] and r.returncode == 0, (args, doc["verify"]["disagreements"], r.stderr)
+    for node in lab.node_ips():  # --verify took its trace rules out again
+        assert leftover_rules(lab.netns(node)) == [], node
     return doc
 
 
