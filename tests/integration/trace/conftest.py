@@ -59,7 +59,7 @@ def make_lab(mode: str, backend: str, nodes: int = 2) -> TraceLab:
     return lab
 
 
-def wait_ready(lab: TraceLab, timeout: float = 30) -> None:
+def wait_ready(lab: TraceLab, timeout: float = 120) -> None:  # a bound, for a loaded machine
     import json
     import time
 
@@ -102,7 +102,8 @@ def lab(request):
         cluster.down(lab.name)
 
 
-@pytest.fixture(scope="module", params=[("iptables", "host-gw"), ("nftables", "udp")], ids=lambda p: "-".join(p))
+@pytest.fixture(scope="module", params=[("iptables", "host-gw"), ("nftables", "host-gw"), ("iptables", "udp"),
+                                        ("nftables", "udp")], ids=lambda p: "-".join(p))
 def backend_lab(request):
     """The other overlay backends, with 3 nodes: only cross-node hops differ, so only cross-node cases and a
     slice of the generated scenarios (over a third node) run on them."""

@@ -307,7 +307,7 @@ def delete_world(store: str, w: World) -> None:
     podnet(store, "delete", "--ignore-not-found", "-f", "-", input=w.yaml())
 
 
-def wait_world(lab: str, store: str, w: World, timeout: float = 60) -> None:
+def wait_world(lab: str, store: str, w: World, timeout: float = 120) -> None:
     """Until every pod of the world is Ready and every node's rules hold each ClusterIP port's endpoints
     (counted by the world's own model, read back through the product's walk)."""
     from podnet.trace import resolve, snapshot, walk

@@ -11,10 +11,14 @@ pytestmark = pytest.mark.integration
 
 
 def run(lab, *args: str) -> dict:
+    from podnet.trace.verify import leftover_rules
+
     r = lab.trace(*args, "--verify", "-o", "json")
     doc = json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
     assert doc, (r.returncode, r.stdout, r.stderr)
     assert doc["verify"]["agree"] and r.returncode == 0, (args, doc["verify"]["disagreements"], r.stderr)
+    for node in lab.node_ips():  # --verify took its trace rules out again
+        assert leftover_rules(lab.netns(node)) == [], node
     return doc
 
 
@@ -96,7 +100,7 @@ def test_text_is_one_hop_a_line_with_kube_proxy_chain_names(lab):
     if lab.mode == "iptables":
         assert "KUBE-SERVICES" in chains and any(c.startswith("KUBE-SVC-") for c in chains) \
             and any(c.startswith("KUBE-SEP-") for c in chains), chains
-        assert "KUBE-SERVICES -> KUBE-SVC-" in shown and '"default/web:80' in shown, shown
+        assert "KUBE-SERVICES -> KUBE-SVC-" in shown and '"default/web cluster IP"' in shown, shown
     else:
         assert "nat-prerouting" in chains and "services" in chains, chains
         assert "= Service port default/web:80" in shown and "dnat to" in shown, shown

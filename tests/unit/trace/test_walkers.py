@@ -174,3 +174,41 @@ def test_interleaved_xtables_monitor_lines_go_to_their_own_packet():
     text = "\n".join(a[:5] + b + a[5:])  # b's lines arrive between a's jump to KUBE-SERVICES and its next rule
     whole = (((0, -100, "ip nat", (("ip nat", "OUTPUT", 1), ("ip nat", "KUBE-SERVICES", 2))),),)
     assert parse_monitor(text, st, "ipt") == list(whole * 2)
+
+
+def _one_node_walk(conntrack_text: str):
+    from podnet.trace.snapshot import Cluster
+    from podnet.trace.walk import Walk
+
+    st = NsState("node1", "pn-x.node1", conntrack=parse_conntrack(conntrack_text))
+    return Walk(Cluster("x", "nftables", "vxlan", {"node1": st}, {"node1": "192.168.77.11"}, [], {}, [], []))
+
+
+def test_a_syn_on_a_closed_entry_is_decided_by_the_rules_again():
+    from podnet.trace.model import Branch
+
+    entry = ("tcp      6 9 {} src=10.244.1.3 dst=10.96.0.10 sport=40000 dport=80 src=10.244.2.7 dst=10.244.1.3 "
+             "sport=8080 dport=40000 [ASSURED] mark=0 use=1")
+    pkt = Packet("10.244.1.3", "10.96.0.10", "tcp", 40000, 80)
+    for state, decides in (("CLOSE", False), ("TIME_WAIT", False), ("ESTABLISHED", True), ("SYN_SENT", True)):
+        w = _one_node_walk(entry.format(state))
+        out = w.ct_lookup("node1", Branch(1.0, pkt))
+        assert (out.pkt.dst == "10.244.2.7" and out.pkt.nat_done) == decides, state
+        assert (w.conntrack is not None) == decides, state
+
+
+def test_conntrack_state_does_not_cross_to_the_next_node():
+    p = Packet("10.244.1.3", "10.244.2.7", "udp", 5353, 53, ct="established", nat_done=True, ct_dnat=True,
+               masquerade=True, ct_snat="10.244.1.0:5353", mark=0x4000, endpoint="10.244.2.7:53")
+    q = p.at_next_node()
+    assert (q.ct, q.nat_done, q.ct_dnat, q.masquerade, q.ct_snat, q.mark) == ("new", False, False, False, "", 0)
+    assert (q.src, q.dst, q.sport, q.dport, q.endpoint) == (p.src, p.dst, p.sport, p.dport, p.endpoint)
+
+
+def test_an_entrys_source_nat_is_applied_on_the_way_out():
+    from podnet.trace.model import Branch
+
+    w = _one_node_walk("udp      17 29 src=192.168.77.12 dst=10.244.2.7 sport=20926 dport=8080 [UNREPLIED] "
+                       "src=10.244.2.7 dst=192.168.77.12 sport=8080 dport=15955 mark=0 use=1")
+    out = w.ct_lookup("node1", Branch(1.0, Packet("192.168.77.12", "10.244.2.7", "udp", 20926, 8080)))
+    assert out.pkt.ct_snat == "192.168.77.12:15955" and out.pkt.ct == "new" and not out.pkt.ct_dnat
