@@ -121,6 +121,19 @@ def _parse(request: web.Request) -> Target | None:
     return Target(rt, ns if rt.namespaced else None, name, sub)
 
 
+def _status_metadata(t: Target, live: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The metadata a status write keeps: the live object's, except that Nodes take new labels and
+    annotations too, as kube-apiserver's node status strategy allows (flanneld annotates its Node through
+    nodes/status, the only verb its RBAC grants on nodes)."""
+    meta = dict(live.get("metadata") or {})
+    got = new.get("metadata")
+    if t.rt.kind == "Node" and isinstance(got, dict):
+        for k in ("labels", "annotations"):
+            if k in got:
+                meta[k] = got[k]
+    return meta
+
+
 def _api_ref(t: Target, name: str) -> dict[str, Any]:
     return {"kind": t.rt.kind, "plural": t.rt.plural, "name": name, "group": t.rt.group}
 
@@ -511,7 +524,7 @@ class Server:
             except patch.PatchError as e:
                 raise ApiError(422, str(e)) from None
             if t.sub == "status":
-                new = {**live, "status": new.get("status", {})}
+                new = {**live, "status": new.get("status", {}), "metadata": _status_metadata(t, live, new)}
             if not isinstance(new.get("metadata"), dict):
                 raise ApiError(422, "metadata: must be an object")
             new["metadata"]["resourceVersion"] = live["metadata"].get("resourceVersion")

@@ -26,13 +26,17 @@ def up(
     store: str = typer.Option("sqlite", "--store", help="The lab's store: sqlite (the global --store URL) or "
                               "etcd (a member started inside the lab, reached through a unix socket)"),
     underlay: str = typer.Option("192.168.77.0/24", "--underlay", help="Underlay CIDR (isolated bridge)"),
+    source: str = typer.Option("store", "--source", help="Where node agents' proxy and overlay read objects: "
+                               "store (podnet's store) or kube (the lab's Kubernetes API server, as kube-proxy "
+                               "and flanneld --kube-subnet-mgr; the control plane assigns node podCIDRs)"),
 ) -> None:
     """Create the lab: underlay, nodes, agents (overlay, proxy, pods), Node objects in the store."""
     from podnet.lab import cluster, topology
 
-    spec = topology.build(name, nodes, backend, proxy_mode, store, underlay)
+    spec = topology.build(name, nodes, backend, proxy_mode, store, underlay, source)
     st = cluster.up(spec, _store_url(ctx))
-    typer.echo(f"lab {name} is up: {nodes} nodes, backend {backend}, proxy {proxy_mode}, store {st.store_url}")
+    typer.echo(f"lab {name} is up: {nodes} nodes, backend {backend}, proxy {proxy_mode}, store {st.store_url}"
+               + (", agents watch the API server" if source == "kube" else ""))
     if st.store_url != _store_url(ctx):
         typer.echo(f"  use it with: export PODNET_STORE={st.store_url}")
     for n in spec.node_specs:

@@ -28,6 +28,7 @@ from podnet.errors import Problem, ValidationError
 BACKENDS = ("vxlan", "host-gw", "udp")
 PROXY_MODES = ("iptables", "nftables")
 STORES = ("sqlite", "etcd")
+SOURCES = ("store", "kube")  # where the node agents' proxy and overlay read their objects
 LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$")
 DEFAULT_UNDERLAY = "192.168.77.0/24"
 DEFAULT_POD_NETWORK = "10.244.0.0/16"
@@ -77,6 +78,7 @@ class LabSpec:
     underlay_cidr: str = DEFAULT_UNDERLAY
     pod_network: str = DEFAULT_POD_NETWORK
     node_specs: list[NodeSpec] = field(default_factory=list)
+    source: str = "store"  # kube: proxy and overlay watch the lab's API server (kube-proxy / flanneld style)
 
     @property
     def prefix(self) -> str:
@@ -125,6 +127,7 @@ def build(
     proxy_mode: str = "iptables",
     store: str = "sqlite",
     underlay_cidr: str = DEFAULT_UNDERLAY,
+    source: str = "store",
 ) -> LabSpec:
     """Validate the parameters (every problem at once) and compute every name and address."""
     problems: list[Problem] = []
@@ -139,6 +142,8 @@ def build(
         problems.append(Problem("--proxy-mode", proxy_mode, f"unknown mode; one of {', '.join(PROXY_MODES)}"))
     if store not in STORES:
         problems.append(Problem("--store", store, f"unknown store; one of {', '.join(STORES)}"))
+    if source not in SOURCES:
+        problems.append(Problem("--source", source, f"unknown source; one of {', '.join(SOURCES)}"))
     try:
         net = ipaddress.ip_network(underlay_cidr)
         if net.version != 4 or net.num_addresses < nodes + 12:
@@ -157,4 +162,4 @@ def build(
         )
         for i in range(1, nodes + 1)
     ]
-    return LabSpec(name, nodes, backend, proxy_mode, store, underlay_cidr, DEFAULT_POD_NETWORK, specs)
+    return LabSpec(name, nodes, backend, proxy_mode, store, underlay_cidr, DEFAULT_POD_NETWORK, specs, source)

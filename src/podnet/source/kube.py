@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 from typing import Any, TypeVar
 
@@ -181,8 +182,10 @@ class KubeInformer(Informer[T]):
 
     Keys are "namespace/name" ("name" for cluster-scoped kinds); versions are resourceVersions (compared
     for equality only, as Kubernetes wants them treated). `revision` is the last list's or event's version.
-    The loop runs lightkube's async client on an event loop of the informer's own thread: stop() cancels
-    it, which ends a watch blocked on a quiet stream at once (a sync read cannot be interrupted).
+    lightkube's async client runs on an event loop in a thread of its own, so stop() can cancel a watch
+    blocked on a quiet stream at once (a sync read cannot be interrupted). It hands lists and events to
+    the informer's thread through a queue: handlers run in a plain thread, as with the store, never inside
+    a running event loop (where pyroute2's sync API, which the overlay's backends use, refuses to work).
     """
 
     def __init__(self, source: KubeSource, kind: str, decode: Decode[T], on_change: Handler | None, *,
@@ -197,6 +200,7 @@ class KubeInformer(Informer[T]):
         self.last_error: str | None = None  # what the last failure was (None once a list succeeded again)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._q: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -238,8 +242,7 @@ class KubeInformer(Informer[T]):
             rv = it.resourceVersion
         except Exception:  # noqa: BLE001 - an empty list before lightkube saw a page: no version to keep
             rv = ""
-        self._apply_list(items, 0)
-        self._set_version(rv)
+        self._q.put(("list", items, rv))
         return rv
 
     async def _follow(self, client: Any, rv: str) -> None:
@@ -250,12 +253,30 @@ class KubeInformer(Informer[T]):
             doc = _doc(obj)
             version = (doc.get("metadata") or {}).get("resourceVersion", "")
             if typ in ("ADDED", "MODIFIED"):
-                self._apply_event(Event("put", _key(doc), doc, 0))  # type: ignore[arg-type]
+                self._q.put(("event", Event("put", _key(doc), doc, 0), str(version)))  # type: ignore[arg-type]
             elif typ == "DELETED":
-                self._apply_event(Event("delete", _key(doc), None, 0))
-            self._set_version(str(version))
+                self._q.put(("event", Event("delete", _key(doc), None, 0), str(version)))
+            else:
+                self._q.put(("version", str(version)))
 
     def _run(self) -> None:
+        """The informer's thread: applies what the client's loop thread lists and watches, in order."""
+        threading.Thread(target=self._client_loop, name=f"podnet-{self.name}-client", daemon=True).start()
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if item[0] == "list":
+                self._apply_list(item[1], 0)
+                self._set_version(item[2])
+                self._synced.set()
+            elif item[0] == "event":
+                self._apply_event(item[1])
+                self._set_version(item[2])
+            else:
+                self._set_version(item[1])
+
+    def _client_loop(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
@@ -268,6 +289,7 @@ class KubeInformer(Informer[T]):
                 pass
         finally:
             loop.close()
+            self._q.put(None)
 
     async def _sleep(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -285,7 +307,6 @@ class KubeInformer(Informer[T]):
                     log.info("%s: listed again from %s after: %s", self.name, self.source.server, self.last_error)
                 self.last_error = None
                 delay = BACKOFF_MIN
-                self._synced.set()
                 await self._follow(client, rv)
                 if not self._stop.is_set():  # lightkube re-opens ended watches itself; an end here is a gap
                     self.relists += 1
