@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from conftest import Lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
