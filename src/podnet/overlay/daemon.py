@@ -238,11 +238,11 @@ class OverlayDaemon:
         if self.health is not None:
             self.health.ready.set()
 
-        def own_changed(doc: dict[str, Any]) -> None:
+        def own_changed(node: Any) -> None:
             from podnet.overlay.kubesubnet import NodeLeaseError, pod_cidr
 
             try:
-                now = pod_cidr(doc)
+                now = pod_cidr(node)
             except NodeLeaseError:
                 now = None
             if now != lease.subnet:

@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from podnet.api.loader import parse_object
+from podnet.api.node import Node
 from podnet.errors import PodnetError, Problem, ValidationError
 from podnet.overlay.lease import BackendData, Lease, LeaseEvent, go_json
 from podnet.overlay.netconf import NetConf
@@ -88,11 +90,10 @@ class NodeLeaseError(ValueError):
     """A node whose flannel annotations or podCIDR cannot be used (logged with its name, skipped)."""
 
 
-def pod_cidr(doc: dict[str, Any]) -> ipaddress.IPv4Network | None:
+def pod_cidr(node: Node) -> ipaddress.IPv4Network | None:
     """The node's IPv4 pod CIDR: spec.podCIDRs' first IPv4 entry, else spec.podCIDR; None if unassigned."""
-    spec = doc.get("spec") or {}
-    name = (doc.get("metadata") or {}).get("name", "?")
-    cidrs = list(spec.get("podCIDRs") or []) or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    name = node.name
+    cidrs = list(node.spec.pod_cidrs) or ([node.spec.pod_cidr] if node.spec.pod_cidr else [])
     for c in cidrs:
         try:
             net = ipaddress.ip_network(c, strict=True)
@@ -103,16 +104,15 @@ def pod_cidr(doc: dict[str, Any]) -> ipaddress.IPv4Network | None:
     return None
 
 
-def lease_of(doc: dict[str, Any], ann: Annotations) -> Lease | None:
+def lease_of(node: Node, ann: Annotations) -> Lease | None:
     """A peer's lease from its Node, or None if it is not (yet) a flannel node. Raises NodeLeaseError."""
-    meta = doc.get("metadata") or {}
-    name = meta.get("name", "?")
-    a = meta.get("annotations") or {}
+    name = node.name
+    a = node.metadata.annotations
     if a.get(ann.subnet_manager) != "true":
         return None
     if not a.get(ann.backend_type) or not a.get(ann.public_ip) or ann.backend_data not in a:
         return None  # flannel ignores nodes lacking the annotations
-    subnet = pod_cidr(doc)
+    subnet = pod_cidr(node)
     if subnet is None:
         return None
     try:
@@ -139,16 +139,18 @@ class KubeSubnetManager:
         self._lock = threading.Lock()
         self._peers: dict[str, Lease] = {}  # node name -> lease as last reported
         self._handler: Callable[[list[LeaseEvent]], None] | None = None
-        self._own: dict[str, Any] | None = None
+        self._own: Node | None = None
         self._own_changed = threading.Event()
-        self.on_own: Callable[[dict[str, Any]], None] | None = None
+        self.on_own: Callable[[Node], None] | None = None
         self.informer = source.informer("Node", self._decode, self._on_change, name="overlay nodes")
 
     @staticmethod
-    def _decode(doc: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict) or not doc["metadata"].get("name"):
-            raise NodeLeaseError("a Node without metadata.name")
-        return doc
+    def _decode(doc: dict[str, Any]) -> Node:
+        """Through the one loader path (shapes only, as stored objects are read everywhere)."""
+        node = parse_object(doc)
+        if not isinstance(node, Node) or not node.name:
+            raise NodeLeaseError(f"not a Node with a name: {node.ref}")
+        return node
 
     def start(self) -> None:
         self.informer.start()
@@ -158,7 +160,7 @@ class KubeSubnetManager:
 
     # ---- our node -----------------------------------------------------------------------------------
 
-    def wait_for_node(self, stopping: threading.Event, timeout: float | None = None) -> dict[str, Any]:
+    def wait_for_node(self, stopping: threading.Event, timeout: float | None = None) -> Node:
         """Our Node once it has a pod CIDR. Says every WAIT_LOG_EVERY seconds what it waits for."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last_said = -1e9
@@ -188,12 +190,11 @@ class KubeSubnetManager:
             if stopping.is_set():
                 raise PodnetError(f"stopped while {why}")
 
-    def public_ip(self, own: dict[str, Any], given: str | None) -> str | None:
+    def public_ip(self, own: Node, given: str | None) -> str | None:
         """node-public-ip wins over --public-ip (flannel: the node annotation overrides the flag)."""
-        a = (own.get("metadata") or {}).get("annotations") or {}
-        return a.get(self.ann.node_public_ip) or given
+        return own.metadata.annotations.get(self.ann.node_public_ip) or given
 
-    def acquire(self, conf: NetConf, own: dict[str, Any], public_ip: ipaddress.IPv4Address, *,
+    def acquire(self, conf: NetConf, own: Node, public_ip: ipaddress.IPv4Address, *,
                 backend_type: str, backend_data: BackendData) -> Lease:
         """Our lease = our podCIDR, advertised in our annotations (only written when they differ)."""
         subnet = pod_cidr(own)
@@ -201,8 +202,7 @@ class KubeSubnetManager:
         if not subnet.subnet_of(conf.network):
             raise PodnetError(f'subnet "{conf.network}" specified in the flannel net config doesn\'t contain '
                               f'"{subnet}" PodCIDR of the "{self.node}" node')
-        meta = own.get("metadata") or {}
-        have = meta.get("annotations") or {}
+        have = own.metadata.annotations
         overwrite = have.get(self.ann.public_ip_overwrite)
         if overwrite:
             try:
@@ -237,10 +237,10 @@ class KubeSubnetManager:
         if events:
             handler(events)
 
-    def _on_change(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        doc = new if new is not None else old
-        assert doc is not None
-        name = doc["metadata"]["name"]
+    def _on_change(self, kind: str, old: Node | None, new: Node | None) -> None:
+        node = new if new is not None else old
+        assert node is not None
+        name = node.name
         if name == self.node:
             with self._lock:
                 self._own = new

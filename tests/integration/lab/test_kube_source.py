@@ -3,7 +3,7 @@ flanneld --kube-subnet-mgr style), the control plane's node IPAM gives nodes the
 
 Two 3-node labs cover the matrix: vxlan + iptables and host-gw + nftables. In each, the real kubectl
 creates a Deployment and a Service; pods reach pods on the other nodes, every node reaches the Service, and
-a change of the Service made with kubectl reaches every node's kernel. The first lab also loses its API
+changes of the Service and of the pods made with kubectl reach every node's kernel. The first lab also loses its API
 server (SIGKILL): the data plane keeps serving while it is down, and after the supervisor restarts it the
 daemons re-list and a change made then still reaches every node.
 """
@@ -118,6 +118,16 @@ def _check_lab(lab: Lab, kube: Kube, backend: str, mode: str) -> tuple[list[str]
     until("port 8080 in every node's rules", lambda: all(
         "8080" in _rules(lab, n, mode) for n in nodes), 60)
     until("port 8080 answers from every node", lambda: _serves_everywhere(lab, nodes, f"http://{ip}:8080/"), 60)
+
+    # a pod change made with kubectl reaches every node's kernel too: scaled down, its endpoint leaves the rules
+    kube("scale", "deployment", "web", "--replicas=2")
+    before = {p["status"]["podIP"] for p in pods}
+    left = until("2 web pods", lambda: (ps := kube.json("get", "pods", "-l", "app=web")["items"]) and len(ps) == 2
+                 and {p["status"].get("podIP") for p in ps}, 60)
+    (gone,) = before - left
+    until(f"{gone} out of every node's rules", lambda: all(
+        f"{gone}:" not in (r := _rules(lab, n, mode)) and f"{gone} " not in r for n in nodes), 60)
+    until("the Service still answers from every node", lambda: _serves_everywhere(lab, nodes, f"http://{ip}/"), 60)
     return nodes, ip
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from podnet.api.node import Node
 from podnet.errors import PodnetError, ValidationError
 from podnet.overlay.kubesubnet import (
     Annotations,
@@ -59,9 +60,13 @@ def test_own_annotations_are_flanneld_s_bytes() -> None:
     assert own_annotations(ANN, hg)["flannel.alpha.coreos.com/backend-data"] == "null"
 
 
-def _node(name: str, cidr: str | None, ann: dict[str, str] | None = None) -> dict[str, Any]:
+def _doc(name: str, cidr: str | None, ann: dict[str, str] | None = None) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "annotations": ann or {}},
             "spec": {"podCIDR": cidr} if cidr else {}}
+
+
+def _node(name: str, cidr: str | None, ann: dict[str, str] | None = None) -> Node:
+    return Node.model_validate(_doc(name, cidr, ann))
 
 
 FLANNELD_NODE = {  # a node annotated by a real flanneld (the reference's example values)
@@ -97,8 +102,8 @@ def store(tmp_path: Path):  # type: ignore[no-untyped-def]
     s.close()
 
 
-def _put(store: SqliteStore, doc: dict[str, Any]) -> int:
-    return store.put(keys.resource("Node", None, doc["metadata"]["name"]), json.dumps(doc).encode())
+def _put(store: SqliteStore, node: Node) -> int:
+    return store.put(keys.resource("Node", None, node.name), json.dumps(node.to_dict()).encode())
 
 
 def _until(pred: Any, timeout: float = 5.0) -> None:
