@@ -207,8 +207,9 @@ def test_readers_survive_and_name_the_key(cluster: tuple[Path, Store], capsys: p
 
     # proxy and lab-controller decode paths, behind real informers
     p = proxy_decoders()
-    readers = [(keys.kind_prefix("Service"), {"decode_kv": p._decode_service}),
-               (keys.kind_prefix("EndpointSlice"), {"decode_kv": p._decode_slice}),
+    # the proxy's decoders take a document: the store source parses the JSON first (podnet.source.store)
+    readers = [(keys.kind_prefix("Service"), {"decode_kv": lambda _k, v: p._decode_service(json.loads(v))}),
+               (keys.kind_prefix("EndpointSlice"), {"decode_kv": lambda _k, v: p._decode_slice(json.loads(v))}),
                (keys.kind_prefix("Node"), {"decode": json.loads, "on_change": p_on_node(p)}),
                (keys.kind_prefix("Pod"), {"decode": lab_decode}),
                (keys.kind_prefix("Deployment"), {"decode": lab_decode}),

@@ -21,11 +21,13 @@ import pydantic
 import yaml
 
 from podnet.api.cluster import ConfigMap, Event, Namespace
+from podnet.api.daemonset import DaemonSet
 from podnet.api.deployment import Deployment
 from podnet.api.endpointslice import EndpointSlice
 from podnet.api.meta import Resource, unknown_fields
 from podnet.api.node import Node
 from podnet.api.pod import Pod
+from podnet.api.rbac import ClusterRole, ClusterRoleBinding, ServiceAccount
 from podnet.api.service import Service
 from podnet.api.statefulset import StatefulSet
 from podnet.api.validation import validate
@@ -34,6 +36,8 @@ from podnet.errors import Problem, ValidationError
 KINDS: dict[str, type[Resource]] = {
     cls.KIND: cls for cls in (Service, EndpointSlice, Pod, Node, Deployment, StatefulSet, Namespace, ConfigMap, Event)
 }
+# Stored for deploy/'s manifests, shapes only (api/rbac.py, api/daemonset.py).
+KINDS.update({cls.KIND: cls for cls in (ServiceAccount, ClusterRole, ClusterRoleBinding, DaemonSet)})
 
 # Resource limits on input, checked before any object is built.
 # - MAX_OBJECT_BYTES: kube-apiserver refuses a request body over 3 MiB; kubectl sends one object per

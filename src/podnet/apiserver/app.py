@@ -14,6 +14,7 @@ import json
 import logging
 import secrets
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,6 +119,19 @@ def _parse(request: web.Request) -> Target | None:
     if sub is not None and sub not in rt.subresources:
         raise ApiError(404, "the server could not find the requested resource")
     return Target(rt, ns if rt.namespaced else None, name, sub)
+
+
+def _status_metadata(t: Target, live: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The metadata a status write keeps: the live object's, except that Nodes take new labels and
+    annotations too, as kube-apiserver's node status strategy allows (flanneld annotates its Node through
+    nodes/status, the only verb its RBAC grants on nodes)."""
+    meta = dict(live.get("metadata") or {})
+    got = new.get("metadata")
+    if t.rt.kind == "Node" and isinstance(got, dict):
+        for k in ("labels", "annotations"):
+            if k in got:
+                meta[k] = got[k]
+    return meta
 
 
 def _api_ref(t: Target, name: str) -> dict[str, Any]:
@@ -510,7 +524,7 @@ class Server:
             except patch.PatchError as e:
                 raise ApiError(422, str(e)) from None
             if t.sub == "status":
-                new = {**live, "status": new.get("status", {})}
+                new = {**live, "status": new.get("status", {}), "metadata": _status_metadata(t, live, new)}
             if not isinstance(new.get("metadata"), dict):
                 raise ApiError(422, "metadata: must be an object")
             new["metadata"]["resourceVersion"] = live["metadata"].get("resourceVersion")
@@ -617,6 +631,8 @@ class Server:
                 410, f"too old resource version: {since} ({gone.compact_revision})").status()}).encode() + b"\n")
             return resp
 
+        pump_done = loop.create_future()
+
         def pump() -> None:
             try:
                 for ev in w:
@@ -625,9 +641,17 @@ class Server:
                 loop.call_soon_threadsafe(queue.put_nowait, e)
             except StoreError as e:
                 loop.call_soon_threadsafe(queue.put_nowait, e)
-            loop.call_soon_threadsafe(queue.put_nowait, None)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, None)
+                    loop.call_soon_threadsafe(lambda: pump_done.done() or pump_done.set_result(None))
+                except RuntimeError:  # the loop is gone (server shutting down)
+                    pass
 
-        pump_task = loop.run_in_executor(None, pump)
+        # Its own thread, not the default executor: a watch blocks its reader for its whole life, and a
+        # few idle watches (three per node proxy, one per overlay) would otherwise take every executor
+        # thread and stall every other request.
+        threading.Thread(target=pump, name="apiserver-watch", daemon=True).start()
         deadline = time.monotonic() + timeout
         last_rev = since
         try:
@@ -640,6 +664,8 @@ class Server:
                 try:
                     ev = await asyncio.wait_for(queue.get(), timeout=min(left, BOOKMARK_EVERY))
                 except TimeoutError:
+                    if request.transport is None or request.transport.is_closing():
+                        break  # the client went away (aiohttp does not cancel the handler): free the watch
                     if bookmarks:
                         await send("BOOKMARK", {"metadata": {"resourceVersion": str(last_rev)}})
                     continue
@@ -658,7 +684,10 @@ class Server:
             pass
         finally:
             w.close()
-            await pump_task
+            try:
+                await asyncio.wait_for(asyncio.shield(pump_done), 5.0)
+            except TimeoutError:
+                log.warning("watch of %s: the store watch did not end within 5 s of close()", watch_prefix)
         return resp
 
     def _events_of(self, t: Target, ev: Any, match: Any) -> list[tuple[str, dict[str, Any]]]:

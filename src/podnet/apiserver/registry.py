@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from podnet.api.cluster import ConfigMap, Event, Namespace
+from podnet.api.daemonset import DaemonSet
 from podnet.api.deployment import Deployment
 from podnet.api.endpointslice import EndpointSlice
 from podnet.api.meta import Resource
 from podnet.api.node import Node
 from podnet.api.pod import Pod
+from podnet.api.rbac import ClusterRole, ClusterRoleBinding, ServiceAccount
 from podnet.api.service import Service
 from podnet.api.statefulset import StatefulSet
 
@@ -63,6 +65,16 @@ RESOURCES: list[ResourceType] = [
                  subresources={"scale": ["get", "patch", "update"]}),
     ResourceType("statefulsets", "StatefulSet", "apps", "v1", True, StatefulSet, ["sts"], ["all"],
                  subresources={"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"]}),
+]
+
+# Stored for deploy/'s manifests (RBAC is not enforced: any authenticated client may do everything).
+RESOURCES += [
+    ResourceType("serviceaccounts", "ServiceAccount", "", "v1", True, ServiceAccount, ["sa"]),
+    ResourceType("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", "v1", False, ClusterRole),
+    ResourceType("clusterrolebindings", "ClusterRoleBinding", "rbac.authorization.k8s.io", "v1", False,
+                 ClusterRoleBinding),
+    ResourceType("daemonsets", "DaemonSet", "apps", "v1", True, DaemonSet, ["ds"], ["all"],
+                 subresources={"status": ["get", "patch", "update"]}),
 ]
 
 GROUPS: dict[str, list[str]] = {}

@@ -28,15 +28,19 @@ def up(
     underlay: str = typer.Option("192.168.77.0/24", "--underlay", help="Underlay CIDR (isolated bridge)"),
     lb_pool: str = typer.Option(None, "--lb-pool", help="CIDR inside the underlay for LoadBalancer Service "
                                 "addresses (default: its top quarter, 192.168.77.192/26)"),
+    source: str = typer.Option("store", "--source", help="Where node agents' proxy and overlay read objects: "
+                               "store (podnet's store) or kube (the lab's Kubernetes API server, as kube-proxy "
+                               "and flanneld --kube-subnet-mgr; the control plane assigns node podCIDRs)"),
 ) -> None:
     """Create the lab: underlay, nodes, agents (overlay, proxy, pods), Node objects in the store."""
     from podnet.controllers.allocators import AllocatorConfig
     from podnet.lab import cluster, topology
 
     spec = topology.build(name, nodes, backend, proxy_mode, store, underlay, AllocatorConfig.from_env().service_cidr,
-                          lb_pool)
+                          lb_pool, source)
     st = cluster.up(spec, _store_url(ctx))
-    typer.echo(f"lab {name} is up: {nodes} nodes, backend {backend}, proxy {proxy_mode}, store {st.store_url}")
+    typer.echo(f"lab {name} is up: {nodes} nodes, backend {backend}, proxy {proxy_mode}, store {st.store_url}"
+               + (", agents watch the API server" if source == "kube" else ""))
     if st.store_url != _store_url(ctx):
         typer.echo(f"  use it with: export PODNET_STORE={st.store_url}")
     for n in spec.node_specs:

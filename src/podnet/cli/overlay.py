@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from podnet.cli import source as source_opts
 from podnet.errors import Problem, ValidationError
 
 app = typer.Typer(help="Pod network overlay (flannel-compatible): net-conf, subnet leases, the node daemon.",
@@ -120,7 +121,8 @@ def revoke(ctx: typer.Context, subnet: str = typer.Argument(..., help="Lease sub
 @app.command("run")
 def run(
     ctx: typer.Context,
-    node: str = typer.Option(..., "--node", help="This node's name (for logs)."),
+    node: str = typer.Option(..., "--node", envvar="NODE_NAME",
+                             help="This node's name (its Node object with --kube-subnet-mgr; logs)."),
     iface: str = typer.Option(None, "--iface", help="Underlay interface (name or IPv4); default: the default route's."),
     public_ip: str = typer.Option(None, "--public-ip", help="IP peers send to (default: the interface's address)."),
     ip_masq: bool = typer.Option(False, "--ip-masq", help="Masquerade pod traffic leaving the pod network."),
@@ -136,8 +138,24 @@ def run(
     config_timeout: float = typer.Option(None, "--config-timeout",
                                          help="Give up if no network config appears within this many seconds."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+    kube_subnet_mgr: bool = typer.Option(
+        False, "--kube-subnet-mgr", help="flannel's Kubernetes subnet manager: lease = the Node's spec.podCIDR, "
+        "peers from Node annotations, net-conf from --net-config-path; Nodes from a Kubernetes API server."),
+    net_config_path: str = typer.Option("/etc/kube-flannel/net-conf.json", "--net-config-path",
+                                        help="net-conf.json with --kube-subnet-mgr (the kube-flannel-cfg ConfigMap)."),
+    annotation_prefix: str = typer.Option("flannel.alpha.coreos.com", "--kube-annotation-prefix",
+                                          help="Prefix of the Node annotations (flannel's)."),
+    source: str = source_opts.SourceOpt,
+    kubeconfig: str = typer.Option(None, "--kubeconfig", "--kubeconfig-file",
+                                   help="kubeconfig of the API server (flannel's --kubeconfig-file)."),
+    master: str = typer.Option(None, "--master", "--kube-api-url",
+                               help="URL of the API server (flannel's --kube-api-url)."),
 ) -> None:
-    """Run the overlay on this node (inside its network namespace): lease, backend, subnet.env, rules."""
+    """Run the overlay on this node (inside its network namespace): lease, backend, subnet.env, rules.
+
+    Leases come from podnet's store (flannel's etcd layout), or with --kube-subnet-mgr from the Nodes of a
+    Kubernetes API server (--kubeconfig, --master, or in-cluster), as flanneld in kube-flannel.yml.
+    """
     from podnet.overlay.daemon import DaemonOptions, OverlayDaemon
 
     logging.basicConfig(
@@ -163,7 +181,20 @@ def run(
         lease_ttl=lease_ttl, renew_margin=renew_margin, resync_period=resync, forward_rules=forward_rules,
         healthz_ip=healthz_ip, healthz_port=healthz_port,
     )
-    daemon = OverlayDaemon(_store(ctx), opts)
+    if kube_subnet_mgr:
+        opts.kube_subnet_mgr = True
+        opts.net_config_path = net_config_path
+        from podnet.overlay.kubesubnet import Annotations
+
+        Annotations.for_prefix(annotation_prefix)  # refuses a bad prefix before anything starts
+        opts.annotation_prefix = annotation_prefix
+        src = source_opts.open_source(ctx, source or "kube", kubeconfig, master)
+        daemon = OverlayDaemon(None, opts, source=src)
+    else:
+        if source == "kube" or kubeconfig or master:
+            raise ValidationError([Problem("--kube-subnet-mgr", False, "--source kube, --kubeconfig and --master "
+                                           "need --kube-subnet-mgr (leases are then the Nodes' podCIDRs)")])
+        daemon = OverlayDaemon(_store(ctx), opts)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     try:

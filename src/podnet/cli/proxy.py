@@ -13,6 +13,7 @@ from typing import Any
 import typer
 import yaml
 
+from podnet.cli import source as source_opts
 from podnet.errors import Problem, ValidationError
 
 app = typer.Typer(help="proxy commands", no_args_is_help=True)
@@ -245,11 +246,15 @@ app.command(name="render")(render_command)
 
 def run_command(
     ctx: typer.Context,
-    node: str = typer.Option(..., "--node", help="Name of the node this proxy serves (its Node object, local endpoints)."),
+    node: str = typer.Option(..., "--node", envvar="NODE_NAME",
+                             help="Name of the node this proxy serves (its Node object, local endpoints)."),
     config: Path | None = typer.Option(
         None, "--config", help="kube-proxy's KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1)."
     ),
     mode: str | None = typer.Option(None, "--mode", help="iptables (default) or nftables; overrides the config's mode."),
+    source: str | None = source_opts.SourceOpt,
+    kubeconfig: str | None = source_opts.KubeconfigOpt,
+    master: str | None = source_opts.MasterOpt,
     metrics_bind_address: str | None = typer.Option(
         None, "--metrics-bind-address", help="host:port for /metrics (default 127.0.0.1:10249; '' disables)."
     ),
@@ -258,9 +263,11 @@ def run_command(
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
-    """Keep this node's kernel in sync with the store's Services and EndpointSlices (kube-proxy's job).
+    """Keep this node's kernel in sync with the cluster's Services and EndpointSlices (kube-proxy's job).
 
-    Runs where the node's network namespace is (start it with `ip netns exec NODE podnet proxy run ...`).
+    Objects come from podnet's store, or with --kubeconfig / --master / --source kube from a Kubernetes API
+    server, as kube-proxy reads them. Runs where the node's network namespace is (start it with
+    `ip netns exec NODE podnet proxy run ...`, or as a hostNetwork DaemonSet pod: deploy/).
     """
     import logging
     import signal
@@ -305,8 +312,11 @@ def run_command(
     if problems or cfg is None or backend is None:
         raise ValidationError(problems)
 
-    store = ctx.obj.store()
-    proxier = Proxier(store, node, cfg, backend=backend, runner=runner)
+    # kube-proxy reads the kubeconfig from its config file's clientConnection too; the flag wins.
+    if source != "store":
+        kubeconfig = kubeconfig or (cfg.client_connection or {}).get("kubeconfig") or None
+    proxier = Proxier(source_opts.open_source(ctx, source, kubeconfig, master), node, cfg, backend=backend,
+                      runner=runner)
     try:
         if "--metrics-bind-address" in addrs:
             serve(addrs["--metrics-bind-address"], metrics_routes(proxier.metrics))

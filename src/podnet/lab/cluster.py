@@ -58,6 +58,8 @@ def up(spec: LabSpec, store_url: str, *, wait: bool = True) -> LabState:
             st.save()
         # The supervisor starts the lab's own store first (if any); everything else waits for REGISTERED.
         apiserver.prepare(st)
+        if spec.source == "kube":  # flanneld --kube-subnet-mgr reads net-conf from a file (kube-flannel-cfg)
+            (st.dir / "net-conf.json").write_bytes(registry.net_conf(spec))
         st.supervisor = procs.spawn(
             [supervisor.podnet_exe(), "lab", "supervise", "--name", spec.name], st.log("supervisor"),
             nice=supervisor.NICE,

@@ -544,5 +544,12 @@ def main(name: str) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if st.spec.source == "kube":
+        # kube-controller-manager's node IPAM: flannel's kube subnet manager leases the nodes' podCIDRs.
+        from podnet.controllers.nodeipam import NodeIpam
+
+        ipam_store = open_store(st.store_url)
+        ipam = NodeIpam(ipam_store, st.spec.pod_network, labels={LAB_LABEL: st.spec.name})
+        threading.Thread(target=ipam.run, args=(stop,), name="node-ipam", daemon=True).start()
     LabController(st).run(stop)
     return 0

@@ -128,18 +128,28 @@ def _apiserver(st: LabState, node: NodeSpec | None) -> list[str]:
     return apiserver.argv(st, podnet_exe())
 
 
+def _kube_flags(st: LabState) -> list[str]:
+    """--source kube labs: the node daemons watch the lab's API server (its underlay address)."""
+    from podnet.lab import apiserver
+
+    return ["--kubeconfig", str(apiserver.in_lab_kubeconfig_path(st))]
+
+
 def _overlay(st: LabState, node: NodeSpec | None) -> list[str]:
     assert node is not None
+    kube = ["--kube-subnet-mgr", "--net-config-path", str(st.dir / "net-conf.json"), *_kube_flags(st)] \
+        if st.spec.source == "kube" else []
     return netns.exec_argv(node.netns, [
         *_base(st), "overlay", "run", "--node", node.name, "--iface", node.iface, "--public-ip",
-        node.underlay_ip, "--ip-masq", "--subnet-file", str(st.subnet_file(node.name))])
+        node.underlay_ip, "--ip-masq", "--subnet-file", str(st.subnet_file(node.name)), *kube])
 
 
 def _proxy(st: LabState, node: NodeSpec | None) -> list[str]:
     assert node is not None
+    kube = _kube_flags(st) if st.spec.source == "kube" else []
     return netns.exec_argv(node.netns, [
         *_base(st), "proxy", "run", "--node", node.name, "--mode", st.spec.proxy_mode,
-        "--config", str(st.node_dir(node.name) / "kube-proxy.yaml")])
+        "--config", str(st.node_dir(node.name) / "kube-proxy.yaml"), *kube])
 
 
 def _dns(st: LabState, node: NodeSpec | None) -> list[str]:

@@ -28,6 +28,7 @@ from podnet.errors import Problem, ValidationError
 BACKENDS = ("vxlan", "host-gw", "udp")
 PROXY_MODES = ("iptables", "nftables")
 STORES = ("sqlite", "etcd")
+SOURCES = ("store", "kube")  # where the node agents' proxy and overlay read their objects
 LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$")
 DEFAULT_UNDERLAY = "192.168.77.0/24"
 DEFAULT_POD_NETWORK = "10.244.0.0/16"
@@ -84,6 +85,7 @@ class LabSpec:
     # the kubelet's --cluster-dns and --cluster-domain: kubeadm's choice, the service CIDR's tenth address
     cluster_dns: str = "10.96.0.10"
     cluster_domain: str = CLUSTER_DOMAIN
+    source: str = "store"  # kube: proxy and overlay watch the lab's API server (kube-proxy / flanneld style)
 
     @property
     def prefix(self) -> str:
@@ -186,6 +188,7 @@ def build(
     underlay_cidr: str = DEFAULT_UNDERLAY,
     service_cidr: str = DEFAULT_SERVICE_CIDR,
     lb_pool: str | None = None,
+    source: str = "store",
 ) -> LabSpec:
     """Validate the parameters (every problem at once) and compute every name and address."""
     problems: list[Problem] = []
@@ -200,6 +203,8 @@ def build(
         problems.append(Problem("--proxy-mode", proxy_mode, f"unknown mode; one of {', '.join(PROXY_MODES)}"))
     if store not in STORES:
         problems.append(Problem("--store", store, f"unknown store; one of {', '.join(STORES)}"))
+    if source not in SOURCES:
+        problems.append(Problem("--source", source, f"unknown source; one of {', '.join(SOURCES)}"))
     try:
         net = ipaddress.ip_network(underlay_cidr)
         if net.version != 4 or net.num_addresses < nodes + 12:
@@ -231,4 +236,4 @@ def build(
     ]
     dns = ipaddress.ip_network(service_cidr, strict=False).network_address + 10
     return LabSpec(name, nodes, backend, proxy_mode, store, underlay_cidr, DEFAULT_POD_NETWORK, specs, pool,
-                   cluster_dns=str(dns))
+                   cluster_dns=str(dns), source=source)

@@ -57,11 +57,17 @@ class DaemonOptions:
     netns: str | None = None  # run kernel work in this namespace (tests); the daemon itself leaves it None
     healthz_ip: str = "0.0.0.0"  # flannel's --healthz-ip
     healthz_port: int = 0  # flannel's --healthz-port: 0 = no endpoint
+    # flannel's --kube-subnet-mgr: lease = our Node's podCIDR, peers = annotated Nodes (overlay/kubesubnet.py),
+    # net-conf from a file (the kube-flannel-cfg ConfigMap mounted there) instead of the store.
+    kube_subnet_mgr: bool = False
+    net_config_path: str = "/etc/kube-flannel/net-conf.json"
+    annotation_prefix: str = "flannel.alpha.coreos.com"
 
 
 class OverlayDaemon:
     def __init__(
-        self, store: Store, opts: DaemonOptions, *,
+        self, store: Store | None, opts: DaemonOptions, *,
+        source: Any = None,
         backend_factory: Callable[..., Any] | None = None,
         interface_lookup: Callable[[str | None, str | None], Any] | None = None,
         rules_factory: Callable[[list[masq.TableRules]], Any] | None = None,
@@ -71,7 +77,9 @@ class OverlayDaemon:
                 "--renew-margin", opts.renew_margin, f"must be between 0 and the lease TTL ({opts.lease_ttl}s)")])
         self.store = store
         self.opts = opts
-        self.manager = SubnetManager(store, ttl=opts.lease_ttl)
+        self.source = source  # kube subnet manager mode: where Nodes come from (podnet.source)
+        self.manager = SubnetManager(store, ttl=opts.lease_ttl) if store is not None else None  # type: ignore[assignment]
+        self.kube: Any = None
         self._backend_factory = backend_factory
         self._interface_lookup = interface_lookup
         self._rules_factory = rules_factory or (lambda want: masq.MasqRules(want, netns=opts.netns))
@@ -131,6 +139,8 @@ class OverlayDaemon:
 
     def start(self, config_timeout: float | None = None) -> Lease:
         """Steps 1-9. Returns our lease once subnet.env is written and the watch and renewal run."""
+        if self.opts.kube_subnet_mgr:
+            return self._start_kube(config_timeout)
         conf = self.wait_for_config(config_timeout)
         self.check_supported(conf)
         assert conf.network is not None
@@ -177,6 +187,71 @@ class OverlayDaemon:
         )
         self._spawn("lease-watch", self._watch.run)
         self._spawn("lease-renew", self._renew)
+        self._spawn("resync", self._resync_loop)
+        return lease
+
+    def _start_kube(self, node_timeout: float | None) -> Lease:
+        """flanneld --kube-subnet-mgr's start: net-conf file, our Node's podCIDR, annotations, peers."""
+        from pathlib import Path
+
+        from podnet.overlay.kubesubnet import KubeSubnetManager
+        from podnet.overlay.netconf import parse_netconf
+
+        try:
+            data = Path(self.opts.net_config_path).read_bytes()
+        except OSError as e:
+            raise ValidationError([Problem("--net-config-path", self.opts.net_config_path,
+                                           f"cannot read: {e.strerror}")]) from e
+        conf = parse_netconf(data)
+        self.check_supported(conf)
+        assert conf.network is not None and self.source is not None
+        self.conf = conf
+        self.kube = kube = KubeSubnetManager(self.source, self.opts.node, prefix=self.opts.annotation_prefix)
+        kube.start()
+        own = kube.wait_for_node(self.stopping, node_timeout)
+        public_ip = kube.public_ip(own, self.opts.public_ip)
+        if public_ip != self.opts.public_ip:
+            log.info("node %s: public IP %s from its node-public-ip annotation", self.opts.node, public_ip)
+            self.opts.public_ip = public_ip
+        if self.opts.healthz_port:
+            try:
+                self.health = HealthServer(self.opts.healthz_ip, self.opts.healthz_port, self.metrics).start()
+            except OSError as e:
+                raise ValidationError([Problem("--healthz-port", self.opts.healthz_port,
+                                               f"cannot listen on {self.opts.healthz_ip}: {e.strerror}")]) from e
+        ext = self._lookup_interface()
+        log.info("node %s: external interface %s (%s), public IP %s, backend %s, subnets from %s",
+                 self.opts.node, ext.name, ext.address, ext.public_ip, conf.backend_type, self.source.describe())
+        self.backend = self._create_backend(conf, ext)
+        backend_data = self.backend.register()
+        lease = kube.acquire(conf, own, ext.public_ip, backend_type=self.backend.backend_type,
+                             backend_data=backend_data)
+        self.lease = lease
+        self.backend.configure(lease, conf.network)
+        self.rules = self._rules_factory(
+            masq.desired(conf.network, lease.subnet, ip_masq=self.opts.ip_masq, forward=self.opts.forward_rules))
+        self.rules.sync()
+        subnetenv.write(self.opts.subnet_file, subnetenv.SubnetEnv(
+            network=conf.network, subnet=lease.subnet, mtu=self.backend.mtu, ipmasq=self.opts.ip_masq))
+        log.info("node %s: lease %s (spec.podCIDR), wrote %s (MTU %d)", self.opts.node, lease.subnet,
+                 self.opts.subnet_file, self.backend.mtu)
+        if self.health is not None:
+            self.health.ready.set()
+
+        def own_changed(node: Any) -> None:
+            from podnet.overlay.kubesubnet import NodeLeaseError, pod_cidr
+
+            try:
+                now = pod_cidr(node)
+            except NodeLeaseError:
+                now = None
+            if now != lease.subnet:
+                self._on_lost(LeaseLost(f"node {self.opts.node}: spec.podCIDR is now {now}, not our lease "
+                                        f"{lease.subnet}"))
+
+        kube.on_own = own_changed
+        kube.watch(self._on_events)
+        kube.mark_network_available()
         self._spawn("resync", self._resync_loop)
         return lease
 
@@ -267,6 +342,8 @@ class OverlayDaemon:
             self._watch.stop()
         if self._renewer is not None:
             self._renewer.stop()
+        if self.kube is not None:
+            self.kube.stop()
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout=5)

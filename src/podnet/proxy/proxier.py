@@ -9,7 +9,6 @@ change costs the same at 10 or 10,000 services. minSyncPeriod (default 0) bounds
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import subprocess
@@ -43,13 +42,20 @@ from podnet.proxy.state import (
     parse_node,
     parse_service,
 )
-from podnet.store import Store, keys
+from podnet.source.base import Selector, Source
+from podnet.store import Store
 from podnet.store.informer import Informer
 
 log = logging.getLogger(__name__)
 
 LARGE_CLUSTER_ENDPOINTS = 1000  # kube-proxy's largeClusterEndpointsThreshold (per-endpoint comments dropped)
 TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
+# kube-proxy's informers skip Services (and their EndpointSlices) that another proxy implements, and
+# headless ones (the EndpointSlice controller labels their slices): a server-side label selector there,
+# the same selector evaluated by the store source here.
+SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
+HEADLESS_LABEL = "service.kubernetes.io/headless"
+PROXY_SELECTOR = Selector(absent=(SERVICE_PROXY_NAME_LABEL, HEADLESS_LABEL))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -211,7 +217,7 @@ class _Tracked:
 class Proxier:
     def __init__(
         self,
-        store: Store,
+        store: Source | Store,  # a source (podnet.source), or a Store, read through the store source
         node_name: str,
         config: KubeProxyConfiguration | None = None,
         *,
@@ -223,7 +229,11 @@ class Proxier:
         facts: HostFacts | None = None,
         service_health: ServiceHealthServer | None = None,
     ) -> None:
-        self.store = store
+        if not hasattr(store, "informer"):  # a Store: the daemon's source before sources existed
+            from podnet.source.store import StoreSource
+
+            store = StoreSource(store)  # type: ignore[arg-type]
+        self.source: Source = store  # type: ignore[assignment]
         self.node_name = node_name
         self.config = config or KubeProxyConfiguration()
         self.runner = runner or Runner()
@@ -266,17 +276,18 @@ class Proxier:
 
     # ---- informer side ------------------------------------------------------------------------------
 
-    def _decode_service(self, key: str, value: bytes) -> tuple[str, ParsedService]:
+    def _decode_service(self, doc: dict[str, Any]) -> tuple[str, ParsedService]:
         try:
-            return key, parse_service(json.loads(value), IPV4)
+            svc = parse_service(doc, IPV4)
+            return svc.namespaced_name, svc
         except Exception:
             self.metrics.invalid_objects.labels("Service").inc()
             raise
 
-    def _decode_slice(self, key: str, value: bytes) -> tuple[str, ParsedSlice, float | None]:
+    def _decode_slice(self, doc: dict[str, Any]) -> tuple[str, ParsedSlice, float | None]:
         try:
-            d = json.loads(value)
-            return key, parse_endpoint_slice(d), _trigger_time(d)
+            sl = parse_endpoint_slice(doc)
+            return f"{sl.namespace}/{sl.name}", sl, _trigger_time(doc)
         except Exception:
             self.metrics.invalid_objects.labels("EndpointSlice").inc()
             raise
@@ -337,12 +348,13 @@ class Proxier:
                 self._cond.notify_all()
 
     def start_informers(self) -> None:
-        svc = Informer(self.store, keys.kind_prefix("Service"), decode_kv=self._decode_service,
-                       on_change=self._on_service, name="proxy services")
-        sl = Informer(self.store, keys.kind_prefix("EndpointSlice"), decode_kv=self._decode_slice,
-                      on_change=self._on_slice, name="proxy endpointslices")
-        node = Informer(self.store, keys.kind_prefix("Node"), decode=json.loads, on_change=self._on_node,
-                        name="proxy nodes")
+        src = self.source
+        svc = src.informer("Service", self._decode_service, self._on_service, selector=PROXY_SELECTOR,
+                           name="proxy services")
+        sl = src.informer("EndpointSlice", self._decode_slice, self._on_slice, selector=PROXY_SELECTOR,
+                          name="proxy endpointslices")
+        node = src.informer("Node", dict, self._on_node, selector=Selector(fields={"metadata.name": self.node_name}),
+                            name="proxy nodes")
         self._informers = [svc, sl, node]
         for inf in self._informers:
             inf.start()
@@ -350,7 +362,7 @@ class Proxier:
             while not inf.wait_synced(5):
                 if self._stop.is_set():
                     return
-                log.warning("%s: waiting for the first list from the store", inf.name)
+                log.warning("%s: waiting for the first list from the %s", inf.name, self.source.describe())
 
     # ---- sync loop ----------------------------------------------------------------------------------
 

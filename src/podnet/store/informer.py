@@ -6,6 +6,10 @@ watch breaks (history compacted, store unreachable) the informer lists again and
 converges without it ever knowing a gap happened. Handlers receive decoded, typed objects; keys and
 bytes stay here. A value that does not decode is logged with its key and skipped: one bad object must
 not stop a node's proxy or overlay from following everything else.
+
+The diffing here does not depend on where the values come from: `podnet.source.kube` feeds the same
+class from a Kubernetes API server (keys "ns/name", versions resourceVersion, values decoded documents),
+so the store and the API give handlers the same contract (podnet.source says what it is).
 """
 
 from __future__ import annotations
@@ -21,6 +25,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ChangeKind = Literal["add", "update", "delete"]
+
+
+class NotSelected(Exception):  # noqa: N818 - a signal from decoders, not an error
+    """Raised by a decoder for an object outside the informer's selector (labels, fields): the object is
+    treated as absent, so one that stops matching reaches handlers as a delete, as a server-side selector
+    makes a Kubernetes watch say DELETED."""
+
+
+_ABSENT = object()
 
 
 class Informer(Generic[T]):
@@ -184,6 +197,8 @@ class Informer(Generic[T]):
     def _decode(self, key: str, value: bytes) -> tuple[bool, T | None]:
         try:
             return True, self._decode_fn(key, value)
+        except NotSelected:
+            return True, _ABSENT  # type: ignore[return-value]
         except Exception as exc:  # noqa: BLE001 - any decoder failure is one bad object, not a crash
             log.error("%s: cannot decode %s: %s; skipping it", self.name, key, exc)
             return False, None
@@ -201,6 +216,11 @@ class Informer(Generic[T]):
                 ok, obj = self._decode(kv.key, kv.value)
                 if not ok:
                     continue  # keep the last good object, if any, rather than inventing a delete
+                if obj is _ABSENT:
+                    if kv.key in self._objects:
+                        self._obj_revs.pop(kv.key, None)
+                        changes.append(("delete", self._objects.pop(kv.key), None))
+                    continue
                 had = kv.key in self._objects
                 old = self._objects.get(kv.key)
                 self._objects[kv.key] = obj  # type: ignore[assignment]
@@ -221,7 +241,11 @@ class Informer(Generic[T]):
             if event.type == "put":
                 self._mod_revs[event.key] = event.revision
                 ok, obj = self._decode(event.key, event.value or b"")
-                if ok:
+                if ok and obj is _ABSENT:
+                    if event.key in self._objects:
+                        self._obj_revs.pop(event.key, None)
+                        change = ("delete", self._objects.pop(event.key), None)
+                elif ok:
                     had = event.key in self._objects
                     old = self._objects.get(event.key)
                     self._objects[event.key] = obj  # type: ignore[assignment]

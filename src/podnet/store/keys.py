@@ -31,7 +31,10 @@ KIND_PLURAL = {
     "ConfigMap": "configmaps",
     "Event": "events",
 }
+KIND_PLURAL.update({"ServiceAccount": "serviceaccounts", "ClusterRole": "clusterroles",
+                    "ClusterRoleBinding": "clusterrolebindings", "DaemonSet": "daemonsets"})
 CLUSTER_SCOPED = {"Node", "Namespace"}
+CLUSTER_SCOPED.update({"ClusterRole", "ClusterRoleBinding"})
 
 
 def kind_prefix(kind: str, namespace: str | None = None) -> str:

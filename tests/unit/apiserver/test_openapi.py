@@ -27,5 +27,5 @@ def test_schemas_carry_the_merge_keys_patch_py_merges_with() -> None:
 
 def test_index_lists_every_group_version() -> None:
     paths = openapi.index()["paths"]
-    assert set(paths) == {"api/v1", "apis/apps/v1", "apis/discovery.k8s.io/v1"}
+    assert set(paths) == {"api/v1", "apis/apps/v1", "apis/discovery.k8s.io/v1", "apis/rbac.authorization.k8s.io/v1"}
     assert all(v["serverRelativeURL"].startswith(f"/openapi/v3/{k}?hash=") for k, v in paths.items())

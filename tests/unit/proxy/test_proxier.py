@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -161,7 +160,7 @@ def test_invalid_service_in_store_is_rejected_by_decode_with_its_name(proxier: P
     bad = {"kind": "Service", "metadata": {"name": "bad", "namespace": "ns"},
            "spec": {"clusterIP": "10.96.0.999", "ports": [{"port": 80}]}}
     with pytest.raises(Exception, match="Service/ns/bad.*10.96.0.999"):
-        proxier._decode_service("/k/services/ns/bad", json.dumps(bad).encode())
+        proxier._decode_service(bad)
     assert proxier.metrics.invalid_objects.labels("Service")._value.get() == 1
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from podnet.store import keys
-from podnet.store.informer import Informer
 from podnet.store.sqlite import SqliteStore
 
 SVC = """apiVersion: v1
@@ -90,7 +89,7 @@ def test_cli_readers_report_the_key_and_go_on(tmp_path: Path) -> None:
 
 
 def test_proxy_decode_path_skips_the_text_value_by_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """The proxy's own decoders behind an Informer: the TEXT service is logged by key, the rest decoded."""
+    """The proxy's own decoders behind the store source: the TEXT service is logged by key, the rest decoded."""
     from podnet.proxy.proxier import Proxier
 
     db = tmp_path / "s.db"
@@ -105,7 +104,9 @@ def test_proxy_decode_path_skips_the_text_value_by_key(tmp_path: Path, caplog: p
         from podnet.proxy.metrics import ProxyMetrics
 
         p.metrics = ProxyMetrics(CollectorRegistry())
-        inf = Informer(s, keys.kind_prefix("Service"), decode_kv=p._decode_service, name="t")
+        from podnet.source.store import StoreSource
+
+        inf = StoreSource(s).informer("Service", p._decode_service, name="t")
         with caplog.at_level(logging.ERROR):
             inf.start()
             assert inf.wait_synced(10)
