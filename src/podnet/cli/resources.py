@@ -329,6 +329,7 @@ def get(
     from podnet.api import EndpointSlice, Node, Pod, Service
     from podnet.api.loader import KINDS, dump_json, dump_yaml
     from podnet.api.selectors import parse_selector
+    from podnet.api.statefulset import StatefulSet
 
     if output not in (None, "wide", "yaml", "json", "name"):
         raise PodnetError(f"-o {output}: unknown output format (use wide, yaml, json or name)")

@@ -247,7 +247,7 @@ def test_read_only_commands_create_no_store(podnet: Podnet, tmp_path: Path) -> N
 
 def test_delete_f_finds_objects_by_kind_and_name_and_skips_what_podnet_does_not_know(podnet: Podnet,
                                                                                    tmp_path: Path) -> None:
-    """A folder with a StatefulSet (no such kind here), a document without a name and an edit podnet would
+    """A folder with a CronJob (no such kind here), a document without a name and an edit podnet would
     refuse to apply: the rest is deleted, the skipped ones are named, exit 1 (as kubectl delete -f)."""
     assert podnet("apply", "-f", "examples/webapp1/").returncode == 0
     folder = tmp_path / "manifests"
@@ -256,8 +256,8 @@ def test_delete_f_finds_objects_by_kind_and_name_and_skips_what_podnet_does_not_
         (folder / f.name).write_text(f.read_text())
     svc = folder / "nodeport-service.yaml"
     svc.write_text(svc.read_text().replace("nodePort: 30080", "nodePort: 99999"))  # invalid, still its name
-    (folder / "statefulset.yaml").write_text(
-        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec: {serviceName: db, replicas: 2}\n")
+    (folder / "cronjob.yaml").write_text(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: db}\nspec: {schedule: '* * * * *'}\n")
     (folder / "nameless.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {}\nspec: {ports: [{port: 1}]}\n")
     r = podnet("delete", "-f", str(folder))
     assert r.returncode == 1, r.stdout + r.stderr
@@ -265,7 +265,7 @@ def test_delete_f_finds_objects_by_kind_and_name_and_skips_what_podnet_does_not_
         'service "webapp1-clusterip-svc" deleted', 'service "webapp1-nodeport-svc" deleted',
         'pod "webapp1-6b9f7c5d4-2xkqp" deleted', 'pod "webapp1-6b9f7c5d4-9mzt7" deleted'])
     errors = r.stderr.splitlines()
-    assert any("StatefulSet/default/db: kind: 'StatefulSet': no kind 'StatefulSet' is known" in e
+    assert any("CronJob/default/db: kind: 'CronJob': no kind 'CronJob' is known" in e
                and e.endswith("not deleted") for e in errors), r.stderr
     assert any("metadata.name: Required value; not deleted" in e for e in errors), r.stderr
     store = open_store(podnet.url)
