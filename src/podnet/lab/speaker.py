@@ -85,8 +85,13 @@ def winner(candidates: Iterable[str], ip: str) -> str | None:
     return min(candidates, key=lambda n: hashlib.sha256(f"{n}#{ip}".encode()).digest(), default=None)
 
 
-def announcements(services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]],
-                  nodes: Iterable[Mapping[str, Any]], lab: str, pool: Iterable[str]) -> dict[str, tuple[str, str]]:
+def announcements(
+    services: Iterable[Mapping[str, Any]],
+    slices: Iterable[Mapping[str, Any]],
+    nodes: Iterable[Mapping[str, Any]],
+    lab: str,
+    pool: Iterable[str],
+) -> dict[str, tuple[str, str]]:
     """Every pool address of a LoadBalancer Service -> (the node that announces it, "ns/name")."""
     in_pool = set(pool)
     candidates = eligible_nodes(nodes, lab)
@@ -124,12 +129,16 @@ class Speaker:
         self.store = store
         self.lab, self.node, self.pool, self.iface = lab, node, pool, iface
         self.changed = threading.Event()
-        mk = lambda kind: Informer(store, keys.kind_prefix(kind), decode=json.loads,  # noqa: E731
-                                   on_change=lambda *_: self.changed.set(), name=f"speaker {kind}")
-        self.services, self.slices, self.nodes = mk("Service"), mk("EndpointSlice"), mk("Node")
+        self.services = self._informer("Service")
+        self.slices = self._informer("EndpointSlice")
+        self.nodes = self._informer("Node")
         self._lock = threading.Lock()
         self.mine: dict[str, str] = {}  # address -> "ns/name", what this node announces now
         self.responder: Any = None
+
+    def _informer(self, kind: str) -> Informer[Any]:
+        return Informer(self.store, keys.kind_prefix(kind), decode=json.loads,
+                        on_change=lambda *_: self.changed.set(), name=f"speaker {kind}")
 
     def announced(self) -> set[str]:
         with self._lock:

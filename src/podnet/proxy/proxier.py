@@ -22,6 +22,8 @@ from typing import Any, Protocol
 from podnet.proxy.config import HostFacts, KubeProxyConfiguration, ProxierSettings, resolve_settings
 from podnet.proxy.conntrack import ConntrackCleaner, UdpServicePort
 from podnet.proxy.healthcheck import (
+    HTTPListener,
+    Opener,
     ProxyHealth,
     ServiceHealthServer,
     health_check_ports,
@@ -227,7 +229,7 @@ class Proxier:
         port_holder: PortHolder | None = None,
         conntrack: ConntrackCleaner | None = None,
         facts: HostFacts | None = None,
-        service_health: ServiceHealthServer | None = None,
+        health_listener: Opener | None = None,
     ) -> None:
         if not hasattr(store, "informer"):  # a Store: the daemon's source before sources existed
             from podnet.source.store import StoreSource
@@ -244,8 +246,8 @@ class Proxier:
             self.config = adjust(self.config)
         self.metrics = metrics or ProxyMetrics()
         self.health = ProxyHealth(self.config.effective_sync_period)
-        self.service_health = service_health or ServiceHealthServer(self.health)
-        self.service_health.health = self.health
+        # healthCheckNodePort listeners; tests give a fake opener (nothing listens in the root namespace)
+        self.service_health = ServiceHealthServer(self.health, health_listener or HTTPListener)
         self.ports_holder = port_holder or PortHolder()
         self.conntrack = conntrack or ConntrackCleaner(self.runner)
         self.sync_period = self.config.effective_sync_period

@@ -168,13 +168,10 @@ def test_health_check_node_ports_follow_services_and_their_local_endpoints() -> 
     """After each sync: a listener per eTP=Local LoadBalancer service, 200 only with a ready local endpoint."""
     from test_healthcheck import FakeOpener
 
-    from podnet.proxy.healthcheck import ProxyHealth, ServiceHealthServer
-
     op = FakeOpener()
     p = Proxier(store=None, node_name="n1", config=KubeProxyConfiguration(),  # type: ignore[arg-type]
                 backend=FakeBackend(), port_holder=NoPorts(), conntrack=NoConntrack(),  # type: ignore[arg-type]
-                facts=HostFacts(nodeName="n1", nodeIPs=["192.168.0.2"]),
-                service_health=ServiceHealthServer(ProxyHealth(30), op))
+                facts=HostFacts(nodeName="n1", nodeIPs=["192.168.0.2"]), health_listener=op)
     lb = {"kind": "Service", "metadata": {"name": "lb", "namespace": "ns"},
           "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "healthCheckNodePort": 30500,
                    "clusterIP": "10.96.0.9", "ports": [{"name": "p", "port": 80, "nodePort": 30080}]}}
