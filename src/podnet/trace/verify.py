@@ -3,10 +3,13 @@
 For each node the prediction passes, a trace rule matching only this flow (as the packet enters that node)
 is added inside the node's namespace: `meta nftrace set 1` in a table of our own (nftables mode), or a
 `TRACE` rule in the raw table (iptables mode). `nft monitor trace` / `xtables-monitor --trace` run in each
-of those namespaces while probes leave the source namespace and a receiver in each predicted destination
-namespace counts what arrives. Then, node by node, every packet's sequence of rules (table, chain, handle)
-must be one the prediction has, and arrivals must be where the prediction says. The trace rules are always
-removed: try/finally, plus SIGINT/SIGTERM turned into exceptions while they are in place.
+of those namespaces (writing to files, started and drained with a canary ping) while probes leave the source
+namespace and a receiver in each predicted destination namespace counts what arrives (one packet a probe).
+Then, node by node, every base-chain segment the kernel ran (its rules, known by table, chain and content)
+must be one the prediction has, and arrivals must be where and as many as the prediction says. The trace
+rules are always removed: try/finally, SIGINT/SIGTERM turned into exceptions while they are in place and held
+while they are taken out. A round whose kernel side is incomplete is reported as such (`Report.incomplete`)
+and `predict_and_verify` runs a fresh one.
 """
 
 from __future__ import annotations
