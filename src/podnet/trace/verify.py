@@ -436,6 +436,47 @@ def _wait_canary(monitors: dict[str, tuple[str, subprocess.Popen[str], str]], wh
     return [f"{node}: the kernel trace monitor showed no canary {what} within {timeout:.0f} s" for node in waiting]
 
 
+def _marked(text: str, table: str) -> int:
+    """Packets our trace rule marked (the canary aside): nft's packet line of our table, or the iptables
+    TRACE line of our raw rule."""
+    return sum(1 for line in text.splitlines() if table in line and CANARY_IP not in line and (
+        f"ip {table} " in line and " packet:" in line or "TRACE:" in line and "raw:" in line))
+
+
+def _wait_marked(monitor: tuple[str, subprocess.Popen[str], str], table: str, n: int, timeout: float = 15.0
+                 ) -> list[str]:
+    """Until the first node's monitor shows every probe: each enters there and is marked on the way in.
+    A loaded machine may hand packets to ksoftirqd, so a probe's events can come after the sender is done
+    (and after an end canary, which is traced in the pinging process itself)."""
+    _, p, path = monitor
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and p.poll() is None:
+        with open(path, errors="replace") as f:
+            if _marked(f.read(), table) >= n:
+                return []
+        time.sleep(0.05)
+    return [f"the first node's kernel trace showed fewer than the {n} probe(s) sent within {timeout:.0f} s"]
+
+
+def _wait_quiet(monitors: dict[str, tuple[str, subprocess.Popen[str], str]], quiet: float = 0.3,
+                timeout: float = 15.0) -> list[str]:
+    """Until no monitor has written anything for `quiet` seconds: the probes' later hops (other nodes, via
+    the wire and softirq) are written out too."""
+    def sizes() -> list[int]:
+        return [os.path.getsize(path) for _, _, path in monitors.values()]
+
+    deadline = time.monotonic() + timeout
+    last, since = sizes(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = sizes()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return []
+    return [f"the kernel trace did not settle within {timeout:.0f} s"]
+
+
 def _monitor_problems(node: str, p: subprocess.Popen[str], text: str, err: str, stopped_by_us: bool) -> list[str]:
     """A monitor that lost events or died gives an incomplete trace: that is said, never compared as is."""
     out = []
@@ -517,9 +558,13 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
             if sent.returncode != 0 or sent.stdout.strip() != str(n):
                 problems.append(f"the probes failed (exit {sent.returncode}): "
                                 f"{(sent.stderr.strip().splitlines() or ['no output'])[-1]}")
-            time.sleep(0.1 + hold)
+            time.sleep(hold)
+            first = source.name if source.kind == "node" else next(p.node for p in cluster.pods
+                                                                   if p.ref == source.name)
+            if first in waiting and sent.returncode == 0:
+                problems += _wait_marked(waiting[first], rules.table, n)
             problems += _wait_canary(waiting, "after the probes")
-            time.sleep(0.1)  # the receivers' packets (theirs come from the wire, not through a monitor)
+            problems += _wait_quiet(waiting)
         finally:
             with _signals_held() as came:
                 try:
