@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import secrets
 import statistics
 import sys
@@ -38,7 +39,7 @@ LABS = [("iptables", "vxlan", 2), ("nftables", "vxlan", 2), ("nftables", "host-g
 def scenario_run(total: int, seed: int, worlds: int) -> int:
     from podnet.lab import cluster, topology
 
-    console = Console()
+    console = Console(width=150)
     per_world = math.ceil(total / (len(LABS) * worlds))
     rows: list[tuple[str, list[generator.FlowResult]]] = []
     t_all = time.monotonic()
@@ -80,7 +81,9 @@ def scenario_run(total: int, seed: int, worlds: int) -> int:
     console.print(t)
     kinds: dict[str, list[int]] = {}
     for r in everything:
-        k = kinds.setdefault(r.flow.what.split(" (")[0].split(" from ")[0].split(" at ")[0], [0, 0])
+        what = re.sub(r"endpoint p\d+", "an endpoint", r.flow.what)
+        k = kinds.setdefault(re.sub(r" on node\d+", "", what.split(" (")[0].split(" from ")[0].split(" at ")[0]),
+                             [0, 0])
         k[0] += 1
         k[1] += r.agree
     console.print("scenario kinds (agreed/total): " + ", ".join(f"{k} {a}/{n}" for k, (n, a) in sorted(kinds.items())))

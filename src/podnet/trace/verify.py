@@ -3,10 +3,13 @@
 For each node the prediction passes, a trace rule matching only this flow (as the packet enters that node)
 is added inside the node's namespace: `meta nftrace set 1` in a table of our own (nftables mode), or a
 `TRACE` rule in the raw table (iptables mode). `nft monitor trace` / `xtables-monitor --trace` run in each
-of those namespaces while probes leave the source namespace and a receiver in each predicted destination
-namespace counts what arrives. Then, node by node, every packet's sequence of rules (table, chain, handle)
-must be one the prediction has, and arrivals must be where the prediction says. The trace rules are always
-removed: try/finally, plus SIGINT/SIGTERM turned into exceptions while they are in place.
+of those namespaces (writing to files, started and drained with a canary ping) while probes leave the source
+namespace and a receiver in each predicted destination namespace counts what arrives (one packet a probe).
+Then, node by node, every base-chain segment the kernel ran (its rules, known by table, chain and content)
+must be one the prediction has, and arrivals must be where and as many as the prediction says. The trace
+rules are always removed: try/finally, SIGINT/SIGTERM turned into exceptions while they are in place and held
+while they are taken out. A round whose kernel side is incomplete is reported as such (`Report.incomplete`)
+and `predict_and_verify` runs a fresh one.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ CANARY_IP = "127.0.0.127"
 CANARY_MATCH = f"ip daddr {CANARY_IP} icmp type echo-request"
 HOOK_RANK = {"output": 0, "prerouting": 1, "input": 2, "forward": 3, "postrouting": 4}  # one segment per hook
 TRACE_PREFIX = "pn-trace-"
-Seg = tuple[int, int, str, tuple[tuple[str, str, int], ...]]  # (hook rank, prio, table, rules)
+Seg = tuple[int, int, str, tuple[tuple[str, str, str], ...]]  # (hook rank, prio, table, rules)
 
 SNIFFER = r"""
 import json, signal, socket, struct, sys, select
@@ -124,18 +127,75 @@ class Report:
 
 
 # ---- what the prediction says, in the kernel trace's terms -----------------------------------------------
-def positions(doc: dict) -> dict[tuple[str, str, int], int]:
-    """(table, chain, handle) -> 1-based position in its chain. Rules are compared by position: a proxy's
-    resync between the snapshot and the probes gives the same rules new handles."""
-    out: dict[tuple[str, str, int], int] = {}
-    count: dict[tuple[str, str], int] = {}
-    for item in doc.get("nftables", []):
-        r = item.get("rule")
-        if r:
-            key = (f"{r['family']} {r['table']}", r["chain"])
-            count[key] = count.get(key, 0) + 1
-            out[(*key, int(r["handle"]))] = count[key]
-    return out
+Rule = tuple[str, str, str]  # (table, chain, the rule's content): how a rule is known on both sides
+
+
+def _canon(v: object) -> object:
+    """A rule's expressions without what changes while it runs (counters, quota use)."""
+    if isinstance(v, dict):
+        if "counter" in v:
+            return "counter"
+        return {k: _canon(x) for k, x in sorted(v.items()) if k not in ("packets", "bytes", "used")}
+    if isinstance(v, list):
+        return [_canon(x) for x in v]
+    return v
+
+
+def _ipt_text(line: str) -> str:
+    """An iptables rule as iptables-save and xtables-monitor both print it ("-A CHAIN ..."), spaces folded."""
+    return " ".join(line.split())
+
+
+@dataclass
+class RuleIndex:
+    """Rules by what they are, not where: a proxy resync between the snapshot and the probes gives the same
+    rules new handles, and a full sync may also write them in another order. So a rule is compared by its
+    table, chain and content (nft: its expressions; iptables: its text); its position is for people."""
+
+    by_handle: dict[tuple[str, str, int], str] = field(default_factory=dict)  # nft (table, chain, handle)
+    by_pos: dict[tuple[str, str, int], str] = field(default_factory=dict)  # iptables (table, chain, position)
+    label: dict[Rule, int] = field(default_factory=dict)  # 1-based position in its chain, to show
+
+    @staticmethod
+    def of(st: NsState, after: tuple[dict, str] | None = None) -> RuleIndex:
+        """From a node's snapshot, and the ruleset read after the probes (nft JSON, iptables-save) if any.
+        iptables-nft's tables are known by their iptables text in both modes: nft monitor names their rules
+        by handle, and the handle's place in its chain (in the JSON read with that text) gives the line."""
+        from podnet.trace.ipt import IptablesRules
+        from podnet.trace.nft import XTABLES
+
+        ix = RuleIndex()
+        pairs = ([after] if after else []) + [(st.nft, st.iptables)]  # the later first: a resync's handles
+        for k, (doc, ipt) in enumerate(pairs):
+            lines = {(f"ip {t}", c, i + 1): _ipt_text(r.line) for t, chains in IptablesRules.parse(ipt).tables.items()
+                     for c, rules in chains.items() for i, r in enumerate(rules)}
+            count: dict[tuple[str, str], int] = {}
+            for item in doc.get("nftables", []):
+                r = item.get("rule")
+                if not r:
+                    continue
+                tc = (f"{r['family']} {r['table']}", r["chain"])
+                count[tc] = count.get(tc, 0) + 1
+                content = json.dumps([_canon(r.get("expr", [])), r.get("comment", "")], sort_keys=True)
+                if r["family"] == "ip" and r["table"] in XTABLES:
+                    content = lines.get((*tc, count[tc]), content)
+                ix.by_handle.setdefault((*tc, int(r["handle"])), content)
+                ix.label.setdefault((*tc, content), count[tc])
+            if k == len(pairs) - 1:  # the snapshot's: what the prediction's iptables positions refer to
+                ix.by_pos = lines
+                for (t, c, pos), text in lines.items():
+                    ix.label.setdefault((t, c, text), pos)
+        return ix
+
+    def nft(self, table: str, chain: str, handle: int) -> Rule:
+        return (table, chain, self.by_handle.get((table, chain, handle), f"handle {handle}"))
+
+    def ipt(self, table: str, chain: str, pos: int) -> Rule:
+        return (table, chain, self.by_pos.get((table, chain, pos), f"position {pos}"))
+
+    def show(self, r: Rule) -> str:
+        pos = self.label.get(r)
+        return f"{r[0]} {r[1]} #{pos}" if pos else f"{r[0]} {r[1]} [{r[2][:80]}]"
 
 
 def _bases(st: NsState) -> dict[tuple[str, str], tuple[str, int]]:
@@ -152,10 +212,10 @@ def predicted(cluster: Cluster, result: Result) -> dict[str, set[Seg]]:
 
     Segments, not whole packets, are compared: the kernel's trace id changes along a packet's way in
     iptables-nft (xtables-monitor), and a node can be visited twice (NodePort hairpins to the sender)."""
-    pos = {n: positions(st.nft) for n, st in cluster.nodes.items()}
+    ix = {n: RuleIndex.of(st) for n, st in cluster.nodes.items()}
     out: dict[str, set[Seg]] = {}
     for o in result.outcomes:
-        visit: list[tuple[str, tuple[int, int, str], tuple[str, str, int]]] = []
+        visit: list[tuple[str, tuple[int, int, str], Rule]] = []
         last_node = None
         for h in o.hops + [None]:  # type: ignore[list-item]
             if h is None or h.node != last_node:
@@ -164,17 +224,15 @@ def predicted(cluster: Cluster, result: Result) -> dict[str, set[Seg]]:
                 last_node = h.node if h is not None else None
             if h is None or h.step != "netfilter" or h.table is None or h.node not in cluster.nodes or h.rule is None:
                 continue
-            table, rule = h.table, int(h.rule)
-            if " " not in table:  # iptables hops carry their position already
-                table = f"ip {table}"
-            else:
-                rule = pos[h.node].get((table, h.chain or "", rule), -rule)
-            visit.append((h.node, (HOOK_RANK.get(h.hook or "", 9), h.prio or 0, table), (table, h.chain or "", rule)))
+            table = h.table if " " in h.table else f"ip {h.table}"  # iptables hops carry their position
+            rule = (ix[h.node].nft(table, h.chain or "", int(h.rule)) if " " in h.table
+                    else ix[h.node].ipt(table, h.chain or "", int(h.rule)))
+            visit.append((h.node, (HOOK_RANK.get(h.hook or "", 9), h.prio or 0, table), rule))
     return out
 
 
-def _flush(visit: list[tuple[str, tuple[int, int, str], tuple[str, str, int]]], out: dict[str, set[Seg]]) -> None:
-    segs: dict[tuple[int, int, str], list[tuple[str, str, int]]] = {}
+def _flush(visit: list[tuple[str, tuple[int, int, str], Rule]], out: dict[str, set[Seg]]) -> None:
+    segs: dict[tuple[int, int, str], list[Rule]] = {}
     if not visit:
         return
     node = visit[0][0]
@@ -192,20 +250,18 @@ _XT_RULE = re.compile(r"^\s*TRACE: \d+ (\w+) (\w+):([^:]+):rule:(0x[0-9a-f]+):")
 _XT_BASE = re.compile(r"^\s*TRACE: \d+ (\w+) (\w+):([^:]+):(?:rule|policy|return)")
 
 
-def parse_monitor(text: str, st: NsState, mode: str, after: dict | None = None) -> list[tuple[Seg, ...]]:
-    """Packets seen by one node's monitor, each as its canonical list of base-chain segments; rule handles
-    become positions (from the ruleset read after the probes, else the snapshot's).
+def parse_monitor(text: str, st: NsState, mode: str, after: tuple[dict, str] | None = None
+                  ) -> list[tuple[Seg, ...]]:
+    """Packets seen by one node's monitor, each as its canonical list of base-chain segments; each rule is
+    known by its content (RuleIndex: nft handles are looked up in the ruleset read after the probes, then in
+    the snapshot's; xtables-monitor prints the iptables rule's text).
 
     Every line carries its packet's trace id, and lines of packets handled at the same time (on two CPUs)
     interleave: each line goes to the segment its own trace id has open. A packet starts where our trace
     rule marks it (again after a loop through lo); a segment starts at each base chain's packet line."""
     bases = _bases(st)
-    pos = positions(st.nft) | positions(after or {})
-
-    def at(table: str, chain: str, handle: int) -> int:
-        return pos.get((table, chain, handle), -handle)
-
-    packets: list[dict[tuple[int, int, str], list[tuple[str, str, int]]]] = []
+    ix = RuleIndex.of(st, after)
+    packets: list[dict[tuple[int, int, str], list[Rule]]] = []
     open_: dict[str, tuple[int, tuple[int, int, str] | None]] = {}  # trace id -> (packet index, segment key)
     xt_pending: set[str] = set()  # trace ids whose PACKET line was seen: their next line names the base chain
 
@@ -218,10 +274,10 @@ def parse_monitor(text: str, st: NsState, mode: str, after: dict | None = None) 
         else:
             open_[tid] = (open_[tid][0], key)
 
-    def add(tid: str, table: str, chain: str, handle: int) -> None:
+    def add(tid: str, rule: Rule) -> None:
         idx, key = open_.get(tid, (-1, None))
         if key is not None:
-            packets[idx].setdefault(key, []).append((table, chain, at(table, chain, handle)))
+            packets[idx].setdefault(key, []).append(rule)
 
     for line in text.splitlines():
         if mode == "nft":
@@ -231,7 +287,7 @@ def parse_monitor(text: str, st: NsState, mode: str, after: dict | None = None) 
                 continue
             m = _NFT_RULE.match(line)
             if m and not m.group(3).startswith(TRACE_PREFIX):
-                add(m.group(1), f"{m.group(2)} {m.group(3)}", m.group(4), int(m.group(5)))
+                add(m.group(1), ix.nft(f"{m.group(2)} {m.group(3)}", m.group(4), int(m.group(5))))
             continue
         m = _XT_PACKET.match(line)
         if m:
@@ -244,7 +300,8 @@ def parse_monitor(text: str, st: NsState, mode: str, after: dict | None = None) 
             start(m.group(1), table, m.group(3), "pn-trace" in line or table == "ip raw")
         m = _XT_RULE.match(line)
         if m and "pn-trace" not in line:
-            add(m.group(1), f"ip {m.group(2)}", m.group(3), int(m.group(4), 16))
+            text = line.split(f" -t {m.group(2)} ", 1)[1] if f" -t {m.group(2)} -A " in line else ""
+            add(m.group(1), (f"ip {m.group(2)}", m.group(3), _ipt_text(text) if text else f"handle {m.group(4)}"))
     return [tuple(sorted((k[0], k[1], k[2], tuple(v)) for k, v in p.items())) for p in packets if p]
 
 
@@ -379,6 +436,47 @@ def _wait_canary(monitors: dict[str, tuple[str, subprocess.Popen[str], str]], wh
     return [f"{node}: the kernel trace monitor showed no canary {what} within {timeout:.0f} s" for node in waiting]
 
 
+def _marked(text: str, table: str) -> int:
+    """Packets our trace rule marked (the canary aside): nft's packet line of our table, or the iptables
+    TRACE line of our raw rule."""
+    return sum(1 for line in text.splitlines() if table in line and CANARY_IP not in line and (
+        f"ip {table} " in line and " packet:" in line or "TRACE:" in line and "raw:" in line))
+
+
+def _wait_marked(monitor: tuple[str, subprocess.Popen[str], str], table: str, n: int, timeout: float = 15.0
+                 ) -> list[str]:
+    """Until the first node's monitor shows every probe: each enters there and is marked on the way in.
+    A loaded machine may hand packets to ksoftirqd, so a probe's events can come after the sender is done
+    (and after an end canary, which is traced in the pinging process itself)."""
+    _, p, path = monitor
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and p.poll() is None:
+        with open(path, errors="replace") as f:
+            if _marked(f.read(), table) >= n:
+                return []
+        time.sleep(0.05)
+    return [f"the first node's kernel trace showed fewer than the {n} probe(s) sent within {timeout:.0f} s"]
+
+
+def _wait_quiet(monitors: dict[str, tuple[str, subprocess.Popen[str], str]], quiet: float = 0.3,
+                timeout: float = 15.0) -> list[str]:
+    """Until no monitor has written anything for `quiet` seconds: the probes' later hops (other nodes, via
+    the wire and softirq) are written out too."""
+    def sizes() -> list[int]:
+        return [os.path.getsize(path) for _, _, path in monitors.values()]
+
+    deadline = time.monotonic() + timeout
+    last, since = sizes(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = sizes()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return []
+    return [f"the kernel trace did not settle within {timeout:.0f} s"]
+
+
 def _monitor_problems(node: str, p: subprocess.Popen[str], text: str, err: str, stopped_by_us: bool) -> list[str]:
     """A monitor that lost events or died gives an incomplete trace: that is said, never compared as is."""
     out = []
@@ -425,7 +523,7 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
     files: dict[str, tuple[str, str]] = {}  # monitor node -> (stdout file, stderr file)
     monitors: dict[str, str] = {}
     arrivals: dict[str, int] = {}
-    rulesets_after: dict[str, dict] = {}
+    rulesets_after: dict[str, tuple[dict, str]] = {}  # node -> (nft JSON, iptables-save) after the probes
     problems: list[str] = []
     proto_num = {"tcp": 6, "udp": 17, "icmp": 1}[pkt.proto]
     tmp = tempfile.TemporaryDirectory(prefix="pn-trace-")
@@ -460,9 +558,13 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
             if sent.returncode != 0 or sent.stdout.strip() != str(n):
                 problems.append(f"the probes failed (exit {sent.returncode}): "
                                 f"{(sent.stderr.strip().splitlines() or ['no output'])[-1]}")
-            time.sleep(0.1 + hold)
+            time.sleep(hold)
+            first = source.name if source.kind == "node" else next(p.node for p in cluster.pods
+                                                                   if p.ref == source.name)
+            if first in waiting and sent.returncode == 0:
+                problems += _wait_marked(waiting[first], rules.table, n)
             problems += _wait_canary(waiting, "after the probes")
-            time.sleep(0.1)  # the receivers' packets (theirs come from the wire, not through a monitor)
+            problems += _wait_quiet(waiting)
         finally:
             with _signals_held() as came:
                 try:
@@ -491,9 +593,11 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
             if came and sys.exc_info()[0] is None:
                 raise KeyboardInterrupt(f"signal {came[0]}")
     for node in monitors:
-        text = netns.run(cluster.nodes[node].netns, ["nft", "-j", "list", "ruleset"], check=False).stdout
+        ns = cluster.nodes[node].netns
+        text = netns.run(ns, ["nft", "-j", "list", "ruleset"], check=False).stdout
+        ipt = netns.run(ns, ["iptables-save"], check=False).stdout
         try:
-            rulesets_after[node] = json.loads(text)
+            rulesets_after[node] = (json.loads(text), ipt)
         except ValueError:
             pass
     if _touches_affinity(cluster, result):
@@ -506,7 +610,7 @@ def verify(cluster: Cluster, source: Source, pkt: Packet, result: Result, *, pro
         for node, st in later.nodes.items():
             st.conntrack = cluster.nodes[node].conntrack if node in cluster.nodes else []
         after = walk.walk(later, source, pkt)
-        for node, segs in predicted(later, after).items():  # positions of the rules as they are now
+        for node, segs in predicted(later, after).items():  # handles as they are now
             expect.setdefault(node, set()).update(segs)
         delivered = {o.where for o in result.outcomes if o.verdict == "delivered"}
         result = Result(result.flow, result.outcomes + [o for o in after.outcomes if o.where not in delivered],
@@ -552,17 +656,19 @@ def _touches_affinity(cluster: Cluster, result: Result) -> bool:
 
 def compare(cluster: Cluster, result: Result, expect: dict[str, set[Seg]], monitors: dict[str, str],
             arrivals: dict[str, int], mode: str, n: int, errors: list[str] | None = None,
-            after: dict[str, dict] | None = None) -> Report:
+            after: dict[str, tuple[dict, str]] | None = None) -> Report:
     dis = list(errors or [])
     observed: dict[str, list[list[str]]] = {}
     total_packets = 0
 
-    def show(seg: Seg) -> str:
-        return ", ".join(f"{t} {c} #{h}" for t, c, h in seg[3])
-
     for node, text in monitors.items():
+        ix = RuleIndex.of(cluster.nodes[node], (after or {}).get(node))
+
+        def show(seg: Seg, ix: RuleIndex = ix) -> str:
+            return ", ".join(ix.show(r) for r in seg[3])
+
         pkts = parse_monitor(text, cluster.nodes[node], mode, (after or {}).get(node))
-        observed[node] = [[f"{t} {c} {h}" for s in p for t, c, h in s[3]] for p in pkts]
+        observed[node] = [[ix.show(r) for s in p for r in s[3]] for p in pkts]
         total_packets += len(pkts)
         bad: set[Seg] = set()
         for p in pkts:

@@ -10,7 +10,7 @@ from podnet.trace.ipt import IptablesRules, IptablesWalker, IptContext
 from podnet.trace.model import Hop, Packet
 from podnet.trace.nft import NftContext, NftRuleset, NftWalker
 from podnet.trace.snapshot import NsState, parse_conntrack
-from podnet.trace.verify import parse_monitor
+from podnet.trace.verify import RuleIndex, parse_monitor
 from podnet.trace.walk import route
 
 
@@ -133,24 +133,34 @@ def test_policy_routing_and_longest_prefix():
     assert route(st, "192.168.0.5")["type"] == "local"
 
 
+def _nft_rule(chain: str, handle: int, target: str, counter: int = 0) -> dict:
+    return {"rule": {"family": "ip", "table": "podnet", "chain": chain, "handle": handle,
+                     "expr": [{"counter": {"packets": counter, "bytes": 60 * counter}}, {"jump": {"target": target}}]}}
+
+
 def test_kernel_trace_segments_from_nft_monitor():
-    st = NsState("n", "ns", nft={"nftables": [
+    before = {"nftables": [
         {"chain": {"family": "ip", "table": "podnet", "name": "nat-prerouting", "hook": "prerouting", "prio": -100}},
         {"chain": {"family": "ip", "table": "pn-trace-ab", "name": "pre", "hook": "prerouting", "prio": -350}},
-        {"rule": {"family": "ip", "table": "podnet", "chain": "nat-prerouting", "handle": 10, "expr": []}},
-        {"rule": {"family": "ip", "table": "podnet", "chain": "services", "handle": 9, "expr": []}},
-        {"rule": {"family": "ip", "table": "podnet", "chain": "services", "handle": 11, "expr": []}}]})
+        _nft_rule("nat-prerouting", 10, "services"),
+        _nft_rule("services", 9, "a"), _nft_rule("services", 11, "b")]}
+    # a resync between the snapshot and the probes: new handles, another order, counters moved on
+    after = {"nftables": [_nft_rule("nat-prerouting", 20, "services", 5),
+                          _nft_rule("services", 21, "b", 3), _nft_rule("services", 22, "a", 2)]}
+    st = NsState("n", "ns", nft=before)
     text = "\n".join([
         'trace id 1 ip pn-trace-ab pre packet: iif "cni0" ip saddr 10.244.1.3',
         "trace id 1 ip pn-trace-ab pre rule ip saddr 10.244.1.3 meta nftrace set 1 # handle 2 (verdict continue)",
         'trace id 1 ip podnet nat-prerouting packet: iif "cni0"',
-        "trace id 1 ip podnet nat-prerouting rule jump services # handle 10 (verdict jump services)",
-        "trace id 1 ip podnet services rule ip daddr . meta l4proto . th dport vmap @service-ips # handle 11 "
-        "(verdict goto cluster-tcp-2)",
+        "trace id 1 ip podnet nat-prerouting rule jump services # handle 20 (verdict jump services)",
+        "trace id 1 ip podnet services rule jump b # handle 21 (verdict jump b)",
     ])
-    (pkt,) = parse_monitor(text, st, "nft")
-    # handles become positions in the chain (handle 11 is the second rule of services)
-    assert pkt == ((1, -100, "ip podnet", (("ip podnet", "nat-prerouting", 1), ("ip podnet", "services", 2))),)
+    (pkt,) = parse_monitor(text, st, "nft", (after, ""))
+    ix = RuleIndex.of(st)
+    # the kernel's rules are the snapshot's rules 10 and 11, known by what they are, not by handle or place
+    assert pkt == ((1, -100, "ip podnet", (ix.nft("ip podnet", "nat-prerouting", 10),
+                                           ix.nft("ip podnet", "services", 11))),)
+    assert [ix.show(r) for r in pkt[0][3]] == ["ip podnet nat-prerouting #1", "ip podnet services #2"]
 
 
 def test_interleaved_xtables_monitor_lines_go_to_their_own_packet():
@@ -172,7 +182,8 @@ def test_interleaved_xtables_monitor_lines_go_to_their_own_packet():
 
     a, b = pkt("e89d53c0"), pkt("ac9c8b11")
     text = "\n".join(a[:5] + b + a[5:])  # b's lines arrive between a's jump to KUBE-SERVICES and its next rule
-    whole = (((0, -100, "ip nat", (("ip nat", "OUTPUT", 1), ("ip nat", "KUBE-SERVICES", 2))),),)
+    whole = (((0, -100, "ip nat", (("ip nat", "OUTPUT", "-A OUTPUT -j KUBE-SERVICES"),
+                                   ("ip nat", "KUBE-SERVICES", "-A KUBE-SERVICES"))),),)
     assert parse_monitor(text, st, "ipt") == list(whole * 2)
 
 
