@@ -35,6 +35,7 @@ CNI_IFNAME = "eth0"
 READY_TIMEOUT = 5.0
 RESYNC = 5.0  # seconds between unasked rounds (dead pod processes are restarted)
 SUPERVISOR_CHECK = 1.0  # seconds a supervisor we started has to take the lab's lock
+SUPERVISOR_STAGGER = 0.5  # seconds between the agents' turns to restart a dead supervisor
 
 
 def container_id(lab: str, namespace: str, name: str) -> str:
@@ -239,7 +240,7 @@ def main(name: str, node: str, store_url: str) -> int:
     # The subnet appears once the overlay has its lease (a file, not in the store): poll it meanwhile.
     # Every few seconds a round also runs unasked, to restart pod processes that died.
     threading.Thread(target=_poke_on_subnet, args=(agent, changed, stop), daemon=True).start()
-    threading.Thread(target=_keep_supervisor, args=(st, stop), daemon=True, name="supervisor-check").start()
+    threading.Thread(target=_keep_supervisor, args=(st, node, stop), daemon=True, name="supervisor-check").start()
     threading.Thread(target=_heartbeat, args=(store, node, stop), daemon=True, name="node-status").start()
 
     def round_() -> bool:
@@ -256,18 +257,22 @@ def _decode_pod(value: bytes) -> Pod | None:
     return Pod.model_validate(json.loads(value))
 
 
-def _keep_supervisor(st: LabState, stop: threading.Event) -> None:
+def _keep_supervisor(st: LabState, node: str, stop: threading.Event) -> None:
     """Every agent restarts the lab's supervisor if it died (supervisor.py says why the agents do it).
 
     It sleeps on the supervisor's lock, which the kernel frees the instant the supervisor dies; then it
-    starts one, and gives it SUPERVISOR_CHECK to take the lock before looking again.
+    starts one, and gives it SUPERVISOR_CHECK to take the lock before looking again. Every agent wakes at
+    the same instant: the agent of the n-th node waits n x SUPERVISOR_STAGGER first, so the first node's
+    supervisor usually holds the lock by then and the others start none (each start is an interpreter's
+    worth of CPU, taken from the lab's users while it heals).
     """
     from podnet.lab import supervisor
 
     lock = supervisor.lock_path(st)
+    index = next(i for i, n in enumerate(st.spec.node_specs) if n.name == node)
     while not stop.is_set():
         supervisor.wait_while_held(lock)
-        if stop.is_set():
+        if stop.wait(index * SUPERVISOR_STAGGER):
             return
         try:
             supervisor.ensure_running(st.spec.name)
