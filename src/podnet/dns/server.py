@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import socket
@@ -49,24 +50,51 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, port
 
 
+BIND_ATTEMPTS = 20
+
+
+def _bind_pair(family: int, host: str, port: int) -> tuple[socket.socket, socket.socket] | str:
+    """(udp, tcp) sockets bound to one port; the error text when port is 0 and TCP's side is taken.
+
+    Any other failure (address not ours, privileged port, UDP port taken) raises ListenError at once.
+    """
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    tcp = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        udp.bind((host, port))
+    except OSError as e:
+        udp.close()
+        tcp.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    try:
+        tcp.bind((host, udp.getsockname()[1]))
+        tcp.listen(128)
+    except OSError as e:
+        udp.close()
+        tcp.close()
+        if port == 0 and e.errno == errno.EADDRINUSE:
+            return e.strerror or str(e)
+        raise ListenError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return udp, tcp
+
+
 class DNSServer:
     """Serves responder on host:port (UDP and TCP) until stop()."""
 
     def __init__(self, responder: Responder, host: str, port: int) -> None:
         self.responder = responder
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.udp = socket.socket(family, socket.SOCK_DGRAM)
-        self.tcp = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.udp.bind((host, port))
-            # one port for both: a kernel-chosen UDP port (port 0) is taken for TCP too
-            self.tcp.bind((host, self.udp.getsockname()[1]))
-            self.tcp.listen(128)
-        except OSError as e:
-            self.udp.close()
-            self.tcp.close()
-            raise ListenError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        # One port for both. A kernel-chosen UDP port (port 0) may be taken for TCP by someone else:
+        # then another UDP port is chosen, a few times, before giving up.
+        pair = _bind_pair(family, host, port)
+        for _ in range(BIND_ATTEMPTS - 1):
+            if not isinstance(pair, str):
+                break
+            pair = _bind_pair(family, host, port)
+        if isinstance(pair, str):
+            raise ListenError(f"cannot listen on {host}:{port}: {pair}")
+        self.udp, self.tcp = pair
         self.udp.settimeout(0.25)
         self.address = self.udp.getsockname()[:2]
         self._stop = threading.Event()
