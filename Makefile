@@ -14,7 +14,7 @@ demo: deps
 
 test: deps
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
 
 bench: deps
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
