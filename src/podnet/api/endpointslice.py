@@ -6,9 +6,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from podnet.api.defaults import DEFAULT_ADDRESS_TYPE, DEFAULT_PROTOCOL, SERVICE_NAME_LABEL
 from podnet.api.meta import Bool, Int, K8sModel, Resource
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 CONTROLLER_NAME = "endpointslice-controller.k8s.io"
 
@@ -51,7 +51,7 @@ class Endpoint(K8sModel):
 
 class EndpointPort(K8sModel):
     name: str | None = None
-    protocol: str | None = "TCP"
+    protocol: str | None = DEFAULT_PROTOCOL
     port: Int | None = None
     app_protocol: str | None = None
 
@@ -60,7 +60,7 @@ class EndpointSlice(Resource):
     API_VERSION: ClassVar[str] = "discovery.k8s.io/v1"
     KIND: ClassVar[str] = "EndpointSlice"
 
-    address_type: str = "IPv4"
+    address_type: str = DEFAULT_ADDRESS_TYPE
     endpoints: list[Endpoint] = Field(default_factory=list)
     ports: list[EndpointPort] = Field(default_factory=list)
 

@@ -6,12 +6,19 @@ from typing import Any, ClassVar
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
+from podnet.api.defaults import (
+    DEFAULT_PROTOCOL,
+    DEFAULT_SERVICE_TYPE,
+    DEFAULT_SESSION_AFFINITY,
+    DEFAULT_SESSION_AFFINITY_TIMEOUT,
+    DEFAULT_TRAFFIC_POLICY,
+)
 from podnet.api.meta import Bool, Int, IntOrString, K8sModel, Resource
 
 
 class ServicePort(K8sModel):
     name: str = ""
-    protocol: str = "TCP"
+    protocol: str = DEFAULT_PROTOCOL
     app_protocol: str | None = None
     port: Int = 0
     target_port: IntOrString | None = None
@@ -47,9 +54,9 @@ class ServiceSpec(K8sModel):
     selector: dict[str, str] | None = None
     cluster_ip: str | None = Field(default=None, alias="clusterIP")
     cluster_ips: list[str] = Field(default_factory=list, alias="clusterIPs")
-    type: str = "ClusterIP"
+    type: str = DEFAULT_SERVICE_TYPE
     external_ips: list[str] = Field(default_factory=list, alias="externalIPs")
-    session_affinity: str = "None"
+    session_affinity: str = DEFAULT_SESSION_AFFINITY
     load_balancer_ip: str | None = Field(default=None, alias="loadBalancerIP")
     load_balancer_source_ranges: list[str] = Field(default_factory=list)
     external_name: str | None = None
@@ -117,21 +124,21 @@ class Service(Resource):
     @property
     def external_traffic_policy(self) -> str:
         """Cluster unless Local (the Kubernetes default for externally reachable services)."""
-        return self.spec.external_traffic_policy or "Cluster"
+        return self.spec.external_traffic_policy or DEFAULT_TRAFFIC_POLICY
 
     @property
     def internal_traffic_policy(self) -> str:
-        return self.spec.internal_traffic_policy or "Cluster"
+        return self.spec.internal_traffic_policy or DEFAULT_TRAFFIC_POLICY
 
     @property
     def session_affinity_timeout(self) -> int | None:
-        """Seconds of ClientIP affinity (Kubernetes' default 10800), None without affinity."""
+        """Seconds of ClientIP affinity (Kubernetes' default: three hours), None without affinity."""
         if self.spec.session_affinity != "ClientIP":
             return None
         cfg = self.spec.session_affinity_config
         if cfg and cfg.client_ip and cfg.client_ip.timeout_seconds is not None:
             return cfg.client_ip.timeout_seconds
-        return 10800
+        return DEFAULT_SESSION_AFFINITY_TIMEOUT
 
     @property
     def load_balancer_ips(self) -> list[str]:

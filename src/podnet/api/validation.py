@@ -12,6 +12,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
+from podnet.api import defaults
 from podnet.api.cluster import ConfigMap, Event, Namespace
 from podnet.api.deployment import Deployment
 from podnet.api.endpointslice import EndpointSlice
@@ -28,10 +29,10 @@ _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _IANA_SVC_NAME = re.compile(r"^[-a-z0-9]+$")
 
-PROTOCOLS = ("SCTP", "TCP", "UDP")
-SERVICE_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
-TRAFFIC_POLICIES = ("Cluster", "Local")
-MAX_SESSION_TIMEOUT = 86400  # one day, as in Kubernetes
+PROTOCOLS = tuple(sorted(defaults.PROTOCOLS))  # listed sorted in messages, as Kubernetes does
+SERVICE_TYPES = defaults.SERVICE_TYPES
+TRAFFIC_POLICIES = defaults.TRAFFIC_POLICIES
+MAX_SESSION_TIMEOUT = defaults.MAX_SESSION_AFFINITY_TIMEOUT
 
 
 def dns1123_label(value: str) -> str | None:

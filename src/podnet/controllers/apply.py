@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from podnet.api import defaults
 from podnet.api.deployment import Deployment
 from podnet.api.endpointslice import EndpointSlice
 from podnet.api.loader import from_json, to_json
@@ -268,9 +269,9 @@ def default_service(svc: Service) -> None:
     if not s.ip_family_policy:
         s.ip_family_policy = "SingleStack"
     if not s.internal_traffic_policy:
-        s.internal_traffic_policy = "Cluster"
+        s.internal_traffic_policy = defaults.DEFAULT_TRAFFIC_POLICY
     if s.type in ("NodePort", "LoadBalancer") and not s.external_traffic_policy:
-        s.external_traffic_policy = "Cluster"
+        s.external_traffic_policy = defaults.DEFAULT_TRAFFIC_POLICY
     if s.session_affinity == "ClientIP":
         from podnet.api.service import ClientIPConfig, SessionAffinityConfig
 
@@ -279,7 +280,7 @@ def default_service(svc: Service) -> None:
         if s.session_affinity_config.client_ip is None:
             s.session_affinity_config.client_ip = ClientIPConfig()
         if s.session_affinity_config.client_ip.timeout_seconds is None:
-            s.session_affinity_config.client_ip.timeout_seconds = 10800
+            s.session_affinity_config.client_ip.timeout_seconds = defaults.DEFAULT_SESSION_AFFINITY_TIMEOUT
 
 
 def default_statefulset(sts: StatefulSet) -> None:

@@ -19,14 +19,17 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from podnet.api.defaults import (
+    DEFAULT_SESSION_AFFINITY_TIMEOUT as DEFAULT_STICKY_SECONDS,
+)
+from podnet.api.defaults import (
+    IPV4,
+    IPV6,
+    PROTOCOLS,
+    SERVICE_NAME_LABEL,
+    ZONE_LABEL,
+)
 from podnet.errors import Problem, ValidationError
-
-IPV4 = "IPv4"
-IPV6 = "IPv6"
-PROTOCOLS = ("TCP", "UDP", "SCTP")
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-ZONE_LABEL = "topology.kubernetes.io/zone"
-DEFAULT_STICKY_SECONDS = 10800  # API default of sessionAffinityConfig.clientIP.timeoutSeconds
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
