@@ -174,12 +174,14 @@ def informer_snapshot(store: Store, prefix: str, **kw: Any) -> dict[str, Any]:
 def proxy_decoders() -> Any:
     from prometheus_client import CollectorRegistry
 
+    from podnet.proxy.healthcheck import ProxyHealth
+    from podnet.proxy.informers import ProxyInformers
     from podnet.proxy.metrics import ProxyMetrics
-    from podnet.proxy.proxier import Proxier
+    from podnet.proxy.tracker import ChangeTracker
 
-    p = Proxier.__new__(Proxier)  # the decoders use only the metrics
-    p.metrics = ProxyMetrics(CollectorRegistry())
-    return p
+    # the proxy's informer handlers and decoders, on a tracker nothing syncs from
+    return ProxyInformers(None, "node1", ChangeTracker("node1"), ProxyMetrics(CollectorRegistry()), ProxyHealth(30),
+                          lambda: None)
 
 
 @pytest.mark.parametrize("how", list(CORRUPTIONS))
@@ -208,9 +210,9 @@ def test_readers_survive_and_name_the_key(cluster: tuple[Path, Store], capsys: p
     # proxy and lab-controller decode paths, behind real informers
     p = proxy_decoders()
     # the proxy's decoders take a document: the store source parses the JSON first (podnet.source.store)
-    readers = [(keys.kind_prefix("Service"), {"decode_kv": lambda _k, v: p._decode_service(json.loads(v))}),
-               (keys.kind_prefix("EndpointSlice"), {"decode_kv": lambda _k, v: p._decode_slice(json.loads(v))}),
-               (keys.kind_prefix("Node"), {"decode": json.loads, "on_change": p_on_node(p)}),
+    readers = [(keys.kind_prefix("Service"), {"decode_kv": lambda _k, v: p.decode_service(json.loads(v))}),
+               (keys.kind_prefix("EndpointSlice"), {"decode_kv": lambda _k, v: p.decode_slice(json.loads(v))}),
+               (keys.kind_prefix("Node"), {"decode": json.loads, "on_change": p.on_node}),
                (keys.kind_prefix("Pod"), {"decode": lab_decode}),
                (keys.kind_prefix("Deployment"), {"decode": lab_decode}),
                (keys.kind_prefix("Node"), {"decode": lab_decode})]
@@ -248,19 +250,6 @@ def test_readers_survive_and_name_the_key(cluster: tuple[Path, Store], capsys: p
         code, out, err = cli(capsys, db, "delete", CLI_KIND[family], key.rsplit("/", 1)[1])
         assert code == 0 and "deleted" in out, (family, code, out, err)
         assert store.get(key) is None
-
-
-def p_on_node(p: Any) -> Any:
-    """The proxy's node handler, on a proxier that tracks nothing else."""
-    import threading
-
-    from podnet.proxy.proxier import Proxier
-
-    p.node_name = "node1"
-    p._cond = threading.Condition()
-    p._tracked = type("T", (), {"node_zone": "", "node_pod_cidrs": ()})()
-    p._node_changed = False
-    return Proxier._on_node.__get__(p)
 
 
 def test_store_refuses_what_it_could_not_serve(cluster: tuple[Path, Store]) -> None:

@@ -35,3 +35,5 @@ MAX_SESSION_AFFINITY_TIMEOUT = 86400  # one day
 # Labels that carry meaning for readers of these objects.
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # EndpointSlice -> its Service
 ZONE_LABEL = "topology.kubernetes.io/zone"  # Node -> its zone (topology-aware routing)
+SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"  # Service -> implemented by another proxy
+HEADLESS_LABEL = "service.kubernetes.io/headless"  # EndpointSlice of a headless Service (set by the controller)

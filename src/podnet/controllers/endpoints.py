@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
+from podnet.api.defaults import HEADLESS_LABEL
 from podnet.api.endpointslice import (
     CONTROLLER_NAME,
     MANAGED_BY_LABEL,
@@ -50,7 +51,6 @@ from podnet.errors import PodnetError
 from podnet.store import Delete, KeyValue, Op, Put, Store, keys
 
 MAX_ENDPOINTS_PER_SLICE = 100
-HEADLESS_LABEL = "service.kubernetes.io/headless"
 
 PortKey = tuple[tuple[str, int, str], ...]
 

@@ -17,6 +17,7 @@ import logging
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from podnet.proxy.restore import Runner
 
@@ -137,3 +138,18 @@ class ConntrackCleaner:
             log.info("deleted stale UDP conntrack entries: %s", ", ".join(
                 f"{d.orig_dst or '*'}:{d.orig_dport} via {d.reply_src}" for d in dels))
         return dels
+
+
+def udp_service_ports(ports: Iterable[Any]) -> list[UdpServicePort]:
+    """The UDP service ports of a sync, as the cleaner matches flows: every service IP, the NodePort, and
+    the serving endpoints (flows NATed to any other address are stale)."""
+    return [
+        UdpServicePort(
+            ips=[sp.cluster_ip, *sp.external_ips, *sp.load_balancer_ips],
+            port=sp.port,
+            node_port=sp.node_port,
+            serving={ep.ip for ep in sp.endpoints if ep.serving},
+        )
+        for sp in ports
+        if sp.protocol == "UDP"
+    ]

@@ -312,3 +312,31 @@ def local_ready_endpoints(ports: Iterable[Any]) -> dict[str, int]:
 def health_check_ports(ports: Iterable[Any]) -> dict[str, int]:
     """kube-proxy's HealthCheckNodePorts: "ns/name" -> healthCheckNodePort of LoadBalancer eTP=Local services."""
     return {sp.name.namespaced_name: sp.health_check_node_port for sp in ports if sp.health_check_node_port}
+
+
+class HealthCheckNodePorts:
+    """After each sync: a healthCheckNodePort listener per eTP=Local LoadBalancer service, where NodePorts
+    listen (every address, or nodePortAddresses' IPs), answering with the local ready endpoints.
+
+    A listener that cannot open is reported once per (service, port) through `on_failure` (kube-proxy's
+    FailedToStartServiceHealthcheck event) and retried at every sync.
+    """
+
+    def __init__(self, server: ServiceHealthServer, on_failure: Callable[[str, int, OSError], None]) -> None:
+        self.server = server
+        self.on_failure = on_failure
+        self._failed: dict[str, int] = {}  # listeners that could not open -> their port
+
+    def sync(self, settings: Any, ports: Iterable[Any]) -> None:
+        ports = list(ports)
+        ips = ("0.0.0.0",) if settings.node_ports_match_all else settings.node_port_ips()
+        wanted = health_check_ports(ports)
+        failed = self.server.sync_services(wanted, ips)
+        for nsn, err in failed.items():
+            if self._failed.get(nsn) != wanted[nsn]:  # one event per failure, not one per sync
+                self.on_failure(nsn, wanted[nsn], err)
+        self._failed = {nsn: wanted[nsn] for nsn in failed}
+        self.server.sync_endpoints(local_ready_endpoints(ports))
+
+    def close(self) -> None:
+        self.server.close()

@@ -7,6 +7,7 @@ the metrics address (kube-proxy's default 127.0.0.1:10249). /healthz and /livez 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -73,6 +74,17 @@ class ProxyMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def synced(self, *, full: bool, elapsed: float, now: float, rules_total: Mapping[str, int],
+               change_times: Iterable[float]) -> None:
+        """A sync succeeded: its duration, when, the rules owned now, and how long each change took to show."""
+        self.sync_duration.observe(elapsed)
+        (self.sync_full_duration if full else self.sync_partial_duration).observe(elapsed)
+        self.last_sync.set(now)
+        for table, n in rules_total.items():
+            self.iptables_total.labels(table).set(n)
+        for t in change_times:
+            self.programming.observe(max(0.0, now - t))
 
 
 def _handler(routes: dict[str, object]) -> type[BaseHTTPRequestHandler]:

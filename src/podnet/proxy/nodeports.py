@@ -13,6 +13,7 @@ import logging
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,17 @@ def local_ports(node_ips: Iterable[str], node_ports: Iterable[tuple[int, str]]) 
     """Every (node address, nodePort, protocol) the proxy should hold."""
     ips = sorted({str(ipaddress.ip_address(ip)) for ip in node_ips})
     return {LocalPort(ip, port, proto.lower()) for port, proto in node_ports for ip in ips}
+
+
+def node_port_sockets(settings: Any, ports: Iterable[Any]) -> set[LocalPort]:
+    """The sockets to hold for these service ports: TCP/UDP NodePorts on every node IP the rules answer on
+    (or on nodePortAddresses' IPs, loopback left out: nothing outside can reach it)."""
+    if settings.node_ports_match_all:
+        ips = settings.node_ips
+    else:
+        ips = tuple(ip for ip in settings.node_port_ips() if not ip.startswith("127."))
+    return local_ports(ips, {(sp.node_port, sp.protocol) for sp in ports
+                             if sp.node_port and sp.protocol in ("TCP", "UDP")})
 
 
 class PortHolder:

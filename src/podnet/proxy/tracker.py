@@ -7,7 +7,9 @@ proxy's IP family, an EndpointSlice contributes endpoints to the ports it names,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -172,3 +174,162 @@ def desired_state_from_objects(
     return build_desired_state(
         services, slices, node_name, ip_family=ip_family, topology_zone=zone, node_pod_cidrs=pod_cidrs
     )
+
+
+class ChangeTracker:
+    """What the informers delivered, and which services changed since the rules were last written.
+
+    kube-proxy keeps, per changed service, the ports as last synced (previous) and as now (current), and
+    drops the entry when both are equal. Here the informer side records *which* services changed (with
+    the time of the change, for the programming-latency metric); the sync side recomputes those services'
+    ports (`update`) and compares them with what it last applied (`previous`, `current`, `applied`).
+    Informer threads call the `*_changed` methods; one sync thread calls the rest.
+    """
+
+    def __init__(self, node_name: str, ip_family: str = IPV4, *, clock: Callable[[], float] = time.time) -> None:
+        self.node_name = node_name
+        self.ip_family = ip_family
+        self.clock = clock
+        self._lock = threading.Lock()
+        # informer side (under the lock)
+        self._services: dict[str, ParsedService] = {}  # "ns/name" -> parsed
+        self._service_keys: dict[str, str] = {}  # store key -> "ns/name"
+        self._slices: dict[str, DecodedSlice] = {}  # store key -> decoded
+        self._slices_by_service: dict[str, set[str]] = {}  # "ns/name" -> slice keys
+        self._zone = ""
+        self._pod_cidrs: tuple[str, ...] = ()
+        self._dirty: dict[str, float] = {}  # "ns/name" -> time of the change that made it dirty
+        self._node_changed = True
+        # sync side
+        self.ports: dict[ServicePortName, ServicePort] = {}
+        self._ports_by_service: dict[str, list[ServicePortName]] = {}
+        self._applied: dict[ServicePortName, ServicePort] = {}
+        self._applied_by_service: dict[str, list[ServicePortName]] = {}
+
+    # ---- informer side ------------------------------------------------------------------------------
+
+    def service_changed(self, old: tuple[str, ParsedService] | None, new: tuple[str, ParsedService] | None) -> None:
+        """A Service was added (old None), updated or deleted (new None); each side is (store key, parsed)."""
+        now = self.clock()
+        with self._lock:
+            if old is not None:
+                name = self._service_keys.pop(old[0], None)
+                if name is not None:
+                    self._services.pop(name, None)
+                    self._dirty.setdefault(name, now)
+            if new is not None:
+                key, svc = new
+                self._service_keys[key] = svc.namespaced_name
+                self._services[svc.namespaced_name] = svc
+                self._dirty.setdefault(svc.namespaced_name, now)
+
+    def slice_changed(self, old: tuple[str, DecodedSlice, float | None] | None,
+                      new: tuple[str, DecodedSlice, float | None] | None) -> None:
+        """An EndpointSlice changed; each side is (store key, decoded, last-change-trigger-time or None)."""
+        now = self.clock()
+        with self._lock:
+            if old is not None:
+                key = old[0]
+                prev = self._slices.pop(key, None)
+                if prev is not None:
+                    name = f"{prev.namespace}/{prev.service}"
+                    self._slices_by_service.get(name, set()).discard(key)
+                    self._dirty.setdefault(name, now)
+            if new is not None:
+                key, sl, trigger = new
+                name = f"{sl.namespace}/{sl.service}"
+                self._slices[key] = sl
+                self._slices_by_service.setdefault(name, set()).add(key)
+                self._dirty[name] = min(self._dirty.get(name, now), trigger or now)
+
+    def node_changed(self, zone: str, pod_cidrs: Iterable[str]) -> bool:
+        """This node's zone label and podCIDRs; True when they differ from before (a full sync is due)."""
+        cidrs = tuple(pod_cidrs)
+        with self._lock:
+            if (zone, cidrs) == (self._zone, self._pod_cidrs):
+                return False
+            self._zone, self._pod_cidrs = zone, cidrs
+            self._node_changed = True
+            return True
+
+    # ---- sync side ----------------------------------------------------------------------------------
+
+    def take(self) -> tuple[bool, dict[str, float]]:
+        """(node facts changed, dirty services with their change times) since the last take; resets both."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, {}
+            node_changed, self._node_changed = self._node_changed, False
+            return node_changed, dirty
+
+    def requeue(self, dirty: Mapping[str, float], *, node_changed: bool = False) -> None:
+        """Give back what a failed sync took, keeping the earliest change time of each service."""
+        with self._lock:
+            for n, t in dirty.items():
+                self._dirty[n] = min(self._dirty.get(n, t), t)
+            self._node_changed = self._node_changed or node_changed
+
+    @property
+    def node_pod_cidrs(self) -> tuple[str, ...]:
+        with self._lock:
+            return self._pod_cidrs
+
+    def known_services(self) -> set[str]:
+        """Every service that has ports now or had them at the last update (what a full sync recomputes)."""
+        with self._lock:
+            names = set(self._services) | set(self._slices_by_service)
+        return names | set(self._ports_by_service)
+
+    def update(self, names: Iterable[str]) -> None:
+        """Rebuild the service ports of these services from what the informers hold."""
+        with self._lock:
+            inputs = {
+                n: (self._services.get(n),
+                    [self._slices[k] for k in self._slices_by_service.get(n, ()) if k in self._slices])
+                for n in names
+            }
+            zone, cidrs = self._zone, self._pod_cidrs
+        for name, (svc, slices) in inputs.items():
+            for spn in self._ports_by_service.pop(name, ()):
+                self.ports.pop(spn, None)
+            if svc is None:
+                continue
+            st = build_desired_state([svc], slices, self.node_name, ip_family=self.ip_family, topology_zone=zone,
+                                     node_pod_cidrs=cidrs)
+            self.ports.update(st.services)
+            self._ports_by_service[name] = list(st.services)
+
+    def state(self, ports: Mapping[ServicePortName, ServicePort], *, ordered: bool) -> DesiredState:
+        """A DesiredState of these ports with this node's facts (ordered as a full sync writes them)."""
+        with self._lock:
+            zone, cidrs = self._zone, self._pod_cidrs
+        if ordered:
+            ports = {k: ports[k] for k in sorted(ports, key=service_port_order)}
+        return DesiredState(node_name=self.node_name, ip_family=self.ip_family, services=dict(ports),
+                            topology_zone=zone, node_pod_cidrs=cidrs)
+
+    def previous(self, names: Iterable[str]) -> dict[ServicePortName, ServicePort]:
+        """The ports of these services as last applied."""
+        return {spn: self._applied[spn] for n in names for spn in self._applied_by_service.get(n, ())}
+
+    def current(self, names: Iterable[str]) -> dict[ServicePortName, ServicePort]:
+        """The ports of these services as now wanted."""
+        return {spn: self.ports[spn] for n in names for spn in self._ports_by_service.get(n, ())}
+
+    def applied_all(self) -> None:
+        """A full sync wrote every current port."""
+        self._applied = dict(self.ports)
+        self._applied_by_service = {k: list(v) for k, v in self._ports_by_service.items()}
+
+    def applied(self, names: Iterable[str]) -> None:
+        """A partial sync wrote these services' current ports."""
+        for n in names:
+            for spn in self._applied_by_service.pop(n, ()):
+                self._applied.pop(spn, None)
+            for spn in self._ports_by_service.get(n, ()):
+                self._applied[spn] = self.ports[spn]
+            if n in self._ports_by_service:
+                self._applied_by_service[n] = list(self._ports_by_service[n])
+
+    @property
+    def total_endpoints(self) -> int:
+        return sum(len(sp.endpoints) for sp in self.ports.values())

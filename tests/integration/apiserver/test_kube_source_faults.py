@@ -91,17 +91,17 @@ def test_refused_credentials_are_named_retried_and_recovered(api: Api, tmp_path:
 
 def test_a_service_the_proxy_cannot_use_is_logged_by_name_and_skipped(api: Api,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
-    from podnet.proxy.proxier import Proxier
+    from prometheus_client import CollectorRegistry
+
+    from podnet.proxy.healthcheck import ProxyHealth
+    from podnet.proxy.informers import ProxyInformers
+    from podnet.proxy.metrics import ProxyMetrics
+    from podnet.proxy.tracker import ChangeTracker
 
     store = open_store(api.store_url)
     src = KubeSource(KubeOptions(kubeconfig=str(api.kubeconfig)))
-    p = Proxier.__new__(Proxier)  # only its decoder and metrics
-    from prometheus_client import CollectorRegistry
-
-    from podnet.proxy.metrics import ProxyMetrics
-
-    p.metrics = ProxyMetrics(CollectorRegistry())
-    inf = src.informer("Service", p._decode_service, name="proxy services")
+    p = ProxyInformers(src, "n1", ChangeTracker("n1"), ProxyMetrics(CollectorRegistry()), ProxyHealth(30), lambda: None)
+    inf = src.informer("Service", p.decode_service, name="proxy services")
     try:
         store.put(keys.resource("Service", "faults", "badip"), _svc("badip", "10.96.0.999"))
         store.put(keys.resource("Service", "faults", "good"), _svc("good"))

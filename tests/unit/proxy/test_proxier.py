@@ -1,4 +1,8 @@
-"""The sync loop's decisions with a fake backend: what is synced fully, partially, retried (no kernel)."""
+"""The sync loop's decisions with a fake backend: what is synced fully, partially, retried (no kernel).
+
+Changes go in through the informers' handlers, syncs run when the runner (on a fake clock) says so: no test
+sleeps and none calls a private method.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ from typing import Any
 
 import pytest
 
+from podnet.api.decode import decode_endpoint_slice as parse_endpoint_slice
 from podnet.proxy.config import HostFacts, KubeProxyConfiguration
+from podnet.proxy.model import DesiredState
 from podnet.proxy.proxier import Proxier
 from podnet.proxy.restore import RestoreError
-from podnet.proxy.state import DesiredState, parse_endpoint_slice, parse_service
+from podnet.proxy.tracker import parse_service
 
 
 class FakeBackend:
@@ -80,75 +86,105 @@ def eps(name: str, svc_name: str, ips: list[str], proto: str = "TCP") -> tuple[s
     return f"/k/endpointslices/ns/{name}", parse_endpoint_slice(d), None
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def sync(p: Proxier) -> bool:
+    """Let the runner run what is due now; True when a sync ran and succeeded."""
+    before = dict(p.syncs)
+    p.sync_runner.tick()
+    ran = sum(p.syncs.values()) > sum(before.values())
+    return ran and p.syncs["failed"] == before["failed"]
+
+
 @pytest.fixture
-def proxier() -> Proxier:
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def proxier(clock: FakeClock) -> Proxier:
     p = Proxier(store=None, node_name="n1", config=KubeProxyConfiguration(),  # type: ignore[arg-type]
                 backend=FakeBackend(), port_holder=NoPorts(), conntrack=NoConntrack(),  # type: ignore[arg-type]
-                facts=HostFacts(nodeName="n1", nodeIPs=["192.168.0.2"]))
+                facts=HostFacts(nodeName="n1", nodeIPs=["192.168.0.2"]), clock=clock)
     return p
 
 
 def test_first_sync_is_full_then_changes_go_out_partially(proxier: Proxier) -> None:
     be: FakeBackend = proxier.backend  # type: ignore[assignment]
-    proxier._on_service("add", None, svc("a", "10.96.0.1"))
-    proxier._on_slice("add", None, eps("a-1", "a", ["10.0.0.1"]))
-    proxier._on_service("add", None, svc("b", "10.96.0.2"))
-    full, dirty = proxier._wait_for_work()  # type: ignore[misc]
-    assert full and set(dirty) == {"ns/a", "ns/b"}
-    assert proxier.sync(full=full, dirty=dirty)
+    inf = proxier.informers
+    inf.on_service("add", None, svc("a", "10.96.0.1"))
+    inf.on_slice("add", None, eps("a-1", "a", ["10.0.0.1"]))
+    inf.on_service("add", None, svc("b", "10.96.0.2"))
+    assert sync(proxier)
     assert be.calls == [("full", ["ns/a:p", "ns/b:p"])]
 
-    proxier._on_slice("update", eps("a-1", "a", ["10.0.0.1"]), eps("a-1", "a", ["10.0.0.2"]))
-    full, dirty = proxier._wait_for_work()  # type: ignore[misc]
-    assert not full and set(dirty) == {"ns/a"}
-    assert proxier.sync(full=full, dirty=dirty)
+    inf.on_slice("update", eps("a-1", "a", ["10.0.0.1"]), eps("a-1", "a", ["10.0.0.2"]))
+    assert sync(proxier)
     assert be.calls[-1] == ("partial", (["ns/a:p"], ["ns/a:p"]))
 
     # a change that changes nothing the proxy uses costs no backend call
-    proxier._on_slice("update", eps("a-1", "a", ["10.0.0.2"]), eps("a-1", "a", ["10.0.0.2"]))
-    full, dirty = proxier._wait_for_work()  # type: ignore[misc]
+    inf.on_slice("update", eps("a-1", "a", ["10.0.0.2"]), eps("a-1", "a", ["10.0.0.2"]))
     n = len(be.calls)
-    assert proxier.sync(full=full, dirty=dirty) and len(be.calls) == n
+    assert sync(proxier) and len(be.calls) == n
 
-    proxier._on_service("delete", svc("b", "10.96.0.2"), None)
-    full, dirty = proxier._wait_for_work()  # type: ignore[misc]
-    assert proxier.sync(full=full, dirty=dirty)
+    inf.on_service("delete", svc("b", "10.96.0.2"), None)
+    assert sync(proxier)
     assert be.calls[-1] == ("partial", (["ns/b:p"], []))
 
 
 def test_failed_partial_sync_falls_back_to_full_at_once(proxier: Proxier) -> None:
     be: FakeBackend = proxier.backend  # type: ignore[assignment]
-    proxier._on_service("add", None, svc("a", "10.96.0.1"))
-    proxier.sync(full=True, dirty=proxier._wait_for_work()[1])  # type: ignore[index]
+    proxier.informers.on_service("add", None, svc("a", "10.96.0.1"))
+    assert sync(proxier)
     be.fail_next = "partial"
-    proxier._on_slice("add", None, eps("a-1", "a", ["10.0.0.1"]))
-    full, dirty = proxier._wait_for_work()  # type: ignore[misc]
-    assert not proxier.sync(full=full, dirty=dirty)
+    proxier.informers.on_slice("add", None, eps("a-1", "a", ["10.0.0.1"]))
+    assert not sync(proxier)
     assert proxier.metrics.partial_restore_failures._value.get() == 1
-    full, dirty = proxier._wait_for_work()  # type: ignore[misc]
-    assert full and "ns/a" in dirty
-    assert proxier.sync(full=full, dirty=dirty)
+    assert sync(proxier)  # at once: the clock has not moved
     assert be.calls[-1] == ("full", ["ns/a:p"])
 
 
 def test_failed_full_sync_is_retried_with_backoff(proxier: Proxier) -> None:
     be: FakeBackend = proxier.backend  # type: ignore[assignment]
     be.fail_next = "full"
-    proxier._on_service("add", None, svc("a", "10.96.0.1"))
-    full, dirty = proxier._wait_for_work()  # type: ignore[misc]
-    assert not proxier.sync(full=full, dirty=dirty)
+    proxier.informers.on_service("add", None, svc("a", "10.96.0.1"))
+    assert not sync(proxier)
     assert proxier.metrics.restore_failures._value.get() == 1
-    assert proxier._retry_at is not None
-    full, dirty = proxier._wait_for_work()  # type: ignore[misc]  # waits ~1 s for the retry
-    assert full and proxier.sync(full=full, dirty=dirty)
+    assert proxier.sync_runner.retrying
+    # the very first sync is overdue from the start, so its retry does not wait for the backoff
+    assert sync(proxier)
     assert be.calls == [("full", ["ns/a:p"])]
 
 
+def test_a_failed_fallback_full_sync_waits_for_the_backoff(proxier: Proxier, clock: FakeClock) -> None:
+    be: FakeBackend = proxier.backend  # type: ignore[assignment]
+    proxier.informers.on_service("add", None, svc("a", "10.96.0.1"))
+    assert sync(proxier)
+    assert proxier.sync_runner.tick() == pytest.approx(30.0)  # syncPeriod: nothing to do until then
+    be.fail_next = "partial"
+    proxier.informers.on_slice("add", None, eps("a-1", "a", ["10.0.0.1"]))
+    assert not sync(proxier)
+    be.fail_next = "full"
+    assert not sync(proxier)  # the full fallback fails too: now it backs off
+    assert proxier.sync_runner.tick() == pytest.approx(1.0)  # nothing runs before the 1 s backoff
+    proxier.informers.on_service("add", None, svc("b", "10.96.0.2"))
+    assert not sync(proxier) and len(be.calls) == 1  # a change waits for the retry too
+    clock.now += 1.0
+    assert sync(proxier)
+    assert be.calls == [("full", ["ns/a:p"]), ("full", ["ns/a:p", "ns/b:p"])]
+
+
 def test_node_ports_are_held_and_udp_services_cleaned(proxier: Proxier) -> None:
-    proxier._on_service("add", None, svc("np", "10.96.0.9", node_port=30080))
-    proxier._on_service("add", None, svc("dns", "10.96.0.53", proto="UDP"))
-    proxier._on_slice("add", None, eps("dns-1", "dns", ["10.0.0.7"], "UDP"))
-    proxier.sync(full=True, dirty=proxier._wait_for_work()[1])  # type: ignore[index]
+    proxier.informers.on_service("add", None, svc("np", "10.96.0.9", node_port=30080))
+    proxier.informers.on_service("add", None, svc("dns", "10.96.0.53", proto="UDP"))
+    proxier.informers.on_slice("add", None, eps("dns-1", "dns", ["10.0.0.7"], "UDP"))
+    assert sync(proxier)
     holder: NoPorts = proxier.ports_holder  # type: ignore[assignment]
     assert {(lp.ip, lp.port, lp.protocol) for lp in holder.wanted} == {("192.168.0.2", 30080, "tcp")}
     ct: NoConntrack = proxier.conntrack  # type: ignore[assignment]
@@ -160,7 +196,7 @@ def test_invalid_service_in_store_is_rejected_by_decode_with_its_name(proxier: P
     bad = {"kind": "Service", "metadata": {"name": "bad", "namespace": "ns"},
            "spec": {"clusterIP": "10.96.0.999", "ports": [{"port": 80}]}}
     with pytest.raises(Exception, match="Service/ns/bad.*10.96.0.999"):
-        proxier._decode_service(bad)
+        proxier.informers.decode_service(bad)
     assert proxier.metrics.invalid_objects.labels("Service")._value.get() == 1
 
 
@@ -171,7 +207,7 @@ def test_health_check_node_ports_follow_services_and_their_local_endpoints() -> 
     op = FakeOpener()
     p = Proxier(store=None, node_name="n1", config=KubeProxyConfiguration(),  # type: ignore[arg-type]
                 backend=FakeBackend(), port_holder=NoPorts(), conntrack=NoConntrack(),  # type: ignore[arg-type]
-                facts=HostFacts(nodeName="n1", nodeIPs=["192.168.0.2"]), health_listener=op)
+                facts=HostFacts(nodeName="n1", nodeIPs=["192.168.0.2"]), health_listener=op, clock=FakeClock())
     lb = {"kind": "Service", "metadata": {"name": "lb", "namespace": "ns"},
           "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "healthCheckNodePort": 30500,
                    "clusterIP": "10.96.0.9", "ports": [{"name": "p", "port": 80, "nodePort": 30080}]}}
@@ -183,19 +219,15 @@ def test_health_check_node_ports_follow_services_and_their_local_endpoints() -> 
              "endpoints": [{"addresses": ["10.0.0.5"], "nodeName": node, "conditions": {"ready": True}}]}
         return "/k/endpointslices/ns/lb-1", parse_endpoint_slice(d), None
 
-    def sync() -> None:
-        full, dirty = p._wait_for_work()  # type: ignore[misc]
-        assert p.sync(full=full, dirty=dirty)
-
-    p._on_service("add", None, ("/k/services/ns/lb", parse_service(lb)))
-    p._on_slice("add", None, slice_on("n1"))
-    sync()
+    p.informers.on_service("add", None, ("/k/services/ns/lb", parse_service(lb)))
+    p.informers.on_slice("add", None, slice_on("n1"))
+    assert sync(p)
     assert list(op.open) == [("0.0.0.0", 30500)]  # nodePortAddresses unset: every address
     code, _, body = op.get(("0.0.0.0", 30500))
     assert code == 200 and body["localEndpoints"] == 1
-    p._on_slice("update", slice_on("n1"), slice_on("n2"))  # the endpoint moved to another node
-    sync()
+    p.informers.on_slice("update", slice_on("n1"), slice_on("n2"))  # the endpoint moved to another node
+    assert sync(p)
     assert op.get(("0.0.0.0", 30500))[:1] == (503,)
-    p._on_service("delete", ("/k/services/ns/lb", parse_service(lb)), None)
-    sync()
+    p.informers.on_service("delete", ("/k/services/ns/lb", parse_service(lb)), None)
+    assert sync(p)
     assert op.open == {}

@@ -90,7 +90,12 @@ def test_cli_readers_report_the_key_and_go_on(tmp_path: Path) -> None:
 
 def test_proxy_decode_path_skips_the_text_value_by_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The proxy's own decoders behind the store source: the TEXT service is logged by key, the rest decoded."""
-    from podnet.proxy.proxier import Proxier
+    from prometheus_client import CollectorRegistry
+
+    from podnet.proxy.healthcheck import ProxyHealth
+    from podnet.proxy.informers import ProxyInformers
+    from podnet.proxy.metrics import ProxyMetrics
+    from podnet.proxy.tracker import ChangeTracker
 
     db = tmp_path / "s.db"
     (tmp_path / "svc.yaml").write_text(SVC)
@@ -98,15 +103,12 @@ def test_proxy_decode_path_skips_the_text_value_by_key(tmp_path: Path, caplog: p
     set_raw(db, WEB, "garbage")
     s = SqliteStore(f"sqlite://{db}")
     try:
-        p = Proxier.__new__(Proxier)  # only the decoders and their metrics are used
-        from prometheus_client import CollectorRegistry
-
-        from podnet.proxy.metrics import ProxyMetrics
-
-        p.metrics = ProxyMetrics(CollectorRegistry())
         from podnet.source.store import StoreSource
 
-        inf = StoreSource(s).informer("Service", p._decode_service, name="t")
+        src = StoreSource(s)
+        p = ProxyInformers(src, "n1", ChangeTracker("n1"), ProxyMetrics(CollectorRegistry()), ProxyHealth(30),
+                           lambda: None)
+        inf = src.informer("Service", p.decode_service, name="t")
         with caplog.at_level(logging.ERROR):
             inf.start()
             assert inf.wait_synced(10)
