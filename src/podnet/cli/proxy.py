@@ -162,6 +162,8 @@ def render_command(
     iptables: the iptables-restore input, as kube-proxy v1.33 writes it. nftables: the `nft -f` script of
     podnet's table (or, with --layout kube-proxy, kube-proxy's own nftables table).
     """
+    from podnet.api.defaults import IPV4, IPV6
+    from podnet.api.ipaddr import parse_ip
     from podnet.proxy.config import (
         HostFacts,
         effective_node_name,
@@ -171,7 +173,7 @@ def render_command(
         settings_from_proxier_block,
     )
     from podnet.proxy.iptables import render
-    from podnet.proxy.state import IPV4, IPV6, desired_state_from_objects, parse_ip
+    from podnet.proxy.tracker import desired_state_from_objects
 
     problems: list[Problem] = []
     if mode not in ("iptables", "nftables"):

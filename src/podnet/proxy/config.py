@@ -19,8 +19,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from podnet.api.defaults import IPV4, IPV6
+from podnet.api.ipaddr import ip_family_of, parse_cidr, parse_ip
 from podnet.errors import Problem, ValidationError
-from podnet.proxy.state import IPV4, IPV6, DesiredState, ip_family_of, parse_cidr, parse_ip
+from podnet.proxy.model import DesiredState
 
 API_VERSION = "kubeproxy.config.k8s.io/v1alpha1"
 KIND = "KubeProxyConfiguration"

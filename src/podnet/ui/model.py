@@ -1,7 +1,7 @@
 """One view of a lab's network: its nodes with their devices and pods, its Services with kube-proxy's chains.
 
 Pure: the lab's facts (topology, net-conf, leases: facts.py) and the API's objects (feed.py) go in, frozen
-values come out. Chain names and endpoint sets come from podnet's proxy code itself (`proxy.state` joins
+values come out. Chain names and endpoint sets come from podnet's proxy code itself (`proxy.tracker` joins
 Services with EndpointSlices as kube-proxy does, `proxy.iptables` names the chains), so the page names the
 chains a node's `iptables-save` shows.
 """
@@ -14,16 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from podnet.api.decode import DecodedSlice as ParsedSlice
+from podnet.api.decode import decode_endpoint_slice as parse_endpoint_slice
 from podnet.errors import ValidationError
 from podnet.proxy import iptables
-from podnet.proxy.state import (
-    ParsedService,
-    ParsedSlice,
-    build_desired_state,
-    categorize_endpoints,
-    parse_endpoint_slice,
-    parse_service,
-)
+from podnet.proxy.topology import categorize_endpoints
+from podnet.proxy.tracker import ParsedService, build_desired_state, parse_service
 
 log = logging.getLogger(__name__)
 
