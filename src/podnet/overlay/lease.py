@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 BackendData = dict[str, Any] | None
@@ -52,9 +52,6 @@ class Lease:
     def attrs_equal(self, other: Lease) -> bool:
         """Same JSON on the wire (expiration and store bookkeeping aside)."""
         return encode_attrs(self) == encode_attrs(other)
-
-    def with_attrs(self, **changes: Any) -> Lease:
-        return replace(self, **changes)
 
 
 def go_json(value: Any) -> str:
