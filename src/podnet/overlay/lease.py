@@ -129,6 +129,16 @@ def decode_attrs(
     )
 
 
+def decode_lease_kv(key: str, value: bytes) -> Lease:
+    """A stored lease: the subnet comes from the key, the rest from the JSON. Raises LeaseDecodeError."""
+    from podnet.store import keys
+
+    parsed = keys.parse_subnet_key(key[len(keys.SUBNETS_PREFIX):]) if key.startswith(keys.SUBNETS_PREFIX) else None
+    if parsed is None:
+        raise LeaseDecodeError(f"{key}: not a subnet lease key")
+    return decode_attrs(parsed[0], value, subnet_v6=None if parsed[1] is None else str(parsed[1]))
+
+
 @dataclass(frozen=True, slots=True)
 class LeaseEvent:
     """A change to another node's lease. For "removed", `lease` is the lease as it was last added, so a
@@ -138,4 +148,5 @@ class LeaseEvent:
     lease: Lease
 
 
-__all__ = ["BackendData", "Lease", "LeaseDecodeError", "LeaseEvent", "decode_attrs", "encode_attrs", "go_json"]
+__all__ = ["BackendData", "Lease", "LeaseDecodeError", "LeaseEvent", "decode_attrs", "decode_lease_kv", "encode_attrs",
+           "go_json"]

@@ -20,8 +20,8 @@ import pytest
 from etcd_cluster import EtcdCluster, etcd_available
 
 from podnet.overlay.lease import LeaseEvent
-from podnet.overlay.leases import SUBNET_TTL, LeaseLost, LeaseWatch, SubnetManager
 from podnet.overlay.netconf import load_netconf
+from podnet.overlay.storesubnet import SUBNET_TTL, LeaseLost, LeaseWatch, SubnetManager
 from podnet.store import keys
 from podnet.store.etcd import EtcdStore
 

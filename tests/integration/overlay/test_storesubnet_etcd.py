@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from podnet.overlay.leases import LeaseLost, LeaseWatch, SubnetManager
 from podnet.overlay.netconf import load_netconf, save_netconf
+from podnet.overlay.storesubnet import LeaseLost, LeaseWatch, SubnetManager
 from podnet.store import keys, open_store
 
 pytestmark = pytest.mark.integration
