@@ -1,7 +1,7 @@
 """Pod-to-pod TCP throughput across nodes for the vxlan, host-gw and udp backends, against the plain
 underlay veth path (node to node over the same bridge) measured in the same run.
 
-Topology: overlay/backends/testbed.py (underlay bridge namespace, 2 node namespaces, a pod behind a
+Topology: podnet/testing/overlay_testbed.py (underlay bridge namespace, 2 node namespaces, a pod behind a
 bridge on each). One iperf3 TCP stream, bounded (-t seconds); for each backend, `--rounds` pairs of
 (node-to-node underlay, pod-to-pod overlay) runs back to back in the same testbed; medians reported
 (these machines are noisy, see shared/reference/performance.md).
@@ -54,7 +54,7 @@ import sys
 import time
 
 from podnet.net import netns
-from podnet.overlay.backends.testbed import Testbed
+from podnet.testing.overlay_testbed import Testbed
 
 CASES = ["underlay", "host-gw", "vxlan", "udp"]
 TARGETS = {"host-gw": ("ratio", 0.95), "vxlan": ("ratio", 0.90), "udp": ("gbps", 1.0)}

@@ -43,8 +43,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from etcd_cluster import EtcdCluster, etcd_available  # noqa: E402
 
-from podnet.overlay.leases import SubnetManager  # noqa: E402
 from podnet.overlay.netconf import parse_netconf  # noqa: E402
+from podnet.overlay.storesubnet import SubnetManager  # noqa: E402
 from podnet.store import Store, open_store  # noqa: E402
 
 VALUE = b"x" * 200

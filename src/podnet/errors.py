@@ -5,23 +5,67 @@ Exit codes of the CLI: 0 ok, 1 invalid input or usage, 2 store unreachable (see 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 
 class PodnetError(Exception):
-    """Base of podnet's own errors. exit_code is what the CLI exits with."""
+    """Base of podnet's own errors. exit_code is what the CLI exits with.
+
+    The one root: every module raises a subclass of this (CommandError in net/exec.py, ...). The CNI
+    plugins' CniError (cni/spec.py) stands apart on purpose: it is the CNI spec's error object (code, msg,
+    details, printed as JSON on stdout and mapped to the exit code by cni/main.py), not a podnet failure.
+    """
 
     exit_code = 1
 
 
-@dataclass(frozen=True, slots=True)
 class Problem:
-    """One validation problem: `Kind/namespace/name: field.path: value: reason`."""
+    """One validation problem: `Kind/namespace/name: field.path: value: reason`.
+
+    A frozen value (equality, hash and repr over its four fields) written out by hand rather than with
+    dataclasses: net/exec.py imports this module and the CNI plugins load that once per pod, where
+    dataclasses (with inspect and re) would add ~15 ms.
+    """
+
+    __slots__ = ("field", "obj", "reason", "value")
+    __match_args__ = ("field", "value", "reason", "obj")
 
     field: str
     value: object
     reason: str
-    obj: str = ""  # "Service/default/web", "" when not about an object
+    obj: str  # "Service/default/web", "" when not about an object
+
+    def __init__(self, field: str, value: object, reason: str, obj: str = "") -> None:
+        object.__setattr__(self, "field", field)
+        object.__setattr__(self, "value", value)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "obj", obj)
+
+    def _key(self) -> tuple[str, object, str, str]:
+        return (self.field, self.value, self.reason, self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Problem) or other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: Problem is frozen")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: Problem is frozen")
+
+    def __getstate__(self) -> tuple[str, object, str, str]:
+        return self._key()
+
+    def __setstate__(self, state: tuple[str, object, str, str]) -> None:
+        for name, v in zip(("field", "value", "reason", "obj"), state, strict=True):
+            object.__setattr__(self, name, v)
+
+    def __repr__(self) -> str:
+        return (f"Problem(field={self.field!r}, value={self.value!r}, reason={self.reason!r}, "
+                f"obj={self.obj!r})")
 
     def __str__(self) -> str:
         head = f"{self.obj}: " if self.obj else ""

@@ -23,8 +23,7 @@ from hypothesis import strategies as st
 
 from podnet.api.loader import KINDS, from_json, load
 from podnet.errors import PodnetError, ValidationError
-from podnet.overlay.lease import LeaseDecodeError
-from podnet.overlay.leases import decode_lease_kv
+from podnet.overlay.lease import LeaseDecodeError, decode_lease_kv
 from podnet.overlay.netconf import check_supported, parse_netconf
 from podnet.store import keys
 

@@ -191,8 +191,8 @@ def test_readers_survive_and_name_the_key(cluster: tuple[Path, Store], capsys: p
     from podnet.api.loader import from_json
     from podnet.errors import PodnetError, ValidationError
     from podnet.lab.controller import _decode as lab_decode
-    from podnet.overlay.leases import lease_from_kv
     from podnet.overlay.netconf import load_netconf
+    from podnet.overlay.storesubnet import lease_from_kv
 
     db, store = cluster
     spoilt = {family: spoil(db, store, family, how)[0] for family in FAMILIES}

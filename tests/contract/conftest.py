@@ -48,7 +48,7 @@ def sqlite_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _etcd_cluster(size: int) -> Iterator[str]:
-    from etcd_cluster import EtcdCluster, etcd_available  # tests/contract/etcd_cluster.py
+    from tests.contract.etcd_cluster import EtcdCluster, etcd_available  # tests/contract/etcd_cluster.py
 
     if not etcd_available():
         pytest.skip("etcd server binary not installed (Debian package etcd-server)")

@@ -89,12 +89,6 @@ def load(source: str | Path | bytes, *, check: bool = True) -> Loaded:
     return out
 
 
-def load_stdin(*, check: bool = True) -> Loaded:
-    out = Loaded()
-    _load_text(_decode(sys.stdin.buffer.read(), "<stdin>", out), "<stdin>", check, out)
-    return out
-
-
 def load_paths(paths: Iterable[str], *, check: bool = True) -> Loaded:
     """Several -f arguments: each a file, a directory or "-" (stdin)."""
     out = Loaded()

@@ -117,7 +117,10 @@ def exec_(
     if not argv:
         raise typer.BadParameter("give the command after --, e.g. podnet lab exec node1 -- ip route")
     ns = cluster.resolve_target(name, target)
-    os.execvp("ip", ["ip", "netns", "exec", ns, *argv])
+    from podnet.net.exec import in_netns
+
+    full = in_netns(ns, argv)
+    os.execvp(full[0], full)
 
 
 @app.command("supervise", hidden=True)

@@ -67,7 +67,7 @@ def config_get(
 @app.command("leases")
 def leases(ctx: typer.Context, output: str = typer.Option("table", "-o", "--output", help="table or json")) -> None:
     """List every node's subnet lease (the flannel keys under /coreos.com/network/subnets/)."""
-    from podnet.overlay.leases import SubnetManager
+    from podnet.overlay.storesubnet import SubnetManager
 
     store = _store(ctx)
     items, _ = SubnetManager(store).list_leases()
@@ -107,7 +107,7 @@ def leases(ctx: typer.Context, output: str = typer.Option("table", "-o", "--outp
 def revoke(ctx: typer.Context, subnet: str = typer.Argument(..., help="Lease subnet, e.g. 10.244.3.0/24")) -> None:
     """Delete a node's lease now (its daemon exits; peers drop its routes)."""
     from podnet.errors import NotFound
-    from podnet.overlay.leases import SubnetManager
+    from podnet.overlay.storesubnet import SubnetManager
 
     try:
         net = ipaddress.IPv4Network(subnet)

@@ -7,81 +7,28 @@ what ADD used (the node's subnet may have changed in between), and CHECK is a no
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 
 from podnet.cni import delegate, spec
 from podnet.cni.spec import Request, internal
+from podnet.overlay import subnetenv
+from podnet.overlay.subnetenv import SubnetEnv
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs ~5 ms per pod at import
     from typing import Any
 
-DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
+DEFAULT_SUBNET_FILE = subnetenv.DEFAULT_PATH
 DEFAULT_DATA_DIR = "/var/lib/cni/flannel"
-
-
-class SubnetEnv:
-    def __init__(self) -> None:
-        self.networks: list[str] = []
-        self.ipv6_networks: list[str] = []
-        self.subnet: str = ""
-        self.ipv6_subnet: str = ""
-        self.mtu: int | None = None
-        self.ipmasq: bool | None = None
-
-
-def _network_of(cidr: str) -> str:
-    iface = ipaddress.ip_interface(cidr.strip())
-    return str(iface.network)
 
 
 def load_subnet_env(path: str) -> SubnetEnv:
     """Parse flannel's subnet.env; every required key missing is named, as flannel does."""
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise internal(f"open {path}: {(e.strerror or '').lower()}") from None
-    env = SubnetEnv()
-    try:
-        for line in lines:
-            key, sep, value = line.partition("=")
-            if not sep:
-                continue
-            if key == "FLANNEL_NETWORK":
-                for cidr in value.split(","):
-                    n = _network_of(cidr)
-                    if n not in env.networks:
-                        env.networks.append(n)
-            elif key == "FLANNEL_IPV6_NETWORK":
-                for cidr in value.split(","):
-                    n = _network_of(cidr)
-                    if n not in env.ipv6_networks:
-                        env.ipv6_networks.append(n)
-            elif key == "FLANNEL_SUBNET":
-                env.subnet = _network_of(value)
-            elif key == "FLANNEL_IPV6_SUBNET":
-                env.ipv6_subnet = _network_of(value)
-            elif key == "FLANNEL_MTU":
-                env.mtu = int(value)
-            elif key == "FLANNEL_IPMASQ":
-                env.ipmasq = value == "true"
-    except ValueError as e:
-        raise internal(f"{path}: {e}") from None
-    missing = []
-    if not env.networks and not env.ipv6_networks:
-        missing.append("FLANNEL_NETWORK, FLANNEL_IPV6_NETWORK")
-    if not env.subnet and not env.ipv6_subnet:
-        missing.append("FLANNEL_SUBNET, FLANNEL_IPV6_SUBNET")
-    if env.mtu is None:
-        missing.append("FLANNEL_MTU")
-    if env.ipmasq is None:
-        missing.append("FLANNEL_IPMASQ")
-    if missing:
-        raise internal(f"{path} is missing {', '.join(missing)}")
-    return env
+        return subnetenv.load(path)
+    except subnetenv.SubnetEnvError as e:
+        raise internal(str(e)) from None
 
 
 def delegate_config(conf: dict[str, Any], env: SubnetEnv) -> dict[str, Any]:
@@ -109,16 +56,16 @@ def delegate_config(conf: dict[str, Any], env: SubnetEnv) -> dict[str, Any]:
     ipam = dict(conf.get("ipam") or {}) if isinstance(conf.get("ipam"), dict) else {}
     ipam.setdefault("type", "host-local")
     ranges = []
-    if env.subnet:
-        ranges.append([{"subnet": env.subnet}])
-    if env.ipv6_subnet:
-        ranges.append([{"subnet": env.ipv6_subnet}])
+    if env.subnet is not None:
+        ranges.append([{"subnet": str(env.subnet)}])
+    if env.ipv6_subnet is not None:
+        ranges.append([{"subnet": str(env.ipv6_subnet)}])
     ipam["ranges"] = ranges
     routes = ipam.get("routes") or []
     if not isinstance(routes, list):
         raise internal("'ipam' dictionary, if present, must have a list of 'routes'")
     routes = list(routes)
-    routes += [{"dst": n} for n in env.networks] + [{"dst": n} for n in env.ipv6_networks]
+    routes += [{"dst": str(n)} for n in env.networks] + [{"dst": str(n)} for n in env.ipv6_networks]
     ipam["routes"] = routes
     dlg["ipam"] = ipam
     # Both names are run from CNI_PATH later (the IPAM one by the delegate): refuse a path before the

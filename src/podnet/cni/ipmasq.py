@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 
 from podnet.cni import spec
+from podnet.net import exec as nexec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,21 +46,28 @@ def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _save(family: int) -> list[str]:
-    import subprocess
+def _save(family: int) -> dict[str, nexec.Chain]:
+    """The nat table's chains, as iptables-save shows them now."""
+    tool = _TOOLS[family][0]
+    try:
+        text = nexec.iptables_save(binary=tool, table="nat", timeout=None)
+    except nexec.CommandError as e:
+        why = f"exit status {e.returncode}: {e.stderr}" if e.returncode is not None else str(e)
+        raise spec.internal(f"running [{tool} -t nat]: {why}") from None
+    return nexec.parse_save(text).get("nat", {})
 
-    proc = subprocess.run([_TOOLS[family][0], "-t", "nat"], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise spec.internal(f"running [{_TOOLS[family][0]} -t nat]: exit status {proc.returncode}: {proc.stderr}")
-    return [ln for ln in proc.stdout.splitlines() if ln.startswith(("-A ", ":"))]
+
+def _rule_lines(have: dict[str, nexec.Chain]) -> list[str]:
+    return [r.line for c in have.values() for r in c.rules]
 
 
 def _restore(family: int, lines: list[str]) -> subprocess.CompletedProcess[str]:
-    import subprocess
-
     text = "*nat\n" + "\n".join(lines) + "\nCOMMIT\n"
-    return subprocess.run([_TOOLS[family][1], "-w", "--noflush"], input=text, capture_output=True,
-                          text=True, check=False)
+    try:
+        return nexec.iptables_restore(text, binary=_TOOLS[family][1], wait=True, noflush=True, timeout=None,
+                                      check=False)
+    except nexec.CommandError as e:  # not installed
+        raise spec.internal(str(e)) from None
 
 
 def _apply(family: int, lines: list[str]) -> None:
@@ -100,8 +108,9 @@ def setup(cidrs: list[str], network: str, container_id: str) -> None:
         if fresh.returncode == 0:
             continue
         have = _save(fam)
-        lines = [] if any(h.startswith(f":{chain} ") for h in have) else [f"-N {chain}"]
-        lines += [r for r in want if r not in have]
+        rules = _rule_lines(have)
+        lines = [] if chain in have else [f"-N {chain}"]
+        lines += [r for r in want if r not in rules]
         _apply(fam, lines)
 
 
@@ -126,10 +135,10 @@ def teardown(cidrs: list[str] | None, network: str, container_id: str) -> None:
             if _restore(fam, fast).returncode == 0:
                 continue
         have = _save(fam)
-        if not any(h.startswith(f":{chain} ") for h in have):
+        if chain not in have:
             # no chain: nothing of ours can jump to it either (a rule cannot target a missing chain)
             continue
-        jumps = [h for h in have if _jump_re(chain).match(h)]
+        jumps = [h for h in _rule_lines(have) if _jump_re(chain).match(h)]
         if cidrs is None:
             gone = jumps
         else:
@@ -161,15 +170,16 @@ def gc(network: str, keep_ids: set[str]) -> list[str]:
         except spec.CniError as e:
             errors.append(e.msg)
             continue
+        rules = _rule_lines(have)
         stale = set()
-        for h in have:
+        for h in rules:
             m = pat.search(h)
             if m and m.group(1) not in keep_ids:
                 stale.add(m.group(1))
         for cid in sorted(stale):
             chain = chain_name(network, cid)
-            lines = ["-D" + h[2:] for h in have if _jump_re(chain).match(h)]
-            if any(h.startswith(f":{chain} ") for h in have):
+            lines = ["-D" + h[2:] for h in rules if _jump_re(chain).match(h)]
+            if chain in have:
                 lines += [f"-F {chain}", f"-X {chain}"]
             try:
                 _apply(fam, lines)

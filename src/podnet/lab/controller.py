@@ -49,6 +49,7 @@ from podnet.controllers.endpoints import selector_matches, slice_ops
 from podnet.controllers.events import event_put
 from podnet.controllers.repair import repair_allocations
 from podnet.lab import nodestatus, statefulset
+from podnet.lab.labels import LAB_LABEL, OWNER_LABEL
 from podnet.lab.lbcontroller import LoadBalancerAllocator
 from podnet.lab.loop import change_loop
 from podnet.lab.state import LabState
@@ -56,9 +57,7 @@ from podnet.store import ConflictError, Delete, Op, Put, Store, StoreError, keys
 from podnet.store.informer import ChangeKind, Informer
 
 log = logging.getLogger("podnet.lab.controller")
-OWNER_LABEL = "podnet.io/deployment"
 REPAIR_INTERVAL = 30.0  # seconds between repair passes (kube-apiserver's repair controllers: 3 minutes)
-LAB_LABEL = "podnet.io/lab"
 
 ServiceRef = tuple[str, str]  # (namespace, name)
 LabelKey = tuple[str, str, str]  # (namespace, label, value)

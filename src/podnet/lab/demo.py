@@ -28,6 +28,7 @@ from podnet.console import full_width, rule
 from podnet.lab import cluster, procs, teardown, topology
 from podnet.lab.state import LabState, lab_dir
 from podnet.lab.supervisor import podnet_exe
+from podnet.net import exec as nexec
 from podnet.net import netns
 
 SERVICE = "webapp1-clusterip-svc"
@@ -227,8 +228,7 @@ class Demo:
                      f"{svc['spec'].get('clusterIP')} -> {', '.join(listed) or 'none'}")
 
     def nat_rules(self, node_ns: str) -> str:
-        return subprocess.run(netns.exec_argv(node_ns, ["iptables-save", "-t", "nat"]), capture_output=True,
-                              text=True).stdout
+        return nexec.run(["iptables-save", "-t", "nat"], netns=node_ns, check=False, timeout=None).stdout
 
     def wait_rules(self, node_ns: str, cluster_ip: str, n_eps: int) -> str:
         deadline = time.monotonic() + 10

@@ -29,7 +29,7 @@ import json
 import logging
 from typing import Any
 
-from podnet.lab.controller import OWNER_LABEL
+from podnet.lab.labels import OWNER_LABEL
 from podnet.store import ConflictError, Delete, Put, Store, keys
 
 log = logging.getLogger("podnet.lab.lifecycle")

@@ -1,57 +1,13 @@
-"""A level-triggered reconcile loop over the store: run fn() at start, after every burst of changes
-under a prefix, and every resync seconds. fn always recomputes from the whole state, so a lost event or a
-compacted watch costs nothing but a re-list."""
+"""The lab daemons' reconcile loop: run a round whenever an informer's handler noted dirty work, retrying
+what failed. The round always recomputes from its cache, so a lost event costs nothing but a re-list."""
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable
 
-from podnet.store import CompactedError, Store, StoreError
-
 log = logging.getLogger(__name__)
-
-
-def reconcile_loop(
-    store: Store, prefix: str, fn: Callable[[], None], stop: threading.Event,
-    *, resync: float = 10.0, debounce: float = 0.01,
-) -> None:
-    changes: queue.Queue[int] = queue.Queue()
-
-    def watcher() -> None:
-        while not stop.is_set():
-            try:
-                rev = store.revision()
-                w = store.watch(prefix, rev + 1)
-                stop_watch = threading.Thread(target=lambda w=w: (stop.wait(), w.close()), daemon=True)
-                stop_watch.start()
-                changes.put(rev)  # something may have changed while no watch was open
-                for ev in w:
-                    changes.put(ev.revision)
-            except CompactedError:
-                continue
-            except StoreError as e:
-                log.warning("watch on %s failed: %s; retrying", prefix, e)
-                stop.wait(0.5)
-
-    threading.Thread(target=watcher, daemon=True, name=f"watch {prefix}").start()
-    # Wake the loop at once on stop instead of at the next resync.
-    threading.Thread(target=lambda: (stop.wait(), changes.put(-1)), daemon=True).start()
-    while not stop.is_set():
-        try:
-            fn()
-        except Exception:  # a bad object or a transient kernel error must not end the loop
-            log.exception("reconcile failed; retrying")
-            stop.wait(0.5)
-        try:
-            changes.get(timeout=resync)
-            stop.wait(debounce)
-            while True:
-                changes.get_nowait()
-        except queue.Empty:
-            pass
 
 
 def change_loop(

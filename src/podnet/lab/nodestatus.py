@@ -24,6 +24,7 @@ import platform
 from datetime import UTC, datetime
 from typing import Any
 
+from podnet.lab.labels import LAB_LABEL
 from podnet.store import ConflictError, Put, Store, keys
 
 log = logging.getLogger("podnet.lab.nodestatus")
@@ -139,8 +140,6 @@ def post(store: Store, node: str, info: dict[str, str], now: datetime | None = N
 def monitor(store: Store, lab: str, now: datetime | None = None, *, grace: float = GRACE,
             startup_grace: float = STARTUP_GRACE) -> list[str]:
     """Mark the lab's silent Nodes Ready Unknown. Returns their names. A lost race waits for the next turn."""
-    from podnet.lab.registry import LAB_LABEL
-
     marked = []
     now = now or datetime.now(UTC)
     for kv in store.list(keys.kind_prefix("Node")).items:

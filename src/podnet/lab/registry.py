@@ -12,6 +12,7 @@ import json
 
 from podnet.api.node import Node
 from podnet.lab import lifecycle
+from podnet.lab.labels import LAB_LABEL
 from podnet.lab.state import LabState
 from podnet.lab.topology import LabSpec
 from podnet.store import Delete, Put, Store, keys, open_store
@@ -22,9 +23,6 @@ def net_conf(spec: LabSpec) -> bytes:
     if spec.backend == "vxlan":
         backend["VNI"] = 1
     return json.dumps({"Network": spec.pod_network, "Backend": backend}).encode()
-
-
-LAB_LABEL = "podnet.io/lab"
 
 
 def node_object(spec: LabSpec, index: int) -> Node:

@@ -34,12 +34,12 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from podnet.lab.labels import LAB_LABEL
 from podnet.store import Store, keys, open_store
 from podnet.store.informer import Informer
 
 log = logging.getLogger("podnet.lab.speaker")
 EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
-LAB_LABEL = "podnet.io/lab"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 GRATUITOUS_REPEAT = 3  # gratuitous ARPs sent on takeover, a second apart
 

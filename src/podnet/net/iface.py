@@ -44,6 +44,20 @@ def _default_route_index(ipr: IPRoute) -> int | None:
     return None
 
 
+def index_of(ipr: IPRoute, name: str) -> int | None:
+    """The index of the link called `name`, or None when there is none."""
+    found = ipr.link_lookup(ifname=name)
+    return int(found[0]) if found else None
+
+
+def set_up(ipr: IPRoute, index: int, *, mtu: int | None = None) -> None:
+    """Bring a link up (and set its MTU, if given)."""
+    if mtu is None:
+        ipr.link("set", index=index, state="up")
+    else:
+        ipr.link("set", index=index, mtu=mtu, state="up")
+
+
 def lookup_external_interface(
     ipr: IPRoute, iface: str | None = None, public_ip: str | None = None
 ) -> ExternalInterface:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 from pyroute2 import IPRoute, netns
 
+from podnet.net import exec as nexec
+
 NETNS_DIR = "/var/run/netns"
 # iproute2's per-namespace configuration: `ip netns exec NAME` bind-mounts every file of /etc/netns/NAME
 # over the one of the same name in /etc (resolv.conf, hosts), for that command only.
@@ -88,16 +90,36 @@ def ipr(name: str | None) -> IPRoute:
     return IPRoute(netns=name, flags=0)
 
 
+class NetlinkUser:
+    """One netlink socket in `self.netns`, opened on first use and kept: a namespace-bound pyroute2
+    socket forks a helper, ~7 ms per open, too much to pay per event (the overlay backends use this)."""
+
+    netns: str | None
+    _ipr: IPRoute | None = None
+
+    @property
+    def ipr(self) -> IPRoute:
+        if self._ipr is None:
+            self._ipr = ipr(self.netns)
+        return self._ipr
+
+    def _close_ipr(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+
 def exec_argv(name: str, argv: Sequence[str]) -> list[str]:
-    """argv that runs `argv` inside namespace `name`."""
-    return ["ip", "netns", "exec", name, *argv]
+    """argv that runs `argv` inside namespace `name` (net/exec.py builds it)."""
+    return nexec.in_netns(name, argv)
 
 
 def run(
     name: str, argv: Sequence[str], *, input: str | bytes | None = None, check: bool = True,
     timeout: float | None = 60,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command inside a namespace and capture its output as text."""
+    """Run a command inside a namespace and capture its output as text (check: CalledProcessError, as
+    subprocess.run; net/exec.py's run raises podnet's CommandError instead)."""
     data = input.decode() if isinstance(input, bytes) else input
     return subprocess.run(
         exec_argv(name, argv), input=data, capture_output=True, text=True, check=check, timeout=timeout

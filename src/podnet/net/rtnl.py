@@ -262,16 +262,6 @@ class Rtnl:
         attrs = _nest(IFLA_PROTINFO, _attr(IFLA_BRPORT_MODE, bytes([1 if on else 0])))
         self.request(RTM_SETLINK, 0, _IFINFOMSG.pack(AF_BRIDGE, 0, index, 0, 0) + attrs)
 
-    def brport_hairpin_get(self, index: int) -> bool | None:
-        msgs = self.request(RTM_GETLINK, NLM_F_DUMP, _IFINFOMSG.pack(AF_BRIDGE, 0, 0, 0, 0))
-        for _t, body in msgs:
-            if _IFINFOMSG.unpack_from(body)[2] == index:
-                a = parse_attrs(body, _IFINFOMSG.size)
-                if IFLA_PROTINFO in a:
-                    p = parse_attrs(a[IFLA_PROTINFO])
-                    return bool(p.get(IFLA_BRPORT_MODE, b"\0")[0])
-        return None
-
     # -- addresses -------------------------------------------------------------------------------------
     def addr_add(self, index: int, ip: str, prefixlen: int, *, broadcast: str | None = None) -> None:
         fam = _family(ip)

@@ -95,10 +95,3 @@ def ensure(ipr: IPRoute, spec: VxlanSpec, mac: str | None = None) -> VxlanDevice
     ipr.link("set", index=idx, state="up")
     return VxlanDevice(idx, ipr.link("get", index=idx)[0].get_attr("IFLA_ADDRESS"), reused=False)
 
-
-def read_attrs(ipr: IPRoute, name: str) -> dict[str, object] | None:
-    """Identity attributes of an existing VXLAN device (None if absent or not vxlan). For tests/trace."""
-    found = ipr.link_lookup(ifname=name)
-    if not found:
-        return None
-    return _vxlan_attrs(ipr.link("get", index=found[0])[0])

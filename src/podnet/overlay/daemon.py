@@ -28,7 +28,8 @@ from podnet.errors import PodnetError, Problem, ValidationError
 from podnet.overlay import masq, netconf, subnetenv
 from podnet.overlay.health import HealthServer, OverlayMetrics
 from podnet.overlay.lease import Lease, LeaseEvent
-from podnet.overlay.leases import (
+from podnet.overlay.netconf import ConfigNotFound, NetConf, load_netconf
+from podnet.overlay.storesubnet import (
     RENEW_MARGIN,
     SUBNET_TTL,
     LeaseLost,
@@ -37,7 +38,6 @@ from podnet.overlay.leases import (
     SubnetManager,
     choose_subnet,
 )
-from podnet.overlay.netconf import ConfigNotFound, NetConf, load_netconf
 from podnet.store import Store
 
 log = logging.getLogger(__name__)

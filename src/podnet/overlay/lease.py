@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 BackendData = dict[str, Any] | None
@@ -52,9 +52,6 @@ class Lease:
     def attrs_equal(self, other: Lease) -> bool:
         """Same JSON on the wire (expiration and store bookkeeping aside)."""
         return encode_attrs(self) == encode_attrs(other)
-
-    def with_attrs(self, **changes: Any) -> Lease:
-        return replace(self, **changes)
 
 
 def go_json(value: Any) -> str:
@@ -132,6 +129,16 @@ def decode_attrs(
     )
 
 
+def decode_lease_kv(key: str, value: bytes) -> Lease:
+    """A stored lease: the subnet comes from the key, the rest from the JSON. Raises LeaseDecodeError."""
+    from podnet.store import keys
+
+    parsed = keys.parse_subnet_key(key[len(keys.SUBNETS_PREFIX):]) if key.startswith(keys.SUBNETS_PREFIX) else None
+    if parsed is None:
+        raise LeaseDecodeError(f"{key}: not a subnet lease key")
+    return decode_attrs(parsed[0], value, subnet_v6=None if parsed[1] is None else str(parsed[1]))
+
+
 @dataclass(frozen=True, slots=True)
 class LeaseEvent:
     """A change to another node's lease. For "removed", `lease` is the lease as it was last added, so a
@@ -141,4 +148,5 @@ class LeaseEvent:
     lease: Lease
 
 
-__all__ = ["BackendData", "Lease", "LeaseDecodeError", "LeaseEvent", "decode_attrs", "encode_attrs", "go_json"]
+__all__ = ["BackendData", "Lease", "LeaseDecodeError", "LeaseEvent", "decode_attrs", "decode_lease_kv", "encode_attrs",
+           "go_json"]

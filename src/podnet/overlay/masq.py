@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from podnet.errors import PodnetError
+from podnet.net import exec as nexec
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +85,8 @@ def desired(
 
 def parse_save(text: str) -> dict[str, dict[str, list[str]]]:
     """iptables-save text -> {table: {chain: ["-A chain ..." lines]}} (chains declared but empty -> [])."""
-    tables: dict[str, dict[str, list[str]]] = {}
-    current: dict[str, list[str]] | None = None
-    for line in text.splitlines():
-        if line.startswith("*"):
-            current = tables.setdefault(line[1:].strip(), {})
-        elif current is None or not line or line.startswith("#") or line == "COMMIT":
-            continue
-        elif line.startswith(":"):
-            current.setdefault(line[1:].split()[0], [])
-        elif line.startswith("-A "):
-            current.setdefault(line.split()[1], []).append(line)
-    return tables
+    return {table: {name: chain.lines() for name, chain in chains.items()}
+            for table, chains in nexec.parse_save(text).items()}
 
 
 def plan(want: Sequence[TableRules], saved: str) -> str | None:
@@ -131,20 +121,11 @@ class MasqRules:
         self.want = list(want)
         self.netns = netns
 
-    def _argv(self, argv: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv
-
-    def _run(self, argv: list[str], stdin: str | None = None) -> str:
-        try:
-            res = subprocess.run(self._argv(argv), input=stdin, capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise RulesError(f"{argv[0]}: {e}") from e
-        if res.returncode != 0:
-            raise RulesError(f"{' '.join(argv)} failed (exit {res.returncode}): {res.stderr.strip()}")
-        return res.stdout
-
     def save(self) -> str:
-        return "".join(self._run(["iptables-save", "-t", t.table]) for t in self.want)
+        try:
+            return "".join(nexec.iptables_save(netns=self.netns, table=t.table, timeout=30) for t in self.want)
+        except nexec.CommandError as e:
+            raise RulesError(str(e)) from e
 
     def sync(self) -> bool:
         """Bring the rules in line; True if anything had to be (re)loaded."""
@@ -152,7 +133,10 @@ class MasqRules:
         if payload is None:
             return False
         log.info("loading flannel rules:\n%s", payload.rstrip())
-        self._run(["iptables-restore", "--noflush", "-w", "5"], stdin=payload)
+        try:
+            nexec.iptables_restore(payload, netns=self.netns, noflush=True, wait=5, timeout=30)
+        except nexec.CommandError as e:
+            raise RulesError(str(e)) from e
         return True
 
 

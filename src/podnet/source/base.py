@@ -53,13 +53,6 @@ class Selector:
     equal: Mapping[str, str] = field(default_factory=dict)
     fields: Mapping[str, str] = field(default_factory=dict)
 
-    def label_selector(self) -> str:
-        """As the API's ?labelSelector= (and kubectl -l) writes it."""
-        return ",".join([*(f"!{k}" for k in self.absent), *(f"{k}={v}" for k, v in self.equal.items())])
-
-    def field_selector(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in self.fields.items())
-
     def matches(self, doc: Mapping[str, Any]) -> bool:
         meta = doc.get("metadata") or {}
         labels = (meta.get("labels") or {}) if isinstance(meta, Mapping) else {}

@@ -248,10 +248,6 @@ class _Endpoint:
         return self.state == grpc.ChannelConnectivity.READY
 
 
-class _Ambiguous(Exception):
-    """Internal: a write whose outcome is unknown (kept so the caller can reconcile)."""
-
-
 # ---- the store -------------------------------------------------------------------------------------
 
 

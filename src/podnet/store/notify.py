@@ -114,11 +114,6 @@ class Waiter:
                 self._dw = dw
         self._seen = self._current()
 
-    @property
-    def notified(self) -> bool:
-        """Whether wake-ups come from inotify (False: only the periodic read)."""
-        return self._dw is not None
-
     def _current(self) -> int:
         return self._dw.seq.get(self._name, 0) if self._dw is not None else 0
 

@@ -13,6 +13,7 @@ import ipaddress
 import shlex
 from dataclasses import dataclass, field
 
+from podnet.net import exec as nexec
 from podnet.trace.chains import ChainWalker, Effect
 from podnet.trace.model import Hop, Packet
 
@@ -37,22 +38,17 @@ class IptablesRules:
     @staticmethod
     def parse(text: str) -> IptablesRules:
         out = IptablesRules()
-        cur: dict[str, list[Rule]] = {}
-        table = ""
-        for line in text.splitlines():
-            if line.startswith("*"):
-                table = line[1:].strip()
-                cur = out.tables.setdefault(table, {})
-            elif line.startswith(":"):
-                name, policy = line[1:].split()[:2]
-                cur.setdefault(name, [])
-                out.policies[(table, name)] = policy
-            elif line.startswith("-A "):
-                words = shlex.split(line)
-                r = Rule(words[1], line, words)
-                if "--comment" in words:
-                    r.comment = words[words.index("--comment") + 1]
-                cur.setdefault(words[1], []).append(r)
+        for table, chains in nexec.parse_save(text).items():
+            cur = out.tables.setdefault(table, {})
+            for name, chain in chains.items():
+                out.policies[(table, name)] = chain.policy
+                rules = cur.setdefault(name, [])
+                for saved in chain.rules:
+                    words = shlex.split(saved.line)
+                    r = Rule(name, saved.line, words)
+                    if "--comment" in words:
+                        r.comment = words[words.index("--comment") + 1]
+                    rules.append(r)
         return out
 
 

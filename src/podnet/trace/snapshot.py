@@ -195,7 +195,7 @@ class Cluster:
 
 def read_store(store_url: str) -> tuple[list[dict], list[dict], list[LeaseInfo], dict]:
     """(pods, services, leases, net-conf) of the lab's store."""
-    from podnet.overlay.leases import decode_lease_kv
+    from podnet.overlay.lease import decode_lease_kv
     from podnet.store import keys, open_store
 
     store = open_store(store_url)

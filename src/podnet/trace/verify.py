@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from podnet.net import exec as nexec
 from podnet.net import netns
 from podnet.trace.model import Packet, Result
 from podnet.trace.snapshot import Cluster, NsState
@@ -342,7 +343,7 @@ class TraceRules:
                              for e in entries for c in ("pre", "out"))
             body += f"\nadd rule ip {self.table} out {CANARY_MATCH} meta nftrace set 1 drop"
             self.nft_tables.append(ns)
-            netns.run(ns, ["nft", "-f", "-"], input=f"table ip {self.table} {{\n{rules}}}\n{body}\n")
+            nexec.nft_apply(f"table ip {self.table} {{\n{rules}}}\n{body}\n", netns=ns)
             return
         had_raw = "table ip raw" in netns.run(ns, ["nft", "list", "tables"], check=False).stdout
         if not had_raw:

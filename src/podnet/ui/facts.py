@@ -15,8 +15,7 @@ from typing import Any
 from podnet.lab.state import LabState, list_labs
 from podnet.net.vxlan import DEFAULT_PORT as VXLAN_PORT
 from podnet.overlay.backends.udp import DEFAULT_PORT as UDP_PORT
-from podnet.overlay.lease import Lease
-from podnet.overlay.leases import decode_lease_kv
+from podnet.overlay.lease import Lease, decode_lease_kv
 from podnet.store import keys, open_store
 from podnet.store.informer import Informer
 from podnet.ui.errors import UiError

@@ -103,8 +103,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 @pytest.fixture(scope="module")
 def api_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """`podnet apiserver` over a one-member etcd (tests/contract/etcd_cluster.py, stopped by pid)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "contract"))
-    from etcd_cluster import EtcdCluster, etcd_available
+    from tests.contract.etcd_cluster import EtcdCluster, etcd_available
 
     if not etcd_available():
         pytest.skip("etcd server binary not installed (Debian package etcd-server)")

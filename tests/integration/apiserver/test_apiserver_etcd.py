@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import KUBECTL, Api
+from .conftest import KUBECTL, Api
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "webapp1"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import Api
+from .conftest import Api
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Api
+from .conftest import Api
 
 SVC = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from conftest import Api
 from podnet.source import kube as kube_mod
 from podnet.source.kube import KubeSource
 from podnet.source.kubeconfig import KubeOptions
 from podnet.store import keys, open_store
+
+from .conftest import Api
 
 
 def until(what: str, fn: Any, timeout: float = 20.0) -> Any:

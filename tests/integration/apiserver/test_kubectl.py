@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import KUBECTL, Api
+from .conftest import KUBECTL, Api
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "webapp1"
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import LabApi
+from .conftest import LabApi
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "webapp1"
 

@@ -7,27 +7,24 @@ and those must be kube-proxy's expected text (iptables) and podnet's nftables go
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from conftest import Api
+from podnet.proxy.config import HostFacts, KubeProxyConfiguration, settings_from_proxier_block
+from podnet.proxy.iptables import render
+from podnet.proxy.nftables import render as render_nft
+from podnet.proxy.proxier import Proxier
+from podnet.proxy.state import DesiredState, desired_state_from_objects
+from podnet.source.kube import KubeSource
+from podnet.source.kubeconfig import KubeOptions
+from podnet.source.store import StoreSource
+from podnet.store import keys, open_store
+from tests.unit.proxy.proxy_golden_support import GOLDEN_DIR, SHARED_GOLDEN, load_case, sort_like_kube_proxy
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "proxy"))
-from proxy_golden_support import GOLDEN_DIR, SHARED_GOLDEN, load_case, sort_like_kube_proxy  # noqa: E402
-
-from podnet.proxy.config import HostFacts, KubeProxyConfiguration, settings_from_proxier_block  # noqa: E402
-from podnet.proxy.iptables import render  # noqa: E402
-from podnet.proxy.nftables import render as render_nft  # noqa: E402
-from podnet.proxy.proxier import Proxier  # noqa: E402
-from podnet.proxy.state import DesiredState, desired_state_from_objects  # noqa: E402
-from podnet.source.kube import KubeSource  # noqa: E402
-from podnet.source.kubeconfig import KubeOptions  # noqa: E402
-from podnet.source.store import StoreSource  # noqa: E402
-from podnet.store import keys, open_store  # noqa: E402
+from .conftest import Api
 
 NFT_GOLDEN = Path(__file__).resolve().parents[2] / "unit" / "proxy" / "golden_nftables"
 # The proxy daemon follows one IP family, IPv4 (as each kube-proxy family's proxier does); the IPv6 case

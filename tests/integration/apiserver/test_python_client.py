@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Api
+from .conftest import Api
 
 kubernetes = pytest.importorskip("kubernetes")
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import Api
+from .conftest import Api
 
 # (the command after `kubectl`, with NAME where the object's name goes; the resource to read back; sent as protobuf)
 TYPED = [

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.integration]
 if os.geteuid() != 0 or not os.path.exists("/usr/lib/cni/bridge"):
     pytest.skip("needs root and the reference plugins in /usr/lib/cni", allow_module_level=True)
 
-from cni_harness import Side, normalize_result, normalize_text  # noqa: E402
+from .cni_harness import Side, normalize_result, normalize_text  # noqa: E402
 
 _counter = itertools.count()
 

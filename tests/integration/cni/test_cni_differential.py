@@ -23,9 +23,9 @@ pytestmark = [pytest.mark.integration]
 if os.geteuid() != 0 or not os.path.exists("/usr/lib/cni/bridge"):
     pytest.skip("needs root and the reference plugins in /usr/lib/cni", allow_module_level=True)
 
-from cni_harness import Call, Side, normalize_result, normalize_text  # noqa: E402
-
 from podnet.cni import flannel  # noqa: E402
+
+from .cni_harness import Call, Side, normalize_result, normalize_text  # noqa: E402
 
 NET = "refnet"
 SUBNET = "10.244.1.0/24"

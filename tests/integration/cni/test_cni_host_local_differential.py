@@ -24,7 +24,7 @@ REF = "/usr/lib/cni/host-local"
 if not os.path.exists(REF):
     pytest.skip("reference host-local not installed", allow_module_level=True)
 
-from cni_harness import VENV_BIN  # noqa: E402
+from .cni_harness import VENV_BIN  # noqa: E402
 
 POD = os.path.join(VENV_BIN, "podnet-host-local")
 

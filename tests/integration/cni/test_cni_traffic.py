@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.integration]
 if os.geteuid() != 0:
     pytest.skip("needs root for network namespaces", allow_module_level=True)
 
-from cni_harness import Side  # noqa: E402
+from .cni_harness import Side  # noqa: E402
 
 
 @pytest.fixture

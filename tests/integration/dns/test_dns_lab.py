@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import REPO, DnsLab, wait_for
+from .conftest import REPO, DnsLab, wait_for
 
 pytestmark = pytest.mark.integration
 

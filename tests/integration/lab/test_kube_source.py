@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Lab
+from .conftest import Lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

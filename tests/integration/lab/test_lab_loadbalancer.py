@@ -18,7 +18,8 @@ import shutil
 import subprocess
 
 import pytest
-from test_cluster import wait_for
+
+from .test_cluster import wait_for
 
 pytestmark = pytest.mark.integration
 

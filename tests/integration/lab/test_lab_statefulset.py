@@ -9,9 +9,10 @@ import json
 import threading
 
 import pytest
-from test_cluster import wait_for
 
 from podnet.store import keys, open_store
+
+from .test_cluster import wait_for
 
 pytestmark = pytest.mark.integration
 

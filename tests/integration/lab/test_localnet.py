@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_cluster import _ready_pods, wait_for
+
+from .test_cluster import _ready_pods, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from podnet.net import netns
-from podnet.overlay.backends.testbed import NETWORK, Node, Testbed
+from podnet.testing.overlay_testbed import NETWORK, Node, Testbed
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ import pytest
 
 from podnet.net import netns
 from podnet.overlay import masq
-from podnet.overlay.backends.testbed import Testbed
 from podnet.store import keys
 from podnet.store.sqlite import SqliteStore
+from podnet.testing.overlay_testbed import Testbed
 
 pytestmark = pytest.mark.integration
 

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import sys
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "contract"))
-
-from etcd_cluster import EtcdCluster, etcd_available  # noqa: E402 - tests/contract/etcd_cluster.py
-
-from podnet.store import Event, Watch  # noqa: E402
+from podnet.store import Event, Watch
+from tests.contract.etcd_cluster import EtcdCluster, etcd_available
 
 
 @pytest.fixture(scope="module")

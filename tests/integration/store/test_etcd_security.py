@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from etcd_cluster import EtcdCluster, etcd_available, make_tls_files
 
 from podnet.store import StoreError, StoreUnavailable
 from podnet.store.etcd import EtcdConfigError, EtcdStore
+from tests.contract.etcd_cluster import EtcdCluster, etcd_available, make_tls_files
 
 pytestmark = pytest.mark.integration
 

@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from etcd_cluster import EtcdCluster, etcd_available
 
 from podnet.overlay.lease import LeaseEvent
-from podnet.overlay.leases import SUBNET_TTL, LeaseLost, LeaseWatch, SubnetManager
 from podnet.overlay.netconf import load_netconf
+from podnet.overlay.storesubnet import SUBNET_TTL, LeaseLost, LeaseWatch, SubnetManager
 from podnet.store import keys
 from podnet.store.etcd import EtcdStore
+from tests.contract.etcd_cluster import EtcdCluster, etcd_available
 
 pytestmark = pytest.mark.integration
 

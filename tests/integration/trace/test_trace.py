@@ -277,7 +277,7 @@ def test_generated_scenarios_agree(lab):
     many (default 12 per lab, to keep `make test` short)."""
     import os
 
-    from generator import run_world
+    from .generator import run_world
 
     n = int(os.environ.get("PODNET_TRACE_SCENARIOS", "12"))
     results = run_world(lab.name, lab.store, lab.node_ips(), 1301 if lab.mode == "iptables" else 1302, n)

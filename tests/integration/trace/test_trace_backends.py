@@ -4,7 +4,8 @@ is predicted and the kernel agrees."""
 from __future__ import annotations
 
 import pytest
-from test_trace import delivered_to, run
+
+from .test_trace import delivered_to, run
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,7 @@ def test_generated_scenarios_agree_on_3_nodes(backend_lab):
     """The generated scenarios' slice on a lab of another node count and the other backends."""
     import os
 
-    from generator import run_world
+    from .generator import run_world
 
     n = int(os.environ.get("PODNET_TRACE_SCENARIOS_3", "5"))
     seed = {"host-gw": 1303, "udp": 1305}[backend_lab.backend] + (backend_lab.mode == "nftables")

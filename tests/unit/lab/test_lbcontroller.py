@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_controller import BARRIER, BARRIER_VALUE
 
 from podnet.api import Service, from_json, load_objects
 from podnet.controllers.apply import apply_objects, delete_objects
@@ -16,6 +15,8 @@ from podnet.lab import topology
 from podnet.lab.controller import LabController
 from podnet.lab.state import LabState
 from podnet.store import Put, keys, open_store
+
+from .test_controller import BARRIER, BARRIER_VALUE
 
 SVC = """
 apiVersion: v1

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_controller import BARRIER, BARRIER_VALUE
 
 from podnet.api import Pod, StatefulSet, from_json, load_objects, to_json
 from podnet.controllers.apply import apply_objects, default_statefulset, delete_objects
@@ -17,6 +16,8 @@ from podnet.lab import topology
 from podnet.lab.controller import LabController
 from podnet.lab.state import LabState
 from podnet.store import keys, open_store
+
+from .test_controller import BARRIER, BARRIER_VALUE
 
 
 def sts(replicas: int = 3, *, policy: str | None = None, update: str | None = None, partition: int | None = None,

@@ -7,7 +7,7 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from podnet.overlay.leases import _Taken
+from podnet.overlay.storesubnet import _Taken
 
 nets = st.builds(
     lambda a, plen: ipaddress.ip_network((a, plen), strict=False),

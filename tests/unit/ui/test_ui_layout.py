@@ -9,9 +9,10 @@ import xml.etree.ElementTree as ET
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ui_fixtures import endpoint, facts, node, pod, service, slice_, three_node_objects
 
 from podnet.ui import layout, model, svg
+
+from .ui_fixtures import endpoint, facts, node, pod, service, slice_, three_node_objects
 
 
 def groups(shapes: list[dict], kind: str) -> dict[str, dict]:

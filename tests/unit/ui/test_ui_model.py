@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from ui_fixtures import endpoint, facts, node, pod, service, slice_, three_node_objects
 
 from podnet.proxy import iptables
 from podnet.proxy.state import desired_state_from_objects
 from podnet.ui import model
+
+from .ui_fixtures import endpoint, facts, node, pod, service, slice_, three_node_objects
 
 
 def _rendered_chains(objects: dict[str, list[dict]]) -> dict[str, tuple[str, dict[str, tuple[str, float]]]]:

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
-from ui_fixtures import facts, pod, three_node_objects
 
 from podnet.lab import topology
 from podnet.lab.state import LabState
 from podnet.ui import server, tracing
 from podnet.ui.errors import UiError
+
+from .ui_fixtures import facts, pod, three_node_objects
 
 
 class FakeFeed:

@@ -31,34 +31,12 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from pyroute2 import IPRoute
-
 from podnet.errors import PodnetError
-from podnet.net import netns as nsmod
 from podnet.net.iface import ExternalInterface
 
 BackendData = dict[str, Any] | None
 
 __all__ = ["Backend", "BackendData", "BackendError", "ExternalInterface", "LeaseLike"]
-
-
-class NetlinkUser:
-    """One netlink socket in the backend's namespace, opened on first use and kept: a namespace-bound
-    pyroute2 socket forks a helper, ~7 ms per open, too much to pay per lease event."""
-
-    netns: str | None
-    _ipr: IPRoute | None = None
-
-    @property
-    def ipr(self) -> IPRoute:
-        if self._ipr is None:
-            self._ipr = nsmod.ipr(self.netns)
-        return self._ipr
-
-    def _close_ipr(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
 
 
 class BackendError(PodnetError):

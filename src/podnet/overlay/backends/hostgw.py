@@ -14,11 +14,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from pyroute2 import IPRoute
-
 from podnet.net import routes
 from podnet.net.iface import ExternalInterface
-from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike, NetlinkUser
+from podnet.net.netns import NetlinkUser
+from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,6 @@ class HostGwBackend(NetlinkUser):
     def __init__(self, ext: ExternalInterface, *, netns: str | None = None) -> None:
         self.ext = ext
         self.netns = netns
-        self._ipr: IPRoute | None = None
         self._lock = threading.Lock()
         self._peers: dict[ipaddress.IPv4Network, ipaddress.IPv4Address] = {}
         self.errors: dict[ipaddress.IPv4Network, str] = {}  # last error per peer, for status/tests

@@ -18,11 +18,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from pyroute2 import IPRoute
-
-from podnet.net import addr, routes, tun
+from podnet.net import addr, iface, routes, tun
 from podnet.net.iface import ExternalInterface
-from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike, NetlinkUser, option_int
+from podnet.net.netns import NetlinkUser
+from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike, option_int
 from podnet.overlay.backends.udp_forward import Forwarder, udp_gso_supported
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,6 @@ class UdpBackend(NetlinkUser):
         self.netns = netns
         # Batching needs UDP GSO/GRO (Linux >= 5.0); without it the one-packet-per-syscall loops run.
         self.offload = udp_gso_supported() if offload is None else offload
-        self._ipr: IPRoute | None = None
         self._lock = threading.Lock()
         self.tun_fd: int | None = None
         self.sock: socket.socket | None = None
@@ -103,8 +101,11 @@ class UdpBackend(NetlinkUser):
             self.tun_fd, self.sock = tun.in_netns(self.netns, self._open)
         except OSError as exc:
             raise BackendError(f"udp: cannot open {DEVICE} / bind {self.ext.address}:{self.port}: {exc}") from exc
-        self._index = self.ipr.link_lookup(ifname=DEVICE)[0]
-        self.ipr.link("set", index=self._index, mtu=self._mtu, state="up")
+        index = iface.index_of(self.ipr, DEVICE)
+        if index is None:
+            raise BackendError(f"udp: {DEVICE} vanished right after it was opened")
+        self._index = index
+        iface.set_up(self.ipr, index, mtu=self._mtu)
         return None
 
     def configure(self, own: LeaseLike, network: ipaddress.IPv4Network) -> None:

@@ -17,12 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import IPRoute
-
-from podnet.net import addr, neigh, routes
+from podnet.net import addr, iface, neigh, routes
 from podnet.net import vxlan as vxdev
 from podnet.net.iface import ExternalInterface
-from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike, NetlinkUser, option_int
+from podnet.net.netns import NetlinkUser
+from podnet.overlay.backends.base import BackendData, BackendError, LeaseLike, option_int
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,6 @@ class VxlanBackend(NetlinkUser):
         self.gbp = gbp
         self.device_name = f"flannel.{vni}"
         self.netns = netns
-        self._ipr: IPRoute | None = None
         self._lock = threading.Lock()
         self._index: int | None = None
         self.mac: str | None = None
@@ -205,8 +203,8 @@ class VxlanBackend(NetlinkUser):
         if self._spec is None or self._index is None:
             return
         with self._lock:
-            found = self.ipr.link_lookup(ifname=self.device_name)
-            if not found or found[0] != self._index:
+            found = iface.index_of(self.ipr, self.device_name)
+            if found != self._index:
                 log.warning("vxlan: %s vanished; recreating it with MAC %s", self.device_name, self.mac)
                 try:
                     dev = vxdev.ensure(self.ipr, self._spec, mac=self.mac)
@@ -216,7 +214,7 @@ class VxlanBackend(NetlinkUser):
                 except Exception as exc:
                     log.error("vxlan: recreating %s: %s", self.device_name, exc)
                     return
-            if found and found[0] == self._index:
+            if found == self._index:
                 snap = self._snapshot()
                 missing = [(sn, w) for sn, w in self._peers.items() if not self._present(snap, sn, w)]
             else:

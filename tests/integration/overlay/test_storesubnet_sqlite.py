@@ -12,8 +12,8 @@ import time
 import pytest
 
 from podnet.overlay.lease import Lease, encode_attrs
-from podnet.overlay.leases import LeaseLost, LeaseRenewer, LeaseWatch, SubnetManager
 from podnet.overlay.netconf import parse_netconf
+from podnet.overlay.storesubnet import LeaseLost, LeaseRenewer, LeaseWatch, SubnetManager
 from podnet.store import keys
 from podnet.store.sqlite import SqliteStore
 

@@ -168,7 +168,7 @@ class Testbed:
             os.close(fd)
             with open(node.log_path, "w") as logf:
                 node.proc = subprocess.Popen(
-                    netns.exec_argv(node.ns, [sys.executable, "-m", "podnet.overlay.backends.runner"]),
+                    netns.exec_argv(node.ns, [sys.executable, "-m", "podnet.testing.backend_runner"]),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logf, text=True,
                 )
             reply = node.call(op="init", type=kind, iface="eth0", options=options or {})

@@ -1,4 +1,5 @@
-"""The subnet manager: which pod subnet this node owns, keeping it, and knowing everyone else's.
+"""The store's subnet manager (kubesubnet.py is the Kubernetes one): which pod subnet this node owns,
+keeping it, and knowing everyone else's. The lease value itself and its decoding are lease.py's.
 
 Same keys, JSON and choice rules as flannel's etcd subnet manager (pkg/subnet/etcd), so podnet and flanneld
 can share one etcd. Three differences, each because flannel's behaviour hurts users:
@@ -28,7 +29,14 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from podnet.errors import AllocationError, PodnetError
-from podnet.overlay.lease import BackendData, Lease, LeaseDecodeError, LeaseEvent, decode_attrs, encode_attrs
+from podnet.overlay.lease import (
+    BackendData,
+    Lease,
+    LeaseDecodeError,
+    LeaseEvent,
+    decode_lease_kv,
+    encode_attrs,
+)
 from podnet.overlay.netconf import NetConf
 from podnet.store import keys
 from podnet.store.base import (
@@ -128,14 +136,6 @@ def choose_subnet(
 
 
 # ---- store I/O ----------------------------------------------------------------------------------
-
-
-def decode_lease_kv(key: str, value: bytes) -> Lease:
-    """A stored lease: the subnet comes from the key, the rest from the JSON. Raises LeaseDecodeError."""
-    parsed = keys.parse_subnet_key(key[len(keys.SUBNETS_PREFIX):]) if key.startswith(keys.SUBNETS_PREFIX) else None
-    if parsed is None:
-        raise LeaseDecodeError(f"{key}: not a subnet lease key")
-    return decode_attrs(parsed[0], value, subnet_v6=None if parsed[1] is None else str(parsed[1]))
 
 
 def lease_from_kv(kv: KeyValue) -> Lease | None:

@@ -1,7 +1,7 @@
 """Run one backend in the current namespace, driven by JSON lines on stdin (no store, no daemon).
 
 Used by the integration tests and benchmarks/overlay_throughput.py to put a backend inside a node's
-namespace (`ip netns exec NODE python -m podnet.overlay.backends.runner`) with hand-made leases, and
+namespace (`ip netns exec NODE python -m podnet.testing.backend_runner`) with hand-made leases, and
 handy to poke at a backend by hand. One request per line, one JSON answer per line:
 
   {"op": "init", "type": "vxlan", "iface": "eth0", "options": {"VNI": 1}}  -> {"ok": true, "backend_data": ..., "mtu": 1450}

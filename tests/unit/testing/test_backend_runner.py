@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from podnet.overlay.backends.runner import lease_from_json, serve
+from podnet.testing.backend_runner import lease_from_json, serve
 
 
 def test_requests_before_init_and_unknown_ops_get_errors():

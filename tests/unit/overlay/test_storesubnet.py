@@ -8,9 +8,9 @@ import random
 import pytest
 
 from podnet.errors import AllocationError
-from podnet.overlay.lease import Lease, encode_attrs
-from podnet.overlay.leases import LeaseLost, LeaseRenewer, LeaseWatch, choose_subnet, decode_lease_kv
+from podnet.overlay.lease import Lease, decode_lease_kv, encode_attrs
 from podnet.overlay.netconf import parse_netconf
+from podnet.overlay.storesubnet import LeaseLost, LeaseRenewer, LeaseWatch, choose_subnet
 from podnet.store import keys
 from podnet.store.base import StoreUnavailable
 

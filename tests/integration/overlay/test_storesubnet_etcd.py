@@ -7,21 +7,17 @@ import ipaddress
 import json
 import queue
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from podnet.overlay.leases import LeaseLost, LeaseWatch, SubnetManager
 from podnet.overlay.netconf import load_netconf, save_netconf
+from podnet.overlay.storesubnet import LeaseLost, LeaseWatch, SubnetManager
 from podnet.store import keys, open_store
+from tests.contract.etcd_cluster import EtcdCluster, etcd_available
 
 pytestmark = pytest.mark.integration
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "contract"))
-from etcd_cluster import EtcdCluster, etcd_available  # noqa: E402
 
 CONF = b'{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}'
 
