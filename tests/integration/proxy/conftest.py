@@ -6,7 +6,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from pxcluster import OBJECTS, PROXY_MODES, Env
+
+from tests.integration.proxy.pxcluster import OBJECTS, PROXY_MODES, Env
 
 
 @pytest.fixture(scope="module", params=PROXY_MODES)

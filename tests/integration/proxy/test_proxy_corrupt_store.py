@@ -7,9 +7,9 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from pxcluster import Env
 
 from podnet.store import keys
+from tests.integration.proxy.pxcluster import Env
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,8 @@ import sys
 import time
 
 import pytest
-from pxcluster import (
+
+from tests.integration.proxy.pxcluster import (
     CLIENT_IP,
     EP1,
     EP2,

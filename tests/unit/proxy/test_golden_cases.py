@@ -10,7 +10,9 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from proxy_golden_support import (
+
+from podnet.proxy.iptables import render
+from tests.unit.proxy.proxy_golden_support import (
     GOLDEN_DIR,
     SHARED_GOLDEN,
     case_state,
@@ -18,8 +20,6 @@ from proxy_golden_support import (
     load_case,
     sort_like_kube_proxy,
 )
-
-from podnet.proxy.iptables import render
 
 CASES = sorted(GOLDEN_DIR.glob("*.input.yaml"))
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from proxy_fake_iptables import FakeIPTables, RestoreError
 
 from podnet.proxy.config import settings_from_proxier_block
 from podnet.proxy.iptables import render
 from podnet.proxy.state import desired_state_from_objects
+from tests.unit.proxy.proxy_fake_iptables import FakeIPTables, RestoreError
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDEN = REPO.parent / "shared" / "reference" / "kube-proxy-golden"

@@ -6,8 +6,6 @@ import dataclasses
 
 import pytest
 import yaml
-from proxy_fake_iptables import FakeIPTables
-from proxy_golden_support import GOLDEN_DIR, check_rule_jumps
 
 from podnet.proxy.config import settings_from_proxier_block
 from podnet.proxy.iptables import (
@@ -19,6 +17,8 @@ from podnet.proxy.iptables import (
     render,
 )
 from podnet.proxy.state import desired_state_from_objects
+from tests.unit.proxy.proxy_fake_iptables import FakeIPTables
+from tests.unit.proxy.proxy_golden_support import GOLDEN_DIR, check_rule_jumps
 
 DEFAULT = settings_from_proxier_block(yaml.safe_load((GOLDEN_DIR / "_proxier_default.yaml").read_text()))
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from proxy_golden_support import GOLDEN_DIR, SHARED_GOLDEN, case_state, load_case
 
 from podnet.proxy.config import LocalDetector, ProxierSettings
 from podnet.proxy.nftables import (
@@ -35,6 +34,7 @@ from podnet.proxy.nftables import (
     stale_removal,
 )
 from podnet.proxy.state import DesiredState, Endpoint, ServicePort, ServicePortName
+from tests.unit.proxy.proxy_golden_support import GOLDEN_DIR, SHARED_GOLDEN, case_state, load_case
 
 NFT_GOLDEN = Path(__file__).with_name("golden_nftables")
 CASES = sorted(GOLDEN_DIR.glob("*.input.yaml"))

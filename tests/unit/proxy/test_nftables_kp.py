@@ -13,7 +13,6 @@ import difflib
 import importlib.util
 
 import pytest
-from proxy_golden_support import SHARED_GOLDEN, case_state, load_case
 
 from podnet.proxy.nftables_kp import (
     hash_and_truncate,
@@ -22,6 +21,7 @@ from podnet.proxy.nftables_kp import (
     render_kp_delta,
 )
 from podnet.proxy.state import DesiredState, changed_services
+from tests.unit.proxy.proxy_golden_support import SHARED_GOLDEN, case_state, load_case
 
 if not SHARED_GOLDEN.is_dir():  # pragma: no cover - the reference folder is part of the workspace
     pytest.skip("shared/reference/kube-proxy-golden not available", allow_module_level=True)

@@ -9,7 +9,6 @@ import importlib.util
 from dataclasses import replace
 
 import pytest
-from proxy_golden_support import SHARED_GOLDEN
 from typer.testing import CliRunner
 
 from podnet.cli.main import app
@@ -17,6 +16,7 @@ from podnet.proxy.config import KubeProxyConfiguration, LocalDetector, ProxierSe
 from podnet.proxy.nft import NftError, TableObjects
 from podnet.proxy.nft_backend import NftablesBackend
 from podnet.proxy.state import DesiredState, Endpoint, ServicePort, ServicePortName
+from tests.unit.proxy.proxy_golden_support import SHARED_GOLDEN
 
 S = ProxierSettings(node_name="n1", node_ip="10.0.0.1", node_ips=("10.0.0.1",),
                     local_detector=LocalDetector.by_cidr("10.244.0.0/16"), node_port_cidrs=("10.0.0.1/32",))

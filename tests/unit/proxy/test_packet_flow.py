@@ -12,12 +12,12 @@ import dataclasses
 
 import pytest
 import yaml
-from proxy_golden_support import GOLDEN_DIR
-from proxy_tracer import Tracer
 
 from podnet.proxy.config import LocalDetector, settings_from_proxier_block
 from podnet.proxy.iptables import render
 from podnet.proxy.state import desired_state_from_objects
+from tests.unit.proxy.proxy_golden_support import GOLDEN_DIR
+from tests.unit.proxy.proxy_tracer import Tracer
 
 NODE = "test-node"
 NODE_IP = "192.168.0.2"

@@ -202,7 +202,7 @@ def test_invalid_service_in_store_is_rejected_by_decode_with_its_name(proxier: P
 
 def test_health_check_node_ports_follow_services_and_their_local_endpoints() -> None:
     """After each sync: a listener per eTP=Local LoadBalancer service, 200 only with a ready local endpoint."""
-    from test_healthcheck import FakeOpener
+    from tests.unit.proxy.test_healthcheck import FakeOpener
 
     op = FakeOpener()
     p = Proxier(store=None, node_name="n1", config=KubeProxyConfiguration(),  # type: ignore[arg-type]

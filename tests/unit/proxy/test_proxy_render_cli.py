@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from proxy_golden_support import GOLDEN_DIR, SHARED_GOLDEN, sort_like_kube_proxy
 from typer.testing import CliRunner
 
 from podnet.cli.main import app
+from tests.unit.proxy.proxy_golden_support import GOLDEN_DIR, SHARED_GOLDEN, sort_like_kube_proxy
 
 REPO = Path(__file__).resolve().parents[3]
 
