@@ -25,13 +25,12 @@ def teardown(name: str) -> list[str]:
         if st.supervisor is not None:
             procs.stop(st.supervisor)  # the supervisor stops its children on SIGTERM
         st = LabState.load(name) or st  # re-read: the supervisor may have restarted children meanwhile
-        # The store goes last: agents flush to it on exit.
         # The store goes last: agents flush to it on exit. Each batch stops at once (procs.stop_all).
-        writers = [(role, rec) for role, rec in sorted(st.procs.items())
-                   if supervisor.stop_rank(role) == 0 and procs.alive(rec)]
+        roles = sorted(st.procs.items())
+        writers = [(r, rec) for r, rec in roles if supervisor.stop_rank(r) == 0 and procs.alive(rec)]
         procs.stop_all([rec for _, rec in writers] + pod_procs(st))
-        stores = [(role, rec) for role, rec in sorted([*st.procs.items(), *st.services.items()])
-                  if (role in st.services or supervisor.stop_rank(role) > 0) and procs.alive(rec)]
+        stores = [(r, rec) for r, rec in [*roles, *sorted(st.services.items())]
+                  if (r in st.services or supervisor.stop_rank(r) > 0) and procs.alive(rec)]
         procs.stop_all([rec for _, rec in stores])
         removed += [f"process {role} (pid {rec.pid})" for role, rec in writers + stores]
     # Pod namespaces first, then nodes, the underlay last: a namespace's veth ends vanish with it.
