@@ -85,23 +85,38 @@ def set_nice(pid: int, nice: int) -> None:
 
 def stop(rec: ProcRecord, *, timeout: float = 3.0) -> None:
     """SIGTERM the recorded process (and its process group), SIGKILL after timeout."""
-    if not alive(rec):
-        return
+    stop_all([rec], timeout=timeout)
+
+
+def stop_all(recs: Sequence[ProcRecord], *, timeout: float = 3.0) -> None:
+    """Stop several processes at once: SIGTERM to each (and its group), then wait for all of them, and
+    SIGKILL whoever is left after timeout. Their exits overlap, so stopping n processes costs the
+    slowest one's exit rather than the sum of all (a lab's dozen agents: ~0.4 s instead of seconds)."""
+    pending = [r for r in recs if alive(r)]
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(rec.pid, sig)  # the group: `ip netns exec` execs, but children may have forked
-        except (ProcessLookupError, PermissionError):
-            try:
-                os.kill(rec.pid, sig)
-            except ProcessLookupError:
-                return
+        for rec in pending:
+            _signal(rec, sig)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not alive(rec):
+        while pending and time.monotonic() < deadline:
+            for rec in [r for r in pending if not alive(r)]:
                 _reap(rec.pid)
-                return
-            time.sleep(0.02)
-    _reap(rec.pid)
+                pending.remove(rec)
+            if pending:
+                time.sleep(0.02)
+        if not pending:
+            return
+    for rec in pending:
+        _reap(rec.pid)
+
+
+def _signal(rec: ProcRecord, sig: signal.Signals) -> None:
+    try:
+        os.killpg(rec.pid, sig)  # the group: `ip netns exec` execs, but children may have forked
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(rec.pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def _reap(pid: int) -> None:

@@ -319,10 +319,12 @@ class Supervisor:
         self.stop_children()
 
     def stop_children(self) -> None:
-        for c in sorted(reversed(self.children), key=lambda c: c.stop_last):
-            if c.rec is not None:
+        # Everyone at once, then the store: agents flush to it on exit.
+        for last in (False, True):
+            batch = [c for c in self.children if c.rec is not None and c.stop_last == last]
+            for c in batch:
                 self._unwatch(c)
-                procs.stop(c.rec)
+            procs.stop_all([c.rec for c in batch if c.rec is not None])
 
     def stop(self, *_: object) -> None:
         self.stopping.set()

@@ -25,18 +25,14 @@ def teardown(name: str) -> list[str]:
         if st.supervisor is not None:
             procs.stop(st.supervisor)  # the supervisor stops its children on SIGTERM
         st = LabState.load(name) or st  # re-read: the supervisor may have restarted children meanwhile
-        # The store goes last: agents flush to it on exit.
-        for role, rec in sorted(st.procs.items(), key=lambda kv: (supervisor.stop_rank(kv[0]), kv[0])):
-            if supervisor.stop_rank(role) == 0 and procs.alive(rec):
-                procs.stop(rec)
-                removed.append(f"process {role} (pid {rec.pid})")
-        for rec in pod_procs(st):
-            procs.stop(rec)
-        stores = [kv for kv in st.procs.items() if supervisor.stop_rank(kv[0]) > 0]
-        for role, rec in sorted([*stores, *st.services.items()]):
-            if procs.alive(rec):
-                procs.stop(rec)
-                removed.append(f"process {role} (pid {rec.pid})")
+        # The store goes last: agents flush to it on exit. Each batch stops at once (procs.stop_all).
+        roles = sorted(st.procs.items())
+        writers = [(r, rec) for r, rec in roles if supervisor.stop_rank(r) == 0 and procs.alive(rec)]
+        procs.stop_all([rec for _, rec in writers] + pod_procs(st))
+        stores = [(r, rec) for r, rec in [*roles, *sorted(st.services.items())]
+                  if (r in st.services or supervisor.stop_rank(r) > 0) and procs.alive(rec)]
+        procs.stop_all([rec for _, rec in stores])
+        removed += [f"process {role} (pid {rec.pid})" for role, rec in writers + stores]
     # Pod namespaces first, then nodes, the underlay last: a namespace's veth ends vanish with it.
     names = set(lab_namespaces(name)) | (_recorded_namespaces(st) if st is not None else set())
     for ns in sorted(names, key=lambda n: (teardown_rank(n), n)):

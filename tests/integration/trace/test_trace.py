@@ -274,12 +274,12 @@ def test_predicted_shares_match_3000_connections(lab):
 def test_generated_scenarios_agree(lab):
     """A seeded slice of the generated scenarios (benchmarks/trace.py runs 200+): a random world of Services
     and pods applied to this lab, random flows through it, each --verify'd. PODNET_TRACE_SCENARIOS sets how
-    many (default 12 per lab, to keep `make test` short)."""
+    many (default 6 per lab, to keep `make test` short)."""
     import os
 
     from .generator import run_world
 
-    n = int(os.environ.get("PODNET_TRACE_SCENARIOS", "12"))
+    n = int(os.environ.get("PODNET_TRACE_SCENARIOS", "6"))
     results = run_world(lab.name, lab.store, lab.node_ips(), 1301 if lab.mode == "iptables" else 1302, n)
     bad = [(" ".join(r.flow.args), r.flow.what, r.disagreements) for r in results if not r.agree]
     assert len(results) == n and not bad, bad

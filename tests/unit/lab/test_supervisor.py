@@ -130,3 +130,22 @@ def test_cluster_dns_runs_on_two_nodes_in_their_namespaces_at_their_addresses():
     assert argv[argv.index("--publish") + 1] == "kube-system/kube-dns"
     assert st.spec.cluster_dns == "10.96.0.10"  # the service CIDR's tenth address, as kubeadm
     assert topology.build("lab", 1, service_cidr="10.100.0.0/16").cluster_dns == "10.100.0.10"
+
+
+def test_stop_all_stops_every_process_and_kills_one_that_ignores_sigterm(tmp_path):
+    """One batch: a process that exits on SIGTERM and one that ignores it; both are gone afterwards, the
+    stubborn one by SIGKILL once the timeout has passed."""
+    import sys
+    import time
+
+    from podnet.lab import procs
+
+    polite = procs.spawn([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "a.log")
+    stubborn = procs.spawn([sys.executable, "-c",
+                            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                            "open(__import__('sys').argv[1], 'w').close(); time.sleep(60)",
+                            str(tmp_path / "ready")], tmp_path / "b.log")
+    while not (tmp_path / "ready").exists():  # its handler is set before it is asked to stop
+        time.sleep(0.01)
+    procs.stop_all([polite, stubborn], timeout=0.5)
+    assert not procs.alive(polite) and not procs.alive(stubborn)
