@@ -274,10 +274,11 @@ def run_command(
     import logging
     import signal
 
+    from podnet.proxy.backend import make_backend
     from podnet.proxy.config import load_proxy_config
     from podnet.proxy.healthcheck import serve_proxy_health
     from podnet.proxy.metrics import metrics_routes, serve, split_hostport
-    from podnet.proxy.proxier import Proxier, make_backend
+    from podnet.proxy.proxier import Proxier
     from podnet.proxy.restore import Runner
 
     logging.basicConfig(
@@ -296,7 +297,7 @@ def run_command(
     runner = Runner()
     backend = None
     try:
-        backend = make_backend(chosen, runner)
+        backend = make_backend(chosen, runner.netns)
     except ValueError as e:
         problems.append(Problem("--mode" if mode is not None else "mode", chosen, str(e).split(": ", 2)[-1]))
     addrs = {}

@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
-from typing import Protocol
 
 from podnet.api.defaults import IPV4
+from podnet.proxy.backend import Backend, make_backend
 from podnet.proxy.config import HostFacts, KubeProxyConfiguration, ProxierSettings, resolve_settings
 from podnet.proxy.conntrack import ConntrackCleaner, udp_service_ports
 from podnet.proxy.healthcheck import (
@@ -47,25 +47,7 @@ LARGE_CLUSTER_ENDPOINTS = 1000  # kube-proxy's largeClusterEndpointsThreshold (p
 
 
 # --------------------------------------------------------------------------------------------------------
-# Backends: how rules reach the kernel (iptables now; nftables plugs in the same way)
-
-
-class Backend(Protocol):
-    mode: str
-
-    @property
-    def needs_full(self) -> bool: ...
-
-    def full_sync(self, desired: DesiredState, settings: ProxierSettings) -> dict[str, int]:
-        """Rewrite everything; returns rules written per table. Raises on failure (kernel keeps old rules)."""
-        ...
-
-    def partial_sync(self, old: DesiredState, new: DesiredState, settings: ProxierSettings,
-                     large_cluster: bool) -> dict[str, int]:
-        """Move the given services from `old` (as last applied) to `new`. Raises on failure."""
-        ...
-
-    def rules_total(self) -> dict[str, int]: ...
+# The iptables backend (moves to proxy/iptables/)
 
 
 class IptablesBackend:
@@ -96,24 +78,13 @@ class IptablesBackend:
         gone = sorted(r_old.active_nat_chains - r_new.active_nat_chains)
         return self.restorer.sync_delta(r_old.text, r_new.text, gone).written
 
+    @staticmethod
+    def adjust_config(config: KubeProxyConfiguration) -> KubeProxyConfiguration:
+        return config
+
     def rules_total(self) -> dict[str, int]:
         applied = self.restorer.applied or {}
         return {t: sum(len(r) for r in chains.values()) for t, chains in applied.items()}
-
-
-def make_backend(mode: str, runner: Runner) -> Backend:
-    """The backend of a proxy mode ("" means iptables, as kube-proxy on Linux)."""
-    if mode in ("", "iptables"):
-        return IptablesBackend(Restorer(runner))
-    if mode == "nftables":
-        try:
-            from podnet.proxy.nft_backend import NftablesBackend  # type: ignore[import-not-found]
-        except ImportError:
-            raise ValueError("mode: 'nftables': the nftables backend is not available yet") from None
-        return NftablesBackend(runner)  # type: ignore[no-any-return]
-    raise ValueError(f"mode: {mode!r}: podnet supports iptables (and nftables)")
-
-
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -146,9 +117,7 @@ class Proxier:
         self.runner = runner or Runner()
         self.backend: Backend = backend or IptablesBackend(Restorer(self.runner))
         # nftables mode: a backend may change config defaults (NodePorts on the primary IP only).
-        adjust = getattr(self.backend, "adjust_config", None)
-        if adjust is not None:
-            self.config = adjust(self.config)
+        self.config = self.backend.adjust_config(self.config)
         self.metrics = metrics or ProxyMetrics()
         self.health = ProxyHealth(self.config.effective_sync_period)
         # healthCheckNodePort listeners; tests give a fake opener (nothing listens in the root namespace)

@@ -30,6 +30,10 @@ class FakeBackend:
     def needs_full(self) -> bool:
         return not self.synced_once
 
+    @staticmethod
+    def adjust_config(config: Any) -> Any:
+        return config
+
     def _maybe_fail(self, kind: str) -> None:
         if self.fail_next == kind:
             self.fail_next = None
