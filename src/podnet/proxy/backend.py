@@ -20,9 +20,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from podnet.errors import PodnetError
+
 if TYPE_CHECKING:
     from podnet.proxy.config import KubeProxyConfiguration, ProxierSettings
     from podnet.proxy.model import DesiredState
+
+
+class SyncError(PodnetError):
+    """A sync's kernel transaction failed; the kernel kept the rules it had.
+
+    `partial` tells a failed partial sync (the proxier follows it with a full one at once) from a failed
+    full sync (retried with backoff). Each mode raises its own subclass (RestoreError, NftError).
+    """
+
+    def __init__(self, message: str, *, partial: bool = False, stderr: str = "") -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.stderr = stderr
 
 
 class Backend(Protocol):

@@ -20,16 +20,13 @@ import subprocess
 import threading
 from dataclasses import dataclass
 
-from podnet.proxy.restore import RestoreError
+from podnet.proxy.backend import SyncError
 
 log = logging.getLogger(__name__)
 
 
-class NftError(RestoreError):
-    """nft rejected a transaction; the kernel still holds the previous ruleset.
-
-    A RestoreError, so the sync loop treats it like a failed iptables-restore (retry, fall back to full).
-    """
+class NftError(SyncError):
+    """nft rejected a transaction; the kernel still holds the previous ruleset (a SyncError: retried)."""
 
     def __init__(self, message: str, *, stderr: str = "", partial: bool = False) -> None:
         super().__init__(message, partial=partial, stderr=stderr)

@@ -18,7 +18,7 @@ import subprocess
 import time
 
 from podnet.api.defaults import IPV4
-from podnet.proxy.backend import Backend, make_backend
+from podnet.proxy.backend import Backend, SyncError, make_backend
 from podnet.proxy.config import HostFacts, KubeProxyConfiguration, ProxierSettings, resolve_settings
 from podnet.proxy.conntrack import ConntrackCleaner, udp_service_ports
 from podnet.proxy.healthcheck import (
@@ -33,7 +33,7 @@ from podnet.proxy.informers import PROXY_SELECTOR, TRIGGER_ANNOTATION, ProxyInfo
 from podnet.proxy.metrics import ProxyMetrics
 from podnet.proxy.model import DesiredState
 from podnet.proxy.nodeports import PortHolder, node_port_sockets
-from podnet.proxy.restore import RestoreError, Restorer, Runner
+from podnet.proxy.restore import Restorer, Runner
 from podnet.proxy.runner import BoundedFrequencyRunner, Clock
 from podnet.proxy.tracker import ChangeTracker
 from podnet.source.base import Source
@@ -211,7 +211,7 @@ class Proxier:
                     written = self.backend.partial_sync(t.state(old, ordered=False), t.state(new, ordered=False),
                                                         settings, large)
                 t.applied(dirty)
-        except (RestoreError, OSError, ValueError) as e:
+        except (SyncError, OSError, ValueError) as e:
             self._failed(e, full=full, dirty=dirty)
             return ""
         elapsed = time.monotonic() - start

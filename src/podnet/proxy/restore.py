@@ -37,6 +37,8 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from podnet.proxy.backend import SyncError
+
 log = logging.getLogger(__name__)
 
 Mode = Literal["nft", "legacy"]
@@ -104,13 +106,11 @@ JUMPS: tuple[Jump, ...] = (
 )
 
 
-class RestoreError(Exception):
+class RestoreError(SyncError):
     """iptables-restore failed. The kernel kept its previous rules for the failing table."""
 
     def __init__(self, message: str, *, partial: bool, stderr: str = "") -> None:
-        super().__init__(message)
-        self.partial = partial
-        self.stderr = stderr
+        super().__init__(message, partial=partial, stderr=stderr)
 
 
 # --------------------------------------------------------------------------------------------------------
