@@ -252,13 +252,14 @@ class Proxier:
     def _health_check_failed(self, nsn: str, port: int, err: OSError) -> None:
         """kube-proxy's FailedToStartServiceHealthcheck event on the Service (retried at the next sync)."""
         from podnet.api.service import Service
-        from podnet.controllers.events import record
+        from podnet.controllers.events import make_event
 
         ns, _, name = nsn.partition("/")
         svc = Service.model_validate({"metadata": {"name": name, "namespace": ns}})
-        record(self.store, svc, "FailedToStartServiceHealthcheck",  # type: ignore[attr-defined]
-               f"node {self.node_name} failed to start healthcheck \"{nsn}\" on port {port}: {err}",
-               type="Warning", component="kube-proxy", host=self.node_name)
+        ev = make_event(svc, "FailedToStartServiceHealthcheck",
+                        f"node {self.node_name} failed to start healthcheck \"{nsn}\" on port {port}: {err}",
+                        type="Warning", component="kube-proxy", host=self.node_name)
+        self.source.record_event(ev.to_dict())
 
     def _clean_conntrack(self) -> None:
         udp = udp_service_ports(self.tracker.ports.values())

@@ -15,8 +15,9 @@ Selectors are applied where the source can: by the API server for a Kubernetes s
 fieldSelector on list and watch), by the informer itself for the store. An object that stops matching
 reaches handlers as a delete in both.
 
-Writes (flannel's node annotations, nodes/status) are not part of an informer: `Source.patch_node_status`
-is the one write the daemons make.
+Writes are not part of an informer. The daemons make two: `Source.patch_node_status` (flannel's node
+annotations, nodes/status) and `Source.record_event` (kube-proxy's Events, such as a healthCheckNodePort
+that could not be opened).
 """
 
 from __future__ import annotations
@@ -90,6 +91,11 @@ class Source(Protocol):
     def patch_node_status(self, node: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A strategic-merge patch of nodes/NODE/status (metadata.annotations, status.conditions); the
         node as written. Raises SourceError."""
+        ...
+
+    def record_event(self, event: dict[str, Any]) -> None:
+        """Create a core/v1 Event (a Kubernetes-shaped dict, controllers/events.make_event's). Never raises:
+        an event that cannot be written is logged, as client-go's recorder drops it."""
         ...
 
     def close(self) -> None: ...

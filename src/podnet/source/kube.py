@@ -170,6 +170,15 @@ class KubeSource:
             raise SourceError(f"patch nodes/{node}/status: {type(e).__name__}: {e}") from e
         return _doc(out)
 
+    def record_event(self, event: dict[str, Any]) -> None:
+        from lightkube.resources.core_v1 import Event as KubeEvent
+
+        meta = event.get("metadata") or {}
+        try:
+            self.client().create(KubeEvent.from_dict(event), namespace=meta.get("namespace") or "default")
+        except Exception as e:  # noqa: BLE001 - an event lost is no reason to fail the work it describes
+            log.warning("could not record event %s on %s: %s", event.get("reason"), self.server, e)
+
     def close(self) -> None:
         with self._lock:
             old, self._client = self._client, None

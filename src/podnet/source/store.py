@@ -8,6 +8,7 @@ here (the store has no server-side selectors): an object outside the selector is
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, TypeVar
 
 from podnet.errors import NotFound, PodnetError
@@ -16,6 +17,8 @@ from podnet.store import ConflictError, Store, keys
 from podnet.store.informer import Informer, NotSelected
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class StoreSource:
@@ -60,6 +63,14 @@ class StoreSource:
             except ConflictError:
                 continue
         raise PodnetError(f"node {node!r}: it kept changing while its status was patched")
+
+    def record_event(self, event: dict[str, Any]) -> None:
+        meta = event.get("metadata") or {}
+        key = keys.resource("Event", meta.get("namespace") or "default", str(meta.get("name", "")))
+        try:
+            self.store.put(key, json.dumps(event, separators=(",", ":")).encode(), if_absent=True)
+        except Exception as e:  # noqa: BLE001 - an event lost is no reason to fail the work it describes
+            log.warning("could not record event %s: %s", event.get("reason"), e)
 
     def close(self) -> None:
         self.store.close()

@@ -235,3 +235,30 @@ def test_health_check_node_ports_follow_services_and_their_local_endpoints() -> 
     p.informers.on_service("delete", ("/k/services/ns/lb", parse_service(lb)), None)
     assert sync(p)
     assert op.open == {}
+
+
+def test_a_health_check_port_in_use_records_one_warning_event_and_the_sync_still_succeeds(tmp_path: Any) -> None:
+    """kube-proxy's FailedToStartServiceHealthcheck: the port is taken, the sync goes on, one Event says why."""
+    import json
+
+    from podnet.store import keys, open_store
+    from tests.unit.proxy.test_healthcheck import FakeOpener
+
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    op = FakeOpener()
+    op.refuse.add(("0.0.0.0", 30500))  # something else holds the port
+    p = Proxier(store, node_name="n1", config=KubeProxyConfiguration(), backend=FakeBackend(),
+                port_holder=NoPorts(), conntrack=NoConntrack(),  # type: ignore[arg-type]
+                facts=HostFacts(nodeName="n1", nodeIPs=["192.168.0.2"]), health_listener=op, clock=FakeClock())
+    lb = {"kind": "Service", "metadata": {"name": "lb", "namespace": "ns"},
+          "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "healthCheckNodePort": 30500,
+                   "clusterIP": "10.96.0.9", "ports": [{"name": "p", "port": 80, "nodePort": 30080}]}}
+    p.informers.on_service("add", None, ("/k/services/ns/lb", parse_service(lb)))
+    assert sync(p)
+    assert p.sync(full=True)  # a second sync with the port still taken must not repeat the event
+    events = [json.loads(kv.value) for kv in store.list(keys.kind_prefix("Event")).items]
+    store.close()
+    assert [(e["reason"], e["type"], e["involvedObject"]["name"], e["involvedObject"]["namespace"])
+            for e in events] == [("FailedToStartServiceHealthcheck", "Warning", "lb", "ns")]
+    assert 'failed to start healthcheck "ns/lb" on port 30500' in events[0]["message"]
+    assert events[0]["source"] == {"component": "kube-proxy", "host": "n1"}
