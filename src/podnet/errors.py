@@ -11,7 +11,7 @@ class PodnetError(Exception):
 
     The one root: every module raises a subclass of this (CommandError in net/exec.py, ...). The CNI
     plugins' CniError (cni/spec.py) stands apart on purpose: it is the CNI spec's error object (code, msg,
-    details, printed as JSON on stdout and mapped to the exit code by cni/main.py), not a podnet failure.
+    details, printed as JSON on stdout and mapped to the exit code by cni/skel.py), not a podnet failure.
     """
 
     exit_code = 1

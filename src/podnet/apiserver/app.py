@@ -580,6 +580,8 @@ class Server:
             try:
                 await _blocking(delete_objects, self.s.store, refs, ignore_not_found=True, config=self.s.config,
                                 dry_run=dry)
+            except StoreError:
+                raise  # the middleware answers 503
             except PodnetError as e:
                 raise ApiError(500, str(e)) from None
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})

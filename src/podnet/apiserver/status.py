@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from podnet.errors import AllocationError, AlreadyExists, Conflict, NotFound, PodnetError, ValidationError
-from podnet.store.base import ValueTooLarge
+from podnet.store.base import StoreError, ValueTooLarge
 
 REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
            406: "NotAcceptable", 409: "Conflict", 410: "Expired", 413: "RequestEntityTooLarge",
            415: "UnsupportedMediaType", 422: "Invalid", 500: "InternalError", 503: "ServiceUnavailable"}
 
 
-class ApiError(Exception):
+class ApiError(PodnetError):
     """An error to answer with a Status object."""
 
     def __init__(self, code: int, message: str, *, reason: str | None = None,
@@ -56,6 +56,8 @@ def from_podnet(err: PodnetError, *, kind: str, plural: str, name: str, group: s
         return ApiError(404, str(err), details=details)
     if isinstance(err, ValueTooLarge):
         return ApiError(413, f'{kind} "{name}": {err}', details=details)
+    if isinstance(err, StoreError):  # not the request's fault: what the middleware answers for any store error
+        return ApiError(503, f"the store is unavailable: {err}")
     if isinstance(err, AllocationError):
         causes = [{"reason": "FieldValueInvalid", "message": str(err), "field": "spec"}]
         return ApiError(422, f'{kind} "{name}" is invalid: {err}', details={**details, "causes": causes})

@@ -60,8 +60,9 @@ app.add_typer(dns.app, name="dns")
 
 
 def main() -> None:
-    from podnet.errors import PodnetError
+    from podnet.errors import PodnetError, ValidationError
     from podnet.store import StoreError, StoreUnavailable
+    from podnet.store.base import ValueTooLarge
 
     try:
         # Without standalone mode click returns (instead of raising) the code of a typer.Exit.
@@ -72,12 +73,13 @@ def main() -> None:
         print(f"error: store unreachable: {e}", file=sys.stderr)
         sys.exit(2)
     except PodnetError as e:
+        if isinstance(e, StoreError) and not isinstance(e, ValidationError | ValueTooLarge):
+            # a bad store URL or option, refused credentials: the user's input
+            print(f"error: store: {e}", file=sys.stderr)
+            sys.exit(1)
         for line in str(e).splitlines() or [type(e).__name__]:
             print(f"error: {line}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except StoreError as e:  # a bad store URL or option, refused credentials: the user's input
-        print(f"error: store: {e}", file=sys.stderr)
-        sys.exit(1)
     except Exception as e:
         # Usage errors, Exit and Abort come from the click that typer uses (its own vendored copy in recent
         # releases, the click package in older ones), so they are recognised by shape, not by class.

@@ -41,7 +41,11 @@ MAX_IFNAME = 15
 
 
 class CniError(Exception):
-    """A CNI error result. main.py prints it as the spec's error JSON on stdout and exits 1."""
+    """A CNI error result. skel.py prints it as the spec's error JSON on stdout and exits 1.
+
+    Not a PodnetError, on purpose: it is a value of the CNI protocol (code, msg, details) that a runtime
+    reads, not a failure of podnet's; plugin code turns podnet's own errors into one (spec.internal) at the
+    edge, and nothing outside cni/ raises or catches it."""
 
     def __init__(self, code: int, msg: str, details: str = "") -> None:
         super().__init__(msg)

@@ -38,6 +38,7 @@ import dns.rdtypes.IN.SRV
 import dns.rrset
 
 from podnet.dns.records import NO_PORT, Address, View
+from podnet.errors import PodnetError
 
 IN = dns.rdataclass.IN
 T = dns.rdatatype
@@ -86,7 +87,7 @@ class Reply:
     truncated: bool = False
 
 
-class NameError_(Exception):
+class NameError_(PodnetError):
     """errNoItems / errNsNotExposed / errInvalidRequest: the plugin's IsNameError (NXDOMAIN)."""
 
 

@@ -13,6 +13,8 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from podnet.errors import PodnetError
+
 CLONE_NEWNET = 0x40000000
 NSFS_MAGIC = 0x6E736673
 PROC_SUPER_MAGIC = 0x9FA0
@@ -20,7 +22,7 @@ PROC_SUPER_MAGIC = 0x9FA0
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-class NetnsOpenError(Exception):
+class NetnsOpenError(PodnetError):
     """CNI_NETNS does not name a network namespace. str() is the reason, as the reference words it."""
 
 

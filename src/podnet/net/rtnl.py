@@ -16,6 +16,8 @@ import errno
 import os
 import struct
 
+from podnet.errors import PodnetError
+
 NETLINK_ROUTE = 0
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
@@ -51,8 +53,9 @@ _IFADDRMSG = struct.Struct("=BBBBi")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 
 
-class NetlinkError(OSError):
-    """A kernel NACK; errno tells which (ENODEV: no such link, EEXIST: already there)."""
+class NetlinkError(PodnetError, OSError):
+    """A kernel NACK; errno tells which (ENODEV: no such link, EEXIST: already there). Still an OSError,
+    as the kernel's errors are."""
 
 
 def _attr(kind: int, data: bytes) -> bytes:

@@ -86,7 +86,7 @@ def own_annotations(ann: Annotations, lease: Lease) -> dict[str, str]:
     }
 
 
-class NodeLeaseError(ValueError):
+class NodeLeaseError(PodnetError, ValueError):
     """A node whose flannel annotations or podCIDR cannot be used (logged with its name, skipped)."""
 
 

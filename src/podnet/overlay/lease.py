@@ -16,10 +16,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from podnet.errors import PodnetError
+
 BackendData = dict[str, Any] | None
 
 
-class LeaseDecodeError(ValueError):
+class LeaseDecodeError(PodnetError, ValueError):
     """A lease value that is not flannel's LeaseAttrs JSON (logged and skipped by readers, as flannel does)."""
 
 

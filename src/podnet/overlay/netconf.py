@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from podnet.errors import Problem, ValidationError
+from podnet.errors import PodnetError, Problem, ValidationError
 
 SUPPORTED_BACKENDS = ("vxlan", "host-gw", "udp")
 # Backends flannel has that podnet does not implement: refused with a clearer message than "unknown".
@@ -359,7 +359,7 @@ def _check_v6(
     return network, subnet_len, values["IPv6SubnetMin"] or lo, values["IPv6SubnetMax"] or hi
 
 
-class ConfigNotFound(Exception):
+class ConfigNotFound(PodnetError):
     """No network config in the store yet (flanneld waits and retries)."""
 
 

@@ -16,12 +16,14 @@ from typing import Literal, Protocol, runtime_checkable
 from podnet.errors import PodnetError
 
 
-class StoreError(Exception):
+class StoreError(PodnetError):
     """Base of every store error."""
 
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached (file not openable, etcd cluster down). CLI exit code 2."""
+
+    exit_code = 2
 
 
 # etcd refuses a request over --max-request-bytes, 1.5 MiB by default, counted on the whole encoded

@@ -57,6 +57,13 @@ from podnet.store.base import (
 
 log = logging.getLogger(__name__)
 
+# Held by the background threads (checkpointer, lease sweeper) while they are inside SQLite, and taken by
+# os.fork(): a child must not inherit a SQLite mutex another thread held mid-call, or its first store call
+# would wait forever. A fork waits at most one checkpoint or sweep.
+_BACKGROUND = threading.Lock()
+os.register_at_fork(before=_BACKGROUND.acquire, after_in_parent=_BACKGROUND.release,
+                    after_in_child=_BACKGROUND.release)
+
 SWEEP_INTERVAL = 0.25  # expired leases vanish within this of their expiry while a sweeper runs
 CHECKPOINT_INTERVAL = 0.02  # at most one background checkpoint per this; a burst of writes shares one
 WRITER_AUTOCHECKPOINT = 10_000  # pages (40 MiB): the writer's own checkpoint, a backstop only
@@ -192,9 +199,10 @@ def _checkpoint_loop(path: str, dirty: threading.Event, stop: threading.Event) -
                 return
             dirty.clear()
             try:
-                if conn is None:
-                    conn = _connect(path)
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # all rows: ends the statement
+                with _BACKGROUND:
+                    if conn is None:
+                        conn = _connect(path)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # all rows: ends the statement
             except (sqlite3.Error, StoreError) as exc:  # the writer's auto-checkpoint is the backstop
                 log.debug("background checkpoint of %s failed: %s", path, exc)
             if stop.wait(CHECKPOINT_INTERVAL):
@@ -387,7 +395,8 @@ class SqliteStore:
     def _sweep_loop(self) -> None:
         while not self._stop.wait(SWEEP_INTERVAL):
             try:
-                self._sweep_if_needed()
+                with _BACKGROUND:
+                    self._sweep_if_needed()
             except StoreError as exc:  # keep sweeping; a locked file now is fine next time
                 log.warning("lease sweep failed: %s", exc)
 

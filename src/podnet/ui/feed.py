@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from podnet.errors import PodnetError
 from podnet.lab import apiserver as lab_apiserver
 from podnet.lab.state import LabState
 from podnet.ui.errors import UiError
@@ -60,7 +61,7 @@ def object_key(obj: Mapping[str, Any]) -> str:
     return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
 
 
-class WatchGone(Exception):
+class WatchGone(PodnetError):
     """The server no longer has the history the watch asked for (410): list again."""
 
 

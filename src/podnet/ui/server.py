@@ -209,6 +209,7 @@ class UiServer:
             return web.json_response({"error": "; ".join(problems)}, status=400)
         verify = bool(body.get("verify"))
         from podnet.errors import PodnetError
+        from podnet.store import StoreError
         from podnet.trace.errors import TraceError
 
         loop = asyncio.get_running_loop()
@@ -219,9 +220,9 @@ class UiServer:
                     doc = await tracing.run_verified(self.st.spec.name, src, dst, proto, port)
                 else:
                     doc = await loop.run_in_executor(None, tracing.run, self.st.spec.name, src, dst, proto, port)
-            except (TraceError, PodnetError) as e:
-                return web.json_response({"error": str(e)}, status=400)
             except Exception as e:  # the page says what broke instead of an HTML 500
+                if isinstance(e, TraceError | PodnetError) and not isinstance(e, StoreError):
+                    return web.json_response({"error": str(e)}, status=400)  # the request's fault
                 log.exception("trace %s -> %s", src, dst)
                 return web.json_response({"error": f"{type(e).__name__}: {e}"}, status=500)
         return web.json_response({"trace": doc, "overlay": layout.trace_overlay(self.scene, doc, 0),
