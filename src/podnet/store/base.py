@@ -33,7 +33,7 @@ MAX_REQUEST_BYTES = 1536 * 1024
 MAX_VALUE_BYTES = MAX_REQUEST_BYTES - 1024
 
 
-class ValueTooLarge(StoreError, PodnetError):
+class ValueTooLarge(StoreError):
     """A value over MAX_VALUE_BYTES: refused before anything of the write is done (CLI exit code 1)."""
 
     def __init__(self, key: str, size: int) -> None:
