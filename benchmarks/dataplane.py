@@ -124,8 +124,8 @@ class Bed:
 
             IptablesBackend(Restorer(Runner(netns=router))).full_sync(state, SETTINGS)
         else:
-            from podnet.proxy.nft import Nft
-            from podnet.proxy.nft_backend import NftablesBackend
+            from podnet.proxy.nftables.backend import NftablesBackend
+            from podnet.proxy.nftables.nft import Nft
 
             NftablesBackend(nft=Nft(router)).full_sync(state, SETTINGS)
         return time.monotonic() - t

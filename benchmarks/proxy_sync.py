@@ -9,8 +9,8 @@ kube-proxy's way, the baseline, in namespace pn-px-bench-kp: the same full resto
 `iptables-restore -w --noflush`, as kube-proxy runs it, with a time limit (reported as ">limit" when hit).
 Both namespaces hold a foreign chain (as Docker's) that must survive every sync; the script checks it.
 
-nftables rows (--modes nftables): podnet's layout (proxy/nftables.py through the nftables backend) against
-kube-proxy's own nftables layout (proxy/nftables_kp.py, `--layout kube-proxy`) for the same state, each in a
+nftables rows (--modes nftables): podnet's layout (proxy/nftables/layout.py through the nftables backend) against
+kube-proxy's own nftables layout (proxy/nftables/kubeproxy.py, `--layout kube-proxy`) for the same state, each in a
 fresh namespace (pn-nft-bench, pn-nft-bench-kp) next to a foreign table that must survive. Each side runs in
 a worker process inside its namespace, so both load through one persistent libnftables context:
   full      render + load of the whole table into an empty namespace;  re-sync  the periodic full sync
@@ -225,10 +225,10 @@ def nft_worker(layout: str, n: int) -> int:
     """Runs inside the benchmark namespace (libnftables acts in the caller's namespace); prints JSON."""
     import json
 
-    from podnet.proxy.nft import Nft
-    from podnet.proxy.nft_backend import NftablesBackend
-    from podnet.proxy.nftables import render as render_nft
-    from podnet.proxy.nftables_kp import render_kp, render_kp_delta
+    from podnet.proxy.nftables.backend import NftablesBackend
+    from podnet.proxy.nftables.kubeproxy import render_kp, render_kp_delta
+    from podnet.proxy.nftables.layout import render as render_nft
+    from podnet.proxy.nftables.nft import Nft
 
     nft = Nft()
     state = make_state(n)

@@ -219,18 +219,18 @@ def render_command(
         )
         node_name = effective_node_name(cfg, facts.node_name)
         if mode == "nftables":
-            from podnet.proxy.nft_backend import NftablesBackend
+            from podnet.proxy.nftables.backend import NftablesBackend
 
             cfg = NftablesBackend.adjust_config(cfg or load_proxy_config(None))
         desired = desired_state_from_objects(objs, node_name, ip_family=family)
         settings = resolve_settings(cfg, facts, ip_family=family, node_pod_cidrs=desired.node_pod_cidrs)
     if mode == "nftables":
         if layout == "kube-proxy":
-            from podnet.proxy.nftables_kp import render_kp
+            from podnet.proxy.nftables.kubeproxy import render_kp
 
             text = render_kp(desired, settings, service_cidrs=service_cidrs)
         else:
-            from podnet.proxy.nftables import render as render_nft
+            from podnet.proxy.nftables.layout import render as render_nft
 
             text = render_nft(desired, settings, service_cidrs=service_cidrs).text
         typer.echo(text, nl=False)

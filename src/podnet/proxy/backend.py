@@ -84,8 +84,8 @@ def make_backend(mode: str, netns: str | None = None) -> Backend:
 
         return IptablesBackend(Restorer(Runner(netns=netns)))
     if mode == "nftables":
-        from podnet.proxy.nft import Nft
-        from podnet.proxy.nft_backend import NftablesBackend
+        from podnet.proxy.nftables.backend import NftablesBackend
+        from podnet.proxy.nftables.nft import Nft
 
         return NftablesBackend(nft=Nft(netns))
     raise ValueError(f"mode: {mode!r}: podnet supports {' and '.join(MODES)}")

@@ -15,7 +15,7 @@ import yaml
 
 from podnet.proxy.config import HostFacts, KubeProxyConfiguration, settings_from_proxier_block
 from podnet.proxy.iptables import render
-from podnet.proxy.nftables import render as render_nft
+from podnet.proxy.nftables.layout import render as render_nft
 from podnet.proxy.proxier import Proxier
 from podnet.proxy.state import DesiredState, desired_state_from_objects
 from podnet.source.kube import KubeSource

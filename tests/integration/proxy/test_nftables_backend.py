@@ -4,7 +4,7 @@
                                                                   -- ep2 10.244.5.3 (labelled remote, n2)
 ep2 sits on the node's bridge but its EndpointSlice says another node, so it stands in for a remote pod: it
 is never used as a client (a remote pod's traffic would not pass this node's rules).
-The backend (proxy/nft_backend.py) is driven directly with desired states and loads through `nft -f` inside
+The backend (proxy/nftables/backend.py) is driven directly with desired states and loads through `nft -f` inside
 the node namespace (ip netns exec); the daemon scenarios (test_proxy_run.py) cover the libnftables path.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from podnet.proxy.config import LocalDetector, ProxierSettings
-from podnet.proxy.nft import Nft, NftError
-from podnet.proxy.nft_backend import NftablesBackend
+from podnet.proxy.nftables.backend import NftablesBackend
+from podnet.proxy.nftables.nft import Nft, NftError
 from podnet.proxy.state import IPV6, DesiredState, Endpoint, ServicePort, ServicePortName
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""podnet's nftables layout (proxy/nftables.py): golden scripts, stable slots, element-only deltas.
+"""podnet's nftables layout (proxy/nftables/layout.py, ledger.py): golden scripts, stable slots, element-only deltas.
 
 Golden files (golden_nftables/*.nft) are podnet's own: the full script for every iptables golden input of
 this folder plus kube-proxy's TestOverallNFTablesRules input. Regenerate after a deliberate layout change
@@ -23,16 +23,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from podnet.proxy.config import LocalDetector, ProxierSettings
-from podnet.proxy.nftables import (
+from podnet.proxy.nftables.layout import (
     SHORTCUT_OFFSET,
     Layout,
-    Ledger,
     assign_slots,
     render,
-    render_delta,
     shared_chain_rules,
     stale_removal,
 )
+from podnet.proxy.nftables.ledger import Ledger, render_delta
 from podnet.proxy.state import DesiredState, Endpoint, ServicePort, ServicePortName
 from tests.unit.proxy.proxy_golden_support import GOLDEN_DIR, SHARED_GOLDEN, case_state, load_case
 

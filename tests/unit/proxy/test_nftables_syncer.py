@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from podnet.cli.main import app
 from podnet.proxy.config import KubeProxyConfiguration, LocalDetector, ProxierSettings
-from podnet.proxy.nft import NftError, TableObjects
-from podnet.proxy.nft_backend import NftablesBackend
+from podnet.proxy.nftables.backend import NftablesBackend
+from podnet.proxy.nftables.nft import NftError, TableObjects
 from podnet.proxy.state import DesiredState, Endpoint, ServicePort, ServicePortName
 from tests.unit.proxy.proxy_golden_support import SHARED_GOLDEN
 

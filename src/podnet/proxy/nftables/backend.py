@@ -1,4 +1,5 @@
-"""The nftables mode of the sync loop: podnet's layout (proxy/nftables.py) loaded by proxy/nft.py.
+"""The nftables mode's backend (the contract in proxy/backend.py): podnet's layout (layout.py, ledger.py)
+loaded by nft.py.
 
 Full syncs (start, every syncPeriod, after a failure) load the whole table in one transaction that flushes
 and refills every chain and element container of `podnet` and removes chains and affinity sets the kernel
@@ -14,10 +15,10 @@ import logging
 from collections.abc import Iterable
 
 from podnet.proxy.config import KubeProxyConfiguration, ProxierSettings
-from podnet.proxy.nft import Nft, NftError
-from podnet.proxy.nftables import TABLE, Layout, Ledger, render, render_delta, stale_removal
-from podnet.proxy.restore import Runner
-from podnet.proxy.state import DesiredState, ServicePort, ServicePortName
+from podnet.proxy.model import DesiredState, ServicePort, ServicePortName
+from podnet.proxy.nftables.layout import TABLE, Layout, render, stale_removal
+from podnet.proxy.nftables.ledger import Ledger, render_delta
+from podnet.proxy.nftables.nft import Nft, NftError
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,9 @@ log = logging.getLogger(__name__)
 class NftablesBackend:
     mode = "nftables"
 
-    def __init__(self, runner: Runner | None = None, *, nft: Nft | None = None,
+    def __init__(self, netns: str | None = None, *, nft: Nft | None = None,
                  service_cidrs: Iterable[str] = ()) -> None:
-        self.nft = nft or Nft(runner.netns if runner is not None else None)
+        self.nft = nft or Nft(netns)
         self.service_cidrs = tuple(service_cidrs)
         self.ledger: Ledger | None = None
         self._counts: dict[str, int] = {}

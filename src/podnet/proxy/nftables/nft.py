@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import threading
 from dataclasses import dataclass
 
+from podnet.net import exec as nexec
 from podnet.proxy.backend import SyncError
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,13 @@ class Nft:
     def uses_binding(self) -> bool:
         return self._ctx is not None
 
-    def _argv(self, *args: str) -> list[str]:
-        argv = ["nft", *args]
-        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv
+    def _cli(self, *args: str, script: str | None = None) -> tuple[int, str, str]:
+        """`nft ARGS` in this object's namespace (net/exec.py builds the command line)."""
+        try:
+            p = nexec.run(["nft", *args], netns=self.netns, input=script, timeout=self.timeout, check=False)
+        except nexec.CommandError as e:  # not started, or timed out
+            raise NftError(str(e)) from None
+        return p.returncode, p.stdout, p.stderr
 
     def run(self, script: str) -> None:
         """Apply a script as one transaction. Raises NftError (kernel unchanged) when nft refuses it."""
@@ -90,12 +94,7 @@ class Nft:
             if self._ctx is not None:
                 rc, _out, err = self._ctx.cmd(script)
             else:
-                try:
-                    p = subprocess.run(self._argv("-f", "-"), input=script, capture_output=True, text=True,
-                                       timeout=self.timeout, check=False)
-                except subprocess.TimeoutExpired:
-                    raise NftError(f"nft -f did not finish within {self.timeout:.0f}s") from None
-                rc, err = p.returncode, p.stderr
+                rc, _out, err = self._cli("-f", "-", script=script)
         if rc != 0:
             raise NftError(f"nft transaction failed: {_first_error(err)}", stderr=err)
 
@@ -121,9 +120,7 @@ class Nft:
             if self._json_ctx is not None:
                 rc, out, err = self._json_ctx.cmd(command)
             else:
-                p = subprocess.run(self._argv("-j", "-t", *command.split()), capture_output=True, text=True,
-                                   timeout=self.timeout, check=False)
-                rc, out, err = p.returncode, p.stdout, p.stderr
+                rc, out, err = self._cli("-j", "-t", *command.split())
         if rc != 0:
             raise NftError(f"nft {command} failed: {_first_error(err)}", stderr=err)
         if not out.strip():
