@@ -54,6 +54,10 @@ class Capture:
     def rules_total(self) -> dict[str, int]:
         return {}
 
+    @staticmethod
+    def adjust_config(config: Any) -> Any:
+        return config
+
 
 class Nothing:
     def sync(self, wanted: Any) -> dict[str, Any]:
