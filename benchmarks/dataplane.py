@@ -27,7 +27,7 @@ import time
 
 from podnet.net import netns
 from podnet.proxy.config import LocalDetector, ProxierSettings
-from podnet.proxy.state import DesiredState, Endpoint, ServicePort, ServicePortName
+from podnet.proxy.model import DesiredState, Endpoint, ServicePort, ServicePortName
 
 ENDPOINTS = 10
 SETTINGS = ProxierSettings(node_name="bench", node_ip="10.0.1.1", node_ips=("10.0.1.1",),
@@ -119,8 +119,8 @@ class Bed:
         router = self.routers[size]
         t = time.monotonic()
         if mode == "iptables":
-            from podnet.proxy.proxier import IptablesBackend
-            from podnet.proxy.restore import Restorer, Runner
+            from podnet.proxy.iptables.backend import IptablesBackend
+            from podnet.proxy.iptables.restore import Restorer, Runner
 
             IptablesBackend(Restorer(Runner(netns=router))).full_sync(state, SETTINGS)
         else:

@@ -27,7 +27,7 @@ from podnet.controllers.apply import apply_objects
 from podnet.lab import cluster, topology
 from podnet.lab.state import lab_dir
 from podnet.net import netns
-from podnet.proxy.iptables import endpoint_chain_name
+from podnet.proxy.iptables.names import endpoint_chain_name
 from podnet.store import open_store
 
 PODNET = str(Path(sys.executable).with_name("podnet"))

@@ -36,10 +36,10 @@ from dataclasses import replace
 
 from podnet.net import netns
 from podnet.proxy.config import LocalDetector, ProxierSettings
-from podnet.proxy.iptables import render
-from podnet.proxy.proxier import IptablesBackend
-from podnet.proxy.restore import Restorer, Runner
-from podnet.proxy.state import DesiredState, Endpoint, ServicePort, ServicePortName
+from podnet.proxy.iptables.backend import IptablesBackend
+from podnet.proxy.iptables.render import render
+from podnet.proxy.iptables.restore import Restorer, Runner
+from podnet.proxy.model import DesiredState, Endpoint, ServicePort, ServicePortName
 
 NS = "pn-px-bench"
 NS_KP = "pn-px-bench-kp"

@@ -25,7 +25,8 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit" / "ui"))
 from ui_fixtures import endpoint, facts, node, pod, service, slice_  # noqa: E402
 
-from podnet.proxy.state import build_desired_state, parse_endpoint_slice, parse_service  # noqa: E402
+from podnet.api.decode import decode_endpoint_slice as parse_endpoint_slice  # noqa: E402
+from podnet.proxy.tracker import build_desired_state, parse_service  # noqa: E402
 from podnet.ui import layout, model, svg  # noqa: E402
 
 SIZES = ((3, 10, 3), (20, 200, 50), (50, 1000, 200))  # nodes, pods, Services

@@ -172,7 +172,7 @@ def render_command(
         resolve_settings,
         settings_from_proxier_block,
     )
-    from podnet.proxy.iptables import render
+    from podnet.proxy.iptables.render import render
     from podnet.proxy.tracker import desired_state_from_objects
 
     problems: list[Problem] = []
@@ -277,9 +277,9 @@ def run_command(
     from podnet.proxy.backend import make_backend
     from podnet.proxy.config import load_proxy_config
     from podnet.proxy.healthcheck import serve_proxy_health
+    from podnet.proxy.iptables.restore import Runner
     from podnet.proxy.metrics import metrics_routes, serve, split_hostport
     from podnet.proxy.proxier import Proxier
-    from podnet.proxy.restore import Runner
 
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),

@@ -79,8 +79,8 @@ MODES = ("iptables", "nftables")
 def make_backend(mode: str, netns: str | None = None) -> Backend:
     """The backend of a proxy mode ("" means iptables, as kube-proxy on Linux), acting in `netns`."""
     if mode in ("", "iptables"):
-        from podnet.proxy.proxier import IptablesBackend
-        from podnet.proxy.restore import Restorer, Runner
+        from podnet.proxy.iptables.backend import IptablesBackend
+        from podnet.proxy.iptables.restore import Restorer, Runner
 
         return IptablesBackend(Restorer(Runner(netns=netns)))
     if mode == "nftables":

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from podnet.proxy.restore import Runner
+from podnet.proxy.iptables.restore import Runner
 
 log = logging.getLogger(__name__)
 

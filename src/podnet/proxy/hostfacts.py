@@ -10,7 +10,7 @@ import subprocess
 
 from podnet.net import nfacct
 from podnet.proxy.config import HostFacts
-from podnet.proxy.restore import Runner
+from podnet.proxy.iptables.restore import Runner
 
 NFACCT_COUNTERS = ("ct_state_invalid_dropped_pkts", "localhost_nps_accepted_pkts")
 

@@ -18,7 +18,7 @@ import subprocess
 import time
 
 from podnet.api.defaults import IPV4
-from podnet.proxy.backend import Backend, SyncError, make_backend
+from podnet.proxy.backend import Backend, SyncError
 from podnet.proxy.config import HostFacts, KubeProxyConfiguration, ProxierSettings, resolve_settings
 from podnet.proxy.conntrack import ConntrackCleaner, udp_service_ports
 from podnet.proxy.healthcheck import (
@@ -30,61 +30,20 @@ from podnet.proxy.healthcheck import (
 )
 from podnet.proxy.hostfacts import detect
 from podnet.proxy.informers import PROXY_SELECTOR, TRIGGER_ANNOTATION, ProxyInformers
+from podnet.proxy.iptables.backend import IptablesBackend
+from podnet.proxy.iptables.restore import Restorer, Runner
 from podnet.proxy.metrics import ProxyMetrics
-from podnet.proxy.model import DesiredState
 from podnet.proxy.nodeports import PortHolder, node_port_sockets
-from podnet.proxy.restore import Restorer, Runner
 from podnet.proxy.runner import BoundedFrequencyRunner, Clock
 from podnet.proxy.tracker import ChangeTracker
 from podnet.source.base import Source
 from podnet.store import Store
 
-__all__ = ["PROXY_SELECTOR", "TRIGGER_ANNOTATION", "Backend", "IptablesBackend", "Proxier", "make_backend"]
+__all__ = ["PROXY_SELECTOR", "TRIGGER_ANNOTATION", "Proxier"]
 
 log = logging.getLogger(__name__)
 
 LARGE_CLUSTER_ENDPOINTS = 1000  # kube-proxy's largeClusterEndpointsThreshold (per-endpoint comments dropped)
-
-
-# --------------------------------------------------------------------------------------------------------
-# The iptables backend (moves to proxy/iptables/)
-
-
-class IptablesBackend:
-    """kube-proxy's rules (proxy/iptables.py) loaded by proxy/restore.py."""
-
-    mode = "iptables"
-
-    def __init__(self, restorer: Restorer | None = None) -> None:
-        self.restorer = restorer or Restorer()
-
-    @property
-    def needs_full(self) -> bool:
-        return self.restorer.needs_full
-
-    def full_sync(self, desired: DesiredState, settings: ProxierSettings) -> dict[str, int]:
-        from podnet.proxy.iptables import render
-
-        # Stale chains are found in the kernel by the restorer (it survives restarts), not from memory.
-        text = render(desired, settings, full=True, cleanup_stale=False).text
-        return self.restorer.sync(text, full=True).written
-
-    def partial_sync(self, old: DesiredState, new: DesiredState, settings: ProxierSettings,
-                     large_cluster: bool) -> dict[str, int]:
-        from podnet.proxy.iptables import render
-
-        r_old = render(old, settings, full=True, cleanup_stale=False, large_cluster=large_cluster)
-        r_new = render(new, settings, full=True, cleanup_stale=False, large_cluster=large_cluster)
-        gone = sorted(r_old.active_nat_chains - r_new.active_nat_chains)
-        return self.restorer.sync_delta(r_old.text, r_new.text, gone).written
-
-    @staticmethod
-    def adjust_config(config: KubeProxyConfiguration) -> KubeProxyConfiguration:
-        return config
-
-    def rules_total(self) -> dict[str, int]:
-        applied = self.restorer.applied or {}
-        return {t: sum(len(r) for r in chains.values()) for t, chains in applied.items()}
 
 
 # --------------------------------------------------------------------------------------------------------

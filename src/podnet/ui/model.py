@@ -17,7 +17,7 @@ from typing import Any
 from podnet.api.decode import DecodedSlice as ParsedSlice
 from podnet.api.decode import decode_endpoint_slice as parse_endpoint_slice
 from podnet.errors import ValidationError
-from podnet.proxy import iptables
+from podnet.proxy.iptables import names as iptables
 from podnet.proxy.topology import categorize_endpoints
 from podnet.proxy.tracker import ParsedService, build_desired_state, parse_service
 

@@ -14,10 +14,11 @@ import pytest
 import yaml
 
 from podnet.proxy.config import HostFacts, KubeProxyConfiguration, settings_from_proxier_block
-from podnet.proxy.iptables import render
+from podnet.proxy.iptables.render import render
+from podnet.proxy.model import DesiredState
 from podnet.proxy.nftables.layout import render as render_nft
 from podnet.proxy.proxier import Proxier
-from podnet.proxy.state import DesiredState, desired_state_from_objects
+from podnet.proxy.tracker import desired_state_from_objects
 from podnet.source.kube import KubeSource
 from podnet.source.kubeconfig import KubeOptions
 from podnet.source.store import StoreSource

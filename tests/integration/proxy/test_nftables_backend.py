@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from podnet.api.defaults import IPV6
 from podnet.proxy.config import LocalDetector, ProxierSettings
+from podnet.proxy.model import DesiredState, Endpoint, ServicePort, ServicePortName
 from podnet.proxy.nftables.backend import NftablesBackend
 from podnet.proxy.nftables.nft import Nft, NftError
-from podnet.proxy.state import IPV6, DesiredState, Endpoint, ServicePort, ServicePortName
 
 pytestmark = pytest.mark.integration
 

@@ -155,7 +155,7 @@ def test_metrics_and_healthz_are_served_inside_the_node_namespace(env: Env) -> N
 
 
 def test_failed_restore_keeps_previous_rules_and_is_retried(env: Env) -> None:
-    from podnet.proxy.iptables import endpoint_chain_name
+    from podnet.proxy.iptables.names import endpoint_chain_name
 
     if env.mode != "iptables":
         pytest.skip("provokes an iptables-restore failure")

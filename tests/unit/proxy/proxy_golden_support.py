@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 from podnet.proxy.config import ProxierSettings, settings_from_proxier_block
-from podnet.proxy.state import DesiredState, desired_state_from_objects
+from podnet.proxy.model import DesiredState
+from podnet.proxy.tracker import desired_state_from_objects
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 SHARED_GOLDEN = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "kube-proxy-golden"

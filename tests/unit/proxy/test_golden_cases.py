@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from podnet.proxy.iptables import render
+from podnet.proxy.iptables.render import render
 from tests.unit.proxy.proxy_golden_support import (
     GOLDEN_DIR,
     SHARED_GOLDEN,

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from podnet.proxy.config import settings_from_proxier_block
-from podnet.proxy.iptables import render
-from podnet.proxy.state import desired_state_from_objects
+from podnet.proxy.iptables.render import render
+from podnet.proxy.tracker import desired_state_from_objects
 from tests.unit.proxy.proxy_fake_iptables import FakeIPTables, RestoreError
 
 REPO = Path(__file__).resolve().parents[3]

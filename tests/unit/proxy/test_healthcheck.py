@@ -20,7 +20,7 @@ from podnet.proxy.healthcheck import (
     local_ready_endpoints,
     serve_proxy_health,
 )
-from podnet.proxy.state import Endpoint, ServicePort, ServicePortName
+from podnet.proxy.model import Endpoint, ServicePort, ServicePortName
 
 
 class Clock:

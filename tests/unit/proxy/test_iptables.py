@@ -8,15 +8,9 @@ import pytest
 import yaml
 
 from podnet.proxy.config import settings_from_proxier_block
-from podnet.proxy.iptables import (
-    JUMP_RULES,
-    active_nat_chains,
-    endpoint_chain_name,
-    port_proto_hash,
-    probability,
-    render,
-)
-from podnet.proxy.state import desired_state_from_objects
+from podnet.proxy.iptables.names import JUMPS, endpoint_chain_name, port_proto_hash, probability
+from podnet.proxy.iptables.render import active_nat_chains, render
+from podnet.proxy.tracker import desired_state_from_objects
 from tests.unit.proxy.proxy_fake_iptables import FakeIPTables
 from tests.unit.proxy.proxy_golden_support import GOLDEN_DIR, check_rule_jumps
 
@@ -72,13 +66,14 @@ def test_probabilities_match_compute_probability():
 
 
 def test_jump_rules_are_kube_proxys():
-    as_cli = [(j.table, j.src_chain, " ".join(j.args())) for j in JUMP_RULES]
+    # one list of kube-proxy's jumps (names.JUMPS), as iptables -S prints them without the quotes
+    as_cli = [(j.table, j.chain, j.rule().replace('"', "")) for j in JUMPS]
     assert ("filter", "INPUT", "-m conntrack --ctstate NEW -m comment --comment kubernetes externally-visible "
             "service portals -j KUBE-EXTERNAL-SERVICES") in as_cli
     assert ("nat", "PREROUTING", "-m comment --comment kubernetes service portals -j KUBE-SERVICES") in as_cli
     assert ("nat", "POSTROUTING", "-m comment --comment kubernetes postrouting rules -j KUBE-POSTROUTING") in as_cli
     assert ("filter", "OUTPUT", "-j KUBE-FIREWALL") in as_cli
-    assert len(JUMP_RULES) == 14
+    assert len(JUMPS) == 14
 
 
 # --- fixed rules ----------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import importlib.util
 
 import pytest
 
+from podnet.proxy.model import DesiredState, changed_services
 from podnet.proxy.nftables.kubeproxy import kp_chain_names, render_kp, render_kp_delta
 from podnet.proxy.nftables.vocab import hash_and_truncate
-from podnet.proxy.state import DesiredState, changed_services
 from tests.unit.proxy.proxy_golden_support import SHARED_GOLDEN, case_state, load_case
 
 if not SHARED_GOLDEN.is_dir():  # pragma: no cover - the reference folder is part of the workspace

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from podnet.cli.main import app
 from podnet.proxy.config import KubeProxyConfiguration, LocalDetector, ProxierSettings
+from podnet.proxy.model import DesiredState, Endpoint, ServicePort, ServicePortName
 from podnet.proxy.nftables.backend import NftablesBackend
 from podnet.proxy.nftables.nft import NftError, TableObjects
-from podnet.proxy.state import DesiredState, Endpoint, ServicePort, ServicePortName
 from tests.unit.proxy.proxy_golden_support import SHARED_GOLDEN
 
 S = ProxierSettings(node_name="n1", node_ip="10.0.0.1", node_ips=("10.0.0.1",),

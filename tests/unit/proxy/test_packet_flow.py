@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from podnet.proxy.config import LocalDetector, settings_from_proxier_block
-from podnet.proxy.iptables import render
-from podnet.proxy.state import desired_state_from_objects
+from podnet.proxy.iptables.render import render
+from podnet.proxy.tracker import desired_state_from_objects
 from tests.unit.proxy.proxy_golden_support import GOLDEN_DIR
 from tests.unit.proxy.proxy_tracer import Tracer
 

@@ -12,9 +12,9 @@ import pytest
 
 from podnet.api.decode import decode_endpoint_slice as parse_endpoint_slice
 from podnet.proxy.config import HostFacts, KubeProxyConfiguration
+from podnet.proxy.iptables.restore import RestoreError
 from podnet.proxy.model import DesiredState
 from podnet.proxy.proxier import Proxier
-from podnet.proxy.restore import RestoreError
 from podnet.proxy.tracker import parse_service
 
 

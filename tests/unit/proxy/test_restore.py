@@ -6,15 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from podnet.proxy.restore import (
+from podnet.proxy.iptables.names import JUMPS, Jump
+from podnet.proxy.iptables.restore import _context, _is_jump, _parse_nft_chains
+from podnet.proxy.iptables.ruleset import (
     CACHE_TRICK_MIN_CHAINS,
-    JUMPS,
-    Jump,
     Ruleset,
-    _context,
-    _is_jump,
     _jump_lines,
-    _parse_nft_chains,
     declared_chains,
     full_text,
     parse,

@@ -6,22 +6,20 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from podnet.api.decode import decode_endpoint_slice as parse_endpoint_slice
+from podnet.api.ipaddr import parse_cidr, parse_ip
 from podnet.errors import ValidationError
-from podnet.proxy.state import (
+from podnet.proxy.model import (
     DesiredState,
     Endpoint,
     ServicePort,
     ServicePortName,
-    categorize_endpoints,
     changed_service_ports,
     changed_services,
-    desired_state_from_objects,
     needs_full_sync,
-    parse_cidr,
-    parse_endpoint_slice,
-    parse_ip,
-    parse_service,
 )
+from podnet.proxy.topology import categorize_endpoints
+from podnet.proxy.tracker import desired_state_from_objects, parse_service
 
 
 def svc(name="svc1", ns="ns1", **spec):

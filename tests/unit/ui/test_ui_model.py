@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from podnet.proxy import iptables
-from podnet.proxy.state import desired_state_from_objects
+from podnet.proxy.iptables import render as iptables
+from podnet.proxy.tracker import desired_state_from_objects
 from podnet.ui import model
 
 from .ui_fixtures import endpoint, facts, node, pod, service, slice_, three_node_objects

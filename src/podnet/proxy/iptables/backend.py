@@ -1,0 +1,46 @@
+"""The iptables mode's backend (the contract in proxy/backend.py): render.py's restore text loaded by
+restore.py, full or as a partial sync of the changed services."""
+
+from __future__ import annotations
+
+from podnet.proxy.config import KubeProxyConfiguration, ProxierSettings
+from podnet.proxy.iptables.render import RenderCache, render
+from podnet.proxy.iptables.restore import Restorer
+from podnet.proxy.model import DesiredState
+
+
+class IptablesBackend:
+    """kube-proxy's rules (render.py) loaded by restore.py. Owns the render cache: a partial sync formats
+    only the changed services, a full sync only what changed since the last render."""
+
+    mode = "iptables"
+
+    def __init__(self, restorer: Restorer | None = None) -> None:
+        self.restorer = restorer or Restorer()
+        self.cache = RenderCache()
+
+    @property
+    def needs_full(self) -> bool:
+        return self.restorer.needs_full
+
+    def full_sync(self, desired: DesiredState, settings: ProxierSettings) -> dict[str, int]:
+        # Stale chains are found in the kernel by the restorer (it survives restarts), not from memory.
+        text = render(desired, settings, full=True, cleanup_stale=False, cache=self.cache).text
+        return self.restorer.sync(text, full=True).written
+
+    def partial_sync(self, old: DesiredState, new: DesiredState, settings: ProxierSettings,
+                     large_cluster: bool) -> dict[str, int]:
+        r_old = render(old, settings, full=True, cleanup_stale=False, large_cluster=large_cluster,
+                       cache=self.cache)
+        r_new = render(new, settings, full=True, cleanup_stale=False, large_cluster=large_cluster,
+                       cache=self.cache)
+        gone = sorted(r_old.active_nat_chains - r_new.active_nat_chains)
+        return self.restorer.sync_delta(r_old.text, r_new.text, gone).written
+
+    @staticmethod
+    def adjust_config(config: KubeProxyConfiguration) -> KubeProxyConfiguration:
+        return config
+
+    def rules_total(self) -> dict[str, int]:
+        applied = self.restorer.applied or {}
+        return {t: sum(len(r) for r in chains.values()) for t, chains in applied.items()}

@@ -1,0 +1,281 @@
+"""Pure renderer: desired state -> the `iptables-restore` input kube-proxy v1.33 writes (filter + nat).
+
+The layout is kube-proxy's own, rule for rule: chain names (sha256/base32 hashes of the service
+port), comments, quoting, `statistic` probabilities, the masquerade mark, REJECT/DROP for services
+without (local) endpoints, ClientIP affinity, traffic policies, LoadBalancer source ranges,
+externalIPs, localhost NodePorts and nodePortAddresses. Operators' greps and scripts keep working.
+
+Full syncs write every chain; partial syncs (KEP-3453) still write the whole filter table and the
+KUBE-SERVICES/KUBE-NODEPORTS/KUBE-POSTROUTING/KUBE-MARK-MASQ chains, but the per-service
+SVC/SVL/EXT/FW/SEP chains only of services that changed. Chains nobody references any more are
+flushed and deleted (`:CHAIN` + `-X CHAIN`). Raw order is kube-proxy's (services in sorted order, so
+the output is deterministic); `restore.py` is the only place that runs it.
+Per service port decisions and chains are service.py's; names and hashes names.py's.
+
+Jump rules from the built-in chains (INPUT, FORWARD, OUTPUT, PREROUTING, POSTROUTING) cannot be
+written by a `--noflush` restore without owning those chains; they are data (`names.JUMPS`) that
+`restore.py` ensures (`iptables -S` to look, `-I` in the restore) on full syncs.
+
+Use: `render(desired, settings_or_config, facts, previous=..., full=..., existing_nat_chains=...)`
+returns a RenderResult (text, chains written/deleted, the nat chains the state needs, rule counts
+for metrics). With a RenderCache (kept by the backend), a loop that keeps unchanged ServicePort
+objects between syncs only formats what changed; the renderer itself holds no state. Rules with
+`-m nfacct` assume the counters exist (host facts `nfacct: true` means they were created).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from podnet.api.defaults import IPV6
+from podnet.proxy.config import HostFacts, KubeProxyConfiguration, ProxierSettings, settings_for_state
+from podnet.proxy.iptables.names import (
+    FILTER_TOP_CHAINS,
+    KUBE_FIREWALL,
+    KUBE_FORWARD,
+    KUBE_MARK_MASQ,
+    KUBE_NODEPORTS,
+    KUBE_POSTROUTING,
+    KUBE_SERVICES,
+    LARGE_CLUSTER_ENDPOINTS_THRESHOLD,
+    NAT_TOP_CHAINS,
+    NFACCT_INVALID,
+    is_service_chain,
+)
+from podnet.proxy.iptables.service import RenderContext, ServiceOutput, ServicePlan
+from podnet.proxy.model import DesiredState, changed_services
+
+# ---------------------------------------------------------------------------------------------
+# The result
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """The restore input plus what the sync loop needs for metrics and the next partial sync."""
+
+    text: str
+    full: bool
+    filter_chains: tuple[str, ...]  # chains declared (and so flushed) in *filter
+    nat_chains: tuple[str, ...]  # chains declared (and so flushed) in *nat, stale ones included
+    deleted_chains: tuple[str, ...]  # stale service chains removed with -X
+    active_nat_chains: frozenset[str]  # every per-service nat chain the desired state needs
+    written_services: frozenset[str]  # "ns/name" whose SVC/SVL/EXT/FW/SEP chains are in `text`
+    large_cluster_mode: bool
+    filter_rules: int  # -A lines in *filter
+    nat_rules_written: int  # -A lines in *nat of this input
+    nat_rules_total: int  # nat rules the kernel holds after it (skipped unchanged chains included)
+    no_local_endpoints: dict[str, int] = field(default_factory=dict)  # {"internal": n, "external": n}
+
+    def rules_by_chain(self, table: str) -> dict[str, list[str]]:
+        """The "-A CHAIN ..." lines of one table grouped by chain, in input order."""
+        out: dict[str, list[str]] = {}
+        current = None
+        for line in self.text.split("\n"):
+            if line.startswith("*"):
+                current = line[1:]
+            elif current == table and line.startswith("-A "):
+                out.setdefault(line.split(" ", 2)[1], []).append(line)
+        return out
+
+
+def active_nat_chains(
+    desired: DesiredState,
+    config: KubeProxyConfiguration | ProxierSettings | None = None,
+    facts: HostFacts | None = None,
+) -> frozenset[str]:
+    """Per-service nat chains a desired state needs (the chains a sync must not delete)."""
+    s = settings_for_state(config, facts, desired)
+    out: set[str] = set()
+    for sp in desired.services.values():
+        out.update(ServicePlan(sp, desired, s).active_chains())
+    return frozenset(out)
+
+
+class RenderCache:
+    """Each service port's rendered rules from earlier renders, by ServicePort identity, for the next one.
+
+    Owned by whoever renders repeatedly (the iptables backend); render() itself keeps nothing. Entries hold
+    their ServicePort, so ids stay unique while cached; the cache is bounded by twice the largest state
+    rendered and emptied when anything besides the service ports changes (settings, node, zone, mode).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ctx: RenderContext | None = None
+        self._entries: dict[int, ServiceOutput] = {}
+        self._limit = 4096
+
+    def entries(self, ctx: RenderContext) -> dict[int, ServiceOutput]:
+        with self._lock:
+            return self._entries if ctx == self._ctx else {}
+
+    def remember(self, ctx: RenderContext, used: dict[int, ServiceOutput]) -> None:
+        with self._lock:
+            self._limit = max(self._limit, 2 * len(used) + 1024)
+            if ctx != self._ctx:
+                self._ctx, self._entries = ctx, dict(used)
+            elif len(self._entries) + len(used) > self._limit:
+                self._entries = dict(used)
+            else:
+                self._entries.update(used)
+
+
+# ---------------------------------------------------------------------------------------------
+# render
+# ---------------------------------------------------------------------------------------------
+
+
+def render(
+    desired: DesiredState,
+    config: KubeProxyConfiguration | ProxierSettings | None = None,
+    facts: HostFacts | None = None,
+    *,
+    previous: DesiredState | None = None,
+    full: bool = True,
+    existing_nat_chains: Iterable[str] | None = None,
+    cleanup_stale: bool = True,
+    large_cluster: bool | None = None,
+    changed_names: Iterable[str] | None = None,
+    cache: RenderCache | None = None,
+) -> RenderResult:
+    """The iptables-restore input (`--noflush`) of one sync.
+
+    config: a KubeProxyConfiguration (resolved with `facts`) or ready ProxierSettings.
+    previous: the desired state of the last *successful* sync; a partial sync (full=False) writes
+        per-service chains only for services that differ from it (all of them if it is None).
+    existing_nat_chains: nat chain names currently in the kernel (from `iptables-save -t nat`);
+        stale KUBE-SVC/SVL/EXT/FW/SEP chains among them are flushed and deleted. When None, the
+        chains `previous` needed are assumed to exist. cleanup_stale=False skips deletion (kube-proxy
+        does it at most once per syncPeriod in large clusters).
+    large_cluster: force kube-proxy's largeClusterMode on/off (default: > 1000 endpoints in `desired`).
+    changed_names: "ns/name" of the services to write on a partial sync, when the caller already
+        knows them (saves comparing `previous` with `desired`).
+
+    cache: a RenderCache the caller keeps between renders: service ports whose ServicePort object is
+    unchanged since the last render are not formatted again; the result is the same with or without it.
+    """
+    s = settings_for_state(config, facts, desired)
+    ipv6 = s.ip_family == IPV6
+    mark = s.masquerade_mark
+    # large_cluster: the sync loop renders a few services at a time and passes the whole state's mode.
+    large = (
+        desired.total_endpoints > LARGE_CLUSTER_ENDPOINTS_THRESHOLD if large_cluster is None else large_cluster
+    )
+    if full:
+        changed = None
+    elif changed_names is not None:
+        changed = frozenset(changed_names)
+    else:
+        changed = None if previous is None else changed_services(previous, desired)
+
+    filter_chains = list(FILTER_TOP_CHAINS)
+    filter_rules: list[str] = []
+    nat_chains = list(NAT_TOP_CHAINS)
+    nat_rules: list[str] = [
+        f"-A {KUBE_POSTROUTING} -m mark ! --mark {mark}/{mark} -j RETURN",
+        f"-A {KUBE_POSTROUTING} -j MARK --xor-mark {mark}",
+        f'-A {KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE'
+        + (" --random-fully" if s.random_fully else ""),
+        f"-A {KUBE_MARK_MASQ} -j MARK --or-mark {mark}",
+    ]
+    if not ipv6 and s.localhost_node_ports:
+        filter_chains.append(KUBE_FIREWALL)
+        filter_rules.append(
+            f'-A {KUBE_FIREWALL} -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 '
+            "! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
+        )
+
+    active: set[str] = set()
+    written: set[str] = set()
+    skipped_nat_rules = 0
+    no_local_internal = no_local_external = 0
+    ctx = RenderContext(s, desired.node_name, desired.topology_zone, large)
+    entries = cache.entries(ctx) if cache is not None else {}
+    used: dict[int, ServiceOutput] = {}
+
+    for sp in desired.services.values():
+        out = entries.get(id(sp))
+        if out is None or out.sp is not sp:
+            out = ServiceOutput(sp, desired, ctx)
+        used[id(sp)] = out
+        filter_rules.extend(out.filter_lines)
+        nat_rules.extend(out.nat_head)
+        no_local_internal += out.no_local_internal
+        no_local_external += out.no_local_external
+        active.update(out.chains)
+        if changed is not None and sp.name.namespaced_name not in changed:
+            skipped_nat_rules += out.chain_rule_count()
+            continue
+        written.add(sp.name.namespaced_name)
+        nat_chains.extend(out.chains)
+        nat_rules.extend(out.chain_lines())
+    if cache is not None:
+        cache.remember(ctx, used)
+
+    # Stale chains: flush with a chain line, then delete.
+    deleted: list[str] = []
+    if cleanup_stale:
+        if existing_nat_chains is None and previous is not None:
+            existing_nat_chains = active_nat_chains(previous, s)
+        if existing_nat_chains is not None:
+            deleted = sorted(c for c in set(existing_nat_chains) - active if is_service_chain(c))
+            nat_chains.extend(deleted)
+            nat_rules.extend(f"-X {c}" for c in deleted)
+
+    # Finally the tail call to KUBE-NODEPORTS: must stay the last rule of KUBE-SERVICES.
+    last = '"kubernetes service nodeports; NOTE: this must be the last rule in this chain"'
+    if s.node_ports_match_all:
+        dest = "-m addrtype --dst-type LOCAL"
+        if ipv6:
+            dest += " ! -d ::1/128"
+        elif not s.localhost_node_ports:
+            dest += " ! -d 127.0.0.0/8"
+        nat_rules.append(f"-A {KUBE_SERVICES} -m comment --comment {last} {dest} -j {KUBE_NODEPORTS}")
+    else:
+        for ip in s.node_port_ips():
+            if ip.startswith("127.") and not s.localhost_node_ports or ip == "::1":
+                continue  # loopback NodePorts need route_localnet (IPv4 only)
+            nat_rules.append(f"-A {KUBE_SERVICES} -m comment --comment {last} -d {ip} -j {KUBE_NODEPORTS}")
+
+    if not s.conntrack_tcp_liberal:
+        nfacct = f" -m nfacct --nfacct-name {NFACCT_INVALID}" if s.nfacct_invalid else ""
+        filter_rules.append(f"-A {KUBE_FORWARD} -m conntrack --ctstate INVALID{nfacct} -j DROP")
+    filter_rules.append(
+        f'-A {KUBE_FORWARD} -m comment --comment "kubernetes forwarding rules" -m mark --mark {mark}/{mark} -j ACCEPT'
+    )
+    filter_rules.append(
+        f'-A {KUBE_FORWARD} -m comment --comment "kubernetes forwarding conntrack rule" '
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+    )
+
+    text = "\n".join(
+        [
+            "*filter",
+            *(f":{c} - [0:0]" for c in filter_chains),
+            *filter_rules,
+            "COMMIT",
+            "*nat",
+            *(f":{c} - [0:0]" for c in nat_chains),
+            *nat_rules,
+            "COMMIT",
+            "",
+        ]
+    )
+    nat_written = len(nat_rules) - len(deleted)
+    return RenderResult(
+        text=text,
+        full=full,
+        filter_chains=tuple(filter_chains),
+        nat_chains=tuple(nat_chains),
+        deleted_chains=tuple(deleted),
+        active_nat_chains=frozenset(active),
+        written_services=frozenset(written),
+        large_cluster_mode=large,
+        filter_rules=len(filter_rules),
+        nat_rules_written=nat_written,
+        nat_rules_total=nat_written + skipped_nat_rules,
+        no_local_endpoints={"internal": no_local_internal, "external": no_local_external},
+    )
