@@ -1,6 +1,6 @@
 """How fast podnet's iptables proxy syncs at 1k / 5k / 10k services x 10 endpoints, against kube-proxy's way.
 
-podnet: the real sync path (proxy/iptables.py renders, proxy/restore.py loads) in namespace pn-px-bench:
+podnet: the real sync path (proxy/iptables/render.py renders, proxy/iptables/restore.py loads) in namespace pn-px-bench:
   full     first full sync into an empty node (render + restore, jumps, stale-chain listing included)
   re-sync  the periodic full sync over the same rules
   1-svc    partial sync after one service's endpoint changed (median of 5 changes, kernel settled), and

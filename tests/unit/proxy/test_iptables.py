@@ -269,3 +269,16 @@ def test_output_cache_is_invisible():
     large = _sep_dnat_lines(render(st, DEFAULT, large_cluster=True).text)
     assert len(large) == 2 and not any("--comment" in ln for ln in large)
     assert render(st, DEFAULT).text == first
+
+
+def test_structured_output_is_what_the_text_says():
+    """RenderResult.ruleset() (built from `tables`, the applied model and partial plan input) equals the
+    parse of the restore text derived from the same tables."""
+    from podnet.proxy.iptables.ruleset import parse
+
+    objs = [svc("ns1", "a", "172.30.0.1", type="NodePort"), eps("ns1", "a", ["10.0.1.1", "10.0.1.2"]),
+            svc("ns2", "b", "172.30.0.2")]
+    objs[0]["spec"]["ports"][0]["nodePort"] = 30001
+    for result in (render(state(objs), DEFAULT),
+                   render(state(objs[:2]), DEFAULT, existing_nat_chains=["KUBE-SEP-GONE", "KUBE-SVC-GONE"])):
+        assert result.ruleset() == parse(result.text)

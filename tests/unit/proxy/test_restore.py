@@ -1,4 +1,4 @@
-"""Planning restore input: what a full, partial and delta sync send to iptables-restore (pure)."""
+"""Planning restore input: what a full and a partial sync send to iptables-restore (pure)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from podnet.proxy.iptables.ruleset import (
     declared_chains,
     full_text,
     parse,
-    plan_delta,
-    plan_full,
     plan_partial,
 )
 
@@ -65,30 +63,28 @@ def test_parse_rejects_what_the_renderer_never_writes(text: str, message: str) -
 
 def test_full_plan_rewrites_owned_chains_and_deletes_only_stale_service_chains() -> None:
     existing = {"nat": {"KUBE-SERVICES", "KUBE-SVC-OLD", "KUBE-SEP-OLD", "DOCKER", "KUBE-SEP-A1", "PREROUTING"}}
-    plan = plan_full(parse(BASE), existing=existing)
-    lines = plan.text.splitlines()
+    lines = full_text(BASE, existing=existing).splitlines()
     assert ":KUBE-SVC-OLD - [0:0]" in lines and "-X KUBE-SVC-OLD" in lines and "-X KUBE-SEP-OLD" in lines
     # other programs' chains are never named, so never flushed
     assert not any("DOCKER" in line or "PREROUTING" in line for line in lines)
     # deletes come after every rule (references are gone by then)
     nat = lines[lines.index("*nat"):]
     assert max(i for i, x in enumerate(nat) if x.startswith("-A")) < min(i for i, x in enumerate(nat) if x.startswith("-X"))
-    assert plan.applied["nat"]["KUBE-SVC-AAA"] == ["-j KUBE-SEP-A1"]
+    assert parse(BASE).chains["nat"]["KUBE-SVC-AAA"] == ["-j KUBE-SEP-A1"]
     assert "-S" not in lines  # small input: no cache trick
 
 
 def test_full_plan_uses_the_cache_trick_for_large_tables() -> None:
     chains = "".join(f":KUBE-SEP-{i:05d} - [0:0]\n" for i in range(CACHE_TRICK_MIN_CHAINS))
-    plan = plan_full(parse(f"*nat\n{chains}COMMIT\n"))
-    lines = plan.text.splitlines()
+    lines = full_text(f"*nat\n{chains}COMMIT\n").splitlines()
     assert lines[:2] == ["*nat", "-S"]
-    assert "-S" not in plan_full(parse(f"*nat\n{chains}COMMIT\n"), cache_trick=False).text.splitlines()
+    assert "-S" not in full_text(f"*nat\n{chains}COMMIT\n", cache_trick=False).splitlines()
 
 
 def test_missing_jumps_are_prepended_in_kube_proxy_order() -> None:
     nat_jumps = [j for j in JUMPS if j.table == "nat"]
-    plan = plan_full(parse(BASE), missing_jumps=nat_jumps)
-    assert '-I PREROUTING 1 -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in plan.text
+    text = full_text(BASE, missing_jumps=nat_jumps)
+    assert '-I PREROUTING 1 -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in text
     # an empty (maybe absent) built-in chain gets appends in reverse order: same final order as prepends
     a = Jump("filter", "INPUT", "KUBE-A", None, chain_empty=True)
     b = Jump("filter", "INPUT", "KUBE-B", None, chain_empty=True)
@@ -107,19 +103,19 @@ def test_is_jump_matches_iptables_save_output() -> None:
 
 
 def test_partial_plan_of_unchanged_input_is_empty() -> None:
-    applied = plan_full(parse(BASE)).applied
-    plan = plan_partial(applied, parse(BASE))
+    applied = parse(BASE).chains
+    plan = plan_partial(applied, parse(BASE), parse(BASE))
     assert plan.text == "" and plan.applied == applied
 
 
 def test_partial_plan_edits_dispatch_chains_and_rewrites_changed_service_chains() -> None:
-    applied = plan_full(parse(BASE)).applied
+    applied = parse(BASE).chains
     new = BASE.replace("10.0.0.1:80", "10.0.0.2:80").replace(
         '-A KUBE-SERVICES -m comment --comment "last"',
         '-A KUBE-SERVICES -m comment --comment "ns/b:p cluster IP" -j KUBE-SVC-AAA\n'
         '-A KUBE-SERVICES -m comment --comment "last"',
     )
-    plan = plan_partial(applied, parse(new))
+    plan = plan_partial(applied, parse(BASE), parse(new))
     lines = plan.text.splitlines()
     assert lines == [
         "*nat",
@@ -133,15 +129,14 @@ def test_partial_plan_edits_dispatch_chains_and_rewrites_changed_service_chains(
 
 
 def test_partial_plan_rewrites_a_dispatch_chain_whose_last_rule_changes() -> None:
-    applied = plan_full(parse(BASE)).applied
-    plan = plan_partial(applied, parse(BASE.replace('"last"', '"new last"')))
+    applied = parse(BASE).chains
+    plan = plan_partial(applied, parse(BASE), parse(BASE.replace('"last"', '"new last"')))
     assert ":KUBE-SERVICES - [0:0]" in plan.text.splitlines()
 
 
 def test_partial_plan_deletes_known_chains_only() -> None:
-    applied = plan_full(parse(BASE)).applied
-    rs = Ruleset(chains={}, deleted={"nat": ["KUBE-SEP-A1", "KUBE-SEP-NEVER-MADE"]})
-    plan = plan_partial(applied, rs)
+    applied = parse(BASE).chains
+    plan = plan_partial(applied, Ruleset(), Ruleset(), ["KUBE-SEP-A1", "KUBE-SEP-NEVER-MADE"])
     assert plan.text.splitlines() == ["*nat", ":KUBE-SEP-A1 - [0:0]", "-X KUBE-SEP-A1", "COMMIT"]
     assert "KUBE-SEP-A1" not in plan.applied["nat"]
 
@@ -184,7 +179,7 @@ def test_delta_sync_reaches_the_same_model_as_a_full_sync(before: dict, after: d
     # endpoint chains are per service in real renders: make names unique per service
     before = {k: (ip, [f"{k}-{e}" for e in eps]) for k, (ip, eps) in before.items()}
     after = {k: (ip, [f"{k}-{e}" for e in eps]) for k, (ip, eps) in after.items()}
-    applied = plan_full(parse(_render(before))).applied
+    applied = parse(_render(before)).chains
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     old = {k: before[k] for k in changed if k in before}
     new = {k: after[k] for k in changed if k in after}
@@ -193,8 +188,8 @@ def test_delta_sync_reaches_the_same_model_as_a_full_sync(before: dict, after: d
         gone |= {f"KUBE-SVC-{k.upper()}"} | {f"KUBE-SEP-{e}" for e in eps}
     for k, (_, eps) in new.items():
         gone -= {f"KUBE-SVC-{k.upper()}"} | {f"KUBE-SEP-{e}" for e in eps}
-    plan = plan_delta(applied, parse(_render(old)), parse(_render(new)), sorted(gone))
-    want = plan_full(parse(_render(after))).applied
+    plan = plan_partial(applied, parse(_render(old)), parse(_render(new)), sorted(gone))
+    want = parse(_render(after)).chains
     assert _as_sets(plan.applied) == _as_sets(want)
     # the kernel's last KUBE-SERVICES rule is still the NodePorts jump
     assert plan.applied["nat"]["KUBE-SERVICES"][-1].endswith("-j KUBE-NODEPORTS")
@@ -230,11 +225,14 @@ def test_error_context_shows_the_failing_line() -> None:
     assert _context(text, "no line number here") == ""
 
 
-def test_full_text_matches_plan_full_line_for_line() -> None:
+def test_full_text_is_the_input_plus_stale_chains_and_jumps_line_for_line() -> None:
     existing = {"nat": {"KUBE-SVC-OLD", "KUBE-SEP-OLD", "DOCKER", "KUBE-SEP-A1"}}
     jumps = [j for j in JUMPS if j.target in ("KUBE-SERVICES", "KUBE-FORWARD")]
     fast = full_text(BASE, existing=existing, missing_jumps=jumps)
-    ref = plan_full(parse(BASE), existing=existing, missing_jumps=jumps).text
+    # what the removed plan_full wrote, line for line
+    ref = "\n".join([*BASE.splitlines(), ":KUBE-SVC-OLD - [0:0]", ":KUBE-SEP-OLD - [0:0]", "-X KUBE-SVC-OLD",
+                     "-X KUBE-SEP-OLD", *_jump_lines([j for j in jumps if j.table == "filter"]),
+                     *_jump_lines([j for j in jumps if j.table == "nat"])])
     assert sorted(fast.splitlines()) == sorted(ref.splitlines())
     # per table: rules before the stale chains' deletion, the deletion before COMMIT
     nat = fast.split("*nat\n", 1)[1].splitlines()

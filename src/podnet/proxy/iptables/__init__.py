@@ -1,10 +1,9 @@
-"""The iptables proxy mode, kube-proxy's layout rule for rule, behind the contract in proxy/backend.py.
+"""The iptables proxy mode (kube-proxy's iptables layout), behind the contract in proxy/backend.py.
 
-- names.py: the chains kube-proxy owns, the jumps into them, its hashed chain names;
-- service.py: one service port's plan, capture rules and own SVC/SVL/EXT/FW/SEP chains;
-- render.py: the pure renderer: desired state -> iptables-restore input (RenderResult), with a
-  RenderCache its caller may keep;
-- ruleset.py: restore input as data and the sync plans (full, partial, delta);
-- restore.py: Restorer: loads a plan with iptables-restore and remembers what the kernel holds;
-- backend.py: IptablesBackend, the proxier's backend for this mode.
+- names.py: chain names, hashes and fixed data (constants, jumps from built-in chains)
+- services.py: the rules of one service port (pure)
+- render.py: the pure renderer, desired state -> restore input (RenderResult), and its RenderCache
+- ruleset.py: restore input as data (Ruleset) and the plans of full and partial syncs (pure)
+- restore.py: the Restorer, which loads a plan into the kernel and remembers what it applied
+- backend.py: IptablesBackend, which owns the state between syncs
 """

@@ -1,5 +1,8 @@
-"""The iptables mode's backend (the contract in proxy/backend.py): render.py's restore text loaded by
-restore.py, full or as a partial sync of the changed services."""
+"""IptablesBackend: the iptables mode behind the proxy.backend contract.
+
+It owns what lives between syncs (the Restorer with its applied model, the renderer's RenderCache) and turns
+a sync into renders (render.py) loaded in one `iptables-restore --noflush` transaction (restore.py).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,7 @@ from podnet.proxy.model import DesiredState
 
 
 class IptablesBackend:
-    """kube-proxy's rules (render.py) loaded by restore.py. Owns the render cache: a partial sync formats
-    only the changed services, a full sync only what changed since the last render."""
+    """kube-proxy's rules (render.py) loaded by restore.py."""
 
     mode = "iptables"
 
@@ -25,17 +27,15 @@ class IptablesBackend:
 
     def full_sync(self, desired: DesiredState, settings: ProxierSettings) -> dict[str, int]:
         # Stale chains are found in the kernel by the restorer (it survives restarts), not from memory.
-        text = render(desired, settings, full=True, cleanup_stale=False, cache=self.cache).text
-        return self.restorer.sync(text, full=True).written
+        result = render(desired, settings, full=True, cleanup_stale=False, cache=self.cache)
+        return self.restorer.sync_full(result.text, result.ruleset).written
 
     def partial_sync(self, old: DesiredState, new: DesiredState, settings: ProxierSettings,
                      large_cluster: bool) -> dict[str, int]:
-        r_old = render(old, settings, full=True, cleanup_stale=False, large_cluster=large_cluster,
-                       cache=self.cache)
-        r_new = render(new, settings, full=True, cleanup_stale=False, large_cluster=large_cluster,
-                       cache=self.cache)
+        r_old = render(old, settings, full=True, cleanup_stale=False, large_cluster=large_cluster, cache=self.cache)
+        r_new = render(new, settings, full=True, cleanup_stale=False, large_cluster=large_cluster, cache=self.cache)
         gone = sorted(r_old.active_nat_chains - r_new.active_nat_chains)
-        return self.restorer.sync_delta(r_old.text, r_new.text, gone).written
+        return self.restorer.sync_partial(r_old.ruleset(), r_new.ruleset(), gone).written
 
     @staticmethod
     def adjust_config(config: KubeProxyConfiguration) -> KubeProxyConfiguration:

@@ -1,5 +1,9 @@
-"""kube-proxy's iptables vocabulary: the chains it owns, the jumps into them from the built-in chains, and
-its chain names (sha256/base32 hashes of the service port, so operators' greps and scripts keep working).
+"""The names and fixed data of kube-proxy's iptables layout: chain names, hashes, jumps from built-in chains.
+
+Chain names are kube-proxy's own (sha256/base32 hashes of the service port), so operators' greps and scripts
+keep working. The jumps from the built-in chains (INPUT, FORWARD, OUTPUT, PREROUTING, POSTROUTING) cannot be
+written by a `--noflush` restore without owning those chains: `JUMPS` is what the restorer ensures on full
+syncs (looked up with `iptables -S`, inserted by the restore).
 """
 
 from __future__ import annotations
@@ -8,8 +12,10 @@ import base64
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from podnet.proxy.model import ServicePort
+if TYPE_CHECKING:
+    from podnet.proxy.model import ServicePort
 
 # Chains kube-proxy owns.
 KUBE_SERVICES = "KUBE-SERVICES"
@@ -35,48 +41,6 @@ NFACCT_LOCALHOST = "localhost_nps_accepted_pkts"
 
 FILTER_TOP_CHAINS = (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL)
 NAT_TOP_CHAINS = (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ)
-
-
-# ---------------------------------------------------------------------------------------------
-# Names and numbers
-# ---------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1 << 17)
-def port_proto_hash(service_port_name: str, protocol: str) -> str:
-    """First 16 chars of base32(sha256(name + protocol)); iptables chain names are <= 28 chars."""
-    digest = hashlib.sha256((service_port_name + protocol).encode()).digest()
-    return base64.b32encode(digest).decode()[:16]
-
-
-@lru_cache(maxsize=1 << 18)
-def endpoint_chain_name(service_port_name: str, protocol: str, endpoint: str) -> str:
-    """KUBE-SEP-<16 chars of base32(sha256(name + protocol + "ip:port"))>."""
-    digest = hashlib.sha256((service_port_name + protocol + endpoint).encode()).digest()
-    return SEP_PREFIX + base64.b32encode(digest).decode()[:16]
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceChains:
-    svc: str  # KUBE-SVC-: endpoints for Cluster policy
-    svl: str  # KUBE-SVL-: endpoints for Local policy
-    fw: str  # KUBE-FW-: loadBalancerSourceRanges
-    ext: str  # KUBE-EXT-: entry for external traffic
-
-
-def service_chains(sp: ServicePort) -> ServiceChains:
-    h = port_proto_hash(str(sp.name), sp.protocol.lower())
-    return ServiceChains(SVC_PREFIX + h, SVL_PREFIX + h, FW_PREFIX + h, EXT_PREFIX + h)
-
-
-def is_service_chain(name: str) -> bool:
-    return name.startswith(SERVICE_CHAIN_PREFIXES)
-
-
-@lru_cache(maxsize=4096)
-def probability(n: int) -> str:
-    """1/n with 10 decimals, as kube-proxy's computeProbability ("%0.10f")."""
-    return f"{1.0 / n:.10f}"
 
 
 @dataclass(frozen=True)
@@ -117,3 +81,40 @@ JUMPS: tuple[Jump, ...] = (
     Jump("filter", "INPUT", "KUBE-FIREWALL", None),
     Jump("filter", "OUTPUT", "KUBE-FIREWALL", None),
 )
+
+
+@lru_cache(maxsize=1 << 17)
+def port_proto_hash(service_port_name: str, protocol: str) -> str:
+    """First 16 chars of base32(sha256(name + protocol)); iptables chain names are <= 28 chars."""
+    digest = hashlib.sha256((service_port_name + protocol).encode()).digest()
+    return base64.b32encode(digest).decode()[:16]
+
+
+@lru_cache(maxsize=1 << 18)
+def endpoint_chain_name(service_port_name: str, protocol: str, endpoint: str) -> str:
+    """KUBE-SEP-<16 chars of base32(sha256(name + protocol + "ip:port"))>."""
+    digest = hashlib.sha256((service_port_name + protocol + endpoint).encode()).digest()
+    return SEP_PREFIX + base64.b32encode(digest).decode()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceChains:
+    svc: str  # KUBE-SVC-: endpoints for Cluster policy
+    svl: str  # KUBE-SVL-: endpoints for Local policy
+    fw: str  # KUBE-FW-: loadBalancerSourceRanges
+    ext: str  # KUBE-EXT-: entry for external traffic
+
+
+def service_chains(sp: ServicePort) -> ServiceChains:
+    h = port_proto_hash(str(sp.name), sp.protocol.lower())
+    return ServiceChains(SVC_PREFIX + h, SVL_PREFIX + h, FW_PREFIX + h, EXT_PREFIX + h)
+
+
+def is_service_chain(name: str) -> bool:
+    return name.startswith(SERVICE_CHAIN_PREFIXES)
+
+
+@lru_cache(maxsize=4096)
+def probability(n: int) -> str:
+    """1/n with 10 decimals, as kube-proxy's computeProbability ("%0.10f")."""
+    return f"{1.0 / n:.10f}"

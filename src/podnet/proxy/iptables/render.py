@@ -1,31 +1,25 @@
 """Pure renderer: desired state -> the `iptables-restore` input kube-proxy v1.33 writes (filter + nat).
 
-The layout is kube-proxy's own, rule for rule: chain names (sha256/base32 hashes of the service
-port), comments, quoting, `statistic` probabilities, the masquerade mark, REJECT/DROP for services
-without (local) endpoints, ClientIP affinity, traffic policies, LoadBalancer source ranges,
-externalIPs, localhost NodePorts and nodePortAddresses. Operators' greps and scripts keep working.
+The layout is kube-proxy's own, rule for rule: chain names (names.py), comments, quoting, `statistic`
+probabilities, the masquerade mark, REJECT/DROP for services without (local) endpoints, ClientIP affinity,
+traffic policies, LoadBalancer source ranges, externalIPs, localhost NodePorts and nodePortAddresses.
+Operators' greps and scripts keep working. Each service port's rules come from services.py.
 
 Full syncs write every chain; partial syncs (KEP-3453) still write the whole filter table and the
 KUBE-SERVICES/KUBE-NODEPORTS/KUBE-POSTROUTING/KUBE-MARK-MASQ chains, but the per-service
 SVC/SVL/EXT/FW/SEP chains only of services that changed. Chains nobody references any more are
 flushed and deleted (`:CHAIN` + `-X CHAIN`). Raw order is kube-proxy's (services in sorted order, so
-the output is deterministic); `restore.py` is the only place that runs it.
-Per service port decisions and chains are service.py's; names and hashes names.py's.
+the output is deterministic); restore.py is the only place that runs it.
 
-Jump rules from the built-in chains (INPUT, FORWARD, OUTPUT, PREROUTING, POSTROUTING) cannot be
-written by a `--noflush` restore without owning those chains; they are data (`names.JUMPS`) that
-`restore.py` ensures (`iptables -S` to look, `-I` in the restore) on full syncs.
-
-Use: `render(desired, settings_or_config, facts, previous=..., full=..., existing_nat_chains=...)`
-returns a RenderResult (text, chains written/deleted, the nat chains the state needs, rule counts
-for metrics). With a RenderCache (kept by the backend), a loop that keeps unchanged ServicePort
-objects between syncs only formats what changed; the renderer itself holds no state. Rules with
-`-m nfacct` assume the counters exist (host facts `nfacct: true` means they were created).
+Use: `render(desired, settings_or_config, facts, previous=..., full=..., existing_nat_chains=..., cache=...)`
+returns a RenderResult (text, chains written/deleted, the nat chains the state needs, rule counts for
+metrics). No module state: a RenderCache the caller owns keeps each service's rules by ServicePort
+identity, so a loop that keeps unchanged ServicePort objects between syncs only formats what changed.
+Rules with `-m nfacct` assume the counters exist (host facts `nfacct: true` means they were created).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -44,7 +38,8 @@ from podnet.proxy.iptables.names import (
     NFACCT_INVALID,
     is_service_chain,
 )
-from podnet.proxy.iptables.service import RenderContext, ServiceOutput, ServicePlan
+from podnet.proxy.iptables.ruleset import Ruleset
+from podnet.proxy.iptables.services import RenderContext, ServiceOutput, ServicePlan
 from podnet.proxy.model import DesiredState, changed_services
 
 # ---------------------------------------------------------------------------------------------
@@ -52,11 +47,38 @@ from podnet.proxy.model import DesiredState, changed_services
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class TableOutput:
+    """One table of a render, in kube-proxy's order: the chains it declares (and so flushes), its lines
+    ("-A CHAIN rule", and "-X CHAIN" for each deleted chain), and the chains it deletes."""
+
+    chains: tuple[str, ...]
+    lines: tuple[str, ...]
+    deleted: tuple[str, ...] = ()
+
+    def restore_lines(self) -> list[str]:
+        """The table's block of restore input, without the `*table` / COMMIT framing."""
+        return [*(f":{c} - [0:0]" for c in self.chains), *self.lines]
+
+
+def restore_text(tables: dict[str, TableOutput]) -> str:
+    """The iptables-restore input of a render's tables: what the golden files hold, byte for byte."""
+    out: list[str] = []
+    for table, block in tables.items():
+        out.append(f"*{table}")
+        out.extend(block.restore_lines())
+        out.append("COMMIT")
+    out.append("")
+    return "\n".join(out)
+
+
 @dataclass(frozen=True)
 class RenderResult:
-    """The restore input plus what the sync loop needs for metrics and the next partial sync."""
+    """A render's structured output (`tables`), its restore input (`text`, derived from `tables`), and
+    what the sync loop needs for metrics and the next partial sync."""
 
-    text: str
+    tables: dict[str, TableOutput]  # "filter", "nat", in restore order
+    text: str  # restore_text(tables)
     full: bool
     filter_chains: tuple[str, ...]  # chains declared (and so flushed) in *filter
     nat_chains: tuple[str, ...]  # chains declared (and so flushed) in *nat, stale ones included
@@ -72,13 +94,25 @@ class RenderResult:
     def rules_by_chain(self, table: str) -> dict[str, list[str]]:
         """The "-A CHAIN ..." lines of one table grouped by chain, in input order."""
         out: dict[str, list[str]] = {}
-        current = None
-        for line in self.text.split("\n"):
-            if line.startswith("*"):
-                current = line[1:]
-            elif current == table and line.startswith("-A "):
+        for line in self.tables[table].lines:
+            if line.startswith("-A "):
                 out.setdefault(line.split(" ", 2)[1], []).append(line)
         return out
+
+    def ruleset(self) -> Ruleset:
+        """The render as a Ruleset (each declared chain with its complete rules, deleted chains): the
+        applied model after loading it, and the input of a partial plan. Built from `tables`, no parse."""
+        rs = Ruleset()
+        for table, block in self.tables.items():
+            chains: dict[str, list[str]] = {c: [] for c in block.chains}
+            for line in block.lines:
+                if line[1] == "A":
+                    chain, _, rule = line[3:].partition(" ")
+                    chains[chain].append(rule)
+            rs.chains[table] = chains
+            if block.deleted:
+                rs.deleted[table] = list(block.deleted)
+        return rs
 
 
 def active_nat_chains(
@@ -94,33 +128,35 @@ def active_nat_chains(
     return frozenset(out)
 
 
-class RenderCache:
-    """Each service port's rendered rules from earlier renders, by ServicePort identity, for the next one.
 
-    Owned by whoever renders repeatedly (the iptables backend); render() itself keeps nothing. Entries hold
-    their ServicePort, so ids stay unique while cached; the cache is bounded by twice the largest state
-    rendered and emptied when anything besides the service ports changes (settings, node, zone, mode).
+class RenderCache:
+    """Each service port's rendered output from earlier renders, kept by ServicePort identity.
+
+    The backend owns one and passes it to every render; render(cache=None) formats everything. Entries hold
+    their ServicePort, so ids stay unique while cached; a change of settings, node, zone or largeClusterMode
+    empties it; it is bounded by twice the largest state rendered. Not thread-safe: one owner renders at a time.
     """
 
+    __slots__ = ("_ctx", "_entries", "_limit")
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._ctx: RenderContext | None = None
         self._entries: dict[int, ServiceOutput] = {}
         self._limit = 4096
 
-    def entries(self, ctx: RenderContext) -> dict[int, ServiceOutput]:
-        with self._lock:
-            return self._entries if ctx == self._ctx else {}
+    def lookup(self, ctx: RenderContext) -> dict[int, ServiceOutput]:
+        """The entries valid for a render in `ctx` (none if the context changed)."""
+        return self._entries if ctx == self._ctx else {}
 
     def remember(self, ctx: RenderContext, used: dict[int, ServiceOutput]) -> None:
-        with self._lock:
-            self._limit = max(self._limit, 2 * len(used) + 1024)
-            if ctx != self._ctx:
-                self._ctx, self._entries = ctx, dict(used)
-            elif len(self._entries) + len(used) > self._limit:
-                self._entries = dict(used)
-            else:
-                self._entries.update(used)
+        """Keep one render's outputs for the next one."""
+        self._limit = max(self._limit, 2 * len(used) + 1024)
+        if ctx != self._ctx:
+            self._ctx, self._entries = ctx, dict(used)
+        elif len(self._entries) + len(used) > self._limit:
+            self._entries = dict(used)
+        else:
+            self._entries.update(used)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,8 +190,9 @@ def render(
     changed_names: "ns/name" of the services to write on a partial sync, when the caller already
         knows them (saves comparing `previous` with `desired`).
 
-    cache: a RenderCache the caller keeps between renders: service ports whose ServicePort object is
-    unchanged since the last render are not formatted again; the result is the same with or without it.
+    cache: per-service output kept by ServicePort identity between renders (a sync loop that keeps unchanged
+        ServicePort objects between states re-renders only what changed); None renders everything. The
+        result is the same either way.
     """
     s = settings_for_state(config, facts, desired)
     ipv6 = s.ip_family == IPV6
@@ -193,11 +230,11 @@ def render(
     skipped_nat_rules = 0
     no_local_internal = no_local_external = 0
     ctx = RenderContext(s, desired.node_name, desired.topology_zone, large)
-    entries = cache.entries(ctx) if cache is not None else {}
+    seen = cache.lookup(ctx) if cache is not None else {}
     used: dict[int, ServiceOutput] = {}
 
     for sp in desired.services.values():
-        out = entries.get(id(sp))
+        out = seen.get(id(sp))
         if out is None or out.sp is not sp:
             out = ServiceOutput(sp, desired, ctx)
         used[id(sp)] = out
@@ -251,22 +288,12 @@ def render(
         "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
     )
 
-    text = "\n".join(
-        [
-            "*filter",
-            *(f":{c} - [0:0]" for c in filter_chains),
-            *filter_rules,
-            "COMMIT",
-            "*nat",
-            *(f":{c} - [0:0]" for c in nat_chains),
-            *nat_rules,
-            "COMMIT",
-            "",
-        ]
-    )
+    tables = {"filter": TableOutput(tuple(filter_chains), tuple(filter_rules)),
+              "nat": TableOutput(tuple(nat_chains), tuple(nat_rules), tuple(deleted))}
     nat_written = len(nat_rules) - len(deleted)
     return RenderResult(
-        text=text,
+        tables=tables,
+        text=restore_text(tables),
         full=full,
         filter_chains=tuple(filter_chains),
         nat_chains=tuple(nat_chains),
@@ -279,3 +306,4 @@ def render(
         nat_rules_total=nat_written + skipped_nat_rules,
         no_local_endpoints={"internal": no_local_internal, "external": no_local_external},
     )
+

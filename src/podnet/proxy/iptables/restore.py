@@ -1,6 +1,6 @@
 """Apply iptables-restore input to the kernel: the one place that runs iptables for the proxy.
 
-The renderer (proxy/iptables.py) writes kube-proxy's restore text; this module decides *how* to load it,
+The renderer (render.py) writes kube-proxy's restore text; this module decides *how* to load it,
 because on iptables-nft 1.8.x the obvious way (`iptables-restore --noflush` of the whole text, as kube-proxy
 does) is quadratic: every chain name of the input is inserted into a sorted linked list by a linear walk
 (nft-cache.c) to build a partial kernel cache. 10k services x 3 endpoints take minutes. Two facts make podnet
@@ -25,28 +25,32 @@ must be a full one, which rewrites every chain podnet owns and deletes stale one
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
-from podnet.net import exec as nexec
+from podnet.net.exec import in_netns
 from podnet.proxy.backend import SyncError
 from podnet.proxy.iptables.names import JUMPS, Jump
 from podnet.proxy.iptables.ruleset import (
     Applied,
-    Mode,
+    Ruleset,
+    _ordered,
     declared_chains,
     full_text,
-    ordered_tables,
-    parse,
-    plan_delta,
     plan_partial,
 )
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["nft", "legacy"]
 
 
 class RestoreError(SyncError):
@@ -66,22 +70,23 @@ def _exists(binary: str) -> bool:
 
 @dataclass
 class Runner:
-    """Runs commands, optionally inside a named netns (net/exec.py builds the `ip netns exec` argv); the
-    daemon runs inside it already."""
+    """Runs commands, optionally inside a named netns; the daemon runs inside it already.
+
+    The argv comes from net/exec.py's in_netns, the one place that builds `ip netns exec`.
+    """
 
     netns: str | None = None
     timeout: float = 600.0
 
     def popen(self, argv: Sequence[str]) -> subprocess.Popen[str]:
         """A process reading text on stdin, stdout discarded (the `-S` listing), stderr captured."""
-        return subprocess.Popen(nexec.in_netns(self.netns, argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE,
-                                text=True)
+        return subprocess.Popen(in_netns(self.netns, argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
 
     def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None,
             discard_stdout: bool = False) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            nexec.in_netns(self.netns, argv),
+            in_netns(self.netns, argv),
             input=input,
             stdout=subprocess.DEVNULL if discard_stdout else subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -158,24 +163,13 @@ class Restorer:
     def needs_full(self) -> bool:
         return self.applied is None
 
-    def sync(self, text: str, *, full: bool) -> SyncStats:
-        """Apply renderer output. full=True rewrites all owned chains; else only what differs from before.
+    def sync_full(self, text: str, model: Callable[[], Ruleset]) -> SyncStats:
+        """Load a full render (`text`), rewriting all owned chains and deleting stale ones found in the kernel.
 
+        `model` builds the render's Ruleset (the new applied model); it runs while iptables-restore works.
         Raises RestoreError (the kernel keeps its rules; the model is dropped so the next sync is full).
         """
-        if not full and self.applied is None:
-            raise RestoreError("partial sync without a previous full sync", partial=True)
         start = time.monotonic()
-        if full:
-            return self._sync_full(text, start)
-        assert self.applied is not None
-        plan = plan_partial(self.applied, parse(text), cache_trick=self.mode == "nft")
-        if plan.text:
-            self._restore(plan.text, partial=not full)
-        self.applied = plan.applied
-        return SyncStats(full, time.monotonic() - start, plan.lines, plan.rules_written, plan.written)
-
-    def _sync_full(self, text: str, start: float) -> SyncStats:
         declared = declared_chains(text)
         existing = self.list_chains(declared.keys())
         missing = self.missing_jumps(declared)
@@ -197,7 +191,7 @@ class Restorer:
 
         writer = threading.Thread(target=feed, name="iptables-restore-feed", daemon=True)
         writer.start()
-        desired = parse(text)  # the applied model, built while iptables-restore works on the other core
+        desired = model()  # the applied model, built while iptables-restore works on the other core
         writer.join()
         if result.get("timeout"):
             self.applied = None
@@ -207,19 +201,22 @@ class Restorer:
             err = str(result.get("stderr") or "").strip()
             raise RestoreError(f"iptables-restore failed (exit {proc.returncode}): {err}{_context(rtext, err)}",
                                partial=False, stderr=err)
-        self.applied = {t: desired.chains.get(t, {}) for t in ordered_tables(set(desired.chains) | set(declared))}
+        self.applied = {t: desired.chains.get(t, {}) for t in _ordered(set(desired.chains) | set(declared))}
         written = {t: sum(len(r) for r in chains.values()) + sum(1 for j in missing if j.table == t)
                    for t, chains in self.applied.items()}
         n_rules = sum(written.values())
         return SyncStats(True, time.monotonic() - start, n_rules + sum(len(c) for c in declared.values()),
                          n_rules, written)
 
-    def sync_delta(self, old_text: str, new_text: str, deleted_chains: Iterable[str] = ()) -> SyncStats:
-        """Partial sync from renders of just the changed services (see plan_delta)."""
+    def sync_partial(self, old: Ruleset, new: Ruleset, deleted_chains: Iterable[str] = ()) -> SyncStats:
+        """Partial sync from renders of just the changed services, as last applied and as wanted (plan_partial).
+
+        Raises RestoreError (the kernel keeps its rules; the model is dropped so the next sync is full).
+        """
         if self.applied is None:
             raise RestoreError("partial sync without a previous full sync", partial=True)
         start = time.monotonic()
-        plan = plan_delta(self.applied, parse(old_text), parse(new_text), deleted_chains)
+        plan = plan_partial(self.applied, old, new, deleted_chains, cache_trick=self.mode == "nft")
         if plan.text:
             self._restore(plan.text, partial=True)
         self.applied = plan.applied

@@ -1,7 +1,11 @@
-"""Restore input as data (pure): parsing iptables-restore text into a Ruleset, and planning what one sync
-writes: a full rewrite with stale-chain deletion (plan_full / full_text), or the partial one that takes the
-kernel from what was applied to what is wanted, editing the big dispatch chains with -D/-I lines
-(plan_partial, plan_delta).
+"""The structured form of iptables-restore input, and the plans that turn it into what to load.
+
+A Ruleset is restore input as data (per table: chains with their complete rules, and chains to delete).
+`full_text` wraps the renderer's text for a full sync (the `-S` cache trick, stale chains, missing jumps);
+`plan_partial`, the one partial plan, computes a partial sync's input from the applied model (what the kernel
+holds) and the old and new renders of the changed services, editing the big dispatch chains with -D/-I.
+`parse` reads restore text back (tests and tools; the sync path never parses its own output). Pure:
+restore.py runs the result.
 """
 
 from __future__ import annotations
@@ -10,13 +14,10 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from podnet.proxy.iptables.names import SERVICE_CHAIN_PREFIXES, Jump
 
-Mode = Literal["nft", "legacy"]
 TABLE_ORDER = ("filter", "nat", "mangle", "raw")
-
 
 # Chains whose rules match disjoint traffic (one service each), so rule order does not matter except for the
 # last rule (KUBE-SERVICES' final jump to KUBE-NODEPORTS must stay last). Partial syncs edit them with
@@ -35,7 +36,6 @@ DISPATCH_CHAINS = frozenset(
 # A table block with more distinct chains than this gets the `-S` cache trick (below it, the partial cache
 # is cheaper than fetching a large table).
 CACHE_TRICK_MIN_CHAINS = 1500
-
 
 # --------------------------------------------------------------------------------------------------------
 # Parsing restore text (pure)
@@ -112,47 +112,6 @@ class Plan:
     written: dict[str, int] = field(default_factory=dict)  # rules written per table
 
 
-def plan_full(
-    desired: Ruleset,
-    *,
-    existing: dict[str, set[str]] | None = None,
-    missing_jumps: Sequence[Jump] = (),
-    cache_trick: bool = True,
-) -> Plan:
-    """Restore input that rewrites every chain in `desired` and deletes stale per-service chains.
-
-    `existing` is the set of chain names per table found in the kernel; owned per-service chains there that
-    `desired` does not define are flushed and deleted (after the rules that referenced them are gone).
-    """
-    out: list[str] = []
-    applied: Applied = {}
-    written: dict[str, int] = {}
-    n_lines = rules = 0
-    tables = ordered_tables(set(desired.chains) | {j.table for j in missing_jumps})
-    for table in tables:
-        chains = desired.chains.get(table, {})
-        stale = sorted(
-            c for c in (existing or {}).get(table, set()) if c.startswith(SERVICE_CHAIN_PREFIXES) and c not in chains
-        )
-        jumps = [j for j in missing_jumps if j.table == table]
-        out.append(f"*{table}")
-        if cache_trick and len(chains) + len(stale) >= CACHE_TRICK_MIN_CHAINS:
-            out.append("-S")
-        out.extend(f":{c} - [0:0]" for c in chains)
-        out.extend(f":{c} - [0:0]" for c in stale)
-        for chain, crules in chains.items():
-            prefix = f"-A {chain} "
-            out.extend(prefix + r for r in crules)
-            rules += len(crules)
-        out.extend(f"-X {c}" for c in stale)
-        out.extend(_jump_lines(jumps))
-        out.append("COMMIT")
-        n_lines += len(chains) * 1 + len(stale) * 2 + len(jumps)
-        applied[table] = {c: list(r) for c, r in chains.items()}
-        written[table] = sum(len(r) for r in chains.values()) + len(jumps)
-    return Plan("\n".join(out) + "\n", applied, n_lines + rules, rules, written)
-
-
 _BLOCK_RE = re.compile(r"^\*(\S+)\n(.*?)^COMMIT[^\n]*\n?", re.M | re.S)
 _DECL_RE = re.compile(r"^:(\S+)", re.M)
 
@@ -169,15 +128,16 @@ def full_text(
     missing_jumps: Sequence[Jump] = (),
     cache_trick: bool = True,
 ) -> str:
-    """plan_full's restore input, built around the renderer's own text instead of from a parse.
+    """A full sync's restore input, built around the renderer's own text (the fast path: no rebuild).
 
-    Same content as plan_full(parse(text), ...): the renderer's blocks verbatim, `-S` first in large ones,
-    stale service chains flushed and deleted after every rule, missing jumps last. Building it takes a regex
-    pass, so the full parse (for the applied model) can run while iptables-restore works.
+    The renderer's blocks verbatim, `-S` first in large ones, stale service chains (owned per-service chains in
+    `existing`, the kernel's chain names per table, that the text does not declare) flushed and deleted after
+    every rule, missing jumps last. Building it takes a regex pass, so the applied model can be built from the
+    render's structured output while iptables-restore works.
     """
     out: list[str] = []
     blocks = {m.group(1): m.group(2) for m in _BLOCK_RE.finditer(text)}
-    for table in ordered_tables(set(blocks) | {j.table for j in missing_jumps}):
+    for table in _ordered(set(blocks) | {j.table for j in missing_jumps}):
         body = blocks.get(table, "")
         declared = set(_DECL_RE.findall(body))
         stale = sorted(
@@ -206,8 +166,9 @@ def _jump_lines(jumps: Sequence[Jump]) -> list[str]:
     return lines
 
 
-def plan_partial(applied: Applied, desired: Ruleset, *, cache_trick: bool = True) -> Plan:
-    """Restore input that takes the kernel from `applied` to `applied` updated with `desired`.
+def _plan(applied: Applied, desired: Ruleset, *, cache_trick: bool) -> Plan:
+    """plan_partial's second half: restore input that takes the kernel from `applied` to `applied` updated
+    with `desired` (complete chains wanted now, chains to delete).
 
     Unchanged chains are skipped; dispatch chains get -D/-I lines; other changed chains are flushed and
     rewritten; chains in `desired.deleted` that podnet has are flushed and deleted. Raises KeyError-free:
@@ -220,7 +181,7 @@ def plan_partial(applied: Applied, desired: Ruleset, *, cache_trick: bool = True
     # `-S` makes iptables fetch the whole table (about 18 us per chain in the kernel) to skip the partial
     # cache's quadratic chain list (n^2/2 x ~55 ns): worth it once n^2 x 27.5 ns > chains x 18 us.
     trick_at = max(CACHE_TRICK_MIN_CHAINS, int((655 * sum(len(c) for c in applied.values())) ** 0.5))
-    for table in ordered_tables(set(desired.chains) | set(desired.deleted)):
+    for table in _ordered(set(desired.chains) | set(desired.deleted)):
         have = new_applied.setdefault(table, {})
         decl: list[str] = []
         body: list[str] = []
@@ -266,8 +227,10 @@ def plan_partial(applied: Applied, desired: Ruleset, *, cache_trick: bool = True
     return Plan("\n".join(out) + "\n" if out else "", new_applied, n_lines, rules, written)
 
 
-def plan_delta(applied: Applied, old: Ruleset, new: Ruleset, deleted_chains: Iterable[str] = ()) -> Plan:
-    """Partial sync from renders of only the changed services: `old` as last applied, `new` as wanted now.
+def plan_partial(applied: Applied, old: Ruleset, new: Ruleset, deleted_chains: Iterable[str] = (), *,
+                 cache_trick: bool = True) -> Plan:
+    """The partial sync's plan, from renders of only the changed services: `old` as last applied, `new` as
+    wanted now (both the renderer's structured output, RenderResult.ruleset()).
 
     Both renders hold the fixed chains plus the changed services' rules. Dispatch-chain rules only in
     `old` are deleted and rules only in `new` inserted; the changed services' own chains are rewritten when
@@ -275,7 +238,7 @@ def plan_delta(applied: Applied, old: Ruleset, new: Ruleset, deleted_chains: Ite
     The work is proportional to the changed services, not to the cluster.
     """
     desired = Ruleset()
-    for table in ordered_tables(set(new.chains) | set(old.chains)):
+    for table in _ordered(set(new.chains) | set(old.chains)):
         want = desired.chains.setdefault(table, {})
         cur_table = applied.get(table, {})
         old_t, new_t = old.chains.get(table, {}), new.chains.get(table, {})
@@ -285,15 +248,7 @@ def plan_delta(applied: Applied, old: Ruleset, new: Ruleset, deleted_chains: Ite
                 added = Counter(rules) - Counter(old_t.get(chain, []))
                 if not gone and not added:
                     continue
-                model = list(cur_table[chain])
-                if gone:
-                    kept = []
-                    for r in model:
-                        if gone.get(r):
-                            gone[r] -= 1
-                            continue
-                        kept.append(r)
-                    model = kept
+                model = _without(cur_table[chain], gone)
                 extra = []
                 for r in rules:
                     if added.get(r):
@@ -307,7 +262,7 @@ def plan_delta(applied: Applied, old: Ruleset, new: Ruleset, deleted_chains: Ite
                 raise ValueError(f"{table}/{chain}: the new render lacks a dispatch chain the old one had")
     for chain in deleted_chains:
         desired.deleted.setdefault("nat", []).append(chain)
-    return plan_partial(applied, desired)
+    return _plan(applied, desired, cache_trick=cache_trick)
 
 
 def _can_edit(cur: list[str], want: list[str]) -> bool:
@@ -324,18 +279,9 @@ def _dispatch_edits(chain: str, cur: list[str], want: list[str]) -> tuple[list[s
     gone = have - need
     new = need - have
     edits: list[str] = []
-    model = list(cur)
-    if gone:
-        for rule, k in gone.items():
-            edits.extend([f"-D {chain} {rule}"] * k)
-        remaining = Counter(gone)
-        kept: list[str] = []
-        for r in model:
-            if remaining.get(r):
-                remaining[r] -= 1
-                continue
-            kept.append(r)
-        model = kept
+    for rule, k in gone.items():
+        edits.extend([f"-D {chain} {rule}"] * k)
+    model = _without(cur, gone)
     added: list[str] = []
     for rule in want:  # insert in desired order; each -I 1 goes on top, so insert in reverse
         if new.get(rule):
@@ -347,6 +293,21 @@ def _dispatch_edits(chain: str, cur: list[str], want: list[str]) -> tuple[list[s
     return edits, model
 
 
-def ordered_tables(tables: Iterable[str]) -> list[str]:
+def _without(rules: list[str], gone: Counter[str]) -> list[str]:
+    """`rules` in order without the multiset `gone` (each rule gone removes its first occurrences)."""
+    if not gone:
+        return list(rules)
+    remaining = Counter(gone)
+    kept: list[str] = []
+    for r in rules:
+        if remaining.get(r):
+            remaining[r] -= 1
+            continue
+        kept.append(r)
+    return kept
+
+
+def _ordered(tables: Iterable[str]) -> list[str]:
     ts = set(tables)
     return [t for t in TABLE_ORDER if t in ts] + sorted(ts - set(TABLE_ORDER))
+

@@ -1,6 +1,8 @@
-"""One service port's iptables rules, as kube-proxy decides them in its sync loop: the plan (which chains,
-which targets), the capture rules in KUBE-SERVICES / KUBE-NODEPORTS / the filter chains, and its own
-SVC/SVL/EXT/FW/SEP chains (built on first use, then kept by a RenderCache).
+"""The rules one service port contributes: kube-proxy's per-service loop body, pure.
+
+ServicePlan makes kube-proxy's decisions for a service port (which chains exist, where internal and external
+traffic go); ServiceOutput holds its rules: capture rules in the shared chains (KUBE-SERVICES, KUBE-NODEPORTS,
+the filter table) at once, its own SVC/SVL/EXT/FW/SEP chains built on first use. render.py puts them together.
 """
 
 from __future__ import annotations
@@ -25,10 +27,6 @@ from podnet.proxy.iptables.names import (
 )
 from podnet.proxy.model import DesiredState, ServicePort
 from podnet.proxy.topology import categorize_endpoints
-
-# ---------------------------------------------------------------------------------------------
-# Per service port decisions (the top of kube-proxy's loop body)
-# ---------------------------------------------------------------------------------------------
 
 
 class ServicePlan:
@@ -203,9 +201,9 @@ class ServiceOutput:
         return self._lines
 
     def chain_rule_count(self) -> int:
-        if self._lines is not None:
-            return len(self._lines)
-        return _count_service_chain_rules(self.plan, self.ctx.s, self.ctx.large)
+        """How many rules chain_lines holds (counted from them: no second copy of the rules' logic)."""
+        return len(self.chain_lines())
+
 
 
 def _write_service_chains(
@@ -302,28 +300,6 @@ def _write_dispatch(
         out.append(f"-A {chain}{comment}{stat} -j {sep}")
 
 
-def _count_service_chain_rules(plan: ServicePlan, s: ProxierSettings, large: bool) -> int:
-    """How many rules `_write_service_chains` would write (for the nat rules metric), cheaply."""
-    sp, cat = plan.sp, plan.cat
-    n = 0
-    if plan.has_internal and (s.masquerade_all or s.local_detector.implemented):
-        n += 1
-    if plan.uses_ext:
-        n += (2 + int(s.local_detector.implemented)) if sp.external_policy_local else 1
-        n += int(plan.has_external)
-    if plan.uses_fw:
-        n += len(sp.load_balancer_source_ranges) + 1
-        node_ip = _ip_or_none(s.node_ip)
-        if node_ip is not None and any(_cidr_contains(c, node_ip) for c in sp.load_balancer_source_ranges):
-            n += len(sp.load_balancer_ips)
-    per_ep = 2 if sp.client_ip_affinity else 1
-    if plan.uses_cluster_chain:
-        n += per_ep * len(cat.cluster)
-    if plan.uses_local_chain:
-        n += per_ep * len(cat.local)
-    return n + 2 * len(cat.reachable)
-
-
 @lru_cache(maxsize=1024)
 def _ip_or_none(text: str) -> Any:
     try:
@@ -336,3 +312,4 @@ def _ip_or_none(text: str) -> Any:
 def _cidr_contains(cidr: str, ip: Any) -> bool:
     net = ipaddress.ip_network(cidr, strict=False)
     return net.version == ip.version and ip in net
+
