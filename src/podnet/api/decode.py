@@ -140,6 +140,14 @@ def _protocol(v: Any, problems: list[Problem], ref: str, path: str) -> str:
     return v
 
 
+def _metadata(d: Mapping[str, Any], problems: list[Problem], ref: str) -> Mapping[str, Any]:
+    """The object's metadata ({} when it is not a mapping); a missing name is a problem of its own."""
+    meta = d.get("metadata")
+    if not isinstance(meta, Mapping) or not meta.get("name"):
+        problems.append(Problem("metadata.name", None, "is required", ref))
+    return meta if isinstance(meta, Mapping) else {}
+
+
 def _list(d: Mapping[str, Any], key: str, problems: list[Problem], ref: str, path: str) -> list[Any]:
     v = d.get(key)
     if v is None:
@@ -160,10 +168,7 @@ def decode_service(obj: Any, ip_family: str = IPV4) -> DecodedService:
     d = as_dict(obj)
     ref = obj_ref("Service", d)
     problems: list[Problem] = []
-    meta = d.get("metadata")
-    if not isinstance(meta, Mapping) or not meta.get("name"):
-        problems.append(Problem("metadata.name", None, "is required", ref))
-        meta = meta if isinstance(meta, Mapping) else {}
+    meta = _metadata(d, problems, ref)
     namespace = meta.get("namespace") or DEFAULT_NAMESPACE
     name = meta.get("name") or ""
     spec = d.get("spec") or {}
@@ -323,10 +328,7 @@ def decode_endpoint_slice(obj: Any) -> DecodedSlice:
     d = as_dict(obj)
     ref = obj_ref("EndpointSlice", d)
     problems: list[Problem] = []
-    meta = d.get("metadata")
-    if not isinstance(meta, Mapping) or not meta.get("name"):
-        problems.append(Problem("metadata.name", None, "is required", ref))
-        meta = meta if isinstance(meta, Mapping) else {}
+    meta = _metadata(d, problems, ref)
     labels = meta.get("labels") or {}
     service = labels.get(SERVICE_NAME_LABEL) if isinstance(labels, Mapping) else None
     if not service:
