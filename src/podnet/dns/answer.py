@@ -79,7 +79,7 @@ def _fqdn(zone: str) -> str:
 class Reply:
     """A response before it becomes bytes. handled=False is CoreDNS's errorFunc (no AA, no SOA)."""
 
-    rcode: int = dns.rcode.NOERROR
+    rcode: dns.rcode.Rcode = dns.rcode.NOERROR
     answer: list[dns.rrset.RRset] = field(default_factory=list)
     authority: list[dns.rrset.RRset] = field(default_factory=list)
     additional: list[dns.rrset.RRset] = field(default_factory=list)
@@ -104,7 +104,7 @@ class Entry:
     text: str = ""
     ttl: int = DEFAULT_TTL
 
-    def host_type(self) -> tuple[int, str]:
+    def host_type(self) -> tuple[dns.rdatatype.RdataType, str]:
         if self.text:
             return T.TXT, ""
         known = _HOST_TYPES.get(self.host)
@@ -115,7 +115,7 @@ class Entry:
         return known
 
 
-def _host_type(host: str) -> tuple[int, str]:
+def _host_type(host: str) -> tuple[dns.rdatatype.RdataType, str]:
     """msg.Service.HostType: an IPv4 address (A, also when written v4-mapped), IPv6 (AAAA), else a name."""
     try:
         ip = ipaddress.ip_address(host)
@@ -126,7 +126,7 @@ def _host_type(host: str) -> tuple[int, str]:
     return (T.A if ip.version == 4 else T.AAAA), str(ip)
 
 
-_HOST_TYPES: dict[str, tuple[int, str]] = {}
+_HOST_TYPES: dict[str, tuple[dns.rdatatype.RdataType, str]] = {}
 
 
 class Request:
@@ -134,7 +134,8 @@ class Request:
 
     __slots__ = ("qname", "qtype", "zone", "zone_lower", "rel", "reverse", "_name")
 
-    def __init__(self, qname: dns.name.Name, qtype: int, zone: str, zone_lower: str, rel: list[str]) -> None:
+    def __init__(self, qname: dns.name.Name, qtype: dns.rdatatype.RdataType, zone: str, zone_lower: str,
+                 rel: list[str]) -> None:
         self.qname = qname
         self.qtype = qtype
         self.zone = zone  # the matched zone as the query spelled it (state.Zone)
@@ -251,7 +252,7 @@ def _name(text: str) -> dns.name.Name:
 _ADDRESSES: dict[str, dns.rdata.Rdata] = {}
 
 
-def _address(ip: str, rdtype: int) -> dns.rdata.Rdata:
+def _address(ip: str, rdtype: dns.rdatatype.RdataType) -> dns.rdata.Rdata:
     """A or AAAA rdata, made once per address (rdata are immutable, so one object serves every answer)."""
     rd = _ADDRESSES.get(ip)
     if rd is None:
@@ -262,7 +263,8 @@ def _address(ip: str, rdtype: int) -> dns.rdata.Rdata:
     return rd
 
 
-def _rrset(owner: dns.name.Name, rdtype: int, ttl: int, rd: dns.rdata.Rdata) -> dns.rrset.RRset:
+def _rrset(owner: dns.name.Name, rdtype: dns.rdatatype.RdataType, ttl: int, rd: dns.rdata.Rdata
+           ) -> dns.rrset.RRset:
     rs = dns.rrset.RRset(owner, IN, rdtype)
     rs.add(rd, ttl)
     return rs
@@ -279,7 +281,7 @@ class Answerer:
         self._fallthrough = [dns.name.from_text(z) for z in self.config.fallthrough]
         self._soa_cache: dict[tuple[str, int], dns.rrset.RRset] = {}
 
-    def request(self, qname: dns.name.Name, qtype: int) -> Request | None:
+    def request(self, qname: dns.name.Name, qtype: dns.rdatatype.RdataType) -> Request | None:
         """The Request for a question, or None if it is in none of our zones."""
         labels = qname.labels
         lower = tuple(label.lower() for label in labels)
@@ -294,7 +296,8 @@ class Answerer:
 
     # ---- handler.go ServeDNS ---------------------------------------------------------------------------
 
-    def serve(self, view: View, qname: dns.name.Name, qtype: int, _depth: int = 0) -> Reply:
+    def serve(self, view: View, qname: dns.name.Name, qtype: dns.rdatatype.RdataType,
+              _depth: int = 0) -> Reply:
         st = self.request(qname, qtype)
         if st is None:
             return Reply(dns.rcode.SERVFAIL)  # not our zone, and no next plugin (no `forward`)
@@ -448,7 +451,7 @@ class Answerer:
 
     # ---- backend_lookup.go -----------------------------------------------------------------------------
 
-    def _a(self, view: View, st: Request, previous: list[dns.rrset.RRset], want: int,
+    def _a(self, view: View, st: Request, previous: list[dns.rrset.RRset], want: dns.rdatatype.RdataType,
            depth: int) -> tuple[list[dns.rrset.RRset], bool]:
         """A and AAAA (want), following CNAMEs of ExternalName Services: inside the zone by recursion,
         outside it by asking ourselves again (CoreDNS's upstream), which without `forward` adds nothing."""

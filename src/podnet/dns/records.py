@@ -170,8 +170,10 @@ class View:
                 namespaces.add(r.namespace)
                 v.pods_by_ip.setdefault(r.ip, []).append(r)
         v.namespaces = frozenset(namespaces)
-        for lst in (*v.services_by_ip.values(), *v.endpoints_by_ip.values()):
-            lst.sort(key=lambda r: (r.namespace, getattr(r, "name", "") or getattr(r, "service", "")))
+        for svcs in v.services_by_ip.values():
+            svcs.sort(key=lambda r: (r.namespace, r.name))
+        for eps in v.endpoints_by_ip.values():
+            eps.sort(key=lambda r: (r.namespace, r.service))
         return v
 
     def namespace_exists(self, namespace: str) -> bool:

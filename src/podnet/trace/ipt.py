@@ -180,12 +180,12 @@ class IptablesWalker(ChainWalker):
             mask = int(m, 0) if m else 0xFFFFFFFF
             val = int(v, 0)
             if "--or-mark" in args:
-                new = pkt.mark | int(arg("--or-mark"), 0)
+                mark = pkt.mark | int(arg("--or-mark"), 0)
             elif "--and-mark" in args:
-                new = pkt.mark & int(arg("--and-mark"), 0)
+                mark = pkt.mark & int(arg("--and-mark"), 0)
             else:
-                new = (pkt.mark & ~mask) ^ val
-            return [Effect(1.0, "next", pkt.with_(mark=new & 0xFFFFFFFF), detail=f"mark {pkt.mark:#x} -> {new:#x}")]
+                mark = (pkt.mark & ~mask) ^ val
+            return [Effect(1.0, "next", pkt.with_(mark=mark & 0xFFFFFFFF), detail=f"mark {pkt.mark:#x} -> {mark:#x}")]
         if target == "DNAT":
             to = arg("--to-destination")
             ip, _, port = to.rpartition(":") if ":" in to else (to, "", "")

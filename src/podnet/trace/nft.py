@@ -93,10 +93,7 @@ def _eq(a: object, b: object) -> bool:
                 return False
         if "range" in b:
             lo, hi = b["range"]
-            try:
-                return _key(lo) <= _key(a) <= _key(hi)
-            except (TypeError, ValueError):
-                return False
+            return _in_range(a, lo, hi)
         if "set" in b:
             return any(_eq(a, x) for x in (b["set"] if isinstance(b["set"], list) else [b["set"]]))
         if "elem" in b:
@@ -117,6 +114,32 @@ def _key(v: object) -> object:
         except ValueError:
             return v
     return v
+
+
+def _in_range(a: object, lo: object, hi: object) -> bool:
+    """lo <= a <= hi, for bounds nft writes (ports, marks: numbers; addresses: compared as numbers).
+
+    Values of different kinds (an address against a port range) or that have no order are not in the range."""
+    k, klo, khi = _key(a), _key(lo), _key(hi)
+    if isinstance(k, (int, float)) and isinstance(klo, (int, float)) and isinstance(khi, (int, float)):
+        return klo <= k <= khi
+    if isinstance(k, str) and isinstance(klo, str) and isinstance(khi, str):
+        return klo <= k <= khi
+    if isinstance(k, tuple) and isinstance(klo, tuple) and isinstance(khi, tuple):
+        try:
+            return bool(klo <= k <= khi)
+        except TypeError:  # elements of different kinds
+            return False
+    return False
+
+
+def _int(v: object) -> int:
+    """An evaluated value used as a number (a mark, a port, a bitwise operand), as int() reads it.
+
+    Anything else raises TypeError, which makes the rule unknown (eval_rule reports it)."""
+    if isinstance(v, (int, float, str)):
+        return int(v)
+    raise TypeError(f"not a number: {v!r}")
 
 
 @dataclass
@@ -167,7 +190,7 @@ class NftWalker(ChainWalker):
             return [(1.0 / n, i + off) for i in range(n)]
         if "concat" in e:
             parts = [self.value(table, x, pkt) for x in e["concat"]]
-            out = []
+            out: list[tuple[float, object]] = []
             for combo in itertools.product(*parts):
                 p = 1.0
                 for q, _ in combo:
@@ -180,7 +203,7 @@ class NftWalker(ChainWalker):
                 out = []
                 for p, va in self.value(table, a, pkt):
                     for q, vb in self.value(table, b, pkt):
-                        x, y = int(va), int(vb)  # type: ignore[call-overload]
+                        x, y = _int(va), _int(vb)
                         out.append((p * q, x & y if op == "&" else x | y if op == "|" else x ^ y))
                 return out
         if "fib" in e:
@@ -242,14 +265,14 @@ class NftWalker(ChainWalker):
             if k == "match":
                 m = e["match"]
                 op = m.get("op", "==")
-                outs = []
+                shares: list[float] = []  # of the ways the left side evaluates, those that match
                 for q, v in self.value(table, m["left"], pkt):
-                    hit = self._in(table, v, m["right"])
+                    matched = self._in(table, v, m["right"])
                     if op == "!=":
-                        hit = not hit
-                    if hit:
-                        outs.append(q)
-                total = sum(outs)
+                        matched = not matched
+                    if matched:
+                        shares.append(q)
+                total = sum(shares)
                 if total == 0:
                     return [Effect(p, "nomatch", pkt)]
                 rest = self._exprs(table, ex, i + 1, p * total, pkt, notes)
@@ -265,10 +288,10 @@ class NftWalker(ChainWalker):
                     i += 1
                     continue
                 if "meta" in key and key["meta"]["key"] == "mark":
-                    outs = []
+                    outs: list[Effect] = []
                     for q, v in self.value(table, e["mangle"]["value"], pkt):
-                        outs += self._exprs(table, ex, i + 1, p * q, pkt.with_(mark=int(v)),  # type: ignore[arg-type]
-                                            notes + [f"mark {pkt.mark:#x} -> {int(v):#x}"])  # type: ignore[arg-type]
+                        outs += self._exprs(table, ex, i + 1, p * q, pkt.with_(mark=_int(v)),
+                                            notes + [f"mark {pkt.mark:#x} -> {_int(v):#x}"])
                     return outs
                 raise KeyError(f"mangle {key}")
             if k == "set":  # add/update an element (affinity); the packet goes on
@@ -292,10 +315,10 @@ class NftWalker(ChainWalker):
                 outs = []
                 for q, v in self.value(table, d["addr"], pkt):
                     if isinstance(v, tuple):
-                        ip, port = str(v[0]), int(v[1])  # type: ignore[call-overload]
+                        ip, port = str(v[0]), _int(v[1])
                     else:
                         ip = str(v)
-                        port = int(self.value(table, d["port"], pkt)[0][1]) if "port" in d else pkt.dport  # type: ignore
+                        port = _int(self.value(table, d["port"], pkt)[0][1]) if "port" in d else pkt.dport
                     new = pkt.with_(dst=ip, dport=port, endpoint=f"{ip}:{port}", ct_dnat=True)
                     outs.append(Effect(p * q, "verdict", new, "accept", "; ".join(notes + [f"dnat to {ip}:{port}"])))
                 return outs

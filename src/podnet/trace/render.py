@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from podnet.trace.model import Result
+
+if TYPE_CHECKING:  # verify.py runs probes in the lab's namespaces: imported only where verifying is asked for
+    from podnet.trace.verify import Report
 
 
 def text(r: Result) -> str:
@@ -24,12 +29,11 @@ def text(r: Result) -> str:
     return "\n".join(lines)
 
 
-def verify_text(rep: object) -> str:
+def verify_text(rep: Report) -> str:
     lines = [""]
-    agree = getattr(rep, "agree", False)
-    lines.append(f"verify: {'the kernel agrees' if agree else 'DISAGREEMENT'}: {getattr(rep, 'summary', '')}")
-    for d in getattr(rep, "disagreements", []):
+    lines.append(f"verify: {'the kernel agrees' if rep.agree else 'DISAGREEMENT'}: {rep.summary}")
+    for d in rep.disagreements:
         lines.append(f"  - {d}")
-    if getattr(rep, "attempts", 1) > 1:
-        lines.append(f"  ({rep.attempts} rounds: the kernel's trace of the earlier ones was incomplete)")  # type: ignore[attr-defined]
+    if rep.attempts > 1:
+        lines.append(f"  ({rep.attempts} rounds: the kernel's trace of the earlier ones was incomplete)")
     return "\n".join(lines)

@@ -218,7 +218,7 @@ def predicted(cluster: Cluster, result: Result) -> dict[str, set[Seg]]:
     for o in result.outcomes:
         visit: list[tuple[str, tuple[int, int, str], Rule]] = []
         last_node = None
-        for h in o.hops + [None]:  # type: ignore[list-item]
+        for h in o.hops + [None]:
             if h is None or h.node != last_node:
                 _flush(visit, out)
                 visit = []
@@ -694,8 +694,8 @@ def compare(cluster: Cluster, result: Result, expect: dict[str, set[Seg]], monit
         dis.append(f"{got_any} probes arrived, only {n} were sent")
     if p_del == 0 and got_any:
         dis.append(f"predicted {result.verdict}, but {got_any} probe(s) arrived")
-    for where, p in delivered.items():
-        if p >= 1 - 1e-9 and arrivals.get(where, 0) != n:
+    for where, prob in delivered.items():
+        if prob >= 1 - 1e-9 and arrivals.get(where, 0) != n:
             dis.append(f"{where}: predicted to receive every probe, got {arrivals.get(where, 0)} of {n}")
     summary = (f"{n} probe(s), {total_packets} traced packet(s) on {len(monitors)} node(s), "
                f"arrivals {dict(sorted(arrivals.items())) or 'none'}")

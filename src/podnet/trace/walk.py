@@ -16,7 +16,7 @@ from podnet.trace.chains import ChainWalker
 from podnet.trace.ipt import IptablesRules, IptablesWalker, IptContext
 from podnet.trace.model import Branch, Hop, Outcome, Packet, Result
 from podnet.trace.nft import XTABLES, NftContext, NftRuleset, NftWalker
-from podnet.trace.snapshot import Cluster, CtEntry, NsState
+from podnet.trace.snapshot import Cluster, CtEntry, LeaseInfo, NsState, PodInfo
 
 HOOKS_IN = ("prerouting",)
 TCP_REOPEN = ("TIME_WAIT", "CLOSE")  # entries a new SYN replaces instead of following
@@ -46,14 +46,14 @@ def _prepare(st: NsState) -> _Node:
     ipt = IptablesRules.parse(st.iptables)
     nw = NftWalker(rs, NftContext(local))
     iw = IptablesWalker(ipt, IptContext(local, st.recent))
-    base = []
-    for b in rs.base:
-        if b.family != "ip":
+    base: list[tuple[str, int, str, str, str, str]] = []
+    for bc in rs.base:
+        if bc.family != "ip":
             continue
-        if b.table in XTABLES:
-            base.append((b.hook, b.prio, "ipt", b.table, b.chain, b.type))
+        if bc.table in XTABLES:
+            base.append((bc.hook, bc.prio, "ipt", bc.table, bc.chain, bc.type))
         else:
-            base.append((b.hook, b.prio, "nft", f"{b.family} {b.table}", b.chain, b.type))
+            base.append((bc.hook, bc.prio, "nft", f"{bc.family} {bc.table}", bc.chain, bc.type))
     # Equal priorities run in the order the kernel registered them (newest first), which no dump shows:
     # iptables-nft's chains are taken first (what the lab's kernels do: flannel's come after the proxy's).
     base.sort(key=lambda x: (x[0], x[1], 0 if x[2] == "ipt" else 1))
@@ -65,8 +65,8 @@ def _prepare(st: NsState) -> _Node:
 
 
 # ---- routing ------------------------------------------------------------------------------------------
-def _net(dst: str) -> ipaddress.IPv4Network:
-    return ipaddress.ip_network("0.0.0.0/0" if dst == "default" else dst, strict=False)  # type: ignore[return-value]
+def _net(dst: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network("0.0.0.0/0" if dst == "default" else dst, strict=False)
 
 
 def route(st: NsState, dst: str, src: str = "", iif: str = "", mark: int = 0) -> dict | None:
@@ -356,7 +356,7 @@ class Walk:
         self.end(Branch(br.p, pkt, br.hops + [self.hop(node, "route", f"leaves the lab via {nh} dev {dev}")]),
                  "dropped", f"{node} {dev}", f"{pkt.dst} is outside the lab (next hop {nh})")
 
-    def lease_for(self, ip: str):  # type: ignore[no-untyped-def]
+    def lease_for(self, ip: str) -> LeaseInfo | None:
         return next((le for le in self.c.leases if ipaddress.ip_address(ip) in ipaddress.ip_network(le.subnet)), None)
 
     def cross(self, node: str, br: Branch, outer: str, detail: str, dev: str, visits: int) -> None:
@@ -371,7 +371,7 @@ class Walk:
             iif = "eth0"
         self.node_in(target, Branch(br.p, br.pkt.at_next_node(), br.hops), iif, visits + 1)
 
-    def deliver(self, pod, br: Branch, detail: str, node: str) -> None:  # type: ignore[no-untyped-def]
+    def deliver(self, pod: PodInfo, br: Branch, detail: str, node: str) -> None:
         pst = self.c.pod_states.get(pod.ref)
         hop = self.hop(node, "veth", detail)
         if pst is not None and not pst.has_addr(br.pkt.dst):

@@ -48,9 +48,11 @@ def lease_fact(le: Lease) -> LeaseFact:
 
 def lab_facts(st: LabState, netconf: dict[str, Any], leases: list[LeaseFact]) -> LabFacts:
     spec = st.spec
-    backend = netconf.get("Backend") if isinstance(netconf.get("Backend"), dict) else {}
-    port = backend.get("Port") if isinstance(backend.get("Port"), int) else 0
-    vni = backend.get("VNI") if isinstance(backend.get("VNI"), int) else 1
+    b = netconf.get("Backend")
+    backend: dict[str, Any] = b if isinstance(b, dict) else {}
+    p, v = backend.get("Port"), backend.get("VNI")
+    port = p if isinstance(p, int) else 0
+    vni = v if isinstance(v, int) else 1
     return LabFacts(
         name=spec.name, backend=spec.backend, proxy_mode=spec.proxy_mode, underlay_cidr=spec.underlay_cidr,
         underlay_netns=spec.underlay_netns, underlay_bridge=spec.underlay_bridge,
@@ -66,7 +68,7 @@ def lab_facts(st: LabState, netconf: dict[str, Any], leases: list[LeaseFact]) ->
 class LabWatch:
     """The lab's facts, kept current: an informer on flannel's subnet leases calls on_change from its thread."""
 
-    def __init__(self, st: LabState, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, st: LabState, on_change: Callable[[], object] | None = None) -> None:
         self.st = st
         self.store = open_store(st.store_url)
         kv = self.store.get(keys.NETWORK_CONFIG)

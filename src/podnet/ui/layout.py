@@ -289,11 +289,12 @@ def scene(view: LabView) -> dict[str, Any]:
               f"  ·  pod network {view.pod_network}")
     width = max(width, text_width(header, "title") + 2 * M)
     shapes.append(text(M, M + 14, header, "title"))
-    y = M + 34
+    y: float = M + 34
 
     # Services, in rows as wide as the canvas
     svc_rows: list[tuple[ServiceView, Box, str]] = []
-    x, row_h = M, 0.0
+    x: float = M
+    row_h = 0.0
     for i, (s, (w, h)) in enumerate(zip(view.services, svc_sizes, strict=True)):
         if x > M and x + w > width - M:
             x, y = M, y + row_h + 30
@@ -365,8 +366,8 @@ def scene(view: LabView) -> dict[str, Any]:
         g, rows_at = _draw_service(s, box, colour)
         shapes.append(g)
         i = 0
-        for p in s.ports:
-            for e in p.endpoints:
+        for port in s.ports:
+            for e in port.endpoints:
                 target = pod_boxes.get(e.pod) if e.pod else None
                 if target is not None:
                     sx, sy = rows_at[i]

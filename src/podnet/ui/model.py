@@ -276,12 +276,12 @@ def service_views(services: Iterable[Mapping[str, Any]], slices: Iterable[Mappin
             cluster = {str(e) for e in cat.cluster}
             reachable = {str(e) for e in cat.reachable}
             eps = []
-            for e in sp.endpoints:
-                key = str(e)
-                pod = pod_by_ip.get(e.ip)
+            for ep in sp.endpoints:
+                key = str(ep)
+                pod = pod_by_ip.get(ep.ip)
                 eps.append(EndpointView(
-                    address=key, pod=pod.ref if pod else "", node=e.node_name or (pod.node if pod else ""),
-                    ready=e.ready, terminating=e.terminating,
+                    address=key, pod=pod.ref if pod else "", node=ep.node_name or (pod.node if pod else ""),
+                    ready=ep.ready, terminating=ep.terminating,
                     share=(1.0 / len(cluster)) if key in cluster else 0.0,
                     chain=iptables.endpoint_chain_name(str(sp.name), sp.protocol.lower(), key) if key in reachable else ""))
             ports.append(PortView(sp.name.port, sp.protocol, sp.port, sp.node_port, chain, tuple(eps)))
