@@ -139,8 +139,8 @@ def controller(name: str = typer.Option(..., "--name")) -> None:
 
 
 @app.command("speaker", hidden=True)
-def speaker(name: str = typer.Option(..., "--name"), node: str = typer.Option(..., "--node"),
-            ctx: typer.Context = None) -> None:  # type: ignore[assignment]
+def speaker(ctx: typer.Context, name: str = typer.Option(..., "--name"),
+            node: str = typer.Option(..., "--node")) -> None:
     """Runs inside a node namespace: answers ARP on the underlay for the LoadBalancer addresses it wins."""
     from podnet.lab import speaker as lab_speaker
 
@@ -148,7 +148,7 @@ def speaker(name: str = typer.Option(..., "--name"), node: str = typer.Option(..
 
 
 @app.command("agent", hidden=True)
-def agent(name: str = typer.Option(..., "--name"), node: str = typer.Option(..., "--node"), ctx: typer.Context = None) -> None:  # type: ignore[assignment]
+def agent(ctx: typer.Context, name: str = typer.Option(..., "--name"), node: str = typer.Option(..., "--node")) -> None:
     """Runs inside a node namespace: wires and runs the pods bound to that node."""
     from podnet.lab import agent as lab_agent
 

@@ -9,11 +9,15 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import typer
 
 from podnet.cli import source as source_opts
 from podnet.errors import Problem, ValidationError
+
+if TYPE_CHECKING:
+    from podnet.store import Store
 
 app = typer.Typer(help="Pod network overlay (flannel-compatible): net-conf, subnet leases, the node daemon.",
                   no_args_is_help=True)
@@ -22,8 +26,19 @@ config_app = typer.Typer(help="The network config (flannel's net-conf.json at /c
 app.add_typer(config_app, name="config")
 
 
-def _store(ctx: typer.Context):  # type: ignore[no-untyped-def]
+def _store(ctx: typer.Context) -> Store:
     return ctx.obj.store()
+
+
+class _LeaseRow(TypedDict):
+    """One row of `overlay leases` (the JSON output's keys)."""
+
+    subnet: str
+    public_ip: str
+    backend_type: str | None
+    backend_data: dict[str, Any] | None
+    expires_in: int | None
+    reservation: bool
 
 
 @config_app.command("set")
@@ -72,7 +87,7 @@ def leases(ctx: typer.Context, output: str = typer.Option("table", "-o", "--outp
     store = _store(ctx)
     items, _ = SubnetManager(store).list_leases()
     ttl_of = getattr(store, "lease_ttl", None)
-    rows = []
+    rows: list[_LeaseRow] = []
     for lease in items:
         left: float | None = None
         if lease.store_lease and ttl_of is not None:

@@ -166,6 +166,7 @@ def render_command(
     from podnet.api.ipaddr import parse_ip
     from podnet.proxy.config import (
         HostFacts,
+        KubeProxyConfiguration,
         effective_node_name,
         load_host_facts,
         load_proxy_config,
@@ -182,15 +183,16 @@ def render_command(
         problems.append(Problem("--layout", layout, "must be podnet or kube-proxy"))
     if ip_family not in (None, IPV4, IPV6):
         problems.append(Problem("--ip-family", ip_family, "must be IPv4 or IPv6"))
-    cfg = facts = None
-    for what, loader, path in (("config", load_proxy_config, config), ("facts", load_host_facts, host_facts)):
-        if path is None:
-            continue
+    cfg: KubeProxyConfiguration | None = None
+    facts: HostFacts | None = None
+    if config is not None:
         try:
-            if what == "config":
-                cfg = loader(path)
-            else:
-                facts = loader(path)
+            cfg = load_proxy_config(config)
+        except ValidationError as e:
+            problems.extend(e.problems)
+    if host_facts is not None:
+        try:
+            facts = load_host_facts(host_facts)
         except ValidationError as e:
             problems.extend(e.problems)
     try:
@@ -213,10 +215,9 @@ def render_command(
         desired = desired_state_from_objects(objs, settings.node_name, ip_family=family)
     else:
         if facts is None:
-            facts = HostFacts(nodeName=effective_node_name(cfg, socket.gethostname().lower()))
-        family = ip_family or (
-            IPV6 if facts.node_ips and parse_ip(facts.node_ips[0]).version == 6 else IPV4
-        )
+            facts = HostFacts(node_name=effective_node_name(cfg, socket.gethostname().lower()))
+        first_ip = parse_ip(facts.node_ips[0]) if facts.node_ips else None  # HostFacts holds parsed IPs only
+        family = ip_family or (IPV6 if first_ip is not None and first_ip.version == 6 else IPV4)
         node_name = effective_node_name(cfg, facts.node_name)
         if mode == "nftables":
             from podnet.proxy.nftables.backend import NftablesBackend

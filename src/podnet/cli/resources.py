@@ -327,6 +327,7 @@ def get(
 ) -> None:
     """List objects as kubectl get does."""
     from podnet.api import EndpointSlice, Node, Pod, Service
+    from podnet.api.deployment import Deployment
     from podnet.api.loader import KINDS, dump_json, dump_yaml
     from podnet.api.selectors import parse_selector
     from podnet.api.statefulset import StatefulSet
@@ -362,7 +363,7 @@ def get(
         print(f"No resources found{where}.", file=sys.stderr)
         return
     wide = output == "wide"
-    pods = _read(store, "Pod", None) if kind == "Deployment" else []
+    pods = [p for p in _read(store, "Pod", None) if isinstance(p, Pod)] if kind == "Deployment" else []
     base, extra = _HEADERS[kind]
     header = base + (extra if wide else [])
     show_ns = all_namespaces and cls.NAMESPACED
@@ -378,8 +379,10 @@ def get(
             row = _slice_row(o, wide)
         elif isinstance(o, StatefulSet):
             row = _statefulset_row(o, wide)
-        else:
-            row = _deployment_row(o, wide, pods)  # type: ignore[arg-type]
+        elif isinstance(o, Deployment):
+            row = _deployment_row(o, wide, pods)
+        else:  # _HEADERS covers every kind a listing reaches; this is an object stored under another's prefix
+            raise PodnetError(f"{o.kind} {o.name}: not a {kind}, cannot show it as one")
         rows.append(([o.namespace or ""] if show_ns else []) + row)
     typer.echo(format_table(rows), nl=False)
 

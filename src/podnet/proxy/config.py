@@ -9,6 +9,7 @@ file so the output is reproducible anywhere, `podnet proxy run` detects them its
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -305,6 +306,17 @@ def masquerade_mark(bit: int) -> str:
     return "0x%08x" % (1 << bit)
 
 
+def _family_of_text(text: str) -> str | None:
+    """The family of an IP given as text; None when it is not an IP."""
+    ip = parse_ip(text)
+    return None if ip is None else ip_family_of(ip)
+
+
+def _is_non_loopback_ip(text: str) -> bool:
+    ip = parse_ip(text)
+    return ip is not None and not ip.is_loopback
+
+
 def effective_node_name(config: KubeProxyConfiguration | None, detected: str) -> str:
     """hostnameOverride (trimmed, lower-cased as kube-proxy's GetHostname does), else the detected name."""
     override = (config.hostname_override if config else "").strip().lower()
@@ -330,7 +342,7 @@ def resolve_settings(
     """
     config = config or KubeProxyConfiguration()
     node_name = effective_node_name(config, facts.node_name if facts else "")
-    node_ips = tuple(ip for ip in (facts.node_ips if facts else []) if ip_family_of(parse_ip(ip)) == ip_family)
+    node_ips = tuple(ip for ip in (facts.node_ips if facts else []) if _family_of_text(ip) == ip_family)
 
     mode = config.detect_local_mode or "ClusterCIDR"
     detector = LocalDetector()
@@ -351,9 +363,11 @@ def resolve_settings(
         net = parse_cidr(entry)
         if net is not None and ip_family_of(net) == ip_family:
             cidrs.append(str(net))
-    match_all = not cidrs or any(parse_cidr(c).prefixlen == 0 for c in cidrs)
+    # Every entry of cidrs is a parsed CIDR's text or "<node IP>/<full length>", so none is dropped here.
+    nets = [n for n in (parse_cidr(c) for c in cidrs) if n is not None]
+    match_all = not cidrs or any(n.prefixlen == 0 for n in nets)
     contains_v4_loopback = ip_family == IPV4 and (
-        match_all or any(parse_ip("127.0.0.1") in parse_cidr(c) for c in cidrs)
+        match_all or any(ipaddress.IPv4Address("127.0.0.1") in n for n in nets)
     )
     localhost = config.iptables.localhost_node_ports and contains_v4_loopback
 
@@ -422,14 +436,15 @@ def settings_from_proxier_block(block: Mapping[str, Any]) -> ProxierSettings:
         node_ips = list(_FAKE_PROXIER_NODE_IPS)
     if node_ip and node_ip not in node_ips:
         node_ips.insert(0, node_ip)
-    node_ips = [ip for ip in node_ips if (parse_ip(ip) is not None and not parse_ip(ip).is_loopback)]
+    node_ips = [ip for ip in node_ips if _is_non_loopback_ip(ip)]
     # NewFakeProxier has both nfacct counters; a case that says nothing about them means that.
     nfacct = block.get("nfAcctCounters")
     if nfacct is None:
         nfacct = {"ct_state_invalid_dropped_pkts": True, "localhost_nps_accepted_pkts": True}
     npa = block.get("nodePortAddresses") or []
-    cidrs = [str(n) for n in (parse_cidr(c) for c in npa) if n is not None and ip_family_of(n) == family]
-    match_all = not cidrs or any(parse_cidr(c).prefixlen == 0 for c in cidrs)
+    nets = [n for n in (parse_cidr(c) for c in npa) if n is not None and ip_family_of(n) == family]
+    cidrs = [str(n) for n in nets]
+    match_all = not cidrs or any(n.prefixlen == 0 for n in nets)
     if problems:
         raise ValidationError(problems)
     return ProxierSettings(

@@ -254,7 +254,7 @@ class ServiceHealthServer:
             opened: list[Listener] = []
             try:
                 for ip in addrs:
-                    opened.append(self._open((ip, port), lambda _path, nsn=nsn: self.response(nsn)))  # type: ignore[misc]
+                    opened.append(self._open((ip, port), self._responder(nsn)))
             except OSError as e:
                 _close_all(opened)  # all or nothing, so a retry (or another owner of the port) starts clean
                 failed[nsn] = e
@@ -270,6 +270,10 @@ class ServiceHealthServer:
         with self._lock:
             for nsn, inst in self._services.items():
                 inst.endpoints = counts.get(nsn, 0)
+
+    def _responder(self, nsn: str) -> Callable[[str], Response]:
+        """What a listener of nsn answers, whatever the path."""
+        return lambda _path: self.response(nsn)
 
     def response(self, nsn: str) -> Response:
         with self._lock:

@@ -57,8 +57,8 @@ def detect_nfacct(runner: Runner) -> bool:
 def detect(node_name: str, runner: Runner) -> HostFacts:
     """This host's facts, probed."""
     return HostFacts(
-        nodeName=node_name,
-        nodeIPs=detect_node_ips(),
+        node_name=node_name,
+        node_ips=detect_node_ips(),
         nfacct=detect_nfacct(runner),
-        randomFully=detect_random_fully(runner),
+        random_fully=detect_random_fully(runner),
     )

@@ -7,7 +7,7 @@ the metrics address (kube-proxy's default 127.0.0.1:10249). /healthz and /livez 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -25,6 +25,10 @@ def _lin(start: float, width: float, count: int) -> list[float]:
 SYNC_BUCKETS = _exp_buckets(0.001, 2, 15)
 # kube-proxy: 0.25, 0.5, 1..59 s, 60..115 s, 120..300 s
 PROGRAMMING_BUCKETS = _lin(0.25, 0.25, 2) + _lin(1, 1, 59) + _lin(60, 5, 12) + _lin(120, 30, 7)
+
+
+# A route answers GET with (status code, content type, body).
+Route = Callable[[], tuple[int, str, bytes]]
 
 
 class ProxyMetrics:
@@ -87,14 +91,14 @@ class ProxyMetrics:
             self.programming.observe(max(0.0, now - t))
 
 
-def _handler(routes: dict[str, object]) -> type[BaseHTTPRequestHandler]:
+def _handler(routes: Mapping[str, Route]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server API)
             fn = routes.get(self.path.split("?", 1)[0])
             if fn is None:
                 self.send_error(404)
                 return
-            code, ctype, body = fn()  # type: ignore[operator]
+            code, ctype, body = fn()
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -118,12 +122,12 @@ def split_hostport(addr: str, default_port: int) -> tuple[str, int]:
     return addr or "0.0.0.0", default_port
 
 
-def serve(addr: tuple[str, int], routes: dict[str, object]) -> ThreadingHTTPServer:
+def serve(addr: tuple[str, int], routes: Mapping[str, Route]) -> ThreadingHTTPServer:
     srv = ThreadingHTTPServer(addr, _handler(routes))
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, name=f"http-{addr[1]}", daemon=True).start()
     return srv
 
 
-def metrics_routes(m: ProxyMetrics) -> dict[str, object]:
+def metrics_routes(m: ProxyMetrics) -> dict[str, Route]:
     return {"/metrics": lambda: (200, CONTENT_TYPE_LATEST, m.render())}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
+from typing import TYPE_CHECKING
 
 from podnet.api.defaults import IPV4
 from podnet.proxy.backend import Backend, SyncError
@@ -39,11 +40,19 @@ from podnet.proxy.tracker import ChangeTracker
 from podnet.source.base import Source
 from podnet.store import Store
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing.TypeIs is 3.13; only mypy reads it here
+
 __all__ = ["PROXY_SELECTOR", "TRIGGER_ANNOTATION", "Proxier"]
 
 log = logging.getLogger(__name__)
 
 LARGE_CLUSTER_ENDPOINTS = 1000  # kube-proxy's largeClusterEndpointsThreshold (per-endpoint comments dropped)
+
+
+def _is_source(store: Source | Store) -> TypeIs[Source]:
+    """Source and Store are both protocols (not runtime-checkable): a source is what has informer()."""
+    return hasattr(store, "informer")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -66,11 +75,12 @@ class Proxier:
         health_listener: Opener | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if not hasattr(store, "informer"):  # a Store: the daemon's source before sources existed
+        if _is_source(store):
+            self.source: Source = store
+        else:  # a Store: the daemon's source before sources existed
             from podnet.source.store import StoreSource
 
-            store = StoreSource(store)  # type: ignore[arg-type]
-        self.source: Source = store  # type: ignore[assignment]
+            self.source = StoreSource(store)
         self.node_name = node_name
         self.config = config or KubeProxyConfiguration()
         self.runner = runner or Runner()

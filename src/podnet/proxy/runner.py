@@ -86,15 +86,16 @@ class BoundedFrequencyRunner:
 
     def _decide(self, now: float) -> tuple[bool, bool, float]:
         """(run now, overdue, seconds until the next decision). Called with the lock held."""
-        retrying = self._retry_at is not None
-        overdue = now >= self._next_max or (retrying and now >= self._retry_at)  # type: ignore[operator]
+        retry_at = self._retry_at
+        retrying = retry_at is not None
+        overdue = now >= self._next_max or (retry_at is not None and now >= retry_at)
         wanted = overdue or (self._pending and not retrying)
         earliest = self._last_start + self.min_interval
         if wanted and now >= earliest:
             return True, overdue, 0.0
         wake = self._next_max
-        if retrying:
-            wake = min(wake, self._retry_at)  # type: ignore[type-var]
+        if retry_at is not None:
+            wake = min(wake, retry_at)
         if wanted:
             wake = min(wake, earliest)
         return False, overdue, max(0.0, wake - now)

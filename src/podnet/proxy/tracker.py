@@ -101,8 +101,8 @@ def _service_endpoints(
                     )
     out = []
     for sp in svc.ports:
-        bucket = buckets.get((sp.name.port, sp.name.protocol))
-        out.append(replace(sp, endpoints=tuple(bucket[k] for k in sorted(bucket))) if bucket else sp)
+        found = buckets.get((sp.name.port, sp.name.protocol))
+        out.append(replace(sp, endpoints=tuple(found[k] for k in sorted(found))) if found else sp)
     return tuple(out)
 
 

@@ -107,8 +107,10 @@ def detect_mode(runner: Runner) -> Mode:
     PODNET_IPTABLES_MODE=nft|legacy overrides.
     """
     forced = os.environ.get("PODNET_IPTABLES_MODE")
-    if forced in ("nft", "legacy"):
-        return forced  # type: ignore[return-value]
+    if forced == "nft":
+        return "nft"
+    if forced == "legacy":
+        return "legacy"
     have_nft, have_legacy = _exists("iptables-nft-save"), _exists("iptables-legacy-save")
     if not have_legacy:
         return "nft"

@@ -18,6 +18,8 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 from podnet.net import exec as nexec
 from podnet.proxy.backend import SyncError
@@ -41,12 +43,12 @@ class TableObjects:
     maps: frozenset[str]
 
 
-def _load_binding() -> object | None:
+def _load_binding() -> ModuleType | None:
     """The python3-nftables module, or None (not installed, or PODNET_NFT=cli forces the CLI)."""
     if os.environ.get("PODNET_NFT") == "cli":
         return None
     try:
-        import nftables  # type: ignore[import-not-found]
+        import nftables
     except ImportError:
         return None
     return nftables
@@ -59,15 +61,16 @@ class Nft:
         self.netns = netns
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._ctx = None
-        self._json_ctx = None
+        # libnftables.Nftables contexts; the binding ships no types.
+        self._ctx: Any = None
+        self._json_ctx: Any = None
         mod = _load_binding() if netns is None and binding is not False else None
         if binding and mod is None:
             raise NftError("python3-nftables (libnftables binding) is not available")
         if mod is not None:
             try:
-                self._ctx = mod.Nftables()  # type: ignore[attr-defined]
-                self._json_ctx = mod.Nftables()  # type: ignore[attr-defined]
+                self._ctx = mod.Nftables()
+                self._json_ctx = mod.Nftables()
                 self._json_ctx.set_json_output(True)
                 self._json_ctx.set_terse_output(True)
             except OSError as e:  # libnftables.so cannot be loaded
