@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from podnet.api.defaults import IPV4, IPV6
@@ -121,18 +121,12 @@ class KubeProxyConfiguration(_Model):
     sync_period: float | None = Field(None, alias="syncPeriod")
     min_sync_period: float | None = Field(None, alias="minSyncPeriod")
 
-    @field_validator("api_version")
+    @field_validator("api_version", "kind")
     @classmethod
-    def _api_version(cls, v: str) -> str:
-        if v != API_VERSION:
-            raise ValueError(f"must be {API_VERSION}")
-        return v
-
-    @field_validator("kind")
-    @classmethod
-    def _kind(cls, v: str) -> str:
-        if v != KIND:
-            raise ValueError(f"must be {KIND}")
+    def _type_meta(cls, v: str, info: ValidationInfo) -> str:
+        want = API_VERSION if info.field_name == "api_version" else KIND
+        if v != want:
+            raise ValueError(f"must be {want}")
         return v
 
     @field_validator("cluster_cidr")

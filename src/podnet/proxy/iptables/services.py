@@ -119,49 +119,32 @@ class ServiceOutput:
                 ext_target, ext_comment = "DROP", f'"{spn} has no local endpoints"'
                 self.no_local_external = 1
 
+        def capture(chain: str, comment: str, dst: str, target: str) -> str:
+            """A rule that sends this port's traffic to `dst` to `target` (comment given quoted if it must be)."""
+            return f"-A {chain} -m comment --comment {comment} {match} -d {dst} --dport {port} -j {target}"
+
         # Capture the cluster IP.
         if plan.has_internal:
-            nat.append(
-                f'-A {KUBE_SERVICES} -m comment --comment "{spn} cluster IP" {match} -d {sp.cluster_ip} '
-                f"--dport {port} -j {plan.internal_chain}"
-            )
+            nat.append(capture(KUBE_SERVICES, f'"{spn} cluster IP"', sp.cluster_ip, plan.internal_chain))
         else:
-            filt.append(
-                f"-A {KUBE_SERVICES} -m comment --comment {int_comment} {match} -d {sp.cluster_ip} "
-                f"--dport {port} -j {int_target}"
-            )
+            filt.append(capture(KUBE_SERVICES, int_comment, sp.cluster_ip, int_target))
 
         # Capture external IPs.
         for eip in sp.external_ips:
             if cat.has_any:
-                nat.append(
-                    f'-A {KUBE_SERVICES} -m comment --comment "{spn} external IP" {match} -d {eip} '
-                    f"--dport {port} -j {names.ext}"
-                )
+                nat.append(capture(KUBE_SERVICES, f'"{spn} external IP"', eip, names.ext))
             if not plan.has_external:
-                filt.append(
-                    f"-A {KUBE_EXTERNAL_SERVICES} -m comment --comment {ext_comment} {match} -d {eip} "
-                    f"--dport {port} -j {ext_target}"
-                )
+                filt.append(capture(KUBE_EXTERNAL_SERVICES, ext_comment, eip, ext_target))
 
         # Capture load-balancer ingress IPs.
         for lbip in sp.load_balancer_ips:
             if cat.has_any:
-                nat.append(
-                    f'-A {KUBE_SERVICES} -m comment --comment "{spn} loadbalancer IP" {match} -d {lbip} '
-                    f"--dport {port} -j {plan.lb_chain}"
-                )
+                nat.append(capture(KUBE_SERVICES, f'"{spn} loadbalancer IP"', lbip, plan.lb_chain))
             if plan.uses_fw:
-                filt.append(
-                    f'-A {KUBE_PROXY_FIREWALL} -m comment --comment "{spn} traffic not accepted by {names.fw}" '
-                    f"{match} -d {lbip} --dport {port} -j DROP"
-                )
+                filt.append(capture(KUBE_PROXY_FIREWALL, f'"{spn} traffic not accepted by {names.fw}"', lbip, "DROP"))
         if not plan.has_external:
             for lbip in sp.load_balancer_ips:
-                filt.append(
-                    f"-A {KUBE_EXTERNAL_SERVICES} -m comment --comment {ext_comment} {match} -d {lbip} "
-                    f"--dport {port} -j {ext_target}"
-                )
+                filt.append(capture(KUBE_EXTERNAL_SERVICES, ext_comment, lbip, ext_target))
 
         # Capture node ports. By design they bypass loadBalancerSourceRanges.
         if sp.node_port:

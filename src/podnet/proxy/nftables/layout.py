@@ -251,27 +251,25 @@ def service_objects(sp: ServicePort, lay: Layout, previous: ServiceObjects | Non
         else:
             slots(prefix, container, cluster_pool)
 
-    for ip in (*sp.external_ips, *sp.load_balancer_ips):
-        key = f"{ip} . {proto} . {sp.port}"
+    def capture(key: str, dispatch: str, chain: str, endpoints: str, no_endpoints: str) -> None:
+        """An external destination (an IP . port, or a NodePort): to its chain, or to the no-endpoints verdict."""
         if uses_ext:
-            out.shared_chains.add(ext_chain)
-            el.append(Element(SERVICE_IPS, key, f"goto {ext_chain}"))
-            external_slots(key, f"{SERVICE_ENDPOINTS}-{proto}")
+            out.shared_chains.add(chain)
+            el.append(Element(dispatch, key, f"goto {chain}"))
+            external_slots(key, endpoints)
         if not has_external:
-            el.append(Element(NO_EP_SERVICES, key, ext_verdict, comment))
+            el.append(Element(no_endpoints, key, ext_verdict, comment))
+
+    for ip in (*sp.external_ips, *sp.load_balancer_ips):
+        capture(f"{ip} . {proto} . {sp.port}", SERVICE_IPS, ext_chain, f"{SERVICE_ENDPOINTS}-{proto}", NO_EP_SERVICES)
     if sp.load_balancer_ips and sp.load_balancer_source_ranges:
         fw_chain = f"firewall-{service_base(sp)}"
         out.chains[fw_chain] = [firewall_rule(sp, s, lay.fam)]
         for ip in sp.load_balancer_ips:
             el.append(Element(FIREWALL_IPS, f"{ip} . {proto} . {sp.port}", f"goto {fw_chain}"))
     if sp.node_port:
-        key = f"{proto} . {sp.node_port}"
-        if uses_ext:
-            out.shared_chains.add(np_chain)
-            el.append(Element(SERVICE_NODEPORTS, key, f"goto {np_chain}"))
-            external_slots(key, f"{NODEPORT_ENDPOINTS}-{proto}")
-        if not has_external:
-            el.append(Element(NO_EP_NODEPORTS, key, ext_verdict, comment))
+        capture(f"{proto} . {sp.node_port}", SERVICE_NODEPORTS, np_chain, f"{NODEPORT_ENDPOINTS}-{proto}",
+                NO_EP_NODEPORTS)
     for e in cat.reachable:
         # Only a pod on this node can reach itself through this node's rules; endpoints of unknown node
         # (no nodeName) are kept to be safe. On a big cluster this leaves most endpoints out of the set.
