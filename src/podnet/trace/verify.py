@@ -244,7 +244,10 @@ def _flush(visit: list[tuple[str, tuple[int, int, str], Rule]], out: dict[str, s
 
 
 # ---- what the kernel says ----------------------------------------------------------------------------
-_NFT_RULE = re.compile(r"^trace id (\w+) (\w+) (\S+) (\S+) rule .*# handle (\d+)")
+# nft prints "unknown rule handle N" for a rule its cache does not hold: its cache is the ruleset read when
+# the monitor started, and a proxy sync since then gave the rules new handles. The kernel's event still names
+# the rule by handle, and RuleIndex knows the handles of the ruleset read after the probes.
+_NFT_RULE = re.compile(r"^trace id (\w+) (\w+) (\S+) (\S+) (?:rule .*# handle|unknown rule handle) (\d+)")
 _NFT_PACKET = re.compile(r"^trace id (\w+) (\w+) (\S+) (\S+) packet:")
 _XT_PACKET = re.compile(r"^PACKET: \d+ (\w+) ")
 _XT_RULE = re.compile(r"^\s*TRACE: \d+ (\w+) (\w+):([^:]+):rule:(0x[0-9a-f]+):")

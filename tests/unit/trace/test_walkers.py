@@ -163,6 +163,26 @@ def test_kernel_trace_segments_from_nft_monitor():
     assert [ix.show(r) for r in pkt[0][3]] == ["ip podnet nat-prerouting #1", "ip podnet services #2"]
 
 
+def test_rules_nft_monitor_could_not_name_are_known_by_handle():
+    """A proxy sync after the monitor read its cache: nft prints "unknown rule handle N" for every rule of
+    the table. The event still carries the handle, and the ruleset read after the probes holds it."""
+    before = {"nftables": [
+        {"chain": {"family": "ip", "table": "podnet", "name": "nat-output", "hook": "output", "prio": -100}},
+        _nft_rule("nat-output", 10, "services"), _nft_rule("services", 11, "a")]}
+    after = {"nftables": [_nft_rule("nat-output", 453, "services"), _nft_rule("services", 460, "a")]}
+    st = NsState("n", "ns", nft=before)
+    text = "\n".join([
+        'trace id 7 ip pn-trace-ab out packet: oif "lo" ip saddr 192.168.77.11',
+        "trace id 7 ip pn-trace-ab out rule ip saddr 192.168.77.11 meta nftrace set 1 # handle 4 (verdict continue)",
+        'trace id 7 ip podnet nat-output packet: oif "lo" ip saddr 192.168.77.11',
+        "trace id 7 ip podnet nat-output unknown rule handle 453 (verdict jump services)",
+        "trace id 7 ip podnet services unknown rule handle 460 (verdict goto a)",
+    ])
+    (pkt,) = parse_monitor(text, st, "nft", (after, ""))
+    ix = RuleIndex.of(st)
+    assert pkt == ((0, -100, "ip podnet", (ix.nft("ip podnet", "nat-output", 10), ix.nft("ip podnet", "services", 11))),)
+
+
 def test_interleaved_xtables_monitor_lines_go_to_their_own_packet():
     """Two packets handled at once (two CPUs): their lines interleave, each line names its trace id."""
     st = NsState("n", "ns", nft={"nftables": [
