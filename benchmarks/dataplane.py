@@ -26,8 +26,8 @@ import sys
 import time
 
 from podnet.net import netns
-from podnet.proxy.config import LocalDetector, ProxierSettings
 from podnet.proxy.model import DesiredState, Endpoint, ServicePort, ServicePortName
+from podnet.proxy.settings import LocalDetector, ProxierSettings
 
 ENDPOINTS = 10
 SETTINGS = ProxierSettings(node_name="bench", node_ip="10.0.1.1", node_ips=("10.0.1.1",),

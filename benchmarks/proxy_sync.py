@@ -35,11 +35,11 @@ import time
 from dataclasses import replace
 
 from podnet.net import netns
-from podnet.proxy.config import LocalDetector, ProxierSettings
 from podnet.proxy.iptables.backend import IptablesBackend
 from podnet.proxy.iptables.render import render
 from podnet.proxy.iptables.restore import Restorer, Runner
 from podnet.proxy.model import DesiredState, Endpoint, ServicePort, ServicePortName
+from podnet.proxy.settings import LocalDetector, ProxierSettings
 
 NS = "pn-px-bench"
 NS_KP = "pn-px-bench-kp"

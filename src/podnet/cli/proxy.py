@@ -164,16 +164,9 @@ def render_command(
     """
     from podnet.api.defaults import IPV4, IPV6
     from podnet.api.ipaddr import parse_ip
-    from podnet.proxy.config import (
-        HostFacts,
-        KubeProxyConfiguration,
-        effective_node_name,
-        load_host_facts,
-        load_proxy_config,
-        resolve_settings,
-        settings_from_proxier_block,
-    )
+    from podnet.proxy.config import HostFacts, KubeProxyConfiguration, load_host_facts, load_proxy_config
     from podnet.proxy.iptables.render import render
+    from podnet.proxy.settings import effective_node_name, resolve_settings, settings_from_proxier_block
     from podnet.proxy.tracker import desired_state_from_objects
 
     problems: list[Problem] = []

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Protocol
 from podnet.errors import PodnetError
 
 if TYPE_CHECKING:
-    from podnet.proxy.config import KubeProxyConfiguration, ProxierSettings
+    from podnet.proxy.config import KubeProxyConfiguration
     from podnet.proxy.model import DesiredState
+    from podnet.proxy.settings import ProxierSettings
 
 
 class SyncError(PodnetError):

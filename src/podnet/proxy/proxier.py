@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from podnet.api.defaults import IPV4
 from podnet.proxy.backend import Backend, SyncError
-from podnet.proxy.config import HostFacts, KubeProxyConfiguration, ProxierSettings, resolve_settings
+from podnet.proxy.config import HostFacts, KubeProxyConfiguration
 from podnet.proxy.conntrack import ConntrackCleaner, udp_service_ports
 from podnet.proxy.healthcheck import (
     HealthCheckNodePorts,
@@ -36,6 +36,7 @@ from podnet.proxy.iptables.restore import Restorer, Runner
 from podnet.proxy.metrics import ProxyMetrics
 from podnet.proxy.nodeports import PortHolder, node_port_sockets
 from podnet.proxy.runner import BoundedFrequencyRunner, Clock
+from podnet.proxy.settings import ProxierSettings, resolve_settings
 from podnet.proxy.tracker import ChangeTracker
 from podnet.source.base import Source
 from podnet.store import Store

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
-from podnet.proxy.config import HostFacts, KubeProxyConfiguration, settings_from_proxier_block
+from podnet.proxy.config import HostFacts, KubeProxyConfiguration
 from podnet.proxy.iptables.render import render
 from podnet.proxy.model import DesiredState
 from podnet.proxy.nftables.layout import render as render_nft
 from podnet.proxy.proxier import Proxier
+from podnet.proxy.settings import settings_from_proxier_block
 from podnet.proxy.tracker import desired_state_from_objects
 from podnet.source.kube import KubeSource
 from podnet.source.kubeconfig import KubeOptions

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from podnet.api.defaults import IPV6
-from podnet.proxy.config import LocalDetector, ProxierSettings
 from podnet.proxy.model import DesiredState, Endpoint, ServicePort, ServicePortName
 from podnet.proxy.nftables.backend import NftablesBackend
 from podnet.proxy.nftables.nft import Nft, NftError
+from podnet.proxy.settings import LocalDetector, ProxierSettings
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from podnet.proxy.config import ProxierSettings, settings_from_proxier_block
 from podnet.proxy.model import DesiredState
+from podnet.proxy.settings import ProxierSettings, settings_from_proxier_block
 from podnet.proxy.tracker import desired_state_from_objects
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from podnet.proxy.config import settings_from_proxier_block
 from podnet.proxy.iptables.render import render
+from podnet.proxy.settings import settings_from_proxier_block
 from podnet.proxy.tracker import desired_state_from_objects
 from tests.unit.proxy.proxy_fake_iptables import FakeIPTables, RestoreError
 

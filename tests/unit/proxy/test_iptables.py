@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import yaml
 
-from podnet.proxy.config import settings_from_proxier_block
 from podnet.proxy.iptables.names import JUMPS, endpoint_chain_name, port_proto_hash, probability
 from podnet.proxy.iptables.render import active_nat_chains, render
+from podnet.proxy.settings import settings_from_proxier_block
 from podnet.proxy.tracker import desired_state_from_objects
 from tests.unit.proxy.proxy_fake_iptables import FakeIPTables
 from tests.unit.proxy.proxy_golden_support import GOLDEN_DIR, check_rule_jumps
@@ -81,7 +81,8 @@ def test_jump_rules_are_kube_proxys():
 
 def test_real_masquerade_mark_and_fixed_rules():
     # A live kube-proxy formats the mark with %#08x: 0x00004000 (its unit tests hard-code 0x4000).
-    from podnet.proxy.config import HostFacts, KubeProxyConfiguration, resolve_settings
+    from podnet.proxy.config import HostFacts, KubeProxyConfiguration
+    from podnet.proxy.settings import resolve_settings
 
     s = resolve_settings(KubeProxyConfiguration(), HostFacts(nodeName="n"))
     text = render(state([]), s).text

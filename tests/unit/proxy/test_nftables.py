@@ -22,7 +22,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from podnet.proxy.config import LocalDetector, ProxierSettings
 from podnet.proxy.model import DesiredState, Endpoint, ServicePort, ServicePortName
 from podnet.proxy.nftables.layout import (
     SHORTCUT_OFFSET,
@@ -33,6 +32,7 @@ from podnet.proxy.nftables.layout import (
     stale_removal,
 )
 from podnet.proxy.nftables.ledger import Ledger, render_delta
+from podnet.proxy.settings import LocalDetector, ProxierSettings
 from tests.unit.proxy.proxy_golden_support import GOLDEN_DIR, SHARED_GOLDEN, case_state, load_case
 
 NFT_GOLDEN = Path(__file__).with_name("golden_nftables")

@@ -12,10 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from podnet.cli.main import app
-from podnet.proxy.config import KubeProxyConfiguration, LocalDetector, ProxierSettings
+from podnet.proxy.config import KubeProxyConfiguration
 from podnet.proxy.model import DesiredState, Endpoint, ServicePort, ServicePortName
 from podnet.proxy.nftables.backend import NftablesBackend
 from podnet.proxy.nftables.nft import NftError, TableObjects
+from podnet.proxy.settings import LocalDetector, ProxierSettings
 from tests.unit.proxy.proxy_golden_support import SHARED_GOLDEN
 
 S = ProxierSettings(node_name="n1", node_ip="10.0.0.1", node_ips=("10.0.0.1",),

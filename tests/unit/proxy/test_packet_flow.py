@@ -13,8 +13,8 @@ import dataclasses
 import pytest
 import yaml
 
-from podnet.proxy.config import LocalDetector, settings_from_proxier_block
 from podnet.proxy.iptables.render import render
+from podnet.proxy.settings import LocalDetector, settings_from_proxier_block
 from podnet.proxy.tracker import desired_state_from_objects
 from tests.unit.proxy.proxy_golden_support import GOLDEN_DIR
 from tests.unit.proxy.proxy_tracer import Tracer

@@ -10,8 +10,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from podnet.proxy.config import settings_from_proxier_block
 from podnet.proxy.iptables.render import render
+from podnet.proxy.settings import settings_from_proxier_block
 from podnet.proxy.tracker import desired_state_from_objects
 from tests.unit.proxy.proxy_fake_iptables import FakeIPTables
 from tests.unit.proxy.proxy_golden_support import GOLDEN_DIR, check_rule_jumps

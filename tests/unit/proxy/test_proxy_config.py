@@ -11,8 +11,8 @@ from podnet.proxy.config import (
     load_host_facts,
     load_proxy_config,
     parse_duration,
-    resolve_settings,
 )
+from podnet.proxy.settings import resolve_settings
 
 
 def test_defaults_are_kube_proxys():

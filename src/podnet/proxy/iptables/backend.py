@@ -6,10 +6,11 @@ a sync into renders (render.py) loaded in one `iptables-restore --noflush` trans
 
 from __future__ import annotations
 
-from podnet.proxy.config import KubeProxyConfiguration, ProxierSettings
+from podnet.proxy.config import KubeProxyConfiguration
 from podnet.proxy.iptables.render import RenderCache, render
 from podnet.proxy.iptables.restore import Restorer
 from podnet.proxy.model import DesiredState
+from podnet.proxy.settings import ProxierSettings
 
 
 class IptablesBackend:

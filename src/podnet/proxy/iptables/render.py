@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from podnet.api.defaults import IPV6
-from podnet.proxy.config import HostFacts, KubeProxyConfiguration, ProxierSettings, settings_for_state
+from podnet.proxy.config import HostFacts, KubeProxyConfiguration
 from podnet.proxy.iptables.names import (
     FILTER_TOP_CHAINS,
     KUBE_FIREWALL,
@@ -41,6 +41,7 @@ from podnet.proxy.iptables.names import (
 from podnet.proxy.iptables.ruleset import Ruleset
 from podnet.proxy.iptables.services import RenderContext, ServiceOutput, ServicePlan
 from podnet.proxy.model import DesiredState, changed_services
+from podnet.proxy.settings import ProxierSettings, settings_for_state
 
 # ---------------------------------------------------------------------------------------------
 # The result

@@ -13,7 +13,6 @@ from functools import lru_cache
 from typing import Any
 
 from podnet.api.defaults import IPV6
-from podnet.proxy.config import ProxierSettings
 from podnet.proxy.iptables.names import (
     KUBE_EXTERNAL_SERVICES,
     KUBE_MARK_MASQ,
@@ -26,6 +25,7 @@ from podnet.proxy.iptables.names import (
     service_chains,
 )
 from podnet.proxy.model import DesiredState, ServicePort
+from podnet.proxy.settings import ProxierSettings
 from podnet.proxy.topology import categorize_endpoints
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from podnet.proxy.config import KubeProxyConfiguration, ProxierSettings
+from podnet.proxy.config import KubeProxyConfiguration
 from podnet.proxy.model import DesiredState, ServicePort, ServicePortName
 from podnet.proxy.nftables.layout import TABLE, Layout, render, stale_removal
 from podnet.proxy.nftables.ledger import Ledger, render_delta
 from podnet.proxy.nftables.nft import Nft, NftError
+from podnet.proxy.settings import ProxierSettings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from podnet.api.ipaddr import join_host_port, parse_cidr, parse_ip
-from podnet.proxy.config import ProxierSettings
 from podnet.proxy.model import ServicePort
 from podnet.proxy.nftables.vocab import (
     CLUSTER_IPS,
@@ -36,6 +35,7 @@ from podnet.proxy.nftables.vocab import (
     nodeport_ips,
     service_base,
 )
+from podnet.proxy.settings import ProxierSettings
 from podnet.proxy.topology import categorize_endpoints
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from podnet.proxy.config import ProxierSettings
 from podnet.proxy.model import DesiredState, ServicePort
 from podnet.proxy.nftables.kpchains import kp_base, kp_service_objects
 from podnet.proxy.nftables.vocab import KP_TABLE, Family, ServiceObjects, unique_elements
+from podnet.proxy.settings import ProxierSettings
 
 
 def kp_objects(desired: DesiredState, settings: ProxierSettings) -> dict[str, ServiceObjects]:

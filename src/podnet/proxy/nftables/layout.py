@@ -42,7 +42,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from podnet.proxy.config import ProxierSettings
 from podnet.proxy.model import DesiredState, Endpoint, ServicePort, ServicePortName
 from podnet.proxy.nftables.kpchains import firewall_rule, kp_base, kp_service_objects
 from podnet.proxy.nftables.vocab import (
@@ -60,6 +59,7 @@ from podnet.proxy.nftables.vocab import (
     service_base,
     unique_elements,
 )
+from podnet.proxy.settings import ProxierSettings
 from podnet.proxy.topology import Categorized, categorize_endpoints
 
 TABLE = "podnet"

@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 from podnet.api.defaults import IPV6
 from podnet.api.ipaddr import parse_ip
-from podnet.proxy.config import ProxierSettings
 from podnet.proxy.model import ServicePort
+from podnet.proxy.settings import ProxierSettings
 
 KP_TABLE = "kube-proxy"
 CHAIN_NAME_BASE_MAX = 256 - 16  # knftables.NameLengthMax - 16
