@@ -156,8 +156,14 @@ def render_command(
     ip_family: str | None = typer.Option(
         None, "--ip-family", help="IPv4 or IPv6 (default: the family of the first node IP, else IPv4)."
     ),
+    previous: list[Path] = typer.Option(
+        [], "--previous",
+        help="iptables only: the objects of the last successful sync (repeatable, as -f). Prints the partial "
+        "sync kube-proxy writes going from them to -f's objects: every top-level chain, but the per-service "
+        "chains of changed Services only, and the chains of removed ones deleted.",
+    ),
 ) -> None:
-    """Print the rules of a full sync for these objects.
+    """Print the rules of a full sync for these objects (or, with --previous, of kube-proxy's partial sync).
 
     iptables: the iptables-restore input, as kube-proxy v1.33 writes it. nftables: the `nft -f` script of
     podnet's table (or, with --layout kube-proxy, kube-proxy's own nftables table).
@@ -195,6 +201,18 @@ def render_command(
         objs, proxier_block = [], None
     if cfg is not None and cfg.mode not in ("", mode) and mode in ("iptables", "nftables"):
         problems.append(Problem("mode", cfg.mode, f"the config selects another proxy mode than --mode {mode}", "KubeProxyConfiguration"))
+    before: list[Any] = []
+    if previous and mode != "iptables":
+        problems.append(Problem("--previous", ", ".join(map(str, previous)), "partial syncs are printed for --mode iptables only"))
+    elif previous:
+        try:
+            before, prev_block = _read_all(previous)
+        except ValidationError as e:
+            problems.extend(e.problems)
+        else:
+            if prev_block is not None or proxier_block is not None:
+                problems.append(Problem("--previous", ", ".join(map(str, previous)),
+                                        "takes API objects, not a kube-proxy golden case"))
     if problems:
         raise ValidationError(problems)
     _warn_unallocated(objs)
@@ -228,6 +246,10 @@ def render_command(
 
             text = render_nft(desired, settings, service_cidrs=service_cidrs).text
         typer.echo(text, nl=False)
+        return
+    if previous:  # the same node and family as the new state: only the objects differ
+        last = desired_state_from_objects(before, desired.node_name, ip_family=desired.ip_family)
+        typer.echo(render(desired, settings, previous=last, full=False).text, nl=False)
         return
     typer.echo(render(desired, settings, full=True).text, nl=False)
 

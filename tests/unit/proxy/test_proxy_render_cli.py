@@ -235,3 +235,39 @@ def test_external_name_and_headless_services_render_no_rules(tmp_path, mode):
     assert "10.244.1.5" in plain.stdout  # the plain Service's endpoint is rendered
     assert more.stdout == plain.stdout
     assert "10.244.1.6" not in more.stdout and "5432" not in more.stdout
+
+
+def _named(name: str, ip: str, node_port: int) -> str:
+    return (OBJECTS.replace("name: web,", f"name: {name},").replace("web-1", f"{name}-1")
+            .replace("service-name: web", f"service-name: {name}").replace("10.96.0.10", ip)
+            .replace("nodePort: 30080", f"nodePort: {node_port}"))
+
+
+def test_previous_prints_kube_proxys_partial_sync(tmp_path):
+    """From three Services to one changed, one unchanged and one gone: the changed one's chains are
+    written, the unchanged one's are not, the removed one's are deleted, every top-level chain is whole."""
+    api, old = _named("api", "10.96.0.11", 30081), _named("old", "10.96.0.12", 30082)
+    (tmp_path / "before.yaml").write_text("---\n".join([OBJECTS, api, old]))
+    (tmp_path / "after.yaml").write_text("---\n".join([OBJECTS.replace("10.244.2.5", "10.244.2.6"), api]))
+    facts = tmp_path / "f.yaml"
+    facts.write_text("nodeName: n1\nnodeIPs: [192.168.0.2]\n")
+    full = _podnet("-f", str(tmp_path / "after.yaml"), "--host-facts", str(facts))
+    part = _podnet("-f", str(tmp_path / "after.yaml"), "--host-facts", str(facts),
+                   "--previous", str(tmp_path / "before.yaml"))
+    assert full.returncode == 0 and part.returncode == 0, full.stderr + part.stderr
+
+    def svc_rules(text: str, name: str) -> list[str]:
+        return [ln for ln in text.splitlines() if ln.startswith(("-A KUBE-SVC-", "-A KUBE-SEP-"))
+                and f"default/{name}:http" in ln]
+
+    assert svc_rules(part.stdout, "web") == svc_rules(full.stdout, "web") and "10.244.2.6" in part.stdout
+    assert svc_rules(full.stdout, "api") and not svc_rules(part.stdout, "api")  # unchanged: not rewritten
+    assert all('"default/api:http cluster IP"' in t for t in (full.stdout, part.stdout))  # KUBE-SERVICES whole
+    assert "\n-X KUBE-SVC-" in part.stdout and "-X" not in full.stdout  # old's chains deleted
+    assert "default/old" not in part.stdout
+
+
+def test_previous_is_for_iptables_only(tmp_path):
+    (tmp_path / "o.yaml").write_text(OBJECTS)
+    p = _podnet("--mode", "nftables", "-f", str(tmp_path / "o.yaml"), "--previous", str(tmp_path / "o.yaml"))
+    assert p.returncode != 0 and "--previous" in p.stderr and "iptables only" in p.stderr
