@@ -186,9 +186,9 @@ class Informer(Generic[T]):
                 self._back_off()
             finally:
                 with self._lock:
-                    watch, self._watch = self._watch, None
-                if watch is not None:
-                    watch.close()
+                    open_watch, self._watch = self._watch, None
+                if open_watch is not None:
+                    open_watch.close()
 
     def _back_off(self) -> None:
         self._stop.wait(self._pause)
