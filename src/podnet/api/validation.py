@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from podnet.api import defaults
 from podnet.api.cluster import ConfigMap, Event, Namespace
@@ -166,7 +166,7 @@ class _Checker:
             self.add(field, None, "Too long: must have at most 262144 bytes")
 
 
-def _metadata(c: _Checker, obj: Resource, name_rule) -> None:  # type: ignore[no-untyped-def]
+def _metadata(c: _Checker, obj: Resource, name_rule: Callable[[str], str | None]) -> None:
     m = obj.metadata
     if not m.name:
         c.required("metadata.name")
