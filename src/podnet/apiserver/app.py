@@ -635,6 +635,10 @@ class Server:
 
         pump_done = loop.create_future()
 
+        def pump_finished() -> None:
+            if not pump_done.done():
+                pump_done.set_result(None)
+
         def pump() -> None:
             try:
                 for ev in w:
@@ -646,7 +650,7 @@ class Server:
             finally:
                 try:
                     loop.call_soon_threadsafe(queue.put_nowait, None)
-                    loop.call_soon_threadsafe(lambda: pump_done.done() or pump_done.set_result(None))
+                    loop.call_soon_threadsafe(pump_finished)
                 except RuntimeError:  # the loop is gone (server shutting down)
                     pass
 
