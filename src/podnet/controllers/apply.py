@@ -623,9 +623,9 @@ class _Planner:
         for ns, pod_labels in sorted(by_ns.items()):
             may_select = _prefilter({_needle(v) for labels in pod_labels for v in labels.values()})
             index: dict[tuple[str, str], list[tuple[dict[str, str], str | None, object]]] = {}
-            for (sns, name), svc in services.items():
+            for (sns, sname), svc in services.items():
                 if sns == ns and svc.spec.selector:
-                    index.setdefault(min(svc.spec.selector.items()), []).append((svc.spec.selector, name, svc))
+                    index.setdefault(min(svc.spec.selector.items()), []).append((svc.spec.selector, sname, svc))
             for kv in self.view.stored("Service", ns):
                 if not may_select(kv.value):
                     continue
