@@ -468,7 +468,8 @@ def from_json(value: bytes | str) -> Resource:
     # Fast path for what podnet itself stored: a known kind that validates as it is. Anything else
     # goes through the full loader for a problem that names the field.
     if isinstance(data, dict):
-        cls = KINDS.get(data.get("kind"))  # type: ignore[arg-type]
+        kind = data.get("kind")
+        cls = KINDS.get(kind) if isinstance(kind, str) else None  # (an unhashable kind raised TypeError)
         if cls is not None and data.get("apiVersion") == cls.API_VERSION:
             try:
                 return cls.model_validate(data)
