@@ -171,7 +171,7 @@ def _check_pool(pool: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network, n
         p = ipaddress.ip_network(pool, strict=False)
     except ValueError:
         return "not a CIDR"
-    if p.version != 4 or not p.subnet_of(net):  # type: ignore[arg-type]
+    if p.version != 4 or net.version != 4 or not p.subnet_of(net):  # (build() lets only IPv4 underlays here)
         return f"must be an IPv4 CIDR inside the underlay {net}, so clients there reach it on-link"
     reserved = [net.network_address + 1, *(net.network_address + 10 + i for i in range(1, nodes + 1))]
     inside = [str(a) for a in reserved if a in p]
