@@ -226,7 +226,7 @@ class Server:
 
     async def group(self, request: web.Request) -> web.Response:
         g = request.match_info["group"]
-        for grp in registry.group_list()["groups"]:  # type: ignore[attr-defined]
+        for grp in registry.groups():
             if grp["name"] == g:
                 return _json({"kind": "APIGroup", "apiVersion": "v1", **grp})
         raise ApiError(404, "the server could not find the requested resource")
@@ -488,6 +488,7 @@ class Server:
         live["metadata"]["managedFields"] = live["metadata"].get("managedFields", [])
         obj, _warnings = self._decode_body(request, t, live)
         resp = await self._write(request, t, obj, "update", [])
+        # _json() gave the response bytes; aiohttp types a Response's body as bytes | Payload | None
         return _json(_as_scale(json.loads(resp.body)))  # type: ignore[arg-type]
 
     async def _live(self, t: Target) -> dict[str, Any]:
