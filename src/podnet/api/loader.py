@@ -167,14 +167,15 @@ def _ref_of(doc: Any, where: str, refs: list[ObjectRef], problems: list[Problem]
                                 reason=f"no kind {kind!r} is registered for version {api_version!r} "
                                        f"(use {cls.API_VERSION!r})"))
         return
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    raw_meta = doc.get("metadata")
+    meta = raw_meta if isinstance(raw_meta, dict) else {}
     name, ns = meta.get("name"), meta.get("namespace")
     if not isinstance(name, str) or not name:
         problems.append(Problem(field="metadata.name", value=_short(name) if name else None,
                                 reason="Required value" if not name else "must be a string", obj=obj_name))
         return
     namespace = ns if cls.NAMESPACED and isinstance(ns, str) and ns else None
-    refs.append(ObjectRef(kind, namespace, name, where))
+    refs.append(ObjectRef(cls.KIND, namespace, name, where))  # KINDS is keyed by KIND: this is kind
 
 
 def _decode(data: bytes, source: str, out: Loaded) -> str:
@@ -302,13 +303,15 @@ def _documents(text: str, source: str, out: Loaded) -> list[tuple[str, Any]]:
 
 def _describe(doc: dict[str, Any]) -> str:
     """`Kind/namespace/name` from a raw document, as far as it can be read."""
-    kind = doc.get("kind") if isinstance(doc.get("kind"), str) else "?"
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-    name = meta.get("name") if isinstance(meta.get("name"), str) else "?"
+    raw_kind, raw_meta = doc.get("kind"), doc.get("metadata")
+    kind = raw_kind if isinstance(raw_kind, str) else "?"
+    meta = raw_meta if isinstance(raw_meta, dict) else {}
+    raw_name, raw_ns = meta.get("name"), meta.get("namespace")
+    name = raw_name if isinstance(raw_name, str) else "?"
     cls = KINDS.get(kind)
     if cls is not None and not cls.NAMESPACED:
         return f"{kind}/{name}"
-    ns = meta.get("namespace") if isinstance(meta.get("namespace"), str) and meta.get("namespace") else "default"
+    ns = raw_ns if isinstance(raw_ns, str) and raw_ns else "default"
     return f"{kind}/{ns}/{name}"
 
 
@@ -465,7 +468,8 @@ def from_json(value: bytes | str) -> Resource:
     # Fast path for what podnet itself stored: a known kind that validates as it is. Anything else
     # goes through the full loader for a problem that names the field.
     if isinstance(data, dict):
-        cls = KINDS.get(data.get("kind"))  # type: ignore[arg-type]
+        kind = data.get("kind")
+        cls = KINDS.get(kind) if isinstance(kind, str) else None  # (an unhashable kind raised TypeError)
         if cls is not None and data.get("apiVersion") == cls.API_VERSION:
             try:
                 return cls.model_validate(data)

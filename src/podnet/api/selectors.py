@@ -31,6 +31,33 @@ def _split(text: str) -> list[str]:
     return parts
 
 
+# One requirement each; a function apiece binds its key and values (mypy cannot type a lambda's defaults).
+
+
+def _in(k: str, vs: set[str]) -> Matcher:
+    return lambda labels: labels.get(k) in vs
+
+
+def _not_in(k: str, vs: set[str]) -> Matcher:
+    return lambda labels: labels.get(k) not in vs
+
+
+def _equal(k: str, v: str) -> Matcher:
+    return lambda labels: labels.get(k) == v
+
+
+def _not_equal(k: str, v: str) -> Matcher:
+    return lambda labels: labels.get(k) != v
+
+
+def _present(k: str) -> Matcher:
+    return lambda labels: k in labels
+
+
+def _absent(k: str) -> Matcher:
+    return lambda labels: k not in labels
+
+
 def parse_selector(text: str, field: str = "--selector") -> Matcher:
     """A predicate over labels. Raises ValidationError naming the bad requirement."""
     reqs: list[Matcher] = []
@@ -39,22 +66,13 @@ def parse_selector(text: str, field: str = "--selector") -> Matcher:
             continue
         if m := _SET.match(part):
             key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
-            if op == "in":
-                reqs.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
-            else:
-                reqs.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+            reqs.append(_in(key, values) if op == "in" else _not_in(key, values))
         elif m := _EQ.match(part):
             key, op, value = m.groups()
-            if op == "!=":
-                reqs.append(lambda labels, k=key, v=value: labels.get(k) != v)
-            else:
-                reqs.append(lambda labels, k=key, v=value: labels.get(k) == v)
+            reqs.append(_not_equal(key, value) if op == "!=" else _equal(key, value))
         elif m := _EXISTS.match(part):
             neg, key = m.groups()
-            if neg:
-                reqs.append(lambda labels, k=key: k not in labels)
-            else:
-                reqs.append(lambda labels, k=key: k in labels)
+            reqs.append(_absent(key) if neg else _present(key))
         else:
             raise ValidationError([Problem(field=field, value=part.strip(), reason="not a label selector "
                                            "requirement (use k=v, k!=v, k, !k, k in (a,b), k notin (a,b))")])

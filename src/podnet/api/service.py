@@ -30,7 +30,7 @@ class ServicePort(K8sModel):
         data = handler(self)
         if data.get("name") == "":
             del data["name"]
-        return data  # type: ignore[no-any-return]
+        return data
 
     @property
     def effective_target_port(self) -> int | str:

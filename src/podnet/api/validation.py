@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from podnet.api import defaults
 from podnet.api.cluster import ConfigMap, Event, Namespace
@@ -166,7 +167,7 @@ class _Checker:
             self.add(field, None, "Too long: must have at most 262144 bytes")
 
 
-def _metadata(c: _Checker, obj: Resource, name_rule) -> None:  # type: ignore[no-untyped-def]
+def _metadata(c: _Checker, obj: Resource, name_rule: Callable[[str], str | None]) -> None:
     m = obj.metadata
     if not m.name:
         c.required("metadata.name")
@@ -540,7 +541,8 @@ def validate_event(ev: Event) -> list[Problem]:
 
 _CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
-_VALIDATORS = {
+# Each validator takes the kind it is registered for: a pairing that a dict's value type cannot say.
+_VALIDATORS: dict[type[Resource], Callable[[Any], list[Problem]]] = {
     Namespace: validate_namespace,
     ConfigMap: validate_config_map,
     Event: validate_event,
@@ -556,4 +558,4 @@ _VALIDATORS = {
 def validate(obj: Resource) -> list[Problem]:
     """Every problem of one object (empty list: valid)."""
     fn = _VALIDATORS.get(type(obj))
-    return fn(obj) if fn else []  # type: ignore[operator]
+    return fn(obj) if fn else []

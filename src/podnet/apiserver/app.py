@@ -226,7 +226,7 @@ class Server:
 
     async def group(self, request: web.Request) -> web.Response:
         g = request.match_info["group"]
-        for grp in registry.group_list()["groups"]:  # type: ignore[attr-defined]
+        for grp in registry.groups():
             if grp["name"] == g:
                 return _json({"kind": "APIGroup", "apiVersion": "v1", **grp})
         raise ApiError(404, "the server could not find the requested resource")
@@ -488,6 +488,7 @@ class Server:
         live["metadata"]["managedFields"] = live["metadata"].get("managedFields", [])
         obj, _warnings = self._decode_body(request, t, live)
         resp = await self._write(request, t, obj, "update", [])
+        # _json() gave the response bytes; aiohttp types a Response's body as bytes | Payload | None
         return _json(_as_scale(json.loads(resp.body)))  # type: ignore[arg-type]
 
     async def _live(self, t: Target) -> dict[str, Any]:
@@ -635,6 +636,10 @@ class Server:
 
         pump_done = loop.create_future()
 
+        def pump_finished() -> None:
+            if not pump_done.done():
+                pump_done.set_result(None)
+
         def pump() -> None:
             try:
                 for ev in w:
@@ -646,7 +651,7 @@ class Server:
             finally:
                 try:
                     loop.call_soon_threadsafe(queue.put_nowait, None)
-                    loop.call_soon_threadsafe(lambda: pump_done.done() or pump_done.set_result(None))
+                    loop.call_soon_threadsafe(pump_finished)
                 except RuntimeError:  # the loop is gone (server shutting down)
                     pass
 

@@ -40,7 +40,8 @@ def decode(kv: KeyValue) -> dict[str, Any] | None:
         # What podnet stored is already in the form the API shows (to_json wrote to_dict()): once the model
         # accepts it, serve the parsed document itself rather than dumping the model again (half the cost).
         data = orjson.loads(kv.value)
-        cls = KINDS.get(data.get("kind")) if isinstance(data, dict) else None
+        kind = data.get("kind") if isinstance(data, dict) else None
+        cls = KINDS.get(kind) if isinstance(kind, str) else None
         if cls is not None and data.get("apiVersion") == cls.API_VERSION:
             seen = (kv.key, kv.mod_revision, hash(kv.value))
             if seen not in _VALID:

@@ -117,9 +117,14 @@ def resource_list(group: str, version: str) -> dict[str, object] | None:
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": rows}
 
 
-def group_list() -> dict[str, object]:
-    groups = []
+def groups() -> list[dict[str, object]]:
+    """The APIGroup documents (without kind and apiVersion), one per named group."""
+    out: list[dict[str, object]] = []
     for g, versions in GROUPS.items():
         vs = [{"groupVersion": f"{g}/{v}", "version": v} for v in versions]
-        groups.append({"name": g, "versions": vs, "preferredVersion": vs[0]})
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+        out.append({"name": g, "versions": vs, "preferredVersion": vs[0]})
+    return out
+
+
+def group_list() -> dict[str, object]:
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups()}

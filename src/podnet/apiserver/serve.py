@@ -78,7 +78,9 @@ async def _serve(settings: Settings, listen: list[tuple[str, int]], cert_dir: ce
     for ns, host, port in in_netns:
         await web.SockSite(runner, _socket_in(ns, host, port), ssl_context=ctx).start()
         log.info("serving https://%s:%d in namespace %s", host, port, ns)
-    bound = [s._server.sockets[0].getsockname()[:2] for s in sites if s._server]  # type: ignore[union-attr]
+    # aiohttp keeps a site's server private and types it AbstractServer; TCPSite's is the asyncio.Server
+    # loop.create_server returned, which has .sockets (aiohttp's own runner.addresses ignores this too).
+    bound = [s._server.sockets[0].getsockname()[:2] for s in sites if s._server]  # type: ignore[attr-defined]
     for host, port in bound:
         log.info("serving https://%s:%d", host, port)
     if port_file is not None and bound:

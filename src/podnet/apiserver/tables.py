@@ -123,7 +123,7 @@ def _node(o: dict[str, Any]) -> Row:
 
 
 def _endpoints(o: dict[str, Any]) -> Row:
-    eps = []
+    eps: list[str] = []
     for sub in o.get("subsets", []):
         ports = [p.get("port") for p in sub.get("ports", [])] or [None]
         for a in sub.get("addresses", []):
@@ -220,16 +220,16 @@ def table(kind: str, objs: list[dict[str, Any]], *, resource_version: str = "", 
         if age_at is None:
             cells = row(o)
         else:
-            meta = o.get("metadata") or {}
-            ck = (kind, meta.get("uid"), meta.get("resourceVersion"))
-            cells = _ROWS.get(ck) if ck[1] and ck[2] else None
-            if cells is None:
-                cells = row(o)
+            obj_meta = o.get("metadata") or {}
+            ck = (kind, obj_meta.get("uid"), obj_meta.get("resourceVersion"))
+            cached = _ROWS.get(ck) if ck[1] and ck[2] else None
+            if cached is None:
+                cached = row(o)
                 if ck[1] and ck[2]:
                     if len(_ROWS) >= _ROWS_MAX:
                         _ROWS.clear()
-                    _ROWS[ck] = cells
-            cells = [*cells[:age_at], age(o), *cells[age_at + 1:]]
+                    _ROWS[ck] = cached
+            cells = [*cached[:age_at], age(o), *cached[age_at + 1:]]
         r: dict[str, Any] = {"cells": cells}
         if include == "Object":
             r["object"] = o

@@ -79,7 +79,8 @@ class NetConf:
         args_mac = ((conf.get("args") or {}).get("cni") or {}).get("mac") if isinstance(conf.get("args"), dict) else ""
         if args_mac:
             self.mac = args_mac
-        rt = conf.get("runtimeConfig") if isinstance(conf.get("runtimeConfig"), dict) else {}
+        rt_conf = conf.get("runtimeConfig")
+        rt = rt_conf if isinstance(rt_conf, dict) else {}
         if rt.get("mac"):
             self.mac = rt["mac"]
         if self.mac:

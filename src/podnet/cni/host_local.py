@@ -62,7 +62,8 @@ class Range:
         self.subnet, self.start, self.end, self.gateway = subnet, start, end, gateway
 
     def contains(self, ip: IPAddress) -> bool:
-        return ip.version == self.subnet.version and ip in self.subnet and self.start <= ip <= self.end
+        # ordered as integers: the version check makes that the address order, and mypy cannot see it
+        return ip.version == self.subnet.version and ip in self.subnet and int(self.start) <= int(ip) <= int(self.end)
 
     def __str__(self) -> str:
         return f"{self.start}-{self.end}"
@@ -81,7 +82,8 @@ def _canonical_range(raw: Any) -> Range:
     gw = _ip(raw["gateway"]) if raw.get("gateway") else net.network_address + 1
 
     def inside(ip: IPAddress, lo: IPAddress | None, hi: IPAddress | None) -> bool:
-        return ip.version == net.version and ip in net and (lo is None or ip >= lo) and (hi is None or ip <= hi)
+        return (ip.version == net.version and ip in net and (lo is None or int(ip) >= int(lo))
+                and (hi is None or int(ip) <= int(hi)))
 
     # As in the reference, each bound is checked against the range as it stands at that moment: the start
     # against a given end, the end against the (given or default) start.
@@ -168,7 +170,8 @@ def load_config(req: Request) -> IpamConfig:
     cni_args = (conf.get("args") or {}).get("cni") if isinstance(conf.get("args"), dict) else None
     if isinstance(cni_args, dict) and cni_args.get("ips"):
         requested += [_ip(v) for v in _list(cni_args["ips"], "IPAMArgs.ips", "[]types.IP")]
-    rt = conf.get("runtimeConfig") if isinstance(conf.get("runtimeConfig"), dict) else {}
+    rt_conf = conf.get("runtimeConfig")
+    rt = rt_conf if isinstance(rt_conf, dict) else {}
     if rt.get("ips"):
         requested += [_ip(v) for v in _list(rt["ips"], "IPAMRuntimeConfig.ips", "[]types.IP")]
     raw_ranges: list[Any] = list(_list(ipam.get("ranges"), "IPAMConfig.ipam.ranges", "[]allocator.RangeSet"))

@@ -623,9 +623,9 @@ class _Planner:
         for ns, pod_labels in sorted(by_ns.items()):
             may_select = _prefilter({_needle(v) for labels in pod_labels for v in labels.values()})
             index: dict[tuple[str, str], list[tuple[dict[str, str], str | None, object]]] = {}
-            for (sns, name), svc in services.items():
+            for (sns, sname), svc in services.items():
                 if sns == ns and svc.spec.selector:
-                    index.setdefault(min(svc.spec.selector.items()), []).append((svc.spec.selector, name, svc))
+                    index.setdefault(min(svc.spec.selector.items()), []).append((svc.spec.selector, sname, svc))
             for kv in self.view.stored("Service", ns):
                 if not may_select(kv.value):
                     continue
@@ -718,7 +718,8 @@ def _stub(kind: str, namespace: str | None, name: str) -> Resource:
     return cls.model_validate({"apiVersion": cls.API_VERSION, "kind": kind, "metadata": meta})
 
 
-def _run(store: Store, build: object, *, rng: random.Random | None = None, dry_run: bool = False) -> list[Result]:
+def _run(store: Store, build: Callable[[_View, random.Random], _Planner], *, rng: random.Random | None = None,
+         dry_run: bool = False) -> list[Result]:
     """Plan against a fresh view and commit the plan atomically; re-plan if another writer got in between.
 
     dry_run plans (validation, defaulting, allocation) exactly as a real run and commits nothing: the API
@@ -727,7 +728,7 @@ def _run(store: Store, build: object, *, rng: random.Random | None = None, dry_r
     rng = rng or random.Random()
     last: ConflictError | None = None
     for attempt in range(MAX_ATTEMPTS):
-        planner: _Planner = build(_View(store), rng)  # type: ignore[operator]
+        planner = build(_View(store), rng)
         if planner.problems:
             raise ValidationError(planner.problems)
         planner.derived_slices()

@@ -31,6 +31,7 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from podnet.api.defaults import HEADLESS_LABEL
 from podnet.api.endpointslice import (
@@ -44,7 +45,7 @@ from podnet.api.endpointslice import (
     ObjectReference,
 )
 from podnet.api.loader import from_json, to_json
-from podnet.api.meta import ObjectMeta
+from podnet.api.meta import ObjectMeta, Resource
 from podnet.api.pod import Pod
 from podnet.api.service import Service
 from podnet.errors import PodnetError
@@ -52,12 +53,16 @@ from podnet.store import Delete, KeyValue, Op, Put, Store, keys
 
 MAX_ENDPOINTS_PER_SLICE = 100
 
+_R = TypeVar("_R", bound=Resource)
+
 PortKey = tuple[tuple[str, int, str], ...]
 
 
 def selector_matches(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
     """Equality-based selector, as a Service's. An empty selector selects nothing (selector-less)."""
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())  # type: ignore[union-attr]
+    if not selector:
+        return False
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def _address_type(svc: Service) -> str:
@@ -250,8 +255,8 @@ def slice_ops(
     return ops
 
 
-def _decode_all(items: Iterable[KeyValue], cls: type) -> dict[str, tuple[object, int]]:
-    out: dict[str, tuple[object, int]] = {}
+def _decode_all(items: Iterable[KeyValue], cls: type[_R]) -> dict[str, tuple[_R, int]]:
+    out: dict[str, tuple[_R, int]] = {}
     for kv in items:
         try:
             obj = from_json(kv.value)
@@ -273,7 +278,7 @@ def sync_ops(store: Store) -> list[Op]:
     pods = _decode_all(store.list(keys.kind_prefix("Pod")).items, Pod)
     slices = _decode_all(store.list(keys.kind_prefix("EndpointSlice")).items, EndpointSlice)
     return slice_ops(
-        (s for s, _ in services.values()),  # type: ignore[misc]
-        (p for p, _ in pods.values()),  # type: ignore[misc]
-        slices,  # type: ignore[arg-type]
+        (s for s, _ in services.values()),
+        (p for p, _ in pods.values()),
+        slices,
     )

@@ -99,10 +99,11 @@ def _plan(store: Store) -> tuple[list[Op], RepairReport]:
     for akey, (owner, rev) in sorted(records.items()):
         owner_key = _owner_key(owner)
         entry = services.get(owner_key) if owner_key else None
-        if entry is not None and entry[1] is None:
-            continue  # undecodable owner: keep what it may hold
         if entry is not None:
-            ips, ports = _held(entry[1])  # type: ignore[arg-type]
+            owner_svc = entry[1]
+            if owner_svc is None:
+                continue  # undecodable owner: keep what it may hold
+            ips, ports = _held(owner_svc)
             value = akey.rsplit("/", 1)[1]
             held = value in ips if akey.startswith(keys.ALLOC_CLUSTER_IP_PREFIX) else (
                 value.isdigit() and int(value) in ports)

@@ -165,7 +165,7 @@ class Agent:
             if kv is None:
                 return
             obj = json.loads(kv.value)
-            status = {"phase": "Running" if ip else "Pending", "hostIP": self.spec_node.underlay_ip}
+            status: dict[str, object] = {"phase": "Running" if ip else "Pending", "hostIP": self.spec_node.underlay_ip}
             if ip:
                 status |= {"podIP": ip, "podIPs": [{"ip": ip}]}
             status["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]

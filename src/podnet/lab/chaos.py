@@ -143,8 +143,12 @@ def start_workload(name: str, timeout: float = 60.0) -> Workload:
     store = open_store(st.store_url)
     try:
         apply_objects(store, [*load_objects(text), *load_objects(json.dumps(CLIENT_POD))])
-        svcs = {n: json.loads(store.get(keys.resource("Service", "default", n)).value)  # type: ignore[union-attr]
-                for n in ("webapp1-clusterip-svc", "webapp1-nodeport-svc")}
+        svcs = {}
+        for n in ("webapp1-clusterip-svc", "webapp1-nodeport-svc"):
+            kv = store.get(keys.resource("Service", "default", n))
+            if kv is None:
+                raise RuntimeError(f"lab {name}: Service default/{n} is gone right after it was applied")
+            svcs[n] = json.loads(kv.value)
     finally:
         store.close()
     cip = svcs["webapp1-clusterip-svc"]["spec"]["clusterIP"]

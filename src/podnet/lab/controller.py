@@ -468,15 +468,18 @@ class LabController:
             retry.unscheduled |= dirty.unscheduled
             return
         for key in sorted(dirty.unscheduled):
-            seen = self.informer.get_with_revision(key)
-            if seen is None or not isinstance(seen[0], Pod) or seen[0].spec.node_name:
+            entry = self.informer.get_with_revision(key)
+            if entry is None:
                 continue
-            pod = seen[0].model_copy(deep=True)
+            current, revision = entry
+            if not isinstance(current, Pod) or current.spec.node_name:
+                continue
+            pod = current.model_copy(deep=True)
             node = min(load, key=lambda n: (load[n], n))
             pod.spec.node_name = node
             scheduled = event_put(pod, "Scheduled", f"Successfully assigned {pod.namespace}/{pod.name} to {node}",
                                   component="default-scheduler")
-            if self._commit([Put(key, json.dumps(pod.to_dict()).encode(), if_revision=seen[1]), scheduled]):
+            if self._commit([Put(key, json.dumps(pod.to_dict()).encode(), if_revision=revision), scheduled]):
                 load[node] += 1
                 self.inflight[key] = node
             else:

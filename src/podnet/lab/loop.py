@@ -23,7 +23,11 @@ def change_loop(
     clears `changed` before each fn(): a change during fn() sets it again and is seen by the next round,
     and an event left set would spin the loop (once every debounce) for nothing.
     """
-    threading.Thread(target=lambda: (stop.wait(), changed.set()), daemon=True).start()
+    def wake_on_stop() -> None:
+        stop.wait()
+        changed.set()
+
+    threading.Thread(target=wake_on_stop, daemon=True).start()
     pause = retry[0]
     while not stop.is_set():
         changed.wait()

@@ -17,16 +17,15 @@ MAX_SEARCHES = 32
 
 
 def _unique(items: list[str]) -> list[str]:
-    seen: set[str] = set()
-    return [i for i in items if not (i in seen or seen.add(i))]  # type: ignore[func-returns-value]
+    return list(dict.fromkeys(items))  # first appearance order
 
 
 def _merge_options(base: list[str], pod: list[tuple[str, str | None]]) -> list[str]:
     """mergeDNSOptions: a pod's option replaces the one of the same name; order of first appearance."""
     merged: dict[str, str | None] = {}
     for opt in base:
-        name, _, value = opt.partition(":")
-        merged[name] = value or None
+        name, _, given = opt.partition(":")
+        merged[name] = given or None
     for name, value in pod:
         merged[name] = value
     return [name if value is None else f"{name}:{value}" for name, value in merged.items()]

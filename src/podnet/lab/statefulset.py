@@ -144,22 +144,22 @@ def plan(sts: StatefulSet, pods: list[Pod]) -> Plan:
     first_unhealthy = next((p for _, p in reversed(condemned) if _unavailable(p)), None)
 
     # The wanted pods, in ordinal order.
-    for i, pod in enumerate(replicas):
+    for i, existing in enumerate(replicas):
         name = f"{sts.name}-{start + i}"
-        if pod is not None and pod.status.phase in ("Failed", "Succeeded"):
-            if not _terminating(pod):
-                out.delete.append(pod.name)
+        if existing is not None and existing.status.phase in ("Failed", "Succeeded"):
+            if not _terminating(existing):
+                out.delete.append(existing.name)
             if monotonic:
                 out.waiting_for = name
                 return out
             continue
-        if pod is None:
+        if existing is None:
             out.create.append(new_pod(sts, start + i))
             if monotonic:
                 out.waiting_for = name
                 return out
             continue
-        if monotonic and (_terminating(pod) or not running_and_ready(pod)):
+        if monotonic and (_terminating(existing) or not running_and_ready(existing)):
             out.waiting_for = name
             return out
 
@@ -183,13 +183,13 @@ def plan(sts: StatefulSet, pods: list[Pod]) -> Plan:
         return out
     # Rolling update: the highest ordinal not at the current revision goes, one at a time.
     for i in range(count - 1, sts.partition - 1, -1):
-        pod = replicas[i]
-        if pod is None:
+        existing = replicas[i]
+        if existing is None:
             continue
-        if pod.metadata.labels.get(REVISION_LABEL) != rev and not _terminating(pod):
-            out.delete.append(pod.name)
+        if existing.metadata.labels.get(REVISION_LABEL) != rev and not _terminating(existing):
+            out.delete.append(existing.name)
             return out
-        if _unavailable(pod):
-            out.waiting_for = pod.name
+        if _unavailable(existing):
+            out.waiting_for = existing.name
             return out
     return out

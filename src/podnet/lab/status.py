@@ -40,11 +40,11 @@ def show(name: str, console: Console | None = None) -> None:
             pass
         health = []
         for role in ("overlay", "proxy", "speaker", "agent"):
-            rec = st.procs.get(f"{n.name}/{role}")
+            proc = st.procs.get(f"{n.name}/{role}")
             if role == "speaker" and not spec.lb_addresses():
                 health.append("-")  # no pool, no speaker
                 continue
-            health.append(f"pid {rec.pid}" if rec and procs.alive(rec) else "[red]down[/]")
+            health.append(f"pid {proc.pid}" if proc and procs.alive(proc) else "[red]down[/]")
         nodes.add_row(n.name, n.netns, n.underlay_ip, subnet, *health)
     console.print(nodes)
 

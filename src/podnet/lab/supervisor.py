@@ -42,6 +42,7 @@ workloads: the agent starts them at the default priority.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import selectors
@@ -212,7 +213,7 @@ def children(st: LabState) -> list[Child]:
         nodes = (role.nodes(st) if role.nodes is not None else st.spec.node_specs) if role.per_node else [None]
         for node in nodes:
             name = f"{node.name}/{role.name}" if node is not None else role.name
-            prep = (lambda r=role: r.prepare(st)) if role.prepare is not None else None  # type: ignore[misc]
+            prep = functools.partial(role.prepare, st) if role.prepare is not None else None
             out.append(Child(name, role.argv(st, node), role.needs_registration, role.stop_last, prep))
     return out
 

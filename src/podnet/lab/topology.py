@@ -22,6 +22,7 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from podnet.errors import Problem, ValidationError
 
@@ -140,10 +141,11 @@ class LabSpec:
         return asdict(self)
 
     @staticmethod
-    def from_dict(d: dict[str, object]) -> LabSpec:
+    def from_dict(d: dict[str, Any]) -> LabSpec:
+        """From to_dict()'s output as read back from JSON (state.json): field values of any type."""
         d = dict(d)
-        nodes = [NodeSpec(**n) for n in d.pop("node_specs", [])]  # type: ignore[arg-type, union-attr]
-        return LabSpec(**d, node_specs=nodes)  # type: ignore[arg-type]
+        nodes = [NodeSpec(**n) for n in d.pop("node_specs", [])]
+        return LabSpec(**d, node_specs=nodes)
 
 
 def default_lb_pool(underlay_cidr: str, nodes: int) -> str | None:
@@ -156,8 +158,9 @@ def default_lb_pool(underlay_cidr: str, nodes: int) -> str | None:
     net = ipaddress.ip_network(underlay_cidr)
     last_node = net.network_address + 10 + nodes
     for extra in range(2, 31 - net.prefixlen):
-        pool = list(net.subnets(prefixlen_diff=extra))[-1]
-        if pool.network_address > last_node:
+        # a comprehension, not list(): mypy joins list()'s IPv4Network | IPv6Network element type to object
+        pool = [s for s in net.subnets(prefixlen_diff=extra)][-1]
+        if int(pool.network_address) > int(last_node):  # one version (both from net): int order is theirs
             return str(pool)
     return None
 
@@ -168,7 +171,7 @@ def _check_pool(pool: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network, n
         p = ipaddress.ip_network(pool, strict=False)
     except ValueError:
         return "not a CIDR"
-    if p.version != 4 or not p.subnet_of(net):  # type: ignore[arg-type]
+    if p.version != 4 or net.version != 4 or not p.subnet_of(net):  # (build() lets only IPv4 underlays here)
         return f"must be an IPv4 CIDR inside the underlay {net}, so clients there reach it on-link"
     reserved = [net.network_address + 1, *(net.network_address + 10 + i for i in range(1, nodes + 1))]
     inside = [str(a) for a in reserved if a in p]

@@ -57,6 +57,12 @@ class NetlinkError(PodnetError, OSError):
     """A kernel NACK; errno tells which (ENODEV: no such link, EEXIST: already there). Still an OSError,
     as the kernel's errors are."""
 
+    errno: int  # both always set, unlike a plain OSError's
+    strerror: str
+
+    def __init__(self, errno: int, strerror: str) -> None:
+        super().__init__(errno, strerror)
+
 
 def _attr(kind: int, data: bytes) -> bytes:
     n = 4 + len(data)

@@ -52,21 +52,22 @@ def in_netns(name: str | None, fn: Callable[[], T]) -> T:
     """
     if name is None:
         return fn()
-    box: dict[str, object] = {}
+    values: list[T] = []
+    errors: list[BaseException] = []
 
     def target() -> None:
         try:
             _setns_thread(name)
-            box["value"] = fn()
+            values.append(fn())
         except BaseException as exc:  # handed to the caller below
-            box["error"] = exc
+            errors.append(exc)
 
     t = threading.Thread(target=target, name=f"netns-{name}")
     t.start()
     t.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
+    if errors:
+        raise errors[0]
+    return values[0]
 
 
 def open_tun(name: str, *, multi_queue: bool = False, nonblocking: bool = True, vnet_hdr: bool = False) -> int:

@@ -78,7 +78,7 @@ class OverlayDaemon:
         self.store = store
         self.opts = opts
         self.source = source  # kube subnet manager mode: where Nodes come from (podnet.source)
-        self.manager = SubnetManager(store, ttl=opts.lease_ttl) if store is not None else None  # type: ignore[assignment]
+        self.manager = SubnetManager(store, ttl=opts.lease_ttl) if store is not None else None  # None: kube mode
         self.kube: Any = None
         self._backend_factory = backend_factory
         self._interface_lookup = interface_lookup
@@ -100,13 +100,20 @@ class OverlayDaemon:
 
     # ---- start-up -------------------------------------------------------------------------------
 
+    def _store_mode(self) -> tuple[Store, SubnetManager]:
+        """The store and its subnet manager: every mode but --kube-subnet-mgr needs them."""
+        if self.store is None or self.manager is None:
+            raise PodnetError("the overlay daemon needs a store unless it runs with --kube-subnet-mgr")
+        return self.store, self.manager
+
     def wait_for_config(self, timeout: float | None = None) -> NetConf:
         """flanneld polls every second until the config exists; an invalid one is refused at once."""
+        store, _ = self._store_mode()
         deadline = None if timeout is None else time.monotonic() + timeout
         announced = False
         while True:
             try:
-                conf, _ = load_netconf(self.store)
+                conf, _ = load_netconf(store)
                 return conf
             except ConfigNotFound as e:
                 if not announced:
@@ -141,6 +148,7 @@ class OverlayDaemon:
         """Steps 1-9. Returns our lease once subnet.env is written and the watch and renewal run."""
         if self.opts.kube_subnet_mgr:
             return self._start_kube(config_timeout)
+        store, manager = self._store_mode()
         conf = self.wait_for_config(config_timeout)
         self.check_supported(conf)
         assert conf.network is not None
@@ -157,12 +165,12 @@ class OverlayDaemon:
                  self.opts.node, ext.name, ext.address, ext.public_ip, conf.backend_type)
 
         # Would acquisition fail (network full)? Find out before the backend creates any device.
-        leases, _ = self.manager.list_leases()
+        leases, _ = manager.list_leases()
         choose_subnet(conf, leases, ext.public_ip, previous)
 
         self.backend = self._create_backend(conf, ext)
         backend_data = self.backend.register()
-        lease = self.manager.acquire(
+        lease = manager.acquire(
             conf, ext.public_ip, backend_type=self.backend.backend_type, backend_data=backend_data,
             previous=previous,
         )
@@ -180,9 +188,9 @@ class OverlayDaemon:
         if self.health is not None:
             self.health.ready.set()
 
-        self._watch = LeaseWatch(self.store, lease, self._on_events, self._on_lost)
+        self._watch = LeaseWatch(store, lease, self._on_events, self._on_lost)
         self._renewer = LeaseRenewer(
-            self.manager, lease, margin=self.opts.renew_margin, retry=min(60.0, self.opts.renew_margin / 4),
+            manager, lease, margin=self.opts.renew_margin, retry=min(60.0, self.opts.renew_margin / 4),
             on_renewed=self._renewed,
         )
         self._spawn("lease-watch", self._watch.run)

@@ -100,7 +100,7 @@ def pod_cidr(node: Node) -> ipaddress.IPv4Network | None:
         except (TypeError, ValueError) as e:
             raise NodeLeaseError(f"node {name!r}: spec.podCIDR {c!r}: not a CIDR") from e
         if net.version == 4:
-            return net  # type: ignore[return-value]
+            return net
     return None
 
 

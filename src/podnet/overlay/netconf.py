@@ -18,9 +18,12 @@ import ipaddress
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podnet.errors import PodnetError, Problem, ValidationError
+
+if TYPE_CHECKING:
+    from podnet.store import Store
 
 SUPPORTED_BACKENDS = ("vxlan", "host-gw", "udp")
 # Backends flannel has that podnet does not implement: refused with a clearer message than "unknown".
@@ -363,7 +366,7 @@ class ConfigNotFound(PodnetError):
     """No network config in the store yet (flanneld waits and retries)."""
 
 
-def load_netconf(store: Any) -> tuple[NetConf, bytes]:
+def load_netconf(store: Store) -> tuple[NetConf, bytes]:
     """Read and validate the config from the store. Raises ConfigNotFound or ValidationError."""
     from podnet.store import keys
 

@@ -1,5 +1,7 @@
 """State store: one protocol (base.Store), backends sqlite and etcd, one owner of key names (keys.py)."""
 
+from typing import TypedDict, Unpack
+
 from podnet.store.base import (
     CompactedError,
     ConflictError,
@@ -20,7 +22,17 @@ from podnet.store.base import (
 DEFAULT_STORE_URL = "sqlite:///var/lib/podnet/state.db"
 
 
-def open_store(url: str | None = None, *, create: bool = True, **options: object) -> Store:
+class EtcdOptions(TypedDict, total=False):
+    """open_store's backend options: EtcdStore's keyword arguments (the sqlite backend takes none)."""
+
+    cafile: str | None
+    certfile: str | None
+    keyfile: str | None
+    username: str | None
+    password: str | None
+
+
+def open_store(url: str | None = None, *, create: bool = True, **options: Unpack[EtcdOptions]) -> Store:
     """Open a store by URL: sqlite:///path/to/file.db or etcd://host:port[,host:port...].
 
     create=False: a sqlite file that does not exist is StoreUnavailable instead of a new empty store
@@ -35,9 +47,9 @@ def open_store(url: str | None = None, *, create: bool = True, **options: object
 
         return SqliteStore(url, create=create)
     if url.startswith("etcd://") or url.startswith("etcds://"):
-        from podnet.store.etcd import EtcdStore  # type: ignore[import-not-found]
+        from podnet.store.etcd import EtcdStore
 
-        return EtcdStore(url, **options)  # type: ignore[no-any-return]
+        return EtcdStore(url, **options)
     raise StoreError(f"store URL {url!r}: unknown scheme (use sqlite:///PATH or etcd://HOST:PORT)")
 
 

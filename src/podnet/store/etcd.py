@@ -27,6 +27,7 @@ it wanted to produce counts as done (our first attempt was applied).
 
 from __future__ import annotations
 
+import builtins
 import logging
 import math
 import threading
@@ -188,14 +189,14 @@ _UNREACHABLE_HINTS = (
 
 def _code(exc: grpc.RpcError) -> grpc.StatusCode | None:
     try:
-        return exc.code()  # type: ignore[attr-defined,no-any-return]
+        return exc.code()
     except Exception:  # noqa: BLE001 - not every RpcError is a Call
         return None
 
 
 def _details(exc: grpc.RpcError) -> str:
     try:
-        return str(exc.details() or "")  # type: ignore[attr-defined]
+        return str(exc.details() or "")
     except Exception:  # noqa: BLE001
         return str(exc)
 
@@ -411,9 +412,11 @@ class EtcdStore:
         revision = 0
         while True:
             req = rpc.RangeRequest(key=start, range_end=end, limit=LIST_PAGE, revision=revision)
-            resp, _ = self._run(
-                f"list {prefix}", lambda ep, t, r=req: ep.kv.Range(r, timeout=t, metadata=self.metadata())
-            )
+
+            def page(ep: _Endpoint, t: float, r: Any = req) -> Any:  # r: this page's request, bound now
+                return ep.kv.Range(r, timeout=t, metadata=self.metadata())
+
+            resp, _ = self._run(f"list {prefix}", page)
             if revision == 0:
                 revision = resp.header.revision
             items.extend(_kv(kv) for kv in resp.kvs)
@@ -456,12 +459,12 @@ class EtcdStore:
         result = self._txn([Delete(key, if_revision=if_revision)])
         return bool(result.responses[0].response_delete_range.deleted)
 
-    def commit(self, ops: list[Op]) -> int:
+    def commit(self, ops: builtins.list[Op]) -> int:
         if not ops:
             return self.revision()
         return int(self._txn(ops).header.revision)
 
-    def _txn(self, ops: list[Op]) -> Any:
+    def _txn(self, ops: builtins.list[Op]) -> Any:
         keys = [op.key for op in ops]
         if len(set(keys)) != len(keys):
             raise ValueError(f"commit: a key appears twice in one commit: {keys}")

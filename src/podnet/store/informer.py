@@ -14,6 +14,7 @@ so the store and the API give handlers the same contract (podnet.source says wha
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 from collections.abc import Callable
@@ -33,7 +34,11 @@ class NotSelected(Exception):  # noqa: N818 - a signal from decoders, not an err
     makes a Kubernetes watch say DELETED."""
 
 
-_ABSENT = object()
+class _Skip(enum.Enum):
+    """What _decode returns instead of an object."""
+
+    ABSENT = "absent"  # the decoder raised NotSelected: as if the key were not there
+    BAD = "bad"  # the decoder failed (logged): keep the last good object, if any
 
 
 class Informer(Generic[T]):
@@ -60,11 +65,12 @@ class Informer(Generic[T]):
     ) -> None:
         self.store = store
         self.prefix = prefix
-        if (decode is None) == (decode_kv is None):
+        if decode is not None and decode_kv is None:
+            self._decode_fn: Callable[[str, bytes], T] = lambda _key, value: decode(value)
+        elif decode_kv is not None and decode is None:
+            self._decode_fn = decode_kv
+        else:
             raise TypeError("Informer: give exactly one of decode(value) or decode_kv(key, value)")
-        self._decode_fn: Callable[[str, bytes], T] = (
-            decode_kv if decode_kv is not None else (lambda _key, value: decode(value))  # type: ignore[misc]
-        )
         self.name = name or f"informer {prefix}"
         # After a failure the informer lists again after first_retry, doubling up to retry_interval:
         # a store that restarts (etcd killed, back in ~0.5 s) is followed again within a few tenths of a
@@ -186,22 +192,22 @@ class Informer(Generic[T]):
                 self._back_off()
             finally:
                 with self._lock:
-                    watch, self._watch = self._watch, None
-                if watch is not None:
-                    watch.close()
+                    open_watch, self._watch = self._watch, None
+                if open_watch is not None:
+                    open_watch.close()
 
     def _back_off(self) -> None:
         self._stop.wait(self._pause)
         self._pause = min(self._pause * 2, self.retry_interval)
 
-    def _decode(self, key: str, value: bytes) -> tuple[bool, T | None]:
+    def _decode(self, key: str, value: bytes) -> T | _Skip:
         try:
-            return True, self._decode_fn(key, value)
+            return self._decode_fn(key, value)
         except NotSelected:
-            return True, _ABSENT  # type: ignore[return-value]
+            return _Skip.ABSENT
         except Exception as exc:  # noqa: BLE001 - any decoder failure is one bad object, not a crash
             log.error("%s: cannot decode %s: %s; skipping it", self.name, key, exc)
-            return False, None
+            return _Skip.BAD
 
     def _apply_list(self, items: list[KeyValue], revision: int) -> None:
         """Turn a fresh list into adds/updates/deletes against what handlers saw before."""
@@ -213,17 +219,17 @@ class Informer(Generic[T]):
                 if self._mod_revs.get(kv.key) == kv.mod_revision:
                     continue  # unchanged since we last looked (decoded or not)
                 self._mod_revs[kv.key] = kv.mod_revision
-                ok, obj = self._decode(kv.key, kv.value)
-                if not ok:
+                obj = self._decode(kv.key, kv.value)
+                if obj is _Skip.BAD:
                     continue  # keep the last good object, if any, rather than inventing a delete
-                if obj is _ABSENT:
+                if obj is _Skip.ABSENT:
                     if kv.key in self._objects:
                         self._obj_revs.pop(kv.key, None)
                         changes.append(("delete", self._objects.pop(kv.key), None))
                     continue
                 had = kv.key in self._objects
                 old = self._objects.get(kv.key)
-                self._objects[kv.key] = obj  # type: ignore[assignment]
+                self._objects[kv.key] = obj
                 self._obj_revs[kv.key] = kv.mod_revision
                 changes.append(("update", old, obj) if had else ("add", None, obj))
             for key in [k for k in self._mod_revs if k not in seen]:
@@ -240,15 +246,15 @@ class Informer(Generic[T]):
         with self._lock:
             if event.type == "put":
                 self._mod_revs[event.key] = event.revision
-                ok, obj = self._decode(event.key, event.value or b"")
-                if ok and obj is _ABSENT:
+                obj = self._decode(event.key, event.value or b"")
+                if obj is _Skip.ABSENT:
                     if event.key in self._objects:
                         self._obj_revs.pop(event.key, None)
                         change = ("delete", self._objects.pop(event.key), None)
-                elif ok:
+                elif obj is not _Skip.BAD:
                     had = event.key in self._objects
                     old = self._objects.get(event.key)
-                    self._objects[event.key] = obj  # type: ignore[assignment]
+                    self._objects[event.key] = obj
                     self._obj_revs[event.key] = event.revision
                     change = ("update", old, obj) if had else ("add", None, obj)
             else:

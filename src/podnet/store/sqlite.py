@@ -29,6 +29,7 @@ and an idle watcher costs nothing but one revision read per notify.FALLBACK seco
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import secrets
@@ -36,8 +37,8 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from podnet.store import notify
 from podnet.store.base import (
@@ -56,6 +57,7 @@ from podnet.store.base import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Held by the background threads (checkpointer, lease sweeper) while they are inside SQLite, and taken by
 # os.fork(): a child must not inherit a SQLite mutex another thread held mid-call, or its first store call
@@ -284,7 +286,7 @@ class SqliteStore:
             self._watches = set()
         return self._conn
 
-    def _write(self, fn: Any) -> Any:
+    def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run fn(conn) inside one BEGIN IMMEDIATE transaction (the cross-process write lock)."""
         with self._lock:
             conn = self._connection()
@@ -313,7 +315,7 @@ class SqliteStore:
         self._checkpointer.start()
         weakref.finalize(self, _wake_to_stop, self._stop, self._dirty)
 
-    def _read(self, fn: Any) -> Any:
+    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run fn(conn) in one read transaction: a consistent snapshot across several SELECTs."""
         with self._lock:
             conn = self._connection()
@@ -434,11 +436,11 @@ class SqliteStore:
             items = [KeyValue(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows]
             return ListResult(items=items, revision=self._rev(conn))
 
-        return self._read(run)  # type: ignore[no-any-return]
+        return self._read(run)
 
     def revision(self) -> int:
         self._sweep_if_needed()
-        return self._read(self._rev)  # type: ignore[no-any-return]
+        return self._read(self._rev)
 
     # ---- writes ---------------------------------------------------------------------------------
 
@@ -452,10 +454,10 @@ class SqliteStore:
         self._commit([Delete(key, if_revision=if_revision)], deleted)
         return deleted[0]
 
-    def commit(self, ops: list[Op]) -> int:
+    def commit(self, ops: builtins.list[Op]) -> int:
         return self._commit(ops, [])
 
-    def _commit(self, ops: list[Op], deleted: list[bool]) -> int:
+    def _commit(self, ops: builtins.list[Op], deleted: builtins.list[bool]) -> int:
         keys = [op.key for op in ops]
         if len(set(keys)) != len(keys):
             raise ValueError(f"commit: a key appears twice in one commit: {keys}")
@@ -518,7 +520,7 @@ class SqliteStore:
             self._bump(conn, new_rev)
             return new_rev
 
-        return self._write(run)  # type: ignore[no-any-return]
+        return self._write(run)
 
     # ---- leases ---------------------------------------------------------------------------------
 
@@ -536,7 +538,7 @@ class SqliteStore:
                     )
                     return lease_id
 
-        return self._write(run)  # type: ignore[no-any-return]
+        return self._write(run)
 
     def keepalive(self, lease_id: int) -> float:
         def run(conn: sqlite3.Connection) -> float:
@@ -547,7 +549,7 @@ class SqliteStore:
             return float(row[0])
 
         try:
-            return self._write(run)  # type: ignore[no-any-return]
+            return self._write(run)
         except LeaseNotFound:
             self._sweep_if_needed()  # an expired lease found here: remove its keys now
             raise
@@ -584,7 +586,7 @@ class SqliteStore:
 
     def compact_revision(self) -> int:
         """Oldest revision a watch may start from (0: nothing compacted yet)."""
-        return self._read(  # type: ignore[no-any-return]
+        return self._read(
             lambda c: int(c.execute("SELECT value FROM meta WHERE name='compact'").fetchone()[0])
         )
 
