@@ -14,6 +14,7 @@ demo: deps
 
 test: deps
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
 
 bench: deps
@@ -21,6 +22,7 @@ bench: deps
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 
 deps: .deps-apt venv
 
