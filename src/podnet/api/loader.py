@@ -456,7 +456,11 @@ def parse_object(data: dict[str, Any]) -> Resource:
     """One object from a dict (as stored): shapes only, no Kubernetes rules. Raises ValidationError."""
     out = Loaded()
     _load_doc(data, "<object>", False, out)
-    return out.raise_for_problems()[0]
+    objs = out.raise_for_problems()
+    if len(objs) != 1:  # a List document holds any number, none included: a stored value is one object
+        raise ValidationError([Problem(field="kind", value=_short(data.get("kind")),
+                                       reason=f"must be one object, not a list of {len(objs)}", obj="<object>")])
+    return objs[0]
 
 
 def from_json(value: bytes | str) -> Resource:

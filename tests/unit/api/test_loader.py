@@ -247,3 +247,17 @@ def test_mutated_service_port_is_accepted_or_rejected_by_field(key: str, value: 
 def test_recursive_yaml_alias_is_a_problem_not_a_crash() -> None:
     loaded = load("&a\napiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {selector: *a}\n")
     assert loaded.problems and all(p.field for p in loaded.problems)
+
+
+SVC_JSON = (b'{"apiVersion":"v1","kind":"Service","metadata":{"name":"a","namespace":"default"},'
+            b'"spec":{"ports":[{"port":80}]}}')
+
+
+@pytest.mark.parametrize("value", [b'{"apiVersion":"v1","kind":"List","items":[]}', b'{"kind":"List"}',
+                                   b'{"apiVersion":"v1","kind":"List","items":[' + SVC_JSON + b',' + SVC_JSON + b']}'])
+def test_a_stored_list_is_refused_by_name(value):
+    """A store value is one object; a List (found by the store-values fuzzer) is a ValidationError naming
+    `kind`, not an IndexError."""
+    with pytest.raises(ValidationError) as e:
+        from_json(value)
+    assert [p.field for p in e.value.problems] == ["kind"] and "one object" in str(e.value)
