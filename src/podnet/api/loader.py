@@ -286,19 +286,37 @@ def _documents(text: str, source: str, out: Loaded) -> list[tuple[str, Any]]:
         if doc is None:
             continue  # empty document, as between two `---`
         where = source if len(docs) == 1 else f"{source} (document {i + 1})"
-        try:
-            size = _json_size(doc)
-        except (RecursionError, ValueError) as e:  # a recursive document, or nesting too deep to encode
-            out.problems.append(Problem(field="(document)", value=None, reason=f"cannot read: {e}", obj=where))
-            continue
-        if size > MAX_OBJECT_BYTES:
-            out.problems.append(Problem(
-                field="(document)", value=None,
-                reason=f"object is {size} bytes, over the request limit of {MAX_OBJECT_BYTES} bytes (3 MiB)",
-                obj=_describe(doc) if isinstance(doc, dict) else where))
-            continue
-        found.append((where, doc))
+        items = doc.get("items") if _is_list(doc) else None
+        if isinstance(items, list):  # kubectl sends a List's items one by one: each is held to the limit
+            kept = [item for j, item in enumerate(items) if _fits(item, f"{where} items[{j}]", out)]
+            found.append((where, {**doc, "items": kept}))
+        elif _fits(doc, where, out):
+            found.append((where, doc))
     return found
+
+
+def _is_list(doc: Any) -> bool:
+    """A List document (`kind: List`, or a typed list such as ServiceList, with items)."""
+    if not isinstance(doc, dict):
+        return False
+    kind = doc.get("kind")
+    return kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in doc)
+
+
+def _fits(doc: Any, where: str, out: Loaded) -> bool:
+    """Is one object within the request limit (as compact JSON, what would be sent)? Else a problem."""
+    try:
+        size = _json_size(doc)
+    except (RecursionError, ValueError) as e:  # a recursive document, or nesting too deep to encode
+        out.problems.append(Problem(field="(document)", value=None, reason=f"cannot read: {e}", obj=where))
+        return False
+    if size > MAX_OBJECT_BYTES:
+        out.problems.append(Problem(
+            field="(document)", value=None,
+            reason=f"object is {size} bytes, over the request limit of {MAX_OBJECT_BYTES} bytes (3 MiB)",
+            obj=_describe(doc) if isinstance(doc, dict) else where))
+        return False
+    return True
 
 
 def _describe(doc: dict[str, Any]) -> str:
@@ -322,7 +340,7 @@ def _load_doc(doc: Any, where: str, check: bool, out: Loaded) -> None:
             reason="must be an object with apiVersion, kind and metadata", obj=where))
         return
     kind, api_version = doc.get("kind"), doc.get("apiVersion")
-    if kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in doc):
+    if _is_list(doc):
         items = doc.get("items")
         if items is None:
             return

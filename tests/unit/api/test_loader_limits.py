@@ -3,6 +3,7 @@ anything walks them, whichever PyYAML loader builds the objects."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,18 @@ def test_object_over_the_request_limit_is_refused_and_named() -> None:
     (msg,) = reasons(f'{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "huge", '
                      f'"annotations": {{"a": "{big}"}}}}, "spec": {{"ports": [{{"port": 80}}]}}}}')
     assert msg.startswith("Service/default/huge: (document): object is") and "3 MiB" in msg
+
+
+def test_a_list_is_held_to_the_limit_item_by_item() -> None:
+    """kubectl sends a List's items one request each: a List over 3 MiB of small items loads (big manifests
+    are such Lists), and an item over the limit is named on its own."""
+    item = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "x" * 100_000}}
+    items = [{**item, "metadata": {"name": f"c{i}"}} for i in range(40)]  # ~4 MB in all
+    big = {**item, "metadata": {"name": "huge"}, "data": {"k": "x" * (MAX_OBJECT_BYTES + 10)}}
+    loaded = load(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    assert len(loaded.objects) == 40 and not loaded.problems
+    (msg,) = reasons(json.dumps({"apiVersion": "v1", "kind": "List", "items": [*items[:2], big]}))
+    assert msg.startswith("ConfigMap/default/huge: (document): object is") and "3 MiB" in msg
 
 
 def test_apply_of_a_bomb_exits_non_zero_with_the_message_and_stores_nothing(tmp_path: Path) -> None:
