@@ -189,8 +189,12 @@ def iptables_main(args: argparse.Namespace, sizes: list[int]) -> int:
     for n, p, k in rows:
         kp = k["first"]
         more = "" if kp else ">"
-        ratio = (f"{more}{(kp or args.limit) / p['full']:.1f}x / "
-                 f"{more}{k['first_cpu'] / max(p['full_cpu'], 1e-3):.1f}x")
+        if kp is None and args.limit <= p["full"]:
+            # kube-proxy's way was stopped before podnet's own time: a lower bound under 1x says nothing
+            ratio = f"n/a (--limit {args.limit:g} s is below podnet's {p['full']:.1f} s)"
+        else:
+            ratio = (f"{more}{(kp or args.limit) / p['full']:.1f}x / "
+                     f"{more}{k['first_cpu'] / max(p['full_cpu'], 1e-3):.1f}x")
         print(" | ".join([
             str(n), f"{fmt(p['full'], 0)} ({p['full_cpu']:.1f})", f"{fmt(p['resync'], 0)} ({p['resync_cpu']:.1f})",
             f"{p['one'] * 1000:.0f} ms", f"{p['one_after_full'] * 1000:.0f} ms",
