@@ -85,10 +85,10 @@ def test_missing_jumps_are_prepended_in_kube_proxy_order() -> None:
     nat_jumps = [j for j in JUMPS if j.table == "nat"]
     text = full_text(BASE, missing_jumps=nat_jumps)
     assert '-I PREROUTING 1 -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in text
-    # an empty (maybe absent) built-in chain gets appends in reverse order: same final order as prepends
-    a = Jump("filter", "INPUT", "KUBE-A", None, chain_empty=True)
-    b = Jump("filter", "INPUT", "KUBE-B", None, chain_empty=True)
-    assert _jump_lines([a, b]) == ["-A INPUT -j KUBE-B", "-A INPUT -j KUBE-A"]
+    # into a chain a listing showed empty too: never appended, so a rule someone appends meanwhile stays below
+    a = Jump("filter", "INPUT", "KUBE-A", None)
+    b = Jump("filter", "INPUT", "KUBE-B", None)
+    assert _jump_lines([a, b]) == ["-I INPUT 1 -j KUBE-A", "-I INPUT 1 -j KUBE-B"]
 
 
 def test_is_jump_matches_iptables_save_output() -> None:

@@ -52,7 +52,6 @@ class Jump:
     target: str
     comment: str | None
     extra: tuple[str, ...] = ()
-    chain_empty: bool = False  # set by Restorer.missing_jumps: the built-in chain has no rules yet
 
     def rule(self) -> str:
         parts = list(self.extra)

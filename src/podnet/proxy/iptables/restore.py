@@ -24,7 +24,6 @@ must be a full one, which rewrites every chain podnet owns and deletes stale one
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
@@ -279,13 +278,7 @@ class Restorer:
         for key in dict.fromkeys((j.table, j.chain) for j in wanted):
             p = self.runner.run([self._bin("iptables"), "-w", "5", "-t", key[0], "-S", key[1]], timeout=60)
             listing[key] = p.stdout.splitlines() if p.returncode == 0 else []
-        missing = []
-        for j in wanted:
-            lines = listing[(j.table, j.chain)]
-            if not any(_is_jump(line, j) for line in lines):
-                empty = not any(line.startswith("-A ") for line in lines)
-                missing.append(dataclasses.replace(j, chain_empty=empty))
-        return missing
+        return [j for j in wanted if not any(_is_jump(line, j) for line in listing[(j.table, j.chain)])]
 
     def save(self, table: str) -> str:
         return self.runner.run([self._bin("iptables-save"), "-t", table], timeout=300).stdout

@@ -155,15 +155,12 @@ def full_text(
 
 
 def _jump_lines(jumps: Sequence[Jump]) -> list[str]:
-    """Prepend each jump as kube-proxy does (-I 1, in list order). A built-in chain that has no rules may not
-    exist yet under iptables-nft, where -I fails: there the jumps are appended in reverse order instead,
-    which gives the same final order."""
-    lines: list[str] = []
-    empty = [j for j in jumps if j.chain_empty]
-    for j in reversed(empty):
-        lines.append(f"-A {j.chain} {j.rule()}")
-    lines.extend(f"-I {j.chain} 1 {j.rule()}" for j in jumps if not j.chain_empty)
-    return lines
+    """Prepend each jump as kube-proxy does (-I 1, in list order), into empty chains too. Under iptables-nft
+    -I fails only in a built-in chain that does not exist yet; the restorer creates those first
+    (Restorer._ensure_base_chains). Appending instead, when a listing had shown the chain empty, lost a race:
+    a rule another program (flanneld's FLANNEL-FWD jump) appended after the listing stayed ahead of
+    kube-proxy's jumps, and its ACCEPT let traffic past the REJECT of a Service with no endpoints."""
+    return [f"-I {j.chain} 1 {j.rule()}" for j in jumps]
 
 
 def _plan(applied: Applied, desired: Ruleset, *, cache_trick: bool) -> Plan:
