@@ -43,6 +43,9 @@ class SyncError(PodnetError):
 
 class Backend(Protocol):
     mode: str  # "iptables" or "nftables", as kube-proxy's --proxy-mode
+    # True: the periodic sync (syncPeriod) reads the kernel with check_drift(), off the sync loop, and a full
+    # sync follows only a drift; False: the periodic sync is a full one.
+    checks_drift: bool
 
     @property
     def needs_full(self) -> bool:
@@ -62,6 +65,14 @@ class Backend(Protocol):
 
         `old` and `new` hold just the changed services (a service absent from `new` was deleted);
         `large_cluster` is the whole state's largeClusterMode. Raises on failure (kernel unchanged).
+        """
+        ...
+
+    def check_drift(self) -> str | None:
+        """Compare the kernel with what was applied, writing nothing (from a thread other than the syncs').
+
+        Returns what drifted, and then `needs_full` is True until a full sync; None when the kernel matches or
+        nothing can be concluded. Only called when `checks_drift`.
         """
         ...
 

@@ -72,6 +72,9 @@ class ProxyMetrics:
             "kubeproxy_proxy_healthz", "Cumulative proxy healthz HTTP status", ["code"], registry=r)
         self.livez_total = Counter(
             "kubeproxy_proxy_livez", "Cumulative proxy livez HTTP status", ["code"], registry=r)
+        self.drift_checks = Counter(
+            "podnet_proxy_drift_checks", "Periodic reads of the kernel's rules (iptables mode), by outcome: "
+            "ok (no drift found), drift, error (the kernel could not be read)", ["result"], registry=r)
         self.invalid_objects = Counter(
             "podnet_proxy_invalid_objects", "Store objects skipped because they failed validation", ["kind"],
             registry=r)

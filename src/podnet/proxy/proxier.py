@@ -6,15 +6,20 @@ sync recomputes the changed services' ports, asks the backend to write them, the
 (proxy/nodeports.py), serves health checks (proxy/healthcheck.py), cleans UDP conntrack (proxy/conntrack.py)
 and records metrics (proxy/metrics.py). This module only wires them.
 
-A full sync runs at start, every syncPeriod, when node facts change and after any failure; otherwise changes
-go out as partial syncs that touch only the changed services, so a one-service change costs the same at 10
-or 10,000 services. minSyncPeriod (default 0) bounds how often syncs run.
+A full sync runs at start, when node facts change and after any failure; otherwise changes go out as partial
+syncs that touch only the changed services, so a one-service change costs the same at 10 or 10,000 services.
+minSyncPeriod (default 0) bounds how often syncs run. Every syncPeriod the node facts are read again and, in
+nftables mode, the table is rewritten whole (one atomic `nft -f`). In iptables mode a whole rewrite takes ~20 s
+at 10k services, and a change arriving meanwhile would wait for it; there a thread of its own reads the kernel
+every syncPeriod instead (the backend's check_drift) and a full sync follows only when the kernel no longer
+holds what was applied.
 """
 
 from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -108,6 +113,8 @@ class Proxier:
                                                   max_interval=self.sync_period, clock=clock)
         self._backoff = 1.0
         self._large = False
+        self._synced_settings: ProxierSettings | None = None
+        self._stopping = threading.Event()
         self.syncs = {"full": 0, "partial": 0, "failed": 0}
 
     # ---- wiring -------------------------------------------------------------------------------------
@@ -119,6 +126,7 @@ class Proxier:
         self.informers.start(stopped=lambda: self.sync_runner.stopped)
 
     def stop(self) -> None:
+        self._stopping.set()
         self.sync_runner.stop()
 
     def close(self) -> None:
@@ -130,14 +138,40 @@ class Proxier:
     def run(self) -> None:
         """Sync until stop(). Starts the informers first; the first sync is a full one."""
         self.start_informers()
+        if self.backend.checks_drift:
+            threading.Thread(target=self._watch_drift, name="drift-check", daemon=True).start()
         self.sync_runner.loop()
+
+    def _watch_drift(self) -> None:
+        while not self._stopping.wait(self.sync_period):
+            self.check_drift()
+
+    def check_drift(self) -> str | None:
+        """One periodic kernel check (iptables mode): on a drift, log it and run a full sync soon."""
+        if self.backend.needs_full:
+            return None  # a full sync is due anyway
+        try:
+            found = self.backend.check_drift()
+        except (OSError, subprocess.SubprocessError) as e:
+            log.error("could not read the kernel's rules to check them: %s", e)
+            self.metrics.drift_checks.labels("error").inc()
+            return None
+        if found is None:
+            self.metrics.drift_checks.labels("ok").inc()
+            return None
+        self.metrics.drift_checks.labels("drift").inc()
+        log.warning("the kernel no longer holds the rules podnet applied (%s): a full sync follows", found)
+        self.sync_runner.run()
+        return found
 
     def _run_sync(self, overdue: bool) -> bool:
         """The runner's function: one sync of what changed (all of it when overdue). True after a full one."""
         node_changed, dirty = self.tracker.take()
-        full = overdue or node_changed or self.backend.needs_full
+        full = (overdue and not self.backend.checks_drift) or node_changed or self.backend.needs_full
         try:
-            return self._sync(full=full, dirty=dirty) == "full"
+            done = self._sync(full=full, dirty=dirty, refresh=overdue)
+            # a periodic run is complete when it succeeded: in drift-checking modes it is partial
+            return done == "full" or (overdue and done != "")
         except Exception as e:  # noqa: BLE001 - a bug in one sync must not take the node's proxy down
             log.exception("sync crashed; retrying with a full sync")
             self._failed(e, full=True, dirty=dirty)
@@ -157,12 +191,15 @@ class Proxier:
         """One sync. Returns True on success; on failure schedules a retry (full)."""
         return self._sync(full=full, dirty=dirty or {}) != ""
 
-    def _sync(self, *, full: bool, dirty: dict[str, float]) -> str:
-        """One sync: "full" or "partial" when it succeeded, "" when it failed."""
+    def _sync(self, *, full: bool, dirty: dict[str, float], refresh: bool = False) -> str:
+        """One sync: "full" or "partial" when it succeeded, "" when it failed. `refresh` reads the node facts
+        again (a full sync always does); settings that changed since the last sync make it a full one."""
         t = self.tracker
         start = time.monotonic()
+        settings = self._current_settings(refresh=full or refresh)
+        if settings != self._synced_settings:
+            full = True
         t.update(t.known_services() | set(dirty) if full else dirty)
-        settings = self._current_settings(refresh=full)
         try:
             if full or self.backend.needs_full:
                 full = True
@@ -208,6 +245,7 @@ class Proxier:
     def _succeeded(self, full: bool, dirty: dict[str, float], elapsed: float, settings: ProxierSettings) -> None:
         self.syncs["full" if full else "partial"] += 1
         self._backoff = 1.0
+        self._synced_settings = settings
         self.metrics.synced(full=full, elapsed=elapsed, now=time.time(), rules_total=self.backend.rules_total(),
                             change_times=dirty.values())
         self.health.updated()

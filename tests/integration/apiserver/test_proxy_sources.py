@@ -42,6 +42,7 @@ class Capture:
 
     mode = "capture"
     needs_full = True
+    checks_drift = False
 
     def __init__(self) -> None:
         self.desired: DesiredState | None = None

@@ -21,14 +21,23 @@ from podnet.proxy.tracker import parse_service
 class FakeBackend:
     mode = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, checks_drift: bool = False) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.fail_next: str | None = None
         self.synced_once = False
+        self.checks_drift = checks_drift
+        self.drift: str | None = None  # what the next check_drift finds
 
     @property
     def needs_full(self) -> bool:
         return not self.synced_once
+
+    def check_drift(self) -> str | None:
+        self.calls.append(("check", None))
+        found, self.drift = self.drift, None
+        if found:
+            self.synced_once = False  # as the real backends: a drift makes the next sync full
+        return found
 
     @staticmethod
     def adjust_config(config: Any) -> Any:
@@ -111,12 +120,15 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+def make_proxier(clock: FakeClock, backend: FakeBackend, facts: HostFacts | None = None) -> Proxier:
+    return Proxier(store=None, node_name="n1", config=KubeProxyConfiguration(),  # type: ignore[arg-type]
+                   backend=backend, port_holder=NoPorts(), conntrack=NoConntrack(),  # type: ignore[arg-type]
+                   facts=facts or HostFacts(nodeName="n1", nodeIPs=["192.168.0.2"]), clock=clock)
+
+
 @pytest.fixture
 def proxier(clock: FakeClock) -> Proxier:
-    p = Proxier(store=None, node_name="n1", config=KubeProxyConfiguration(),  # type: ignore[arg-type]
-                backend=FakeBackend(), port_holder=NoPorts(), conntrack=NoConntrack(),  # type: ignore[arg-type]
-                facts=HostFacts(nodeName="n1", nodeIPs=["192.168.0.2"]), clock=clock)
-    return p
+    return make_proxier(clock, FakeBackend())
 
 
 def test_first_sync_is_full_then_changes_go_out_partially(proxier: Proxier) -> None:
@@ -262,3 +274,62 @@ def test_a_health_check_port_in_use_records_one_warning_event_and_the_sync_still
             for e in events] == [("FailedToStartServiceHealthcheck", "Warning", "lb", "ns")]
     assert 'failed to start healthcheck "ns/lb" on port 30500' in events[0]["message"]
     assert events[0]["source"] == {"component": "kube-proxy", "host": "n1"}
+
+
+def test_the_periodic_sync_is_full_where_the_backend_does_not_check_drift(proxier: Proxier, clock: FakeClock) -> None:
+    be: FakeBackend = proxier.backend  # type: ignore[assignment]
+    proxier.informers.on_service("add", None, svc("a", "10.96.0.1"))
+    assert sync(proxier)
+    clock.now += proxier.sync_period
+    assert sync(proxier)
+    assert [c[0] for c in be.calls] == ["full", "full"]
+
+
+def test_the_periodic_sync_writes_nothing_where_the_backend_checks_drift(clock: FakeClock) -> None:
+    """iptables mode: a full rewrite at 10k services takes ~20 s, so the periodic run is only a sync of what
+    changed (often nothing); the kernel is read by check_drift on another thread."""
+    be = FakeBackend(checks_drift=True)
+    p = make_proxier(clock, be)
+    p.informers.on_service("add", None, svc("a", "10.96.0.1"))
+    assert sync(p)
+    for _ in range(3):
+        clock.now += p.sync_period
+        assert sync(p)
+    assert [c[0] for c in be.calls] == ["full"]
+    assert p.syncs == {"full": 1, "partial": 3, "failed": 0}
+    # the periodic run was complete: the runner does not run again until the next period
+    assert not sync(p)
+    # a change between periods still goes out at once, partially
+    p.informers.on_slice("add", None, eps("a-1", "a", ["10.0.0.1"]))
+    assert sync(p)
+    assert be.calls[-1] == ("partial", (["ns/a:p"], ["ns/a:p"]))
+
+
+def test_a_drift_found_by_the_check_makes_the_next_sync_full(clock: FakeClock) -> None:
+    be = FakeBackend(checks_drift=True)
+    p = make_proxier(clock, be)
+    p.informers.on_service("add", None, svc("a", "10.96.0.1"))
+    assert sync(p)
+    assert p.check_drift() is None
+    assert p.metrics.drift_checks.labels("ok")._value.get() == 1
+    be.drift = "nat/KUBE-SVC-X: missing"
+    assert p.check_drift() == "nat/KUBE-SVC-X: missing"
+    assert p.metrics.drift_checks.labels("drift")._value.get() == 1
+    assert sync(p)  # requested by the check, without waiting for the period
+    assert [c[0] for c in be.calls] == ["full", "check", "check", "full"]
+    # while a full sync is due anyway, the check does not read the kernel
+    be.synced_once = False
+    assert p.check_drift() is None and be.calls[-1][0] == "full"
+
+
+def test_node_facts_that_changed_by_the_periodic_run_make_it_a_full_sync(clock: FakeClock) -> None:
+    be = FakeBackend(checks_drift=True)
+    facts = HostFacts(nodeName="n1", nodeIPs=["192.168.0.2"])
+    p = make_proxier(clock, be, facts)
+    p.informers.on_service("add", None, svc("a", "10.96.0.1", node_port=30080))
+    assert sync(p)
+    facts.node_ips = ["192.168.0.3"]  # read again by the periodic run only
+    assert not sync(p) and [c[0] for c in be.calls] == ["full"]
+    clock.now += p.sync_period
+    assert sync(p)
+    assert [c[0] for c in be.calls] == ["full", "full"]

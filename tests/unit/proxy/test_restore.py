@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from podnet.proxy.iptables.names import JUMPS, Jump
-from podnet.proxy.iptables.restore import _context, _is_jump, _parse_nft_chains
+from podnet.proxy.iptables.restore import _context, _parse_nft_chains
 from podnet.proxy.iptables.ruleset import (
     CACHE_TRICK_MIN_CHAINS,
     Ruleset,
@@ -95,11 +95,11 @@ def test_is_jump_matches_iptables_save_output() -> None:
     j = next(j for j in JUMPS if j.target == "KUBE-EXTERNAL-SERVICES" and j.chain == "INPUT")
     line = ('-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service '
             'portals" -j KUBE-EXTERNAL-SERVICES')
-    assert _is_jump(line, j)
-    assert not _is_jump(line.replace("--ctstate NEW ", "--ctstate INVALID ").replace("NEW", ""), j)
+    assert j.matches(line)
+    assert not j.matches(line.replace("--ctstate NEW ", "--ctstate INVALID ").replace("NEW", ""))
     fw = next(j for j in JUMPS if j.target == "KUBE-FIREWALL" and j.chain == "INPUT")
-    assert _is_jump("-A INPUT -j KUBE-FIREWALL", fw)
-    assert not _is_jump("-A INPUT -m comment --comment x -j KUBE-FIREWALL", fw)
+    assert fw.matches("-A INPUT -j KUBE-FIREWALL")
+    assert not fw.matches("-A INPUT -m comment --comment x -j KUBE-FIREWALL")
 
 
 def test_partial_plan_of_unchanged_input_is_empty() -> None:

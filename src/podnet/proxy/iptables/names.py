@@ -60,6 +60,16 @@ class Jump:
         parts += ["-j", self.target]
         return " ".join(parts)
 
+    def matches(self, line: str) -> bool:
+        """Whether an `iptables -S` / iptables-save line (`-A CHAIN ...`, the kernel's spelling) is this jump."""
+        if not line.startswith(f"-A {self.chain} ") or not line.endswith(f"-j {self.target}"):
+            return False
+        if self.comment is None:
+            return "--comment" not in line
+        if f'--comment "{self.comment}"' not in line and f"--comment {self.comment}" not in line:
+            return False
+        return ("--ctstate NEW" in line) == ("--ctstate" in " ".join(self.extra))
+
 
 _NEW = ("-m", "conntrack", "--ctstate", "NEW")
 # kube-proxy's iptablesJumpChains + iptablesKubeletJumpChains, in its order (each is prepended, so the

@@ -37,6 +37,7 @@ from typing import Literal
 
 from podnet.net.exec import in_netns
 from podnet.proxy.backend import SyncError
+from podnet.proxy.iptables.drift import ChainKey, find_drift, read_save
 from podnet.proxy.iptables.names import JUMPS, Jump
 from podnet.proxy.iptables.ruleset import (
     Applied,
@@ -154,6 +155,13 @@ class Restorer:
         self.mode: Mode = mode or detect_mode(self.runner)
         self.applied: Applied | None = None
         self.last_input = ""  # for error reports
+        # Between syncs (the sync loop's thread) and the drift check (its own thread): what was written since
+        # the check last looked (None: everything, after a full sync or a failure), a drift found and not yet
+        # repaired, and the digests of the last check. `applied` is only ever replaced, never changed in place.
+        self._lock = threading.Lock()
+        self._written: set[ChainKey] | None = None
+        self._drift: str | None = None
+        self._digests: dict[ChainKey, int] | None = None
 
     # binaries of the detected mode
     def _bin(self, tool: str) -> str:
@@ -162,7 +170,16 @@ class Restorer:
 
     @property
     def needs_full(self) -> bool:
-        return self.applied is None
+        return self.applied is None or self._drift is not None
+
+    def _applied_now(self, applied: Applied | None, touched: set[ChainKey] | None) -> None:
+        """Record a sync's outcome: the new model (None after a failure) and the chains it wrote (None: all)."""
+        with self._lock:
+            self.applied = applied
+            if touched is None or self._written is None:
+                self._written = None
+            else:
+                self._written |= touched
 
     def sync_full(self, text: str, model: Callable[[], Ruleset]) -> SyncStats:
         """Load a full render (`text`), rewriting all owned chains and deleting stale ones found in the kernel.
@@ -171,6 +188,8 @@ class Restorer:
         Raises RestoreError (the kernel keeps its rules; the model is dropped so the next sync is full).
         """
         start = time.monotonic()
+        with self._lock:
+            self._drift = None  # this sync repairs it; one found while it runs is for the next
         declared = declared_chains(text)
         existing = self.list_chains(declared.keys())
         missing = self.missing_jumps(declared)
@@ -195,16 +214,17 @@ class Restorer:
         desired = model()  # the applied model, built while iptables-restore works on the other core
         writer.join()
         if result.get("timeout"):
-            self.applied = None
+            self._applied_now(None, None)
             raise RestoreError(f"iptables-restore timed out after {self.runner.timeout}s", partial=False)
         if proc.returncode != 0:
-            self.applied = None
+            self._applied_now(None, None)
             err = str(result.get("stderr") or "").strip()
             raise RestoreError(f"iptables-restore failed (exit {proc.returncode}): {err}{_context(rtext, err)}",
                                partial=False, stderr=err)
-        self.applied = {t: desired.chains.get(t, {}) for t in _ordered(set(desired.chains) | set(declared))}
+        applied = {t: desired.chains.get(t, {}) for t in _ordered(set(desired.chains) | set(declared))}
+        self._applied_now(applied, None)
         written = {t: sum(len(r) for r in chains.values()) + sum(1 for j in missing if j.table == t)
-                   for t, chains in self.applied.items()}
+                   for t, chains in applied.items()}
         n_rules = sum(written.values())
         return SyncStats(True, time.monotonic() - start, n_rules + sum(len(c) for c in declared.values()),
                          n_rules, written)
@@ -220,7 +240,7 @@ class Restorer:
         plan = plan_partial(self.applied, old, new, deleted_chains, cache_trick=self.mode == "nft")
         if plan.text:
             self._restore(plan.text, partial=True)
-        self.applied = plan.applied
+        self._applied_now(plan.applied, plan.touched)
         return SyncStats(False, time.monotonic() - start, plan.lines, plan.rules_written, plan.written)
 
     def _ensure_base_chains(self, jumps: Sequence[Jump], existing: dict[str, set[str]]) -> None:
@@ -248,10 +268,10 @@ class Restorer:
             # stdout carries the discarded `-S` listing
             p = self.runner.run(argv, input=text, discard_stdout=True)
         except subprocess.TimeoutExpired as e:
-            self.applied = None
+            self._applied_now(None, None)
             raise RestoreError(f"iptables-restore timed out after {e.timeout}s", partial=partial) from e
         if p.returncode != 0:
-            self.applied = None
+            self._applied_now(None, None)
             err = (p.stderr or "").strip()
             raise RestoreError(
                 f"iptables-restore failed (exit {p.returncode}): {err}{_context(text, err)}",
@@ -278,20 +298,44 @@ class Restorer:
         for key in dict.fromkeys((j.table, j.chain) for j in wanted):
             p = self.runner.run([self._bin("iptables"), "-w", "5", "-t", key[0], "-S", key[1]], timeout=60)
             listing[key] = p.stdout.splitlines() if p.returncode == 0 else []
-        return [j for j in wanted if not any(_is_jump(line, j) for line in listing[(j.table, j.chain)])]
+        return [j for j in wanted if not any(j.matches(line) for line in listing[(j.table, j.chain)])]
+
+    def check_drift(self) -> str | None:
+        """Read the kernel (one iptables-save) and compare it with the applied model (drift.py).
+
+        Returns what drifted (then `needs_full` is True until a full sync), or None when the kernel matches or
+        nothing can be concluded (no model yet, a full sync or a failure while reading). Writes nothing. Safe to
+        call from another thread than the syncs'.
+        """
+        with self._lock:
+            if self.applied is None or self._drift is not None:
+                return None
+            before, self._written = self._written, set()
+        p = self.runner.run([self._bin("iptables-save")], timeout=self.runner.timeout)
+        with self._lock:
+            during, self._written = self._written, set()
+            applied = self.applied
+            if applied is None or during is None or p.returncode != 0:
+                self._digests = None
+                self._written = None if during is None else self._written
+                return None
+            digests = self._digests
+        # parsing and comparing run without the lock, so a sync never waits for them; `applied` is immutable
+        kernel = read_save(p.stdout, applied.keys())
+        previous = None
+        if before is not None and digests is not None:
+            previous = {k: d for k, d in digests.items() if k not in before}
+        found = find_drift(applied, kernel, JUMPS, skip=during, previous=previous)
+        with self._lock:
+            self._digests = kernel.digests(skip=during | (self._written or set()))
+            if not found:
+                return None
+            more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+            self._drift = "; ".join(found[:3]) + more
+            return self._drift
 
     def save(self, table: str) -> str:
         return self.runner.run([self._bin("iptables-save"), "-t", table], timeout=300).stdout
-
-
-def _is_jump(line: str, j: Jump) -> bool:
-    if not line.startswith(f"-A {j.chain} ") or not line.endswith(f"-j {j.target}"):
-        return False
-    if j.comment is None:
-        return "--comment" not in line
-    if f'--comment "{j.comment}"' not in line and f"--comment {j.comment}" not in line:
-        return False
-    return ("--ctstate NEW" in line) == ("--ctstate" in " ".join(j.extra))
 
 
 _TABLE_RE = re.compile(r"^table ip (\S+) \{")

@@ -110,6 +110,7 @@ class Plan:
     lines: int  # input lines (without the *table/COMMIT framing)
     rules_written: int
     written: dict[str, int] = field(default_factory=dict)  # rules written per table
+    touched: set[tuple[str, str]] = field(default_factory=set)  # (table, chain) the text writes or deletes
 
 
 _BLOCK_RE = re.compile(r"^\*(\S+)\n(.*?)^COMMIT[^\n]*\n?", re.M | re.S)
@@ -174,6 +175,7 @@ def _plan(applied: Applied, desired: Ruleset, *, cache_trick: bool) -> Plan:
     new_applied: Applied = {t: dict(c) for t, c in applied.items()}
     out: list[str] = []
     written: dict[str, int] = {}
+    all_touched: set[tuple[str, str]] = set()
     n_lines = rules = 0
     # `-S` makes iptables fetch the whole table (about 18 us per chain in the kernel) to skip the partial
     # cache's quadratic chain list (n^2/2 x ~55 ns): worth it once n^2 x 27.5 ns > chains x 18 us.
@@ -212,6 +214,7 @@ def _plan(applied: Applied, desired: Ruleset, *, cache_trick: bool) -> Plan:
             del have[chain]
         if not decl and not body and not deletes:
             continue
+        all_touched.update((table, c) for c in touched)
         out.append(f"*{table}")
         if cache_trick and len(touched) >= trick_at:
             out.append("-S")
@@ -221,7 +224,7 @@ def _plan(applied: Applied, desired: Ruleset, *, cache_trick: bool) -> Plan:
         out.append("COMMIT")
         n_lines += len(decl) + len(body) + len(deletes)
         written[table] = len(body)
-    return Plan("\n".join(out) + "\n" if out else "", new_applied, n_lines, rules, written)
+    return Plan("\n".join(out) + "\n" if out else "", new_applied, n_lines, rules, written, all_touched)
 
 
 def plan_partial(applied: Applied, old: Ruleset, new: Ruleset, deleted_chains: Iterable[str] = (), *,
