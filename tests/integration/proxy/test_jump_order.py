@@ -16,7 +16,7 @@ def test_jumps_go_above_a_rule_appended_after_the_listing(netns_factory) -> None
     from podnet.net import netns
     from podnet.proxy.iptables.backend import IptablesBackend
     from podnet.proxy.iptables.names import Jump
-    from podnet.proxy.iptables.restore import Restorer, Runner
+    from podnet.proxy.iptables.restore import Listing, Restorer, Runner
     from podnet.proxy.model import DesiredState
     from podnet.proxy.settings import ProxierSettings
 
@@ -25,8 +25,8 @@ def test_jumps_go_above_a_rule_appended_after_the_listing(netns_factory) -> None
     class Racing(Restorer):
         """The overlay appends its FORWARD rule right after the proxy listed the chains (FORWARD empty)."""
 
-        def missing_jumps(self, declared: Mapping[str, Container[str]]) -> list[Jump]:
-            missing = super().missing_jumps(declared)
+        def missing_jumps(self, declared: Mapping[str, Container[str]], listing: Listing | None = None) -> list[Jump]:
+            missing = super().missing_jumps(declared, listing)
             netns.run(ns, ["iptables", "-w", "5", "-A", "FORWARD", *FLANNEL])
             return missing
 

@@ -139,6 +139,15 @@ def _safe(runner: Runner, argv: Sequence[str]) -> str:
 
 
 @dataclass
+class Listing:
+    """What a full sync needs to know of the kernel before it loads: chain names per table (stale chains to
+    delete, absent built-in chains) and the rules of the built-in chains kube-proxy jumps from."""
+
+    chains: dict[str, set[str]]
+    builtin: dict[tuple[str, str], list[str]]
+
+
+@dataclass
 class SyncStats:
     full: bool
     seconds: float
@@ -181,18 +190,20 @@ class Restorer:
             else:
                 self._written |= touched
 
-    def sync_full(self, text: str, model: Callable[[], Ruleset]) -> SyncStats:
+    def sync_full(self, text: str, model: Callable[[], Ruleset], listing: Listing | None = None) -> SyncStats:
         """Load a full render (`text`), rewriting all owned chains and deleting stale ones found in the kernel.
 
         `model` builds the render's Ruleset (the new applied model); it runs while iptables-restore works.
+        `listing` is list_kernel()'s, when the caller took it while rendering (nothing serial before the load).
         Raises RestoreError (the kernel keeps its rules; the model is dropped so the next sync is full).
         """
         start = time.monotonic()
         with self._lock:
             self._drift = None  # this sync repairs it; one found while it runs is for the next
+        listing = listing or self.list_kernel()
         declared = declared_chains(text)
-        existing = self.list_chains(declared.keys())
-        missing = self.missing_jumps(declared)
+        existing = {t: listing.chains.get(t, set()) for t in declared}
+        missing = self.missing_jumps(declared, listing)
         self._ensure_base_chains(missing, existing)
         rtext = full_text(text, existing=existing, missing_jumps=missing, cache_trick=self.mode == "nft")
         self.last_input = rtext
@@ -278,6 +289,19 @@ class Restorer:
                 partial=partial, stderr=err,
             )
 
+    def list_kernel(self) -> Listing:
+        """Chain names of the tables podnet writes and the built-in chains' rules, as the kernel has them now.
+
+        Run while the render is being built: the listings are other processes, so they take no Python time.
+        """
+        keys = list(dict.fromkeys((j.table, j.chain) for j in JUMPS))
+        chains = self.list_chains(dict.fromkeys(t for t, _ in keys))
+        builtin: dict[tuple[str, str], list[str]] = {}
+        for table, chain in keys:
+            p = self.runner.run([self._bin("iptables"), "-w", "5", "-t", table, "-S", chain], timeout=60)
+            builtin[(table, chain)] = p.stdout.splitlines() if p.returncode == 0 else []
+        return Listing(chains, builtin)
+
     def list_chains(self, tables: Iterable[str]) -> dict[str, set[str]]:
         """Chain names per table as they are in the kernel now (for stale-chain cleanup)."""
         tables = list(tables)
@@ -291,14 +315,11 @@ class Restorer:
             result[t] = {line[1:].split(" ", 1)[0] for line in p.stdout.splitlines() if line.startswith(":")}
         return result
 
-    def missing_jumps(self, declared: Mapping[str, Container[str]]) -> list[Jump]:
+    def missing_jumps(self, declared: Mapping[str, Container[str]], listing: Listing | None = None) -> list[Jump]:
         """kube-proxy's jumps from built-in chains whose target podnet renders and which are not in place."""
+        listing = listing or self.list_kernel()
         wanted = [j for j in JUMPS if j.target in declared.get(j.table, ())]
-        listing: dict[tuple[str, str], list[str]] = {}
-        for key in dict.fromkeys((j.table, j.chain) for j in wanted):
-            p = self.runner.run([self._bin("iptables"), "-w", "5", "-t", key[0], "-S", key[1]], timeout=60)
-            listing[key] = p.stdout.splitlines() if p.returncode == 0 else []
-        return [j for j in wanted if not any(j.matches(line) for line in listing[(j.table, j.chain)])]
+        return [j for j in wanted if not any(j.matches(line) for line in listing.builtin.get((j.table, j.chain), []))]
 
     def check_drift(self) -> str | None:
         """Read the kernel (one iptables-save) and compare it with the applied model (drift.py).
