@@ -3,9 +3,9 @@ syncs is no drift; what another program changes is named, and the full sync that
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from subprocess import CompletedProcess
 
 import pytest
 
@@ -102,28 +102,101 @@ def test_a_change_by_another_program_is_named_and_the_full_sync_repairs_it(synce
     assert backend.check_drift() is None
 
 
+class _Finished:
+    """A finished iptables-save, as Popen: its output was read before podnet's write landed."""
+
+    def __init__(self, out: str) -> None:
+        self.out, self.returncode = out, 0
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, None]:
+        return self.out, None
+
+    def poll(self) -> int:
+        return 0
+
+    def kill(self) -> None:
+        pass
+
+
+def _changed(state):  # type: ignore[no-untyped-def]
+    from podnet.proxy.model import DesiredState, Endpoint
+
+    name = next(iter(state.services))
+    old = state.services[name]
+    new = replace(old, endpoints=(*old.endpoints, Endpoint(ip="10.244.9.9", port=8080)))
+    return DesiredState("n1", services={name: old}), DesiredState("n1", services={name: new})
+
+
 def test_chains_podnet_writes_while_the_kernel_is_read_are_no_drift(synced) -> None:  # type: ignore[no-untyped-def]
     """A partial sync right after iptables-save read the kernel: the read shows the chains before it, the model
     after it. Without leaving those chains out, the check would call podnet's own write a drift."""
     from podnet.proxy.iptables.restore import Runner
-    from podnet.proxy.model import DesiredState, Endpoint
 
     ns, backend, state, settings = synced
-    name = next(iter(state.services))
-    old = state.services[name]
-    new = replace(old, endpoints=(*old.endpoints, Endpoint(ip="10.244.9.9", port=8080)))
+    old, new = _changed(state)
 
     class SyncAfterRead(Runner):
-        def run(self, argv: Sequence[str], **kw) -> CompletedProcess[str]:  # type: ignore[no-untyped-def]
-            p = super().run(argv, **kw)
-            if argv[0].startswith("iptables-save") or argv[0].startswith("iptables-nft-save"):
-                backend.restorer.runner = Runner(netns=ns)  # once
-                backend.partial_sync(DesiredState("n1", services={name: old}),
-                                     DesiredState("n1", services={name: new}), settings, False)
-            return p
+        def popen_read(self, argv: Sequence[str]):  # type: ignore[no-untyped-def]
+            out = super().popen_read(argv).communicate()[0]
+            backend.restorer.runner = Runner(netns=ns)  # once
+            backend.partial_sync(old, new, settings, False)
+            return _Finished(out)
 
     backend.restorer.runner = SyncAfterRead(netns=ns)
     assert backend.check_drift() is None
     assert any("10.244.9.9" in r for rules in backend.restorer.applied["nat"].values() for r in rules)
     assert not backend.needs_full
     assert backend.check_drift() is None  # the next read sees the write, and calls nothing a drift
+
+
+def test_a_write_stops_the_read_which_is_tried_again(synced) -> None:  # type: ignore[no-untyped-def]
+    """iptables-save re-reads the whole table when a transaction commits meanwhile (at 10k services it never
+    finishes under a change a second). podnet's own write stops it; the check reads again after."""
+    from podnet.proxy.iptables.restore import Runner
+
+    ns, backend, state, settings = synced
+    old, new = _changed(state)
+    reads: list[int | None] = []
+
+    class WriteDuringRead(Runner):
+        def popen_read(self, argv: Sequence[str]):  # type: ignore[no-untyped-def]
+            if reads:
+                reads.append(len(reads))
+                return super().popen_read(argv)
+            # the first read is a slow one (as at 10k services), so the write surely lands while it runs
+            slow = [sys.executable, "-c", "import os, sys, time; time.sleep(10); os.execvp(sys.argv[1], sys.argv[1:])"]
+            proc = super().popen_read([*slow, *argv])
+            backend.partial_sync(old, new, settings, False)
+            reads.append(len(reads))
+            return proc
+
+    backend.restorer.runner = WriteDuringRead(netns=ns)
+    assert backend.check_drift() is None
+    assert reads == [0, 1]  # stopped by the write (not 10 s later), then read whole
+    assert not backend.needs_full
+
+
+def test_when_rules_cannot_be_read_chains_are_still_checked_and_an_hour_later_a_full_sync_follows(
+        synced, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from podnet.proxy.iptables import restore
+    from podnet.proxy.iptables.restore import Runner
+
+    ns, backend, state, settings = synced
+
+    class NeverRead(Runner):
+        def popen_read(self, argv: Sequence[str]):  # type: ignore[no-untyped-def]
+            proc = super().popen_read(argv)
+            proc.kill()  # as a write of podnet's would, every time
+            return proc
+
+    backend.restorer.runner = NeverRead(netns=ns)
+    sep = _sep_chain(ns)
+    _ipt(ns, "-t", "nat", "-D", sep, "1")
+    assert backend.check_drift() is None  # a rule count cannot be checked without the rules
+    _ipt(ns, "-t", "nat", "-N", "KUBE-SEP-STALE0000000000")
+    found = backend.check_drift()
+    assert found is not None and "nat/KUBE-SEP-STALE0000000000: a service chain podnet does not have" in found
+    backend.full_sync(state, settings)
+    monkeypatch.setattr(restore, "FULL_SYNC_PERIOD", 0.0)
+    found = backend.check_drift()
+    assert found is not None and "no read of every rule could finish" in found and backend.needs_full

@@ -15,6 +15,10 @@ in another process, off the sync loop) and compares them with the applied model 
 
 Chains written while the read ran are left out of that check: the read may show them before or after the
 write. A drift makes the next sync a full one (restore.py), as a failed restore does.
+
+A whole read restarts inside iptables whenever a transaction commits meanwhile, so under a steady stream of
+changes at 10k services it may not finish; restore.py then checks what it could read (chain names and the
+built-in chains: `chains_only`) and tries the rules again at the next check.
 """
 
 from __future__ import annotations
@@ -29,16 +33,21 @@ ChainKey = tuple[str, str]  # (table, chain)
 
 @dataclass
 class KernelTables:
-    """What one iptables-save showed, per table: each chain's rule count and a digest of its rules; the rule
-    lines of built-in chains (where the jumps are)."""
+    """What a read of the kernel showed, per table: each chain's rule count and a digest of its rules (None
+    when only chain names were read); the rule lines of built-in chains (where the jumps are)."""
 
-    chains: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    chains: dict[str, dict[str, tuple[int, int] | None]] = field(default_factory=dict)
     builtin: dict[ChainKey, list[str]] = field(default_factory=dict)
 
     def digests(self, skip: Iterable[ChainKey] = ()) -> dict[ChainKey, int]:
         left_out = set(skip)
-        return {(t, c): d for t, chains in self.chains.items() for c, (_, d) in chains.items()
-                if (t, c) not in left_out}
+        return {(t, c): got[1] for t, chains in self.chains.items() for c, got in chains.items()
+                if got is not None and (t, c) not in left_out}
+
+
+def chains_only(names: Mapping[str, Iterable[str]], tables: Iterable[str]) -> KernelTables:
+    """KernelTables from chain names alone (`nft list chains`): presence is checked, rules are not."""
+    return KernelTables({t: dict.fromkeys(names[t]) for t in tables if t in names})
 
 
 def read_save(text: str, tables: Iterable[str]) -> KernelTables:
@@ -90,10 +99,13 @@ def find_drift(applied: Mapping[str, Mapping[str, list[str]]], kernel: KernelTab
         for chain, rules in chains.items():
             if (table, chain) in left_out:
                 continue
-            got = have.get(chain)
-            if got is None:
+            if chain not in have:
                 found.append(f"{table}/{chain}: missing")
-            elif got[0] != len(rules):
+                continue
+            got = have[chain]
+            if got is None:
+                continue  # only the chain's name was read
+            if got[0] != len(rules):
                 found.append(f"{table}/{chain}: {got[0]} rules in the kernel, {len(rules)} applied")
             elif previous is not None and (table, chain) in previous and previous[(table, chain)] != got[1]:
                 found.append(f"{table}/{chain}: rules changed by another program")
