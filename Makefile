@@ -36,7 +36,7 @@ deps: .deps-apt venv
 	@# The Debian units would start etcd / iperf3 in the root namespace; tests start their own.
 	@systemctl disable --now etcd >/dev/null 2>&1 || true
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(VENV)/.cni-launchers
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -48,6 +48,12 @@ $(VENV)/.installed: pyproject.toml
 	@# libnftables' Python binding comes from Debian (python3-nftables); expose only that package to the venv.
 	mkdir -p $(NFT_SHIM) && ln -sfn /usr/lib/python3/dist-packages/nftables $(NFT_SHIM)/nftables
 	echo "$(abspath $(NFT_SHIM))" > $$($(PY) -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/podnet-nftables.pth
+	touch $@
+
+# The CNI plugins start once per pod: their console scripts become launchers that run python -I -S (no site,
+# no .pth files) and find podnet themselves (src/podnet/cni/launcher.py). Again after every pip install.
+$(VENV)/.cni-launchers: $(VENV)/.installed src/podnet/cni/launcher.py
+	$(PY) -m podnet.cni.launcher $(VENV)/bin
 	touch $@
 
 clean:

@@ -224,6 +224,7 @@ def _add(req: Request, n: NetConf, host: Rtnl, cont: Rtnl, cont_fd: int) -> dict
     host_veth = ""
     ipam_done = False
     masq: list[str] = []
+    masq_pending: ipmasq.Pending | None = None
     try:
         host_veth = _make_veth(host, cont, cont_fd, req.ifname, n)
         hv = host.link_get(host_veth)
@@ -247,7 +248,11 @@ def _add(req: Request, n: NetConf, host: Rtnl, cont: Rtnl, cont_fd: int) -> dict
             res["ips"], res["routes"], res["dns"] = ipam["ips"], ipam["routes"], ipam["dns"]
             if not res["ips"]:
                 raise internal("IPAM plugin returned missing IP config")
-            gws = _calc_gateways(res, n)
+            gws = _calc_gateways(res, n)  # parses every address, so a bad one fails before masquerading
+            if n.ip_masq:
+                # iptables-restore runs while the addresses, routes and gateway go in; waited for below
+                masq = [ip["address"] for ip in res["ips"]]
+                masq_pending = ipmasq.start_setup(masq, n.name, req.container_id)
             with nsfd.entered(cont_fd):
                 if not n.enable_dad:
                     _sysctl(f"net/ipv6/conf/{req.ifname}/accept_dad", "0")
@@ -261,9 +266,9 @@ def _add(req: Request, n: NetConf, host: Rtnl, cont: Rtnl, cont_fd: int) -> dict
                         _ensure_gateway_addr(host, br, g, n.force_address, n.bridge)
                     if fam_gws:
                         _sysctl("net/ipv4/ip_forward" if fam == 4 else "net/ipv6/conf/all/forwarding", "1")
-            if n.ip_masq:
-                masq = [ip["address"] for ip in res["ips"]]
-                ipmasq.setup(masq, n.name, req.container_id)
+            if masq_pending is not None:
+                pending, masq_pending = masq_pending, None
+                pending.wait()
         # The bridge MAC can change when the first port joins or an address is set: read it last.
         br_now = host.link_get(index=br.index)
         if br_now is not None:
@@ -274,6 +279,8 @@ def _add(req: Request, n: NetConf, host: Rtnl, cont: Rtnl, cont_fd: int) -> dict
         return spec.render_result(res, req.version)
     except BaseException:
         # Leave nothing half-applied: release the address, remove the pair (and a bridge made just now).
+        if masq_pending is not None:
+            masq_pending.reap()  # whatever it did is undone below, so it must have finished first
         if ipam_done:
             try:
                 delegate.call(n.ipam_type, "DEL", req.stdin, req.env)
@@ -401,21 +408,31 @@ def delete(req: Request) -> None:
             ipmasq.teardown(None, n.name, req.container_id)
         return None
     cont_fd = _open_netns(req.netns)
+    masq: ipmasq.Pending | None = None
     try:
-        with nsfd.entered(cont_fd):
-            cont = Rtnl()
         try:
-            cidrs = _del_link(cont, req.ifname)
+            with nsfd.entered(cont_fd):
+                cont = Rtnl()
+            try:
+                link, cidrs = _link_cidrs(cont, req.ifname)
+                # The link's own addresses say what to undo; if they were already gone, prevResult still
+                # knows. The restore runs while the kernel takes the veth pair down (the slow part of DEL).
+                todo = cidrs or prev_cidrs
+                if n.ip_masq and todo:
+                    masq = ipmasq.start_teardown(todo, n.name, req.container_id)
+                if link is not None:
+                    _del_link(cont, link, req.ifname)
+            finally:
+                cont.close()
         finally:
-            cont.close()
-    finally:
-        os.close(cont_fd)
-    ipam_del()
-    if n.ip_masq:
-        # The link's own addresses say what to undo; if they were already gone, prevResult still knows.
-        todo = cidrs or prev_cidrs
-        if todo:
-            ipmasq.teardown(todo, n.name, req.container_id)
+            os.close(cont_fd)
+        ipam_del()
+    except BaseException:
+        if masq is not None:
+            masq.reap()
+        raise
+    if masq is not None:
+        masq.wait()
     return None
 
 
@@ -437,17 +454,19 @@ def _prev_cidrs(conf: dict[str, Any], ifname: str) -> list[str]:
     return out
 
 
-def _del_link(cont: Rtnl, ifname: str) -> list[str]:
+def _link_cidrs(cont: Rtnl, ifname: str) -> tuple[Link | None, list[str]]:
     link = cont.link_get(ifname)
     if link is None:
-        return []
-    cidrs = [f"{a.address}/{a.prefixlen}" for a in cont.addrs(link.index) if a.scope == 0]
+        return None, []
+    return link, [f"{a.address}/{a.prefixlen}" for a in cont.addrs(link.index) if a.scope == 0]
+
+
+def _del_link(cont: Rtnl, link: Link, ifname: str) -> None:
     try:
         cont.link_del(link.index)
     except NetlinkError as e:
         if e.errno != 19:
             raise internal(f"failed to delete {spec.go_quote(ifname)}: {e.strerror.lower()}") from None
-    return cidrs
 
 
 def check(req: Request) -> None:

@@ -7,10 +7,9 @@ what ADD used (the node's subnet may have changed in between), and CHECK is a no
 
 from __future__ import annotations
 
-import json
 import os
 
-from podnet.cni import delegate, spec
+from podnet.cni import delegate, gojson, spec
 from podnet.cni.spec import Request, internal
 from podnet.overlay import subnetenv
 from podnet.overlay.subnetenv import SubnetEnv
@@ -79,7 +78,7 @@ def delegate_config(conf: dict[str, Any], env: SubnetEnv) -> dict[str, Any]:
 
 def _go_map_json(obj: Any) -> bytes:
     """Go marshals maps with sorted keys and no spaces; keep the saved file byte-identical to flannel's."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return gojson.dumps(obj, sort_keys=True).encode()  # json.dumps(sort_keys, ",", ":", ensure_ascii=False)
 
 
 def _data_dir(conf: dict[str, Any]) -> str:
@@ -126,7 +125,7 @@ def delete(req: Request) -> None:
     except OSError as e:
         raise internal(f"failed to read {path}: {e.strerror}") from None
     try:
-        saved = json.loads(data)
+        saved = gojson.loads(data)
         dtype = saved["type"]
     except (ValueError, KeyError, TypeError):
         return None  # flannel logs and gives up on a corrupt file

@@ -1,13 +1,14 @@
 """CNI protocol types: versions, errors, CNI_ARGS, name validation and result conversion.
 
-Everything here is pure and imports only the standard library: it runs once per pod (see main.py).
+Everything here is pure and imports only the standard library (JSON through gojson.py, not the json
+package): it runs once per pod (see main.py).
 The JSON shapes, key orders and messages follow the reference Go library (cni v1.1.2, the one Debian's
 plugins 1.1.1 are built with), so a runtime or an operator sees the same bytes from podnet's plugins.
 """
 
 from __future__ import annotations
 
-import json
+from podnet.cni import gojson
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs ~5 ms per pod at import
@@ -73,15 +74,14 @@ def internal(msg: str) -> CniError:
 
 
 def go_json(obj: Any, indent: bool = True) -> str:
-    text = json.dumps(obj, indent=4 if indent else None, ensure_ascii=False,
-                      separators=(",", ": ") if indent else (",", ":"))
+    text = gojson.dumps(obj, indent=indent)  # json.dumps(obj, indent=4 or None, ensure_ascii=False, ...)
     # Go escapes HTML-sensitive characters; none of them can occur outside strings in JSON.
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def go_quote(s: str) -> str:
     """Go's %q for the plain strings that appear in messages."""
-    return json.dumps(s, ensure_ascii=False)
+    return gojson.quote(s)
 
 
 def go_quote_list(items: list[str] | tuple[str, ...]) -> str:
@@ -174,8 +174,10 @@ def _json_kind(v: Any) -> str:
 def decode_config(data: bytes) -> dict[str, Any]:
     """stdin -> config object, with the reference's code 6 message for bad JSON."""
     try:
-        obj = json.loads(data)
+        obj = gojson.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
+        import json  # gojson.loads raised json's own error, so json is loaded already
+
         if isinstance(e, json.JSONDecodeError) and e.pos >= len(e.doc.rstrip()):
             reason = "unexpected end of JSON input"
         elif isinstance(e, json.JSONDecodeError):
