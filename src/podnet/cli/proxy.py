@@ -168,6 +168,17 @@ def render_command(
     iptables: the iptables-restore input, as kube-proxy v1.33 writes it. nftables: the `nft -f` script of
     podnet's table (or, with --layout kube-proxy, kube-proxy's own nftables table).
     """
+    from podnet.api.loader import paused_gc
+
+    # Loading, decoding and rendering 10k Services build millions of objects without a cycle among them.
+    with paused_gc():
+        _render(mode, layout, objects, config, host_facts, ip_family, previous)
+
+
+def _render(
+    mode: str, layout: str, objects: list[Path], config: Path | None, host_facts: Path | None,
+    ip_family: str | None, previous: list[Path],
+) -> None:
     from podnet.api.defaults import IPV4, IPV6
     from podnet.api.ipaddr import parse_ip
     from podnet.proxy.config import HostFacts, KubeProxyConfiguration, load_host_facts, load_proxy_config

@@ -271,3 +271,23 @@ def test_previous_is_for_iptables_only(tmp_path):
     (tmp_path / "o.yaml").write_text(OBJECTS)
     p = _podnet("--mode", "nftables", "-f", str(tmp_path / "o.yaml"), "--previous", str(tmp_path / "o.yaml"))
     assert p.returncode != 0 and "--previous" in p.stderr and "iptables only" in p.stderr
+
+
+def test_render_decodes_and_renders_with_the_collector_paused(tmp_path, monkeypatch):
+    import gc
+
+    import podnet.proxy.tracker as tracker
+
+    seen = []
+    real = tracker.desired_state_from_objects
+
+    def spy(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracker, "desired_state_from_objects", spy)
+    (tmp_path / "o.yaml").write_text(OBJECTS)
+    assert gc.isenabled()
+    res = run("--mode", "nftables", "-f", str(tmp_path / "o.yaml"))
+    assert res.exit_code == 0, res.output
+    assert seen == [False] and gc.isenabled()
