@@ -26,7 +26,7 @@ from podnet.api.cluster import ConfigMap, Event, Namespace
 from podnet.api.daemonset import DaemonSet
 from podnet.api.deployment import Deployment
 from podnet.api.endpointslice import EndpointSlice
-from podnet.api.meta import Resource, unknown_fields
+from podnet.api.meta import Resource, UnknownFieldProbe, unknown_fields
 from podnet.api.node import Node
 from podnet.api.pod import Pod
 from podnet.api.rbac import ClusterRole, ClusterRoleBinding, ServiceAccount
@@ -390,11 +390,13 @@ def _load_doc(doc: Any, where: str, check: bool, out: Loaded) -> None:
             reason=f"no kind {kind!r} is registered for version {api_version!r} (use {cls.API_VERSION!r})",
             obj=obj_name))
         return
-    obj, type_problems = _build(cls, doc, obj_name)
+    probe = UnknownFieldProbe()
+    obj, type_problems = _build(cls, doc, obj_name, probe)
     out.problems.extend(type_problems)
     if obj is None:
         return
-    out.warnings.extend(f"{obj.ref}: unknown field {f!r}" for f in unknown_fields(obj))
+    if probe.found:
+        out.warnings.extend(f"{obj.ref}: unknown field {f!r}" for f in unknown_fields(obj))
     if check:
         # A field with a type error was dropped to build the object; its default must not add a
         # second, misleading problem on the same path.
@@ -406,15 +408,17 @@ def _load_doc(doc: Any, where: str, check: bool, out: Loaded) -> None:
         out.objects.append(obj)
 
 
-def _build(cls: type[Resource], doc: dict[str, Any], obj_name: str) -> tuple[Resource | None, list[Problem]]:
-    """The object, plus a problem per wrongly typed field.
+def _build(
+    cls: type[Resource], doc: dict[str, Any], obj_name: str, probe: UnknownFieldProbe
+) -> tuple[Resource | None, list[Problem]]:
+    """The object, plus a problem per wrongly typed field; probe notes whether it has unknown fields.
 
     pydantic stops at type errors; to still report Kubernetes' rules for the rest of the object (every
     problem in one round), the offending fields are dropped from a copy and the object built again.
     """
     problems: list[Problem] = []
     try:
-        return cls.model_validate(doc), problems  # the common case: no copy needed
+        return cls.model_validate(doc, context=probe), problems  # the common case: no copy needed
     except pydantic.ValidationError:
         pass
     except (RecursionError, ValueError, TypeError) as e:
@@ -424,8 +428,9 @@ def _build(cls: type[Resource], doc: dict[str, Any], obj_name: str) -> tuple[Res
     except (RecursionError, TypeError, ValueError) as e:
         return None, [Problem(field="(document)", value=None, reason=f"cannot read: {e}", obj=obj_name)]
     for _ in range(8):
+        probe.found = False  # what an attempt that failed saw is not in the object
         try:
-            return cls.model_validate(work), problems
+            return cls.model_validate(work, context=probe), problems
         except pydantic.ValidationError as e:
             problems.extend(p for p in _from_pydantic(e, obj_name) if p not in problems)
             if not all(_drop(work, tuple(err["loc"])) for err in e.errors(include_url=False)):

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 
-from podnet.api import load
+import pytest
+from pydantic import BaseModel
+
+from podnet.api import EndpointSlice, Pod, load, loader
+from podnet.api.meta import K8sModel, UnknownFieldProbe
 
 SERVICE = {
     "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
@@ -77,3 +81,33 @@ def test_warnings_survive_a_type_error_elsewhere() -> None:
     loaded = load(json.dumps(svc), check=False)
     assert [p.field for p in loaded.problems] == ["spec.ports[0].port"]
     assert loaded.warnings == ["Service/default/web: unknown field 'spec.selctor'"]
+
+
+def test_only_objects_with_a_warning_are_walked(monkeypatch: pytest.MonkeyPatch) -> None:
+    walked: list[str] = []
+    real = loader.unknown_fields
+
+    def spy(model: BaseModel, path: str = "") -> list[str]:
+        walked.append(model.name)  # type: ignore[attr-defined]
+        return real(model, path)
+
+    monkeypatch.setattr(loader, "unknown_fields", spy)
+    sl = json.loads(json.dumps(SLICE))
+    sl["endpoints"][1]["conditions"]["redy"] = True
+    quiet_pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                 "spec": {"priority": 1, "containers": [{"name": "c", "resources": {}}]}}
+    assert len(_warnings(SERVICE, sl, quiet_pod)) == 1
+    assert walked == ["web-1"]
+
+
+def test_probe_notes_unknown_fields_at_any_depth_of_warning_models() -> None:
+    def found(cls: type[K8sModel], data: dict) -> bool:
+        probe = UnknownFieldProbe()
+        cls.model_validate(data, context=probe)
+        return probe.found
+
+    assert not found(EndpointSlice, SLICE)
+    assert found(EndpointSlice, {**SLICE, "endpoints": [{"addresses": [], "conditions": {"x": 1}}]})
+    assert not found(Pod, {"spec": {"containers": [{"name": "c", "resources": {}}]}})
+    assert found(Pod, {"spec": {"containers": [{"ports": [{"hostport": 1}]}]}})
+    EndpointSlice.model_validate({**SLICE, "bogus": 1})  # without a probe: no error, nothing noted
