@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pydantic
 import yaml
 
@@ -325,8 +326,21 @@ def _is_list(doc: Any) -> bool:
     return kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in doc)
 
 
+def _surely_fits(doc: Any) -> bool:
+    """A quick yes for an object far below the request limit: orjson's compact encoding is ~10x faster
+    than the json module's, and never less than half as long (only NaN and infinities shrink: -Infinity
+    to null), so a third of the limit leaves room. Whatever orjson refuses (integers over 64 bits, lone
+    surrogates, deep nesting) gets no quick answer and is measured exactly."""
+    try:
+        return len(orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS)) <= MAX_OBJECT_BYTES // 3
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return False
+
+
 def _fits(doc: Any, where: str, out: Loaded) -> bool:
     """Is one object within the request limit (as compact JSON, what would be sent)? Else a problem."""
+    if _surely_fits(doc):
+        return True
     try:
         size = _json_size(doc)
     except (RecursionError, ValueError) as e:  # a recursive document, or nesting too deep to encode

@@ -120,3 +120,28 @@ def _keys(db: Path) -> list[str]:
 
 def test_module_constants_match_the_upstream_limits() -> None:
     assert loader.MAX_OBJECT_BYTES == 3 * 1024 * 1024
+
+
+def test_quick_size_check_says_yes_only_far_below_the_limit() -> None:
+    small = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "x" * 1000}}
+    assert loader._surely_fits(small)
+    assert not loader._surely_fits({"data": {"k": "x" * (MAX_OBJECT_BYTES // 2)}})  # under, but measured exactly
+    # what orjson cannot encode gets no quick answer, and the exact measure decides as before
+    deep: list = []
+    for _ in range(300):  # orjson stops at 255 levels
+        deep = [deep]
+    for odd in ({"n": 2**70}, {"s": "\ud800"}, {"d": deep}):
+        assert not loader._surely_fits(odd)
+    huge_int = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "generation": 2**70}}
+    assert load(json.dumps(huge_int)).objects[0].metadata.generation == 2**70
+
+
+def test_values_that_orjson_writes_shorter_are_still_measured_as_json_writes_them() -> None:
+    """-Infinity is 9 bytes in the json module's encoding and 4 (null) in orjson's: an object over the limit
+    by the json module's measure must not pass the quick check."""
+    n = MAX_OBJECT_BYTES // len("-Infinity,") + 10
+    doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "inf"}, "data": {}, "x": [float("-inf")] * n}
+    assert not loader._surely_fits(doc)
+    out = loader.Loaded()
+    assert not loader._fits(doc, "<input>", out)
+    assert "over the request limit" in out.problems[0].reason
