@@ -80,16 +80,19 @@ def load_objects(source: str | Path | bytes, *, check: bool = True) -> list[Reso
     return load(source, check=check).raise_for_problems()
 
 
-def load(source: str | Path | bytes, *, check: bool = True) -> Loaded:
-    """Like load_objects, but returns problems and unknown-field warnings instead of raising."""
+def load(source: str | Path | bytes, *, check: bool = True, name: str = "<input>") -> Loaded:
+    """Like load_objects, but returns problems and unknown-field warnings instead of raising.
+
+    name: what problems call text or bytes given as such (the file's path, when the caller read it).
+    """
     out = Loaded()
     with paused_gc():
         if isinstance(source, bytes):
-            _load_text(_decode(source, "<input>", out), "<input>", check, out)
+            _load_text(_decode(source, name, out), name, check, out)
         elif isinstance(source, Path) or ("\n" not in source and source != "" and os.path.exists(source)):
             _load_path(Path(source), check, out)
         else:
-            _load_text(source, "<input>", check, out)
+            _load_text(source, name, check, out)
     return out
 
 

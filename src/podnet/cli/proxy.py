@@ -58,14 +58,15 @@ def _read_objects(path: Path) -> tuple[list[Any], dict[str, Any] | None, bool]:
     """
     from podnet.api import load
 
-    source: Path | bytes = path
+    raw: bytes | None = None
     if str(path) == "-":  # as `kubectl apply -f -`
         import sys
 
-        source = sys.stdin.buffer.read()
-    if isinstance(source, bytes) or path.is_file():
+        raw = sys.stdin.buffer.read()
+    if raw is not None or path.is_file():
         try:
-            raw = source if isinstance(source, bytes) else path.read_bytes()
+            if raw is None:
+                raw = path.read_bytes()
             # Only a golden case is read here; everything else is parsed once, by the loader below.
             golden = b"stateAfterEvent" in raw or b"proxier" in raw
             docs = list(yaml.load_all(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))) if golden else []
@@ -79,8 +80,10 @@ def _read_objects(path: Path) -> tuple[list[Any], dict[str, Any] | None, bool]:
                 raise ValidationError([Problem("stateAfterEvent", None, "must be a mapping", str(path))])
             objs = [*(state.get("services") or []), *(state.get("endpointSlices") or []), *(state.get("nodes") or [])]
             return objs, _proxier_block(docs[0].get("proxier"), path), True
-    loaded = load(source, check=False)
-    return loaded.raise_for_problems(), None, False
+    if raw is None:  # a directory, or a file that could not be read: the loader says why
+        return load(path, check=False).raise_for_problems(), None, False
+    # The bytes read above, not the file again; problems name the file as the loader would.
+    return load(raw, check=False, name="<input>" if str(path) == "-" else str(path)).raise_for_problems(), None, False
 
 
 def _with_derived_slices(objects: list[Any]) -> list[Any]:
