@@ -8,6 +8,7 @@ Go's netutils.ParseIPSloppy / ParseCIDRSloppy, once, for every reader of Service
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 
 from podnet.api.defaults import IPV4, IPV6
@@ -36,11 +37,18 @@ def parse_ip(text: str) -> IPAddress | None:
     return ip6.ipv4_mapped or ip6
 
 
+# A dotted quad already in canonical form: four decimal octets 0..255 without leading zeros, ASCII digits only.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+
+
 @lru_cache(maxsize=1 << 18)
 def canonical_ip(text: str) -> tuple[str, str] | None:
     """(canonical text, family) of an IP parsed sloppily; cached, since endpoint IPs recur every sync."""
     if type(text) is not str:
         return None
+    if _CANONICAL_IPV4.fullmatch(text):  # nearly every endpoint address: one match instead of a parse
+        return text, IPV4
     if ":" not in text:
         parts = text.split(".")
         if len(parts) != 4:
@@ -48,9 +56,7 @@ def canonical_ip(text: str) -> tuple[str, str] | None:
         for p in parts:
             if not (0 < len(p) <= 3 and p.isascii() and p.isdigit()) or int(p) > 255:
                 return None
-        if all(len(p) == 1 or p[0] != "0" for p in parts):
-            return text, IPV4
-        return ".".join(str(int(p)) for p in parts), IPV4
+        return ".".join(str(int(p)) for p in parts), IPV4  # leading zeros, read as decimal
     ip = parse_ip(text)
     return None if ip is None else (str(ip), ip_family_of(ip))
 

@@ -9,14 +9,18 @@ Nothing here raises anything else, whatever the input: the hypothesis tests hold
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import os
+import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pydantic
 import yaml
 
@@ -24,7 +28,7 @@ from podnet.api.cluster import ConfigMap, Event, Namespace
 from podnet.api.daemonset import DaemonSet
 from podnet.api.deployment import Deployment
 from podnet.api.endpointslice import EndpointSlice
-from podnet.api.meta import Resource, unknown_fields
+from podnet.api.meta import Resource, UnknownFieldProbe, unknown_fields
 from podnet.api.node import Node
 from podnet.api.pod import Pod
 from podnet.api.rbac import ClusterRole, ClusterRoleBinding, ServiceAccount
@@ -77,27 +81,50 @@ def load_objects(source: str | Path | bytes, *, check: bool = True) -> list[Reso
     return load(source, check=check).raise_for_problems()
 
 
-def load(source: str | Path | bytes, *, check: bool = True) -> Loaded:
-    """Like load_objects, but returns problems and unknown-field warnings instead of raising."""
+def load(source: str | Path | bytes, *, check: bool = True, name: str = "<input>") -> Loaded:
+    """Like load_objects, but returns problems and unknown-field warnings instead of raising.
+
+    name: what problems call text or bytes given as such (the file's path, when the caller read it).
+    """
     out = Loaded()
-    if isinstance(source, bytes):
-        _load_text(_decode(source, "<input>", out), "<input>", check, out)
-    elif isinstance(source, Path) or ("\n" not in source and source != "" and os.path.exists(source)):
-        _load_path(Path(source), check, out)
-    else:
-        _load_text(source, "<input>", check, out)
+    with paused_gc():
+        if isinstance(source, bytes):
+            _load_text(_decode(source, name, out), name, check, out)
+        elif isinstance(source, Path) or ("\n" not in source and source != "" and os.path.exists(source)):
+            _load_path(Path(source), check, out)
+        else:
+            _load_text(source, name, check, out)
     return out
 
 
 def load_paths(paths: Iterable[str], *, check: bool = True) -> Loaded:
     """Several -f arguments: each a file, a directory or "-" (stdin)."""
     out = Loaded()
-    for p in paths:
-        if p == "-":
-            _load_text(_decode(sys.stdin.buffer.read(), "<stdin>", out), "<stdin>", check, out)
-        else:
-            _load_path(Path(p), check, out)
+    with paused_gc():
+        for p in paths:
+            if p == "-":
+                _load_text(_decode(sys.stdin.buffer.read(), "<stdin>", out), "<stdin>", check, out)
+            else:
+                _load_path(Path(p), check, out)
     return out
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector off while a bulk of objects is built, back on (if it was) afterwards.
+
+    Parsed documents and models hold no reference cycles, so reference counting frees them; but each of
+    the collector's full passes walks the whole heap, and building 10k Services x 10 endpoints triggers
+    several: they took 2.7 s of the 3.2 s of building the models (benchmarks/load.py). Nests, and
+    restores the collector on errors too.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True)
@@ -197,6 +224,21 @@ class _TooBig(Exception):
         self.reason = reason
 
 
+# Where an alias can start: a '*' followed by a character of an anchor name, at the start of the text or
+# after whitespace (a line break too), a flow indicator, ':' or '?'. A wildcard in quotes (`verbs: ["*"]`)
+# or in a word is none. Matching more than aliases only costs a scan; a test holds it to the parsers.
+_STAR_ANCHOR = re.compile(r"\*[\w-]")  # a literal first: found at memchr speed, unlike a leading class
+_BEFORE_ALIAS = "\ufeff[]{},:?"
+
+
+def _may_hold_alias(text: str) -> bool:
+    for m in _STAR_ANCHOR.finditer(text):
+        i = m.start()
+        if i == 0 or text[i - 1].isspace() or text[i - 1] in _BEFORE_ALIAS:
+            return True
+    return False
+
+
 def _check_expansion(text: str) -> None:
     """Refuse a YAML stream whose documents expand past MAX_NODES through aliases, before it is built.
 
@@ -205,9 +247,10 @@ def _check_expansion(text: str) -> None:
     CSafeLoader (whose composer is C and cannot be hooked): both use _YAML_LOADER.
     Each anchor's expanded size is remembered; an alias adds it (merge keys `<<: *a` are aliases too,
     so merge bombs are counted the same way). Stops at the first event over the cap: a bomb costs the
-    events up to the cap, not its expansion. Text without '*' has no alias and is not scanned.
+    events up to the cap, not its expansion. Text where no alias can start is not scanned (scanning
+    a 10k-Service manifest costs 2.5 s, as much again as loading it): see _may_hold_alias.
     """
-    if "*" not in text:
+    if not _may_hold_alias(text):
         return
     sizes: dict[str, int] = {}  # anchor -> nodes it stands for, expanded
     stack: list[list[Any]] = []  # open collections: [anchor, expanded size so far]
@@ -303,8 +346,21 @@ def _is_list(doc: Any) -> bool:
     return kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in doc)
 
 
+def _surely_fits(doc: Any) -> bool:
+    """A quick yes for an object far below the request limit: orjson's compact encoding is ~10x faster
+    than the json module's, and never less than half as long (only NaN and infinities shrink: -Infinity
+    to null), so a third of the limit leaves room. Whatever orjson refuses (integers over 64 bits, lone
+    surrogates, deep nesting) gets no quick answer and is measured exactly."""
+    try:
+        return len(orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS)) <= MAX_OBJECT_BYTES // 3
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return False
+
+
 def _fits(doc: Any, where: str, out: Loaded) -> bool:
     """Is one object within the request limit (as compact JSON, what would be sent)? Else a problem."""
+    if _surely_fits(doc):
+        return True
     try:
         size = _json_size(doc)
     except (RecursionError, ValueError) as e:  # a recursive document, or nesting too deep to encode
@@ -368,11 +424,13 @@ def _load_doc(doc: Any, where: str, check: bool, out: Loaded) -> None:
             reason=f"no kind {kind!r} is registered for version {api_version!r} (use {cls.API_VERSION!r})",
             obj=obj_name))
         return
-    obj, type_problems = _build(cls, doc, obj_name)
+    probe = UnknownFieldProbe()
+    obj, type_problems = _build(cls, doc, obj_name, probe)
     out.problems.extend(type_problems)
     if obj is None:
         return
-    out.warnings.extend(f"{obj.ref}: unknown field {f!r}" for f in unknown_fields(obj))
+    if probe.found:
+        out.warnings.extend(f"{obj.ref}: unknown field {f!r}" for f in unknown_fields(obj))
     if check:
         # A field with a type error was dropped to build the object; its default must not add a
         # second, misleading problem on the same path.
@@ -384,15 +442,17 @@ def _load_doc(doc: Any, where: str, check: bool, out: Loaded) -> None:
         out.objects.append(obj)
 
 
-def _build(cls: type[Resource], doc: dict[str, Any], obj_name: str) -> tuple[Resource | None, list[Problem]]:
-    """The object, plus a problem per wrongly typed field.
+def _build(
+    cls: type[Resource], doc: dict[str, Any], obj_name: str, probe: UnknownFieldProbe
+) -> tuple[Resource | None, list[Problem]]:
+    """The object, plus a problem per wrongly typed field; probe notes whether it has unknown fields.
 
     pydantic stops at type errors; to still report Kubernetes' rules for the rest of the object (every
     problem in one round), the offending fields are dropped from a copy and the object built again.
     """
     problems: list[Problem] = []
     try:
-        return cls.model_validate(doc), problems  # the common case: no copy needed
+        return cls.model_validate(doc, context=probe), problems  # the common case: no copy needed
     except pydantic.ValidationError:
         pass
     except (RecursionError, ValueError, TypeError) as e:
@@ -402,8 +462,9 @@ def _build(cls: type[Resource], doc: dict[str, Any], obj_name: str) -> tuple[Res
     except (RecursionError, TypeError, ValueError) as e:
         return None, [Problem(field="(document)", value=None, reason=f"cannot read: {e}", obj=obj_name)]
     for _ in range(8):
+        probe.found = False  # what an attempt that failed saw is not in the object
         try:
-            return cls.model_validate(work), problems
+            return cls.model_validate(work, context=probe), problems
         except pydantic.ValidationError as e:
             problems.extend(p for p in _from_pydantic(e, obj_name) if p not in problems)
             if not all(_drop(work, tuple(err["loc"])) for err in e.errors(include_url=False)):

@@ -41,6 +41,21 @@ class K8sModel(BaseModel):
     # only carry what podnet uses of a larger Kubernetes type (containers, pod spec) stay quiet.
     warn_unknown: ClassVar[bool] = True
 
+    def model_post_init(self, context: Any, /) -> None:
+        if self.__pydantic_extra__ and self.warn_unknown and type(context) is UnknownFieldProbe:
+            context.found = True
+
+
+class UnknownFieldProbe:
+    """A validation context (`model_validate(data, context=probe)`) that notes whether any model built
+    from the data has an unknown field to warn about, so only such objects are walked (unknown_fields):
+    walking every object of a 10k-Service manifest visited 290k models to find none."""
+
+    __slots__ = ("found",)
+
+    def __init__(self) -> None:
+        self.found = False
+
 
 class ObjectMeta(K8sModel):
     # in the order of Kubernetes' ObjectMeta, so `get -o json` reads like kubectl's
@@ -71,7 +86,8 @@ class Resource(K8sModel):
     kind: str = ""
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
 
-    def model_post_init(self, __context: Any) -> None:
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
         if not self.api_version:
             self.api_version = self.API_VERSION
         if not self.kind:

@@ -58,14 +58,15 @@ def _read_objects(path: Path) -> tuple[list[Any], dict[str, Any] | None, bool]:
     """
     from podnet.api import load
 
-    source: Path | bytes = path
+    raw: bytes | None = None
     if str(path) == "-":  # as `kubectl apply -f -`
         import sys
 
-        source = sys.stdin.buffer.read()
-    if isinstance(source, bytes) or path.is_file():
+        raw = sys.stdin.buffer.read()
+    if raw is not None or path.is_file():
         try:
-            raw = source if isinstance(source, bytes) else path.read_bytes()
+            if raw is None:
+                raw = path.read_bytes()
             # Only a golden case is read here; everything else is parsed once, by the loader below.
             golden = b"stateAfterEvent" in raw or b"proxier" in raw
             docs = list(yaml.load_all(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))) if golden else []
@@ -79,8 +80,10 @@ def _read_objects(path: Path) -> tuple[list[Any], dict[str, Any] | None, bool]:
                 raise ValidationError([Problem("stateAfterEvent", None, "must be a mapping", str(path))])
             objs = [*(state.get("services") or []), *(state.get("endpointSlices") or []), *(state.get("nodes") or [])]
             return objs, _proxier_block(docs[0].get("proxier"), path), True
-    loaded = load(source, check=False)
-    return loaded.raise_for_problems(), None, False
+    if raw is None:  # a directory, or a file that could not be read: the loader says why
+        return load(path, check=False).raise_for_problems(), None, False
+    # The bytes read above, not the file again; problems name the file as the loader would.
+    return load(raw, check=False, name="<input>" if str(path) == "-" else str(path)).raise_for_problems(), None, False
 
 
 def _with_derived_slices(objects: list[Any]) -> list[Any]:
@@ -168,6 +171,17 @@ def render_command(
     iptables: the iptables-restore input, as kube-proxy v1.33 writes it. nftables: the `nft -f` script of
     podnet's table (or, with --layout kube-proxy, kube-proxy's own nftables table).
     """
+    from podnet.api.loader import paused_gc
+
+    # Loading, decoding and rendering 10k Services build millions of objects without a cycle among them.
+    with paused_gc():
+        _render(mode, layout, objects, config, host_facts, ip_family, previous)
+
+
+def _render(
+    mode: str, layout: str, objects: list[Path], config: Path | None, host_facts: Path | None,
+    ip_family: str | None, previous: list[Path],
+) -> None:
     from podnet.api.defaults import IPV4, IPV6
     from podnet.api.ipaddr import parse_ip
     from podnet.proxy.config import HostFacts, KubeProxyConfiguration, load_host_facts, load_proxy_config

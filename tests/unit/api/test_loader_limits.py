@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from podnet.api import loader
 from podnet.api.loader import MAX_NODES, MAX_OBJECT_BYTES, load
@@ -120,3 +122,81 @@ def _keys(db: Path) -> list[str]:
 
 def test_module_constants_match_the_upstream_limits() -> None:
     assert loader.MAX_OBJECT_BYTES == 3 * 1024 * 1024
+
+
+def test_quick_size_check_says_yes_only_far_below_the_limit() -> None:
+    small = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "x" * 1000}}
+    assert loader._surely_fits(small)
+    assert not loader._surely_fits({"data": {"k": "x" * (MAX_OBJECT_BYTES // 2)}})  # under, but measured exactly
+    # what orjson cannot encode gets no quick answer, and the exact measure decides as before
+    deep: list = []
+    for _ in range(300):  # orjson stops at 255 levels
+        deep = [deep]
+    for odd in ({"n": 2**70}, {"s": "\ud800"}, {"d": deep}):
+        assert not loader._surely_fits(odd)
+    huge_int = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "generation": 2**70}}
+    assert load(json.dumps(huge_int)).objects[0].metadata.generation == 2**70
+
+
+def test_values_that_orjson_writes_shorter_are_still_measured_as_json_writes_them() -> None:
+    """-Infinity is 9 bytes in the json module's encoding and 4 (null) in orjson's: an object over the limit
+    by the json module's measure must not pass the quick check."""
+    n = MAX_OBJECT_BYTES // len("-Infinity,") + 10
+    doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "inf"}, "data": {}, "x": [float("-inf")] * n}
+    assert not loader._surely_fits(doc)
+    out = loader.Loaded()
+    assert not loader._fits(doc, "<input>", out)
+    assert "over the request limit" in out.problems[0].reason
+
+
+def _loads_with_an_alias(text: str, loader_cls: type) -> bool:
+    """Does the text load, and did an alias go into it? (A text that fails to load cannot be a bomb.)"""
+    try:
+        list(yaml.compose_all(text, Loader=loader_cls))
+        return any(isinstance(ev, yaml.AliasEvent) for ev in yaml.parse(text, Loader=loader_cls))
+    except yaml.YAMLError:
+        return False
+
+
+_LOADERS = [yaml.SafeLoader] + ([yaml.CSafeLoader] if hasattr(yaml, "CSafeLoader") else [])
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet="*&ab1_- :,[]{}\"'\n\t?!#|>.\ufeff", max_size=30))
+@example("*a")
+@example("\ufeff*a")
+@example("- *a")
+@example("? *a\n: *b")
+@example("[*a,*b]")
+@example("{a: *b,c:*d}")
+@example("]:*1")
+@example("[&a b, {?*a : c}]")
+def test_every_alias_of_a_loadable_text_is_found_by_the_quick_check(text: str) -> None:
+    for loader_cls in _LOADERS:
+        if _loads_with_an_alias(text, loader_cls):
+            assert loader._may_hold_alias(text), (loader_cls.__name__, text)
+
+
+def test_flow_aliases_without_spaces_are_counted() -> None:
+    text = bomb().replace(", ", ",")
+    assert "[*l0,*l0," in text
+    assert any("excessive aliasing" in r for r in reasons(text))
+
+
+def test_block_sequence_aliases_are_counted() -> None:
+    lines = ["apiVersion: v1", "kind: ConfigMap", "metadata: {name: c}", "x:", "  a: &a [" + ", ".join(["lol"] * 9) + "]"]
+    for i in range(1, 9):
+        lines.append(f"  l{i}: &l{i}")
+        lines += [f"  - *{'a' if i == 1 else f'l{i - 1}'}"] * 9
+    assert any("excessive aliasing" in r for r in reasons("\n".join(lines) + "\n"))
+
+
+def test_text_whose_stars_are_no_aliases_is_not_scanned(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_scan(*args: object, **kwargs: object) -> None:
+        raise AssertionError("scanned")
+
+    text = ('apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, annotations: {a: "*.example.com", b: \'*\'}}\n'
+            'data: {glob: "x*y", rule: "*"}  # * in a comment\n')
+    monkeypatch.setattr(loader.yaml, "parse", no_scan)
+    loaded = load(text)
+    assert not loaded.problems and loaded.objects[0].data == {"glob": "x*y", "rule": "*"}

@@ -271,3 +271,45 @@ def test_previous_is_for_iptables_only(tmp_path):
     (tmp_path / "o.yaml").write_text(OBJECTS)
     p = _podnet("--mode", "nftables", "-f", str(tmp_path / "o.yaml"), "--previous", str(tmp_path / "o.yaml"))
     assert p.returncode != 0 and "--previous" in p.stderr and "iptables only" in p.stderr
+
+
+def test_render_decodes_and_renders_with_the_collector_paused(tmp_path, monkeypatch):
+    import gc
+
+    import podnet.proxy.tracker as tracker
+
+    seen = []
+    real = tracker.desired_state_from_objects
+
+    def spy(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracker, "desired_state_from_objects", spy)
+    (tmp_path / "o.yaml").write_text(OBJECTS)
+    assert gc.isenabled()
+    res = run("--mode", "nftables", "-f", str(tmp_path / "o.yaml"))
+    assert res.exit_code == 0, res.output
+    assert seen == [False] and gc.isenabled()
+
+
+def test_a_file_is_read_once_and_its_problems_name_it(tmp_path, monkeypatch):
+    reads = []
+    real = Path.read_bytes
+
+    def counting(self):
+        reads.append(self.name)
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    (tmp_path / "o.yaml").write_text(OBJECTS)
+    res = run("--mode", "nftables", "-f", str(tmp_path / "o.yaml"))
+    assert res.exit_code == 0, res.output
+    assert reads == ["o.yaml"]
+    (tmp_path / "bad.yaml").write_text("kind: Service\n  : [\n")
+    (tmp_path / "latin1.yaml").write_bytes(b"kind: Service\nmetadata: {name: caf\xe9}\n")
+    res = run("--mode", "nftables", "-f", str(tmp_path / "bad.yaml"), "-f", str(tmp_path / "latin1.yaml"))
+    problems = res.exception.problems
+    assert [(p.obj, p.field) for p in problems] == [(str(tmp_path / "bad.yaml"), "(yaml)"),
+                                                    (str(tmp_path / "latin1.yaml"), "(file)")]
+    assert problems[0].reason.startswith("line 2, column ")
