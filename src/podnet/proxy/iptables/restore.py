@@ -186,6 +186,7 @@ class Restorer:
         self._reading: subprocess.Popen[str] | None = None
         self._writes = 0  # syncs that ended (with or without a write), to tell a read they may have stopped
         self._rules_read_at = time.monotonic()
+        self.last_check = ""  # what the last drift check compared: "rules" (a whole read), "chains" (names only)
 
     # binaries of the detected mode
     def _bin(self, tool: str) -> str:
@@ -365,6 +366,7 @@ class Restorer:
                 return None
             digests = self._digests
         # parsing and comparing run without the lock, so a sync never waits for them; `applied` is immutable
+        self.last_check = "rules" if text is not None else "chains"
         tables = list(applied)
         kernel = read_save(text, tables) if text is not None else chains_only(listing.chains, tables)
         kernel.builtin = listing.builtin
