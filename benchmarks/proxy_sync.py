@@ -20,6 +20,14 @@ The kube-proxy layout worker has a time limit (--nft-limit); a hit is reported a
 
 Run as root: `.venv/bin/python benchmarks/proxy_sync.py [--sizes 1000,5000,10000] [--limit 120]
 [--modes iptables,nftables] [--nft-limit 120]` (about 10 min with both modes).
+
+Scale run, upstream's own worst cases (issue 16, goal 3): `--shapes 44000x1,5000x50` (SERVICESxENDPOINTS)
+replaces the rows above by the nftables rows at each shape (namespaces pn-scale-nft, pn-scale-nft-kp; goals:
+podnet's full sync <= 30 s, one endpoint change <= 5 ms) and an iptables row for each of --iptables-shapes
+(default 44000x1; pn-scale-ipt, pn-scale-ipt-kp; reported, no goal). kube-proxy's ways are limited to
+--nft-limit / --limit (300 s each by default here). dmesg is read (never cleared) before and after every
+run, and once more at the end; soft lockups, RCU stalls and hung tasks it logged are printed in the table.
+Heavy: about 20-30 min.
 """
 
 from __future__ import annotations
@@ -32,9 +40,12 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from podnet.net import netns
+from podnet.proxy.backend import SyncError
 from podnet.proxy.iptables.backend import IptablesBackend
 from podnet.proxy.iptables.render import render
 from podnet.proxy.iptables.restore import Restorer, Runner
@@ -84,10 +95,10 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def bench_podnet(n: int) -> dict[str, float]:
-    fresh_ns(NS)
-    backend = IptablesBackend(Restorer(Runner(netns=NS)))
-    state = make_state(n)
+def bench_podnet(n: int, eps: int = ENDPOINTS, ns: str = NS, timeout: float = 600.0) -> dict[str, float]:
+    fresh_ns(ns)
+    backend = IptablesBackend(Restorer(Runner(netns=ns, timeout=timeout)))
+    state = make_state(n, eps)
     t, c = time.monotonic(), cpu_seconds()
     backend.full_sync(state, SETTINGS)
     full, full_cpu = time.monotonic() - t, cpu_seconds() - c
@@ -113,10 +124,10 @@ def bench_podnet(n: int) -> dict[str, float]:
     after_full = change(0)
     time.sleep(3)
     times = [change(k) for k in range(1, 6)]
-    ok = foreign_ok(NS)
+    ok = foreign_ok(ns)
     # the kernel must hold exactly what a fresh full render says (partial syncs included)
     want = render(state, SETTINGS, full=True, cleanup_stale=False)
-    kernel = netns.run(NS, ["iptables-save", "-t", "nat"], check=False).stdout
+    kernel = netns.run(ns, ["iptables-save", "-t", "nat"], check=False, timeout=timeout).stdout
     n_rules = sum(1 for line in kernel.splitlines() if line.startswith("-A KUBE-"))
     expect = want.nat_rules_written
     return {"full": full, "resync": resync, "one": statistics.median(times), "one_after_full": after_full,
@@ -124,14 +135,14 @@ def bench_podnet(n: int) -> dict[str, float]:
             "rules_ok": n_rules == expect}
 
 
-def bench_kube_proxy(n: int, limit: float) -> dict[str, float | None]:
-    fresh_ns(NS_KP)
-    text = render(make_state(n), SETTINGS, full=True).text
+def bench_kube_proxy(n: int, limit: float, eps: int = ENDPOINTS, ns: str = NS_KP) -> dict[str, float | None]:
+    fresh_ns(ns)
+    text = render(make_state(n, eps), SETTINGS, full=True).text
     out: dict[str, float | None] = {}
     for phase in ("first", "resync"):
         t, c = time.monotonic(), cpu_seconds()
         try:
-            p = subprocess.run(netns.exec_argv(NS_KP, ["iptables-restore", "-w", "5", "--noflush"]), input=text,
+            p = subprocess.run(netns.exec_argv(ns, ["iptables-restore", "-w", "5", "--noflush"]), input=text,
                                text=True, capture_output=True, timeout=limit)
             out[phase] = time.monotonic() - t if p.returncode == 0 else None
         except subprocess.TimeoutExpired:
@@ -139,7 +150,7 @@ def bench_kube_proxy(n: int, limit: float) -> dict[str, float | None]:
         out[f"{phase}_cpu"] = cpu_seconds() - c  # up to the kill when the limit was hit
         if out[phase] is None:
             break
-    out["foreign"] = foreign_ok(NS_KP)
+    out["foreign"] = foreign_ok(ns)
     return out
 
 
@@ -150,13 +161,23 @@ def fmt(v: float | None, limit: float) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,5000,10000")
-    ap.add_argument("--limit", type=float, default=120.0, help="time limit for one kube-proxy-way restore")
+    ap.add_argument("--limit", type=float, default=None,
+                    help="time limit for one kube-proxy-way restore (default 120 s; 300 s with --shapes)")
     ap.add_argument("--modes", default="iptables,nftables")
-    ap.add_argument("--nft-limit", type=float, default=120.0, help="time limit for a kube-proxy nftables layout run")
-    ap.add_argument("--nft-worker", nargs=2, metavar=("LAYOUT", "SIZE"), help=argparse.SUPPRESS)
+    ap.add_argument("--nft-limit", type=float, default=None,
+                    help="time limit for a kube-proxy nftables layout run (default 120 s; 300 s with --shapes)")
+    ap.add_argument("--shapes", help="scale run instead: SERVICESxENDPOINTS,... e.g. 44000x1,5000x50 (see below)")
+    ap.add_argument("--iptables-shapes", default="44000x1",
+                    help="with --shapes: the shapes that also get an iptables row ('' for none)")
+    ap.add_argument("--nft-worker", nargs=2, metavar=("LAYOUT", "SHAPE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.nft_worker:
-        return nft_worker(args.nft_worker[0], int(args.nft_worker[1]))
+        return nft_worker(args.nft_worker[0], *parse_shape(args.nft_worker[1]))
+    default_limit = 300.0 if args.shapes else 120.0
+    args.limit = default_limit if args.limit is None else args.limit
+    args.nft_limit = default_limit if args.nft_limit is None else args.nft_limit
+    if args.shapes:
+        return shapes_main(args)
     sizes = [int(s) for s in args.sizes.split(",")]
     modes = args.modes.split(",")
     rc = 0
@@ -219,13 +240,13 @@ def _changed_endpoint(sp: ServicePort, k: int) -> ServicePort:
     return replace(sp, endpoints=tuple(sorted(eps, key=str)))
 
 
-def _extra_service(k: int) -> ServicePort:
+def _extra_service(k: int, n_eps: int = ENDPOINTS) -> ServicePort:
     name = ServicePortName("bench-extra", f"x{k}", "http", "TCP")
-    eps = tuple(sorted((Endpoint(ip=f"10.251.{k}.{j + 1}", port=8080) for j in range(ENDPOINTS)), key=str))
+    eps = tuple(sorted((Endpoint(ip=f"10.251.{k}.{j + 1}", port=8080) for j in range(n_eps)), key=str))
     return ServicePort(name=name, cluster_ip=f"10.97.0.{k + 1}", port=80, endpoints=eps)
 
 
-def nft_worker(layout: str, n: int) -> int:
+def nft_worker(layout: str, n: int, eps: int = ENDPOINTS) -> int:
     """Runs inside the benchmark namespace (libnftables acts in the caller's namespace); prints JSON."""
     import json
 
@@ -235,7 +256,7 @@ def nft_worker(layout: str, n: int) -> int:
     from podnet.proxy.nftables.nft import Nft
 
     nft = Nft()
-    state = make_state(n)
+    state = make_state(n, eps)
     names = list(state.services)
     out: dict[str, object] = {"binding": nft.uses_binding}
 
@@ -274,17 +295,19 @@ def nft_worker(layout: str, n: int) -> int:
         new_sp = _changed_endpoint(state.services[spn], k)
         times.append(one({spn: state.services[spn]}, {spn: new_sp}))
         state.services[spn] = new_sp  # type: ignore[index]
-    out["one_ep"] = statistics.median(times)
+    out["one_ep"], out["one_ep_max"] = statistics.median(times), max(times)
     adds, dels = [], []
     for k in range(5):
-        sp = _extra_service(k)
+        sp = _extra_service(k, eps)
         adds.append(one({}, {sp.name: sp}))
     for k in range(5):
-        sp = _extra_service(k)
+        sp = _extra_service(k, eps)
         dels.append(one({sp.name: sp}, {}))
     out["add_svc"], out["del_svc"] = statistics.median(adds), statistics.median(dels)
     if layout == "podnet":
-        out["kernel_ok"] = _kernel_has(state.services[names[(4 * 7919) % n]])
+        # the last changed service and one the benchmark never touched
+        out["kernel_ok"] = _kernel_has(state.services[names[(4 * 7919) % n]]) and _kernel_has(
+            state.services[names[n // 2 + 1]])
     print(json.dumps({"done": out}), flush=True)
     return 0
 
@@ -315,12 +338,12 @@ def _nft_foreign_ok(name: str) -> bool:
     return ok
 
 
-def bench_nft(layout: str, n: int, limit: float) -> dict[str, object]:
+def bench_nft(layout: str, n: int, limit: float, eps: int = ENDPOINTS, ns: str | None = None) -> dict[str, object]:
     import json
 
-    ns = NFT_NS if layout == "podnet" else NFT_NS_KP
+    ns = ns or (NFT_NS if layout == "podnet" else NFT_NS_KP)
     _nft_fresh(ns)
-    argv = netns.exec_argv(ns, [sys.executable, __file__, "--nft-worker", layout, str(n)])
+    argv = netns.exec_argv(ns, [sys.executable, __file__, "--nft-worker", layout, f"{n}x{eps}"])
     result: dict[str, object] = {}
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
@@ -382,12 +405,211 @@ def nftables_main(args: argparse.Namespace, sizes: list[int]) -> int:
             resync = sec(r, "resync") + (f" (cpu {r['resync_cpu']:.2f})" if r.get("resync_cpu") else "")
             print(" | ".join([str(n), name, full, resync, ms(r, "one_ep"), ms(r, "add_svc"),
                               ms(r, "del_svc"), "yes" if r.get("foreign") else "NO",
-                              {True: "yes", False: "NO"}.get(r.get("kernel_ok"), "-")]))
+                              _yes_no(r.get("kernel_ok"))]))
             ok = ok and bool(r.get("foreign"))
         print(" | ".join([str(n), "speed-up", ratio(p, k, "full"), "", ratio(p, k, "one_ep"), ratio(p, k, "add_svc"),
                           ratio(p, k, "del_svc"), "", ""]))
         ok = ok and p.get("binding") is True and p.get("kernel_ok") is True
     return 0 if ok else 1
+
+
+# ------------------------------------------------------------------------------------------------------
+# Scale run (--shapes): upstream's own worst cases
+
+SCALE_NFT_NS = "pn-scale-nft"
+SCALE_NFT_NS_KP = "pn-scale-nft-kp"
+SCALE_IPT_NS = "pn-scale-ipt"
+SCALE_IPT_NS_KP = "pn-scale-ipt-kp"
+SCALE_NAMESPACES = (SCALE_NFT_NS, SCALE_NFT_NS_KP, SCALE_IPT_NS, SCALE_IPT_NS_KP)
+GOAL_FULL = 30.0  # s: podnet's nftables full sync at either shape
+GOAL_ONE = 0.005  # s: one change (one endpoint replaced)
+PODNET_LIMIT = 900.0  # s: podnet's own runs are bounded too, so a regression cannot hang the benchmark
+UPSTREAM = {(44000, 1): "kubernetes#139513: 16 min 44 s", (5000, 50): "kubernetes#135639: 13 min 15 s"}
+KERNEL_TROUBLE = re.compile(r"soft lockup|rcu\S* .{0,40}stall|rcu_\w+ detected|hung task|blocked for more than",
+                            re.IGNORECASE)
+_STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]")
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    """"44000x1" -> (44000, 1); a bare "5000" has the default endpoint count."""
+    n, _, eps = text.strip().partition("x")
+    return int(n), int(eps or ENDPOINTS)
+
+
+def _dmesg() -> list[tuple[float, str]] | None:
+    """The kernel log with each line's timestamp (continuations take the previous one); None if unreadable."""
+    p = subprocess.run(["dmesg"], capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        return None
+    out, stamp = [], 0.0
+    for line in p.stdout.splitlines():
+        m = _STAMP.match(line)
+        stamp = float(m.group(1)) if m else stamp
+        out.append((stamp, line))
+    return out
+
+
+class KernelLog:
+    """Soft lockups, RCU stalls and hung tasks the kernel logged since this object was made.
+
+    dmesg is only read, never cleared: lines are new when their timestamp is later than the last one seen.
+    """
+
+    def __init__(self) -> None:
+        lines = _dmesg()
+        self.since = lines[-1][0] if lines else 0.0
+        self.readable = lines is not None
+
+    def trouble(self) -> list[str]:
+        lines = _dmesg()
+        if lines is None or not self.readable:
+            return ["dmesg unreadable"]
+        return [line for stamp, line in lines if stamp > self.since and KERNEL_TROUBLE.search(line)]
+
+
+def _watched(run: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """One benchmark run, `run(*args, **kwargs)`, with the kernel log read before and after it."""
+    log = KernelLog()
+    try:
+        result = dict(run(*args, **kwargs))
+    except SyncError as e:  # podnet's iptables path past its time limit, or refused
+        result = {"error": str(e).splitlines()[0][:120]}
+    result["dmesg"] = log.trouble()
+    return result
+
+
+def _dmesg_cell(lines: list[str]) -> str:
+    if not lines:
+        return "none"
+    shown = "; ".join(line.strip() for line in lines[:3])
+    return shown + (f" (+{len(lines) - 3} more)" if len(lines) > 3 else "")
+
+
+def shapes_main(args: argparse.Namespace) -> int:
+    shapes = [parse_shape(x) for x in args.shapes.split(",")]
+    modes = args.modes.split(",")
+    ipt_shapes = [parse_shape(x) for x in args.iptables_shapes.split(",") if x.strip()] if "iptables" in modes else []
+    whole = KernelLog()
+    nft_rows: list[tuple[int, int, dict[str, Any], dict[str, Any]]] = []
+    ipt_rows: list[tuple[int, int, dict[str, Any], dict[str, Any]]] = []
+    try:
+        for n, eps in shapes if "nftables" in modes else []:
+            p = _watched(bench_nft, "podnet", n, PODNET_LIMIT, eps, SCALE_NFT_NS)
+            k = _watched(bench_nft, "kube-proxy", n, args.nft_limit, eps, SCALE_NFT_NS_KP)
+            nft_rows.append((n, eps, p, k))
+            print(f"  nftables {n}x{eps} done", file=sys.stderr, flush=True)
+        for n, eps in ipt_shapes:
+            p = _watched(bench_podnet, n, eps, SCALE_IPT_NS, timeout=PODNET_LIMIT)
+            netns.remove(SCALE_IPT_NS)
+            k = _watched(bench_kube_proxy, n, args.limit, eps, SCALE_IPT_NS_KP)
+            netns.remove(SCALE_IPT_NS_KP)
+            ipt_rows.append((n, eps, p, k))
+            print(f"  iptables {n}x{eps} done", file=sys.stderr, flush=True)
+    finally:
+        for ns in SCALE_NAMESPACES:
+            netns.remove(ns)
+    # A namespace's rules are freed by the kernel after it is deleted, and the soft-lockup watchdog speaks
+    # after 20 s or more: the whole run's log is read once more after a pause.
+    time.sleep(25)
+    ok = _print_nft_shapes(nft_rows, args.nft_limit)
+    ok = _print_ipt_shapes(ipt_rows, args.limit) and ok
+    print(f"\nkernel log over the whole run (read again 25 s after the last namespace was deleted): "
+          f"{_dmesg_cell(whole.trouble())}; load average at the end {os.getloadavg()[0]:.1f}")
+    return 0 if ok else 1
+
+
+def _yes_no(value: object) -> str:
+    return "-" if value is None else ("yes" if value else "NO")
+
+
+def _goal(value: object, goal: float) -> str:
+    if not isinstance(value, float):
+        return "NOT met (no figure)"
+    return "met" if value <= goal else "NOT met"
+
+
+def _print_nft_shapes(rows: list[tuple[int, int, dict[str, Any], dict[str, Any]]], limit: float) -> bool:
+    def sec(r: dict[str, Any], key: str, cap: float) -> str:
+        v = r.get(key)
+        if v is None:
+            return f">{cap:.0f} s (limit)" if r.get("limit_hit") else "-"
+        return f"{v:.2f} s"
+
+    def ms(r: dict[str, Any], key: str) -> str:
+        v = r.get(key)
+        return (">limit" if r.get("limit_hit") else "-") if v is None else f"{v * 1000:.2f} ms"
+
+    def ratio(p: dict[str, Any], k: dict[str, Any], key: str) -> str:
+        pv, kv = p.get(key), k.get(key)
+        if not pv:
+            return "-"
+        if kv is None:
+            return f">{limit / pv:.0f}x" if k.get("limit_hit") and key == "full" else "-"
+        return f"{kv / pv:.0f}x"
+
+    print("\nnftables proxy sync at upstream's worst cases (ClusterIP): podnet layout vs kube-proxy's nftables layout "
+          f"in the same run (one libnftables context each; kube-proxy's layout limited to {limit:.0f} s)")
+    hdr = ("shape", "layout", "full (render; cpu)", f"full <= {GOAL_FULL:.0f} s", "re-sync", "1-ep median (max)",
+           f"1-ep <= {GOAL_ONE * 1000:.0f} ms", "+svc", "-svc", "kernel ok", "foreign kept",
+           "dmesg: soft lockup / RCU stall / hung task")
+    print(" | ".join(hdr))
+    print(" | ".join("---" for _ in hdr))
+    ok = True
+    for n, eps, p, k in rows:
+        shape = f"{n} x {eps}"
+        for name, r, cap in (("podnet", p, PODNET_LIMIT), ("kube-proxy", k, limit)):
+            full = sec(r, "full", cap)
+            if r.get("render") is not None:
+                full += f" ({r['render']:.2f}; cpu {r['full_cpu']:.2f})"
+            one = ms(r, "one_ep") + (f" ({r['one_ep_max'] * 1000:.2f})" if r.get("one_ep_max") is not None else "")
+            podnet = name == "podnet"
+            print(" | ".join([
+                shape, name, full, _goal(r.get("full"), GOAL_FULL) if podnet else "-", sec(r, "resync", cap), one,
+                _goal(r.get("one_ep"), GOAL_ONE) if podnet else "-", ms(r, "add_svc"), ms(r, "del_svc"),
+                _yes_no(r.get("kernel_ok")), "yes" if r.get("foreign") else "NO",
+                _dmesg_cell(r["dmesg"]),
+            ]))
+        print(" | ".join([shape, "speed-up", ratio(p, k, "full"), "", "", ratio(p, k, "one_ep"), "",
+                          ratio(p, k, "add_svc"), ratio(p, k, "del_svc"), "", "", ""]))
+        if (n, eps) in UPSTREAM:
+            print(f"{shape} | upstream | {UPSTREAM[(n, eps)]} full sync (reported, other hardware)"
+                  + " |" * (len(hdr) - 3))
+        ok = ok and p.get("binding") is True and p.get("kernel_ok") is True and bool(p.get("foreign"))
+        ok = ok and bool(k.get("foreign")) and not p["dmesg"]
+    return ok
+
+
+def _print_ipt_shapes(rows: list[tuple[int, int, dict[str, Any], dict[str, Any]]], limit: float) -> bool:
+    if not rows:
+        return True
+    print(f"\niptables proxy sync (iptables-nft backend, reported, no goal): podnet vs kube-proxy's way "
+          f"(one iptables-restore of the same text, limited to {limit:.0f} s)")
+    hdr = ("shape", "podnet full (cpu)", "podnet re-sync (cpu)", "podnet 1-svc median", "1-svc right after full",
+           "kube-proxy way (cpu)", "kp re-sync", "full speed-up", "foreign kept", "rules ok", "dmesg podnet / kp")
+    print(" | ".join(hdr))
+    print(" | ".join("---" for _ in hdr))
+    ok = True
+    for n, eps, p, k in rows:
+        shape = f"{n} x {eps}"
+        if "error" in p:
+            podnet_cells = [f"failed: {p['error']}", "-", "-", "-"]
+            ratio = "-"
+        else:
+            podnet_cells = [f"{p['full']:.2f} s ({p['full_cpu']:.1f})", f"{p['resync']:.2f} s ({p['resync_cpu']:.1f})",
+                            f"{p['one'] * 1000:.0f} ms", f"{p['one_after_full'] * 1000:.0f} ms"]
+            kp = k.get("first")
+            if kp is None and limit <= p["full"]:
+                ratio = f"n/a (--limit {limit:g} s is below podnet's {p['full']:.1f} s)"
+            else:
+                ratio = f"{'' if kp else '>'}{(kp or limit) / p['full']:.1f}x"
+        print(" | ".join([
+            shape, *podnet_cells, f"{fmt(k.get('first'), limit)} ({k['first_cpu']:.1f})", fmt(k.get("resync"), limit),
+            ratio, "yes" if p.get("foreign") and k.get("foreign") else "NO",
+            _yes_no(p.get("rules_ok")),
+            f"{_dmesg_cell(p['dmesg'])} / {_dmesg_cell(k['dmesg'])}",
+        ]))
+        ok = ok and bool(p.get("foreign")) and bool(p.get("rules_ok"))
+    return ok
 
 
 if __name__ == "__main__":
