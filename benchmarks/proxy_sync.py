@@ -25,9 +25,8 @@ Scale run, upstream's own worst cases (issue 16, goal 3): `--shapes 44000x1,5000
 replaces the rows above by the nftables rows at each shape (namespaces pn-scale-nft, pn-scale-nft-kp; goals:
 podnet's full sync <= 30 s, one endpoint change <= 5 ms) and an iptables row for each of --iptables-shapes
 (default 44000x1; pn-scale-ipt, pn-scale-ipt-kp; reported, no goal). kube-proxy's ways are limited to
---nft-limit / --limit (300 s each by default here). dmesg is read (never cleared) before and after every
-run, and once more at the end; soft lockups, RCU stalls and hung tasks it logged are printed in the table.
-Heavy: about 20-30 min.
+--nft-limit / --limit (300 s each by default here). The kernel log is read from /dev/kmsg all along (never
+cleared); soft lockups, RCU stalls and hung tasks logged during each run are printed in its row. Heavy: about 20-30 min.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -427,54 +427,71 @@ PODNET_LIMIT = 900.0  # s: podnet's own runs are bounded too, so a regression ca
 UPSTREAM = {(44000, 1): "kubernetes#139513: 16 min 44 s", (5000, 50): "kubernetes#135639: 13 min 15 s"}
 KERNEL_TROUBLE = re.compile(r"soft lockup|rcu\S* .{0,40}stall|rcu_\w+ detected|hung task|blocked for more than",
                             re.IGNORECASE)
-_STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]")
-
-
 def parse_shape(text: str) -> tuple[int, int]:
     """"44000x1" -> (44000, 1); a bare "5000" has the default endpoint count."""
     n, _, eps = text.strip().partition("x")
     return int(n), int(eps or ENDPOINTS)
 
 
-def _dmesg() -> list[tuple[float, str]] | None:
-    """The kernel log with each line's timestamp (continuations take the previous one); None if unreadable."""
-    p = subprocess.run(["dmesg"], capture_output=True, text=True, check=False)
-    if p.returncode != 0:
-        return None
-    out, stamp = [], 0.0
-    for line in p.stdout.splitlines():
-        m = _STAMP.match(line)
-        stamp = float(m.group(1)) if m else stamp
-        out.append((stamp, line))
-    return out
-
-
 class KernelLog:
-    """Soft lockups, RCU stalls and hung tasks the kernel logged since this object was made.
+    """Every kernel message logged while the benchmark runs, read from /dev/kmsg as it comes.
 
-    dmesg is only read, never cleared: lines are new when their timestamp is later than the last one seen.
+    Read-only: the log is never cleared. Reading `dmesg` once at the end is not enough: a soft lockup's
+    stack traces and the other workers' veth messages overwrite the ring buffer within minutes. A thread
+    drains /dev/kmsg every 0.2 s (a read returns one record; EPIPE means records were overwritten).
     """
 
     def __init__(self) -> None:
-        lines = _dmesg()
-        self.since = lines[-1][0] if lines else 0.0
-        self.readable = lines is not None
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        try:
+            self._fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+            os.lseek(self._fd, 0, os.SEEK_END)  # only what is logged from now on
+        except OSError as e:
+            self._fd = -1
+            self.lines.append(f"kernel log unreadable: {e}")
+            return
+        threading.Thread(target=self._loop, name="kmsg", daemon=True).start()
 
-    def trouble(self) -> list[str]:
-        lines = _dmesg()
-        if lines is None or not self.readable:
-            return ["dmesg unreadable"]
-        return [line for stamp, line in lines if stamp > self.since and KERNEL_TROUBLE.search(line)]
+    def _loop(self) -> None:
+        while True:
+            self.drain()
+            time.sleep(0.2)
+
+    def drain(self) -> None:
+        with self._lock:
+            while self._fd >= 0:
+                try:
+                    record = os.read(self._fd, 8192).decode(errors="replace")
+                except BlockingIOError:
+                    return
+                except BrokenPipeError:
+                    self.lines.append("(kernel log records lost: the ring buffer overran the reader)")
+                    continue
+                head, _, text = record.partition(";")
+                fields = head.split(",")
+                stamp = int(fields[2]) / 1e6 if len(fields) > 2 and fields[2].isdigit() else 0.0
+                self.lines.append(f"[{stamp:.6f}] {text.splitlines()[0] if text else ''}")
+
+    def mark(self) -> int:
+        """A position in the log: everything logged before this call is behind it."""
+        self.drain()
+        return len(self.lines)
+
+    def trouble(self, since: int = 0) -> list[str]:
+        """Soft lockups, RCU stalls, hung tasks (and lost or unreadable log) after position `since`."""
+        self.drain()
+        return [line for line in self.lines[since:] if KERNEL_TROUBLE.search(line) or "kernel log" in line]
 
 
-def _watched(run: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """One benchmark run, `run(*args, **kwargs)`, with the kernel log read before and after it."""
-    log = KernelLog()
+def _watched(log: KernelLog, run: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """One benchmark run, `run(*args, **kwargs)`, with the kernel log watched during it."""
+    since = log.mark()
     try:
         result = dict(run(*args, **kwargs))
     except SyncError as e:  # podnet's iptables path past its time limit, or refused
         result = {"error": str(e).splitlines()[0][:120]}
-    result["dmesg"] = log.trouble()
+    result["dmesg"] = log.trouble(since)
     return result
 
 
@@ -489,19 +506,19 @@ def shapes_main(args: argparse.Namespace) -> int:
     shapes = [parse_shape(x) for x in args.shapes.split(",")]
     modes = args.modes.split(",")
     ipt_shapes = [parse_shape(x) for x in args.iptables_shapes.split(",") if x.strip()] if "iptables" in modes else []
-    whole = KernelLog()
+    log = KernelLog()
     nft_rows: list[tuple[int, int, dict[str, Any], dict[str, Any]]] = []
     ipt_rows: list[tuple[int, int, dict[str, Any], dict[str, Any]]] = []
     try:
         for n, eps in shapes if "nftables" in modes else []:
-            p = _watched(bench_nft, "podnet", n, PODNET_LIMIT, eps, SCALE_NFT_NS)
-            k = _watched(bench_nft, "kube-proxy", n, args.nft_limit, eps, SCALE_NFT_NS_KP)
+            p = _watched(log, bench_nft, "podnet", n, PODNET_LIMIT, eps, SCALE_NFT_NS)
+            k = _watched(log, bench_nft, "kube-proxy", n, args.nft_limit, eps, SCALE_NFT_NS_KP)
             nft_rows.append((n, eps, p, k))
             print(f"  nftables {n}x{eps} done", file=sys.stderr, flush=True)
         for n, eps in ipt_shapes:
-            p = _watched(bench_podnet, n, eps, SCALE_IPT_NS, timeout=PODNET_LIMIT)
+            p = _watched(log, bench_podnet, n, eps, SCALE_IPT_NS, timeout=PODNET_LIMIT)
             netns.remove(SCALE_IPT_NS)
-            k = _watched(bench_kube_proxy, n, args.limit, eps, SCALE_IPT_NS_KP)
+            k = _watched(log, bench_kube_proxy, n, args.limit, eps, SCALE_IPT_NS_KP)
             netns.remove(SCALE_IPT_NS_KP)
             ipt_rows.append((n, eps, p, k))
             print(f"  iptables {n}x{eps} done", file=sys.stderr, flush=True)
@@ -513,8 +530,8 @@ def shapes_main(args: argparse.Namespace) -> int:
     time.sleep(25)
     ok = _print_nft_shapes(nft_rows, args.nft_limit)
     ok = _print_ipt_shapes(ipt_rows, args.limit) and ok
-    print(f"\nkernel log over the whole run (read again 25 s after the last namespace was deleted): "
-          f"{_dmesg_cell(whole.trouble())}; load average at the end {os.getloadavg()[0]:.1f}")
+    print(f"\nkernel log over the whole run (until 25 s after the last namespace was deleted): "
+          f"{_dmesg_cell(log.trouble())}; load average at the end {os.getloadavg()[0]:.1f}")
     return 0 if ok else 1
 
 
