@@ -16,6 +16,8 @@ a worker process inside its namespace, so both load through one persistent libnf
   full      render + load of the whole table into an empty namespace;  re-sync  the periodic full sync
   1-ep      one endpoint of one service replaced (median of 5);  +svc / -svc  a 10-endpoint service added /
             deleted (median of 5 each). kube-proxy's layout uses its partial-sync transactions for these.
+  +1 ep     (--shapes rows) one endpoint added to a service (median of 5): in podnet's layout the service
+            moves to another shared chain, a `goto` element of the dispatch map is rewritten.
 The kube-proxy layout worker has a time limit (--nft-limit); a hit is reported as ">limit".
 
 Run as root: `.venv/bin/python benchmarks/proxy_sync.py [--sizes 1000,5000,10000] [--limit 120]
@@ -296,6 +298,15 @@ def nft_worker(layout: str, n: int, eps: int = ENDPOINTS) -> int:
         times.append(one({spn: state.services[spn]}, {spn: new_sp}))
         state.services[spn] = new_sp  # type: ignore[index]
     out["one_ep"], out["one_ep_max"] = statistics.median(times), max(times)
+    grown = []
+    for k in range(5):
+        # a scale-up: one more endpoint, so the service moves to another shared chain in podnet's layout
+        spn = names[(k * 7919 + 13) % n]
+        sp = state.services[spn]
+        new_sp = replace(sp, endpoints=tuple(sorted((*sp.endpoints, Endpoint(ip=f"10.252.{k}.1", port=8080)), key=str)))
+        grown.append(one({spn: sp}, {spn: new_sp}))
+        state.services[spn] = new_sp  # type: ignore[index]
+    out["grow_ep"], out["grow_ep_max"] = statistics.median(grown), max(grown)
     adds, dels = [], []
     for k in range(5):
         sp = _extra_service(k, eps)
@@ -567,7 +578,7 @@ def _print_nft_shapes(rows: list[tuple[int, int, dict[str, Any], dict[str, Any]]
     print("\nnftables proxy sync at upstream's worst cases (ClusterIP): podnet layout vs kube-proxy's nftables layout "
           f"in the same run (one libnftables context each; kube-proxy's layout limited to {limit:.0f} s)")
     hdr = ("shape", "layout", "full (render; cpu)", f"full <= {GOAL_FULL:.0f} s", "re-sync", "1-ep median (max)",
-           f"1-ep <= {GOAL_ONE * 1000:.0f} ms", "+svc", "-svc", "kernel ok", "foreign kept",
+           f"1-ep <= {GOAL_ONE * 1000:.0f} ms", "+1 ep median (max)", "+svc", "-svc", "kernel ok", "foreign kept",
            "dmesg: soft lockup / RCU stall / hung task")
     print(" | ".join(hdr))
     print(" | ".join("---" for _ in hdr))
@@ -578,16 +589,17 @@ def _print_nft_shapes(rows: list[tuple[int, int, dict[str, Any], dict[str, Any]]
             full = sec(r, "full", cap)
             if r.get("render") is not None:
                 full += f" ({r['render']:.2f}; cpu {r['full_cpu']:.2f})"
-            one = ms(r, "one_ep") + (f" ({r['one_ep_max'] * 1000:.2f})" if r.get("one_ep_max") is not None else "")
+            one, grow = (ms(r, key) + (f" ({r[key + '_max'] * 1000:.2f})" if r.get(key + "_max") is not None else "")
+                         for key in ("one_ep", "grow_ep"))
             podnet = name == "podnet"
             print(" | ".join([
                 shape, name, full, _goal(r.get("full"), GOAL_FULL) if podnet else "-", sec(r, "resync", cap), one,
-                _goal(r.get("one_ep"), GOAL_ONE) if podnet else "-", ms(r, "add_svc"), ms(r, "del_svc"),
+                _goal(r.get("one_ep"), GOAL_ONE) if podnet else "-", grow, ms(r, "add_svc"), ms(r, "del_svc"),
                 _yes_no(r.get("kernel_ok")), "yes" if r.get("foreign") else "NO",
                 _dmesg_cell(r["dmesg"]),
             ]))
         print(" | ".join([shape, "speed-up", ratio(p, k, "full"), "", "", ratio(p, k, "one_ep"), "",
-                          ratio(p, k, "add_svc"), ratio(p, k, "del_svc"), "", "", ""]))
+                          ratio(p, k, "grow_ep"), ratio(p, k, "add_svc"), ratio(p, k, "del_svc"), "", "", ""]))
         if (n, eps) in UPSTREAM:
             print(f"{shape} | upstream | {UPSTREAM[(n, eps)]} full sync (reported, other hardware)"
                   + " |" * (len(hdr) - 3))
