@@ -16,10 +16,19 @@ a worker process inside its namespace, so both load through one persistent libnf
   full      render + load of the whole table into an empty namespace;  re-sync  the periodic full sync
   1-ep      one endpoint of one service replaced (median of 5);  +svc / -svc  a 10-endpoint service added /
             deleted (median of 5 each). kube-proxy's layout uses its partial-sync transactions for these.
+  +1 ep     (--shapes rows) one endpoint added to a service (median of 5): in podnet's layout the service
+            moves to another shared chain, a `goto` element of the dispatch map is rewritten.
 The kube-proxy layout worker has a time limit (--nft-limit); a hit is reported as ">limit".
 
 Run as root: `.venv/bin/python benchmarks/proxy_sync.py [--sizes 1000,5000,10000] [--limit 120]
 [--modes iptables,nftables] [--nft-limit 120]` (about 10 min with both modes).
+
+Scale run, upstream's own worst cases (issue 16, goal 3): `--shapes 44000x1,5000x50` (SERVICESxENDPOINTS)
+replaces the rows above by the nftables rows at each shape (namespaces pn-scale-nft, pn-scale-nft-kp; goals:
+podnet's full sync <= 30 s, one endpoint change <= 5 ms) and an iptables row for each of --iptables-shapes
+(default 44000x1; pn-scale-ipt, pn-scale-ipt-kp; reported, no goal). kube-proxy's ways are limited to
+--nft-limit / --limit (300 s each by default here). The kernel log is read from /dev/kmsg all along (never
+cleared); soft lockups, RCU stalls and hung tasks logged during each run are printed in its row. Heavy: about 20-30 min.
 """
 
 from __future__ import annotations
@@ -31,10 +40,14 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from podnet.net import netns
+from podnet.proxy.backend import SyncError
 from podnet.proxy.iptables.backend import IptablesBackend
 from podnet.proxy.iptables.render import render
 from podnet.proxy.iptables.restore import Restorer, Runner
@@ -84,10 +97,10 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def bench_podnet(n: int) -> dict[str, float]:
-    fresh_ns(NS)
-    backend = IptablesBackend(Restorer(Runner(netns=NS)))
-    state = make_state(n)
+def bench_podnet(n: int, eps: int = ENDPOINTS, ns: str = NS, timeout: float = 600.0) -> dict[str, float]:
+    fresh_ns(ns)
+    backend = IptablesBackend(Restorer(Runner(netns=ns, timeout=timeout)))
+    state = make_state(n, eps)
     t, c = time.monotonic(), cpu_seconds()
     backend.full_sync(state, SETTINGS)
     full, full_cpu = time.monotonic() - t, cpu_seconds() - c
@@ -113,10 +126,10 @@ def bench_podnet(n: int) -> dict[str, float]:
     after_full = change(0)
     time.sleep(3)
     times = [change(k) for k in range(1, 6)]
-    ok = foreign_ok(NS)
+    ok = foreign_ok(ns)
     # the kernel must hold exactly what a fresh full render says (partial syncs included)
     want = render(state, SETTINGS, full=True, cleanup_stale=False)
-    kernel = netns.run(NS, ["iptables-save", "-t", "nat"], check=False).stdout
+    kernel = netns.run(ns, ["iptables-save", "-t", "nat"], check=False, timeout=timeout).stdout
     n_rules = sum(1 for line in kernel.splitlines() if line.startswith("-A KUBE-"))
     expect = want.nat_rules_written
     return {"full": full, "resync": resync, "one": statistics.median(times), "one_after_full": after_full,
@@ -124,14 +137,14 @@ def bench_podnet(n: int) -> dict[str, float]:
             "rules_ok": n_rules == expect}
 
 
-def bench_kube_proxy(n: int, limit: float) -> dict[str, float | None]:
-    fresh_ns(NS_KP)
-    text = render(make_state(n), SETTINGS, full=True).text
+def bench_kube_proxy(n: int, limit: float, eps: int = ENDPOINTS, ns: str = NS_KP) -> dict[str, float | None]:
+    fresh_ns(ns)
+    text = render(make_state(n, eps), SETTINGS, full=True).text
     out: dict[str, float | None] = {}
     for phase in ("first", "resync"):
         t, c = time.monotonic(), cpu_seconds()
         try:
-            p = subprocess.run(netns.exec_argv(NS_KP, ["iptables-restore", "-w", "5", "--noflush"]), input=text,
+            p = subprocess.run(netns.exec_argv(ns, ["iptables-restore", "-w", "5", "--noflush"]), input=text,
                                text=True, capture_output=True, timeout=limit)
             out[phase] = time.monotonic() - t if p.returncode == 0 else None
         except subprocess.TimeoutExpired:
@@ -139,7 +152,7 @@ def bench_kube_proxy(n: int, limit: float) -> dict[str, float | None]:
         out[f"{phase}_cpu"] = cpu_seconds() - c  # up to the kill when the limit was hit
         if out[phase] is None:
             break
-    out["foreign"] = foreign_ok(NS_KP)
+    out["foreign"] = foreign_ok(ns)
     return out
 
 
@@ -150,13 +163,23 @@ def fmt(v: float | None, limit: float) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,5000,10000")
-    ap.add_argument("--limit", type=float, default=120.0, help="time limit for one kube-proxy-way restore")
+    ap.add_argument("--limit", type=float, default=None,
+                    help="time limit for one kube-proxy-way restore (default 120 s; 300 s with --shapes)")
     ap.add_argument("--modes", default="iptables,nftables")
-    ap.add_argument("--nft-limit", type=float, default=120.0, help="time limit for a kube-proxy nftables layout run")
-    ap.add_argument("--nft-worker", nargs=2, metavar=("LAYOUT", "SIZE"), help=argparse.SUPPRESS)
+    ap.add_argument("--nft-limit", type=float, default=None,
+                    help="time limit for a kube-proxy nftables layout run (default 120 s; 300 s with --shapes)")
+    ap.add_argument("--shapes", help="scale run instead: SERVICESxENDPOINTS,... e.g. 44000x1,5000x50 (see below)")
+    ap.add_argument("--iptables-shapes", default="44000x1",
+                    help="with --shapes: the shapes that also get an iptables row ('' for none)")
+    ap.add_argument("--nft-worker", nargs=2, metavar=("LAYOUT", "SHAPE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.nft_worker:
-        return nft_worker(args.nft_worker[0], int(args.nft_worker[1]))
+        return nft_worker(args.nft_worker[0], *parse_shape(args.nft_worker[1]))
+    default_limit = 300.0 if args.shapes else 120.0
+    args.limit = default_limit if args.limit is None else args.limit
+    args.nft_limit = default_limit if args.nft_limit is None else args.nft_limit
+    if args.shapes:
+        return shapes_main(args)
     sizes = [int(s) for s in args.sizes.split(",")]
     modes = args.modes.split(",")
     rc = 0
@@ -219,13 +242,13 @@ def _changed_endpoint(sp: ServicePort, k: int) -> ServicePort:
     return replace(sp, endpoints=tuple(sorted(eps, key=str)))
 
 
-def _extra_service(k: int) -> ServicePort:
+def _extra_service(k: int, n_eps: int = ENDPOINTS) -> ServicePort:
     name = ServicePortName("bench-extra", f"x{k}", "http", "TCP")
-    eps = tuple(sorted((Endpoint(ip=f"10.251.{k}.{j + 1}", port=8080) for j in range(ENDPOINTS)), key=str))
+    eps = tuple(sorted((Endpoint(ip=f"10.251.{k}.{j + 1}", port=8080) for j in range(n_eps)), key=str))
     return ServicePort(name=name, cluster_ip=f"10.97.0.{k + 1}", port=80, endpoints=eps)
 
 
-def nft_worker(layout: str, n: int) -> int:
+def nft_worker(layout: str, n: int, eps: int = ENDPOINTS) -> int:
     """Runs inside the benchmark namespace (libnftables acts in the caller's namespace); prints JSON."""
     import json
 
@@ -235,7 +258,7 @@ def nft_worker(layout: str, n: int) -> int:
     from podnet.proxy.nftables.nft import Nft
 
     nft = Nft()
-    state = make_state(n)
+    state = make_state(n, eps)
     names = list(state.services)
     out: dict[str, object] = {"binding": nft.uses_binding}
 
@@ -274,17 +297,28 @@ def nft_worker(layout: str, n: int) -> int:
         new_sp = _changed_endpoint(state.services[spn], k)
         times.append(one({spn: state.services[spn]}, {spn: new_sp}))
         state.services[spn] = new_sp  # type: ignore[index]
-    out["one_ep"] = statistics.median(times)
+    out["one_ep"], out["one_ep_max"] = statistics.median(times), max(times)
+    grown = []
+    for k in range(5):
+        # a scale-up: one more endpoint, so the service moves to another shared chain in podnet's layout
+        spn = names[(k * 7919 + 13) % n]
+        sp = state.services[spn]
+        new_sp = replace(sp, endpoints=tuple(sorted((*sp.endpoints, Endpoint(ip=f"10.252.{k}.1", port=8080)), key=str)))
+        grown.append(one({spn: sp}, {spn: new_sp}))
+        state.services[spn] = new_sp  # type: ignore[index]
+    out["grow_ep"], out["grow_ep_max"] = statistics.median(grown), max(grown)
     adds, dels = [], []
     for k in range(5):
-        sp = _extra_service(k)
+        sp = _extra_service(k, eps)
         adds.append(one({}, {sp.name: sp}))
     for k in range(5):
-        sp = _extra_service(k)
+        sp = _extra_service(k, eps)
         dels.append(one({sp.name: sp}, {}))
     out["add_svc"], out["del_svc"] = statistics.median(adds), statistics.median(dels)
     if layout == "podnet":
-        out["kernel_ok"] = _kernel_has(state.services[names[(4 * 7919) % n]])
+        # the last changed service and one the benchmark never touched
+        out["kernel_ok"] = _kernel_has(state.services[names[(4 * 7919) % n]]) and _kernel_has(
+            state.services[names[n // 2 + 1]])
     print(json.dumps({"done": out}), flush=True)
     return 0
 
@@ -315,12 +349,12 @@ def _nft_foreign_ok(name: str) -> bool:
     return ok
 
 
-def bench_nft(layout: str, n: int, limit: float) -> dict[str, object]:
+def bench_nft(layout: str, n: int, limit: float, eps: int = ENDPOINTS, ns: str | None = None) -> dict[str, object]:
     import json
 
-    ns = NFT_NS if layout == "podnet" else NFT_NS_KP
+    ns = ns or (NFT_NS if layout == "podnet" else NFT_NS_KP)
     _nft_fresh(ns)
-    argv = netns.exec_argv(ns, [sys.executable, __file__, "--nft-worker", layout, str(n)])
+    argv = netns.exec_argv(ns, [sys.executable, __file__, "--nft-worker", layout, f"{n}x{eps}"])
     result: dict[str, object] = {}
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
@@ -382,12 +416,229 @@ def nftables_main(args: argparse.Namespace, sizes: list[int]) -> int:
             resync = sec(r, "resync") + (f" (cpu {r['resync_cpu']:.2f})" if r.get("resync_cpu") else "")
             print(" | ".join([str(n), name, full, resync, ms(r, "one_ep"), ms(r, "add_svc"),
                               ms(r, "del_svc"), "yes" if r.get("foreign") else "NO",
-                              {True: "yes", False: "NO"}.get(r.get("kernel_ok"), "-")]))
+                              _yes_no(r.get("kernel_ok"))]))
             ok = ok and bool(r.get("foreign"))
         print(" | ".join([str(n), "speed-up", ratio(p, k, "full"), "", ratio(p, k, "one_ep"), ratio(p, k, "add_svc"),
                           ratio(p, k, "del_svc"), "", ""]))
         ok = ok and p.get("binding") is True and p.get("kernel_ok") is True
     return 0 if ok else 1
+
+
+# ------------------------------------------------------------------------------------------------------
+# Scale run (--shapes): upstream's own worst cases
+
+SCALE_NFT_NS = "pn-scale-nft"
+SCALE_NFT_NS_KP = "pn-scale-nft-kp"
+SCALE_IPT_NS = "pn-scale-ipt"
+SCALE_IPT_NS_KP = "pn-scale-ipt-kp"
+SCALE_NAMESPACES = (SCALE_NFT_NS, SCALE_NFT_NS_KP, SCALE_IPT_NS, SCALE_IPT_NS_KP)
+GOAL_FULL = 30.0  # s: podnet's nftables full sync at either shape
+GOAL_ONE = 0.005  # s: one change (one endpoint replaced)
+PODNET_LIMIT = 900.0  # s: podnet's own runs are bounded too, so a regression cannot hang the benchmark
+UPSTREAM = {(44000, 1): "kubernetes#139513: 16 min 44 s", (5000, 50): "kubernetes#135639: 13 min 15 s"}
+KERNEL_TROUBLE = re.compile(r"soft lockup|rcu\S* .{0,40}stall|rcu_\w+ detected|hung task|blocked for more than",
+                            re.IGNORECASE)
+def parse_shape(text: str) -> tuple[int, int]:
+    """"44000x1" -> (44000, 1); a bare "5000" has the default endpoint count."""
+    n, _, eps = text.strip().partition("x")
+    return int(n), int(eps or ENDPOINTS)
+
+
+class KernelLog:
+    """Every kernel message logged while the benchmark runs, read from /dev/kmsg as it comes.
+
+    Read-only: the log is never cleared. Reading `dmesg` once at the end is not enough: a soft lockup's
+    stack traces and the other workers' veth messages overwrite the ring buffer within minutes. A thread
+    drains /dev/kmsg every 0.2 s (a read returns one record; EPIPE means records were overwritten).
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        try:
+            self._fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+            os.lseek(self._fd, 0, os.SEEK_END)  # only what is logged from now on
+        except OSError as e:
+            self._fd = -1
+            self.lines.append(f"kernel log unreadable: {e}")
+            return
+        threading.Thread(target=self._loop, name="kmsg", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self.drain()
+            time.sleep(0.2)
+
+    def drain(self) -> None:
+        with self._lock:
+            while self._fd >= 0:
+                try:
+                    record = os.read(self._fd, 8192).decode(errors="replace")
+                except BlockingIOError:
+                    return
+                except BrokenPipeError:
+                    self.lines.append("(kernel log records lost: the ring buffer overran the reader)")
+                    continue
+                head, _, text = record.partition(";")
+                fields = head.split(",")
+                stamp = int(fields[2]) / 1e6 if len(fields) > 2 and fields[2].isdigit() else 0.0
+                self.lines.append(f"[{stamp:.6f}] {text.splitlines()[0] if text else ''}")
+
+    def mark(self) -> int:
+        """A position in the log: everything logged before this call is behind it."""
+        self.drain()
+        return len(self.lines)
+
+    def trouble(self, since: int = 0) -> list[str]:
+        """Soft lockups, RCU stalls, hung tasks (and lost or unreadable log) after position `since`."""
+        self.drain()
+        return [line for line in self.lines[since:] if KERNEL_TROUBLE.search(line) or "kernel log" in line]
+
+
+def _watched(log: KernelLog, run: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """One benchmark run, `run(*args, **kwargs)`, with the kernel log watched during it."""
+    since = log.mark()
+    try:
+        result = dict(run(*args, **kwargs))
+    except SyncError as e:  # podnet's iptables path past its time limit, or refused
+        result = {"error": str(e).splitlines()[0][:120]}
+    result["dmesg"] = log.trouble(since)
+    return result
+
+
+def _dmesg_cell(lines: list[str]) -> str:
+    if not lines:
+        return "none"
+    shown = "; ".join(line.strip() for line in lines[:3])
+    return shown + (f" (+{len(lines) - 3} more)" if len(lines) > 3 else "")
+
+
+def shapes_main(args: argparse.Namespace) -> int:
+    shapes = [parse_shape(x) for x in args.shapes.split(",")]
+    modes = args.modes.split(",")
+    ipt_shapes = [parse_shape(x) for x in args.iptables_shapes.split(",") if x.strip()] if "iptables" in modes else []
+    log = KernelLog()
+    nft_rows: list[tuple[int, int, dict[str, Any], dict[str, Any]]] = []
+    ipt_rows: list[tuple[int, int, dict[str, Any], dict[str, Any]]] = []
+    try:
+        for n, eps in shapes if "nftables" in modes else []:
+            p = _watched(log, bench_nft, "podnet", n, PODNET_LIMIT, eps, SCALE_NFT_NS)
+            k = _watched(log, bench_nft, "kube-proxy", n, args.nft_limit, eps, SCALE_NFT_NS_KP)
+            nft_rows.append((n, eps, p, k))
+            print(f"  nftables {n}x{eps} done", file=sys.stderr, flush=True)
+        for n, eps in ipt_shapes:
+            p = _watched(log, bench_podnet, n, eps, SCALE_IPT_NS, timeout=PODNET_LIMIT)
+            netns.remove(SCALE_IPT_NS)
+            k = _watched(log, bench_kube_proxy, n, args.limit, eps, SCALE_IPT_NS_KP)
+            netns.remove(SCALE_IPT_NS_KP)
+            ipt_rows.append((n, eps, p, k))
+            print(f"  iptables {n}x{eps} done", file=sys.stderr, flush=True)
+    finally:
+        for ns in SCALE_NAMESPACES:
+            netns.remove(ns)
+    # A namespace's rules are freed by the kernel after it is deleted, and the soft-lockup watchdog speaks
+    # after 20 s or more: the whole run's log is read once more after a pause.
+    time.sleep(25)
+    ok = _print_nft_shapes(nft_rows, args.nft_limit)
+    ok = _print_ipt_shapes(ipt_rows, args.limit) and ok
+    print(f"\nkernel log over the whole run (until 25 s after the last namespace was deleted): "
+          f"{_dmesg_cell(log.trouble())}; load average at the end {os.getloadavg()[0]:.1f}")
+    return 0 if ok else 1
+
+
+def _yes_no(value: object) -> str:
+    return "-" if value is None else ("yes" if value else "NO")
+
+
+def _goal(value: object, goal: float) -> str:
+    if not isinstance(value, float):
+        return "NOT met (no figure)"
+    return "met" if value <= goal else "NOT met"
+
+
+def _print_nft_shapes(rows: list[tuple[int, int, dict[str, Any], dict[str, Any]]], limit: float) -> bool:
+    def sec(r: dict[str, Any], key: str, cap: float) -> str:
+        v = r.get(key)
+        if v is None:
+            return f">{cap:.0f} s (limit)" if r.get("limit_hit") else "-"
+        return f"{v:.2f} s"
+
+    def ms(r: dict[str, Any], key: str) -> str:
+        v = r.get(key)
+        return (">limit" if r.get("limit_hit") else "-") if v is None else f"{v * 1000:.2f} ms"
+
+    def ratio(p: dict[str, Any], k: dict[str, Any], key: str) -> str:
+        pv, kv = p.get(key), k.get(key)
+        if not pv:
+            return "-"
+        if kv is None:
+            return f">{limit / pv:.0f}x" if k.get("limit_hit") and key == "full" else "-"
+        return f"{kv / pv:.0f}x"
+
+    print("\nnftables proxy sync at upstream's worst cases (ClusterIP): podnet layout vs kube-proxy's nftables layout "
+          f"in the same run (one libnftables context each; kube-proxy's layout limited to {limit:.0f} s)")
+    hdr = ("shape", "layout", "full (render; cpu)", f"full <= {GOAL_FULL:.0f} s", "re-sync", "1-ep median (max)",
+           f"1-ep <= {GOAL_ONE * 1000:.0f} ms", "+1 ep median (max)", "+svc", "-svc", "kernel ok", "foreign kept",
+           "dmesg: soft lockup / RCU stall / hung task")
+    print(" | ".join(hdr))
+    print(" | ".join("---" for _ in hdr))
+    ok = True
+    for n, eps, p, k in rows:
+        shape = f"{n} x {eps}"
+        for name, r, cap in (("podnet", p, PODNET_LIMIT), ("kube-proxy", k, limit)):
+            full = sec(r, "full", cap)
+            if r.get("render") is not None:
+                full += f" ({r['render']:.2f}; cpu {r['full_cpu']:.2f})"
+            one, grow = (ms(r, key) + (f" ({r[key + '_max'] * 1000:.2f})" if r.get(key + "_max") is not None else "")
+                         for key in ("one_ep", "grow_ep"))
+            podnet = name == "podnet"
+            print(" | ".join([
+                shape, name, full, _goal(r.get("full"), GOAL_FULL) if podnet else "-", sec(r, "resync", cap), one,
+                _goal(r.get("one_ep"), GOAL_ONE) if podnet else "-", grow, ms(r, "add_svc"), ms(r, "del_svc"),
+                _yes_no(r.get("kernel_ok")), "yes" if r.get("foreign") else "NO",
+                _dmesg_cell(r["dmesg"]),
+            ]))
+        print(" | ".join([shape, "speed-up", ratio(p, k, "full"), "", "", ratio(p, k, "one_ep"), "",
+                          ratio(p, k, "grow_ep"), ratio(p, k, "add_svc"), ratio(p, k, "del_svc"), "", "", ""]))
+        if (n, eps) in UPSTREAM:
+            print(f"{shape} | upstream | {UPSTREAM[(n, eps)]} full sync (reported, other hardware)"
+                  + " |" * (len(hdr) - 3))
+        ok = ok and p.get("binding") is True and p.get("kernel_ok") is True and bool(p.get("foreign"))
+        ok = ok and bool(k.get("foreign")) and not p["dmesg"]
+    return ok
+
+
+def _print_ipt_shapes(rows: list[tuple[int, int, dict[str, Any], dict[str, Any]]], limit: float) -> bool:
+    if not rows:
+        return True
+    print(f"\niptables proxy sync (iptables-nft backend, reported, no goal): podnet vs kube-proxy's way "
+          f"(one iptables-restore of the same text, limited to {limit:.0f} s)")
+    hdr = ("shape", "podnet full (cpu)", "podnet re-sync (cpu)", "podnet 1-svc median", "1-svc right after full",
+           "kube-proxy way (cpu)", "kp re-sync", "full speed-up", "foreign kept", "rules ok", "dmesg podnet / kp")
+    print(" | ".join(hdr))
+    print(" | ".join("---" for _ in hdr))
+    ok = True
+    for n, eps, p, k in rows:
+        shape = f"{n} x {eps}"
+        if "error" in p:
+            podnet_cells = [f"failed: {p['error']}", "-", "-", "-"]
+            ratio = "-"
+        else:
+            podnet_cells = [f"{p['full']:.2f} s ({p['full_cpu']:.1f})", f"{p['resync']:.2f} s ({p['resync_cpu']:.1f})",
+                            f"{p['one'] * 1000:.0f} ms", f"{p['one_after_full'] * 1000:.0f} ms"]
+            kp = k.get("first")
+            if kp is None and limit <= p["full"]:
+                ratio = f"n/a (--limit {limit:g} s is below podnet's {p['full']:.1f} s)"
+            else:
+                ratio = f"{'' if kp else '>'}{(kp or limit) / p['full']:.1f}x"
+        print(" | ".join([
+            shape, *podnet_cells, f"{fmt(k.get('first'), limit)} ({k['first_cpu']:.1f})", fmt(k.get("resync"), limit),
+            ratio, "yes" if p.get("foreign") and k.get("foreign") else "NO",
+            _yes_no(p.get("rules_ok")),
+            f"{_dmesg_cell(p['dmesg'])} / {_dmesg_cell(k['dmesg'])}",
+        ]))
+        ok = ok and bool(p.get("foreign")) and bool(p.get("rules_ok"))
+    return ok
 
 
 if __name__ == "__main__":
