@@ -171,7 +171,6 @@ class Restorer:
         self.runner = runner or Runner()
         self.mode: Mode = mode or detect_mode(self.runner)
         self.applied: Applied | None = None
-        self.last_input = ""  # for error reports
         # Between syncs (the sync loop's thread) and the drift check (its own thread): what was written since
         # the check last looked (None: everything, after a full sync or a failure), a drift found and not yet
         # repaired, and the digests of the last check. `applied` is only ever replaced, never changed in place.
@@ -225,7 +224,6 @@ class Restorer:
         missing = self.missing_jumps(declared, listing)
         self._ensure_base_chains(missing, existing)
         rtext = full_text(text, existing=existing, missing_jumps=missing, cache_trick=self.mode == "nft")
-        self.last_input = rtext
         argv = [self._bin("iptables-restore"), "-w", "5", "--noflush"]
         proc = self.runner.popen(argv)
         result: dict[str, object] = {}
@@ -292,7 +290,6 @@ class Restorer:
         self._restore(text, partial=False)
 
     def _restore(self, text: str, *, partial: bool) -> None:
-        self.last_input = text
         argv = [self._bin("iptables-restore"), "-w", "5", "--noflush"]
         try:
             # stdout carries the discarded `-S` listing
