@@ -108,7 +108,7 @@ class Recording(IptablesBackend):
         start = time.monotonic()
         found = super().check_drift()
         self.resyncs.append((start, time.monotonic()))
-        self.whole_reads += self.restorer.last_check == "rules"
+        self.whole_reads += self.restorer.drift.last_check == "rules"
         return found
 
 

@@ -178,7 +178,7 @@ def test_a_write_stops_the_read_which_is_tried_again(synced) -> None:  # type: i
 
 def test_when_rules_cannot_be_read_chains_are_still_checked_and_an_hour_later_a_full_sync_follows(
         synced, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    from podnet.proxy.iptables import restore
+    from podnet.proxy.iptables import drift_check
     from podnet.proxy.iptables.restore import Runner
 
     ns, backend, state, settings = synced
@@ -197,6 +197,6 @@ def test_when_rules_cannot_be_read_chains_are_still_checked_and_an_hour_later_a_
     found = backend.check_drift()
     assert found is not None and "nat/KUBE-SEP-STALE0000000000: a service chain podnet does not have" in found
     backend.full_sync(state, settings)
-    monkeypatch.setattr(restore, "FULL_SYNC_PERIOD", 0.0)
+    monkeypatch.setattr(drift_check, "FULL_SYNC_PERIOD", 0.0)
     found = backend.check_drift()
     assert found is not None and "no read of every rule could finish" in found and backend.needs_full

@@ -33,11 +33,12 @@ import threading
 import time
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal
 
 from podnet.net.exec import in_netns
 from podnet.proxy.backend import SyncError
-from podnet.proxy.iptables.drift import ChainKey, chains_only, find_drift, read_save
+from podnet.proxy.iptables.drift import ChainKey
+from podnet.proxy.iptables.drift_check import DriftCheck
 from podnet.proxy.iptables.names import JUMPS, Jump
 from podnet.proxy.iptables.ruleset import (
     Applied,
@@ -51,9 +52,6 @@ from podnet.proxy.iptables.ruleset import (
 log = logging.getLogger(__name__)
 
 Mode = Literal["nft", "legacy"]
-_T = TypeVar("_T")
-
-FULL_SYNC_PERIOD = 3600.0  # kube-proxy's FullSyncPeriod: the longest its iptables mode goes without a full sync
 
 
 class RestoreError(SyncError):
@@ -170,22 +168,8 @@ class Restorer:
     def __init__(self, runner: Runner | None = None, mode: Mode | None = None) -> None:
         self.runner = runner or Runner()
         self.mode: Mode = mode or detect_mode(self.runner)
-        self.applied: Applied | None = None
-        # Between syncs (the sync loop's thread) and the drift check (its own thread): what was written since
-        # the check last looked (None: everything, after a full sync or a failure), a drift found and not yet
-        # repaired, and the digests of the last check. `applied` is only ever replaced, never changed in place.
-        self._lock = threading.Lock()
-        self._written: set[ChainKey] | None = None
-        self._drift: str | None = None
-        self._digests: dict[ChainKey, int] | None = None
-        # A read of the kernel restarts whenever a transaction commits meanwhile (iptables-nft and nft re-read
-        # until one generation is seen whole), so at 10k services an iptables-save (~3.5 s) under a change
-        # a second would never finish. A sync's write stops the check's read at once; the check tries again in
-        # the next gap between writes.
-        self._reading: subprocess.Popen[str] | None = None
-        self._writes = 0  # syncs that ended (with or without a write), to tell a read they may have stopped
-        self._rules_read_at = time.monotonic()
-        self.last_check = ""  # what the last drift check compared: "rules" (a whole read), "chains" (names only)
+        self.applied: Applied | None = None  # only ever replaced, never changed in place (the check reads it)
+        self.drift = DriftCheck(self)
 
     # binaries of the detected mode
     def _bin(self, tool: str) -> str:
@@ -194,19 +178,13 @@ class Restorer:
 
     @property
     def needs_full(self) -> bool:
-        return self.applied is None or self._drift is not None
+        return self.applied is None or self.drift.found is not None
 
     def _applied_now(self, applied: Applied | None, touched: set[ChainKey] | None) -> None:
         """Record a sync's outcome: the new model (None after a failure) and the chains it wrote (None: all)."""
-        with self._lock:
+        with self.drift.lock:
             self.applied = applied
-            self._writes += 1
-            if self._reading is not None and self._reading.poll() is None:
-                self._reading.kill()
-            if touched is None or self._written is None:
-                self._written = None
-            else:
-                self._written |= touched
+            self.drift.synced(touched)
 
     def sync_full(self, text: str, model: Callable[[], Ruleset], listing: Listing | None = None) -> SyncStats:
         """Load a full render (`text`), rewriting all owned chains and deleting stale ones found in the kernel.
@@ -216,8 +194,7 @@ class Restorer:
         Raises RestoreError (the kernel keeps its rules; the model is dropped so the next sync is full).
         """
         start = time.monotonic()
-        with self._lock:
-            self._drift = None  # this sync repairs it; one found while it runs is for the next
+        self.drift.repairing()
         listing = listing or self.list_kernel()
         declared = declared_chains(text)
         existing = {t: listing.chains.get(t, set()) for t in declared}
@@ -338,90 +315,12 @@ class Restorer:
         return [j for j in wanted if not any(j.matches(line) for line in listing.builtin.get((j.table, j.chain), []))]
 
     def check_drift(self, *, attempts: int = 5, rules_timeout: float = 60.0) -> str | None:
-        """Read the kernel and compare it with the applied model (drift.py). Writes nothing; runs on a thread
-        other than the syncs', which it never makes wait.
+        """Compare the kernel with the applied model, writing nothing (drift_check.py). Any thread."""
+        return self.drift.check(attempts=attempts, rules_timeout=rules_timeout)
 
-        The chain names and the built-in chains are read first (`list_kernel`, well under a second), then every
-        rule (one iptables-save). A sync's write stops a read (see `_reading`); each read is tried up to
-        `attempts` times. When only the first could be read, rules are not compared this time; when no rule
-        read finished for FULL_SYNC_PERIOD, the kernel counts as drifted, so a full sync follows (kube-proxy's
-        hourly one). Returns what drifted (then `needs_full` is True until a full sync), or None when the
-        kernel matches or nothing can be concluded (no model yet, a full sync or a failure meanwhile).
-        """
-        with self._lock:
-            if self.applied is None or self._drift is not None:
-                return None
-            before, self._written = self._written, set()
-        listing = self._read(self._list_kernel_or_none, attempts)
-        text = self._read(lambda: self._save_all(rules_timeout), attempts) if listing is not None else None
-        with self._lock:
-            during, self._written = self._written, set()
-            applied = self.applied
-            if applied is None or during is None or listing is None:
-                self._digests = None
-                self._written = None if during is None else self._written
-                return None
-            digests = self._digests
-        # parsing and comparing run without the lock, so a sync never waits for them; `applied` is immutable
-        self.last_check = "rules" if text is not None else "chains"
-        tables = list(applied)
-        kernel = read_save(text, tables) if text is not None else chains_only(listing.chains, tables)
-        kernel.builtin = listing.builtin
-        previous = None
-        if text is not None and before is not None and digests is not None:
-            previous = {k: d for k, d in digests.items() if k not in before}
-        found = find_drift(applied, kernel, JUMPS, skip=during, previous=previous)
-        with self._lock:
-            self._digests = kernel.digests(skip=during) if text is not None else None
-            now = time.monotonic()
-            if text is not None:
-                self._rules_read_at = now
-            elif not found and now - self._rules_read_at > FULL_SYNC_PERIOD:
-                found = [f"no read of every rule could finish for {FULL_SYNC_PERIOD / 60:.0f} min (changes kept "
-                         "coming): a full sync, as kube-proxy's hourly one"]
-                self._rules_read_at = now
-            if not found:
-                return None
-            more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
-            self._drift = "; ".join(found[:3]) + more
-            return self._drift
-
-    @staticmethod
-    def _read(read: Callable[[], _T | None], attempts: int) -> _T | None:
-        """`read()` again after each try that a write of podnet's stopped (None), at most `attempts` times.
-        (A read that finished is whole even if writes landed meanwhile: the chains they wrote are left out.)"""
-        for i in range(attempts):
-            out = read()
-            if out is not None:
-                return out
-            time.sleep(0.05 * (i + 1))
-        return None
-
-    def _list_kernel_or_none(self) -> Listing | None:
-        try:
-            return self.list_kernel()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    def _save_all(self, timeout: float) -> str | None:
-        """Every table's rules (one iptables-save), or None when a write of podnet's (or the timeout) stopped it."""
-        with self._lock:
-            writes = self._writes
-        proc = self.runner.popen_read([self._bin("iptables-save")])
-        with self._lock:
-            self._reading = proc
-            if self._writes != writes:  # a sync landed while it started
-                proc.kill()
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            return None
-        finally:
-            with self._lock:
-                self._reading = None
-        return out if proc.returncode == 0 else None
+    def popen_save(self) -> subprocess.Popen[str]:
+        """iptables-save of every table, as a process (the drift check stops it when a sync lands)."""
+        return self.runner.popen_read([self._bin("iptables-save")])
 
     def save(self, table: str) -> str:
         return self.runner.run([self._bin("iptables-save"), "-t", table], timeout=300).stdout

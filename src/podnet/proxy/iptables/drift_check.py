@@ -1,0 +1,152 @@
+"""The iptables backend's periodic drift check: when and how it reads the kernel, beside the syncs.
+
+It runs on a thread of its own (Proxier._watch_drift) while the sync loop keeps writing, and never makes a sync
+wait. What it compares is drift.py's (pure); this module owns what lives between the two threads:
+
+* the chains podnet wrote since the check last looked (None: everything, after a full sync or a failure), so
+  that chains written while the kernel was read are left out, and digests are only compared for chains
+  podnet did not write since the previous read;
+* the drift found and not repaired yet (the Restorer's `needs_full` is True while there is one);
+* the read in flight. A read of the whole ruleset restarts inside iptables whenever a transaction commits
+  meanwhile (iptables-nft and nft re-read until one generation is seen whole): at 10k services x 10
+  endpoints a quiet iptables-save takes 3-5 s and, under one change every 2 s, never finished. So a sync's
+  write stops the check's iptables-save at once (`synced`), and the check tries again in the next gap.
+
+The Restorer holds `lock` while it replaces its applied model and calls `synced`, so a check sees the model
+and the chains written to reach it together.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from podnet.proxy.iptables.drift import ChainKey, chains_only, find_drift, read_save
+from podnet.proxy.iptables.names import JUMPS
+
+if TYPE_CHECKING:
+    from podnet.proxy.iptables.restore import Listing, Restorer
+
+_T = TypeVar("_T")
+
+FULL_SYNC_PERIOD = 3600.0  # kube-proxy's FullSyncPeriod: the longest its iptables mode goes without a full sync
+
+
+class DriftCheck:
+    def __init__(self, restorer: Restorer) -> None:
+        self.restorer = restorer
+        self.lock = threading.Lock()
+        self.found: str | None = None  # a drift not repaired yet
+        self.last_check = ""  # what the last check compared: "rules" (a whole read) or "chains" (names only)
+        self._written: set[ChainKey] | None = None
+        self._digests: dict[ChainKey, int] | None = None
+        self._reading: subprocess.Popen[str] | None = None
+        self._syncs = 0  # syncs that ended, to tell a read that one may have stopped it
+        self._rules_read_at = time.monotonic()
+
+    # ---- called by the Restorer (the sync loop's thread) --------------------------------------------
+
+    def synced(self, touched: set[ChainKey] | None) -> None:
+        """A sync ended (the Restorer holds `lock`): the chains it wrote (None: all); stop a read in flight."""
+        self._syncs += 1
+        if self._reading is not None and self._reading.poll() is None:
+            self._reading.kill()
+        if touched is None or self._written is None:
+            self._written = None
+        else:
+            self._written |= touched
+
+    def repairing(self) -> None:
+        """A full sync starts: it repairs the drift found; one found while it runs is for the next."""
+        with self.lock:
+            self.found = None
+
+    # ---- the check (its own thread) -----------------------------------------------------------------
+
+    def check(self, *, attempts: int = 5, rules_timeout: float = 60.0) -> str | None:
+        """Read the kernel and compare it with the applied model. Writes nothing.
+
+        The chain names and the built-in chains are read first (`Restorer.list_kernel`, well under a second),
+        then every rule (one iptables-save). Each read is tried up to `attempts` times. When only the first
+        could be read, rules are not compared this time; when no whole read finished for FULL_SYNC_PERIOD,
+        the kernel counts as drifted, so a full sync follows (kube-proxy's hourly one). Returns what drifted
+        (then the Restorer's `needs_full` is True until a full sync), or None when the kernel matches or
+        nothing can be concluded (no model yet, a full sync or a failure meanwhile).
+        """
+        with self.lock:
+            if self.restorer.applied is None or self.found is not None:
+                return None
+            before, self._written = self._written, set()
+        listing = _retried(self._listing, attempts)
+        text = _retried(lambda: self._save_all(rules_timeout), attempts) if listing is not None else None
+        with self.lock:
+            during, self._written = self._written, set()
+            applied = self.restorer.applied
+            if applied is None or during is None or listing is None:
+                self._digests = None
+                self._written = None if during is None else self._written
+                return None
+            digests = self._digests
+        # parsing and comparing run without the lock, so a sync never waits for them; `applied` is immutable
+        self.last_check = "rules" if text is not None else "chains"
+        tables = list(applied)
+        kernel = read_save(text, tables) if text is not None else chains_only(listing.chains, tables)
+        kernel.builtin = listing.builtin
+        previous = None
+        if text is not None and before is not None and digests is not None:
+            previous = {k: d for k, d in digests.items() if k not in before}
+        found = find_drift(applied, kernel, JUMPS, skip=during, previous=previous)
+        with self.lock:
+            self._digests = kernel.digests(skip=during) if text is not None else None
+            now = time.monotonic()
+            if text is not None:
+                self._rules_read_at = now
+            elif not found and now - self._rules_read_at > FULL_SYNC_PERIOD:
+                found = [f"no read of every rule could finish for {FULL_SYNC_PERIOD / 60:.0f} min (changes kept "
+                         "coming): a full sync, as kube-proxy's hourly one"]
+                self._rules_read_at = now
+            if not found:
+                return None
+            more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+            self.found = "; ".join(found[:3]) + more
+            return self.found
+
+    def _listing(self) -> Listing | None:
+        try:
+            return self.restorer.list_kernel()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    def _save_all(self, timeout: float) -> str | None:
+        """Every table's rules (one iptables-save), or None when a sync (or the timeout) stopped it."""
+        with self.lock:
+            syncs = self._syncs
+        proc = self.restorer.popen_save()
+        with self.lock:
+            self._reading = proc
+            if self._syncs != syncs:  # a sync landed while it started
+                proc.kill()
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return None
+        finally:
+            with self.lock:
+                self._reading = None
+        return out if proc.returncode == 0 else None
+
+
+def _retried(read: Callable[[], _T | None], attempts: int) -> _T | None:
+    """`read()` again after each try that a sync stopped (None), at most `attempts` times. (A read that
+    finished is whole even if syncs landed meanwhile: the chains they wrote are left out.)"""
+    for i in range(attempts):
+        out = read()
+        if out is not None:
+            return out
+        time.sleep(0.05 * (i + 1))
+    return None
