@@ -46,6 +46,7 @@ from podnet.proxy.iptables.ruleset import (
     _ordered,
     declared_chains,
     full_text,
+    full_text_parts,
     plan_partial,
 )
 
@@ -200,30 +201,37 @@ class Restorer:
         existing = {t: listing.chains.get(t, set()) for t in declared}
         missing = self.missing_jumps(declared, listing)
         self._ensure_base_chains(missing, existing)
-        rtext = full_text(text, existing=existing, missing_jumps=missing, cache_trick=self.mode == "nft")
+        trick = self.mode == "nft"
         argv = [self._bin("iptables-restore"), "-w", "5", "--noflush"]
+        deadline = time.monotonic() + self.runner.timeout
         proc = self.runner.popen(argv)
-        result: dict[str, object] = {}
+        result: dict[str, str] = {}
 
         def feed() -> None:
+            # Streamed in pieces (full_text_parts): no second copy of the input, encoded whole, at any time.
+            assert proc.stdin is not None and proc.stderr is not None
             try:
-                _, err = proc.communicate(rtext, timeout=self.runner.timeout)
-                result["stderr"] = err
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-                result["timeout"] = True
+                for part in full_text_parts(text, existing=existing, missing_jumps=missing, cache_trick=trick):
+                    proc.stdin.write(part)
+                proc.stdin.close()
+            except BrokenPipeError:  # it stopped reading: it failed, and its stderr says why
+                pass
+            result["stderr"] = proc.stderr.read()
+            proc.wait()
 
         writer = threading.Thread(target=feed, name="iptables-restore-feed", daemon=True)
         writer.start()
         desired = model()  # the applied model, built while iptables-restore works on the other core
-        writer.join()
-        if result.get("timeout"):
+        writer.join(max(0.0, deadline - time.monotonic()))
+        if writer.is_alive():
+            proc.kill()
+            writer.join()
             self._applied_now(None, None)
             raise RestoreError(f"iptables-restore timed out after {self.runner.timeout}s", partial=False)
         if proc.returncode != 0:
             self._applied_now(None, None)
-            err = str(result.get("stderr") or "").strip()
+            err = result.get("stderr", "").strip()
+            rtext = full_text(text, existing=existing, missing_jumps=missing, cache_trick=trick)
             raise RestoreError(f"iptables-restore failed (exit {proc.returncode}): {err}{_context(rtext, err)}",
                                partial=False, stderr=err)
         applied = {t: desired.chains.get(t, {}) for t in _ordered(set(desired.chains) | set(declared))}
