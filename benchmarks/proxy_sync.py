@@ -371,6 +371,23 @@ def bench_nft(layout: str, n: int, limit: float, eps: int = ENDPOINTS, ns: str |
     return result
 
 
+def _ms(r: dict[str, Any], key: str, digits: int) -> str:
+    """A step's time in ms; ">limit" when the layout's time limit stopped it before that step, else "-"."""
+    v = r.get(key)
+    return (">limit" if r.get("limit_hit") else "-") if v is None else f"{v * 1000:.{digits}f} ms"
+
+
+def _ratio(p: dict[str, Any], k: dict[str, Any], key: str, limit: float) -> str:
+    """kube-proxy's layout's time over podnet's for one step ("-" when one of them has none)."""
+    pv, kv = p.get(key), k.get(key)
+    if not pv:
+        return "-"
+    if kv is None:
+        # only the full load can be bounded by the limit; later steps were simply not reached
+        return f">{limit / pv:.0f}x" if k.get("limit_hit") and key == "full" else "-"
+    return f"{kv / pv:.0f}x"
+
+
 def nftables_main(args: argparse.Namespace, sizes: list[int]) -> int:
     rows = []
     try:
@@ -389,17 +406,10 @@ def nftables_main(args: argparse.Namespace, sizes: list[int]) -> int:
             "-" if v is None else f"{v:.2f} s")
 
     def ms(r: dict, key: str) -> str:
-        v = r.get(key)
-        return ">limit" if v is None and r.get("limit_hit") else ("-" if v is None else f"{v * 1000:.1f} ms")
+        return _ms(r, key, 1)
 
     def ratio(p: dict, k: dict, key: str) -> str:
-        pv, kv = p.get(key), k.get(key)
-        if not pv:
-            return "-"
-        if kv is None:
-            # only the full load can be bounded by the limit; later steps were simply not reached
-            return f">{args.nft_limit / pv:.0f}x" if k.get("limit_hit") and key == "full" else "-"
-        return f"{kv / pv:.0f}x"
+        return _ratio(p, k, key, args.nft_limit)
 
     print()
     print(f"nftables proxy sync, services x {ENDPOINTS} endpoints (ClusterIP): podnet layout vs kube-proxy layout "
@@ -564,16 +574,10 @@ def _print_nft_shapes(rows: list[tuple[int, int, dict[str, Any], dict[str, Any]]
         return f"{v:.2f} s"
 
     def ms(r: dict[str, Any], key: str) -> str:
-        v = r.get(key)
-        return (">limit" if r.get("limit_hit") else "-") if v is None else f"{v * 1000:.2f} ms"
+        return _ms(r, key, 2)
 
     def ratio(p: dict[str, Any], k: dict[str, Any], key: str) -> str:
-        pv, kv = p.get(key), k.get(key)
-        if not pv:
-            return "-"
-        if kv is None:
-            return f">{limit / pv:.0f}x" if k.get("limit_hit") and key == "full" else "-"
-        return f"{kv / pv:.0f}x"
+        return _ratio(p, k, key, limit)
 
     print("\nnftables proxy sync at upstream's worst cases (ClusterIP): podnet layout vs kube-proxy's nftables layout "
           f"in the same run (one libnftables context each; kube-proxy's layout limited to {limit:.0f} s)")

@@ -124,19 +124,13 @@ def _scalar(o: Any) -> str | None:
 
 
 def _key(k: Any) -> str:
+    """An object key as json writes it: a string as it is, any other scalar as its JSON text."""
     if isinstance(k, str):
         return k
-    if isinstance(k, float):
-        return _floatstr(k)
-    if k is True:
-        return "true"
-    if k is False:
-        return "false"
-    if k is None:
-        return "null"
-    if isinstance(k, int):
-        return int.__repr__(k)
-    raise TypeError(f"keys must be str, int, float, bool or None, not {k.__class__.__name__}")
+    text = _scalar(k)
+    if text is None:
+        raise TypeError(f"keys must be str, int, float, bool or None, not {k.__class__.__name__}")
+    return text
 
 
 def _indented(o: Any, level: int, out: list[str], markers: dict[int, Any], sort_keys: bool) -> None:
