@@ -30,11 +30,13 @@ class FakeNft:
 
     def __init__(self, listing: TableObjects | None = None) -> None:
         self.scripts: list[str] = []
+        self.isolated: list[bool] = []
         self.listing = listing
         self.fail_next = 0
 
-    def run(self, script: str) -> None:
+    def run(self, script: str, *, isolated: bool = False) -> None:
         self.scripts.append(script)
+        self.isolated.append(isolated)
         if self.fail_next:
             self.fail_next -= 1
             raise NftError("nft transaction failed: Error: Could not process rule: File exists")
@@ -51,6 +53,18 @@ def sp(i: int, eps: int = 2) -> ServicePort:
 
 def state(*ports: ServicePort) -> DesiredState:
     return DesiredState("n1", services={p.name: p for p in ports})
+
+
+def test_whole_table_loads_run_in_a_child_and_partial_syncs_in_the_binding() -> None:
+    # libnftables' allocations for a whole table stay in the caller's heap: full loads go to `nft -f -`.
+    nft = FakeNft(None)
+    b = NftablesBackend(nft=nft)  # type: ignore[arg-type]
+    b.full_sync(state(sp(0)), S)
+    b.partial_sync(state(sp(0)), state(sp(0), sp(1)), S, False)
+    assert nft.isolated == [True, False]
+    nft.listing, nft.fail_next = TableObjects(frozenset({"old-chain"}), frozenset(), frozenset()), 1
+    b.full_sync(state(sp(0)), S)  # refused in place: the table is recreated, in a child as well
+    assert nft.isolated[2:] == [True, True] and "delete table ip podnet" in nft.scripts[-1]
 
 
 def test_first_full_sync_of_an_empty_node_just_loads() -> None:

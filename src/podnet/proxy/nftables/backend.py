@@ -7,6 +7,8 @@ has but the desired state does not; dynamic affinity sets that stay keep their e
 table cannot be converged (objects of an older layout with other types), the table is recreated in the same
 transaction. Partial syncs are element-level transactions from the ledger of the last successful sync.
 Only tables named `podnet` are ever touched; other programs' tables are never listed for writing.
+Full loads run in an `nft -f -` child (nft.py: libnftables' memory for a whole table leaves with it); partial
+syncs go through the persistent binding.
 """
 
 from __future__ import annotations
@@ -60,13 +62,13 @@ class NftablesBackend:
             extra = stale_removal(lay.table, existing.chains, existing.sets, r.chains, r.sets)
             script += "\n".join(extra) + ("\n" if extra else "")
         try:
-            self.nft.run(script)
+            self.nft.run(script, isolated=True)
         except NftError as e:
             if existing is None:
                 raise
             # An older table whose objects cannot be converged in place: replace it atomically.
             log.warning("cannot update table %s %s in place (%s); recreating it", family, TABLE, e)
-            self.nft.run(f"add table {lay.table}\ndelete table {lay.table}\n" + r.text)
+            self.nft.run(f"add table {lay.table}\ndelete table {lay.table}\n" + r.text, isolated=True)
         self.ledger = Ledger(lay, r)
         self._counts = {TABLE: r.text.count("\nadd rule ") + sum(len(o.elements) for o in r.objects.values())}
         return self.rules_total()
