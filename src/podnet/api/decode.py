@@ -12,6 +12,7 @@ decode object by object and skip the bad ones. Everything here is pure.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -110,6 +111,11 @@ class DecodedSlice:
     address_type: str
     ports: tuple[tuple[str, int, str], ...]  # (name, port, protocol)
     endpoints: tuple[SliceEndpoint, ...]
+
+
+def _shared(v: Any) -> Any:
+    """One copy of a recurring string (json.loads makes one per occurrence: 100k copies of a node name)."""
+    return sys.intern(v) if type(v) is str else v or ""
 
 
 def _str(d: Mapping[str, Any], key: str, problems: list[Problem], ref: str, path: str) -> str:
@@ -398,8 +404,8 @@ def decode_endpoint_slice(obj: Any) -> DecodedSlice:
                 ready is not False,
                 serving is not False,
                 terminating is True,
-                e.get("nodeName") or "",
-                e.get("zone") or "",
+                _shared(e.get("nodeName")),  # a few node and zone names recur in every slice
+                _shared(e.get("zone")),
                 zone_hints,
                 node_hints,
             )
