@@ -51,14 +51,14 @@ def test_an_input_refused_early_ends_the_stream_and_names_the_line(netns_factory
     """iptables-restore stops reading at the first bad line while megabytes are still to come: the writer's
     broken pipe is not the error, iptables-restore's message is."""
     from podnet.proxy.iptables.restore import RestoreError, Restorer, Runner
-    from podnet.proxy.iptables.ruleset import Ruleset
+    from podnet.proxy.iptables.ruleset import Ruleset, blocks_from_text
 
     ns = netns_factory("stream")
     body = "".join(f":KUBE-SEP-{i:016d} - [0:0]\n-A KUBE-SEP-{i:016d} -j RETURN\n" for i in range(60000))
     text = f"*nat\n:KUBE-SVC-BAD - [0:0]\n-A KUBE-SVC-BAD -j NO-SUCH-CHAIN\n{body}COMMIT\n"
     restorer = Restorer(Runner(netns=ns))
     with pytest.raises(RestoreError) as e:
-        restorer.sync_full(text, lambda: Ruleset())
+        restorer.sync_full(blocks_from_text(text), lambda: Ruleset())
     assert "NO-SUCH-CHAIN" in str(e.value) and not e.value.partial
     assert restorer.needs_full
     from podnet.net import netns
@@ -68,7 +68,7 @@ def test_an_input_refused_early_ends_the_stream_and_names_the_line(netns_factory
 
 def test_a_restore_that_does_not_read_is_stopped_at_the_timeout(netns_factory) -> None:  # type: ignore[no-untyped-def]
     from podnet.proxy.iptables.restore import RestoreError, Restorer, Runner
-    from podnet.proxy.iptables.ruleset import Ruleset
+    from podnet.proxy.iptables.ruleset import Ruleset, blocks_from_text
 
     ns = netns_factory("stream")
 
@@ -81,5 +81,5 @@ def test_a_restore_that_does_not_read_is_stopped_at_the_timeout(netns_factory) -
     body = "".join(f":KUBE-SEP-{i:016d} - [0:0]\n" for i in range(60000))
     restorer = Restorer(Stuck(netns=ns, timeout=1.0), mode="nft")
     with pytest.raises(RestoreError, match="timed out after 1.0s"):
-        restorer.sync_full(f"*nat\n{body}COMMIT\n", lambda: Ruleset())
+        restorer.sync_full(blocks_from_text(f"*nat\n{body}COMMIT\n"), lambda: Ruleset())
     assert restorer.needs_full

@@ -12,7 +12,7 @@ from podnet.proxy.iptables.ruleset import (
     CACHE_TRICK_MIN_CHAINS,
     Ruleset,
     _jump_lines,
-    declared_chains,
+    blocks_from_text,
     full_text,
     parse,
     plan_partial,
@@ -40,8 +40,8 @@ def test_parse_keeps_rule_text_and_order() -> None:
     rs = parse(BASE)
     assert list(rs.chains) == ["filter", "nat"]
     assert rs.chains["nat"]["KUBE-SERVICES"] == [
-        '-m comment --comment "ns/a:p cluster IP" -m tcp -p tcp -d 10.96.0.1 --dport 80 -j KUBE-SVC-AAA',
-        '-m comment --comment "last" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS',
+        '-A KUBE-SERVICES -m comment --comment "ns/a:p cluster IP" -m tcp -p tcp -d 10.96.0.1 --dport 80 -j KUBE-SVC-AAA',
+        '-A KUBE-SERVICES -m comment --comment "last" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS',
     ]
     assert rs.chains["filter"]["KUBE-SERVICES"] == []
     assert parse("*nat\n:KUBE-SEP-X - [0:0]\n-X KUBE-SEP-X\nCOMMIT\n").deleted == {"nat": ["KUBE-SEP-X"]}
@@ -63,27 +63,27 @@ def test_parse_rejects_what_the_renderer_never_writes(text: str, message: str) -
 
 def test_full_plan_rewrites_owned_chains_and_deletes_only_stale_service_chains() -> None:
     existing = {"nat": {"KUBE-SERVICES", "KUBE-SVC-OLD", "KUBE-SEP-OLD", "DOCKER", "KUBE-SEP-A1", "PREROUTING"}}
-    lines = full_text(BASE, existing=existing).splitlines()
+    lines = full_text(blocks_from_text(BASE), existing=existing).splitlines()
     assert ":KUBE-SVC-OLD - [0:0]" in lines and "-X KUBE-SVC-OLD" in lines and "-X KUBE-SEP-OLD" in lines
     # other programs' chains are never named, so never flushed
     assert not any("DOCKER" in line or "PREROUTING" in line for line in lines)
     # deletes come after every rule (references are gone by then)
     nat = lines[lines.index("*nat"):]
     assert max(i for i, x in enumerate(nat) if x.startswith("-A")) < min(i for i, x in enumerate(nat) if x.startswith("-X"))
-    assert parse(BASE).chains["nat"]["KUBE-SVC-AAA"] == ["-j KUBE-SEP-A1"]
+    assert parse(BASE).chains["nat"]["KUBE-SVC-AAA"] == ["-A KUBE-SVC-AAA -j KUBE-SEP-A1"]
     assert "-S" not in lines  # small input: no cache trick
 
 
 def test_full_plan_uses_the_cache_trick_for_large_tables() -> None:
     chains = "".join(f":KUBE-SEP-{i:05d} - [0:0]\n" for i in range(CACHE_TRICK_MIN_CHAINS))
-    lines = full_text(f"*nat\n{chains}COMMIT\n").splitlines()
+    lines = full_text(blocks_from_text(f"*nat\n{chains}COMMIT\n")).splitlines()
     assert lines[:2] == ["*nat", "-S"]
-    assert "-S" not in full_text(f"*nat\n{chains}COMMIT\n", cache_trick=False).splitlines()
+    assert "-S" not in full_text(blocks_from_text(f"*nat\n{chains}COMMIT\n"), cache_trick=False).splitlines()
 
 
 def test_missing_jumps_are_prepended_in_kube_proxy_order() -> None:
     nat_jumps = [j for j in JUMPS if j.table == "nat"]
-    text = full_text(BASE, missing_jumps=nat_jumps)
+    text = full_text(blocks_from_text(BASE), missing_jumps=nat_jumps)
     assert '-I PREROUTING 1 -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in text
     # into a chain a listing showed empty too: never appended, so a rule someone appends meanwhile stays below
     a = Jump("filter", "INPUT", "KUBE-A", None)
@@ -124,7 +124,7 @@ def test_partial_plan_edits_dispatch_chains_and_rewrites_changed_service_chains(
         "-A KUBE-SEP-A1 -m tcp -p tcp -j DNAT --to-destination 10.0.0.2:80",
         "COMMIT",
     ]
-    assert plan.applied["nat"]["KUBE-SERVICES"][0] == '-m comment --comment "ns/b:p cluster IP" -j KUBE-SVC-AAA'
+    assert plan.applied["nat"]["KUBE-SERVICES"][0] == '-A KUBE-SERVICES -m comment --comment "ns/b:p cluster IP" -j KUBE-SVC-AAA'
     assert plan.applied["nat"]["KUBE-SERVICES"][-1].endswith("-j KUBE-NODEPORTS")
 
 
@@ -228,7 +228,7 @@ def test_error_context_shows_the_failing_line() -> None:
 def test_full_text_is_the_input_plus_stale_chains_and_jumps_line_for_line() -> None:
     existing = {"nat": {"KUBE-SVC-OLD", "KUBE-SEP-OLD", "DOCKER", "KUBE-SEP-A1"}}
     jumps = [j for j in JUMPS if j.target in ("KUBE-SERVICES", "KUBE-FORWARD")]
-    fast = full_text(BASE, existing=existing, missing_jumps=jumps)
+    fast = full_text(blocks_from_text(BASE), existing=existing, missing_jumps=jumps)
     # what the removed plan_full wrote, line for line
     ref = "\n".join([*BASE.splitlines(), ":KUBE-SVC-OLD - [0:0]", ":KUBE-SEP-OLD - [0:0]", "-X KUBE-SVC-OLD",
                      "-X KUBE-SEP-OLD", *_jump_lines([j for j in jumps if j.table == "filter"]),
@@ -238,5 +238,5 @@ def test_full_text_is_the_input_plus_stale_chains_and_jumps_line_for_line() -> N
     nat = fast.split("*nat\n", 1)[1].splitlines()
     last_rule = max(i for i, x in enumerate(nat) if x.startswith("-A KUBE"))
     assert last_rule < nat.index("-X KUBE-SEP-OLD") < nat.index("COMMIT")
-    assert declared_chains(BASE) == {"filter": {"KUBE-SERVICES", "KUBE-FORWARD"},
-                                     "nat": {"KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-SVC-AAA", "KUBE-SEP-A1"}}
+    assert {t: set(b.chains) for t, b in blocks_from_text(BASE).items()} == {
+        "filter": {"KUBE-SERVICES", "KUBE-FORWARD"}, "nat": {"KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-SVC-AAA", "KUBE-SEP-A1"}}

@@ -35,7 +35,7 @@ class IptablesBackend:
         with ThreadPoolExecutor(1, thread_name_prefix="iptables-list") as pool:
             listing = pool.submit(self.restorer.list_kernel)
             result = render(desired, settings, full=True, cleanup_stale=False, cache=self.cache)
-            return self.restorer.sync_full(result.text, result.ruleset, listing.result()).written
+            return self.restorer.sync_full(result.tables, result.ruleset, listing.result()).written
 
     def partial_sync(self, old: DesiredState, new: DesiredState, settings: ProxierSettings,
                      large_cluster: bool) -> dict[str, int]:

@@ -38,7 +38,7 @@ from podnet.proxy.iptables.names import (
     NFACCT_INVALID,
     is_service_chain,
 )
-from podnet.proxy.iptables.ruleset import Ruleset
+from podnet.proxy.iptables.ruleset import Block, Ruleset
 from podnet.proxy.iptables.services import RenderContext, ServiceOutput, ServicePlan
 from podnet.proxy.model import DesiredState, changed_services
 from podnet.proxy.settings import ProxierSettings, settings_for_state
@@ -48,21 +48,7 @@ from podnet.proxy.settings import ProxierSettings, settings_for_state
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class TableOutput:
-    """One table of a render, in kube-proxy's order: the chains it declares (and so flushes), its lines
-    ("-A CHAIN rule", and "-X CHAIN" for each deleted chain), and the chains it deletes."""
-
-    chains: tuple[str, ...]
-    lines: tuple[str, ...]
-    deleted: tuple[str, ...] = ()
-
-    def restore_lines(self) -> list[str]:
-        """The table's block of restore input, without the `*table` / COMMIT framing."""
-        return [*(f":{c} - [0:0]" for c in self.chains), *self.lines]
-
-
-def restore_text(tables: dict[str, TableOutput]) -> str:
+def restore_text(tables: dict[str, Block]) -> str:
     """The iptables-restore input of a render's tables: what the golden files hold, byte for byte."""
     out: list[str] = []
     for table, block in tables.items():
@@ -75,11 +61,10 @@ def restore_text(tables: dict[str, TableOutput]) -> str:
 
 @dataclass(frozen=True)
 class RenderResult:
-    """A render's structured output (`tables`), its restore input (`text`, derived from `tables`), and
-    what the sync loop needs for metrics and the next partial sync."""
+    """A render's structured output (`tables`), its restore input (`text`, made from `tables` when asked for:
+    the sync path streams `tables` instead), and what the sync loop needs for metrics and the next partial sync."""
 
-    tables: dict[str, TableOutput]  # "filter", "nat", in restore order
-    text: str  # restore_text(tables)
+    tables: dict[str, Block]  # "filter", "nat", in restore order
     full: bool
     filter_chains: tuple[str, ...]  # chains declared (and so flushed) in *filter
     nat_chains: tuple[str, ...]  # chains declared (and so flushed) in *nat, stale ones included
@@ -92,6 +77,11 @@ class RenderResult:
     nat_rules_total: int  # nat rules the kernel holds after it (skipped unchanged chains included)
     no_local_endpoints: dict[str, int] = field(default_factory=dict)  # {"internal": n, "external": n}
 
+    @property
+    def text(self) -> str:
+        """The iptables-restore input: restore_text(tables)."""
+        return restore_text(self.tables)
+
     def rules_by_chain(self, table: str) -> dict[str, list[str]]:
         """The "-A CHAIN ..." lines of one table grouped by chain, in input order."""
         out: dict[str, list[str]] = {}
@@ -102,14 +92,14 @@ class RenderResult:
 
     def ruleset(self) -> Ruleset:
         """The render as a Ruleset (each declared chain with its complete rules, deleted chains): the
-        applied model after loading it, and the input of a partial plan. Built from `tables`, no parse."""
+        applied model after loading it, and the input of a partial plan. Built from `tables`, no parse, and
+        holding the render's own line strings (no copy of a rule)."""
         rs = Ruleset()
         for table, block in self.tables.items():
             chains: dict[str, list[str]] = {c: [] for c in block.chains}
             for line in block.lines:
                 if line[1] == "A":
-                    chain, _, rule = line[3:].partition(" ")
-                    chains[chain].append(rule)
+                    chains[line[3:line.index(" ", 3)]].append(line)
             rs.chains[table] = chains
             if block.deleted:
                 rs.deleted[table] = list(block.deleted)
@@ -289,12 +279,11 @@ def render(
         "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
     )
 
-    tables = {"filter": TableOutput(tuple(filter_chains), tuple(filter_rules)),
-              "nat": TableOutput(tuple(nat_chains), tuple(nat_rules), tuple(deleted))}
+    tables = {"filter": Block(tuple(filter_chains), tuple(filter_rules)),
+              "nat": Block(tuple(nat_chains), tuple(nat_rules), tuple(deleted))}
     nat_written = len(nat_rules) - len(deleted)
     return RenderResult(
         tables=tables,
-        text=restore_text(tables),
         full=full,
         filter_chains=tuple(filter_chains),
         nat_chains=tuple(nat_chains),

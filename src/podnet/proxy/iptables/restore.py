@@ -42,9 +42,9 @@ from podnet.proxy.iptables.drift_check import DriftCheck
 from podnet.proxy.iptables.names import JUMPS, Jump
 from podnet.proxy.iptables.ruleset import (
     Applied,
+    Block,
     Ruleset,
     _ordered,
-    declared_chains,
     full_text,
     full_text_parts,
     plan_partial,
@@ -187,8 +187,10 @@ class Restorer:
             self.applied = applied
             self.drift.synced(touched)
 
-    def sync_full(self, text: str, model: Callable[[], Ruleset], listing: Listing | None = None) -> SyncStats:
-        """Load a full render (`text`), rewriting all owned chains and deleting stale ones found in the kernel.
+    def sync_full(self, blocks: Mapping[str, Block], model: Callable[[], Ruleset],
+                  listing: Listing | None = None) -> SyncStats:
+        """Load a full render (its `blocks`, RenderResult.tables), rewriting all owned chains and deleting stale
+        ones found in the kernel.
 
         `model` builds the render's Ruleset (the new applied model); it runs while iptables-restore works.
         `listing` is list_kernel()'s, when the caller took it while rendering (nothing serial before the load).
@@ -197,7 +199,7 @@ class Restorer:
         start = time.monotonic()
         self.drift.repairing()
         listing = listing or self.list_kernel()
-        declared = declared_chains(text)
+        declared = {t: set(b.chains) for t, b in blocks.items()}
         existing = {t: listing.chains.get(t, set()) for t in declared}
         missing = self.missing_jumps(declared, listing)
         self._ensure_base_chains(missing, existing)
@@ -211,7 +213,7 @@ class Restorer:
             # Streamed in pieces (full_text_parts): no second copy of the input, encoded whole, at any time.
             assert proc.stdin is not None and proc.stderr is not None
             try:
-                for part in full_text_parts(text, existing=existing, missing_jumps=missing, cache_trick=trick):
+                for part in full_text_parts(blocks, existing=existing, missing_jumps=missing, cache_trick=trick):
                     proc.stdin.write(part)
                 proc.stdin.close()
             except BrokenPipeError:  # it stopped reading: it failed, and its stderr says why
@@ -231,7 +233,7 @@ class Restorer:
         if proc.returncode != 0:
             self._applied_now(None, None)
             err = result.get("stderr", "").strip()
-            rtext = full_text(text, existing=existing, missing_jumps=missing, cache_trick=trick)
+            rtext = full_text(blocks, existing=existing, missing_jumps=missing, cache_trick=trick)
             raise RestoreError(f"iptables-restore failed (exit {proc.returncode}): {err}{_context(rtext, err)}",
                                partial=False, stderr=err)
         applied = {t: desired.chains.get(t, {}) for t in _ordered(set(desired.chains) | set(declared))}

@@ -1,7 +1,10 @@
 """The structured form of iptables-restore input, and the plans that turn it into what to load.
 
-A Ruleset is restore input as data (per table: chains with their complete rules, and chains to delete).
-`full_text` wraps the renderer's text for a full sync (the `-S` cache trick, stale chains, missing jumps);
+A Ruleset is restore input as data (per table: chains with their complete rules, and chains to delete); a rule
+is its restore line ("-A CHAIN rule") verbatim, so the applied model holds the renderer's own strings rather
+than a copy of every rule (~33 MB at 10k services x 10 endpoints). A Block is one table of renderer output
+(declared chains, then lines); `full_text_parts` streams blocks into a full sync's input (the `-S` cache trick,
+stale chains, missing jumps) without ever joining them into one text;
 `plan_partial`, the one partial plan, computes a partial sync's input from the applied model (what the kernel
 holds) and the old and new renders of the changed services, editing the big dispatch chains with -D/-I.
 `parse` reads restore text back (tests and tools; the sync path never parses its own output). Pure:
@@ -10,9 +13,8 @@ restore.py runs the result.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from podnet.proxy.iptables.names import SERVICE_CHAIN_PREFIXES, Jump
@@ -41,11 +43,50 @@ CACHE_TRICK_MIN_CHAINS = 1500
 # Parsing restore text (pure)
 
 
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One table block of restore input, as the renderer makes it: the chains it declares (and so flushes),
+    then its lines ("-A CHAIN rule", and "-X CHAIN" for each deleted chain); `deleted` names those chains."""
+
+    chains: tuple[str, ...]
+    lines: tuple[str, ...]
+    deleted: tuple[str, ...] = ()
+
+    def restore_lines(self) -> list[str]:
+        """The table's block of restore input, without the `*table` / COMMIT framing."""
+        return [*(f":{c} - [0:0]" for c in self.chains), *self.lines]
+
+
+def blocks_from_text(text: str) -> dict[str, Block]:
+    """Restore text (`*table`, `:CHAIN`, `-A`/`-X` lines, `COMMIT`) as blocks (tests and tools)."""
+    out: dict[str, Block] = {}
+    table: str | None = None
+    chains: list[str] = []
+    lines: list[str] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line or line[0] == "#":
+            continue
+        if line[0] == "*":
+            table, chains, lines = line[1:].strip(), [], []
+        elif line.startswith("COMMIT"):
+            out[_need(table, n)] = Block(tuple(chains), tuple(lines),
+                                         tuple(x[3:] for x in lines if x.startswith("-X ")))
+            table = None
+        elif line[0] == ":":
+            _need(table, n)
+            chains.append(line[1:].split(" ", 1)[0])
+        else:
+            _need(table, n)
+            lines.append(line)
+    return out
+
+
 @dataclass
 class Ruleset:
     """Parsed restore input: per table, the chains it (re)defines with their rules, and chains it deletes.
 
-    A chain listed in `chains` is complete: those rules and no others. Chains not listed are untouched.
+    A chain listed in `chains` is complete: those rules and no others. Chains not listed are untouched. Each
+    rule is its "-A CHAIN rule" line.
     """
 
     chains: dict[str, dict[str, list[str]]] = field(default_factory=dict)
@@ -58,7 +99,7 @@ class Ruleset:
 def parse(text: str) -> Ruleset:
     """Parse iptables-restore text (`*table`, `:CHAIN`, `-A CHAIN rule`, `-X CHAIN`, `COMMIT`).
 
-    Rules keep their text after `-A CHAIN ` verbatim, so what is written back is exactly what was rendered.
+    Rules are their `-A CHAIN rule` lines verbatim, so what is written back is exactly what was rendered.
     """
     rs = Ruleset()
     table: str | None = None
@@ -69,10 +110,10 @@ def parse(text: str) -> Ruleset:
         c = line[0]
         if c == "-":
             op, _, rest = line.partition(" ")
-            chain, _, rule = rest.partition(" ")
+            chain = rest.partition(" ")[0]
             if op == "-A":
                 try:
-                    chains[chain].append(rule)
+                    chains[chain].append(line)
                 except KeyError:
                     raise ValueError(f"line {n}: -A to chain {chain!r} that was not declared") from None
             elif op == "-X":
@@ -100,7 +141,7 @@ def _need(table: str | None, n: int) -> str:
 # --------------------------------------------------------------------------------------------------------
 # Planning restore input (pure)
 
-Applied = dict[str, dict[str, list[str]]]  # table -> chain -> rules, in kernel order
+Applied = dict[str, dict[str, list[str]]]  # table -> chain -> its "-A CHAIN rule" lines, in kernel order
 
 
 @dataclass
@@ -113,61 +154,62 @@ class Plan:
     touched: set[tuple[str, str]] = field(default_factory=set)  # (table, chain) the text writes or deletes
 
 
-_BLOCK_RE = re.compile(r"^\*(\S+)\n(.*?)^COMMIT[^\n]*\n?", re.M | re.S)
-_DECL_RE = re.compile(r"^:(\S+)", re.M)
-
-
-def declared_chains(text: str) -> dict[str, set[str]]:
-    """Chains each table block of restore text declares (a regex pass: no full parse, no copy of a block)."""
-    return {m.group(1): set(_DECL_RE.findall(text, m.start(2), m.end(2))) for m in _BLOCK_RE.finditer(text)}
-
-
 CHUNK = 1 << 20  # characters per piece of a streamed restore input
 
 
 def full_text(
-    text: str,
+    blocks: Mapping[str, Block],
     *,
     existing: dict[str, set[str]] | None = None,
     missing_jumps: Sequence[Jump] = (),
     cache_trick: bool = True,
 ) -> str:
-    """A full sync's restore input, built around the renderer's own text: "".join(full_text_parts(...))."""
-    return "".join(full_text_parts(text, existing=existing, missing_jumps=missing_jumps, cache_trick=cache_trick))
+    """A full sync's restore input as one text: "".join(full_text_parts(...)) (error context, tests)."""
+    return "".join(full_text_parts(blocks, existing=existing, missing_jumps=missing_jumps, cache_trick=cache_trick))
 
 
 def full_text_parts(
-    text: str,
+    blocks: Mapping[str, Block],
     *,
     existing: dict[str, set[str]] | None = None,
     missing_jumps: Sequence[Jump] = (),
     cache_trick: bool = True,
 ) -> Iterator[str]:
-    """A full sync's restore input, in pieces of at most CHUNK characters of the renderer's text (so the
-    restorer can stream it into iptables-restore without a second copy of 32 MB at 10k services).
+    """A full sync's restore input, in pieces of about CHUNK characters joined from the blocks' lines (so the
+    restorer streams it into iptables-restore; the whole input, 32 MB at 10k services, never exists at once).
 
     The renderer's blocks verbatim, `-S` first in large ones, stale service chains (owned per-service chains in
-    `existing`, the kernel's chain names per table, that the text does not declare) flushed and deleted after
-    every rule, missing jumps last. Building it takes a regex pass, so the applied model can be built from the
-    render's structured output while iptables-restore works.
+    `existing`, the kernel's chain names per table, that the blocks do not declare) flushed and deleted after
+    every rule, missing jumps last.
     """
-    blocks = {m.group(1): (m.start(2), m.end(2)) for m in _BLOCK_RE.finditer(text)}
     for table in _ordered(set(blocks) | {j.table for j in missing_jumps}):
-        start, end = blocks.get(table, (0, 0))
-        declared = set(_DECL_RE.findall(text, start, end)) if end > start else set()
+        block = blocks.get(table, Block((), ()))
+        declared = set(block.chains)
         stale = sorted(
             c for c in (existing or {}).get(table, set()) if c.startswith(SERVICE_CHAIN_PREFIXES) and c not in declared
         )
         yield f"*{table}\n"
         if cache_trick and len(declared) + len(stale) >= CACHE_TRICK_MIN_CHAINS:
             yield "-S\n"
-        for i in range(start, end, CHUNK):
-            yield text[i:min(i + CHUNK, end)]
-        if end > start and text[end - 1] != "\n":
-            yield "\n"
+        piece: list[str] = []
+        size = 0
+        for line in _block_lines(block):
+            piece.append(line)
+            size += len(line) + 1
+            if size >= CHUNK:
+                yield "\n".join(piece) + "\n"
+                piece, size = [], 0
+        if piece:
+            yield "\n".join(piece) + "\n"
         tail = [f":{c} - [0:0]\n" for c in stale] + [f"-X {c}\n" for c in stale]
         tail += [f"{line}\n" for line in _jump_lines([j for j in missing_jumps if j.table == table])]
         yield "".join(tail) + "COMMIT\n"
+
+
+def _block_lines(block: Block) -> Iterator[str]:
+    for c in block.chains:
+        yield f":{c} - [0:0]"
+    yield from block.lines
 
 
 def _jump_lines(jumps: Sequence[Jump]) -> list[str]:
@@ -215,8 +257,7 @@ def _plan(applied: Applied, desired: Ruleset, *, cache_trick: bool) -> Plan:
                 have[chain] = model
                 continue
             decl.append(f":{chain} - [0:0]")
-            prefix = f"-A {chain} "
-            body.extend(prefix + r for r in want)
+            body.extend(want)
             rules += len(want)
             have[chain] = list(want)
         deletes: list[str] = []
@@ -294,16 +335,17 @@ def _dispatch_edits(chain: str, cur: list[str], want: list[str]) -> tuple[list[s
     gone = have - need
     new = need - have
     edits: list[str] = []
-    for rule, k in gone.items():
-        edits.extend([f"-D {chain} {rule}"] * k)
+    for rule, k in gone.items():  # rules are "-A CHAIN ..." lines
+        edits.extend([f"-D{rule[2:]}"] * k)
     model = _without(cur, gone)
     added: list[str] = []
     for rule in want:  # insert in desired order; each -I 1 goes on top, so insert in reverse
         if new.get(rule):
             new[rule] -= 1
             added.append(rule)
+    skip = len(chain) + 4  # "-A CHAIN "
     for rule in reversed(added):
-        edits.append(f"-I {chain} 1 {rule}")
+        edits.append(f"-I {chain} 1 {rule[skip:]}")
     model = added + model
     return edits, model
 
