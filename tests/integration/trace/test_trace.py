@@ -282,4 +282,5 @@ def test_generated_scenarios_agree(lab):
     n = int(os.environ.get("PODNET_TRACE_SCENARIOS", "6"))
     results = run_world(lab.name, lab.store, lab.node_ips(), 1301 if lab.mode == "iptables" else 1302, n)
     bad = [(" ".join(r.flow.args), r.flow.what, r.disagreements) for r in results if not r.agree]
-    assert len(results) == n and not bad, bad
+    # a str message: pytest prints it whole (a list's repr is cut at ~240 characters, the disagreement with it)
+    assert len(results) == n and not bad, f"{len(results)} of {n} scenarios ran\n" + "\n".join(f"{a} ({w}): {'; '.join(d)}" for a, w, d in bad)

@@ -41,4 +41,5 @@ def test_generated_scenarios_agree_on_3_nodes(backend_lab):
     seed = {"host-gw": 1303, "udp": 1305}[backend_lab.backend] + (backend_lab.mode == "nftables")
     results = run_world(backend_lab.name, backend_lab.store, backend_lab.node_ips(), seed, n)
     bad = [(" ".join(r.flow.args), r.flow.what, r.disagreements) for r in results if not r.agree]
-    assert len(results) == n and not bad, bad
+    # a str message: pytest prints it whole (a list's repr is cut at ~240 characters, the disagreement with it)
+    assert len(results) == n and not bad, f"{len(results)} of {n} scenarios ran\n" + "\n".join(f"{a} ({w}): {'; '.join(d)}" for a, w, d in bad)
