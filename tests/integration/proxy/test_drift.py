@@ -3,6 +3,7 @@ syncs is no drift; what another program changes is named, and the full sync that
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -106,10 +107,10 @@ class _Finished:
     """A finished iptables-save, as Popen: its output was read before podnet's write landed."""
 
     def __init__(self, out: str) -> None:
-        self.out, self.returncode = out, 0
+        self.stdout, self.returncode = io.StringIO(out), 0
 
-    def communicate(self, timeout: float | None = None) -> tuple[str, None]:
-        return self.out, None
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
 
     def poll(self) -> int:
         return 0
@@ -200,3 +201,29 @@ def test_when_rules_cannot_be_read_chains_are_still_checked_and_an_hour_later_a_
     monkeypatch.setattr(drift_check, "FULL_SYNC_PERIOD", 0.0)
     found = backend.check_drift()
     assert found is not None and "no read of every rule could finish" in found and backend.needs_full
+
+
+def test_when_no_read_of_every_rule_finishes_chain_names_and_jumps_are_still_checked(synced) -> None:  # type: ignore[no-untyped-def]
+    """Every iptables-save is stopped (as by syncs landing one after another): the check falls back to the
+    chain listing, so a deleted chain and a removed jump are found, while a rule count cannot be."""
+    from podnet.proxy.iptables.restore import Runner
+
+    ns, backend, state, settings = synced
+    saves: list[int] = []
+
+    class NoWholeRead(Runner):
+        def popen_read(self, argv: Sequence[str]):  # type: ignore[no-untyped-def]
+            if any(a.endswith("-save") for a in argv):  # iptables-save, iptables-nft-save
+                saves.append(1)
+                return super().popen_read(["false"])  # exits non-zero: a read that did not finish
+            return super().popen_read(argv)
+
+    backend.restorer.runner = NoWholeRead(netns=ns)
+    sep = _sep_chain(ns)
+    _ipt(ns, "-t", "nat", "-D", sep, "1")  # a count only a whole read sees
+    assert backend.check_drift() is None and backend.restorer.drift.last_check == "chains"
+    assert len(saves) == 5  # every attempt was made
+    _ipt(ns, "-t", "nat", "-D", "OUTPUT", "-m", "comment", "--comment", "kubernetes service portals",
+         "-j", "KUBE-SERVICES")
+    found = backend.check_drift()
+    assert found is not None and "nat/OUTPUT: the jump to KUBE-SERVICES is missing" in found, found

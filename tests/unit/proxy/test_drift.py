@@ -81,3 +81,16 @@ def test_chains_written_while_the_kernel_was_read_are_left_out() -> None:
     kernel = read_save(text, ["nat"])
     assert find_drift(APPLIED, kernel, NAT_JUMPS, skip={("nat", "KUBE-SEP-BBBB"), ("nat", "KUBE-SEP-NEW1")}) == []
     assert ("nat", "KUBE-SEP-BBBB") not in kernel.digests(skip={("nat", "KUBE-SEP-BBBB")})
+
+
+def test_a_read_parsed_from_the_pipe_line_by_line_equals_the_parse_of_its_text() -> None:
+    """The check parses iptables-save as it is read (lines with their newlines), never holding the text."""
+    import io
+
+    assert read_save(io.StringIO(SAVE), ["nat"]) == read_save(SAVE, ["nat"])
+    # a chain's digest follows its rules' order, as the hash of the whole list did
+    lines = SAVE.splitlines()
+    sep = [i for i, line in enumerate(lines) if line.startswith("-A KUBE-SEP-BBBB")]
+    lines[sep[0]], lines[sep[1]] = lines[sep[1]], lines[sep[0]]
+    swapped = read_save("\n".join(lines), ["nat"])
+    assert swapped.chains["nat"]["KUBE-SEP-BBBB"] != read_save(SAVE, ["nat"]).chains["nat"]["KUBE-SEP-BBBB"]

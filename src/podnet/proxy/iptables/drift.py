@@ -50,33 +50,41 @@ def chains_only(names: Mapping[str, Iterable[str]], tables: Iterable[str]) -> Ke
     return KernelTables({t: dict.fromkeys(names[t]) for t in tables if t in names})
 
 
-def read_save(text: str, tables: Iterable[str]) -> KernelTables:
-    """Parse iptables-save output, keeping only `tables`. A digest is the hash of the chain's rule lines
-    (Python's string hash: comparable within one process, which is all the check needs)."""
+def read_save(lines: str | Iterable[str], tables: Iterable[str]) -> KernelTables:
+    """Parse iptables-save output (its text, or its lines as they are read: a pipe), keeping only `tables`.
+
+    Nothing of a user chain is kept but its rule count and a digest: a running hash over its rule lines
+    (Python's string hash: comparable within one process, which is all the check needs), so a read of
+    32 MB at 10k services never holds the text, or its lines, at once. Built-in chains keep their lines
+    (the jumps are checked there)."""
     wanted = set(tables)
     out = KernelTables()
     table: str | None = None
-    builtins: set[str] = set()
-    rules: dict[str, list[str]] = {}
-    for line in text.splitlines():
+    builtins: dict[str, list[str]] = {}
+    counts: dict[str, list[int]] = {}  # chain -> [rules, digest]
+    for raw in (lines.splitlines() if isinstance(lines, str) else lines):
+        line = raw.rstrip("\n")
         if line.startswith("*"):
             table = line[1:].strip()
-            builtins = set()
-            rules = {}
+            builtins, counts = {}, {}
         elif table not in wanted:
             continue
         elif line.startswith(":"):
             name, _, rest = line[1:].partition(" ")
-            rules[name] = []
+            counts[name] = [0, 0]
             if not rest.startswith("-"):  # built-in chains have a policy, user chains "-"
-                builtins.add(name)
+                builtins[name] = []
         elif line.startswith("-A "):
             name = line[3:line.find(" ", 3)]
-            rules.setdefault(name, []).append(line)
+            got = counts.setdefault(name, [0, 0])
+            got[0] += 1
+            got[1] = hash((got[1], line))
+            if name in builtins:
+                builtins[name].append(line)
         elif line == "COMMIT" and table is not None:
-            out.chains[table] = {c: (len(r), hash(tuple(r))) for c, r in rules.items()}
-            for c in builtins:
-                out.builtin[(table, c)] = rules.get(c, [])
+            out.chains[table] = {c: (n, d) for c, (n, d) in counts.items()}
+            for c, rules in builtins.items():
+                out.builtin[(table, c)] = rules
             table = None
     return out
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
-from podnet.proxy.iptables.drift import ChainKey, chains_only, find_drift, read_save
+from podnet.proxy.iptables.drift import ChainKey, KernelTables, chains_only, find_drift, read_save
 from podnet.proxy.iptables.names import JUMPS
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class DriftCheck:
         self.found: str | None = None  # a drift not repaired yet
         self.last_check = ""  # what the last check compared: "rules" (a whole read) or "chains" (names only)
         self._written: set[ChainKey] | None = None
-        self._digests: dict[ChainKey, int] | None = None
+        self._previous: tuple[KernelTables, set[ChainKey]] | None = None  # last whole read, chains written during it
         self._reading: subprocess.Popen[str] | None = None
         self._syncs = 0  # syncs that ended, to tell a read that one may have stopped it
         self._rules_read_at = time.monotonic()
@@ -69,40 +69,46 @@ class DriftCheck:
     def check(self, *, attempts: int = 5, rules_timeout: float = 60.0) -> str | None:
         """Read the kernel and compare it with the applied model. Writes nothing.
 
-        The chain names and the built-in chains are read first (`Restorer.list_kernel`, well under a second),
-        then every rule (one iptables-save). Each read is tried up to `attempts` times. When only the first
-        could be read, rules are not compared this time; when no whole read finished for FULL_SYNC_PERIOD,
-        the kernel counts as drifted, so a full sync follows (kube-proxy's hourly one). Returns what drifted
-        (then the Restorer's `needs_full` is True until a full sync), or None when the kernel matches or
-        nothing can be concluded (no model yet, a full sync or a failure meanwhile).
+        Every rule is read (one iptables-save, parsed as it is read: the built-in chains' rules with it); each
+        read is tried up to `attempts` times. When no read could finish (syncs kept stopping it), the chain
+        names and the built-in chains are read instead (`Restorer.list_kernel`, well under a second) and rules
+        are not compared this time; when no whole read finished for FULL_SYNC_PERIOD, the kernel counts as
+        drifted, so a full sync follows (kube-proxy's hourly one). Returns what drifted (then the Restorer's
+        `needs_full` is True until a full sync), or None when the kernel matches or nothing can be concluded
+        (no model yet, a full sync or a failure meanwhile).
         """
         with self.lock:
             if self.restorer.applied is None or self.found is not None:
                 return None
             before, self._written = self._written, set()
-        listing = _retried(self._listing, attempts)
-        text = _retried(lambda: self._save_all(rules_timeout), attempts) if listing is not None else None
+            tables = list(self.restorer.applied)
+        kernel = _retried(lambda: self._save_all(tables, rules_timeout), attempts)
+        whole = kernel is not None
+        if kernel is None:
+            listing = _retried(self._listing, attempts)
+            if listing is not None:
+                kernel = chains_only(listing.chains, tables)
+                kernel.builtin = listing.builtin
         with self.lock:
             during, self._written = self._written, set()
             applied = self.restorer.applied
-            if applied is None or during is None or listing is None:
-                self._digests = None
+            if applied is None or during is None or kernel is None:
+                self._previous = None
                 self._written = None if during is None else self._written
                 return None
-            digests = self._digests
-        # parsing and comparing run without the lock, so a sync never waits for them; `applied` is immutable
-        self.last_check = "rules" if text is not None else "chains"
-        tables = list(applied)
-        kernel = read_save(text, tables) if text is not None else chains_only(listing.chains, tables)
-        kernel.builtin = listing.builtin
+            last = self._previous
+        # comparing runs without the lock (as the parse, while iptables-save was read), so a sync never waits
+        # for it; `applied` is immutable
+        self.last_check = "rules" if whole else "chains"
         previous = None
-        if text is not None and before is not None and digests is not None:
-            previous = {k: d for k, d in digests.items() if k not in before}
+        if whole and before is not None and last is not None:
+            previous = _Digests(last[0], last[1] | before)
         found = find_drift(applied, kernel, JUMPS, skip=during, previous=previous)
         with self.lock:
-            self._digests = kernel.digests(skip=during) if text is not None else None
+            # the digests of this read, for the next check: kept as the read itself (no copy per chain)
+            self._previous = (kernel, set(during)) if whole else None
             now = time.monotonic()
-            if text is not None:
+            if whole:
                 self._rules_read_at = now
             elif not found and now - self._rules_read_at > FULL_SYNC_PERIOD:
                 found = [f"no read of every rule could finish for {FULL_SYNC_PERIOD / 60:.0f} min (changes kept "
@@ -120,8 +126,9 @@ class DriftCheck:
         except (OSError, subprocess.SubprocessError):
             return None
 
-    def _save_all(self, timeout: float) -> str | None:
-        """Every table's rules (one iptables-save), or None when a sync (or the timeout) stopped it."""
+    def _save_all(self, tables: list[str], timeout: float) -> KernelTables | None:
+        """Every table's rules (one iptables-save), parsed as they are read (read_save keeps counts and digests,
+        never the text), or None when a sync (or the timeout) stopped it."""
         with self.lock:
             syncs = self._syncs
         proc = self.restorer.popen_save()
@@ -130,15 +137,48 @@ class DriftCheck:
             if self._syncs != syncs:  # a sync landed while it started
                 proc.kill()
         try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            return None
+            return read_output(proc, lambda lines: read_save(lines, tables), timeout=timeout)
         finally:
             with self.lock:
                 self._reading = None
-        return out if proc.returncode == 0 else None
+
+
+class _Digests(Mapping[ChainKey, int]):
+    """The previous read's chain digests as find_drift's `previous`, minus the chains podnet wrote since (or
+    while it ran): a view of that read, no dict of 110k entries made for it at 10k x 10."""
+
+    def __init__(self, kernel: KernelTables, written: set[ChainKey]) -> None:
+        self.kernel, self.written = kernel, written
+
+    def __getitem__(self, key: ChainKey) -> int:
+        got = self.kernel.chains.get(key[0], {}).get(key[1]) if key not in self.written else None
+        if got is None:
+            raise KeyError(key)
+        return got[1]
+
+    def __iter__(self) -> Iterator[ChainKey]:
+        return iter(self.kernel.digests(skip=self.written))
+
+    def __len__(self) -> int:
+        return len(self.kernel.digests(skip=self.written))
+
+
+def read_output(proc: subprocess.Popen[str], parse: Callable[[Iterable[str]], _T], *, timeout: float) -> _T | None:
+    """`parse` of a listing process's output lines as they come (no copy of the whole output), or None when
+    the process failed, was killed (a sync stopping a drift check's read) or ran past `timeout` (killed)."""
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        out = parse(proc.stdout)
+        for _ in proc.stdout:  # what parse left unread, so the process can exit
+            pass
+    finally:
+        timer.cancel()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        proc.wait()
+    return out if proc.returncode == 0 else None
 
 
 def _retried(read: Callable[[], _T | None], attempts: int) -> _T | None:
