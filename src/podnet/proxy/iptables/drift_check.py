@@ -21,10 +21,10 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
-from podnet.proxy.iptables.drift import ChainKey, KernelTables, chains_only, find_drift, read_save
+from podnet.proxy.iptables.drift import ChainKey, KernelTables, Previous, chains_only, find_drift, read_save
 from podnet.proxy.iptables.names import JUMPS
 
 if TYPE_CHECKING:
@@ -81,13 +81,18 @@ class DriftCheck:
             if self.restorer.applied is None or self.found is not None:
                 return None
             before, self._written = self._written, set()
-            tables = list(self.restorer.applied)
-        kernel = _retried(lambda: self._save_all(tables, rules_timeout), attempts)
+            model = self.restorer.applied
+        tables = list(model)
+
+        def known(table: str, chain: str) -> bool:  # service chains of the model the read started from
+            return chain in model.get(table, {})
+
+        kernel = _retried(lambda: self._save_all(tables, known, rules_timeout), attempts)
         whole = kernel is not None
         if kernel is None:
             listing = _retried(self._listing, attempts)
             if listing is not None:
-                kernel = chains_only(listing.chains, tables)
+                kernel = chains_only(listing.chains, tables, known)
                 kernel.builtin = listing.builtin
         with self.lock:
             during, self._written = self._written, set()
@@ -102,7 +107,7 @@ class DriftCheck:
         self.last_check = "rules" if whole else "chains"
         previous = None
         if whole and before is not None and last is not None:
-            previous = _Digests(last[0], last[1] | before)
+            previous = Previous(last[0], last[1] | before)
         found = find_drift(applied, kernel, JUMPS, skip=during, previous=previous)
         with self.lock:
             # the digests of this read, for the next check: kept as the read itself (no copy per chain)
@@ -126,7 +131,7 @@ class DriftCheck:
         except (OSError, subprocess.SubprocessError):
             return None
 
-    def _save_all(self, tables: list[str], timeout: float) -> KernelTables | None:
+    def _save_all(self, tables: list[str], known: Callable[[str, str], bool], timeout: float) -> KernelTables | None:
         """Every table's rules (one iptables-save), parsed as they are read (read_save keeps counts and digests,
         never the text), or None when a sync (or the timeout) stopped it."""
         with self.lock:
@@ -137,30 +142,10 @@ class DriftCheck:
             if self._syncs != syncs:  # a sync landed while it started
                 proc.kill()
         try:
-            return read_output(proc, lambda lines: read_save(lines, tables), timeout=timeout)
+            return read_output(proc, lambda lines: read_save(lines, tables, known), timeout=timeout)
         finally:
             with self.lock:
                 self._reading = None
-
-
-class _Digests(Mapping[ChainKey, int]):
-    """The previous read's chain digests as find_drift's `previous`, minus the chains podnet wrote since (or
-    while it ran): a view of that read, no dict of 110k entries made for it at 10k x 10."""
-
-    def __init__(self, kernel: KernelTables, written: set[ChainKey]) -> None:
-        self.kernel, self.written = kernel, written
-
-    def __getitem__(self, key: ChainKey) -> int:
-        got = self.kernel.chains.get(key[0], {}).get(key[1]) if key not in self.written else None
-        if got is None:
-            raise KeyError(key)
-        return got[1]
-
-    def __iter__(self) -> Iterator[ChainKey]:
-        return iter(self.kernel.digests(skip=self.written))
-
-    def __len__(self) -> int:
-        return len(self.kernel.digests(skip=self.written))
 
 
 def read_output(proc: subprocess.Popen[str], parse: Callable[[Iterable[str]], _T], *, timeout: float) -> _T | None:
