@@ -2,8 +2,8 @@
 
 `podnet proxy run` (the real daemon: store informers, tracker, backend) runs in namespace pn-mem-bench against a
 SQLite store holding the Services and EndpointSlices. After its first full sync and --settle seconds more
-(45 s: periodic runs every syncPeriod of 10 s and, in iptables mode, whole drift checks), the script reads the daemon's peak resident memory (VmHWM) and, in iptables mode,
-the peak of the iptables-restore it ran (the largest VmHWM seen while sampling). Baselines measured in the same
+(45 s: periodic runs every syncPeriod of 10 s and, in iptables mode, whole drift checks), the script reads the
+daemon's peak resident memory (VmHWM) and, in iptables mode, the peak of the iptables-restore it ran (the largest VmHWM seen while sampling). Baselines measured in the same
 run: the same daemon with no Services (what the interpreter and the libraries take), and the size of the
 decoded objects themselves in this script's process (tracemalloc of the store's values, parsed).
 
