@@ -77,7 +77,7 @@ def run(n: int, reps: int) -> list[tuple[str, float, float]]:
     rows = []
     with tempfile.TemporaryDirectory() as d:
         store = open_store(f"sqlite:///{d}/state.db")
-        apply_objects(store, load_objects(services_yaml(n)))
+        apply_objects(store, load_objects(services_yaml(n, 1)))
         objs = [load_objects(_slice_doc((k * 37) % n, k)) for k in range(reps)]
         t = _timed(reps, lambda k: apply_objects(store, objs[k]))
         floor = _timed(reps, lambda k: store.put("/podnet/bench/floor", to_json(objs[k][0])))
