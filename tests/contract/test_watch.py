@@ -146,3 +146,26 @@ def test_watch_from_the_compaction_point_still_works(store: Store, ns: str, coll
     assert [(e.type, e.key, e.value, e.revision) for e in events] == [
         ("put", ns + "a", b"2", r2), ("put", ns + "a", b"3", r2 + 1),
     ]
+
+
+def test_done_through_never_claims_a_revision_with_events_still_to_come(store: Store, ns: str) -> None:
+    """A reader that must not act on half a commit waits on done_through (see base.Watch)."""
+    r0 = store.revision()
+    store.commit([Put(ns + "a", b"1"), Put(ns + "b", b"1"), Put(ns + "c", b"1")])
+    store.put(ns + "d", b"1")
+    last = store.commit([Put(ns + "e", b"1"), Delete(ns + "a")])
+    w = store.watch(ns, r0 + 1)
+    try:
+        seen: list[tuple[int, int]] = []
+        for ev in w:
+            seen.append((ev.revision, w.done_through))  # type: ignore[attr-defined]
+            if len(seen) == 6:
+                break
+    finally:
+        w.close()
+    revisions = [rev for rev, _ in seen]
+    assert revisions == [r0 + 1] * 3 + [r0 + 2] + [r0 + 3] * 2
+    for i, (rev, done) in enumerate(seen):
+        assert done >= rev - 1, (i, seen)  # everything before this event's revision came before it
+        assert all(later > done for later in revisions[i + 1:]), (i, seen)  # nothing at or below done is left
+    assert seen[-1][1] >= last  # the last event completes its commit

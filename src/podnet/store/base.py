@@ -131,6 +131,11 @@ class Watch(Protocol):
 
     Raises CompactedError (at creation or while iterating) if from_revision is no longer kept,
     StoreUnavailable if the backend connection is lost (the caller re-lists and watches again).
+
+    Both backends also keep `done_through`: when an event is yielded, every event under the prefix with a
+    revision at or below it has been yielded too. One commit's events come one by one; a reader that must
+    never see half a commit (controllers/writeindex.py) waits on this rather than on the last event's
+    revision.
     """
 
     def __iter__(self) -> Iterator[Event]: ...

@@ -747,6 +747,7 @@ class EtcdWatch:
         if from_revision <= 0:  # etcd: 0 means "from now on"; pin it so a resume knows where it was
             from_revision = store.revision() + 1
         self.next_revision = from_revision
+        self.done_through = from_revision - 1  # every event at or below it has been yielded (base.Watch)
         self._check_compacted()
         self._open()
 
@@ -856,11 +857,13 @@ class EtcdWatch:
                         if resp.canceled:
                             log.info("watch %s cancelled by etcd (%s); resuming", self.prefix, resp.cancel_reason)
                             break
-                        for ev in resp.events:
+                        for i, ev in enumerate(resp.events):
                             if self._closed.is_set():
                                 return
                             e = _event(ev)
                             self.next_revision = e.revision + 1
+                            # etcd never splits one revision's events over two responses
+                            self.done_through = e.revision if i == len(resp.events) - 1 else e.revision - 1
                             yield e
                 except grpc.RpcError as exc:
                     if self._closed.is_set():

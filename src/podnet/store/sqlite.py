@@ -645,6 +645,7 @@ class SqliteWatch:
             self._waiter.close()
             raise CompactedError(from_revision, compact)
         self.next_revision = from_revision
+        self.done_through = from_revision - 1  # every event at or below it has been yielded (base.Watch)
 
     def _heads(self) -> tuple[int, int]:
         rows = dict(self._conn.execute("SELECT name, value FROM meta WHERE name IN ('revision', 'compact')"))
@@ -695,9 +696,11 @@ class SqliteWatch:
                     if self._closed.is_set():
                         return
                     raise StoreUnavailable(f"sqlite store {self._store.path}: watch: {exc}") from exc
-                for ev in events:
+                for i, ev in enumerate(events):
                     if self._closed.is_set():
                         return
+                    # the last event of a fetch completes every revision the fetch read up to
+                    self.done_through = self.next_revision - 1 if i == len(events) - 1 else ev.revision - 1
                     yield ev
                 if not events:
                     self._waiter.wait()
