@@ -9,6 +9,10 @@ Scenarios (sqlite store in a temp dir):
 
 Baseline in the same run: one plain store.put of the same object's bytes (the floor of any write path).
 
+The same new Service, changed Pod and deleted Pod once more as the API server writes them, planned from
+its write index (controllers/writeindex.py, a watch cache of the store) rather than from lists of whole
+namespaces, which `podnet apply` (one process per command, no cache) still reads.
+
 Also the lab controller (src/podnet/lab/controller.py) on the same 2k services + 2k pods: the time from an
 agent's status write of one pod reached the controller's informer until the controller has written that
 service's slice (one round), against the full recompute it used to run on every change
@@ -33,6 +37,7 @@ from podnet.api.loader import load_objects, to_json
 from podnet.api.pod import Pod
 from podnet.controllers.apply import apply_objects, delete_objects
 from podnet.controllers.endpoints import sync_ops
+from podnet.controllers.writeindex import WriteIndex
 from podnet.lab import topology
 from podnet.lab.controller import LabController
 from podnet.lab.state import LabState
@@ -98,8 +103,35 @@ def run(n: int, reps: int) -> list[tuple[str, float, float]]:
         t = _timed(reps, lambda k: delete_objects(store, [("Pod", "default", f"p{(k * 37) % n}")]))
         floor = _timed(reps, lambda k: store.delete(keys.resource("Pod", "default", "nope")))
         rows.append((f"{n} svc + {n} pods: delete 1 Pod", t, floor))
+        rows += _indexed_rows(store, n, reps)
         rows.append(_controller_row(store, n, reps))
         store.close()
+    return rows
+
+
+def _indexed_rows(store, n: int, reps: int) -> list[tuple[str, float, float]]:  # type: ignore[no-untyped-def]
+    """The same three writes as the API server makes them: planned from its WriteIndex (a watch cache of
+    the store) instead of lists of whole namespaces. Other objects than the rows above, same store."""
+    rows = []
+    index = WriteIndex(store).start()
+    try:
+        if not index.caught_up(60):
+            raise SystemExit("the write index did not catch up with the store in 60 s")
+        svcs = [load_objects(_svc_doc(n + reps + k)) for k in range(reps)]
+        t = _timed(reps, lambda k: apply_objects(store, svcs[k], index=index))
+        floor = _timed(reps, lambda k: store.put("/podnet/bench/floor", to_json(svcs[k][0])))
+        rows.append((f"{n} svc + {n} pods: apply 1 new Service, API server (write index)", t, floor))
+        pods = [load_objects(_pod_doc((k * 41 + 3) % n, reps + k + 1)) for k in range(reps)]
+        t = _timed(reps, lambda k: apply_objects(store, pods[k], index=index))
+        floor = _timed(reps, lambda k: store.put("/podnet/bench/floor", to_json(pods[k][0])))
+        rows.append((f"{n} svc + {n} pods: apply 1 changed Pod, API server (write index)", t, floor))
+        t = _timed(reps, lambda k: delete_objects(store, [("Pod", "default", f"p{(k * 41 + 3) % n}")], index=index))
+        floor = _timed(reps, lambda k: store.delete(keys.resource("Pod", "default", "nope")))
+        rows.append((f"{n} svc + {n} pods: delete 1 Pod, API server (write index)", t, floor))
+        if sync_ops(store):
+            raise SystemExit("the writes through the write index left derived slices out of date")
+    finally:
+        index.stop()
     return rows
 
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from podnet.apiserver import certs
 from podnet.apiserver.app import Settings, ensure_namespaces, make_app, tls_context
+from podnet.controllers.writeindex import WriteIndex
 from podnet.errors import Problem, ValidationError
 
 log = logging.getLogger("podnet.apiserver")
@@ -100,4 +101,9 @@ def run(settings: Settings, listen: list[str], cert_dir: str, *, port_file: Path
     d = certs.ensure(cert_dir, [h for h, _ in addrs] + [h for _, h, _ in in_netns])
     settings.tokens.add(d.token())
     ensure_namespaces(settings.store)
-    asyncio.run(_serve(settings, addrs, d, port_file, in_netns))
+    if settings.write_index is None:
+        settings.write_index = WriteIndex(settings.store, name="apiserver write index").start()
+    try:
+        asyncio.run(_serve(settings, addrs, d, port_file, in_netns))
+    finally:
+        settings.write_index.stop()

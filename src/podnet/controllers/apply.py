@@ -39,6 +39,7 @@ from podnet.api.service import Service
 from podnet.api.statefulset import StatefulSet
 from podnet.controllers.allocators import AllocatorConfig, ClusterIPAllocator, NodePortAllocator
 from podnet.controllers.endpoints import selector_matches, slice_ops
+from podnet.controllers.writeindex import WriteIndex
 from podnet.errors import (
     AllocationError,
     AlreadyExists,
@@ -93,6 +94,15 @@ class _View:
     _absent_ips: set[str] = field(default_factory=set)  # point reads that found no record
     _absent_ports: set[int] = field(default_factory=set)
     nodes: set[str] | None = None
+    index: WriteIndex | None = None  # a long-running writer's watch cache (writeindex.py), if it keeps one
+    _use_index: bool | None = None
+
+    @property
+    def indexed(self) -> WriteIndex | None:
+        """The index, if there is one and it has caught up with the store (asked once per attempt)."""
+        if self._use_index is None:
+            self._use_index = self.index is not None and self.index.caught_up()
+        return self.index if self._use_index else None
 
     def fetch(self, wanted: Iterable[str]) -> None:
         """Read the given resource keys (once each)."""
@@ -169,7 +179,9 @@ class _View:
         if self.nodes is None:
             prefix = keys.kind_prefix("Node")
             names = set()
-            for kv in self.store.list(prefix).items:
+            index = self.indexed
+            stored = index.members([("node",)]) if index is not None else self.store.list(prefix).items
+            for kv in stored:
                 if kv.key in self.known:
                     continue
                 try:
@@ -185,6 +197,9 @@ class _View:
     def stored(self, kind: str, namespace: str) -> list[KeyValue]:
         """The raw stored objects of a kind in a namespace, except keys this view already knows."""
         return [kv for kv in self.store.list(keys.kind_prefix(kind, namespace)).items if kv.key not in self.known]
+
+    def unknown(self, kvs: Iterable[KeyValue]) -> list[KeyValue]:
+        return [kv for kv in kvs if kv.key not in self.known]
 
     def planned(self, kind: str, namespace: str) -> list[tuple[str, Resource]]:
         """The known objects of a kind in a namespace, as planned so far."""
@@ -562,17 +577,21 @@ class _Planner:
         namespaces = {ns for ns, _ in self.affected} | {ns for ns, _ in self.touched_pods}
         if not namespaces:
             return
-        if self.touched_pods:  # the affected services are known only after reading services: all slices first
-            raw_slices = {ns: self.view.stored("EndpointSlice", ns) for ns in sorted(namespaces)}
-        else:
-            raw_slices = {ns: self._slices_named_for(ns, {n for sns, n in self.affected if sns == ns})
-                          for ns in sorted(namespaces)}
         services: dict[tuple[str, str], Service] = {}
         for ns in sorted(namespaces):
             for _, obj in self.view.planned("Service", ns):
                 if isinstance(obj, Service):
                     services[(ns, obj.name)] = obj
-        self._services_selecting_touched_pods(services)
+        index = self.view.indexed
+        stored_services: dict[str, list[KeyValue]] | None = None
+        if index is not None:
+            raw_slices, stored_services = self._indexed_reads(index, namespaces, services)
+        elif self.touched_pods:  # the affected services are known only after reading services: all slices first
+            raw_slices = {ns: self.view.stored("EndpointSlice", ns) for ns in sorted(namespaces)}
+        else:
+            raw_slices = {ns: self._slices_named_for(ns, {n for sns, n in self.affected if sns == ns})
+                          for ns in sorted(namespaces)}
+        self._services_selecting_touched_pods(services, stored_services)
         if not self.affected:
             return
         pods = [pod for ns in sorted({ns for ns, _ in self.affected}) for pod in self._candidate_pods(ns, services)]
@@ -588,6 +607,39 @@ class _Planner:
             elif isinstance(prior, Put) and isinstance(op, Delete):
                 continue
             self.ops[op.key] = op
+
+    def _indexed_reads(self, index: WriteIndex, namespaces: set[str], services: dict[tuple[str, str], Service],
+                       ) -> tuple[dict[str, list[KeyValue]], dict[str, list[KeyValue]]]:
+        """From the index, per namespace: the stored slices of every service this change may affect, and
+        the stored services that may select a touched pod (their selector's smallest pair is one of the
+        pod's labels).
+
+        Outputs before inputs (see _View): the slices of the services the selector buckets name are read
+        first, then the buckets are asked again for the services themselves; a service that appeared in
+        between has its slices read and the buckets are asked once more, until they name nothing new.
+        """
+        raw_slices: dict[str, list[KeyValue]] = {}
+        stored_services: dict[str, list[KeyValue]] = {}
+        for ns in sorted(namespaces):
+            selectors = {("selector", ns, k, v) for pns, labels in self.touched_pods if pns == ns
+                         for k, v in labels.items()}
+            names = {n for sns, n in self.affected if sns == ns} | {n for sns, n in services if sns == ns}
+            names |= {_name(kv.key) for kv in index.members(selectors)}
+            read: set[str] = set()
+            slices: dict[str, KeyValue] = {}
+            while True:
+                todo = names - read
+                for kv in self.view.unknown(index.members(
+                        b for n in sorted(todo) for b in (("slice", ns, n), ("stem", ns, n[:57])))):
+                    slices[kv.key] = kv
+                read |= todo
+                svcs = self.view.unknown(index.members(selectors))
+                names = read | {_name(kv.key) for kv in svcs}
+                if names <= read:
+                    break
+            raw_slices[ns] = list(slices.values())
+            stored_services[ns] = svcs
+        return raw_slices, stored_services
 
     def _slices_named_for(self, ns: str, names: set[str]) -> list[KeyValue]:
         """The stored slices of ns whose names start as a controller's slices of these services do.
@@ -607,10 +659,12 @@ class _Planner:
                     found[kv.key] = kv
         return list(found.values())
 
-    def _services_selecting_touched_pods(self, services: dict[tuple[str, str], Service]) -> None:
+    def _services_selecting_touched_pods(self, services: dict[tuple[str, str], Service],
+                                         stored: dict[str, list[KeyValue]] | None) -> None:
         """Add the services selecting a touched pod (old or new labels) to affected and to services.
 
-        services holds the planned ones on entry; stored ones are read per touched namespace. An inverted
+        services holds the planned ones on entry; stored ones are those the index found (stored), or
+        without an index every one of each touched namespace. An inverted
         index (namespace, label key, value) -> selectors keeps a bulk apply of many pods from comparing
         every pod with every service.
         """
@@ -626,7 +680,7 @@ class _Planner:
             for (sns, sname), svc in services.items():
                 if sns == ns and svc.spec.selector:
                     index.setdefault(min(svc.spec.selector.items()), []).append((svc.spec.selector, sname, svc))
-            for kv in self.view.stored("Service", ns):
+            for kv in stored.get(ns, []) if stored is not None else self.view.stored("Service", ns):
                 if not may_select(kv.value):
                     continue
                 data = _loads(kv.value)
@@ -654,11 +708,16 @@ class _Planner:
     def _candidate_pods(self, ns: str, services: dict[tuple[str, str], Service]) -> list[Pod]:
         """The pods of ns that some affected service's selector may select (planned state wins)."""
         out = [o for _, o in self.view.planned("Pod", ns) if isinstance(o, Pod)]
-        stored = self.view.stored("Pod", ns)
         wanted = [dict(svc.spec.selector) for ref, svc in services.items()
                   if ref[0] == ns and ref in self.affected and svc.spec.selector]
         if not wanted:
             return out
+        cache = self.view.indexed
+        if cache is not None:  # each selector's smallest label bucket holds every pod it can select
+            smallest = [cache.smallest(("pod", ns, k, v) for k, v in sorted(sel.items())) for sel in wanted]
+            stored = self.view.unknown(cache.members(b for b in smallest if b is not None))
+        else:
+            stored = self.view.stored("Pod", ns)
         may_match = _prefilter({_needle(min(sel.items())[1]) for sel in wanted})
         index: dict[tuple[str, str], list[dict[str, str]]] = {}
         for sel in wanted:
@@ -707,6 +766,10 @@ class _Planner:
         return out
 
 
+def _name(key: str) -> str:
+    return key.rsplit("/", 1)[1]
+
+
 def _stub(kind: str, namespace: str | None, name: str) -> Resource:
     """A bare object of kind with only its name: what a delete reports for an undecodable object."""
     from podnet.api.loader import KINDS
@@ -719,7 +782,7 @@ def _stub(kind: str, namespace: str | None, name: str) -> Resource:
 
 
 def _run(store: Store, build: Callable[[_View, random.Random], _Planner], *, rng: random.Random | None = None,
-         dry_run: bool = False) -> list[Result]:
+         dry_run: bool = False, index: WriteIndex | None = None) -> list[Result]:
     """Plan against a fresh view and commit the plan atomically; re-plan if another writer got in between.
 
     dry_run plans (validation, defaulting, allocation) exactly as a real run and commits nothing: the API
@@ -728,7 +791,7 @@ def _run(store: Store, build: Callable[[_View, random.Random], _Planner], *, rng
     rng = rng or random.Random()
     last: ConflictError | None = None
     for attempt in range(MAX_ATTEMPTS):
-        planner = build(_View(store), rng)
+        planner = build(_View(store, index=index), rng)
         if planner.problems:
             raise ValidationError(planner.problems)
         planner.derived_slices()
@@ -746,6 +809,7 @@ def _run(store: Store, build: Callable[[_View, random.Random], _Planner], *, rng
 def apply_objects(
     store: Store, objs: Sequence[Resource], config: AllocatorConfig | None = None, *,
     rng: random.Random | None = None, dry_run: bool = False, must: Literal["create", "update"] | None = None,
+    index: WriteIndex | None = None,
 ) -> list[Result]:
     """Store objs (already validated) with allocation and derived slices, all in one commit.
 
@@ -757,10 +821,13 @@ def apply_objects(
     runs once (controllers/repair.py): a leaked record is exactly what makes that happen. The apply is
     planned again only if the repair freed something; otherwise the first error stands. A dry run repairs
     nothing (it writes nothing).
+
+    index: a started WriteIndex of this store (a long-running writer keeps one); the derived slices are
+    then planned from it and the cost of one apply does not grow with the objects stored.
     """
     config = config or AllocatorConfig()
     try:
-        return _apply_once(store, objs, config, rng, dry_run, must)
+        return _apply_once(store, objs, config, rng, dry_run, must, index)
     except (AllocationError, ValidationError) as e:
         if isinstance(e, ValidationError) and not any("already allocated" in p.reason for p in e.problems):
             raise
@@ -770,11 +837,11 @@ def apply_objects(
 
         if not repair_allocations(store).freed:
             raise
-    return _apply_once(store, objs, config, rng, dry_run, must)
+    return _apply_once(store, objs, config, rng, dry_run, must, index)
 
 
 def _apply_once(store: Store, objs: Sequence[Resource], config: AllocatorConfig, rng: random.Random | None,
-                dry_run: bool, must: Literal["create", "update"] | None) -> list[Result]:
+                dry_run: bool, must: Literal["create", "update"] | None, index: WriteIndex | None) -> list[Result]:
 
     def build(view: _View, r: random.Random) -> _Planner:
         view.fetch(key_of(o) for o in objs)
@@ -786,7 +853,7 @@ def _apply_once(store: Store, objs: Sequence[Resource], config: AllocatorConfig,
             p.apply(obj)
         return p
 
-    return _run(store, build, rng=rng, dry_run=dry_run)
+    return _run(store, build, rng=rng, dry_run=dry_run, index=index)
 
 
 def _preconditions(view: _View, objs: Sequence[Resource], must: str) -> None:
@@ -806,7 +873,7 @@ def _preconditions(view: _View, objs: Sequence[Resource], must: str) -> None:
 
 def delete_objects(
     store: Store, refs: Iterable[tuple[str, str | None, str]], *, ignore_not_found: bool = False,
-    config: AllocatorConfig | None = None, dry_run: bool = False,
+    config: AllocatorConfig | None = None, dry_run: bool = False, index: WriteIndex | None = None,
 ) -> list[Result]:
     """Delete (kind, namespace, name) refs, freeing allocations and updating derived slices, in one commit.
 
@@ -826,4 +893,4 @@ def delete_objects(
             raise NotFound("\n".join(missing))
         return p
 
-    return _run(store, build, dry_run=dry_run)
+    return _run(store, build, dry_run=dry_run, index=index)
