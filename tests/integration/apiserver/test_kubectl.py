@@ -212,3 +212,44 @@ def test_a_statefulset_manifest_applies_lists_and_deletes(api: Api) -> None:
     finally:
         deleted = api.kubectl("delete", "-f", "-", input=STATEFULSET).stdout
     assert 'statefulset.apps "web" deleted' in deleted
+
+
+_IX_POD = """apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{app: ix}}}}
+spec: {{containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}
+status: {{podIP: {ip}, phase: Running, conditions: [{{type: Ready, status: "True"}}]}}
+"""
+_IX_SVC = """apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec: {{selector: {{app: ix}}, ports: [{{name: http, port: 80, targetPort: http}}]}}
+"""
+
+
+def test_endpoint_slices_follow_kubectl_writes_and_writes_of_another_process(api: Api) -> None:
+    """The server plans slices from its write index (controllers/writeindex.py): each kubectl write, and a
+    `podnet apply` straight to the store just before one, is reflected in the service's slice."""
+    from .conftest import PODNET
+
+    def addresses(svc: str) -> list[str]:
+        out = json.loads(api.kubectl("get", "endpointslices", "-l", f"kubernetes.io/service-name={svc}",
+                                     "-o", "json").stdout)
+        return sorted(a for es in out["items"] for e in es.get("endpoints") or [] for a in e["addresses"])
+
+    api.kubectl("apply", "-f", "-", input=_IX_SVC.format(name="ix"))
+    try:
+        api.kubectl("apply", "-f", "-", input=_IX_POD.format(name="ix-a", ip="10.32.9.1") + "---\n"
+                    + _IX_POD.format(name="ix-b", ip="10.32.9.2"))
+        assert addresses("ix") == ["10.32.9.1", "10.32.9.2"]
+        api.kubectl("label", "pod", "ix-a", "app=other", "--overwrite")
+        assert addresses("ix") == ["10.32.9.2"]
+        api.kubectl("delete", "pod", "ix-b")
+        assert addresses("ix") == []
+        # another writer, with no index of its own, then at once a kubectl write that depends on it
+        subprocess.run([PODNET, "--store", api.store_url, "apply", "-f", "-"], check=True, capture_output=True,
+                       text=True, input=_IX_POD.format(name="ix-c", ip="10.32.9.3"))
+        api.kubectl("apply", "-f", "-", input=_IX_SVC.format(name="ix2"))
+        assert addresses("ix2") == ["10.32.9.3"] and addresses("ix") == ["10.32.9.3"]
+    finally:
+        api.kubectl("delete", "svc,pods", "ix", "ix2", "ix-a", "ix-b", "ix-c", "--ignore-not-found")
