@@ -196,9 +196,10 @@ class _View:
 
     def stored(self, kind: str, namespace: str) -> list[KeyValue]:
         """The raw stored objects of a kind in a namespace, except keys this view already knows."""
-        return [kv for kv in self.store.list(keys.kind_prefix(kind, namespace)).items if kv.key not in self.known]
+        return self.unknown(self.store.list(keys.kind_prefix(kind, namespace)).items)
 
     def unknown(self, kvs: Iterable[KeyValue]) -> list[KeyValue]:
+        """kvs except keys this view already knows (read or planned)."""
         return [kv for kv in kvs if kv.key not in self.known]
 
     def planned(self, kind: str, namespace: str) -> list[tuple[str, Resource]]:

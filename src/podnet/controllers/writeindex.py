@@ -32,12 +32,12 @@ import logging
 import threading
 from collections.abc import Iterable
 
+from podnet.api.defaults import SERVICE_NAME_LABEL
 from podnet.store import keys
 from podnet.store.base import CompactedError, Event, KeyValue, Store, StoreError, Watch
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 ROOT = "/"  # every key podnet or flannel writes starts with it
 Bucket = tuple[str, ...]
 

@@ -36,15 +36,6 @@ def service(name: str, type_: str = "NodePort", cluster_ip: str | None = None, n
     return svc
 
 
-@pytest.fixture
-def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = open_store(f"sqlite:///{tmp_path}/state.db")
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 def test_cluster_ip_range_excludes_network_broadcast_and_first_address() -> None:
     alloc = ClusterIPAllocator("10.96.0.0/29", {})
     got = {alloc.allocate(f"s{i}", random.Random(i)) for i in range(5)}

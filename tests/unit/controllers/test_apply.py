@@ -39,15 +39,6 @@ status: {{podIP: {ip}, phase: Running, conditions: [{{type: Ready, status: "True
 """
 
 
-@pytest.fixture
-def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = open_store(f"sqlite:///{tmp_path}/state.db")
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 def slices(store) -> list[EndpointSlice]:  # type: ignore[no-untyped-def]
     return [from_json(kv.value) for kv in store.list(keys.kind_prefix("EndpointSlice")).items]  # type: ignore[misc]
 

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from podnet.api import load_objects
 from podnet.controllers.allocators import AllocatorConfig
 from podnet.controllers.apply import apply_objects, delete_objects
@@ -32,13 +30,6 @@ spec: {containers: [{name: c}]}
 status: {podIP: 10.244.1.5, phase: Running, conditions: [{type: Ready, status: "True"}]}
 """
 WEB = keys.resource("Service", "default", "web")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = open_store(f"sqlite://{tmp_path}/s.db")
-    yield s
-    s.close()
 
 
 def alloc_keys(store: Store) -> dict[str, str]:

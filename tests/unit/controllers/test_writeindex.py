@@ -23,15 +23,6 @@ from tests.unit.controllers.test_apply import SVC, CountingStore, ns_yaml, pod_y
 
 
 @pytest.fixture
-def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = open_store(f"sqlite:///{tmp_path}/state.db")
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-@pytest.fixture
 def index(store):  # type: ignore[no-untyped-def]
     ix = WriteIndex(store).start()
     try:
