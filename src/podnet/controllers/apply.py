@@ -235,7 +235,7 @@ def _prefilter(needles: set[bytes]) -> Callable[[bytes], bool]:
 def _loads(value: bytes) -> dict[str, object] | None:
     try:
         data = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return None
     return data if isinstance(data, dict) else None
 

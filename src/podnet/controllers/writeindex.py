@@ -67,7 +67,7 @@ def buckets_of(key: str, value: bytes) -> tuple[Bucket, ...]:
     ns, _, name = key[len(prefix):].partition("/")
     try:
         data = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return ()
     if prefix is _PODS:
         return tuple(("pod", ns, k, v) for k, v in sorted(_str_dict(data, "metadata", "labels").items()))

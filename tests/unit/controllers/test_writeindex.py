@@ -177,6 +177,25 @@ def test_caught_up_waits_for_the_last_event_of_a_commit() -> None:
         ix.stop()
 
 
+def test_stored_values_no_parser_can_read_leave_the_index_and_the_planner_working(store, index) -> None:  # type: ignore[no-untyped-def]
+    """Raw store contents may be anything: not JSON, JSON of the wrong shape, or nested past Python's
+    recursion limit (well inside the 1.5 MiB value limit). Such an object is in no bucket; nothing stops."""
+    apply_objects(store, load_objects(_svc("web", "web")))
+    bad = {"deep": b'{"metadata":{"labels":{"app":"web"}},"x":' + b"[" * 200_000 + b"]" * 200_000 + b"}", "cut": b'{"metadata":' * 100_000, "list": b"[1]",
+           "labels": b'{"metadata":{"labels":["app","web"]}}', "bytes": b"\xff\xfe"}
+    for name, value in bad.items():
+        store.put(keys.resource("Pod", "default", name), value)
+        store.put(keys.resource("Service", "default", f"bad-{name}"), value)
+    apply_objects(store, load_objects(_pod("a", "10.32.0.5", "web")), index=index)
+    assert index.caught_up(5) and index.relists == 0
+    assert [kv.key for kv in index.members([("pod", "default", "app", "web")])] == [keys.resource("Pod", "default", "a")]
+    for use in (index, None):  # the planner's own pre-filter reads the same bytes without the index
+        apply_objects(store, load_objects(_svc("web", "web").replace("port: 80", "port: 81")), index=use)
+        apply_objects(store, load_objects(_pod("b", "10.32.0.6", "web")), index=use)
+    assert ready_addresses([es for es in slices(store) if es.service_name == "web"], "http") == [
+        "10.32.0.5:8080", "10.32.0.6:8080"]
+
+
 def test_a_stopped_index_makes_the_planner_read_the_store(store) -> None:  # type: ignore[no-untyped-def]
     ix = WriteIndex(store).start()
     assert ix.caught_up(10)
