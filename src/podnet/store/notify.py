@@ -64,9 +64,14 @@ class _DirWatch:
         self.thread.start()
 
     def _run(self) -> None:
+        # poll, not select: select() refuses descriptors >= 1024, which a busy process (an API server with
+        # many clients, a long test run) reaches; the thread would then die and every watcher fall back.
+        poller = select.poll()
+        poller.register(self.ino.fileno(), select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
         try:
             while not self._stopped:
-                ready, _, _ = select.select([self.ino.fileno(), self._wake_r], [], [])
+                ready = {fd for fd, _ in poller.poll()}
                 if self._wake_r in ready:
                     return
                 names = {e.name for e in self.ino.read(timeout=0)}
@@ -76,14 +81,22 @@ class _DirWatch:
                             self.seq[n] += 1
                     self.cond.notify_all()
         except (OSError, ValueError) as exc:
-            log.debug("inotify on %s stopped: %s", self.directory, exc)
+            log.warning("inotify on %s stopped: %s; its watchers re-read every %.0f s", self.directory, exc,
+                        FALLBACK)
+            with _LOCK:  # later waiters get a fresh one
+                key = (os.getpid(), self.directory)
+                if _DIRS.get(key) is self:
+                    del _DIRS[key]
         finally:
             self.ino.close()
             os.close(self._wake_r)
 
     def stop(self) -> None:
         self._stopped = True
-        os.write(self._wake_w, b"x")
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:  # the thread already ended (and closed the read end)
+            pass
         os.close(self._wake_w)
 
 
@@ -128,8 +141,11 @@ class Waiter:
             self._seen = dw.seq.get(self._name, 0)
 
     def close(self) -> None:
-        self._closed = True
-        dw, self._dw = self._dw, None
+        """Idempotent, from any thread (a watch closes its waiter from both its iterating thread and its
+        closer): only the first call gives up this waiter's share of the directory watch."""
+        with _LOCK:
+            self._closed = True
+            dw, self._dw = self._dw, None
         if dw is None:
             with _POLL_COND:
                 _POLL_COND.notify_all()
@@ -139,7 +155,9 @@ class Waiter:
         with _LOCK:
             dw.users -= 1
             if dw.users == 0:
-                _DIRS.pop((os.getpid(), dw.directory), None)
+                key = (os.getpid(), dw.directory)
+                if _DIRS.get(key) is dw:
+                    del _DIRS[key]
                 dw.stop()
 
 
