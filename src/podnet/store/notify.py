@@ -10,6 +10,7 @@ so a missed wake-up (a writer of an older podnet, inotify unavailable) costs lat
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import select
@@ -25,25 +26,27 @@ def notify_path(db_path: str) -> str:
 
 
 class Poke:
-    """The writer's side: one open descriptor, one pwrite per commit."""
+    """The writer's side: one open descriptor, one pwrite per commit. The descriptor is a FileIO, so a
+    store dropped without close() (a one-shot reader, a test) does not leak it; a forked child opens its own."""
 
     def __init__(self, db_path: str) -> None:
         self.path = notify_path(db_path)
-        self._fd: int | None = None
+        self._file: io.FileIO | None = None
         self._pid = os.getpid()
 
     def __call__(self) -> None:
         try:
-            if self._fd is None or self._pid != os.getpid():
-                self._fd, self._pid = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644), os.getpid()
-            os.pwrite(self._fd, b"\x01", 0)
-        except OSError as exc:  # watchers fall back to their periodic read
+            if self._file is None or self._pid != os.getpid():
+                self._file, self._pid = io.FileIO(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644),
+                                                  "w"), os.getpid()
+            os.pwrite(self._file.fileno(), b"\x01", 0)
+        except (OSError, ValueError) as exc:  # watchers fall back to their periodic read
             log.debug("cannot poke %s: %s", self.path, exc)
 
     def close(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
-            os.close(self._fd)
-        self._fd = None
+        f, self._file = self._file, None
+        if f is not None and self._pid == os.getpid():
+            f.close()
 
 
 class _DirWatch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import threading
@@ -88,3 +89,26 @@ def test_stopping_a_directory_watch_whose_thread_already_ended_is_quiet(tmp_path
     dw.thread.join(timeout=5)
     assert not dw.thread.is_alive()
     w.close()  # stop() writes into a pipe nobody reads any more: no BrokenPipeError
+
+
+def _open_on(path: str) -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}") == path
+        except OSError:
+            pass
+    return n
+
+
+def test_a_store_dropped_without_close_leaves_no_descriptor_on_the_notify_file(tmp_path: Path) -> None:
+    from podnet.store.sqlite import SqliteStore
+
+    path = notify.notify_path(str(tmp_path / "state.db"))
+    for _ in range(5):
+        store = SqliteStore(f"sqlite://{tmp_path}/state.db")
+        store.put("/pn-test/a", b"{}")  # pokes: opens the notify file
+        assert _open_on(path) >= 1
+        del store
+    gc.collect()
+    assert _open_on(path) == 0
