@@ -84,7 +84,11 @@ def test_podnet_reads_flannel_written_leases_as_peers(etcd: EtcdCluster) -> None
 
     def wait_events(n: int) -> list[LeaseEvent]:
         with cond:
-            assert cond.wait_for(lambda: len(events) >= n, 10), f"events so far: {events}"
+            if not cond.wait_for(lambda: len(events) >= n, 10):
+                inf = watcher.informer if watcher is not None else None
+                state = (f"informer revision {inf.revision}, relists {inf.relists}, holds {sorted(inf.snapshot())}"
+                         if inf is not None else "no watcher")
+                raise AssertionError(f"events so far: {events}; {state}; store revision {store.revision()}")
             return list(events)
 
     watcher: LeaseWatch | None = None

@@ -82,7 +82,7 @@ def test_stopping_a_directory_watch_whose_thread_already_ended_is_quiet(tmp_path
     w = notify.Waiter(db)
     dw = w._dw
     assert dw is not None
-    dw._stopped = True  # the thread ends at its next wake-up, closing the pipe's read end
+    dw._stopped = True  # stop() has begun: an inotify event now (any write to the WAL) ends the thread
     poke = notify.Poke(db)
     poke()
     poke.close()
