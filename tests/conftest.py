@@ -8,6 +8,25 @@ from collections.abc import Iterator
 
 import pytest
 
+# Folders whose tests build namespaces, labs, etcd clusters or daemons and wait on them in real time.
+_SERIAL = ("integration", "chaos")
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`make test` runs `-n 2`: every test of _SERIAL on one worker, in collection order, exactly as
+    without xdist (they share the host's CPU, xtables lock and timing margins); the CPU-bound unit and
+    contract tests on the other worker meanwhile. (xdist's own loadgroup cannot do this on pytest 9: it
+    renames node ids through an attribute pytest no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SerialFolders(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            parts = nodeid.split("/")
+            return "serial" if len(parts) > 2 and parts[1] in _SERIAL else nodeid
+
+    return SerialFolders(config, log)
+
 
 def _is_root() -> bool:
     return os.geteuid() == 0
