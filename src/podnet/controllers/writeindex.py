@@ -1,88 +1,45 @@
-"""WriteIndex: the write path's watch cache, so that applying one object reads what that object touches.
+"""The planner's indexes: which stored objects one write touches, without listing namespaces.
 
-The planner (controllers/apply.py) derives EndpointSlices from Services and Pods. Without help it finds
-"the services selecting this pod", "the pods this service selects" and "this service's slices" by listing
-whole namespaces, which makes one apply cost O(objects stored). A long-running writer (the API server)
-keeps this index instead, as kube-apiserver keeps its watch cache and kube-controller-manager its
-informers: every Pod, Service, EndpointSlice and Node as stored (key, bytes, revisions), and buckets
+The planner (controllers/apply.py) asks an index two things: the stored objects in some buckets
+(store/buckets.py says what a bucket is), and which of some buckets is smallest. Two kinds answer:
 
-- ("pod", namespace, label, value) -> pod keys, for every label of every pod;
-- ("selector", namespace, label, value) -> service keys, under the smallest (label, value) pair of the
-  service's selector: a service can only select a pod that carries that pair;
-- ("slice", namespace, service name) -> slice keys, by the kubernetes.io/service-name label, and
-  ("stem", namespace, name[:-6]) by the name the controller derives (`<service[:57]>-<5 hex>`);
-- ("node",) -> node keys.
+- `WriteIndex`, the long-running writer's watch cache (the API server keeps one), as kube-apiserver keeps
+  its watch cache and kube-controller-manager its informers: every Pod, Service, EndpointSlice and Node
+  as stored (key, bytes, revisions), filed in buckets. Fresh enough to plan from: `caught_up()` waits
+  until the index has applied every commit up to the store revision read at that moment (a few tenths
+  of a millisecond behind the commit, by the store's watch), so a plan never misses a write that
+  finished before it began. It follows the store's whole key space ("/") so that every revision reaches
+  it as an event, and counts a revision as applied only when the watch says all of that commit's events
+  were delivered (Watch.done_through): a reader never sees half a commit. After a gap (compaction,
+  store restart) it lists again; until then caught_up() is False and the planner reads the store itself.
+  It works on either store. An object whose JSON does not parse is kept (its key and revision still
+  matter to a conditional write) in no bucket.
+- `StoreIndex`, a store's own bucket table (the SQLite store writes it in the transaction of every
+  object, so it is never behind): what a one-shot `podnet apply` uses. etcd keeps no such table.
 
-Buckets are hints: the planner reads the bytes and decides on them, as it would on a list. An object
-whose JSON does not parse is kept (its key and revision still matter to a conditional write) in no bucket.
-
-Fresh enough to plan from: `caught_up()` waits until the index has applied every commit up to the store
-revision read at that moment (a few tenths of a millisecond behind the commit, by the store's watch), so
-a plan never misses a write that finished before it began. It follows the store's whole key space ("/")
-so that every revision reaches it as an event, and counts a revision as applied only when the watch says
-all of that commit's events were delivered (Watch.done_through): a reader never sees half a commit.
-After a gap (compaction, store restart) it lists again; until then caught_up() is False and the planner
-reads the store itself.
+`index_for` picks: the writer's WriteIndex if it has one, else the store's own, else none (the planner
+lists).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterable
+from typing import Protocol, cast
 
-from podnet.api.defaults import SERVICE_NAME_LABEL
-from podnet.store import keys
 from podnet.store.base import CompactedError, Event, KeyValue, Store, StoreError, Watch
+from podnet.store.buckets import Bucket, buckets_of, indexed
 
 log = logging.getLogger(__name__)
 
 ROOT = "/"  # every key podnet or flannel writes starts with it
-Bucket = tuple[str, ...]
-
-_PODS = keys.kind_prefix("Pod")
-_SERVICES = keys.kind_prefix("Service")
-_SLICES = keys.kind_prefix("EndpointSlice")
-_NODES = keys.kind_prefix("Node")
 
 
-def _str_dict(data: object, *path: str) -> dict[str, str]:
-    for p in path:
-        data = data.get(p) if isinstance(data, dict) else None
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
-
-
-def buckets_of(key: str, value: bytes) -> tuple[Bucket, ...]:
-    """The buckets a stored object belongs to (none for a key outside the indexed kinds or bad JSON)."""
-    if key.startswith(_NODES):
-        return (("node",),)
-    for prefix in (_PODS, _SERVICES, _SLICES):
-        if key.startswith(prefix):
-            break
-    else:
-        return ()
-    ns, _, name = key[len(prefix):].partition("/")
-    try:
-        data = json.loads(value)
-    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
-        return ()
-    if prefix is _PODS:
-        return tuple(("pod", ns, k, v) for k, v in sorted(_str_dict(data, "metadata", "labels").items()))
-    if prefix is _SERVICES:
-        selector = _str_dict(data, "spec", "selector")
-        return (("selector", ns, *min(selector.items())),) if selector else ()
-    out: list[Bucket] = [("stem", ns, name[:-6])]
-    service = _str_dict(data, "metadata", "labels").get(SERVICE_NAME_LABEL)
-    if service is not None:
-        out.append(("slice", ns, service))
-    return tuple(out)
-
-
-def _indexed(key: str) -> bool:
-    return key.startswith((_PODS, _SERVICES, _SLICES, _NODES))
+class Index(Protocol):
+    def caught_up(self, timeout: float = 1.0) -> bool: ...
+    def members(self, buckets: Iterable[Bucket]) -> list[KeyValue]: ...
+    def smallest(self, buckets: Iterable[Bucket]) -> Bucket | None: ...
 
 
 class WriteIndex:
@@ -201,14 +158,14 @@ class WriteIndex:
             self._member.clear()
             self._buckets.clear()
             for kv in items:
-                if _indexed(kv.key):
+                if indexed(kv.key):
                     self._put(kv)
             self._done = revision
             self._cond.notify_all()
 
     def _apply(self, event: Event, done_through: int) -> None:
         with self._cond:
-            if _indexed(event.key):
+            if indexed(event.key):
                 prev = self._kvs.get(event.key)
                 self._remove(event.key)
                 if event.type == "put":
@@ -234,3 +191,41 @@ class WriteIndex:
                 s.discard(key)
                 if not s:
                     del self._buckets[b]
+
+
+class BucketStore(Protocol):
+    """A store that keeps the bucket table itself (SqliteStore)."""
+
+    keeps_buckets: bool
+
+    def bucket_members(self, buckets: list[Bucket]) -> list[KeyValue]: ...
+    def bucket_sizes(self, buckets: list[Bucket]) -> dict[Bucket, int]: ...
+
+
+class StoreIndex:
+    """A store's own bucket table as the planner's index. Each read is one snapshot of the store as
+    committed, so it is always caught up."""
+
+    def __init__(self, store: BucketStore) -> None:
+        self.store = store
+
+    def caught_up(self, timeout: float = 1.0) -> bool:
+        return True
+
+    def members(self, buckets: Iterable[Bucket]) -> list[KeyValue]:
+        return self.store.bucket_members(list(buckets))
+
+    def smallest(self, buckets: Iterable[Bucket]) -> Bucket | None:
+        wanted = list(buckets)
+        sizes = self.store.bucket_sizes(wanted)
+        return min(wanted, key=lambda b: sizes.get(b, 0), default=None)
+
+
+def index_for(store: Store, index: Index | None) -> Index | None:
+    """The index a plan on this store reads: the writer's own, else the store's bucket table if it keeps
+    one (SQLite), else None (the planner lists namespaces)."""
+    if index is not None:
+        return index
+    if getattr(store, "keeps_buckets", False):
+        return StoreIndex(cast(BucketStore, store))
+    return None

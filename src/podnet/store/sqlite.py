@@ -55,6 +55,7 @@ from podnet.store.base import (
     StoreUnavailable,
     check_put,
 )
+from podnet.store.buckets import Bucket, buckets_of, encode, indexed
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -97,12 +98,31 @@ CREATE INDEX IF NOT EXISTS leases_expiry ON leases (expiry);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('schema', 1), ('revision', 1), ('compact', 0);
 """
 
+# Schema 2: the planner's buckets (store/buckets.py), written in the transaction of every object write,
+# so a one-shot `podnet apply` finds the objects one change touches without listing namespaces.
+SCHEMA_VERSION = 2
+_SCHEMA_2 = """
+CREATE TABLE IF NOT EXISTS buckets (bucket TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (bucket, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS buckets_by_key ON buckets (key);
+"""
+
 # Every read of a value goes through this: SQLite types per value, not per column, so a row written by
 # hand (the sqlite3 shell, another tool) may hold TEXT, INTEGER or REAL in the BLOB column. CAST gives
 # the value's bytes whatever its type (TEXT: its UTF-8 bytes; numbers: their decimal text), so readers
 # always get bytes, and a value that is not a valid object is reported by key by its decoder and
 # skipped, like any bad BLOB, instead of a TypeError in every reader.
 _VALUE = "CAST(value AS BLOB)"
+
+
+def _set_buckets(conn: sqlite3.Connection, key: str, value: bytes) -> None:
+    if indexed(key):
+        conn.executemany("INSERT OR IGNORE INTO buckets (bucket, key) VALUES (?, ?)",
+                         [(encode(b), key) for b in buckets_of(key, value)])
+
+
+def _drop_buckets(conn: sqlite3.Connection, key: str) -> None:
+    if indexed(key):
+        conn.execute("DELETE FROM buckets WHERE key=?", (key,))
 
 
 def path_from_url(url: str) -> str:
@@ -251,21 +271,35 @@ class SqliteStore:
 
     def _create_schema_once(self) -> None:
         conn = self._conn
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE name='events'").fetchone() is not None:
+        if self._schema(conn) >= SCHEMA_VERSION:
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._create_schema(conn)
+            if self._schema(conn) < SCHEMA_VERSION:  # another process may have done it meanwhile
+                self._create_schema(conn)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
     @staticmethod
+    def _schema(conn: sqlite3.Connection) -> int:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() is None:
+            return 0
+        row = conn.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
     def _create_schema(conn: sqlite3.Connection) -> None:
-        for stmt in _SCHEMA.split(";"):
+        """Create what is missing, up to SCHEMA_VERSION; a schema-1 file gets its buckets filled in from kv."""
+        for stmt in (_SCHEMA + _SCHEMA_2).split(";"):
             if stmt.strip():
                 conn.execute(stmt)
+        if conn.execute("SELECT value FROM meta WHERE name='schema'").fetchone()[0] < 2:
+            conn.execute("DELETE FROM buckets")
+            for key, value in conn.execute(f"SELECT key, {_VALUE} FROM kv").fetchall():
+                _set_buckets(conn, key, bytes(value))
+        conn.execute("UPDATE meta SET value=? WHERE name='schema'", (SCHEMA_VERSION,))
 
     # ---- plumbing -------------------------------------------------------------------------------
 
@@ -381,6 +415,7 @@ class SqliteStore:
         rows = conn.execute(f"SELECT key, {_VALUE} FROM kv WHERE lease=? ORDER BY key", (lease_id,)).fetchall()
         for key, value in rows:
             conn.execute("DELETE FROM kv WHERE key=?", (key,))
+            _drop_buckets(conn, key)
             conn.execute(
                 "INSERT INTO events (rev, seq, type, key, value, prev_value) VALUES (?, ?, 'delete', ?, NULL, ?)",
                 (rev, seq, key, value),
@@ -442,6 +477,49 @@ class SqliteStore:
         self._sweep_if_needed()
         return self._read(self._rev)
 
+    # ---- buckets (store/buckets.py; controllers/writeindex.StoreIndex reads them) -----------------
+
+    keeps_buckets = True
+
+    def bucket_members(self, buckets: builtins.list[Bucket]) -> builtins.list[KeyValue]:
+        """The objects in any of these buckets, each once, in key order, from one snapshot."""
+        self._sweep_if_needed()
+        names = [encode(b) for b in buckets]
+
+        def run(conn: sqlite3.Connection) -> builtins.list[KeyValue]:
+            out: dict[str, KeyValue] = {}
+            for i in range(0, len(names), 500):  # SQLite binds at most 32766 parameters
+                chunk = names[i:i + 500]
+                rows = conn.execute(
+                    f"SELECT kv.key, CAST(kv.value AS BLOB), kv.create_rev, kv.mod_rev, kv.lease FROM buckets "
+                    f"JOIN kv ON kv.key = buckets.key WHERE buckets.bucket IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for r in rows:
+                    out[r[0]] = KeyValue(r[0], bytes(r[1]), r[2], r[3], r[4])
+            return [out[k] for k in sorted(out)]
+
+        return self._read(run)
+
+    def bucket_sizes(self, buckets: builtins.list[Bucket]) -> dict[Bucket, int]:
+        """How many objects each of these buckets holds (absent: none)."""
+        self._sweep_if_needed()
+        by_name = {encode(b): b for b in buckets}
+
+        def run(conn: sqlite3.Connection) -> dict[Bucket, int]:
+            names = list(by_name)
+            sizes: dict[Bucket, int] = {}
+            for i in range(0, len(names), 500):
+                chunk = names[i:i + 500]
+                for name, n in conn.execute(
+                    f"SELECT bucket, count(*) FROM buckets WHERE bucket IN ({','.join('?' * len(chunk))}) "
+                    "GROUP BY bucket", chunk,
+                ):
+                    sizes[by_name[name]] = n
+            return sizes
+
+        return self._read(run)
+
     # ---- writes ---------------------------------------------------------------------------------
 
     def put(
@@ -499,6 +577,9 @@ class SqliteStore:
                         "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev, lease) VALUES (?, ?, ?, ?, ?)",
                         (op.key, value, create, new_rev, op.lease),
                     )
+                    if cur is not None:
+                        _drop_buckets(conn, op.key)
+                    _set_buckets(conn, op.key, value)
                     conn.execute(
                         "INSERT INTO events (rev, seq, type, key, value, prev_value) VALUES (?, ?, 'put', ?, ?, ?)",
                         (new_rev, seq, op.key, value, cur[0] if cur else None),
@@ -506,6 +587,7 @@ class SqliteStore:
                     seq += 1
                 elif cur is not None:
                     conn.execute("DELETE FROM kv WHERE key=?", (op.key,))
+                    _drop_buckets(conn, op.key)
                     conn.execute(
                         "INSERT INTO events (rev, seq, type, key, value, prev_value) "
                         "VALUES (?, ?, 'delete', ?, NULL, ?)",
