@@ -9,9 +9,11 @@ Scenarios (sqlite store in a temp dir):
 
 Baseline in the same run: one plain store.put of the same object's bytes (the floor of any write path).
 
-The same new Service, changed Pod and deleted Pod once more as the API server writes them, planned from
-its write index (controllers/writeindex.py, a watch cache of the store) rather than from lists of whole
-namespaces, which `podnet apply` (one process per command, no cache) still reads.
+`podnet apply` (one process per command, no cache) plans on SQLite from the store's own bucket table
+(store/buckets.py, written with every object). The same three writes again planned from lists of the
+touched namespaces, what etcd without a write index does (and SQLite did before the table): the
+before-figure. And once more as the API server writes them, planned from its write index
+(controllers/writeindex.py, a watch cache of the store).
 
 Also the lab controller (src/podnet/lab/controller.py) on the same 2k services + 2k pods: the time from an
 agent's status write of one pod reached the controller's informer until the controller has written that
@@ -92,21 +94,46 @@ def run(n: int, reps: int) -> list[tuple[str, float, float]]:
         store = open_store(f"sqlite:///{d}/state.db")
         apply_objects(store, load_objects("\n---\n".join(_svc_doc(i) for i in range(n))))
         apply_objects(store, load_objects("\n---\n".join(_pod_doc(i) for i in range(n))))
-        svcs = [load_objects(_svc_doc(n + k)) for k in range(reps)]
-        t = _timed(reps, lambda k: apply_objects(store, svcs[k]))
-        floor = _timed(reps, lambda k: store.put("/podnet/bench/floor", to_json(svcs[k][0])))
-        rows.append((f"{n} svc + {n} pods: apply 1 new Service", t, floor))
-        pods = [load_objects(_pod_doc((k * 37) % n, k + 1)) for k in range(reps)]
-        t = _timed(reps, lambda k: apply_objects(store, pods[k]))
-        floor = _timed(reps, lambda k: store.put("/podnet/bench/floor", to_json(pods[k][0])))
-        rows.append((f"{n} svc + {n} pods: apply 1 changed Pod", t, floor))
-        t = _timed(reps, lambda k: delete_objects(store, [("Pod", "default", f"p{(k * 37) % n}")]))
-        floor = _timed(reps, lambda k: store.delete(keys.resource("Pod", "default", "nope")))
-        rows.append((f"{n} svc + {n} pods: delete 1 Pod", t, floor))
+        # `podnet apply` on SQLite: the store's own bucket table; then the same writes planned from lists of
+        # the touched namespaces (what etcd without a write index does, and SQLite did before the table)
+        rows += _cli_rows(store, store, "podnet apply (SQLite bucket table)", n, reps, 1)
+        rows += _cli_rows(store, _Listing(store), "listing (etcd, no write index)", n, reps, 3)
         rows += _indexed_rows(store, n, reps)
         rows.append(_controller_row(store, n, reps))
         store.close()
     return rows
+
+
+def _cli_rows(store, via, label: str, n: int, reps: int, band: int) -> list[tuple[str, float, float]]:  # type: ignore[no-untyped-def]
+    """A new Service, a changed Pod and a deleted Pod planned without a write index, through `via` (other
+    objects for every band), then a check that they left no derived slice out of date."""
+    rows = []
+    svcs = [load_objects(_svc_doc(n + band * reps + k)) for k in range(reps)]
+    t = _timed(reps, lambda k: apply_objects(via, svcs[k]))
+    floor = _timed(reps, lambda k: store.put("/podnet/bench/floor", to_json(svcs[k][0])))
+    rows.append((f"{n} svc + {n} pods: apply 1 new Service, {label}", t, floor))
+    pods = [load_objects(_pod_doc((k * 37 + band * 11) % n, band * reps + k + 1)) for k in range(reps)]
+    t = _timed(reps, lambda k: apply_objects(via, pods[k]))
+    floor = _timed(reps, lambda k: store.put("/podnet/bench/floor", to_json(pods[k][0])))
+    rows.append((f"{n} svc + {n} pods: apply 1 changed Pod, {label}", t, floor))
+    t = _timed(reps, lambda k: delete_objects(via, [("Pod", "default", f"p{(k * 37 + band * 11) % n}")]))
+    floor = _timed(reps, lambda k: store.delete(keys.resource("Pod", "default", "nope")))
+    rows.append((f"{n} svc + {n} pods: delete 1 Pod, {label}", t, floor))
+    if sync_ops(store):
+        raise SystemExit(f"the writes of {label} left derived slices out of date")
+    return rows
+
+
+class _Listing:
+    """The store with its bucket table hidden: the planner lists, as on etcd without a write index."""
+
+    keeps_buckets = False
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
 
 
 def _indexed_rows(store, n: int, reps: int) -> list[tuple[str, float, float]]:  # type: ignore[no-untyped-def]
@@ -117,11 +144,11 @@ def _indexed_rows(store, n: int, reps: int) -> list[tuple[str, float, float]]:  
     try:
         if not index.caught_up(60):
             raise SystemExit("the write index did not catch up with the store in 60 s")
-        svcs = [load_objects(_svc_doc(n + reps + k)) for k in range(reps)]
+        svcs = [load_objects(_svc_doc(n + 5 * reps + k)) for k in range(reps)]
         t = _timed(reps, lambda k: apply_objects(store, svcs[k], index=index))
         floor = _timed(reps, lambda k: store.put("/podnet/bench/floor", to_json(svcs[k][0])))
         rows.append((f"{n} svc + {n} pods: apply 1 new Service, API server (write index)", t, floor))
-        pods = [load_objects(_pod_doc((k * 41 + 3) % n, reps + k + 1)) for k in range(reps)]
+        pods = [load_objects(_pod_doc((k * 41 + 3) % n, 5 * reps + k + 1)) for k in range(reps)]
         t = _timed(reps, lambda k: apply_objects(store, pods[k], index=index))
         floor = _timed(reps, lambda k: store.put("/podnet/bench/floor", to_json(pods[k][0])))
         rows.append((f"{n} svc + {n} pods: apply 1 changed Pod, API server (write index)", t, floor))

@@ -39,7 +39,7 @@ from podnet.api.service import Service
 from podnet.api.statefulset import StatefulSet
 from podnet.controllers.allocators import AllocatorConfig, ClusterIPAllocator, NodePortAllocator
 from podnet.controllers.endpoints import selector_matches, slice_ops
-from podnet.controllers.writeindex import WriteIndex
+from podnet.controllers.writeindex import Index, index_for
 from podnet.errors import (
     AllocationError,
     AlreadyExists,
@@ -94,11 +94,11 @@ class _View:
     _absent_ips: set[str] = field(default_factory=set)  # point reads that found no record
     _absent_ports: set[int] = field(default_factory=set)
     nodes: set[str] | None = None
-    index: WriteIndex | None = None  # a long-running writer's watch cache (writeindex.py), if it keeps one
+    index: Index | None = None  # writeindex.index_for: the writer's watch cache or the store's bucket table
     _use_index: bool | None = None
 
     @property
-    def indexed(self) -> WriteIndex | None:
+    def indexed(self) -> Index | None:
         """The index, if there is one and it has caught up with the store (asked once per attempt)."""
         if self._use_index is None:
             self._use_index = self.index is not None and self.index.caught_up()
@@ -609,7 +609,7 @@ class _Planner:
                 continue
             self.ops[op.key] = op
 
-    def _indexed_reads(self, index: WriteIndex, namespaces: set[str], services: dict[tuple[str, str], Service],
+    def _indexed_reads(self, index: Index, namespaces: set[str], services: dict[tuple[str, str], Service],
                        ) -> tuple[dict[str, list[KeyValue]], dict[str, list[KeyValue]]]:
         """From the index, per namespace: the stored slices of every service this change may affect, and
         the stored services that may select a touched pod (their selector's smallest pair is one of the
@@ -783,7 +783,7 @@ def _stub(kind: str, namespace: str | None, name: str) -> Resource:
 
 
 def _run(store: Store, build: Callable[[_View, random.Random], _Planner], *, rng: random.Random | None = None,
-         dry_run: bool = False, index: WriteIndex | None = None) -> list[Result]:
+         dry_run: bool = False, index: Index | None = None) -> list[Result]:
     """Plan against a fresh view and commit the plan atomically; re-plan if another writer got in between.
 
     dry_run plans (validation, defaulting, allocation) exactly as a real run and commits nothing: the API
@@ -792,7 +792,7 @@ def _run(store: Store, build: Callable[[_View, random.Random], _Planner], *, rng
     rng = rng or random.Random()
     last: ConflictError | None = None
     for attempt in range(MAX_ATTEMPTS):
-        planner = build(_View(store, index=index), rng)
+        planner = build(_View(store, index=index_for(store, index)), rng)
         if planner.problems:
             raise ValidationError(planner.problems)
         planner.derived_slices()
@@ -810,7 +810,7 @@ def _run(store: Store, build: Callable[[_View, random.Random], _Planner], *, rng
 def apply_objects(
     store: Store, objs: Sequence[Resource], config: AllocatorConfig | None = None, *,
     rng: random.Random | None = None, dry_run: bool = False, must: Literal["create", "update"] | None = None,
-    index: WriteIndex | None = None,
+    index: Index | None = None,
 ) -> list[Result]:
     """Store objs (already validated) with allocation and derived slices, all in one commit.
 
@@ -823,8 +823,10 @@ def apply_objects(
     planned again only if the repair freed something; otherwise the first error stands. A dry run repairs
     nothing (it writes nothing).
 
-    index: a started WriteIndex of this store (a long-running writer keeps one); the derived slices are
-    then planned from it and the cost of one apply does not grow with the objects stored.
+    index: a started WriteIndex of this store (a long-running writer keeps one). Without one, a store that
+    keeps its own bucket table (SQLite) serves instead (writeindex.index_for). Either way the derived
+    slices are planned from buckets and the cost of one apply does not grow with the objects stored; on
+    etcd without a WriteIndex the planner lists the namespaces the change touches.
     """
     config = config or AllocatorConfig()
     try:
@@ -842,7 +844,7 @@ def apply_objects(
 
 
 def _apply_once(store: Store, objs: Sequence[Resource], config: AllocatorConfig, rng: random.Random | None,
-                dry_run: bool, must: Literal["create", "update"] | None, index: WriteIndex | None) -> list[Result]:
+                dry_run: bool, must: Literal["create", "update"] | None, index: Index | None) -> list[Result]:
 
     def build(view: _View, r: random.Random) -> _Planner:
         view.fetch(key_of(o) for o in objs)
@@ -874,7 +876,7 @@ def _preconditions(view: _View, objs: Sequence[Resource], must: str) -> None:
 
 def delete_objects(
     store: Store, refs: Iterable[tuple[str, str | None, str]], *, ignore_not_found: bool = False,
-    config: AllocatorConfig | None = None, dry_run: bool = False, index: WriteIndex | None = None,
+    config: AllocatorConfig | None = None, dry_run: bool = False, index: Index | None = None,
 ) -> list[Result]:
     """Delete (kind, namespace, name) refs, freeing allocations and updating derived slices, in one commit.
 

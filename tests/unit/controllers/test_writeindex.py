@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 from podnet.api import load_objects
 from podnet.controllers.apply import apply_objects, delete_objects
 from podnet.controllers.endpoints import ready_addresses, sync_ops
-from podnet.controllers.writeindex import WriteIndex, buckets_of
+from podnet.controllers.writeindex import WriteIndex
 from podnet.store import Event, ListResult, Put, keys, open_store
+from podnet.store.buckets import buckets_of
+from tests.unit.controllers.conftest import ListingStore
 from tests.unit.controllers.test_apply import SVC, CountingStore, ns_yaml, pod_yaml, slices
 
 
@@ -221,6 +223,26 @@ def test_with_an_index_one_pod_apply_lists_nothing(store, index) -> None:  # typ
     assert got["new"] == ["10.32.1.4:8080"]
 
 
+def test_without_an_index_the_sqlite_bucket_table_makes_one_pod_apply_list_nothing(tmp_path: Path) -> None:
+    """`podnet apply` keeps no index: on SQLite the planner reads the store's own bucket table instead."""
+    s = open_store(f"sqlite:///{tmp_path}/state.db")
+    try:
+        n = 60
+        apply_objects(s, load_objects("---".join(_svc(f"s{i}", f"s{i}") for i in range(n))))
+        apply_objects(s, load_objects("---".join(_pod(f"p{i}", f"10.32.1.{i + 1}", f"s{i}") for i in range(n))))
+        counting = CountingStore(s, buckets=True)
+        apply_objects(counting, load_objects(_pod("p7", "10.32.1.8", "s8")))  # s7 -> s8
+        delete_objects(counting, [("Pod", "default", "p9")])
+        apply_objects(counting, load_objects(_svc("new", "s3")))
+        assert counting.lists == []
+        assert sync_ops(s) == []
+        got = {es.service_name: ready_addresses([es], "http") for es in slices(s)}
+        assert got["s7"] == [] and got["s8"] == ["10.32.1.8:8080", "10.32.1.9:8080"] and got["s9"] == []
+        assert got["new"] == ["10.32.1.4:8080"]
+    finally:
+        s.close()
+
+
 def test_a_service_added_while_slices_are_read_is_found(store, index) -> None:  # type: ignore[no-untyped-def]
     """The selector buckets are asked again after the slices were read (outputs before inputs)."""
     apply_objects(store, load_objects(_svc("web", "web") + "---" + _pod("a", "10.32.0.5", "web")))
@@ -260,7 +282,9 @@ _STEP = st.tuples(
         st.tuples(st.just("del-svc"), _NS, st.sampled_from(["s0", "s1"]), st.none()),
         st.tuples(st.just("del-pod"), _NS, st.sampled_from(["p0", "p1", "p2"]), st.none()),
     ),
-    st.booleans(),  # through the index, or a writer that has none (another process, `podnet apply`)
+    # through the index, or a writer that has none (another process, `podnet apply`): on the store's bucket
+    # table, or listing (etcd)
+    st.sampled_from(["write-index", "bucket-table", "listing"]),
 )
 
 
@@ -270,18 +294,19 @@ def test_with_an_index_the_derived_slices_are_up_to_date_after_any_step(tmp_path
     s = open_store(f"sqlite:///{tmp_path}/{secrets.token_hex(4)}.db")
     ix = WriteIndex(s).start()
     try:
-        for i, ((what, ns, name, app), through_index) in enumerate(steps):
-            use = ix if through_index else None
+        for i, ((what, ns, name, app), path) in enumerate(steps):
+            use = ix if path == "write-index" else None
+            w = ListingStore(s) if path == "listing" else s
             if what == "svc":
                 doc = SVC.replace("name: web", f"name: {name}").replace(
                     "  selector: {app: web}\n", f"  selector: {{app: {app}}}\n" if app else "")
-                apply_objects(s, load_objects(ns_yaml(doc, ns)), index=use)
+                apply_objects(w, load_objects(ns_yaml(doc, ns)), index=use)
             elif what == "pod":
                 doc = pod_yaml(name, f"10.32.0.{i + 1}").replace("labels: {app: web}", f"labels: {{app: {app}}}"
                                                                   if app else "labels: {}")
-                apply_objects(s, load_objects(ns_yaml(doc, ns)), index=use)
+                apply_objects(w, load_objects(ns_yaml(doc, ns)), index=use)
             else:
-                delete_objects(s, [("Service" if what == "del-svc" else "Pod", ns, name)], ignore_not_found=True,
+                delete_objects(w, [("Service" if what == "del-svc" else "Pod", ns, name)], ignore_not_found=True,
                                index=use)
             assert sync_ops(s) == []
     finally:
