@@ -8,22 +8,33 @@ from collections.abc import Iterator
 
 import pytest
 
-# Folders whose tests build namespaces, labs, etcd clusters or daemons and wait on them in real time.
-_SERIAL = ("integration", "chaos")
+# Folders whose tests build namespaces, labs, etcd clusters or daemons and wait on them in real time ...
+_SERIAL = ("tests/integration/", "tests/chaos/")
+# ... except these, which only run CLI processes, loopback API servers and etcd on 127.0.0.1
+_BESIDE = ("tests/integration/cli/", "tests/integration/apiserver/", "tests/integration/store/test_flannel_compat.py",
+           "tests/integration/store/test_etcd_security.py")
+_STILL_SERIAL = ("tests/integration/apiserver/test_lab.py",)  # a lab of namespaces
+
+
+def _serial(nodeid: str) -> bool:
+    path = nodeid.split("::", 1)[0]
+    if not path.startswith(_SERIAL):
+        return False
+    return path.startswith(_STILL_SERIAL) or not path.startswith(_BESIDE)
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """`make test` runs `-n 2`: every test of _SERIAL on one worker, in collection order, exactly as
-    without xdist (they share the host's CPU, xtables lock and timing margins); the CPU-bound unit and
-    contract tests on the other worker meanwhile. (xdist's own loadgroup cannot do this on pytest 9: it
-    renames node ids through an attribute pytest no longer reads.)"""
+    """`make test` runs `-n 2`: every _serial test on one worker, in collection order, exactly as without
+    xdist (they share the host's CPU, xtables lock and timing margins); the CPU-bound unit and contract
+    tests and the light integration tests on the other worker meanwhile, module by module (a module-scoped
+    fixture such as an etcd cluster starts once). (xdist's own loadgroup cannot do
+    this on pytest 9: it renames node ids through an attribute pytest no longer reads.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class SerialFolders(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            parts = nodeid.split("/")
-            return "serial" if len(parts) > 2 and parts[1] in _SERIAL else nodeid
+            return "serial" if _serial(nodeid) else nodeid.split("::", 1)[0]  # else by module, as loadscope
 
     return SerialFolders(config, log)
 
