@@ -68,6 +68,10 @@ class Result:
 _GET_LIMIT = 16
 # More needles than this and a byte scan costs more than it saves: decode every candidate instead.
 _NEEDLE_LIMIT = 32
+# A change of more pods and services than this reads the touched namespaces whole rather than bucket by
+# bucket: one list costs less than a few hundred bucket reads (10k pods into 10k services: 15 s against
+# 21 s planned from the SQLite bucket table).
+BULK_CHANGE = 256
 
 
 @dataclass
@@ -103,6 +107,10 @@ class _View:
         if self._use_index is None:
             self._use_index = self.index is not None and self.index.caught_up()
         return self.index if self._use_index else None
+
+    def bypass_index(self) -> None:
+        """Read the store itself for the rest of this attempt (a bulk change lists faster)."""
+        self._use_index = False
 
     def fetch(self, wanted: Iterable[str]) -> None:
         """Read the given resource keys (once each)."""
@@ -578,6 +586,8 @@ class _Planner:
         namespaces = {ns for ns, _ in self.affected} | {ns for ns, _ in self.touched_pods}
         if not namespaces:
             return
+        if len(self.touched_pods) + len(self.affected) > BULK_CHANGE:
+            self.view.bypass_index()
         services: dict[tuple[str, str], Service] = {}
         for ns in sorted(namespaces):
             for _, obj in self.view.planned("Service", ns):

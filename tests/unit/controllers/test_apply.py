@@ -268,8 +268,13 @@ def test_slice_named_like_a_derived_one_is_rewritten_not_conflicting(store) -> N
     assert ready_addresses([es], "http") == ["10.32.0.5:8080", "10.32.0.6:8080"]
 
 
-def test_many_services_and_pods_in_one_apply(store) -> None:  # type: ignore[no-untyped-def]
-    """Bulk applies take the list paths (many keys under one prefix, too many needles to pre-filter)."""
+@pytest.mark.parametrize("bulk_change", [256, 8])
+def test_many_services_and_pods_in_one_apply(store, monkeypatch, bulk_change: int) -> None:  # type: ignore[no-untyped-def]
+    """Bulk applies take the list paths (many keys under one prefix, too many needles to pre-filter); a
+    change larger than BULK_CHANGE also reads whole namespaces instead of the store's buckets."""
+    import podnet.controllers.apply as planner
+
+    monkeypatch.setattr(planner, "BULK_CHANGE", bulk_change)
     n = 40
     svcs = "---".join(SVC.replace("name: web", f"name: s{i}").replace("app: web", f"app: s{i}") for i in range(n))
     pods = "---".join(pod_yaml(f"p{i}", f"10.32.1.{i + 1}").replace("app: web", f"app: s{i}") for i in range(n))

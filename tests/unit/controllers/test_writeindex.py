@@ -312,3 +312,20 @@ def test_with_an_index_the_derived_slices_are_up_to_date_after_any_step(tmp_path
     finally:
         ix.stop()
         s.close()
+
+
+def test_a_bulk_change_reads_whole_namespaces_not_bucket_by_bucket(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import podnet.controllers.apply as planner
+
+    monkeypatch.setattr(planner, "BULK_CHANGE", 8)
+    s = open_store(f"sqlite:///{tmp_path}/state.db")
+    try:
+        apply_objects(s, load_objects("---".join(_svc(f"s{i}", f"s{i}") for i in range(20))))
+        counting = CountingStore(s, buckets=True)
+        apply_objects(counting, load_objects("---".join(_pod(f"p{i}", f"10.32.1.{i + 1}", f"s{i}") for i in range(4))))
+        assert counting.lists == []  # small: from the buckets
+        apply_objects(counting, load_objects("---".join(_pod(f"p{i}", f"10.32.1.{i + 1}", f"s{i}") for i in range(20))))
+        assert keys.kind_prefix("Service", "default") in counting.lists  # bulk: the namespace listed
+        assert sync_ops(s) == []
+    finally:
+        s.close()
