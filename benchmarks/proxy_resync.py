@@ -18,6 +18,12 @@ changes that arrived while no re-sync and no other change's sync ran). A change 
 loop is writing another one waits for that transaction first (one iptables-restore at a time, each ~0.2 s at
 10k of kernel re-validation of the table), so its wait is up to twice the baseline: those are counted apart. Also printed: the re-syncs' own cost, and rules they wrote.
 
+The kernel's floor, measured in the same run on the same 10k table once the proxier has stopped: one
+`iptables-restore --noflush` transaction that adds a single rule to a chain nothing jumps to (and, for
+contrast, the one deleting it again and an empty one). Any transaction that adds a rule makes nf_tables
+re-validate every rule reachable from the table's base chains, so no change can be applied faster than that;
+with `perf` installed, the share of that transaction's samples in the kernel's *_validate functions is printed.
+
 Run as root: `.venv/bin/python benchmarks/proxy_resync.py [--services 10000] [--endpoints 10] [--period 10]
 [--changes 40]` (about 4 min at 10k).
 """
@@ -27,8 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -37,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from podnet.net import netns
+from podnet.net.exec import in_netns
 from podnet.proxy.config import HostFacts, KubeProxyConfiguration
 from podnet.proxy.iptables.backend import IptablesBackend
 from podnet.proxy.iptables.restore import Restorer, Runner
@@ -123,6 +132,7 @@ def run_phase(store_url: str, args: argparse.Namespace, periodic_full: bool, see
                       facts=HostFacts(nodeName=NODE, nodeIPs=["192.168.0.1"]))
     loop = threading.Thread(target=proxier.run, name="proxier", daemon=True)
     t0 = time.monotonic()
+    closed = False
     loop.start()
     try:
         if not backend.first_full.wait(600):
@@ -140,9 +150,14 @@ def run_phase(store_url: str, args: argparse.Namespace, periodic_full: bool, see
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not all(_applied(backend, c) for c in changes):
             time.sleep(0.2)
-    finally:
         proxier.close()
         loop.join(60)
+        closed = True
+        floor = None if periodic_full else kernel_floor(runner)
+    finally:
+        if not closed:
+            proxier.close()
+            loop.join(60)
         store.close()
         netns.remove(NS)
     waits = []
@@ -154,7 +169,54 @@ def run_phase(store_url: str, args: argparse.Namespace, periodic_full: bool, see
         waits.append((done - c[0] if done else None, busy, behind))
     return {"first": first, "waits": waits, "resyncs": [e - s for s, e in backend.resyncs],
             "fulls": sum(1 for _, kind, _ in backend.synced if kind == "full"), "whole": backend.whole_reads,
-            "checks": backend.checks_drift}
+            "checks": backend.checks_drift, "floor": floor}
+
+
+ADD = "*nat\n:PN-FLOOR - [0:0]\n-A PN-FLOOR -d 198.51.100.9/32 -j RETURN\nCOMMIT\n"
+DELETE = "*nat\n-F PN-FLOOR\n-X PN-FLOOR\nCOMMIT\n"
+EMPTY = "*nat\nCOMMIT\n"
+VALIDATE = re.compile(r"^\s*([\d.]+)%\s+\[k\]\s+(\S*validate\S*)", re.M)
+
+
+def kernel_floor(runner: Runner, rounds: int = 7) -> dict[str, Any]:
+    """Median wall time of the add / delete / empty transactions on the table the proxier left."""
+    def timed(text: str) -> float:
+        t = time.monotonic()
+        p = runner.run(["iptables-restore", "-w", "5", "--noflush"], input=text, timeout=60)
+        if p.returncode != 0:
+            raise SystemExit(f"floor transaction failed: {p.stderr.strip()}")
+        return time.monotonic() - t
+
+    times: dict[str, list[float]] = {"add": [], "delete": [], "empty": []}
+    for _ in range(rounds):
+        times["add"].append(timed(ADD))
+        times["delete"].append(timed(DELETE))
+        times["empty"].append(timed(EMPTY))
+    out: dict[str, Any] = {k: statistics.median(v) for k, v in times.items()}
+    out["validate_share"] = _validate_share(runner)
+    return out
+
+
+def _validate_share(runner: Runner) -> float | None:
+    """Percent of perf's samples of one add transaction spent in the kernel's *_validate functions."""
+    if shutil.which("perf") is None:
+        return None
+    data = Path(tempfile.mkdtemp(prefix="pn-bench-perf-")) / "perf.data"
+    try:
+        rec = subprocess.run(["perf", "record", "-q", "-o", str(data), "--", *runner_argv(runner)], input=ADD,
+                             capture_output=True, text=True, timeout=120, check=False)
+        runner.run(["iptables-restore", "-w", "5", "--noflush"], input=DELETE, timeout=60)
+        if rec.returncode != 0:
+            return None
+        rep = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "symbol", "--stdio"],
+                             capture_output=True, text=True, timeout=120, check=False)
+        return sum(float(m.group(1)) for m in VALIDATE.finditer(rep.stdout))
+    finally:
+        shutil.rmtree(data.parent, ignore_errors=True)
+
+
+def runner_argv(runner: Runner) -> list[str]:
+    return in_netns(runner.netns, ["iptables-restore", "-w", "5", "--noflush"])
 
 
 def _applied(backend: Recording, change: tuple[float, str]) -> float | None:
@@ -215,6 +277,19 @@ def main() -> int:
         ]))
     print(f"baseline: one change's partial sync with no re-sync running, median of {len(quiet)}: "
           f"{floor * 1000:.0f} ms" if floor else "baseline: no change arrived outside a re-sync")
+    k = results["now"]["floor"]
+    if k:
+        share = f"; {k['validate_share']:.0f}% of its perf samples in the kernel's *_validate functions" \
+            if k["validate_share"] is not None else " (perf not installed: no profile)"
+        print(f"kernel floor on the same table (median of 7): a transaction adding one rule to a chain nothing "
+              f"jumps to {k['add'] * 1000:.0f} ms{share}; deleting it {k['delete'] * 1000:.0f} ms; empty "
+              f"{k['empty'] * 1000:.0f} ms")
+        print(f"one change's partial sync / that floor: {floor / k['add']:.2f}x" if floor else "")
+        # the kernel runs one transaction at a time: a change arriving just after another change's
+        # transaction began waits for it, then for its own
+        print(f"floor of a change that arrives while another change's transaction runs: 2 x {k['add'] * 1000:.0f}"
+              f" = {2 * k['add'] * 1000:.0f} ms; of a change alone: {k['add'] * 1000:.0f} ms; goal 2 asks 300 ms "
+              f"for both ({'below' if 2 * k['add'] > 0.3 else 'above'} this machine's floor)")
     return 0
 
 
