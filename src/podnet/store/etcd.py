@@ -40,6 +40,7 @@ import grpc
 from aetcd import rpc
 
 from podnet.errors import Problem, ValidationError
+from podnet.store import etcd_buckets
 from podnet.store.base import (
     CompactedError,
     ConflictError,
@@ -54,6 +55,7 @@ from podnet.store.base import (
     StoreUnavailable,
     check_put,
 )
+from podnet.store.buckets import Bucket, indexed
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +295,7 @@ class EtcdStore:
         self._token: str | None = None
         self._closed = False
         self._watches: set[EtcdWatch] = set()
+        self._buckets_ready = False
 
     # ---- connections --------------------------------------------------------------------------
 
@@ -434,7 +437,7 @@ class EtcdStore:
     def put(
         self, key: str, value: bytes, *, if_absent: bool = False, if_revision: int | None = None, lease: int = 0
     ) -> int:
-        if not if_absent and if_revision is None:
+        if not if_absent and if_revision is None and not indexed(key):
             _check_value(key, value)
             req = rpc.PutRequest(key=key.encode(), value=bytes(value), lease=lease)
             try:
@@ -449,7 +452,7 @@ class EtcdStore:
         return self.commit([Put(key, value, if_absent=if_absent, if_revision=if_revision, lease=lease)])
 
     def delete(self, key: str, *, if_revision: int | None = None) -> bool:
-        if if_revision is None:
+        if if_revision is None and not indexed(key):
             req = rpc.DeleteRangeRequest(key=key.encode())
             resp, _ = self._run(
                 f"delete {key}", lambda ep, t: ep.kv.DeleteRange(req, timeout=t, metadata=self.metadata()),
@@ -471,25 +474,32 @@ class EtcdStore:
         compares: list[Any] = []
         success: list[Any] = []
         failure: list[Any] = []
+        buckets: list[Any] = []  # the puts' bucket members (etcd_buckets.py), in the same Txn when they fit
         for op in ops:
             k = op.key.encode()
             if isinstance(op, Put):
                 _check_value(op.key, op.value)
                 if op.if_absent:
                     compares.append(rpc.Compare(key=k, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL, version=0))
-                success.append(rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=bytes(op.value), lease=op.lease)))
+                success.append(rpc.RequestOp(request_put=rpc.PutRequest(
+                    key=k, value=bytes(op.value), lease=op.lease, prev_kv=indexed(op.key))))
+                buckets.extend(etcd_buckets.member_puts(op.key, bytes(op.value), op.lease))
             else:
                 if op.must_exist:
                     compares.append(
                         rpc.Compare(key=k, target=rpc.Compare.VERSION, result=rpc.Compare.GREATER, version=0)
                     )
-                success.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k)))
+                success.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(
+                    key=k, prev_kv=indexed(op.key))))
             if op.if_revision is not None:
                 compares.append(
                     rpc.Compare(key=k, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=op.if_revision)
                 )
             failure.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=k)))
-        req = rpc.TxnRequest(compare=compares, success=success, failure=failure)
+        if len(success) + len(buckets) > etcd_buckets.MAX_TXN_OPS:
+            etcd_buckets.write_ahead(self, buckets)
+            buckets = []
+        req = rpc.TxnRequest(compare=compares, success=success + buckets, failure=failure)
         what = f"commit {', '.join(keys)}" if len(keys) > 1 else f"write {keys[0]}"
         try:
             resp, ambiguous = self._run(
@@ -501,6 +511,7 @@ class EtcdStore:
                 raise LeaseNotFound(lease) from exc
             raise
         if resp.succeeded:
+            self._prune_buckets(ops, resp)
             return resp
         current = {
             op.key: (r.response_range.kvs[0] if r.response_range.kvs else None)
@@ -511,6 +522,41 @@ class EtcdStore:
             log.info("%s: earlier attempt was applied (answer lost in failover)", what)
             return _synthetic_success(ops, current, resp.header.revision)
         raise _conflict(ops, current)
+
+    def _prune_buckets(self, ops: builtins.list[Op], resp: Any) -> None:
+        """Remove the buckets the written objects left (their prev_kv's, not the new value's)."""
+        rev = int(resp.header.revision)
+        for op, r in zip(ops, resp.responses, strict=False):  # the bucket puts come after the ops
+            if not indexed(op.key):
+                continue
+            if isinstance(op, Put):
+                prev = r.response_put.prev_kv if r.response_put.HasField("prev_kv") else None
+                gone, mod = etcd_buckets.left(op.key, prev, bytes(op.value)), rev
+            else:
+                prevs = r.response_delete_range.prev_kvs
+                gone, mod = etcd_buckets.left(op.key, prevs[0] if prevs else None, None), 0
+            if gone:
+                try:
+                    etcd_buckets.prune(self, op.key, gone, mod)
+                except StoreError as exc:  # the write stands; stale members are filtered on read
+                    log.warning("buckets of %s not pruned: %s", op.key, exc)
+
+    # ---- buckets (store/buckets.py; controllers/writeindex.StoreIndex reads them) -------------------
+
+    @property
+    def keeps_buckets(self) -> bool:
+        """Whether the buckets are complete (filled in once for data written before they existed)."""
+        if not self._buckets_ready:
+            self._buckets_ready = etcd_buckets.ready(self)
+        return self._buckets_ready
+
+    def bucket_members(self, buckets: builtins.list[Bucket]) -> builtins.list[KeyValue]:
+        """The objects in any of these buckets, each once, in key order, at one revision."""
+        return etcd_buckets.members(self, buckets)
+
+    def bucket_sizes(self, buckets: builtins.list[Bucket]) -> dict[Bucket, int]:
+        """How many members each of these buckets has (absent: none)."""
+        return etcd_buckets.sizes(self, buckets)
 
     # ---- leases -------------------------------------------------------------------------------
 

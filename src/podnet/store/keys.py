@@ -18,6 +18,10 @@ RESOURCES_PREFIX = "/podnet/resources/"
 ALLOC_CLUSTER_IP_PREFIX = "/podnet/alloc/clusterips/"
 ALLOC_NODE_PORT_PREFIX = "/podnet/alloc/nodeports/"
 ALLOC_LB_IP_PREFIX = "/podnet/alloc/loadbalancerips/"  # the lab's LoadBalancer controller's records
+# etcd only: the planner's buckets (store/buckets.py) as keys <prefix><bucket as JSON><object key>, empty
+# values, and the marker saying they are complete (store/etcd_buckets.py). SQLite keeps them in a table.
+BUCKETS_PREFIX = "/podnet/buckets/"
+BUCKETS_READY = "/podnet/meta/buckets-ready"
 
 # Resource kinds as stored: plural lower-case, as in the Kubernetes API paths.
 KIND_PLURAL = {
