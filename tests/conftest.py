@@ -12,7 +12,8 @@ import pytest
 _SERIAL = ("tests/integration/", "tests/chaos/")
 # ... except these, which only run CLI processes, loopback API servers and etcd on 127.0.0.1
 _BESIDE = ("tests/integration/cli/", "tests/integration/apiserver/", "tests/integration/store/test_flannel_compat.py",
-           "tests/integration/store/test_etcd_security.py", "tests/integration/store/test_etcd_buckets.py")
+           "tests/integration/store/test_etcd_security.py", "tests/integration/store/test_etcd_buckets.py",
+           "tests/integration/store/test_etcd_apply.py")
 _STILL_SERIAL = ("tests/integration/apiserver/test_lab.py",)  # a lab of namespaces
 
 

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 from podnet.api import defaults
 from podnet.api.deployment import Deployment
@@ -53,6 +53,7 @@ from podnet.store import ConflictError, Delete, KeyValue, Op, Put, Store, keys
 
 Action = Literal["created", "configured", "unchanged", "deleted"]
 MAX_ATTEMPTS = 40
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -808,6 +809,9 @@ def _run(store: Store, build: Callable[[_View, random.Random], _Planner], *, rng
         planner.derived_slices()
         if not planner.ops or dry_run:
             return planner.results
+        limit = getattr(store, "max_commit_ops", None)  # after every check of the whole set passed
+        if limit is not None and len(planner.ops) > limit:
+            raise _TooBig(len(planner.ops), limit)
         try:
             store.commit(list(planner.ops.values()))
             return planner.results
@@ -815,6 +819,29 @@ def _run(store: Store, build: Callable[[_View, random.Random], _Planner], *, rng
             last = e  # another writer got in between: read again and re-plan
             time.sleep(rng.uniform(0, 0.005 * (attempt + 1)))
     raise PodnetError(f"the store kept changing while applying ({last}); try again")
+
+
+class _TooBig(Exception):
+    """A plan with more operations than the store commits at once (etcd: --max-txn-ops, 128)."""
+
+    def __init__(self, ops: int, limit: int) -> None:
+        super().__init__(f"{ops} operations, over the store's {limit} per commit")
+        self.ops = ops
+        self.limit = limit
+
+
+def _in_parts(items: Sequence[_T], big: _TooBig, each: Callable[[Sequence[_T]], list[Result]],
+              what: Callable[[_T], str]) -> list[Result]:
+    """Commit a change too big for one commit as consecutive parts, each whole (each planned against the
+    store as the parts before it left it), sized from the operations the whole took per item."""
+    if len(items) == 1:
+        raise PodnetError(f"{what(items[0])}: its write takes {big.ops} store operations, over the store's "
+                          f"{big.limit} per transaction (etcd's --max-txn-ops)")
+    size = max(1, min(len(items) // 2, int(len(items) * big.limit * 0.8 / big.ops)))
+    out: list[Result] = []
+    for i in range(0, len(items), size):
+        out += each(items[i:i + size])
+    return out
 
 
 def apply_objects(
@@ -837,6 +864,10 @@ def apply_objects(
     keeps its own bucket table (SQLite) serves instead (writeindex.index_for). Either way the derived
     slices are planned from buckets and the cost of one apply does not grow with the objects stored; on
     etcd without a WriteIndex the planner lists the namespaces the change touches.
+
+    On etcd a change of more operations than one Txn holds (128 by default) is committed in parts, each
+    whole, as kubectl applies object by object. The whole set is planned first (_TooBig comes only from a
+    complete plan), so a bad object or a failed precondition anywhere still writes nothing.
     """
     config = config or AllocatorConfig()
     try:
@@ -866,7 +897,11 @@ def _apply_once(store: Store, objs: Sequence[Resource], config: AllocatorConfig,
             p.apply(obj)
         return p
 
-    return _run(store, build, rng=rng, dry_run=dry_run, index=index)
+    try:
+        return _run(store, build, rng=rng, dry_run=dry_run, index=index)
+    except _TooBig as big:
+        return _in_parts(objs, big, lambda part: _apply_once(store, part, config, rng, dry_run, must, index),
+                         lambda o: f"{o.KIND} {o.name}")
 
 
 def _preconditions(view: _View, objs: Sequence[Resource], must: str) -> None:
@@ -906,4 +941,8 @@ def delete_objects(
             raise NotFound("\n".join(missing))
         return p
 
-    return _run(store, build, dry_run=dry_run, index=index)
+    try:
+        return _run(store, build, dry_run=dry_run, index=index)
+    except _TooBig as big:
+        return _in_parts(refs, big, lambda part: delete_objects(
+            store, part, ignore_not_found=True, config=config, index=index), lambda r: f"{r[0]} {r[2]}")

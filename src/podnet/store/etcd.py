@@ -541,6 +541,8 @@ class EtcdStore:
                 except StoreError as exc:  # the write stands; stale members are filtered on read
                     log.warning("buckets of %s not pruned: %s", op.key, exc)
 
+    max_commit_ops = etcd_buckets.MAX_TXN_OPS  # what one Txn holds: the planner commits more in parts
+
     # ---- buckets (store/buckets.py; controllers/writeindex.StoreIndex reads them) -------------------
 
     @property
