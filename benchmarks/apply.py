@@ -15,16 +15,27 @@ touched namespaces, what etcd without a write index does (and SQLite did before 
 before-figure. And once more as the API server writes them, planned from its write index
 (controllers/writeindex.py, a watch cache of the store).
 
+On etcd (one loopback member started by the script, on tmpfs, when the etcd binary is installed): the
+same three `podnet apply` writes planned from etcd's bucket member keys (store/etcd_buckets.py), and again
+from lists of the touched namespaces (the before-figure on etcd); baseline one plain etcd put.
+
 Also the lab controller (src/podnet/lab/controller.py) on the same 2k services + 2k pods: the time from an
 agent's status write of one pod reached the controller's informer until the controller has written that
 service's slice (one round), against the full recompute it used to run on every change
 (controllers.endpoints.sync_ops over the whole store).
+
+The growth table (issue 16, goal 7: one object's cost at the largest size within 1.2x of the smallest)
+is measured apart, after every size's store was built and with all of them open: each repetition times
+the three writes on every size in turn (the order alternating), so the machine's drift over minutes,
+which moved untouched rows by up to 50% between sequential runs, falls on every size alike.
 
 Run: .venv/bin/python benchmarks/apply.py [--sizes 1000,2000] [--reps 20]
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -44,6 +55,9 @@ from podnet.lab import topology
 from podnet.lab.controller import LabController
 from podnet.lab.state import LabState
 from podnet.store import keys, open_store
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "contract"))
+from etcd_cluster import EtcdCluster, etcd_available  # noqa: E402
 
 
 def _slice_doc(i: int, k: int) -> str:
@@ -80,7 +94,11 @@ def _timed(reps: int, fn: Callable[[int], object]) -> float:
     return statistics.median(times)
 
 
-def run(n: int, reps: int) -> list[tuple[str, float, float]]:
+Targets = dict[str, dict[int, object]]  # growth row label -> size -> the store (or view) to write through
+
+
+def run(n: int, reps: int, keep: contextlib.ExitStack, targets: Targets) -> list[tuple[str, float, float]]:
+    """The rows of one size; the stores the growth table writes to stay open in `keep`."""
     rows = []
     with tempfile.TemporaryDirectory() as d:
         store = open_store(f"sqlite:///{d}/state.db")
@@ -90,18 +108,79 @@ def run(n: int, reps: int) -> list[tuple[str, float, float]]:
         floor = _timed(reps, lambda k: store.put("/podnet/bench/floor", to_json(objs[k][0])))
         rows.append((f"{n} svc + {n} slices: apply 1 EndpointSlice", t, floor))
         store.close()
-    with tempfile.TemporaryDirectory() as d:
-        store = open_store(f"sqlite:///{d}/state.db")
-        apply_objects(store, load_objects("\n---\n".join(_svc_doc(i) for i in range(n))))
-        apply_objects(store, load_objects("\n---\n".join(_pod_doc(i) for i in range(n))))
-        # `podnet apply` on SQLite: the store's own bucket table; then the same writes planned from lists of
-        # the touched namespaces (what etcd without a write index does, and SQLite did before the table)
-        rows += _cli_rows(store, store, "podnet apply (SQLite bucket table)", n, reps, 1)
-        rows += _cli_rows(store, _Listing(store), "listing (etcd, no write index)", n, reps, 3)
-        rows += _indexed_rows(store, n, reps)
-        rows.append(_controller_row(store, n, reps))
-        store.close()
+    d = keep.enter_context(tempfile.TemporaryDirectory())
+    store = open_store(f"sqlite:///{d}/state.db")
+    keep.callback(store.close)
+    apply_objects(store, load_objects("\n---\n".join(_svc_doc(i) for i in range(n))))
+    apply_objects(store, load_objects("\n---\n".join(_pod_doc(i) for i in range(n))))
+    # `podnet apply` on SQLite: the store's own bucket table; then the same writes planned from lists of
+    # the touched namespaces (what etcd without a write index does, and SQLite did before the table)
+    rows += _cli_rows(store, store, "podnet apply (SQLite bucket table)", n, reps, 1)
+    rows += _cli_rows(store, _Listing(store), "listing (SQLite, its table hidden)", n, reps, 3)
+    rows += _indexed_rows(store, n, reps)
+    rows.append(_controller_row(store, n, reps))
+    targets.setdefault("podnet apply (SQLite bucket table)", {})[n] = store
+    targets.setdefault("listing (SQLite, its table hidden)", {})[n] = _Listing(store)
+    if etcd_available():
+        rows += _etcd_rows(n, reps, keep, targets)
     return rows
+
+
+def _etcd_rows(n: int, reps: int, keep: contextlib.ExitStack, targets: Targets) -> list[tuple[str, float, float]]:
+    cluster = keep.enter_context(EtcdCluster(1))
+    store = open_store(cluster.url)
+    keep.callback(store.close)
+    for docs in (_svc_doc, _pod_doc):  # in parts of 200 objects, which is what apply_objects does anyway
+        for lo in range(0, n, 200):
+            apply_objects(store, load_objects("\n---\n".join(docs(i) for i in range(lo, min(n, lo + 200)))))
+    rows = _cli_rows(store, store, "podnet apply (etcd bucket keys)", n, reps, 1)
+    rows += _cli_rows(store, _Listing(store), "etcd, listing", n, reps, 3)
+    targets.setdefault("podnet apply (etcd bucket keys)", {})[n] = store
+    targets.setdefault("etcd, listing", {})[n] = _Listing(store)
+    return rows
+
+
+def growth(targets: Targets, reps: int) -> dict[str, dict[int, float]]:
+    """Median of each write per target and size, the sizes interleaved within every repetition."""
+    out: dict[str, dict[int, float]] = {}
+    for band, (label, by_size) in enumerate(targets.items(), start=9):
+        sizes = sorted(by_size)
+        pods = {n: _live_pods(by_size[n], n, reps) for n in sizes}
+        times: dict[tuple[str, int], list[float]] = {}
+        for k in range(reps):
+            for n in (sizes if k % 2 else sizes[::-1]):
+                for what in _WRITES:
+                    t = time.perf_counter()
+                    _write(by_size[n], what, svc=n + band * reps + k, pod=pods[n][k], rev=band * reps + k + 1)
+                    times.setdefault((what, n), []).append(time.perf_counter() - t)
+        for (what, n), ts in times.items():
+            out.setdefault(f"{what}, {label}", {})[n] = statistics.median(ts)
+        if any(sync_ops(store) for store in by_size.values()):  # type: ignore[arg-type]
+            raise SystemExit(f"the writes of {label} left derived slices out of date")
+    return out
+
+
+_WRITES = ("apply 1 new Service", "apply 1 changed Pod", "delete 1 Pod")
+
+
+def _write(via, what: str, *, svc: int, pod: int, rev: int) -> None:  # type: ignore[no-untyped-def]
+    if what == "apply 1 new Service":
+        apply_objects(via, load_objects(_svc_doc(svc)))
+    elif what == "apply 1 changed Pod":
+        apply_objects(via, load_objects(_pod_doc(pod, rev)))
+    else:
+        delete_objects(via, [("Pod", "default", f"p{pod}")])
+
+
+def _live_pods(store, n: int, reps: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """reps pods that the rows before left in place (they deleted some), spread over the store."""
+    found: list[int] = []
+    i = 7
+    while len(found) < reps:
+        i = (i + 43) % n
+        if store.get(keys.resource("Pod", "default", f"p{i}")) is not None and i not in found:
+            found.append(i)
+    return found
 
 
 def _cli_rows(store, via, label: str, n: int, reps: int, band: int) -> list[tuple[str, float, float]]:  # type: ignore[no-untyped-def]
@@ -209,15 +288,17 @@ def main() -> None:
     t.add_column("measured", justify="right")
     t.add_column("floor / baseline", justify="right")
     t.add_column("ratio", justify="right")
-    by_scenario: dict[str, dict[int, float]] = {}
-    for n in sizes:
-        for name, took, floor in run(n, reps):
-            t.add_row(name, f"{took * 1000:.1f} ms", f"{floor * 1000:.2f} ms", f"{took / floor:.3g}x")
-            by_scenario.setdefault(name.split(": ", 1)[1], {})[n] = took
-    Console(width=140).print(t)
+    targets: Targets = {}
+    with contextlib.ExitStack() as keep:
+        for n in sizes:
+            for name, took, floor in run(n, reps, keep, targets):
+                t.add_row(name, f"{took * 1000:.1f} ms", f"{floor * 1000:.2f} ms", f"{took / floor:.3g}x")
+        Console(width=140).print(t)
+        by_scenario = growth(targets, reps) if len(sizes) > 1 else {}
     if len(sizes) > 1:  # issue 16 goal 7: the cost of one object does not grow with the store (within 1.2x)
         lo, hi = min(sizes), max(sizes)
-        g = Table(title=f"growth: one object's cost at {hi} stored against {lo} (goal <= 1.2x)")
+        g = Table(title=f"growth: one object's cost at {hi} stored against {lo}, sizes interleaved, median of "
+                        f"{reps} (goal <= 1.2x)")
         for c in ("scenario", f"at {lo}", f"at {hi}", "ratio"):
             g.add_column(c)
         for name, at in by_scenario.items():
