@@ -90,6 +90,18 @@ class Recording(IptablesBackend):
         self.checks_drift = not periodic_full
         self.synced: list[tuple[float, str, frozenset[str]]] = []  # (end, kind, services)
         self.partials: list[tuple[float, float]] = []  # (start, end) of every partial sync
+        self.restore_took: dict[float, float] = {}  # end of a partial sync -> seconds its iptables-restore took
+        self._restore_t = 0.0
+        inner = restorer._restore
+
+        def timed_restore(text: str, *, partial: bool) -> None:
+            t = time.monotonic()
+            try:
+                inner(text, partial=partial)
+            finally:
+                self._restore_t += time.monotonic() - t
+
+        restorer._restore = timed_restore  # type: ignore[method-assign]
         self.resyncs: list[tuple[float, float]] = []  # (start, end) of periodic full syncs / drift checks
         self.whole_reads = 0  # drift checks that read every rule (not only chain names)
         self.check_written = 0
@@ -107,9 +119,11 @@ class Recording(IptablesBackend):
 
     def partial_sync(self, old: DesiredState, new: DesiredState, settings: Any, large_cluster: bool) -> dict[str, int]:
         start = time.monotonic()
+        self._restore_t = 0.0
         out = super().partial_sync(old, new, settings, large_cluster)
         end = time.monotonic()
         self.partials.append((start, end))
+        self.restore_took[end] = self._restore_t
         self.synced.append((end, "partial", frozenset(n.name for n in new.services)))
         return out
 
@@ -161,15 +175,21 @@ def run_phase(store_url: str, args: argparse.Namespace, periodic_full: bool, see
         store.close()
         netns.remove(NS)
     waits = []
+    parts: list[tuple[float, float, float]] = []
     for c in changes:
         done = _applied(backend, c)
         busy = any(s <= c[0] <= e for s, e in backend.resyncs)
         # the sync loop was already writing another change: this one waits for that transaction first
         behind = any(s <= c[0] < e for s, e in backend.partials)
         waits.append((done - c[0] if done else None, busy, behind))
+        carried = next(((s, e) for s, e in backend.partials if e == done), None)
+        if done and carried and carried[0] >= c[0] and not busy and not behind:
+            # where a quiet change's wait went: before its sync began, the sync's own Python, iptables-restore
+            restore = backend.restore_took.get(carried[1], 0.0)
+            parts.append((carried[0] - c[0], carried[1] - carried[0] - restore, restore))
     return {"first": first, "waits": waits, "resyncs": [e - s for s, e in backend.resyncs],
             "fulls": sum(1 for _, kind, _ in backend.synced if kind == "full"), "whole": backend.whole_reads,
-            "checks": backend.checks_drift, "floor": floor}
+            "checks": backend.checks_drift, "floor": floor, "parts": parts}
 
 
 ADD = "*nat\n:PN-FLOOR - [0:0]\n-A PN-FLOOR -d 198.51.100.9/32 -j RETURN\nCOMMIT\n"
@@ -277,6 +297,12 @@ def main() -> int:
         ]))
     print(f"baseline: one change's partial sync with no re-sync running, median of {len(quiet)}: "
           f"{floor * 1000:.0f} ms" if floor else "baseline: no change arrived outside a re-sync")
+    parts = [x for r in results.values() for x in r["parts"]]
+    if parts:
+        print(f"where a quiet change's wait goes (median of {len(parts)}): store write -> watch -> tracker -> sync "
+              f"start {statistics.median(x[0] for x in parts) * 1000:.1f} ms; the sync's render and plan "
+              f"{statistics.median(x[1] for x in parts) * 1000:.1f} ms; iptables-restore "
+              f"{statistics.median(x[2] for x in parts) * 1000:.0f} ms")
     k = results["now"]["floor"]
     if k:
         share = f"; {k['validate_share']:.0f}% of its perf samples in the kernel's *_validate functions" \
