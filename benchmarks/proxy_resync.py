@@ -167,6 +167,9 @@ def run_phase(store_url: str, args: argparse.Namespace, periodic_full: bool, see
         proxier.close()
         loop.join(60)
         closed = True
+        for t in threading.enumerate():  # a drift check still reading the table would share the cores
+            if t.name == "drift-check":
+                t.join(120)
         floor = None if periodic_full else kernel_floor(runner)
     finally:
         if not closed:

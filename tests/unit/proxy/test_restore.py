@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +14,7 @@ from podnet.proxy.iptables.ruleset import (
     CACHE_TRICK_MIN_CHAINS,
     Ruleset,
     _jump_lines,
+    apply_changes,
     blocks_from_text,
     full_text,
     parse,
@@ -188,9 +191,15 @@ def test_delta_sync_reaches_the_same_model_as_a_full_sync(before: dict, after: d
         gone |= {f"KUBE-SVC-{k.upper()}"} | {f"KUBE-SEP-{e}" for e in eps}
     for k, (_, eps) in new.items():
         gone -= {f"KUBE-SVC-{k.upper()}"} | {f"KUBE-SEP-{e}" for e in eps}
+    untouched = copy.deepcopy(applied)
     plan = plan_partial(applied, parse(_render(old)), parse(_render(new)), sorted(gone))
     want = parse(_render(after)).chains
     assert _as_sets(plan.applied) == _as_sets(want)
+    # planning leaves the model alone; the Restorer then applies the changes to it in place, once the kernel
+    # has them, and reaches the same model
+    assert applied == untouched
+    apply_changes(applied, plan.changes)
+    assert applied == plan.applied
     # the kernel's last KUBE-SERVICES rule is still the NodePorts jump
     assert plan.applied["nat"]["KUBE-SERVICES"][-1].endswith("-j KUBE-NODEPORTS")
     # and every line of the plan is one iptables-restore understands

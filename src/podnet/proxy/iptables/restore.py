@@ -45,6 +45,7 @@ from podnet.proxy.iptables.ruleset import (
     Block,
     Ruleset,
     _ordered,
+    apply_changes,
     full_text,
     full_text_parts,
     plan_partial,
@@ -169,7 +170,9 @@ class Restorer:
     def __init__(self, runner: Runner | None = None, mode: Mode | None = None) -> None:
         self.runner = runner or Runner()
         self.mode: Mode = mode or detect_mode(self.runner)
-        self.applied: Applied | None = None  # only ever replaced, never changed in place (the check reads it)
+        # replaced by a full sync; a partial sync changes it in place, under drift.lock, once the kernel has
+        # the change (the drift check copies it under that lock)
+        self.applied: Applied | None = None
         self.drift = DriftCheck(self)
 
     # binaries of the detected mode
@@ -255,7 +258,10 @@ class Restorer:
         plan = plan_partial(self.applied, old, new, deleted_chains, cache_trick=self.mode == "nft")
         if plan.text:
             self._restore(plan.text, partial=True)
-        self._applied_now(plan.applied, plan.touched)
+        with self.drift.lock:
+            if self.applied is not None:
+                apply_changes(self.applied, plan.changes)
+            self.drift.synced(plan.touched)
         return SyncStats(False, time.monotonic() - start, plan.lines, plan.rules_written, plan.written)
 
     def _ensure_base_chains(self, jumps: Sequence[Jump], existing: dict[str, set[str]]) -> None:

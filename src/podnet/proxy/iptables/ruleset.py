@@ -144,14 +144,37 @@ def _need(table: str | None, n: int) -> str:
 Applied = dict[str, dict[str, list[str]]]  # table -> chain -> its "-A CHAIN rule" lines, in kernel order
 
 
+Changes = dict[str, dict[str, list[str] | None]]  # table -> chain -> its rules now (None: deleted)
+
+
 @dataclass
 class Plan:
     text: str
-    applied: Applied
+    base: Applied  # the model the plan was made against (not changed by planning)
+    changes: Changes  # what the text does to it, chain by chain
     lines: int  # input lines (without the *table/COMMIT framing)
     rules_written: int
     written: dict[str, int] = field(default_factory=dict)  # rules written per table
     touched: set[tuple[str, str]] = field(default_factory=set)  # (table, chain) the text writes or deletes
+
+    @property
+    def applied(self) -> Applied:
+        """The model after the text, as a new one (a copy of every chain: tests and callers that keep both)."""
+        out = {t: dict(c) for t, c in self.base.items()}
+        apply_changes(out, self.changes)
+        return out
+
+
+def apply_changes(model: Applied, changes: Changes) -> None:
+    """Change model in place: a few dict operations per changed chain, where a copy of the model costs 16 ms
+    at 10k services x 10 endpoints (110k chains)."""
+    for table, delta in changes.items():
+        chains = model.setdefault(table, {})
+        for chain, rules in delta.items():
+            if rules is None:
+                chains.pop(chain, None)
+            else:
+                chains[chain] = rules
 
 
 CHUNK = 1 << 20  # characters per piece of a streamed restore input
@@ -229,7 +252,7 @@ def _plan(applied: Applied, desired: Ruleset, *, cache_trick: bool) -> Plan:
     rewritten; chains in `desired.deleted` that podnet has are flushed and deleted. Raises KeyError-free:
     a chain unknown to `applied` is simply created.
     """
-    new_applied: Applied = {t: dict(c) for t, c in applied.items()}
+    changes: Changes = {}
     out: list[str] = []
     written: dict[str, int] = {}
     all_touched: set[tuple[str, str]] = set()
@@ -238,36 +261,42 @@ def _plan(applied: Applied, desired: Ruleset, *, cache_trick: bool) -> Plan:
     # cache's quadratic chain list (n^2/2 x ~55 ns): worth it once n^2 x 27.5 ns > chains x 18 us.
     trick_at = max(CACHE_TRICK_MIN_CHAINS, int((655 * sum(len(c) for c in applied.values())) ** 0.5))
     for table in _ordered(set(desired.chains) | set(desired.deleted)):
-        have = new_applied.setdefault(table, {})
+        base = applied.get(table, {})
+        delta = changes.setdefault(table, {})
+
+        def have(chain: str, base: dict[str, list[str]] = base, delta: dict[str, list[str] | None] = delta,
+                 ) -> list[str] | None:
+            return delta[chain] if chain in delta else base.get(chain)
+
         decl: list[str] = []
         body: list[str] = []
         touched: set[str] = set()
         for chain, want in desired.chains.get(table, {}).items():
-            cur = have.get(chain)
+            cur = have(chain)
             if cur is not None and cur == want:
                 continue
             touched.add(chain)
             if cur is not None and (table, chain) in DISPATCH_CHAINS and _can_edit(cur, want):
                 edits, model = _dispatch_edits(chain, cur, want)
                 if not edits:
-                    have[chain] = model
+                    delta[chain] = model
                     continue
                 body.extend(edits)
                 rules += len(edits)
-                have[chain] = model
+                delta[chain] = model
                 continue
             decl.append(f":{chain} - [0:0]")
             body.extend(want)
             rules += len(want)
-            have[chain] = list(want)
+            delta[chain] = list(want)
         deletes: list[str] = []
         for chain in desired.deleted.get(table, []):
-            if chain in desired.chains.get(table, {}) or chain not in have:
+            if chain in desired.chains.get(table, {}) or have(chain) is None:
                 continue
             decl.append(f":{chain} - [0:0]")
             deletes.append(f"-X {chain}")
             touched.add(chain)
-            del have[chain]
+            delta[chain] = None
         if not decl and not body and not deletes:
             continue
         all_touched.update((table, c) for c in touched)
@@ -280,7 +309,7 @@ def _plan(applied: Applied, desired: Ruleset, *, cache_trick: bool) -> Plan:
         out.append("COMMIT")
         n_lines += len(decl) + len(body) + len(deletes)
         written[table] = len(body)
-    return Plan("\n".join(out) + "\n" if out else "", new_applied, n_lines, rules, written, all_touched)
+    return Plan("\n".join(out) + "\n" if out else "", applied, changes, n_lines, rules, written, all_touched)
 
 
 def plan_partial(applied: Applied, old: Ruleset, new: Ruleset, deleted_chains: Iterable[str] = (), *,
