@@ -63,6 +63,12 @@ def test_podnet_s_own_full_and_partial_syncs_are_no_drift(synced) -> None:  # ty
                          settings, False)
     assert len(backend.restorer.applied["nat"]) == len(before) + 1  # a new SEP chain
     backend.partial_sync(DesiredState("n1", services={name: new}), DesiredState("n1"), settings, False)  # deleted
+    # the rule counts kept beside the model (the metrics) are the model's, and the kernel's
+    model = {t: sum(len(r) for r in chains.values()) for t, chains in backend.restorer.applied.items()}
+    assert backend.rules_total() == model
+    kernel = sum(1 for line in _ipt(ns, "-t", "nat", "-S").splitlines() if line.startswith("-A KUBE-"))
+    owned = sum(1 for r in backend.restorer.applied["nat"].values() for line in r if line.startswith("-A KUBE-"))
+    assert kernel == owned
     assert backend.check_drift() is None
     assert backend.check_drift() is None  # and against the previous read's digests
     assert not backend.needs_full

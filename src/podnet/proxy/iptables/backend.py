@@ -52,5 +52,4 @@ class IptablesBackend:
         return config
 
     def rules_total(self) -> dict[str, int]:
-        applied = self.restorer.applied or {}
-        return {t: sum(len(r) for r in chains.values()) for t, chains in applied.items()}
+        return dict(self.restorer.rules)  # kept with the model: no walk over 110k chains per sync

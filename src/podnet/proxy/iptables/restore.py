@@ -173,6 +173,7 @@ class Restorer:
         # replaced by a full sync; a partial sync changes it in place, under drift.lock, once the kernel has
         # the change (the drift check copies it under that lock)
         self.applied: Applied | None = None
+        self.rules: dict[str, int] = {}  # rules per table in `applied`, kept with it (metrics read it per sync)
         self.drift = DriftCheck(self)
 
     # binaries of the detected mode
@@ -188,6 +189,7 @@ class Restorer:
         """Record a sync's outcome: the new model (None after a failure) and the chains it wrote (None: all)."""
         with self.drift.lock:
             self.applied = applied
+            self.rules = {t: sum(len(r) for r in chains.values()) for t, chains in (applied or {}).items()}
             self.drift.synced(touched)
 
     def sync_full(self, blocks: Mapping[str, Block], model: Callable[[], Ruleset],
@@ -260,6 +262,10 @@ class Restorer:
             self._restore(plan.text, partial=True)
         with self.drift.lock:
             if self.applied is not None:
+                for table, delta in plan.changes.items():
+                    cur = self.applied.get(table, {})
+                    self.rules[table] = self.rules.get(table, 0) + sum(
+                        len(rules or ()) - len(cur.get(chain) or ()) for chain, rules in delta.items())
                 apply_changes(self.applied, plan.changes)
             self.drift.synced(plan.touched)
         return SyncStats(False, time.monotonic() - start, plan.lines, plan.rules_written, plan.written)
