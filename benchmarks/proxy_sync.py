@@ -3,6 +3,7 @@
 podnet: the real sync path (proxy/iptables/render.py renders, proxy/iptables/restore.py loads) in namespace pn-px-bench:
   full     first full sync into an empty node (render + restore, jumps, stale-chain listing included)
   re-sync  the periodic full sync over the same rules
+  floor    iptables-restore alone of the same full input from a file, into an empty namespace (pn-px-bench-fl)
   1-svc    partial sync after one service's endpoint changed (median of 5 changes, kernel settled), and
            the same right after a full sync (the kernel still frees the replaced rules; the transaction waits)
 kube-proxy's way, the baseline, in namespace pn-px-bench-kp: the same full restore text through one
@@ -40,6 +41,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -47,10 +49,12 @@ from dataclasses import replace
 from typing import Any
 
 from podnet.net import netns
+from podnet.net.exec import in_netns
 from podnet.proxy.backend import SyncError
 from podnet.proxy.iptables.backend import IptablesBackend
 from podnet.proxy.iptables.render import render
 from podnet.proxy.iptables.restore import Restorer, Runner
+from podnet.proxy.iptables.ruleset import full_text_parts
 from podnet.proxy.model import DesiredState, Endpoint, ServicePort, ServicePortName
 from podnet.proxy.settings import LocalDetector, ProxierSettings
 
@@ -137,6 +141,28 @@ def bench_podnet(n: int, eps: int = ENDPOINTS, ns: str = NS, timeout: float = 60
             "rules_ok": n_rules == expect}
 
 
+NS_FLOOR = "pn-px-bench-fl"
+
+
+def restore_alone(n: int, eps: int = ENDPOINTS) -> float:
+    """The floor of podnet's first full sync: iptables-restore of the same full input, already rendered and
+    read from a file, into an empty namespace (no render, no listing, no Python feeding it)."""
+    fresh_ns(NS_FLOOR)
+    r = render(make_state(n, eps), SETTINGS, full=True, cleanup_stale=False)
+    with tempfile.TemporaryFile("w+") as f:
+        for part in full_text_parts(r.tables, cache_trick=True):
+            f.write(part)
+        f.seek(0)
+        del r
+        t = time.monotonic()
+        p = subprocess.run(in_netns(NS_FLOOR, ["iptables-restore", "-w", "5", "--noflush"]), stdin=f,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+        took = time.monotonic() - t
+    if p.returncode != 0:
+        raise SystemExit(f"iptables-restore alone failed: {p.stderr.strip()[:300]}")
+    return took
+
+
 def bench_kube_proxy(n: int, limit: float, eps: int = ENDPOINTS, ns: str = NS_KP) -> dict[str, float | None]:
     fresh_ns(ns)
     text = render(make_state(n, eps), SETTINGS, full=True).text
@@ -196,6 +222,8 @@ def iptables_main(args: argparse.Namespace, sizes: list[int]) -> int:
         for n in sizes:
             p = bench_podnet(n)
             netns.remove(NS)
+            p["floor"] = restore_alone(n)
+            netns.remove(NS_FLOOR)
             k = bench_kube_proxy(n, args.limit)
             netns.remove(NS_KP)
             rows.append((n, p, k))
@@ -203,9 +231,11 @@ def iptables_main(args: argparse.Namespace, sizes: list[int]) -> int:
     finally:
         netns.remove(NS)
         netns.remove(NS_KP)
+        netns.remove(NS_FLOOR)
     print(f"iptables proxy sync, services x {ENDPOINTS} endpoints (ClusterIP), iptables-nft backend; "
           f"load average at the end {os.getloadavg()[0]:.1f} (wall times stretch with it; cpu seconds much less)")
-    hdr = ("services", "podnet full (cpu)", "podnet re-sync (cpu)", "podnet 1-svc", "1-svc right after full",
+    hdr = ("services", "podnet full (cpu)", "iptables-restore alone (floor)", "full / floor", "podnet re-sync (cpu)",
+           "podnet 1-svc", "1-svc right after full",
            "kube-proxy way (cpu)", "kp re-sync", "full speed-up wall / cpu", "foreign kept", "rules ok")
     print(" | ".join(hdr))
     print(" | ".join("---" for _ in hdr))
@@ -219,7 +249,8 @@ def iptables_main(args: argparse.Namespace, sizes: list[int]) -> int:
             ratio = (f"{more}{(kp or args.limit) / p['full']:.1f}x / "
                      f"{more}{k['first_cpu'] / max(p['full_cpu'], 1e-3):.1f}x")
         print(" | ".join([
-            str(n), f"{fmt(p['full'], 0)} ({p['full_cpu']:.1f})", f"{fmt(p['resync'], 0)} ({p['resync_cpu']:.1f})",
+            str(n), f"{fmt(p['full'], 0)} ({p['full_cpu']:.1f})", f"{p['floor']:.2f} s",
+            f"{p['full'] / p['floor']:.2f}x", f"{fmt(p['resync'], 0)} ({p['resync_cpu']:.1f})",
             f"{p['one'] * 1000:.0f} ms", f"{p['one_after_full'] * 1000:.0f} ms",
             f"{fmt(kp, args.limit)} ({k['first_cpu']:.1f})", fmt(k.get("resync"), args.limit), ratio,
             "yes" if p["foreign"] and k["foreign"] else "NO", "yes" if p["rules_ok"] else "NO",

@@ -40,7 +40,7 @@ from podnet.proxy.iptables.names import (
 )
 from podnet.proxy.iptables.ruleset import Block, Ruleset
 from podnet.proxy.iptables.services import RenderContext, ServiceOutput, ServicePlan
-from podnet.proxy.model import DesiredState, changed_services
+from podnet.proxy.model import DesiredState, ServicePort, changed_services
 from podnet.proxy.settings import ProxierSettings, settings_for_state
 
 # ---------------------------------------------------------------------------------------------
@@ -186,114 +186,130 @@ def render(
         result is the same either way.
     """
     s = settings_for_state(config, facts, desired)
-    ipv6 = s.ip_family == IPV6
-    mark = s.masquerade_mark
-    # large_cluster: the sync loop renders a few services at a time and passes the whole state's mode.
-    large = (
-        desired.total_endpoints > LARGE_CLUSTER_ENDPOINTS_THRESHOLD if large_cluster is None else large_cluster
-    )
     if full:
         changed = None
     elif changed_names is not None:
         changed = frozenset(changed_names)
     else:
         changed = None if previous is None else changed_services(previous, desired)
+    r = _Render(desired, s, large_cluster, changed, cache)
+    for sp in desired.services.values():
+        r.add(sp)
+    return r.finish(full=full, previous=previous, existing_nat_chains=existing_nat_chains,
+                    cleanup_stale=cleanup_stale)
 
-    filter_chains = list(FILTER_TOP_CHAINS)
-    filter_rules: list[str] = []
-    nat_chains = list(NAT_TOP_CHAINS)
-    nat_rules: list[str] = [
-        f"-A {KUBE_POSTROUTING} -m mark ! --mark {mark}/{mark} -j RETURN",
-        f"-A {KUBE_POSTROUTING} -j MARK --xor-mark {mark}",
-        f'-A {KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE'
-        + (" --random-fully" if s.random_fully else ""),
-        f"-A {KUBE_MARK_MASQ} -j MARK --or-mark {mark}",
-    ]
-    if not ipv6 and s.localhost_node_ports:
-        filter_chains.append(KUBE_FIREWALL)
+
+class _Render:
+    """One render as it accumulates: render() adds every service and finishes; FullStream hands out the nat
+    lines added so far while it adds them."""
+
+    def __init__(self, desired: DesiredState, s: ProxierSettings, large_cluster: bool | None,
+                 changed: frozenset[str] | None, cache: RenderCache | None) -> None:
+        self.desired, self.s, self.changed, self.cache = desired, s, changed, cache
+        self.ipv6 = s.ip_family == IPV6
+        mark = self.mark = s.masquerade_mark
+        # large_cluster: the sync loop renders a few services at a time and passes the whole state's mode.
+        self.large = (
+            desired.total_endpoints > LARGE_CLUSTER_ENDPOINTS_THRESHOLD if large_cluster is None else large_cluster
+        )
+        self.filter_chains = list(FILTER_TOP_CHAINS)
+        self.filter_rules: list[str] = []
+        self.nat_chains = list(NAT_TOP_CHAINS)
+        self.nat_rules: list[str] = [
+            f"-A {KUBE_POSTROUTING} -m mark ! --mark {mark}/{mark} -j RETURN",
+            f"-A {KUBE_POSTROUTING} -j MARK --xor-mark {mark}",
+            f'-A {KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE'
+            + (" --random-fully" if s.random_fully else ""),
+            f"-A {KUBE_MARK_MASQ} -j MARK --or-mark {mark}",
+        ]
+        if not self.ipv6 and s.localhost_node_ports:
+            self.filter_chains.append(KUBE_FIREWALL)
+            self.filter_rules.append(
+                f'-A {KUBE_FIREWALL} -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 '
+                "! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
+            )
+        self.active: set[str] = set()
+        self.written: set[str] = set()
+        self.skipped_nat_rules = 0
+        self.no_local_internal = self.no_local_external = 0
+        self.ctx = RenderContext(s, desired.node_name, desired.topology_zone, self.large)
+        self.seen = cache.lookup(self.ctx) if cache is not None else {}
+        self.used: dict[int, ServiceOutput] = {}
+
+    def add(self, sp: ServicePort) -> None:
+        out = self.seen.get(id(sp))
+        if out is None or out.sp is not sp:
+            out = ServiceOutput(sp, self.desired, self.ctx)
+        self.used[id(sp)] = out
+        self.filter_rules.extend(out.filter_lines)
+        self.nat_rules.extend(out.nat_head)
+        self.no_local_internal += out.no_local_internal
+        self.no_local_external += out.no_local_external
+        self.active.update(out.chains)
+        if self.changed is not None and sp.name.namespaced_name not in self.changed:
+            self.skipped_nat_rules += out.chain_rule_count()
+            return
+        self.written.add(sp.name.namespaced_name)
+        self.nat_chains.extend(out.chains)
+        self.nat_rules.extend(out.chain_lines())
+
+    def finish(self, *, full: bool, previous: DesiredState | None, existing_nat_chains: Iterable[str] | None,
+               cleanup_stale: bool) -> RenderResult:
+        s, mark, ipv6 = self.s, self.mark, self.ipv6
+        nat_chains, nat_rules, filter_rules = self.nat_chains, self.nat_rules, self.filter_rules
+        if self.cache is not None:
+            self.cache.remember(self.ctx, self.used)
+        # Stale chains: flush with a chain line, then delete.
+        deleted: list[str] = []
+        if cleanup_stale:
+            if existing_nat_chains is None and previous is not None:
+                existing_nat_chains = active_nat_chains(previous, s)
+            if existing_nat_chains is not None:
+                deleted = sorted(c for c in set(existing_nat_chains) - self.active if is_service_chain(c))
+                nat_chains.extend(deleted)
+                nat_rules.extend(f"-X {c}" for c in deleted)
+
+        # Finally the tail call to KUBE-NODEPORTS: must stay the last rule of KUBE-SERVICES.
+        last = '"kubernetes service nodeports; NOTE: this must be the last rule in this chain"'
+        if s.node_ports_match_all:
+            dest = "-m addrtype --dst-type LOCAL"
+            if ipv6:
+                dest += " ! -d ::1/128"
+            elif not s.localhost_node_ports:
+                dest += " ! -d 127.0.0.0/8"
+            nat_rules.append(f"-A {KUBE_SERVICES} -m comment --comment {last} {dest} -j {KUBE_NODEPORTS}")
+        else:
+            for ip in s.node_port_ips():
+                if ip.startswith("127.") and not s.localhost_node_ports or ip == "::1":
+                    continue  # loopback NodePorts need route_localnet (IPv4 only)
+                nat_rules.append(f"-A {KUBE_SERVICES} -m comment --comment {last} -d {ip} -j {KUBE_NODEPORTS}")
+
+        if not s.conntrack_tcp_liberal:
+            nfacct = f" -m nfacct --nfacct-name {NFACCT_INVALID}" if s.nfacct_invalid else ""
+            filter_rules.append(f"-A {KUBE_FORWARD} -m conntrack --ctstate INVALID{nfacct} -j DROP")
         filter_rules.append(
-            f'-A {KUBE_FIREWALL} -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 '
-            "! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
+            f'-A {KUBE_FORWARD} -m comment --comment "kubernetes forwarding rules" -m mark --mark {mark}/{mark} -j ACCEPT'
+        )
+        filter_rules.append(
+            f'-A {KUBE_FORWARD} -m comment --comment "kubernetes forwarding conntrack rule" '
+            "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
         )
 
-    active: set[str] = set()
-    written: set[str] = set()
-    skipped_nat_rules = 0
-    no_local_internal = no_local_external = 0
-    ctx = RenderContext(s, desired.node_name, desired.topology_zone, large)
-    seen = cache.lookup(ctx) if cache is not None else {}
-    used: dict[int, ServiceOutput] = {}
-
-    for sp in desired.services.values():
-        out = seen.get(id(sp))
-        if out is None or out.sp is not sp:
-            out = ServiceOutput(sp, desired, ctx)
-        used[id(sp)] = out
-        filter_rules.extend(out.filter_lines)
-        nat_rules.extend(out.nat_head)
-        no_local_internal += out.no_local_internal
-        no_local_external += out.no_local_external
-        active.update(out.chains)
-        if changed is not None and sp.name.namespaced_name not in changed:
-            skipped_nat_rules += out.chain_rule_count()
-            continue
-        written.add(sp.name.namespaced_name)
-        nat_chains.extend(out.chains)
-        nat_rules.extend(out.chain_lines())
-    if cache is not None:
-        cache.remember(ctx, used)
-
-    # Stale chains: flush with a chain line, then delete.
-    deleted: list[str] = []
-    if cleanup_stale:
-        if existing_nat_chains is None and previous is not None:
-            existing_nat_chains = active_nat_chains(previous, s)
-        if existing_nat_chains is not None:
-            deleted = sorted(c for c in set(existing_nat_chains) - active if is_service_chain(c))
-            nat_chains.extend(deleted)
-            nat_rules.extend(f"-X {c}" for c in deleted)
-
-    # Finally the tail call to KUBE-NODEPORTS: must stay the last rule of KUBE-SERVICES.
-    last = '"kubernetes service nodeports; NOTE: this must be the last rule in this chain"'
-    if s.node_ports_match_all:
-        dest = "-m addrtype --dst-type LOCAL"
-        if ipv6:
-            dest += " ! -d ::1/128"
-        elif not s.localhost_node_ports:
-            dest += " ! -d 127.0.0.0/8"
-        nat_rules.append(f"-A {KUBE_SERVICES} -m comment --comment {last} {dest} -j {KUBE_NODEPORTS}")
-    else:
-        for ip in s.node_port_ips():
-            if ip.startswith("127.") and not s.localhost_node_ports or ip == "::1":
-                continue  # loopback NodePorts need route_localnet (IPv4 only)
-            nat_rules.append(f"-A {KUBE_SERVICES} -m comment --comment {last} -d {ip} -j {KUBE_NODEPORTS}")
-
-    if not s.conntrack_tcp_liberal:
-        nfacct = f" -m nfacct --nfacct-name {NFACCT_INVALID}" if s.nfacct_invalid else ""
-        filter_rules.append(f"-A {KUBE_FORWARD} -m conntrack --ctstate INVALID{nfacct} -j DROP")
-    filter_rules.append(
-        f'-A {KUBE_FORWARD} -m comment --comment "kubernetes forwarding rules" -m mark --mark {mark}/{mark} -j ACCEPT'
-    )
-    filter_rules.append(
-        f'-A {KUBE_FORWARD} -m comment --comment "kubernetes forwarding conntrack rule" '
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
-    )
-
-    tables = {"filter": Block(tuple(filter_chains), tuple(filter_rules)),
-              "nat": Block(tuple(nat_chains), tuple(nat_rules), tuple(deleted))}
-    nat_written = len(nat_rules) - len(deleted)
-    return RenderResult(
-        tables=tables,
-        full=full,
-        filter_chains=tuple(filter_chains),
-        nat_chains=tuple(nat_chains),
-        deleted_chains=tuple(deleted),
-        active_nat_chains=frozenset(active),
-        written_services=frozenset(written),
-        large_cluster_mode=large,
-        filter_rules=len(filter_rules),
-        nat_rules_written=nat_written,
-        nat_rules_total=nat_written + skipped_nat_rules,
-        no_local_endpoints={"internal": no_local_internal, "external": no_local_external},
-    )
+        tables = {"filter": Block(tuple(self.filter_chains), tuple(filter_rules)),
+                  "nat": Block(tuple(nat_chains), tuple(nat_rules), tuple(deleted))}
+        nat_written = len(nat_rules) - len(deleted)
+        return RenderResult(
+            tables=tables,
+            full=full,
+            filter_chains=tuple(self.filter_chains),
+            nat_chains=tuple(nat_chains),
+            deleted_chains=tuple(deleted),
+            active_nat_chains=frozenset(self.active),
+            written_services=frozenset(self.written),
+            large_cluster_mode=self.large,
+            filter_rules=len(filter_rules),
+            nat_rules_written=nat_written,
+            nat_rules_total=nat_written + self.skipped_nat_rules,
+            no_local_endpoints={"internal": self.no_local_internal, "external": self.no_local_external},
+        )
 
