@@ -83,3 +83,47 @@ def test_a_restore_that_does_not_read_is_stopped_at_the_timeout(netns_factory) -
     with pytest.raises(RestoreError, match="timed out after 1.0s"):
         restorer.sync_full(blocks_from_text(f"*nat\n{body}COMMIT\n"), lambda: Ruleset())
     assert restorer.needs_full
+
+
+def test_a_render_that_fails_while_it_is_streamed_commits_nothing(netns_factory) -> None:  # type: ignore[no-untyped-def]
+    """The full sync renders into iptables-restore as it goes (FullStream): a render that raises halfway
+    stops the load before its COMMIT; the kernel keeps what it had and the next sync is a full one."""
+    from podnet.net import netns
+    from podnet.proxy.iptables.backend import IptablesBackend
+    from podnet.proxy.iptables.render import FullStream
+    from podnet.proxy.iptables.restore import Restorer, Runner
+
+    ns = netns_factory("stream")
+    state = _big_state()
+    backend = IptablesBackend(Restorer(Runner(netns=ns)))
+
+    class Broken(FullStream):
+        def lines(self):  # type: ignore[no-untyped-def]
+            for i, line in enumerate(super().lines()):
+                if i == 2000:
+                    raise RuntimeError("render failed halfway")
+                yield line
+
+    stream = Broken(state, _settings())
+    with pytest.raises(RuntimeError, match="halfway"):
+        backend.restorer.sync_full(stream, stream.ruleset, backend.restorer.list_kernel())
+    assert backend.needs_full
+    assert "KUBE-" not in netns.run(ns, ["iptables-save", "-t", "nat"]).stdout
+
+
+def test_a_refused_streamed_load_quotes_the_lines_it_read(netns_factory) -> None:  # type: ignore[no-untyped-def]
+    from podnet.proxy.iptables.render import FullStream
+    from podnet.proxy.iptables.restore import RestoreError, Restorer, Runner
+
+    ns = netns_factory("stream")
+
+    class Refusing(Runner):
+        def popen(self, argv: Sequence[str]) -> subprocess.Popen[str]:
+            return super().popen(["sh", "-c", "cat >/dev/null; echo 'iptables-restore: line 3 failed' >&2; exit 1"])
+
+    stream = FullStream(_big_state(), _settings())
+    restorer = Restorer(Refusing(netns=ns), mode="nft")
+    with pytest.raises(RestoreError) as e:
+        restorer.sync_full(stream, stream.ruleset, restorer.list_kernel())
+    lines = str(e.value).splitlines()
+    assert lines[1:] == ["  2: -S", "  3: :KUBE-SERVICES - [0:0]", "  4: :KUBE-NODEPORTS - [0:0]"], lines

@@ -6,10 +6,8 @@ a sync into renders (render.py) loaded in one `iptables-restore --noflush` trans
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from podnet.proxy.config import KubeProxyConfiguration
-from podnet.proxy.iptables.render import RenderCache, render
+from podnet.proxy.iptables.render import FullStream, RenderCache, render
 from podnet.proxy.iptables.restore import Restorer
 from podnet.proxy.model import DesiredState
 from podnet.proxy.settings import ProxierSettings
@@ -31,11 +29,10 @@ class IptablesBackend:
 
     def full_sync(self, desired: DesiredState, settings: ProxierSettings) -> dict[str, int]:
         # Stale chains are found in the kernel by the restorer (it survives restarts), not from memory. The
-        # kernel is listed (other processes) while the render runs, so the load starts right after the render.
-        with ThreadPoolExecutor(1, thread_name_prefix="iptables-list") as pool:
-            listing = pool.submit(self.restorer.list_kernel)
-            result = render(desired, settings, full=True, cleanup_stale=False, cache=self.cache)
-            return self.restorer.sync_full(result.tables, result.ruleset, listing.result()).written
+        # render is streamed into iptables-restore as it is made (FullStream): only the kernel's listing (other
+        # processes, 0.5 s into an empty node) comes before the load.
+        stream = FullStream(desired, settings, cache=self.cache)
+        return self.restorer.sync_full(stream, stream.ruleset, self.restorer.list_kernel()).written
 
     def partial_sync(self, old: DesiredState, new: DesiredState, settings: ProxierSettings,
                      large_cluster: bool) -> dict[str, int]:

@@ -20,7 +20,7 @@ Rules with `-m nfacct` assume the counters exist (host facts `nfacct: true` mean
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from podnet.api.defaults import IPV6
@@ -38,7 +38,7 @@ from podnet.proxy.iptables.names import (
     NFACCT_INVALID,
     is_service_chain,
 )
-from podnet.proxy.iptables.ruleset import Block, Ruleset
+from podnet.proxy.iptables.ruleset import CACHE_TRICK_MIN_CHAINS, Block, Ruleset
 from podnet.proxy.iptables.services import RenderContext, ServiceOutput, ServicePlan
 from podnet.proxy.model import DesiredState, ServicePort, changed_services
 from podnet.proxy.settings import ProxierSettings, settings_for_state
@@ -313,3 +313,62 @@ class _Render:
             no_local_endpoints={"internal": self.no_local_internal, "external": self.no_local_external},
         )
 
+
+
+class FullStream:
+    """A full render (stale chains are the restorer's: it finds them in the kernel) handed out while it is
+    made, so a full sync's iptables-restore reads the nat table as it is formatted instead of waiting for the
+    whole render (2.8 s at 10k services x 10 endpoints, which came serially before the load).
+
+    `lines()` yields the nat block service by service, each batch's chain declarations before its rules, so
+    every chain is declared before a rule names it; the rules of each chain come in render()'s order. Once
+    it is exhausted `blocks()` and `ruleset()` are render()'s for the same state. One use: `again()` makes
+    a fresh one (the error message of a failed load quotes the input it read)."""
+
+    first = "nat"
+
+    def __init__(self, desired: DesiredState, config: KubeProxyConfiguration | ProxierSettings | None = None, *,
+                 cache: RenderCache | None = None, large_cluster: bool | None = None) -> None:
+        self._args = (desired, config, large_cluster)
+        self._r = _Render(desired, settings_for_state(config, None, desired), large_cluster, None, cache)
+        self._result: RenderResult | None = None
+        self.large = len(desired.services) >= CACHE_TRICK_MIN_CHAINS  # at least a chain per service port
+
+    def declared_before(self, table: str) -> tuple[str, ...]:
+        """The chains declared before any service's (the targets of kube-proxy's jumps from built-in chains)."""
+        return tuple(self._r.filter_chains if table == "filter" else self._r.nat_chains[:len(NAT_TOP_CHAINS)])
+
+    def lines(self) -> Iterator[str]:
+        r = self._r
+        chains = rules = 0
+
+        def drain() -> Iterator[str]:
+            nonlocal chains, rules
+            for c in r.nat_chains[chains:]:
+                yield f":{c} - [0:0]"
+            yield from r.nat_rules[rules:]
+            chains, rules = len(r.nat_chains), len(r.nat_rules)
+
+        yield from drain()
+        for sp in r.desired.services.values():
+            r.add(sp)
+            yield from drain()
+        self._result = r.finish(full=True, previous=None, existing_nat_chains=None, cleanup_stale=False)
+        yield from drain()  # the last rule of KUBE-SERVICES
+
+    def result(self) -> RenderResult:
+        if self._result is None:
+            for _ in self.lines():
+                pass
+        assert self._result is not None
+        return self._result
+
+    def blocks(self) -> dict[str, Block]:
+        return self.result().tables
+
+    def ruleset(self) -> Ruleset:
+        return self.result().ruleset()
+
+    def again(self) -> FullStream:
+        desired, config, large = self._args
+        return FullStream(desired, config, large_cluster=large)

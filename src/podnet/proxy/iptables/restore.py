@@ -31,9 +31,9 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from podnet.net.exec import in_netns
 from podnet.proxy.backend import SyncError
@@ -46,10 +46,13 @@ from podnet.proxy.iptables.ruleset import (
     Ruleset,
     _ordered,
     apply_changes,
-    full_text,
     full_text_parts,
     plan_partial,
+    streamed_parts,
 )
+
+if TYPE_CHECKING:
+    from podnet.proxy.iptables.render import FullStream
 
 log = logging.getLogger(__name__)
 
@@ -192,55 +195,83 @@ class Restorer:
             self.rules = {t: sum(len(r) for r in chains.values()) for t, chains in (applied or {}).items()}
             self.drift.synced(touched)
 
-    def sync_full(self, blocks: Mapping[str, Block], model: Callable[[], Ruleset],
+    def sync_full(self, blocks: Mapping[str, Block] | FullStream, model: Callable[[], Ruleset],
                   listing: Listing | None = None) -> SyncStats:
-        """Load a full render (its `blocks`, RenderResult.tables), rewriting all owned chains and deleting stale
-        ones found in the kernel.
+        """Load a full render, rewriting all owned chains and deleting stale ones found in the kernel.
 
-        `model` builds the render's Ruleset (the new applied model); it runs while iptables-restore works.
-        `listing` is list_kernel()'s, when the caller took it while rendering (nothing serial before the load).
-        Raises RestoreError (the kernel keeps its rules; the model is dropped so the next sync is full).
+        `blocks` is a finished render's (RenderResult.tables), or a render.FullStream, which renders while
+        iptables-restore reads it (the nat table first, as it is formatted): then nothing but the listing
+        comes before the load. `model` builds the render's Ruleset (the new applied model); it runs while
+        iptables-restore works (for a stream, once the render is done). `listing` is list_kernel()'s, when the
+        caller took it while rendering. Raises RestoreError (the kernel keeps its rules; the model is dropped
+        so the next sync is full).
         """
         start = time.monotonic()
         self.drift.repairing()
         listing = listing or self.list_kernel()
-        declared = {t: set(b.chains) for t, b in blocks.items()}
+        stream = None if isinstance(blocks, Mapping) else blocks
+        if stream is not None:  # the chains jumped to from built-in chains are declared first
+            declared = {t: set(stream.declared_before(t)) for t in ("filter", stream.first)}
+        else:
+            declared = {t: set(b.chains) for t, b in cast(Mapping[str, Block], blocks).items()}
         existing = {t: listing.chains.get(t, set()) for t in declared}
         missing = self.missing_jumps(declared, listing)
         self._ensure_base_chains(missing, existing)
         trick = self.mode == "nft"
+
+        def parts(s: FullStream | None) -> Iterator[str]:
+            if s is None:
+                return full_text_parts(cast(Mapping[str, Block], blocks), existing=existing, missing_jumps=missing,
+                                       cache_trick=trick)
+            return streamed_parts(s.first, s.lines(), s.blocks, existing=existing, missing_jumps=missing,
+                                  cache_trick=trick, first_is_large=s.large)
+
         argv = [self._bin("iptables-restore"), "-w", "5", "--noflush"]
         deadline = time.monotonic() + self.runner.timeout
         proc = self.runner.popen(argv)
         result: dict[str, str] = {}
+        fed = threading.Event()
+        failed: list[BaseException] = []
 
         def feed() -> None:
-            # Streamed in pieces (full_text_parts): no second copy of the input, encoded whole, at any time.
+            # Streamed in pieces: no second copy of the input, encoded whole, at any time.
             assert proc.stdin is not None and proc.stderr is not None
             try:
-                for part in full_text_parts(blocks, existing=existing, missing_jumps=missing, cache_trick=trick):
+                for part in parts(stream):
                     proc.stdin.write(part)
                 proc.stdin.close()
             except BrokenPipeError:  # it stopped reading: it failed, and its stderr says why
                 pass
+            except BaseException as exc:  # the render failed: nothing may be committed from half an input
+                failed.append(exc)
+                proc.kill()
+            finally:
+                fed.set()
             result["stderr"] = proc.stderr.read()
             proc.wait()
 
         writer = threading.Thread(target=feed, name="iptables-restore-feed", daemon=True)
         writer.start()
-        desired = model()  # the applied model, built while iptables-restore works on the other core
+        if stream is not None:
+            fed.wait(max(0.0, deadline - time.monotonic()))  # the render runs in the feeder
+        desired = model() if not failed else Ruleset()  # built while iptables-restore works on the other core
         writer.join(max(0.0, deadline - time.monotonic()))
         if writer.is_alive():
             proc.kill()
             writer.join()
             self._applied_now(None, None)
             raise RestoreError(f"iptables-restore timed out after {self.runner.timeout}s", partial=False)
+        if failed:
+            self._applied_now(None, None)
+            raise failed[0]
         if proc.returncode != 0:
             self._applied_now(None, None)
             err = result.get("stderr", "").strip()
-            rtext = full_text(blocks, existing=existing, missing_jumps=missing, cache_trick=trick)
+            rtext = "".join(parts(stream.again() if stream is not None else None))  # the input it read
             raise RestoreError(f"iptables-restore failed (exit {proc.returncode}): {err}{_context(rtext, err)}",
                                partial=False, stderr=err)
+        if stream is not None:
+            declared = {t: set(b.chains) for t, b in stream.blocks().items()}
         applied = {t: desired.chains.get(t, {}) for t in _ordered(set(desired.chains) | set(declared))}
         self._applied_now(applied, None)
         written = {t: sum(len(r) for r in chains.values()) + sum(1 for j in missing if j.table == t)

@@ -13,8 +13,9 @@ restore.py runs the result.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from podnet.proxy.iptables.names import SERVICE_CHAIN_PREFIXES, Jump
@@ -208,25 +209,65 @@ def full_text_parts(
     for table in _ordered(set(blocks) | {j.table for j in missing_jumps}):
         block = blocks.get(table, Block((), ()))
         declared = set(block.chains)
-        stale = sorted(
-            c for c in (existing or {}).get(table, set()) if c.startswith(SERVICE_CHAIN_PREFIXES) and c not in declared
-        )
-        yield f"*{table}\n"
-        if cache_trick and len(declared) + len(stale) >= CACHE_TRICK_MIN_CHAINS:
-            yield "-S\n"
-        piece: list[str] = []
-        size = 0
-        for line in _block_lines(block):
-            piece.append(line)
-            size += len(line) + 1
-            if size >= CHUNK:
-                yield "\n".join(piece) + "\n"
-                piece, size = [], 0
-        if piece:
+        stale = _stale(table, existing, declared)
+        trick = cache_trick and len(declared) + len(stale) >= CACHE_TRICK_MIN_CHAINS
+        yield from _table_parts(table, _block_lines(block), functools.partial(set, declared), existing,
+                                missing_jumps, trick)
+
+
+def streamed_parts(
+    first: str,
+    lines: Iterator[str],
+    rest: Callable[[], Mapping[str, Block]],
+    *,
+    existing: dict[str, set[str]] | None = None,
+    missing_jumps: Sequence[Jump] = (),
+    cache_trick: bool = True,
+    first_is_large: bool = False,
+) -> Iterator[str]:
+    """full_text_parts of a render made while it is loaded (render.FullStream): table `first` from `lines`
+    as the renderer makes them (every chain declared before a rule names it), then, once they are
+    exhausted, the other tables of `rest()` (the finished render's blocks). `-S` goes first in `first`
+    (with cache_trick) when the caller knows the render will be large (first_is_large) or the kernel already
+    has many chains there: its chains are only known at the end, as are the stale ones, which go last as
+    in full_text_parts."""
+    done: dict[str, Block] = {}
+
+    def declared() -> set[str]:
+        done.update(rest())
+        return set(done[first].chains)
+
+    big = first_is_large or len((existing or {}).get(first, set())) >= CACHE_TRICK_MIN_CHAINS
+    yield from _table_parts(first, lines, declared, existing, missing_jumps, cache_trick and big)
+    blocks = done or rest()
+    yield from full_text_parts({t: b for t, b in blocks.items() if t != first}, existing=existing,
+                               missing_jumps=[j for j in missing_jumps if j.table != first], cache_trick=cache_trick)
+
+
+def _stale(table: str, existing: dict[str, set[str]] | None, declared: set[str]) -> list[str]:
+    return sorted(
+        c for c in (existing or {}).get(table, set()) if c.startswith(SERVICE_CHAIN_PREFIXES) and c not in declared
+    )
+
+
+def _table_parts(table: str, lines: Iterable[str], declared: Callable[[], set[str]],
+                 existing: dict[str, set[str]] | None, missing_jumps: Sequence[Jump], trick: bool) -> Iterator[str]:
+    """One table block in pieces of about CHUNK characters; `declared()` is asked after the last line."""
+    yield f"*{table}\n" + ("-S\n" if trick else "")
+    piece: list[str] = []
+    size = 0
+    for line in lines:
+        piece.append(line)
+        size += len(line) + 1
+        if size >= CHUNK:
             yield "\n".join(piece) + "\n"
-        tail = [f":{c} - [0:0]\n" for c in stale] + [f"-X {c}\n" for c in stale]
-        tail += [f"{line}\n" for line in _jump_lines([j for j in missing_jumps if j.table == table])]
-        yield "".join(tail) + "COMMIT\n"
+            piece, size = [], 0
+    if piece:
+        yield "\n".join(piece) + "\n"
+    stale = _stale(table, existing, declared())
+    tail = [f":{c} - [0:0]\n" for c in stale] + [f"-X {c}\n" for c in stale]
+    tail += [f"{line}\n" for line in _jump_lines([j for j in missing_jumps if j.table == table])]
+    yield "".join(tail) + "COMMIT\n"
 
 
 def _block_lines(block: Block) -> Iterator[str]:
