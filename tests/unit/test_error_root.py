@@ -17,6 +17,7 @@ NOT_ERRORS = {
     "podnet.cni.spec.CniError",  # a CNI protocol value printed as JSON, not a podnet failure
     "podnet.store.informer.NotSelected",  # a decoder's "outside the selector" signal
     "podnet.api.loader._TooBig",  # private to the loader
+    "podnet.controllers.apply._TooBig",  # private to the planner: split into parts by its own caller
     "podnet.store.etcd._FatalRpc",  # private to the etcd client
     "podnet.store.etcd._SyntheticRpcError",  # shaped as grpc's RpcError so the client classifies it as one
 }
