@@ -9,7 +9,26 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from podnet.store import Event, Watch
+from podnet.store.etcd import EtcdStore
 from tests.contract.etcd_cluster import EtcdCluster, etcd_available
+
+
+@pytest.fixture(scope="module")
+def etcd1() -> Iterator[EtcdCluster]:
+    """One loopback etcd member per module (the bucket and big-apply tests)."""
+    if not etcd_available():
+        pytest.skip("etcd server binary not installed (Debian package etcd-server)")
+    with EtcdCluster(1) as c:  # stopped by pid, data dir removed, pass or fail
+        yield c
+
+
+@pytest.fixture
+def etcd_store(etcd1: EtcdCluster) -> Iterator[EtcdStore]:
+    s = EtcdStore(etcd1.url)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.fixture(scope="module")

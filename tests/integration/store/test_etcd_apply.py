@@ -4,7 +4,6 @@ each whole, after the whole set was checked, so a bad object anywhere still writ
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,26 +13,13 @@ from podnet.controllers.endpoints import sync_ops
 from podnet.errors import NotFound, PodnetError
 from podnet.store import keys
 from podnet.store.etcd import EtcdStore
-from tests.contract.etcd_cluster import EtcdCluster, etcd_available
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def etcd1() -> Iterator[EtcdCluster]:
-    if not etcd_available():
-        pytest.skip("etcd server binary not installed")
-    with EtcdCluster(1) as c:  # stopped by pid, data dir removed, pass or fail
-        yield c
-
-
 @pytest.fixture
-def store(etcd1: EtcdCluster) -> Iterator[EtcdStore]:
-    s = EtcdStore(etcd1.url)
-    try:
-        yield s
-    finally:
-        s.close()
+def store(etcd_store: EtcdStore) -> EtcdStore:
+    return etcd_store  # conftest.py: one etcd member per module
 
 
 def _svc(ns: str, i: int, app: str | None = None) -> str:

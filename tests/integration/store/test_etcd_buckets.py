@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,27 +15,15 @@ from podnet.controllers.endpoints import sync_ops
 from podnet.store import keys
 from podnet.store.etcd import EtcdStore
 from podnet.store.etcd_buckets import member_key
-from tests.contract.etcd_cluster import EtcdCluster, etcd_available
+from tests.contract.etcd_cluster import EtcdCluster
 from tests.unit.controllers.test_apply import CountingStore
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def etcd1() -> Iterator[EtcdCluster]:
-    if not etcd_available():
-        pytest.skip("etcd server binary not installed")
-    with EtcdCluster(1) as c:  # stopped by pid, data dir removed, pass or fail
-        yield c
-
-
 @pytest.fixture
-def store(etcd1: EtcdCluster) -> Iterator[EtcdStore]:
-    s = EtcdStore(etcd1.url)
-    try:
-        yield s
-    finally:
-        s.close()
+def store(etcd_store: EtcdStore) -> EtcdStore:
+    return etcd_store  # conftest.py: one etcd member per module
 
 
 def _members(store: EtcdStore) -> set[str]:
