@@ -274,8 +274,7 @@ class Restorer:
             declared = {t: set(b.chains) for t, b in stream.blocks().items()}
         applied = {t: desired.chains.get(t, {}) for t in _ordered(set(desired.chains) | set(declared))}
         self._applied_now(applied, None)
-        written = {t: sum(len(r) for r in chains.values()) + sum(1 for j in missing if j.table == t)
-                   for t, chains in applied.items()}
+        written = {t: self.rules.get(t, 0) + sum(1 for j in missing if j.table == t) for t in applied}
         n_rules = sum(written.values())
         return SyncStats(True, time.monotonic() - start, n_rules + sum(len(c) for c in declared.values()),
                          n_rules, written)
@@ -293,11 +292,8 @@ class Restorer:
             self._restore(plan.text, partial=True)
         with self.drift.lock:
             if self.applied is not None:
-                for table, delta in plan.changes.items():
-                    cur = self.applied.get(table, {})
-                    self.rules[table] = self.rules.get(table, 0) + sum(
-                        len(rules or ()) - len(cur.get(chain) or ()) for chain, rules in delta.items())
-                apply_changes(self.applied, plan.changes)
+                for table, n in apply_changes(self.applied, plan.changes).items():
+                    self.rules[table] = self.rules.get(table, 0) + n
             self.drift.synced(plan.touched)
         return SyncStats(False, time.monotonic() - start, plan.lines, plan.rules_written, plan.written)
 

@@ -166,16 +166,22 @@ class Plan:
         return out
 
 
-def apply_changes(model: Applied, changes: Changes) -> None:
+def apply_changes(model: Applied, changes: Changes) -> dict[str, int]:
     """Change model in place: a few dict operations per changed chain, where a copy of the model costs 16 ms
-    at 10k services x 10 endpoints (110k chains)."""
+    at 10k services x 10 endpoints (110k chains). Returns how many rules each table gained (or lost)."""
+    gained: dict[str, int] = {}
     for table, delta in changes.items():
         chains = model.setdefault(table, {})
+        n = 0
         for chain, rules in delta.items():
+            n -= len(chains.get(chain) or ())
             if rules is None:
                 chains.pop(chain, None)
             else:
                 chains[chain] = rules
+                n += len(rules)
+        gained[table] = n
+    return gained
 
 
 CHUNK = 1 << 20  # characters per piece of a streamed restore input
