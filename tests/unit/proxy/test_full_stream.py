@@ -68,3 +68,16 @@ def test_a_large_render_or_a_large_table_asks_for_the_whole_cache_first() -> Non
     assert _streamed(state, existing=many).splitlines()[:2] == ["*nat", "-S"]
     assert _streamed(state, first_is_large=True).splitlines()[:2] == ["*nat", "-S"]
     assert "-S" not in _streamed(state, existing=many, cache_trick=False).splitlines()
+
+
+def test_a_stream_read_in_part_finishes_from_where_it_stopped() -> None:
+    """iptables-restore may stop reading early (a refused line); the model is then taken from the same
+    render, which must go on from where the feed stopped and not add the services read so far twice."""
+    spec = {k: {"type": "ClusterIP", "etp": "Cluster", "itp": "Cluster", "affinity": False, "ranges": False,
+                "external_ip": False, "endpoints": [(1, "other", (None, None, None))]} for k in "abcd"}
+    state = desired_state_from_objects(objects(spec), node_name="test-node")
+    s = FullStream(state, SETTINGS)
+    lines = s.lines()
+    for _ in range(12):
+        next(lines)
+    assert s.ruleset().chains == render(state, SETTINGS, full=True, cleanup_stale=False).ruleset().chains

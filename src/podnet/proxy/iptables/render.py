@@ -332,6 +332,7 @@ class FullStream:
         self._args = (desired, config, large_cluster)
         self._r = _Render(desired, settings_for_state(config, None, desired), large_cluster, None, cache)
         self._result: RenderResult | None = None
+        self._lines: Iterator[str] | None = None
         self.large = len(desired.services) >= CACHE_TRICK_MIN_CHAINS  # at least a chain per service port
 
     def declared_before(self, table: str) -> tuple[str, ...]:
@@ -339,6 +340,12 @@ class FullStream:
         return tuple(self._r.filter_chains if table == "filter" else self._r.nat_chains[:len(NAT_TOP_CHAINS)])
 
     def lines(self) -> Iterator[str]:
+        """The nat block's lines; every call continues the one render (a stream is read once)."""
+        if self._lines is None:
+            self._lines = self._render_lines()
+        return self._lines
+
+    def _render_lines(self) -> Iterator[str]:
         r = self._r
         chains = rules = 0
 
