@@ -88,7 +88,7 @@ def test_podnet_reads_flannel_written_leases_as_peers(etcd: EtcdCluster) -> None
                 inf = watcher.informer if watcher is not None else None
                 state = (f"informer revision {inf.revision}, relists {inf.relists}, holds {sorted(inf.snapshot())}"
                          if inf is not None else "no watcher")
-                raise AssertionError(f"events so far: {events}; {state}; store revision {store.revision()}")
+                raise AssertionError(f"events so far: {events}; lost: {lost}; {state}; store revision {store.revision()}")
             return list(events)
 
     watcher: LeaseWatch | None = None
@@ -116,10 +116,12 @@ def test_podnet_reads_flannel_written_leases_as_peers(etcd: EtcdCluster) -> None
             ("added", "10.5.52.0/24", {"VNI": 1, "VtepMAC": "c6:d2:32:6f:8f:44"})
         ]
 
-        # a flanneld joining later, with flannel's minimal value, shows up live
-        flannel_create_lease(etcd, "10.5.60.0/24", MINIMAL_VALUE)
+        # a flanneld joining later, with flannel's minimal value, shows up live. Its subnet is one podnet did
+        # not pick (acquire picks at random, and a flanneld writing over our key would be a takeover)
+        later_subnet = next(s for s in ("10.5.60.0/24", "10.5.61.0/24") if s != str(own.subnet))
+        flannel_create_lease(etcd, later_subnet, MINIMAL_VALUE)
         later = wait_events(2)[1]
-        assert (later.type, str(later.lease.subnet), str(later.lease.public_ip)) == ("added", "10.5.60.0/24", "1.2.3.4")
+        assert (later.type, str(later.lease.subnet), str(later.lease.public_ip)) == ("added", later_subnet, "1.2.3.4")
 
         # that flanneld's etcd lease ends (revoke = what expiry does): removal carries the old attributes
         etcd.etcdctl("lease", "revoke", f"{flannel_id:x}")
