@@ -232,8 +232,8 @@ def validate_service(svc: Service) -> list[Problem]:
     for i, ip in enumerate(s.cluster_ips):
         if ip != "None":
             c.check(f"spec.clusterIPs[{i}]", ip, ip_reason(ip))
-    if s.cluster_ips and s.cluster_ip not in (None, "") and s.cluster_ips[0] != s.cluster_ip:
-        c.add("spec.clusterIPs[0]", s.cluster_ips[0], "must match `spec.clusterIP`")
+    # how clusterIP, clusterIPs and ipFamilies agree depends on the stored object (a write may leave them
+    # out): controllers/ipfamilies.py checks that, as the API server's registry does
     for i, ip in enumerate(s.external_ips):
         reason = ip_reason(ip)
         if not reason:

@@ -12,6 +12,10 @@ explicit requests. The usable ClusterIP range excludes the network and broadcast
 server's allocator does; the first address (10.96.0.1 by default) is left out of dynamic allocation
 because a real cluster gives it to the `kubernetes` service, so podnet's addresses look like a cluster's
 (it can still be requested explicitly).
+
+A dual-stack cluster has two service CIDRs, one per IP family (kube-apiserver's
+`--service-cluster-ip-range=10.96.0.0/12,fd00:10:96::/112`): the first one's family is the cluster's
+default, and the planner keeps one ClusterIPAllocator per family.
 """
 
 from __future__ import annotations
@@ -41,30 +45,52 @@ def parse_port_range(text: str) -> tuple[int, int]:
     return low, high
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def family_of_network(net: Network) -> str:
+    return "IPv6" if net.version == 6 else "IPv4"
+
+
 @dataclass(frozen=True)
 class AllocatorConfig:
     """The cluster's allocation ranges (kube-apiserver's --service-cluster-ip-range and
     --service-node-port-range). Every writer must use the same values: the CLI reads them from options
-    or the PODNET_SERVICE_CIDR / PODNET_NODE_PORT_RANGE environment."""
+    or the PODNET_SERVICE_CIDR / PODNET_NODE_PORT_RANGE environment.
+
+    service_cidr is one CIDR or two of different families, comma-separated (dual-stack); it is kept in
+    canonical form, and `cidrs` / `families` give them parsed, the default family first."""
 
     service_cidr: str = DEFAULT_SERVICE_CIDR
     node_port_range: tuple[int, int] = DEFAULT_NODE_PORT_RANGE
 
     def __post_init__(self) -> None:
-        net = check_service_cidr(self.service_cidr)
-        object.__setattr__(self, "service_cidr", str(net))
+        nets = check_service_cidrs(self.service_cidr)
+        object.__setattr__(self, "service_cidr", ",".join(map(str, nets)))
         low, high = self.node_port_range
         if not 1 <= low <= high <= 65535:
             raise ValueError(f"node port range {low}-{high}: ports must satisfy 1 <= first <= last <= 65535")
+
+    @property
+    def cidrs(self) -> tuple[Network, ...]:
+        return tuple(ipaddress.ip_network(c) for c in self.service_cidr.split(","))
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The IP families services can have here, the cluster's default (the first CIDR's) first."""
+        return tuple(family_of_network(n) for n in self.cidrs)
+
+    def cidr_of(self, family: str) -> Network | None:
+        return next((n for n in self.cidrs if family_of_network(n) == family), None)
 
     @classmethod
     def from_env(cls, service_cidr: str | None = None, node_port_range: str | None = None) -> AllocatorConfig:
         """From the --service-cidr / --node-port-range options, else the environment. A bad service CIDR
         raises ValidationError naming where it came from; a bad port range, ValueError."""
         if service_cidr:
-            check_service_cidr(service_cidr, "--service-cidr")
+            check_service_cidrs(service_cidr, "--service-cidr")
         elif os.environ.get("PODNET_SERVICE_CIDR"):
-            check_service_cidr(os.environ["PODNET_SERVICE_CIDR"], "PODNET_SERVICE_CIDR")
+            check_service_cidrs(os.environ["PODNET_SERVICE_CIDR"], "PODNET_SERVICE_CIDR")
         cidr = service_cidr or os.environ.get("PODNET_SERVICE_CIDR") or DEFAULT_SERVICE_CIDR
         ports = node_port_range or os.environ.get("PODNET_NODE_PORT_RANGE")
         return cls(cidr, parse_port_range(ports) if ports else DEFAULT_NODE_PORT_RANGE)
@@ -84,30 +110,60 @@ FORBIDDEN_SERVICE_RANGES: tuple[tuple[ipaddress.IPv4Network, str], ...] = (
 )
 
 
-def check_service_cidr(text: str, field: str = "serviceCIDR") -> ipaddress.IPv4Network:
-    """The one check of a service CIDR, wherever one is accepted (options, environment, config).
+# The IPv6 ranges that cannot hold service IPs: the unspecified address (every CIDR that holds the
+# loopback ::1 holds it too, as a service CIDR is at least a /126), IPv4-mapped addresses (a packet to one
+# is IPv4 on the wire), link-local and multicast.
+FORBIDDEN_SERVICE_RANGES_V6: tuple[tuple[ipaddress.IPv6Network, str], ...] = (
+    (ipaddress.IPv6Network("::/128"), "the unspecified address :: (and the loopback ::1)"),
+    (ipaddress.IPv6Network("::ffff:0:0/96"), "the IPv4-mapped range ::ffff:0:0/96"),
+    (ipaddress.IPv6Network("fe80::/10"), "the link-local range fe80::/10"),
+    (ipaddress.IPv6Network("ff00::/8"), "the multicast range ff00::/8"),
+)
+# kube-apiserver refuses an IPv6 service range of more than 2^20 addresses (its allocator is a bitmap)
+MAX_V6_HOST_BITS = 20
 
-    IPv4 only until dual-stack lands: an IPv6 CIDR was half-handled (IPv4 addresses taken from an IPv6
-    range, IPv6 addresses labelled IPv4, no proxy rules), so it is refused instead. Raises
-    ValidationError naming the field and the value.
-    """
+
+def check_service_cidr(text: str, field: str = "serviceCIDR") -> Network:
+    """The one check of a service CIDR, wherever one is accepted (options, environment, config).
+    Raises ValidationError naming the field and the value."""
     def bad(reason: str) -> ValidationError:
         return ValidationError([Problem(field, text, reason)])
 
     try:
         net = ipaddress.ip_network(text.strip() if isinstance(text, str) else text, strict=False)
     except (ValueError, TypeError):
-        raise bad("not a CIDR (like 10.96.0.0/12)") from None
+        raise bad("not a CIDR (like 10.96.0.0/12 or fd00:10:96::/112)") from None
     if "/" not in str(text):
         raise bad("not a CIDR: no prefix length (like 10.96.0.0/12)")
-    if not isinstance(net, ipaddress.IPv4Network):
-        raise bad("only IPv4 service CIDRs are supported (IPv6 and dual-stack are not, yet)")
-    if net.prefixlen > 30:
-        raise bad("too small (at most /30 for IPv4)")
-    for forbidden, what in FORBIDDEN_SERVICE_RANGES:
-        if net.overlaps(forbidden):
+    if isinstance(net, ipaddress.IPv4Network):
+        if net.prefixlen > 30:
+            raise bad("too small (at most /30 for IPv4)")
+        forbidden: tuple[tuple[Network, str], ...] = FORBIDDEN_SERVICE_RANGES
+    else:
+        if net.prefixlen > 126:
+            raise bad("too small (at most /126 for IPv6)")
+        if net.prefixlen < 128 - MAX_V6_HOST_BITS:
+            raise bad(f"too large (at least /{128 - MAX_V6_HOST_BITS} for IPv6, as kube-apiserver)")
+        forbidden = FORBIDDEN_SERVICE_RANGES_V6
+    for bad_net, what in forbidden:
+        if net.overlaps(bad_net):  # same family by construction
             raise bad(f"overlaps {what}: its addresses cannot be service IPs")
     return net
+
+
+def check_service_cidrs(text: str, field: str = "serviceCIDR") -> tuple[Network, ...]:
+    """One service CIDR, or two of different families separated by a comma (a dual-stack cluster, the
+    first one's family its default), each checked by check_service_cidr. Raises ValidationError."""
+    if not isinstance(text, str):
+        raise ValidationError([Problem(field, text, "not a CIDR (like 10.96.0.0/12)")])
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > 2:
+        raise ValidationError([Problem(field, text, "at most two CIDRs, one per IP family (dual-stack)")])
+    nets = tuple(check_service_cidr(p, field if len(parts) == 1 else f"{field}[{i}]") for i, p in enumerate(parts))
+    if len(nets) == 2 and nets[0].version == nets[1].version:
+        raise ValidationError([Problem(field, text, "two CIDRs must be of different IP families (one IPv4, "
+                                                    "one IPv6)")])
+    return nets
 
 
 def _static_band(size: int, low: int, high: int, divisor: int) -> int:
@@ -245,11 +301,11 @@ class ClusterIPAllocator:
     def take(self, ip: str, owner: str) -> None:
         self._range.allocated[int(ipaddress.ip_address(ip)) - self._base] = owner
 
-    def allocate(self, owner: str, rng: random.Random) -> str:
+    def allocate(self, owner: str, rng: random.Random, field: str = "spec.clusterIP") -> str:
         off = self._range.pick(rng)
         if off is None:
             raise AllocationError(
-                f"{owner}: spec.clusterIP: no free address left in the service CIDR {self.net} "
+                f"{owner}: {field}: no free address left in the service CIDR {self.net} "
                 f"({len(self._range.allocated)} allocated); delete a service or use a larger --service-cidr")
         self._range.allocated[off] = owner
         return str(ipaddress.ip_address(self._base + off))

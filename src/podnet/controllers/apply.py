@@ -18,7 +18,6 @@ into a store of thousands of objects reads one key, not all of them.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import random
 import time
@@ -37,6 +36,7 @@ from podnet.api.node import Node
 from podnet.api.pod import Pod, PodStatus
 from podnet.api.service import Service
 from podnet.api.statefulset import StatefulSet
+from podnet.controllers import ipfamilies
 from podnet.controllers.allocators import AllocatorConfig, ClusterIPAllocator, NodePortAllocator
 from podnet.controllers.endpoints import selector_matches, slice_ops
 from podnet.controllers.writeindex import Index, index_for
@@ -281,18 +281,8 @@ def default_service(svc: Service) -> None:
     if s.type == "ExternalName":
         # a DNS name only: no virtual IP, no IP families, no traffic policies (defaults.go skips them too)
         return
-    if s.cluster_ip and not s.cluster_ips:
-        s.cluster_ips = [s.cluster_ip]
-    if not s.ip_families and s.cluster_ip != "None":
-        fam = "IPv4"
-        if s.cluster_ip:
-            try:
-                fam = "IPv6" if ipaddress.ip_address(s.cluster_ip).version == 6 else "IPv4"
-            except ValueError:
-                pass
-        s.ip_families = [fam]
-    if not s.ip_family_policy:
-        s.ip_family_policy = "SingleStack"
+    # clusterIPs, ipFamilies and ipFamilyPolicy depend on the stored object and the cluster: the planner
+    # sets them (controllers/ipfamilies.py)
     if not s.internal_traffic_policy:
         s.internal_traffic_policy = defaults.DEFAULT_TRAFFIC_POLICY
     if s.type in ("NodePort", "LoadBalancer") and not s.external_traffic_policy:
@@ -342,17 +332,19 @@ class _Planner:
         self.affected: set[tuple[str, str]] = set()  # (namespace, service) whose slices to recompute
         self.touched_pods: list[tuple[str, dict[str, str]]] = []
         self.batch_nodes: set[str] = set()  # nodes applied together with pods count as known
-        self._ip_alloc: ClusterIPAllocator | None = None
+        self._ip_allocs: dict[str, ClusterIPAllocator] = {}
         self._port_alloc: NodePortAllocator | None = None
 
     # -- allocation keys
 
-    @property
-    def ip_alloc(self) -> ClusterIPAllocator:
-        if self._ip_alloc is None:
-            self._ip_alloc = ClusterIPAllocator(self.config.service_cidr, lookup=self.view.ip_owner,
-                                                load_all=self.view.all_ips)
-        return self._ip_alloc
+    def ip_alloc(self, family: str) -> ClusterIPAllocator:
+        """The allocator of one of the cluster's families (ipfamilies.init_families let no other through)."""
+        if family not in self._ip_allocs:
+            cidr = self.config.cidr_of(family)
+            assert cidr is not None, family
+            self._ip_allocs[family] = ClusterIPAllocator(str(cidr), lookup=self.view.ip_owner,
+                                                         load_all=self.view.all_ips)
+        return self._ip_allocs[family]
 
     @property
     def port_alloc(self) -> NodePortAllocator:
@@ -379,36 +371,25 @@ class _Planner:
         owner = new.ref
         s = new.spec
         before = len(self.problems)
-        # ClusterIP: immutable once set; headless services have none, and neither do ExternalName ones (a
-        # Service that becomes ExternalName gives its address back, as the API server's allocator does).
-        old_ip = old.spec.cluster_ip if old is not None else None
-        want = s.cluster_ip
+        # Cluster IPs: one per IP family (ipfamilies.py decides the families), the primary immutable once
+        # set, the secondary added or released only with the policy; headless and ExternalName services
+        # have none (a Service that becomes ExternalName gives its addresses back, as the API server does).
+        old_svc = old if old is not None and old.spec.type != "ExternalName" else None
+        old_ips = old_svc.cluster_ips if old_svc is not None else []
         if s.type == "ExternalName":
-            if old_ip and old_ip != "None":
-                self._release(keys.cluster_ip(old_ip), owner, self.view.ip_owner(old_ip))
-            s.cluster_ip, s.cluster_ips = None, []
-        elif old_ip and old_ip != "None":
-            if want in (None, "") or want == old_ip:
-                s.cluster_ip = old_ip
-                s.cluster_ips = list(old.spec.cluster_ips) if old is not None and old.spec.cluster_ips else [old_ip]
-                if self.view.ip_owner(old_ip) is None:  # its record went missing: claim it again
-                    self.ip_alloc.take(old_ip, owner)
-                    self._claim(keys.cluster_ip(old_ip), owner, None)
-            else:
-                self.problems.append(Problem("spec.clusterIP", want, f"field is immutable (is {old_ip})", owner))
-        elif want == "None":
-            pass
-        elif want:
-            reason = self.ip_alloc.check(want, owner)
-            if reason:
-                self.problems.append(Problem("spec.clusterIP", want, reason, owner))
-            else:
-                self.ip_alloc.take(want, owner)
-                self._claim(keys.cluster_ip(want), owner, self.view.ip_owner(want))
+            for ip in old_ips:
+                self._release(keys.cluster_ip(ip), owner, self.view.ip_owner(ip))
+            s.cluster_ip, s.cluster_ips, s.ip_families, s.ip_family_policy = None, [], [], None
         else:
-            s.cluster_ip = self.ip_alloc.allocate(owner, self.rng)
-            s.cluster_ips = [s.cluster_ip]
-            self._claim(keys.cluster_ip(s.cluster_ip), owner, None)
+            ipfamilies.prepare(s, old_svc.spec if old_svc is not None else None)
+            problems = ipfamilies.init_families(new, old_svc, self.config.families)
+            if problems:
+                self.problems.extend(problems)
+                return
+            if s.cluster_ip == "None" or s.cluster_ips == ["None"]:
+                s.cluster_ip, s.cluster_ips = "None", ["None"]
+            else:
+                self._allocate_cluster_ips(new, old_ips)
 
         # NodePorts: a port without one keeps what the stored object had for the same port/protocol.
         old_ports: dict[tuple[int, str], int] = {}
@@ -456,6 +437,39 @@ class _Planner:
         for port in self._owned_ports(old):
             if port not in wanted:
                 self._release(keys.node_port(port), owner, self.view.port_owner(port))
+
+    def _allocate_cluster_ips(self, svc: Service, old_ips: list[str]) -> None:
+        """One address per family in ipFamilies: kept from the stored object, the one asked for, or a
+        free one; a stored address the Service no longer has (a downgrade) is released."""
+        s, owner = svc.spec, svc.ref
+        asked = list(s.cluster_ips)
+        got: list[str] = []
+        for i, fam in enumerate(s.ip_families):
+            alloc = self.ip_alloc(fam)
+            field_name = "spec.clusterIP" if i == 0 else f"spec.clusterIPs[{i}]"
+            want = asked[i] if i < len(asked) else ""
+            if i < len(old_ips) and want in ("", old_ips[i]):
+                ip = old_ips[i]
+                if self.view.ip_owner(ip) is None:  # its record went missing: claim it again
+                    alloc.take(ip, owner)
+                    self._claim(keys.cluster_ip(ip), owner, None)
+            elif want:
+                reason = alloc.check(want, owner)
+                if reason:
+                    self.problems.append(Problem(field_name, want, reason, owner))
+                    continue
+                ip = want
+                alloc.take(ip, owner)
+                self._claim(keys.cluster_ip(ip), owner, self.view.ip_owner(ip))
+            else:
+                ip = alloc.allocate(owner, self.rng, field_name)
+                self._claim(keys.cluster_ip(ip), owner, None)
+            got.append(ip)
+        s.cluster_ips = got
+        s.cluster_ip = got[0] if got else None
+        for ip in old_ips:
+            if ip not in got:
+                self._release(keys.cluster_ip(ip), owner, self.view.ip_owner(ip))
 
     def _release_all_of(self, owner: str, keep_ips: Iterable[str] = (), keep_ports: Iterable[int] = ()) -> None:
         """Release every allocation record naming owner, except those kept."""

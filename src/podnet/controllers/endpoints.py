@@ -8,7 +8,9 @@ transaction, so every node's proxy only watches EndpointSlices, as kube-proxy do
 Selector-less services are left alone: their EndpointSlices are whatever the user applied.
 
 What follows the upstream controller (pkg/controller/endpointslice, staging endpointslice reconciler):
-- pods: same namespace, labels match the selector, an IP of the service's family, not terminal
+- one set of slices per IP family of the service (a dual-stack service has IPv4 and IPv6 slices, each
+  with its own placeholder when empty).
+- pods: same namespace, labels match the selector, an IP of the slice's family, not terminal
   (Succeeded/Failed); terminating pods stay, with ready=false.
 - conditions: serving = pod Ready condition (or publishNotReadyAddresses), ready = serving and not
   terminating, terminating = deletionTimestamp set. All three always set, as upstream does.
@@ -65,16 +67,18 @@ def selector_matches(selector: dict[str, str] | None, labels: dict[str, str]) ->
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-def _address_type(svc: Service) -> str:
+def _address_types(svc: Service) -> list[str]:
+    """One set of slices per IP family of the Service, in its order (the controller's
+    serviceSupportedAddressesTypes); a stored Service without families has its cluster IP's."""
     if svc.spec.ip_families:
-        return svc.spec.ip_families[0]
+        return [f for f in dict.fromkeys(svc.spec.ip_families) if f in ("IPv4", "IPv6")] or ["IPv4"]
     ips = svc.cluster_ips
     if ips:
         try:
-            return "IPv6" if ipaddress.ip_address(ips[0]).version == 6 else "IPv4"
+            return ["IPv6" if ipaddress.ip_address(ips[0]).version == 6 else "IPv4"]
         except ValueError:
             pass
-    return "IPv4"
+    return ["IPv4"]
 
 
 def _pod_address(pod: Pod, address_type: str) -> str | None:
@@ -106,8 +110,10 @@ def _port_key(ports: Sequence[EndpointPort]) -> PortKey:
     return tuple((p.name or "", p.port or 0, p.protocol or "TCP") for p in ports)
 
 
-def _slice_name(svc: Service, key: PortKey, chunk: int) -> str:
-    digest = hashlib.sha256(json.dumps([list(key), chunk]).encode()).hexdigest()[:5]
+def _slice_name(svc: Service, key: PortKey, chunk: int, address_type: str = "IPv4") -> str:
+    # IPv4 slices keep the names they had before dual-stack; IPv6 ones hash their address type too
+    parts: list[object] = [list(key), chunk] if address_type == "IPv4" else [list(key), chunk, address_type]
+    digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:5]
     return f"{svc.name[:57]}-{digest}"
 
 
@@ -139,7 +145,12 @@ def endpoint_slices_for(
     """
     if not service.has_selector or service.spec.type == "ExternalName":
         return []
-    address_type = _address_type(service)
+    pods = list(pods)
+    return [sl for address_type in _address_types(service)
+            for sl in _slices_of_family(service, pods, address_type, max_endpoints)]
+
+
+def _slices_of_family(service: Service, pods: list[Pod], address_type: str, max_endpoints: int) -> list[EndpointSlice]:
     publish_not_ready = bool(service.spec.publish_not_ready_addresses)
     groups: dict[PortKey, tuple[list[EndpointPort], list[Endpoint]]] = {}
     for pod in pods:
@@ -170,14 +181,14 @@ def endpoint_slices_for(
         for chunk, start in enumerate(range(0, len(endpoints), max_endpoints)):
             slices.append(_slice(service, key, chunk, address_type, ports, endpoints[start:start + max_endpoints]))
     if not slices:
-        slices.append(_slice(service, (), 0, address_type, [], []))  # upstream's placeholder slice
+        slices.append(_slice(service, (), 0, address_type, [], []))  # upstream's placeholder, per family
     return slices
 
 
 def _slice(svc: Service, key: PortKey, chunk: int, address_type: str, ports: list[EndpointPort],
            endpoints: list[Endpoint]) -> EndpointSlice:
     return EndpointSlice(
-        metadata=ObjectMeta(name=_slice_name(svc, key, chunk), namespace=svc.namespace, labels=_labels(svc)),
+        metadata=ObjectMeta(name=_slice_name(svc, key, chunk, address_type), namespace=svc.namespace, labels=_labels(svc)),
         address_type=address_type,
         endpoints=endpoints,
         ports=list(ports),

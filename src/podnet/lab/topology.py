@@ -237,6 +237,7 @@ def build(
         )
         for i in range(1, nodes + 1)
     ]
-    dns = ipaddress.ip_network(service_cidr, strict=False).network_address + 10
+    # the cluster DNS address comes from the default family's range (the first of a dual-stack pair)
+    dns = ipaddress.ip_network(service_cidr.split(",")[0].strip(), strict=False).network_address + 10
     return LabSpec(name, nodes, backend, proxy_mode, store, underlay_cidr, DEFAULT_POD_NETWORK, specs, pool,
                    cluster_dns=str(dns), source=source)

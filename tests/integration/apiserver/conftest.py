@@ -69,13 +69,14 @@ def _wait_port(port_file: Path, proc: subprocess.Popen[bytes], log: Path) -> int
 
 
 @contextlib.contextmanager
-def _serving(store_url: str, d: Path) -> Iterator[Api]:
+def _serving(store_url: str, d: Path, *extra: str) -> Iterator[Api]:
     """`podnet apiserver` over store_url on a free loopback port, stopped by pid afterwards."""
     log = d / "apiserver.log"
+    env = {k: v for k, v in os.environ.items() if k != "PODNET_SERVICE_CIDR"}
     with log.open("wb") as out:
         proc = subprocess.Popen([PODNET, "--store", store_url, "apiserver", "--listen", "127.0.0.1:0",
-                                 "--cert-dir", str(d / "pki"), "--port-file", str(d / "port")],
-                                stdout=out, stderr=subprocess.STDOUT)
+                                 "--cert-dir", str(d / "pki"), "--port-file", str(d / "port"), *extra],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         port = _wait_port(d / "port", proc, log)
         from podnet.apiserver import certs
@@ -98,6 +99,17 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     d = tmp_path_factory.mktemp("apiserver")
     with _serving(f"sqlite:///{d}/state.db", d) as a:
         yield a
+
+
+@pytest.fixture(scope="module")
+def api_dual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """`podnet apiserver` of a dual-stack cluster: an IPv4 and an IPv6 service CIDR, IPv4 the default."""
+    d = tmp_path_factory.mktemp("apiserver-dual")
+    with _serving(f"sqlite:///{d}/state.db", d, "--service-cidr", DUAL_SERVICE_CIDR) as a:
+        yield a
+
+
+DUAL_SERVICE_CIDR = "10.96.0.0/16,fd00:10:96::/112"
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import pytest
 
 from podnet.api import EndpointSlice, Service, load_objects
 from podnet.cli.resources import age, describe_service_lines, format_table
+from podnet.controllers import ipfamilies
 from podnet.controllers.apply import default_service
 from podnet.controllers.endpoints import endpoint_slices_for
 
@@ -54,6 +55,7 @@ status: {loadBalancer: {ingress: [{ip: 192.0.2.1}]}}
     (svc,) = load_objects(text)
     assert isinstance(svc, Service)
     default_service(svc)
+    assert ipfamilies.init_families(svc, None, ("IPv4",)) == []  # what the planner adds: family and policy
     pods = load_objects("\n---\n".join(f"""
 apiVersion: v1
 kind: Pod
