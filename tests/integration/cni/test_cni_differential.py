@@ -60,6 +60,15 @@ DEVIATIONS: dict[str, dict[str, Any]] = {
 MASQ_LEAKS = [("cnirefc3", "16c-del-c3-eth1", "19-del-c3"), ("cnirefc2", "18-del-c2-netns-gone", "18-del-c2-netns-gone")]
 
 
+# (step name, subnet.env lines, container id, ifname): flannel's meta plugin on other families
+FLANNEL_FAMILY_CASES = (
+    ("61-flannel-dualstack", "FLANNEL_NETWORK=10.2.0.0/16\nFLANNEL_SUBNET=10.2.17.1/24\n"
+     "FLANNEL_IPV6_NETWORK=fd00:10:2::/56\nFLANNEL_IPV6_SUBNET=fd00:10:2:11::1/64\n", "fld", "eth1"),
+    ("62-flannel-ipv6only", "FLANNEL_IPV6_NETWORK=fd00:10:3::/56\nFLANNEL_IPV6_SUBNET=fd00:10:3:11::1/64\n",
+     "fl6", "eth2"),
+)
+
+
 def base_conf(side: Side, **over: Any) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "cniVersion": "1.0.0", "name": NET, "type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True,
@@ -252,6 +261,23 @@ def scenario(s: Side) -> dict[str, tuple[Call, dict[str, Any]]]:
         with open(os.path.join(s.flannel_dir, "flc"), "rb") as fh:
             out["60-flannel-saved"] = (Call(0, fh.read().decode(), ""), {})
         step("60-flannel-del", "flannel", "DEL", fconf, "flc", g, "eth0")
+    # flannel on a dual-stack node (FLANNEL_IPV6_* from EnableIPv6) and on an IPv6-only one
+    for name, env, cid, ifname in FLANNEL_FAMILY_CASES:
+        senv = os.path.join(s.tmp, f"{cid}.env")
+        with open(senv, "w") as fh:
+            fh.write(env + "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n")
+        fconf = {"cniVersion": "1.0.0", "name": f"{cid}net", "type": "flannel", "subnetFile": senv,
+                 "dataDir": s.flannel_dir, "delegate": {"isDefaultGateway": True, "bridge": f"cni{cid}"},
+                 "ipam": {"dataDir": s.data_dir}}
+        if s.kind == "ref":
+            dconf = flannel.delegate_config(fconf, flannel.load_subnet_env(senv))
+            step(f"{name}-add", "bridge", "ADD", dconf, cid, g, ifname)
+            step(f"{name}-del", "bridge", "DEL", dconf, cid, g, ifname)
+        else:
+            step(f"{name}-add", "flannel", "ADD", fconf, cid, g, ifname)
+            with open(os.path.join(s.flannel_dir, cid), "rb") as fh:
+                out[f"{name}-saved"] = (Call(0, fh.read().decode(), ""), {})
+            step(f"{name}-del", "flannel", "DEL", fconf, cid, g, ifname)
     return out
 
 
@@ -272,6 +298,7 @@ def _step_names() -> list[str]:
 
     src = inspect.getsource(scenario)
     names = re.findall(r'step\(f?"([^"]+)"', src)
+    loop_steps = [n for n in names if n.startswith("{name}")]
     out: list[str] = []
     for n in names:
         if n in out:
@@ -280,6 +307,9 @@ def _step_names() -> list[str]:
             out += [f"40-conflist-{x}{y}" for x in ("add", "check", "del", "del-again") for y in ("", "-chain")]
         if "{v}" in n:
             out += [n.replace("{v}", v) for v in ("0.4.0", "0.3.1", "0.2.0")]
+        elif n.startswith("{name}"):  # the FLANNEL_FAMILY_CASES loop: each case's steps in turn, once
+            if f"{FLANNEL_FAMILY_CASES[0][0]}-add" not in out:
+                out += [x.replace("{name}", case[0]) for case in FLANNEL_FAMILY_CASES for x in dict.fromkeys(loop_steps)]
         else:
             out.append(n)
     return out
@@ -367,3 +397,20 @@ def test_flannel_saved_delegate_is_flannels_json(runs: Any) -> None:
         "bridge", False, 1450, True, "cbr0")
     assert saved["hairpinMode"] is True and saved["isDefaultGateway"] is True and saved["cniVersion"] == "0.3.1"
     assert not os.path.exists(os.path.join(pod_side.flannel_dir, "flc")), "DEL must remove the saved config"
+
+
+@pytest.mark.parametrize(("name", "ranges", "routes"), [
+    ("61-flannel-dualstack", [[{"subnet": "10.2.17.0/24"}], [{"subnet": "fd00:10:2:11::/64"}]],
+     [{"dst": "10.2.0.0/16"}, {"dst": "fd00:10:2::/56"}]),
+    ("62-flannel-ipv6only", [[{"subnet": "fd00:10:3:11::/64"}]], [{"dst": "fd00:10:3::/56"}]),
+])
+def test_flannel_passes_both_families_to_the_delegate(runs: Any, name: str, ranges: list[Any],
+                                                      routes: list[Any]) -> None:
+    """The subnet.env's IPv6 lines become the delegate's second range and route (flannel's getDelegateIPAM);
+    the result carries an address of each family (compared with the reference bridge step by step above)."""
+    _ref_side, _ref, _pod_side, pod = runs
+    saved = json.loads(pod[f"{name}-saved"][0].stdout)
+    assert saved["ipam"]["ranges"] == ranges and saved["ipam"]["routes"] == routes
+    result = pod[f"{name}-add"][0].json
+    got = sorted(ip["address"].split("/")[0].count(":") > 0 for ip in result["ips"])
+    assert got == sorted(len(r) > 0 and ":" in r[0]["subnet"] for r in ranges)
