@@ -31,20 +31,26 @@ def up(
     source: str = typer.Option("store", "--source", help="Where node agents' proxy and overlay read objects: "
                                "store (podnet's store) or kube (the lab's Kubernetes API server, as kube-proxy "
                                "and flanneld --kube-subnet-mgr; the control plane assigns node podCIDRs)"),
+    ip_family: str = typer.Option("ipv4", "--ip-family", help="The cluster's IP families: ipv4 | ipv6 | dual "
+                                  "(nodes, pods and Services; dual: IPv4 first, as kind's dual-stack)"),
 ) -> None:
     """Create the lab: underlay, nodes, agents (overlay, proxy, pods), Node objects in the store."""
     from podnet.controllers.allocators import AllocatorConfig
     from podnet.lab import cluster, topology
 
     spec = topology.build(name, nodes, backend, proxy_mode, store, underlay, AllocatorConfig.from_env().service_cidr,
-                          lb_pool, source)
+                          lb_pool, source, ip_family)
     st = cluster.up(spec, _store_url(ctx))
     typer.echo(f"lab {name} is up: {nodes} nodes, backend {backend}, proxy {proxy_mode}, store {st.store_url}"
-               + (", agents watch the API server" if source == "kube" else ""))
+               + (", agents watch the API server" if source == "kube" else "")
+               + (f", {ip_family}" if ip_family != "ipv4" else ""))
     if st.store_url != _store_url(ctx):
         typer.echo(f"  use it with: export PODNET_STORE={st.store_url}")
+    if spec.service_cidr != AllocatorConfig.from_env().service_cidr:
+        # every Service writer must allocate from the same ranges (the lab's API server already does)
+        typer.echo(f"  `podnet apply` on it: export PODNET_SERVICE_CIDR={spec.service_cidr}")
     for n in spec.node_specs:
-        typer.echo(f"  {n.name}: netns {n.netns}, InternalIP {n.underlay_ip}")
+        typer.echo(f"  {n.name}: netns {n.netns}, InternalIP {', '.join(n.internal_ips(spec.ip_family))}")
     if spec.lb_pool:
         typer.echo(f"  LoadBalancer pool {spec.lb_pool}, announced on the underlay (`podnet lab exec underlay`)")
     else:

@@ -115,7 +115,8 @@ class Agent:
                 events.record(self.store, pod, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}",
                               type="Warning", component="kubelet", host=self.node)
                 raise
-            ip = next(a["address"].split("/")[0] for a in result.get("ips", []))
+            ips = pod_ips(result, self.st.spec.families)
+            ip = ips[0]
             argv, ports = self.pod_command(pod)
             # A workload: the default priority, not the lab daemons' (supervisor.NICE) we inherited.
             rec = procs.spawn(netns.exec_argv(ns_name, argv), self.st.log(f"pods/{pod.namespace}_{pod.name}"), nice=0)
@@ -124,12 +125,12 @@ class Agent:
             raise
         name = pod.spec.containers[0].name if pod.spec.containers else pod.name
         events.record(self.store, pod, "Started", f"Started container {name}", component="kubelet", host=self.node)
-        record = {"key": key, "node": self.node, "netns": ns_name, "cid": cid, "ip": ip,
+        record = {"key": key, "node": self.node, "netns": ns_name, "cid": cid, "ip": ip, "ips": ips,
                   "proc": rec.to_dict(), "ports": ports}
         self.record_path(pod.namespace or "default", pod.name).write_text(json.dumps(record))
         log.info("pod %s/%s: %s on %s, pid %d", pod.namespace, pod.name, ip, ns_name, rec.pid)
         ready = self.wait_ready(ip, ports)
-        self.write_status(key, ip, ready)
+        self.write_status(key, ips, ready)
 
     def pod_command(self, pod: Pod) -> tuple[list[str], list[int]]:
         c = pod.spec.containers[0] if pod.spec.containers else None
@@ -159,15 +160,19 @@ class Agent:
                            capture_output=True, timeout=READY_TIMEOUT + 5)
         return r.returncode == 0
 
-    def write_status(self, key: str, ip: str | None, ready: bool) -> None:
+    def write_status(self, key: str, ips: list[str], ready: bool) -> None:
+        """The kubelet's status write: podIP(s) in the cluster's family order, hostIP(s) likewise."""
+        host_ips = self.spec_node.internal_ips(self.st.spec.ip_family)
         for _ in range(20):
             kv = self.store.get(key)
             if kv is None:
                 return
             obj = json.loads(kv.value)
-            status: dict[str, object] = {"phase": "Running" if ip else "Pending", "hostIP": self.spec_node.underlay_ip}
-            if ip:
-                status |= {"podIP": ip, "podIPs": [{"ip": ip}]}
+            status: dict[str, object] = {"phase": "Running" if ips else "Pending", "hostIP": host_ips[0]}
+            if len(host_ips) > 1:
+                status["hostIPs"] = [{"ip": h} for h in host_ips]
+            if ips:
+                status |= {"podIP": ips[0], "podIPs": [{"ip": i} for i in ips]}
             status["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]
             if obj.get("status") == status:
                 return
@@ -210,14 +215,28 @@ class Agent:
                 self.start_pod(key, want[key])
             else:
                 pod = want[key]
-                if pod.status.pod_ip != rec["ip"] or not pod.is_ready:
-                    self.write_status(key, rec["ip"], self.wait_ready(rec["ip"], rec["ports"]))
+                ips = rec.get("ips") or [rec["ip"]]  # records of older agents hold one address
+                if pod.ips != ips or not pod.is_ready:
+                    self.write_status(key, ips, self.wait_ready(rec["ip"], rec["ports"]))
         for key, pod in want.items():
             if key not in have:
                 try:
                     self.start_pod(key, pod)
                 except Exception as e:
                     log.error("pod %s: %s", key, e)
+
+
+def pod_ips(result: dict[str, Any], families: tuple[int, ...]) -> list[str]:
+    """The pod's addresses from the CNI result, one per cluster family, in the cluster's order (the
+    kubelet's podIPs: the default family first). Raises RuntimeError when a family has no address."""
+    got: dict[int, str] = {}
+    for a in result.get("ips", []):
+        ip = str(a.get("address", "")).split("/")[0]
+        got.setdefault(6 if ":" in ip else 4, ip)
+    missing = [f"IPv{v}" for v in families if v not in got]
+    if missing:
+        raise RuntimeError(f"the CNI result has no {' or '.join(missing)} address: {result.get('ips')}")
+    return [got[v] for v in families]
 
 
 def main(name: str, node: str, store_url: str) -> int:

@@ -58,7 +58,7 @@ def prepare(st: LabState) -> Path:
 def argv(st: LabState, exe: str) -> list[str]:
     return [exe, "--store", st.store_url, "apiserver", "--listen", f"127.0.0.1:{port(st)}",
             "--listen-netns", f"{st.spec.underlay_netns}={st.spec.underlay_gateway}:{port(st)}",
-            "--cert-dir", str(pki_dir(st)), "--lab", st.spec.name]
+            "--cert-dir", str(pki_dir(st)), "--lab", st.spec.name, "--service-cidr", st.spec.service_cidr]
 
 
 def listening(st: LabState) -> bool:

@@ -33,7 +33,7 @@ def kube_proxy_config(spec: LabSpec, node: str) -> str:
         "apiVersion: kubeproxy.config.k8s.io/v1alpha1",
         "kind: KubeProxyConfiguration",
         f"mode: {spec.proxy_mode}",
-        f"clusterCIDR: {spec.pod_network}",
+        f"clusterCIDR: {','.join(spec.pod_networks)}",
         "detectLocalMode: ClusterCIDR",
         f"hostnameOverride: {node}",
         "",

@@ -551,7 +551,7 @@ def main(name: str) -> int:
         from podnet.controllers.nodeipam import NodeIpam
 
         ipam_store = open_store(st.store_url)
-        ipam = NodeIpam(ipam_store, st.spec.pod_network, labels={LAB_LABEL: st.spec.name})
+        ipam = NodeIpam(ipam_store, ",".join(st.spec.pod_networks), labels={LAB_LABEL: st.spec.name})
         threading.Thread(target=ipam.run, args=(stop,), name="node-ipam", daemon=True).start()
     LabController(st).run(stop)
     return 0

@@ -49,12 +49,15 @@ def ensure_service(store: Store, spec: LabSpec) -> None:
     problems = validate(svc)
     if problems:
         raise ValidationError(problems)
-    apply_objects(store, [svc], AllocatorConfig.from_env())
+    apply_objects(store, [svc], AllocatorConfig(spec.service_cidr))
 
 
 def argv(st: LabState, exe: str, node: NodeSpec) -> list[str]:
     spec = st.spec
+    # on the node's address of kube-dns's family (the cluster's default), as a hostNetwork CoreDNS pod
+    ip = node.internal_ips(spec.ip_family)[0]
+    listen = f"[{ip}]:{PORT}" if ":" in ip else f"{ip}:{PORT}"
     return netns.exec_argv(node.netns, [
-        exe, "--store", st.store_url, "dns", "run", "--listen", f"{node.underlay_ip}:{PORT}",
+        exe, "--store", st.store_url, "dns", "run", "--listen", listen,
         "--zone", spec.cluster_domain, "--publish", f"{NAMESPACE}/{NAME}", "--node", node.name,
-        "--advertise", node.underlay_ip])
+        "--advertise", ip])

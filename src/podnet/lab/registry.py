@@ -19,10 +19,18 @@ from podnet.store import Delete, Put, Store, keys, open_store
 
 
 def net_conf(spec: LabSpec) -> bytes:
+    """flannel's net-conf.json for the lab's families (kube-flannel's dual-stack and IPv6-only configs)."""
     backend: dict[str, object] = {"Type": spec.backend}
     if spec.backend == "vxlan":
         backend["VNI"] = 1
-    return json.dumps({"Network": spec.pod_network, "Backend": backend}).encode()
+    conf: dict[str, object] = {}
+    if 4 in spec.families:
+        conf["Network"] = spec.pod_network
+    else:
+        conf["EnableIPv4"] = False
+    if 6 in spec.families:
+        conf |= {"EnableIPv6": True, "IPv6Network": spec.pod_network6}
+    return json.dumps(conf | {"Backend": backend}).encode()
 
 
 def node_object(spec: LabSpec, index: int) -> Node:
@@ -37,7 +45,7 @@ def node_object(spec: LabSpec, index: int) -> Node:
         "kind": "Node",
         "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name, LAB_LABEL: spec.name},
                      "creationTimestamp": stamp(datetime.now(UTC))},
-        "status": {"addresses": [{"type": "InternalIP", "address": n.underlay_ip},
+        "status": {"addresses": [*({"type": "InternalIP", "address": ip} for ip in n.internal_ips(spec.ip_family)),
                                  {"type": "Hostname", "address": n.name}]},
     })
 
@@ -83,10 +91,16 @@ def _lab_nodes(store: Store, lab: str | None) -> list[tuple[str, str]]:
 def _drop_stale_leases(store: Store, spec: LabSpec) -> None:
     """Leases of a previous lab on the same store whose node IPs this lab reuses would make the new nodes
     route to ghosts until the old leases expire (24 h); they belong to namespaces that no longer exist."""
-    ips = {n.underlay_ip for n in spec.node_specs}
+    _delete_leases_of(store, spec)
+
+
+def _delete_leases_of(store: Store, spec: LabSpec) -> None:
+    """Remove the subnet leases whose public address (IPv4 or IPv6) is one of the lab's nodes'."""
+    ips = {n.underlay_ip for n in spec.node_specs} | {n.underlay_ip6 for n in spec.node_specs if n.underlay_ip6}
     for kv in store.list(keys.SUBNETS_PREFIX).items:
         try:
-            if json.loads(kv.value).get("PublicIP") in ips:
+            doc = json.loads(kv.value)
+            if doc.get("PublicIP") in ips or doc.get("PublicIPv6") in ips:
                 store.delete(kv.key)
         except (ValueError, AttributeError):
             continue
@@ -96,19 +110,13 @@ def unregister_spec(spec: LabSpec, store_url: str) -> None:
     store = open_store(store_url)
     try:
         names = {n.name for n in spec.node_specs}
-        ips = {n.underlay_ip for n in spec.node_specs}
         for key, name in _lab_nodes(store, spec.name):
             if name in names:
                 store.delete(key)
         # Pods bound to these node names, unless another lab on this store has a node of that name now.
         taken = {kv_name for _, kv_name in _lab_nodes(store, None)}
         lifecycle.nodes_gone(store, names - taken, f"went down with lab {spec.name}")
-        for kv in store.list(keys.SUBNETS_PREFIX).items:
-            try:
-                if json.loads(kv.value).get("PublicIP") in ips:
-                    store.delete(kv.key)
-            except (ValueError, AttributeError):
-                continue
+        _delete_leases_of(store, spec)
     finally:
         store.close()
 

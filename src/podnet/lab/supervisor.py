@@ -140,9 +140,10 @@ def _overlay(st: LabState, node: NodeSpec | None) -> list[str]:
     assert node is not None
     kube = ["--kube-subnet-mgr", "--net-config-path", str(st.dir / "net-conf.json"), *_kube_flags(st)] \
         if st.spec.source == "kube" else []
+    v6 = ["--public-ipv6", node.underlay_ip6] if node.underlay_ip6 else []
     return netns.exec_argv(node.netns, [
         *_base(st), "overlay", "run", "--node", node.name, "--iface", node.iface, "--public-ip",
-        node.underlay_ip, "--ip-masq", "--subnet-file", str(st.subnet_file(node.name)), *kube])
+        node.underlay_ip, *v6, "--ip-masq", "--subnet-file", str(st.subnet_file(node.name)), *kube])
 
 
 def _proxy(st: LabState, node: NodeSpec | None) -> list[str]:

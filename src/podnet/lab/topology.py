@@ -34,6 +34,13 @@ LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$")
 DEFAULT_UNDERLAY = "192.168.77.0/24"
 DEFAULT_POD_NETWORK = "10.244.0.0/16"
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+# --ip-family: which families the cluster's nodes, pods and services have. The underlay itself is always
+# dual-stack (as kind's docker network): its IPv4 side carries the lab's own plumbing (etcd, the in-lab API
+# server address), its IPv6 side the cluster's IPv6 traffic.
+IP_FAMILIES = ("ipv4", "ipv6", "dual")
+DEFAULT_UNDERLAY6 = "fd00:77::/64"
+DEFAULT_POD_NETWORK6 = "fd00:10:244::/56"  # flannel's IPv6SubnetLen default (/64) gives 256 node subnets
+DEFAULT_SERVICE_CIDR6 = "fd00:10:96::/112"
 CLUSTER_DOMAIN = "cluster.local"
 DNS_REPLICAS = 2  # nodes that run a DNS server (CoreDNS's Deployment has 2 replicas)
 
@@ -70,6 +77,12 @@ class NodeSpec:
     underlay_ip: str  # address on the lab underlay (the node's InternalIP)
     bridge_port: str  # the underlay bridge's end of the node's veth (inside the underlay namespace)
     iface: str = "eth0"  # the node's end of the veth, inside the node namespace
+    underlay_ip6: str = ""  # its IPv6 underlay address (labs of --ip-family ipv6 or dual)
+
+    def internal_ips(self, ip_family: str) -> list[str]:
+        """The node's InternalIPs, the cluster's default family first (the kubelet's --node-ip)."""
+        return {"ipv4": [self.underlay_ip], "ipv6": [self.underlay_ip6],
+                "dual": [self.underlay_ip, self.underlay_ip6]}[ip_family]
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,24 @@ class LabSpec:
     cluster_dns: str = "10.96.0.10"
     cluster_domain: str = CLUSTER_DOMAIN
     source: str = "store"  # kube: proxy and overlay watch the lab's API server (kube-proxy / flanneld style)
+    ip_family: str = "ipv4"  # ipv4 | ipv6 | dual: the families of nodes, pods and services
+    underlay_cidr6: str = DEFAULT_UNDERLAY6
+    pod_network6: str = DEFAULT_POD_NETWORK6
+    service_cidr: str = DEFAULT_SERVICE_CIDR  # every Service writer of the lab allocates from it
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        """IP versions of the cluster, its default first."""
+        return {"ipv4": (4,), "ipv6": (6,), "dual": (4, 6)}[self.ip_family]
+
+    @property
+    def pod_networks(self) -> list[str]:
+        """The cluster CIDRs (kube-proxy's clusterCIDR, the node IPAM's), its default family first."""
+        return [self.pod_network if v == 4 else self.pod_network6 for v in self.families]
+
+    @property
+    def underlay_gateway6(self) -> str:
+        return str(ipaddress.ip_network(self.underlay_cidr6).network_address + 1)
 
     @property
     def prefix(self) -> str:
@@ -192,9 +223,22 @@ def build(
     service_cidr: str = DEFAULT_SERVICE_CIDR,
     lb_pool: str | None = None,
     source: str = "store",
+    ip_family: str = "ipv4",
 ) -> LabSpec:
-    """Validate the parameters (every problem at once) and compute every name and address."""
+    """Validate the parameters (every problem at once) and compute every name and address.
+
+    service_cidr is the IPv4 range of an ipv4 lab (PODNET_SERVICE_CIDR may change it); ipv6 and dual labs
+    use DEFAULT_SERVICE_CIDR6 for IPv6, unless service_cidr already is a range or a pair of those families."""
     problems: list[Problem] = []
+    if ip_family not in IP_FAMILIES:
+        problems.append(Problem("--ip-family", ip_family, f"unknown IP family; one of {', '.join(IP_FAMILIES)}"))
+    else:
+        service_cidr, reason = _service_cidr_for(ip_family, service_cidr)
+        if reason:
+            problems.append(Problem("--ip-family", ip_family, reason))
+    if ip_family != "ipv4" and backend == "udp":
+        problems.append(Problem("--backend", backend, "flannel's udp backend is IPv4 only: use vxlan or host-gw "
+                                f"with --ip-family {ip_family}"))
     if not LAB_NAME_RE.match(name):
         problems.append(Problem("--name", name, "must be 1-16 lower-case letters, digits or '-', "
                                 "starting and ending with a letter or digit"))
@@ -228,16 +272,39 @@ def build(
     if problems:
         raise ValidationError(problems)
     net = ipaddress.ip_network(underlay_cidr)
+    net6 = ipaddress.ip_network(DEFAULT_UNDERLAY6)
     specs = [
         NodeSpec(
             name=f"node{i}",
             netns=f"{netns_prefix(name)}node{i}",
             underlay_ip=str(net.network_address + 10 + i),
             bridge_port=f"pn-ul-n{i}",
+            # fd00:77::11 beside 192.168.77.11: the same digits, read as hex
+            underlay_ip6=str(net6.network_address + int(str(10 + i), 16)) if ip_family != "ipv4" else "",
         )
         for i in range(1, nodes + 1)
     ]
     # the cluster DNS address comes from the default family's range (the first of a dual-stack pair)
     dns = ipaddress.ip_network(service_cidr.split(",")[0].strip(), strict=False).network_address + 10
     return LabSpec(name, nodes, backend, proxy_mode, store, underlay_cidr, DEFAULT_POD_NETWORK, specs, pool,
-                   cluster_dns=str(dns), source=source)
+                   cluster_dns=str(dns), source=source, ip_family=ip_family, service_cidr=service_cidr)
+
+
+def _service_cidr_for(ip_family: str, given: str) -> tuple[str, str | None]:
+    """The lab's service CIDR(s) for its family, from the IPv4 one given (the default or PODNET_SERVICE_CIDR),
+    or a given range that already has the lab's families; else (given, why not)."""
+    from podnet.controllers.allocators import AllocatorConfig
+
+    try:
+        have = AllocatorConfig(given).families
+    except (ValueError, ValidationError):
+        return given, f"the service CIDR {given!r} is not valid"
+    want = {"ipv4": ("IPv4",), "ipv6": ("IPv6",), "dual": ("IPv4", "IPv6")}[ip_family]
+    if have == want:
+        return given, None
+    if have == ("IPv4",) and ip_family == "dual":
+        return f"{given},{DEFAULT_SERVICE_CIDR6}", None
+    if have == ("IPv4",) and ip_family == "ipv6" and given == DEFAULT_SERVICE_CIDR:
+        return DEFAULT_SERVICE_CIDR6, None
+    return given, (f"the service CIDR {given!r} (PODNET_SERVICE_CIDR?) has the families {', '.join(have)}; "
+                   f"a {ip_family} lab needs {', '.join(want)}")

@@ -1,13 +1,24 @@
 """Build a lab's isolated underlay: a bridge in its own namespace and one veth per node namespace.
 
 The underlay has no uplink: nothing connects it to the machine's own network, so no lab address can
-ever be routed out of the VM. Node namespaces get only an on-link route for the underlay subnet.
+ever be routed out of the VM. Node namespaces get only an on-link route for the underlay subnet and a
+default route to the bridge's namespace, which forwards nothing. Labs of --ip-family ipv6 or dual have
+the same on the IPv6 side (fd00:77::/64), without duplicate address detection.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+
 from podnet.lab.topology import LabSpec, NodeSpec
 from podnet.net import netns
+
+IFA_F_NODAD = 0x02  # linux/if_addr.h
+
+
+def _prefixlen6(spec: LabSpec) -> int:
+    return ipaddress.ip_network(spec.underlay_cidr6).prefixlen
 
 
 def _sysctl(ns: str, key: str, value: str) -> None:
@@ -23,6 +34,9 @@ def create_underlay(spec: LabSpec) -> None:
         ip.link("add", ifname=spec.underlay_bridge, kind="bridge")
         idx = ip.link_lookup(ifname=spec.underlay_bridge)[0]
         ip.addr("add", index=idx, address=spec.underlay_gateway, prefixlen=spec.underlay_prefixlen)
+        if spec.ip_family != "ipv4":
+            ip.addr("add", index=idx, address=spec.underlay_gateway6, prefixlen=_prefixlen6(spec),
+                    flags=IFA_F_NODAD)
         ip.link("set", index=idx, state="up")
 
 
@@ -42,7 +56,13 @@ def create_node(spec: LabSpec, node: NodeSpec) -> None:
         # lookup happens before kube-proxy's DNAT. It points at the underlay bridge's namespace, which
         # forwards nothing (ip_forward is off there and it has no uplink), so nothing leaves the lab.
         ip.route("add", dst="0.0.0.0/0", gateway=spec.underlay_gateway)
+        if node.underlay_ip6:
+            # no duplicate address detection: the address is usable at once (and the lab allocates it)
+            ip.addr("add", index=idx, address=node.underlay_ip6, prefixlen=_prefixlen6(spec), flags=IFA_F_NODAD)
+            ip.route("add", dst="::/0", gateway=spec.underlay_gateway6, family=socket.AF_INET6)
     _sysctl(node.netns, "net.ipv4.ip_forward", "1")
+    if node.underlay_ip6:
+        _sysctl(node.netns, "net.ipv6.conf.all.forwarding", "1")
     # route_localnet=1 accepts 127/8 from any interface: a pod routing 127.0.0.1 to its node would reach
     # the node's loopback-only servers (CVE-2020-8558). Only iptables mode sets it, for kube-proxy's
     # localhost NodePorts, and that mode's KUBE-FIREWALL drops 127/8 not from 127/8. nftables mode has no
