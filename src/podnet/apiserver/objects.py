@@ -70,7 +70,8 @@ def prefix(rt: ResourceType, namespace: str | None) -> str:
 def list_objects(store: Store, rt: ResourceType, namespace: str | None) -> tuple[list[dict[str, Any]], int]:
     res = store.list(prefix(rt, namespace))
     if not rt.stored:
-        return endpoints_from_slices([d for kv in res.items if (d := decode(kv))]), res.revision
+        return endpoints_from_slices([d for kv in res.items if (d := decode(kv))],
+                                     lambda ns, svc: _primary_address_type(store, ns, svc)), res.revision
     return [d for kv in res.items if (d := decode(kv)) is not None], res.revision
 
 
@@ -145,10 +146,22 @@ def get_object(store: Store, rt: ResourceType, namespace: str | None, name: str)
 # ---- Endpoints (v1), mirrored from EndpointSlices --------------------------------------------------------
 
 
-def endpoints_from_slices(slices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _primary_address_type(store: Store, namespace: str, service: str) -> str | None:
+    """The address type of a Service's first family (ipFamilies[0]), None when it is not stored."""
+    kv = store.get(keys.resource("Service", namespace, service))
+    d = decode(kv) if kv is not None else None
+    if d is None:
+        return None
+    families = (d.get("spec") or {}).get("ipFamilies") or []
+    return str(families[0]) if families else None
+
+
+def endpoints_from_slices(slices: list[dict[str, Any]],
+                          primary_of: Callable[[str, str], str | None] | None = None) -> list[dict[str, Any]]:
     """One v1 Endpoints per Service that has slices: the union of its slices' endpoints, ready ones in
     addresses and the rest in notReadyAddresses, as the endpoints controller writes them (one subset per
-    distinct port list)."""
+    distinct port list). A dual-stack Service's Endpoints hold only its first family's addresses, as
+    upstream's (v1 Endpoints predate dual-stack): primary_of(namespace, service) names that family."""
     by_svc: dict[tuple[str, str], list[EndpointSlice]] = {}
     rv: dict[tuple[str, str], int] = {}
     created: dict[tuple[str, str], str] = {}
@@ -165,6 +178,9 @@ def endpoints_from_slices(slices: list[dict[str, Any]]) -> list[dict[str, Any]]:
             created[k] = ts
     out = []
     for (ns, svc), group in sorted(by_svc.items()):
+        if len({es.address_type for es in group}) > 1 and primary_of is not None:
+            primary = primary_of(ns, svc)
+            group = [es for es in group if primary is None or es.address_type == primary]
         subsets: dict[str, dict[str, Any]] = {}
         for es in group:
             ports = [{k: v for k, v in (("name", p.name), ("port", p.port), ("protocol", p.protocol or "TCP"))

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 
 import pytest
 
-from tests.integration.apiserver.conftest import Api
+from tests.integration.apiserver.conftest import PODNET, Api
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +87,34 @@ def test_a_single_stack_cluster_refuses_require_dual_stack_and_ipv6(api: Api) ->
     api.kubectl("apply", "-f", "-", input=manifest("prefer", ipFamilyPolicy="PreferDualStack"))
     spec = spec_of(api, "prefer")
     assert (spec["ipFamilies"], versions(spec["clusterIPs"])) == (["IPv4"], [4])
+
+
+POD = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: NAME, labels: {app: both-ends}}
+spec: {containers: [{name: c, ports: [{containerPort: 80}]}]}
+status:
+  phase: Running
+  podIP: V4
+  podIPs: [{ip: V4}, {ip: V6}]
+  conditions: [{type: Ready, status: "True"}]
+"""
+
+
+def test_slices_per_family_and_v1_endpoints_of_the_first_family(api_dual: Api) -> None:
+    pods = [("p1", "10.244.1.5", "fd00:10:244:1::5"), ("p2", "10.244.2.5", "fd00:10:244:2::5")]
+    text = "---\n".join(POD.replace("NAME", n).replace("V4", a).replace("V6", b) for n, a, b in pods)
+    # the pods' addresses as a node agent reports them (podnet apply keeps the status given on create)
+    r = subprocess.run([PODNET, "--store", api_dual.store_url, "apply", "-f", "-"], input=text,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    api_dual.kubectl("apply", "-f", "-", input=manifest("both-ends", ipFamilies=["IPv6", "IPv4"],
+                                                       ipFamilyPolicy="PreferDualStack"))
+    slices = json.loads(api_dual.kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=both-ends",
+                                         "-o", "json").stdout)["items"]
+    by_type = {s["addressType"]: sorted(a for e in s["endpoints"] for a in e["addresses"]) for s in slices}
+    assert by_type == {"IPv4": ["10.244.1.5", "10.244.2.5"], "IPv6": ["fd00:10:244:1::5", "fd00:10:244:2::5"]}
+    # v1 Endpoints predate dual-stack: they hold the Service's first family only (here IPv6)
+    ep = json.loads(api_dual.kubectl("get", "endpoints", "both-ends", "-o", "json").stdout)
+    assert [a["ip"] for s in ep["subsets"] for a in s["addresses"]] == ["fd00:10:244:1::5", "fd00:10:244:2::5"]
