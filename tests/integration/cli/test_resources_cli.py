@@ -72,7 +72,7 @@ def test_apply_example_then_describe_shows_both_endpoints(podnet: Podnet) -> Non
         "Annotations:              <none>",
         "Selector:                 app=webapp1-clusterip",
         "Type:                     ClusterIP",
-        "IP Family Policy:         SingleStack",
+        "IP Family Policy:         PreferDualStack",  # a single-stack cluster gives it one family
         "IP Families:              IPv4",
         f"IP:                       {ip}",
         f"IPs:                      {ip}",
