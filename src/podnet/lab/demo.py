@@ -251,7 +251,7 @@ class Demo:
         cips = self.cluster_ips(SERVICE)
         families = [ipaddress.ip_address(ip).version for ip in cips]
         want = {"ipv4": [4], "ipv6": [6], "dual": [4, 6]}[self.ip_family]
-        self.verdict("type ClusterIP with an IP of each family and both pods as Endpoints",
+        self.verdict("type ClusterIP, an IP of each cluster family, both pods as Endpoints",
                      "ClusterIP" in out and families == want and listed == ips and len(ips) == 2,
                      f"{', '.join(cips)} -> {', '.join(listed) or 'none'}")
 
