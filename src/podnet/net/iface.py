@@ -17,7 +17,8 @@ class ExternalInterface:
     """Where encapsulated traffic leaves the node (flannel's ExtIface).
 
     `address` is the interface's own IPv4 address (the udp socket binds it, vxlan uses it as `local`);
-    `public_ip` is what peers send to (--public-ip, defaults to `address`).
+    `public_ip` is what peers send to (--public-ip, defaults to `address`). `address6` / `public_ipv6`
+    are the IPv6 twins (flannel's IfaceV6Addr / ExtV6Addr), looked up only for an IPv6 pod network.
     """
 
     name: str
@@ -25,6 +26,8 @@ class ExternalInterface:
     address: ipaddress.IPv4Address
     public_ip: ipaddress.IPv4Address
     mtu: int
+    address6: ipaddress.IPv6Address | None = None
+    public_ipv6: ipaddress.IPv6Address | None = None
 
 
 def _first_ipv4(ipr: IPRoute, index: int) -> ipaddress.IPv4Address | None:
@@ -34,6 +37,21 @@ def _first_ipv4(ipr: IPRoute, index: int) -> ipaddress.IPv4Address | None:
         value = msg.get_attr("IFA_ADDRESS")
         if value:
             return ipaddress.IPv4Address(value)
+    return None
+
+
+def first_global_ipv6(ipr: IPRoute, index: int) -> ipaddress.IPv6Address | None:
+    """The interface's first global-scope IPv6 address that is not tentative or deprecated (flannel's
+    choice for the IPv6 underlay; link-local fe80:: addresses cannot carry a VXLAN to another node)."""
+    for msg in ipr.addr("dump", index=index, family=socket.AF_INET6):
+        if msg["index"] != index or msg["scope"] != 0:
+            continue
+        flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
+        if flags & (0x40 | 0x20):  # IFA_F_TENTATIVE | IFA_F_DEPRECATED
+            continue
+        value = msg.get_attr("IFA_ADDRESS")
+        if value:
+            return ipaddress.IPv6Address(value)
     return None
 
 
@@ -59,9 +77,12 @@ def set_up(ipr: IPRoute, index: int, *, mtu: int | None = None) -> None:
 
 
 def lookup_external_interface(
-    ipr: IPRoute, iface: str | None = None, public_ip: str | None = None
+    ipr: IPRoute, iface: str | None = None, public_ip: str | None = None, *,
+    ipv6: bool = False, public_ipv6: str | None = None,
 ) -> ExternalInterface:
-    """Resolve `iface` (a name or one of its IPv4 addresses; None = default route's interface)."""
+    """Resolve `iface` (a name or one of its IPv4 addresses; None = default route's interface).
+    With `ipv6` also its global IPv6 address (an error names the interface when it has none) and the
+    public IPv6 (--public-ipv6, defaulting to that address)."""
     index: int | None = None
     address: ipaddress.IPv4Address | None = None
     if iface:
@@ -92,7 +113,18 @@ def lookup_external_interface(
         pub = ipaddress.IPv4Address(public_ip) if public_ip else address
     except ValueError:
         raise PodnetError(f"--public-ip: {public_ip!r}: not an IPv4 address") from None
+    name = link.get_attr("IFLA_IFNAME")
+    address6 = pub6 = None
+    if ipv6:
+        address6 = first_global_ipv6(ipr, index)
+        if address6 is None:
+            raise PodnetError(f"--iface: {name!r}: interface has no global IPv6 address, which the IPv6 pod "
+                              "network (EnableIPv6) needs for its underlay")
+        try:
+            pub6 = ipaddress.IPv6Address(public_ipv6) if public_ipv6 else address6
+        except ValueError:
+            raise PodnetError(f"--public-ipv6: {public_ipv6!r}: not an IPv6 address") from None
     return ExternalInterface(
-        name=link.get_attr("IFLA_IFNAME"), index=index, address=address, public_ip=pub,
-        mtu=int(link.get_attr("IFLA_MTU")),
+        name=name, index=index, address=address, public_ip=pub, mtu=int(link.get_attr("IFLA_MTU")),
+        address6=address6, public_ipv6=pub6,
     )
