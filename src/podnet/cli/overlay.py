@@ -236,7 +236,7 @@ def run(
     except BaseException:
         daemon.shutdown()
         raise
-    typer.echo(f"{node}: lease {lease.subnet} acquired; overlay running", err=True)
+    typer.echo(f"{node}: lease {lease.describe()} acquired; overlay running", err=True)
     code = daemon.wait()
     if daemon.lost is not None:
         typer.echo(f"error: {daemon.lost}. Shutting down daemon.", err=True)
