@@ -243,7 +243,7 @@ def run(
     elif daemon.failure is not None:
         typer.echo(f"error: {daemon.failure}", err=True)
     else:
-        typer.echo(f"{node}: stopped at {time.strftime('%H:%M:%S')}; lease {lease.subnet} kept", err=True)
+        typer.echo(f"{node}: stopped at {time.strftime('%H:%M:%S')}; lease {lease.describe()} kept", err=True)
     # sys.exit, not typer.Exit: main() runs the app with standalone_mode=False, where click turns Exit into
     # a return value that main() drops, and a lost lease must be a non-zero exit for supervisors.
     sys.exit(code)
