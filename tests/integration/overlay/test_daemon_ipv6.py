@@ -136,6 +136,25 @@ def test_three_nodes_over_ipv6(nodes: list[str], tmp_path: Path, family: str, ba
         rules4 = netns.run(nodes[0], ["iptables", "-t", "nat", "-S"]).stdout
         assert ("flanneld masq" in rules4) == dual
 
+        # restart node 2: it finds its lease again (by PublicIP, by PublicIPv6 when IPv6-only), same subnets,
+        # same devices, and still reachable
+        links2 = [(x["ifname"], x["ifindex"], x.get("address")) for x in ip_json(nodes[1], "link", "show")]
+        assert daemons[1].terminate() == 0
+        daemons[1].start()
+        # its log file is appended to: wait for the second "overlay running", not the first run's
+        wait_for(lambda: daemons[1].log().count("overlay running") == 2, 20, "n2 running again")
+        assert v6_subnet(daemons[1]) == subnets6[1]
+        assert [(x["ifname"], x["ifindex"], x.get("address")) for x in ip_json(nodes[1], "link", "show")] == links2
+        wait_for(lambda: ping6(nodes[0], subnets6[0].network_address + 1, subnets6[1].network_address + 1), 5,
+                 "ping6 n1->n2 after n2's restart")
+        if backend == "vxlan":
+            # someone deletes flannel-v6.1 on node 2: the resync recreates it with its MAC and its peers' entries
+            mac6 = ip_json(nodes[1], "link", "show", "flannel-v6.1")[0]["address"]
+            netns.run(nodes[1], ["ip", "link", "del", "flannel-v6.1"])
+            wait_for(lambda: ping6(nodes[0], subnets6[0].network_address + 1, subnets6[1].network_address + 1),
+                     10, "ping6 n1->n2 after flannel-v6.1 was recreated")
+            assert ip_json(nodes[1], "link", "show", "flannel-v6.1")[0]["address"] == mac6
+
         # node 3's lease goes: the other nodes drop its IPv6 route (and keep each other's)
         assert str(subnets6[2]) in v6_routes(nodes[0])
         out = subprocess.run(podnet_argv(store_url, "overlay", "revoke", str(subnets6[2])),

@@ -82,6 +82,26 @@ def test_family_mistakes_name_the_field_and_value(text: str, field: str, value: 
 
 
 @pytest.mark.parametrize("text", [
+    '{"Network": "10.244.0.0/16", "EnableIPv6": true, "IPv6Network": "10.0.0.0/16", "Backend": {"Type": "vxlan"}}',
+    '{"Network": "fd00::/48", "Backend": {"Type": "vxlan"}}',
+    '{"EnableIPv4": false, "Backend": {"Type": "vxlan"}}',
+    '{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/48", "Backend": {"Type": "udp"}}',
+])
+def test_mismatched_families_store_nothing(tmp_path: Any, text: str) -> None:
+    from podnet.overlay.netconf import save_netconf
+    from podnet.store import keys
+    from podnet.store.sqlite import SqliteStore
+
+    store = SqliteStore(f"sqlite://{tmp_path}/s.db")
+    try:
+        with pytest.raises(ValidationError):
+            save_netconf(store, text.encode())
+        assert store.get(keys.NETWORK_CONFIG) is None
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("text", [
     '{"Network": "10.244.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00::/48", "Backend": {"Type": "udp"}}',
     '{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/48"}',  # no Backend = udp
 ])
