@@ -55,8 +55,8 @@ def first_global_ipv6(ipr: IPRoute, index: int) -> ipaddress.IPv6Address | None:
     return None
 
 
-def _default_route_index(ipr: IPRoute) -> int | None:
-    for route in ipr.route("dump", family=socket.AF_INET):
+def _default_route_index(ipr: IPRoute, family: int = socket.AF_INET) -> int | None:
+    for route in ipr.route("dump", family=family):
         if route["dst_len"] == 0 and route["table"] == 254 and route.get_attr("RTA_OIF"):
             return int(route.get_attr("RTA_OIF"))
     return None
@@ -78,34 +78,44 @@ def set_up(ipr: IPRoute, index: int, *, mtu: int | None = None) -> None:
 
 def lookup_external_interface(
     ipr: IPRoute, iface: str | None = None, public_ip: str | None = None, *,
-    ipv6: bool = False, public_ipv6: str | None = None,
+    ipv6: bool = False, public_ipv6: str | None = None, ipv4: bool = True,
 ) -> ExternalInterface:
-    """Resolve `iface` (a name or one of its IPv4 addresses; None = default route's interface).
+    """Resolve `iface` (a name or one of its IPv4 or IPv6 addresses; None = default route's interface).
     With `ipv6` also its global IPv6 address (an error names the interface when it has none) and the
-    public IPv6 (--public-ipv6, defaulting to that address)."""
+    public IPv6 (--public-ipv6, defaulting to that address). With `ipv4` False (an IPv6-only pod network)
+    the interface needs no IPv4 address (`address` is then 0.0.0.0 if it has none) and without --iface
+    the IPv6 default route picks it."""
     index: int | None = None
     address: ipaddress.IPv4Address | None = None
     if iface:
         try:
-            wanted = ipaddress.IPv4Address(iface)
+            wanted = ipaddress.ip_address(iface)
         except ValueError:
             found = ipr.link_lookup(ifname=iface)
             if not found:
                 raise PodnetError(f"--iface: {iface!r}: no such interface") from None
             index = found[0]
         else:
-            for msg in ipr.addr("dump", family=socket.AF_INET):
-                if msg.get_attr("IFA_ADDRESS") == str(wanted):
-                    index, address = msg["index"], wanted
+            family = socket.AF_INET6 if wanted.version == 6 else socket.AF_INET
+            for msg in ipr.addr("dump", family=family):
+                if ipaddress.ip_address(msg.get_attr("IFA_ADDRESS")) == wanted:
+                    index = msg["index"]
+                    if isinstance(wanted, ipaddress.IPv4Address):
+                        address = wanted
                     break
             if index is None:
                 raise PodnetError(f"--iface: {iface!r}: no interface has this address")
     else:
         index = _default_route_index(ipr)
+        if index is None and not ipv4:
+            index = _default_route_index(ipr, socket.AF_INET6)
         if index is None:
-            raise PodnetError("--iface: not given and there is no IPv4 default route to pick one from")
+            raise PodnetError("--iface: not given and there is no IPv4 default route to pick one from"
+                              + ("" if ipv4 else " (nor an IPv6 one)"))
     if address is None:
         address = _first_ipv4(ipr, index)
+        if address is None and not ipv4:
+            address = ipaddress.IPv4Address("0.0.0.0")  # IPv6-only: flannel leaves the IPv4 side empty
         if address is None:
             raise PodnetError(f"--iface: {iface or index!r}: interface has no IPv4 address")
     link = ipr.link("get", index=index)[0]

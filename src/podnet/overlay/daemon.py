@@ -131,7 +131,9 @@ class OverlayDaemon:
 
     def _lookup_interface(self, conf: NetConf) -> Any:
         """The external interface; with IPv6 enabled also its global IPv6 address and the public IPv6."""
-        v6: dict[str, Any] = {"ipv6": True, "public_ipv6": self.opts.public_ipv6} if conf.enable_ipv6 else {}
+        v6: dict[str, Any] = {}
+        if conf.enable_ipv6:
+            v6 = {"ipv6": True, "public_ipv6": self.opts.public_ipv6, "ipv4": conf.enable_ipv4}
         if self._interface_lookup is not None:
             return self._interface_lookup(self.opts.iface, self.opts.public_ip, **v6)
         from podnet.net import netns as nsmod

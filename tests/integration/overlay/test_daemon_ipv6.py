@@ -85,6 +85,11 @@ def test_three_nodes_over_ipv6(nodes: list[str], tmp_path: Path, family: str, ba
     daemons = [Daemon(ns, f"n{i}", store_url, tmp_path, ["--public-ip", v4_of(i), "--ip-masq",
                                                         "--iptables-resync", "1"])
                for i, ns in enumerate(nodes, 1)]
+    if family == "ipv6-only":
+        # node 3 is a real IPv6-only node: no IPv4 address at all, picked by its IPv6 address
+        netns.run(nodes[2], ["ip", "-4", "addr", "flush", "dev", "eth0"])
+        daemons[2].extra = ["--ip-masq", "--iptables-resync", "1"]
+        daemons[2].iface = v6_of(3)
     # node 3 finds its IPv6 underlay address itself (flannel's default); 1 and 2 are told, as the lab does
     for i, d in enumerate(daemons[:2], 1):
         d.extra += ["--public-ipv6", v6_of(i)]
