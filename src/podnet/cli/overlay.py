@@ -37,6 +37,9 @@ class _LeaseRow(TypedDict):
     public_ip: str
     backend_type: str | None
     backend_data: dict[str, Any] | None
+    subnet_v6: str | None
+    public_ipv6: str | None
+    backend_v6_data: dict[str, Any] | None
     expires_in: int | None
     reservation: bool
 
@@ -98,6 +101,9 @@ def leases(ctx: typer.Context, output: str = typer.Option("table", "-o", "--outp
         rows.append({
             "subnet": str(lease.subnet), "public_ip": str(lease.public_ip), "backend_type": lease.backend_type,
             "backend_data": lease.backend_data,
+            "subnet_v6": None if lease.subnet_v6 is None else str(lease.subnet_v6),
+            "public_ipv6": None if lease.public_ipv6 is None else str(lease.public_ipv6),
+            "backend_v6_data": lease.backend_v6_data,
             "expires_in": None if not lease.store_lease else (None if left is None else round(left)),
             "reservation": not lease.store_lease,
         })
@@ -110,24 +116,30 @@ def leases(ctx: typer.Context, output: str = typer.Option("table", "-o", "--outp
 
     from podnet.console import console
 
-    table = Table("SUBNET", "PUBLIC IP", "BACKEND", "BACKEND DATA", "EXPIRES IN", box=None)
+    v6 = any(r["subnet_v6"] for r in rows)
+    heads = ["SUBNET", "PUBLIC IP"] + (["IPV6 SUBNET", "PUBLIC IPV6"] if v6 else []) + [
+        "BACKEND", "BACKEND DATA", "EXPIRES IN"]
+    table = Table(*heads, box=None)
     for r in rows:
         exp = "never (reservation)" if r["reservation"] else ("?" if r["expires_in"] is None else f"{r['expires_in']}s")
-        table.add_row(r["subnet"], r["public_ip"], r["backend_type"] or "",
+        cells = [r["subnet"], r["public_ip"]] + ([r["subnet_v6"] or "", r["public_ipv6"] or ""] if v6 else [])
+        table.add_row(*cells, r["backend_type"] or "",
                       json.dumps(r["backend_data"]) if r["backend_data"] is not None else "", exp)
     console().print(table)
 
 
 @app.command("revoke")
-def revoke(ctx: typer.Context, subnet: str = typer.Argument(..., help="Lease subnet, e.g. 10.244.3.0/24")) -> None:
+def revoke(ctx: typer.Context, subnet: str = typer.Argument(
+        ..., help="Lease subnet, IPv4 or IPv6, e.g. 10.244.3.0/24 or fd00:10:244:3::/64")) -> None:
     """Delete a node's lease now (its daemon exits; peers drop its routes)."""
     from podnet.errors import NotFound
     from podnet.overlay.storesubnet import SubnetManager
 
     try:
-        net = ipaddress.IPv4Network(subnet)
+        net = ipaddress.ip_network(subnet)
     except ValueError as e:
-        raise ValidationError([Problem("SUBNET", subnet, "not an IPv4 subnet like 10.244.3.0/24")]) from e
+        raise ValidationError([Problem("SUBNET", subnet, "not a subnet like 10.244.3.0/24 or fd00:10:244:3::/64")]
+                              ) from e
     if not SubnetManager(_store(ctx)).revoke(net):
         raise NotFound(f"no lease for {net}")
     typer.echo(f"lease {net} revoked")
@@ -140,6 +152,8 @@ def run(
                              help="This node's name (its Node object with --kube-subnet-mgr; logs)."),
     iface: str = typer.Option(None, "--iface", help="Underlay interface (name or IPv4); default: the default route's."),
     public_ip: str = typer.Option(None, "--public-ip", help="IP peers send to (default: the interface's address)."),
+    public_ipv6: str = typer.Option(None, "--public-ipv6", help="IPv6 peers send to with an IPv6 pod network "
+                                    "(default: the interface's global IPv6 address)."),
     ip_masq: bool = typer.Option(False, "--ip-masq", help="Masquerade pod traffic leaving the pod network."),
     subnet_file: str = typer.Option("/run/flannel/subnet.env", "--subnet-file", help="Where to write subnet.env."),
     lease_ttl: float = typer.Option(24 * 3600.0, "--lease-ttl", help="Lease TTL in seconds (flannel: 24 h)."),
@@ -183,6 +197,11 @@ def run(
             ipaddress.IPv4Address(public_ip)
         except ValueError:
             problems.append(Problem("--public-ip", public_ip, "not an IPv4 address"))
+    if public_ipv6 is not None:
+        try:
+            ipaddress.IPv6Address(public_ipv6)
+        except ValueError:
+            problems.append(Problem("--public-ipv6", public_ipv6, "not an IPv6 address"))
     if lease_ttl <= 0:
         problems.append(Problem("--lease-ttl", lease_ttl, "must be > 0"))
     if not 0 <= healthz_port <= 65535:
@@ -192,7 +211,7 @@ def run(
     if problems:
         raise ValidationError(problems)
     opts = DaemonOptions(
-        node=node, iface=iface, public_ip=public_ip, ip_masq=ip_masq, subnet_file=subnet_file,
+        node=node, iface=iface, public_ip=public_ip, public_ipv6=public_ipv6, ip_masq=ip_masq, subnet_file=subnet_file,
         lease_ttl=lease_ttl, renew_margin=renew_margin, resync_period=resync, forward_rules=forward_rules,
         healthz_ip=healthz_ip, healthz_port=healthz_port,
     )
@@ -217,14 +236,14 @@ def run(
     except BaseException:
         daemon.shutdown()
         raise
-    typer.echo(f"{node}: lease {lease.subnet} acquired; overlay running", err=True)
+    typer.echo(f"{node}: lease {lease.describe()} acquired; overlay running", err=True)
     code = daemon.wait()
     if daemon.lost is not None:
         typer.echo(f"error: {daemon.lost}. Shutting down daemon.", err=True)
     elif daemon.failure is not None:
         typer.echo(f"error: {daemon.failure}", err=True)
     else:
-        typer.echo(f"{node}: stopped at {time.strftime('%H:%M:%S')}; lease {lease.subnet} kept", err=True)
+        typer.echo(f"{node}: stopped at {time.strftime('%H:%M:%S')}; lease {lease.describe()} kept", err=True)
     # sys.exit, not typer.Exit: main() runs the app with standalone_mode=False, where click turns Exit into
     # a return value that main() drops, and a lost lease must be a non-zero exit for supervisors.
     sys.exit(code)

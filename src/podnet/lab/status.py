@@ -35,7 +35,7 @@ def show(name: str, console: Console | None = None) -> None:
         subnet = "-"
         try:
             env = dict(line.split("=", 1) for line in st.subnet_file(n.name).read_text().splitlines() if "=" in line)
-            subnet = env.get("FLANNEL_SUBNET", "-")
+            subnet = ",".join(v for k in ("FLANNEL_SUBNET", "FLANNEL_IPV6_SUBNET") if (v := env.get(k))) or "-"
         except OSError:
             pass
         health = []

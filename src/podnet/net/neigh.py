@@ -1,4 +1,5 @@
-"""Permanent neighbour (ARP) and bridge FDB entries, the per-peer state of a VXLAN device.
+"""Permanent neighbour (ARP / IPv6 ND) and bridge FDB entries, the per-peer state of a VXLAN device.
+The family of a neighbour is its address's; an FDB entry's dst may be IPv4 or IPv6 (a VXLAN over IPv6).
 
 flannel sets both with "replace" and NUD_PERMANENT so the kernel never ARPs for a VTEP and never
 floods; removing a peer deletes them by exact key (IP for ARP, MAC for FDB).
@@ -19,10 +20,12 @@ NUD_NOARP = ndmsg.states["noarp"]
 NTF_SELF = ndmsg.flags["self"]
 AF_BRIDGE = 7
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 
 @dataclass(frozen=True, slots=True)
 class Neighbour:
-    ip: ipaddress.IPv4Address
+    ip: IPAddress
     mac: str
     permanent: bool
 
@@ -30,7 +33,7 @@ class Neighbour:
 @dataclass(frozen=True, slots=True)
 class FdbEntry:
     mac: str
-    dst: ipaddress.IPv4Address | None
+    dst: IPAddress | None
     permanent: bool
 
 
@@ -38,13 +41,17 @@ def _gone(exc: NetlinkError) -> bool:
     return exc.code in (2, 3, 19)  # ENOENT / ESRCH / ENODEV
 
 
-def neigh_replace(ipr: IPRoute, index: int, ip: ipaddress.IPv4Address, mac: str) -> None:
-    ipr.neigh("replace", ifindex=index, dst=str(ip), lladdr=mac, state=NUD_PERMANENT, family=socket.AF_INET)
+def _family(ip: IPAddress) -> int:
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
 
 
-def neigh_delete(ipr: IPRoute, index: int, ip: ipaddress.IPv4Address) -> bool:
+def neigh_replace(ipr: IPRoute, index: int, ip: IPAddress, mac: str) -> None:
+    ipr.neigh("replace", ifindex=index, dst=str(ip), lladdr=mac, state=NUD_PERMANENT, family=_family(ip))
+
+
+def neigh_delete(ipr: IPRoute, index: int, ip: IPAddress) -> bool:
     try:
-        ipr.neigh("del", ifindex=index, dst=str(ip), family=socket.AF_INET)
+        ipr.neigh("del", ifindex=index, dst=str(ip), family=_family(ip))
     except NetlinkError as exc:
         if _gone(exc):
             return False
@@ -52,23 +59,23 @@ def neigh_delete(ipr: IPRoute, index: int, ip: ipaddress.IPv4Address) -> bool:
     return True
 
 
-def neigh_list(ipr: IPRoute, index: int) -> list[Neighbour]:
+def neigh_list(ipr: IPRoute, index: int, *, family: int = socket.AF_INET) -> list[Neighbour]:
     out = []
-    for msg in ipr.neigh("dump", ifindex=index, family=socket.AF_INET):
+    for msg in ipr.neigh("dump", ifindex=index, family=family):
         if msg["ifindex"] != index or not msg.get_attr("NDA_LLADDR"):
             continue
-        out.append(Neighbour(ipaddress.IPv4Address(msg.get_attr("NDA_DST")), msg.get_attr("NDA_LLADDR"),
+        out.append(Neighbour(ipaddress.ip_address(msg.get_attr("NDA_DST")), msg.get_attr("NDA_LLADDR"),
                              bool(msg["state"] & NUD_PERMANENT)))
     return out
 
 
-def fdb_replace(ipr: IPRoute, index: int, mac: str, dst: ipaddress.IPv4Address) -> None:
+def fdb_replace(ipr: IPRoute, index: int, mac: str, dst: IPAddress) -> None:
     """`bridge fdb replace MAC dev DEV dst DST self permanent`."""
     ipr.neigh("replace", family=AF_BRIDGE, ifindex=index, lladdr=mac, dst=str(dst),
               state=NUD_PERMANENT | NUD_NOARP, flags=NTF_SELF)
 
 
-def fdb_delete(ipr: IPRoute, index: int, mac: str, dst: ipaddress.IPv4Address | None = None) -> bool:
+def fdb_delete(ipr: IPRoute, index: int, mac: str, dst: IPAddress | None = None) -> bool:
     kw: dict[str, object] = {"family": AF_BRIDGE, "ifindex": index, "lladdr": mac,
                              "state": NUD_PERMANENT | NUD_NOARP, "flags": NTF_SELF}
     if dst is not None:
@@ -88,6 +95,6 @@ def fdb_list(ipr: IPRoute, index: int) -> list[FdbEntry]:
         if msg["ifindex"] != index:
             continue
         dst = msg.get_attr("NDA_DST")
-        out.append(FdbEntry(msg.get_attr("NDA_LLADDR"), ipaddress.IPv4Address(dst) if dst else None,
+        out.append(FdbEntry(msg.get_attr("NDA_LLADDR"), ipaddress.ip_address(dst) if dst else None,
                             bool(msg["state"] & NUD_PERMANENT)))
     return out

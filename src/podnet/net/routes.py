@@ -1,4 +1,5 @@
-"""IPv4 routes: replace/delete one route, ask the kernel which route it would take, list routes.
+"""IPv4 and IPv6 routes: replace/delete one route, ask the kernel which route it would take, list routes.
+The family is the destination's (an IPv6 `dst` gives an AF_INET6 route).
 
 "replace" everywhere so re-applying a lease (flannel re-sends leases on renewal) is idempotent.
 """
@@ -12,6 +13,9 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 RTNH_F_ONLINK = 4
 MAIN_TABLE = 254
 
@@ -20,29 +24,30 @@ MAIN_TABLE = 254
 class Route:
     """A unicast route as podnet reads it back (main table)."""
 
-    dst: ipaddress.IPv4Network
-    gateway: ipaddress.IPv4Address | None
+    dst: IPNetwork
+    gateway: IPAddress | None
     oif: int | None
     onlink: bool
 
 
 def _parse(msg) -> Route:  # noqa: ANN001 - pyroute2 rtmsg
-    dst = msg.get_attr("RTA_DST") or "0.0.0.0"
+    v6 = msg["family"] == socket.AF_INET6
+    dst = msg.get_attr("RTA_DST") or ("::" if v6 else "0.0.0.0")
     gw = msg.get_attr("RTA_GATEWAY")
     oif = msg.get_attr("RTA_OIF")
     return Route(
-        dst=ipaddress.IPv4Network(f"{dst}/{msg['dst_len']}"),
-        gateway=ipaddress.IPv4Address(gw) if gw else None,
+        dst=ipaddress.ip_network(f"{dst}/{msg['dst_len']}"),
+        gateway=ipaddress.ip_address(gw) if gw else None,
         oif=int(oif) if oif is not None else None,
         onlink=bool(msg["flags"] & RTNH_F_ONLINK),
     )
 
 
 def replace(
-    ipr: IPRoute, dst: ipaddress.IPv4Network, *, gateway: ipaddress.IPv4Address | None = None,
+    ipr: IPRoute, dst: IPNetwork, *, gateway: IPAddress | None = None,
     oif: int | None = None, onlink: bool = False,
 ) -> None:
-    kw: dict[str, object] = {"dst": str(dst), "table": MAIN_TABLE}
+    kw: dict[str, object] = {"dst": str(dst), "table": MAIN_TABLE, "family": _family(dst)}
     if gateway is not None:
         kw["gateway"] = str(gateway)
     if oif is not None:
@@ -52,10 +57,10 @@ def replace(
     ipr.route("replace", **kw)
 
 
-def delete(ipr: IPRoute, dst: ipaddress.IPv4Network, *, gateway: ipaddress.IPv4Address | None = None,
+def delete(ipr: IPRoute, dst: IPNetwork, *, gateway: IPAddress | None = None,
            oif: int | None = None) -> bool:
     """Delete the route to `dst` (matching gateway/oif when given). False if it was not there."""
-    kw: dict[str, object] = {"dst": str(dst), "table": MAIN_TABLE}
+    kw: dict[str, object] = {"dst": str(dst), "table": MAIN_TABLE, "family": _family(dst)}
     if gateway is not None:
         kw["gateway"] = str(gateway)
     if oif is not None:
@@ -69,14 +74,19 @@ def delete(ipr: IPRoute, dst: ipaddress.IPv4Network, *, gateway: ipaddress.IPv4A
     return True
 
 
-def lookup(ipr: IPRoute, dst: ipaddress.IPv4Network) -> list[Route]:
+def _family(net: IPNetwork | IPAddress) -> int:
+    return socket.AF_INET6 if net.version == 6 else socket.AF_INET
+
+
+def lookup(ipr: IPRoute, dst: IPNetwork) -> list[Route]:
     """Routes in the main table for exactly `dst`."""
-    return [r for r in list_routes(ipr) if r.dst == dst]
+    return [r for r in list_routes(ipr, family=_family(dst)) if r.dst == dst]
 
 
-def list_routes(ipr: IPRoute, *, oif: int | None = None) -> list[Route]:
+def list_routes(ipr: IPRoute, *, oif: int | None = None, family: int = socket.AF_INET) -> list[Route]:
+    """Unicast routes of the main table, of one family (AF_INET by default, AF_INET6)."""
     out = []
-    for msg in ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE):
+    for msg in ipr.route("dump", family=family, table=MAIN_TABLE):
         if msg["type"] != 1:  # unicast only: skip local/broadcast
             continue
         r = _parse(msg)
@@ -85,10 +95,10 @@ def list_routes(ipr: IPRoute, *, oif: int | None = None) -> list[Route]:
     return out
 
 
-def get(ipr: IPRoute, address: ipaddress.IPv4Address) -> Route | None:
+def get(ipr: IPRoute, address: IPAddress) -> Route | None:
     """The route the kernel would use to reach `address` (`ip route get`), None if unreachable."""
     try:
-        msgs = ipr.route("get", dst=str(address))
+        msgs = ipr.route("get", dst=str(address), family=_family(address))
     except NetlinkError as exc:
         if exc.code in (101, 113, 22):  # ENETUNREACH / EHOSTUNREACH / EINVAL
             return None

@@ -23,7 +23,7 @@ class VxlanSpec:
     name: str
     vni: int
     link_index: int
-    local: ipaddress.IPv4Address
+    local: ipaddress.IPv4Address | ipaddress.IPv6Address  # an IPv6 local makes a VXLAN over IPv6
     port: int = DEFAULT_PORT
     learning: bool = False
     gbp: bool = False
@@ -52,7 +52,7 @@ def _vxlan_attrs(link) -> dict[str, object] | None:  # noqa: ANN001 - pyroute2 i
     return {
         "vni": data.get_attr("IFLA_VXLAN_ID"),
         "link_index": data.get_attr("IFLA_VXLAN_LINK"),
-        "local": data.get_attr("IFLA_VXLAN_LOCAL"),
+        "local": data.get_attr("IFLA_VXLAN_LOCAL") or data.get_attr("IFLA_VXLAN_LOCAL6"),
         "port": data.get_attr("IFLA_VXLAN_PORT"),
         "learning": bool(data.get_attr("IFLA_VXLAN_LEARNING")),
         "gbp": data.get_attr("IFLA_VXLAN_GBP") is not None,
@@ -82,7 +82,7 @@ def ensure(ipr: IPRoute, spec: VxlanSpec, mac: str | None = None) -> VxlanDevice
     mac = mac or random_mac()
     kw: dict[str, object] = dict(
         ifname=spec.name, kind="vxlan", vxlan_id=spec.vni, vxlan_link=spec.link_index,
-        vxlan_local=str(spec.local), vxlan_port=spec.port, vxlan_learning=int(spec.learning),
+        **{"vxlan_local6" if spec.local.version == 6 else "vxlan_local": str(spec.local)}, vxlan_port=spec.port, vxlan_learning=int(spec.learning),
         address=mac, mtu=spec.mtu,
     )
     if spec.gbp:

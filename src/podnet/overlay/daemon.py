@@ -48,6 +48,7 @@ class DaemonOptions:
     node: str
     iface: str | None = None
     public_ip: str | None = None
+    public_ipv6: str | None = None  # flannel's --public-ipv6 (default: the interface's global IPv6 address)
     ip_masq: bool = False
     subnet_file: str = subnetenv.DEFAULT_PATH
     lease_ttl: float = SUBNET_TTL
@@ -128,21 +129,43 @@ class OverlayDaemon:
     def check_supported(conf: NetConf) -> None:
         netconf.check_supported(conf)
 
-    def _lookup_interface(self) -> Any:
+    def _lookup_interface(self, conf: NetConf) -> Any:
+        """The external interface; with IPv6 enabled also its global IPv6 address and the public IPv6."""
+        v6: dict[str, Any] = {}
+        if conf.enable_ipv6:
+            v6 = {"ipv6": True, "public_ipv6": self.opts.public_ipv6, "ipv4": conf.enable_ipv4}
         if self._interface_lookup is not None:
-            return self._interface_lookup(self.opts.iface, self.opts.public_ip)
+            return self._interface_lookup(self.opts.iface, self.opts.public_ip, **v6)
         from podnet.net import netns as nsmod
         from podnet.net.iface import lookup_external_interface
 
         with nsmod.ipr(self.opts.netns) as ipr:
-            return lookup_external_interface(ipr, self.opts.iface, self.opts.public_ip)
+            return lookup_external_interface(ipr, self.opts.iface, self.opts.public_ip, **v6)
 
     def _create_backend(self, conf: NetConf, ext: Any) -> Any:
+        families = {"ipv4": conf.enable_ipv4, "ipv6": conf.enable_ipv6}
         if self._backend_factory is not None:
-            return self._backend_factory(conf.backend_type, ext, conf.backend, netns=self.opts.netns)
+            return self._backend_factory(conf.backend_type, ext, conf.backend, netns=self.opts.netns, **families)
         from podnet.overlay.backends import create_backend
 
-        return create_backend(conf.backend_type, ext, conf.backend, netns=self.opts.netns)
+        return create_backend(conf.backend_type, ext, conf.backend, netns=self.opts.netns, **families)
+
+    def _configure_and_publish(self, conf: NetConf, lease: Lease) -> None:
+        """Steps 5-7: the backend's own side, the traffic rules of each family, subnet.env."""
+        v4 = conf.enable_ipv4 and lease.has_v4
+        if conf.enable_ipv6:
+            self.backend.configure(lease, conf.network if v4 else None, conf.ipv6_network)
+        else:
+            self.backend.configure(lease, conf.network)
+        self.rules = self._rules_factory(masq.desired(
+            conf.network if v4 else None, lease.subnet if v4 else None, ip_masq=self.opts.ip_masq,
+            forward=self.opts.forward_rules, network_v6=conf.ipv6_network if conf.enable_ipv6 else None,
+            subnet_v6=lease.subnet_v6 if conf.enable_ipv6 else None))
+        self.rules.sync()
+        subnetenv.write(self.opts.subnet_file, subnetenv.SubnetEnv(
+            network=conf.network if v4 else None, subnet=lease.subnet if v4 else None, mtu=self.backend.mtu,
+            ipmasq=self.opts.ip_masq, ipv6_network=conf.ipv6_network if conf.enable_ipv6 else None,
+            ipv6_subnet=lease.subnet_v6 if conf.enable_ipv6 else None))
 
     def start(self, config_timeout: float | None = None) -> Lease:
         """Steps 1-9. Returns our lease once subnet.env is written and the watch and renewal run."""
@@ -151,7 +174,6 @@ class OverlayDaemon:
         store, manager = self._store_mode()
         conf = self.wait_for_config(config_timeout)
         self.check_supported(conf)
-        assert conf.network is not None
         if self.opts.healthz_port:
             try:
                 self.health = HealthServer(self.opts.healthz_ip, self.opts.healthz_port, self.metrics).start()
@@ -160,29 +182,26 @@ class OverlayDaemon:
                                                f"cannot listen on {self.opts.healthz_ip}: {e.strerror}")]) from e
         self.conf = conf
         previous = subnetenv.previous_subnet(self.opts.subnet_file)
-        ext = self._lookup_interface()
-        log.info("node %s: external interface %s (%s), public IP %s, backend %s",
-                 self.opts.node, ext.name, ext.address, ext.public_ip, conf.backend_type)
+        previous_v6 = subnetenv.previous_subnet_v6(self.opts.subnet_file)
+        ext = self._lookup_interface(conf)
+        public_ipv6 = getattr(ext, "public_ipv6", None)
+        log.info("node %s: external interface %s (%s), public IP %s, public IPv6 %s, backend %s",
+                 self.opts.node, ext.name, ext.address, ext.public_ip, public_ipv6, conf.backend_type)
 
         # Would acquisition fail (network full)? Find out before the backend creates any device.
         leases, _ = manager.list_leases()
-        choose_subnet(conf, leases, ext.public_ip, previous)
+        choose_subnet(conf, leases, ext.public_ip, previous, public_ipv6=public_ipv6, previous_v6=previous_v6)
 
         self.backend = self._create_backend(conf, ext)
         backend_data = self.backend.register()
         lease = manager.acquire(
             conf, ext.public_ip, backend_type=self.backend.backend_type, backend_data=backend_data,
-            previous=previous,
+            previous=previous, public_ipv6=public_ipv6,
+            backend_v6_data=getattr(self.backend, "backend_v6_data", None), previous_v6=previous_v6,
         )
         self.lease = lease
-        self.backend.configure(lease, conf.network)
-
-        self.rules = self._rules_factory(
-            masq.desired(conf.network, lease.subnet, ip_masq=self.opts.ip_masq, forward=self.opts.forward_rules))
-        self.rules.sync()
-        subnetenv.write(self.opts.subnet_file, subnetenv.SubnetEnv(
-            network=conf.network, subnet=lease.subnet, mtu=self.backend.mtu, ipmasq=self.opts.ip_masq))
-        log.info("node %s: lease %s, wrote %s (MTU %d)", self.opts.node, lease.subnet, self.opts.subnet_file,
+        self._configure_and_publish(conf, lease)
+        log.info("node %s: lease %s, wrote %s (MTU %d)", self.opts.node, lease.describe(), self.opts.subnet_file,
                  self.backend.mtu)
         self._lease_metrics(lease)
         if self.health is not None:
@@ -212,11 +231,11 @@ class OverlayDaemon:
                                            f"cannot read: {e.strerror}")]) from e
         conf = parse_netconf(data)
         self.check_supported(conf)
-        assert conf.network is not None and self.source is not None
+        assert self.source is not None
         self.conf = conf
         self.kube = kube = KubeSubnetManager(self.source, self.opts.node, prefix=self.opts.annotation_prefix)
         kube.start()
-        own = kube.wait_for_node(self.stopping, node_timeout)
+        own = kube.wait_for_node(self.stopping, node_timeout, conf)
         public_ip = kube.public_ip(own, self.opts.public_ip)
         if public_ip != self.opts.public_ip:
             log.info("node %s: public IP %s from its node-public-ip annotation", self.opts.node, public_ip)
@@ -227,35 +246,35 @@ class OverlayDaemon:
             except OSError as e:
                 raise ValidationError([Problem("--healthz-port", self.opts.healthz_port,
                                                f"cannot listen on {self.opts.healthz_ip}: {e.strerror}")]) from e
-        ext = self._lookup_interface()
+        public_ipv6 = kube.public_ipv6(own, self.opts.public_ipv6)
+        if public_ipv6 != self.opts.public_ipv6:
+            log.info("node %s: public IPv6 %s from its node-public-ipv6 annotation", self.opts.node, public_ipv6)
+            self.opts.public_ipv6 = public_ipv6
+        ext = self._lookup_interface(conf)
         log.info("node %s: external interface %s (%s), public IP %s, backend %s, subnets from %s",
                  self.opts.node, ext.name, ext.address, ext.public_ip, conf.backend_type, self.source.describe())
         self.backend = self._create_backend(conf, ext)
         backend_data = self.backend.register()
         lease = kube.acquire(conf, own, ext.public_ip, backend_type=self.backend.backend_type,
-                             backend_data=backend_data)
+                             backend_data=backend_data, public_ipv6=getattr(ext, "public_ipv6", None),
+                             backend_v6_data=getattr(self.backend, "backend_v6_data", None))
         self.lease = lease
-        self.backend.configure(lease, conf.network)
-        self.rules = self._rules_factory(
-            masq.desired(conf.network, lease.subnet, ip_masq=self.opts.ip_masq, forward=self.opts.forward_rules))
-        self.rules.sync()
-        subnetenv.write(self.opts.subnet_file, subnetenv.SubnetEnv(
-            network=conf.network, subnet=lease.subnet, mtu=self.backend.mtu, ipmasq=self.opts.ip_masq))
-        log.info("node %s: lease %s (spec.podCIDR), wrote %s (MTU %d)", self.opts.node, lease.subnet,
+        self._configure_and_publish(conf, lease)
+        log.info("node %s: lease %s (spec.podCIDRs), wrote %s (MTU %d)", self.opts.node, lease.describe(),
                  self.opts.subnet_file, self.backend.mtu)
         if self.health is not None:
             self.health.ready.set()
 
         def own_changed(node: Any) -> None:
-            from podnet.overlay.kubesubnet import NodeLeaseError, pod_cidr
+            from podnet.overlay.kubesubnet import NodeLeaseError, pod_cidrs
 
             try:
-                now = pod_cidr(node)
+                now = pod_cidrs(node, conf)
             except NodeLeaseError:
                 now = None
-            if now != lease.subnet:
-                self._on_lost(LeaseLost(f"node {self.opts.node}: spec.podCIDR is now {now}, not our lease "
-                                        f"{lease.subnet}"))
+            if now != lease.ident:
+                self._on_lost(LeaseLost(f"node {self.opts.node}: spec.podCIDRs are now {now}, not our lease "
+                                        f"{lease.describe()}"))
 
         kube.on_own = own_changed
         kube.watch(self._on_events)
@@ -292,19 +311,20 @@ class OverlayDaemon:
             for ev in events:
                 self.metrics.peer_events.labels(ev.type).inc()
                 if ev.type == "added":
-                    self._peers.add(ev.lease.subnet)
+                    self._peers.add(ev.lease.ident)
                 else:
-                    self._peers.discard(ev.lease.subnet)
+                    self._peers.discard(ev.lease.ident)
                 self.metrics.peers.set(len(self._peers))
                 try:
                     if ev.type == "added":
-                        log.info("peer lease %s added (PublicIP %s)", ev.lease.subnet, ev.lease.public_ip)
+                        log.info("peer lease %s added (PublicIP %s, PublicIPv6 %s)", ev.lease.describe(),
+                                 ev.lease.public_ip, ev.lease.public_ipv6)
                         self.backend.add_remote(ev.lease)
                     else:
-                        log.info("peer lease %s removed (PublicIP %s)", ev.lease.subnet, ev.lease.public_ip)
+                        log.info("peer lease %s removed (PublicIP %s)", ev.lease.describe(), ev.lease.public_ip)
                         self.backend.remove_remote(ev.lease)
                 except Exception:  # one peer's failure must not stop the others
-                    log.exception("backend failed on %s of %s", ev.type, ev.lease.subnet)
+                    log.exception("backend failed on %s of %s", ev.type, ev.lease.describe())
 
     def _on_lost(self, err: LeaseLost) -> None:
         if self.stopping.is_set():

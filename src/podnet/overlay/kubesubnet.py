@@ -13,6 +13,9 @@
   written with a strategic-merge patch of nodes/NAME/status (flannel's RBAC grants only that).
   `public-ip-overwrite` (set by an operator for a NATed node) replaces the address we advertise;
   `node-public-ip` replaces --public-ip as the address we pick.
+- IPv6 (net-conf EnableIPv6): our IPv6 subnet is the IPv6 entry of `spec.podCIDRs`, and we also write
+  `backend-v6-data` and `public-ipv6` (with `node-public-ipv6` / `public-ipv6-overwrite` as their inputs).
+  An IPv6-only config (EnableIPv4: false) writes only those two, not backend-data / public-ip.
 - Peers are the other Nodes with `kube-subnet-manager: "true"`, a podCIDR and those annotations; a change
   of backend-type, backend-data or public-ip is an "added" event (flannel's rule), a vanished node a
   "removed" one carrying the lease as last seen. A node whose annotations cannot be read is logged by
@@ -36,7 +39,7 @@ from typing import Any
 from podnet.api.loader import parse_object
 from podnet.api.node import Node
 from podnet.errors import PodnetError, Problem, ValidationError
-from podnet.overlay.lease import BackendData, Lease, LeaseEvent, go_json
+from podnet.overlay.lease import NO_PUBLIC_IP, NO_SUBNET, BackendData, Lease, LeaseEvent, go_json
 from podnet.overlay.netconf import NetConf
 from podnet.source.base import Source
 
@@ -60,6 +63,10 @@ class Annotations:
     subnet_manager: str
     node_public_ip: str
     public_ip_overwrite: str
+    backend_v6_data: str = ""
+    public_ipv6: str = ""
+    node_public_ipv6: str = ""
+    public_ipv6_overwrite: str = ""
 
     @staticmethod
     def for_prefix(prefix: str = DEFAULT_PREFIX) -> Annotations:
@@ -72,18 +79,21 @@ class Annotations:
                                            "must be a lower-case DNS domain with a dot, optionally /name")])
         head = f"{domain}/" if not name else f"{domain}/{name if name.endswith('-') else name + '-'}"
         return Annotations(*(head + n for n in ("backend-type", "backend-data", "public-ip", "kube-subnet-manager",
-                                                 "node-public-ip", "public-ip-overwrite")))
+                                                 "node-public-ip", "public-ip-overwrite", "backend-v6-data",
+                                                 "public-ipv6", "node-public-ipv6", "public-ipv6-overwrite")))
 
 
 def own_annotations(ann: Annotations, lease: Lease) -> dict[str, str]:
     """Our node's annotations, as flanneld writes them (backend-data is Go's json.Marshal of the raw
     message: compact, "null" when a backend has none)."""
-    return {
-        ann.backend_data: go_json(lease.backend_data),
-        ann.backend_type: lease.backend_type or "",
-        ann.subnet_manager: "true",
-        ann.public_ip: str(lease.public_ip),
-    }
+    out = {ann.backend_type: lease.backend_type or "", ann.subnet_manager: "true"}
+    if lease.has_v4:
+        out[ann.backend_data] = go_json(lease.backend_data)
+        out[ann.public_ip] = str(lease.public_ip)
+    if lease.subnet_v6 is not None and lease.public_ipv6 is not None:
+        out[ann.backend_v6_data] = go_json(lease.backend_v6_data)
+        out[ann.public_ipv6] = str(lease.public_ipv6)
+    return out
 
 
 class NodeLeaseError(PodnetError, ValueError):
@@ -104,29 +114,71 @@ def pod_cidr(node: Node) -> ipaddress.IPv4Network | None:
     return None
 
 
+def pod_cidr_v6(node: Node) -> ipaddress.IPv6Network | None:
+    """The node's IPv6 pod CIDR: the IPv6 entry of spec.podCIDRs (or spec.podCIDR); None if unassigned."""
+    cidrs = list(node.spec.pod_cidrs) or ([node.spec.pod_cidr] if node.spec.pod_cidr else [])
+    for c in cidrs:
+        try:
+            net = ipaddress.ip_network(c, strict=True)
+        except (TypeError, ValueError) as e:
+            raise NodeLeaseError(f"node {node.name!r}: spec.podCIDRs {c!r}: not a CIDR") from e
+        if isinstance(net, ipaddress.IPv6Network):
+            return net
+    return None
+
+
+def pod_cidrs(node: Node, conf: NetConf) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network | None] | None:
+    """Our lease's (IPv4 subnet or NO_SUBNET, IPv6 subnet or None) for the families the config enables;
+    None while a needed one is unassigned."""
+    v4 = pod_cidr(node) if conf.enable_ipv4 else NO_SUBNET
+    v6 = pod_cidr_v6(node) if conf.enable_ipv6 else None
+    if v4 is None or (conf.enable_ipv6 and v6 is None):
+        return None
+    return v4, v6
+
+
+def _json_annotation(name: str, a: dict[str, str], key: str) -> BackendData:
+    try:
+        data: BackendData = json.loads(a[key])
+    except ValueError as e:
+        raise NodeLeaseError(f"node {name!r}: annotation {key}: {a[key]!r}: not JSON") from e
+    if data is not None and not isinstance(data, dict):
+        raise NodeLeaseError(f"node {name!r}: annotation {key}: {a[key]!r}: not an object")
+    return data
+
+
 def lease_of(node: Node, ann: Annotations) -> Lease | None:
-    """A peer's lease from its Node, or None if it is not (yet) a flannel node. Raises NodeLeaseError."""
+    """A peer's lease from its Node, or None if it is not (yet) a flannel node. Raises NodeLeaseError.
+    An IPv4 part needs public-ip + backend-data + an IPv4 podCIDR, an IPv6 part public-ipv6 +
+    backend-v6-data + an IPv6 podCIDR; a node with neither is not a peer."""
     name = node.name
     a = node.metadata.annotations
-    if a.get(ann.subnet_manager) != "true":
+    if a.get(ann.subnet_manager) != "true" or not a.get(ann.backend_type):
         return None
-    if not a.get(ann.backend_type) or not a.get(ann.public_ip) or ann.backend_data not in a:
-        return None  # flannel ignores nodes lacking the annotations
-    subnet = pod_cidr(node)
-    if subnet is None:
-        return None
-    try:
-        data: BackendData = json.loads(a[ann.backend_data])
-    except ValueError as e:
-        raise NodeLeaseError(f"node {name!r}: annotation {ann.backend_data}: {a[ann.backend_data]!r}: not JSON") from e
-    if data is not None and not isinstance(data, dict):
-        raise NodeLeaseError(f"node {name!r}: annotation {ann.backend_data}: {a[ann.backend_data]!r}: not an object")
-    try:
-        public_ip = ipaddress.IPv4Address(a[ann.public_ip])
-    except ValueError as e:
-        raise NodeLeaseError(f"node {name!r}: annotation {ann.public_ip}: {a[ann.public_ip]!r}: not an IPv4 "
-                             "address") from e
-    return Lease(subnet=subnet, public_ip=public_ip, backend_type=a[ann.backend_type], backend_data=data)
+    has4 = bool(a.get(ann.public_ip)) and ann.backend_data in a
+    has6 = bool(a.get(ann.public_ipv6)) and ann.backend_v6_data in a
+    subnet = pod_cidr(node) if has4 else None
+    subnet_v6 = pod_cidr_v6(node) if has6 else None
+    if subnet is None and subnet_v6 is None:
+        return None  # flannel ignores nodes lacking the annotations or a podCIDR
+    data = data6 = None
+    public_ip, public_ipv6 = NO_PUBLIC_IP, None
+    if subnet is not None:
+        data = _json_annotation(name, a, ann.backend_data)
+        try:
+            public_ip = ipaddress.IPv4Address(a[ann.public_ip])
+        except ValueError as e:
+            raise NodeLeaseError(f"node {name!r}: annotation {ann.public_ip}: {a[ann.public_ip]!r}: not an IPv4 "
+                                 "address") from e
+    if subnet_v6 is not None:
+        data6 = _json_annotation(name, a, ann.backend_v6_data)
+        try:
+            public_ipv6 = ipaddress.IPv6Address(a[ann.public_ipv6])
+        except ValueError as e:
+            raise NodeLeaseError(f"node {name!r}: annotation {ann.public_ipv6}: {a[ann.public_ipv6]!r}: not an "
+                                 "IPv6 address") from e
+    return Lease(subnet=subnet or NO_SUBNET, public_ip=public_ip, backend_type=a[ann.backend_type],
+                 backend_data=data, public_ipv6=public_ipv6, backend_v6_data=data6, subnet_v6=subnet_v6)
 
 
 class KubeSubnetManager:
@@ -160,8 +212,10 @@ class KubeSubnetManager:
 
     # ---- our node -----------------------------------------------------------------------------------
 
-    def wait_for_node(self, stopping: threading.Event, timeout: float | None = None) -> Node:
-        """Our Node once it has a pod CIDR. Says every WAIT_LOG_EVERY seconds what it waits for."""
+    def wait_for_node(self, stopping: threading.Event, timeout: float | None = None,
+                      conf: NetConf | None = None) -> Node:
+        """Our Node once it has the pod CIDR(s) `conf` needs (an IPv4 one without conf). Says every
+        WAIT_LOG_EVERY seconds what it waits for."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last_said = -1e9
         while True:
@@ -174,11 +228,12 @@ class KubeSubnetManager:
                 why = f'node "{self.node}" not found (is --node / NODE_NAME the Node\'s name?)'
             else:
                 try:
-                    if pod_cidr(own) is not None:
+                    if (pod_cidr(own) if conf is None else pod_cidrs(own, conf)) is not None:
                         return own
                 except NodeLeaseError as e:
                     raise PodnetError(str(e)) from e
-                why = (f'node "{self.node}" pod cidr not assigned: waiting for spec.podCIDR (assigned by '
+                which = "an IPv6 entry in spec.podCIDRs" if conf is not None and conf.enable_ipv6 else "spec.podCIDR"
+                why = (f'node "{self.node}" pod cidr not assigned: waiting for {which} (assigned by '
                        "kube-controller-manager --allocate-node-cidrs, or the lab's node IPAM)")
             if time.monotonic() - last_said >= WAIT_LOG_EVERY:
                 log.warning("%s", why)
@@ -194,23 +249,46 @@ class KubeSubnetManager:
         """node-public-ip wins over --public-ip (flannel: the node annotation overrides the flag)."""
         return own.metadata.annotations.get(self.ann.node_public_ip) or given
 
+    def public_ipv6(self, own: Node, given: str | None) -> str | None:
+        """node-public-ipv6 wins over --public-ipv6."""
+        return own.metadata.annotations.get(self.ann.node_public_ipv6) or given
+
     def acquire(self, conf: NetConf, own: Node, public_ip: ipaddress.IPv4Address, *,
-                backend_type: str, backend_data: BackendData) -> Lease:
-        """Our lease = our podCIDR, advertised in our annotations (only written when they differ)."""
-        subnet = pod_cidr(own)
-        assert subnet is not None and conf.network is not None
-        if not subnet.subnet_of(conf.network):
+                backend_type: str, backend_data: BackendData, public_ipv6: ipaddress.IPv6Address | None = None,
+                backend_v6_data: BackendData = None) -> Lease:
+        """Our lease = our podCIDR(s), advertised in our annotations (only written when they differ)."""
+        cidrs = pod_cidrs(own, conf)
+        assert cidrs is not None
+        subnet, subnet_v6 = cidrs
+        if conf.enable_ipv4 and conf.network is not None and not subnet.subnet_of(conf.network):
             raise PodnetError(f'subnet "{conf.network}" specified in the flannel net config doesn\'t contain '
                               f'"{subnet}" PodCIDR of the "{self.node}" node')
+        if subnet_v6 is not None and conf.ipv6_network is not None and not subnet_v6.subnet_of(conf.ipv6_network):
+            raise PodnetError(f'subnet "{conf.ipv6_network}" specified in the flannel net config doesn\'t contain '
+                              f'"{subnet_v6}" IPv6 PodCIDR of the "{self.node}" node')
+        if conf.enable_ipv6 and public_ipv6 is None:
+            raise PodnetError(f"node {self.node}: the net-conf enables IPv6 but there is no public IPv6 "
+                              "(--public-ipv6 or a global IPv6 address on --iface)")
         have = own.metadata.annotations
         overwrite = have.get(self.ann.public_ip_overwrite)
-        if overwrite:
+        if overwrite and conf.enable_ipv4:
             try:
                 public_ip = ipaddress.IPv4Address(overwrite)
             except ValueError:
                 log.error("node %s: annotation %s: %r: not an IPv4 address; advertising %s", self.node,
                           self.ann.public_ip_overwrite, overwrite, public_ip)
-        lease = Lease(subnet=subnet, public_ip=public_ip, backend_type=backend_type, backend_data=backend_data)
+        overwrite6 = have.get(self.ann.public_ipv6_overwrite)
+        if overwrite6 and conf.enable_ipv6:
+            try:
+                public_ipv6 = ipaddress.IPv6Address(overwrite6)
+            except ValueError:
+                log.error("node %s: annotation %s: %r: not an IPv6 address; advertising %s", self.node,
+                          self.ann.public_ipv6_overwrite, overwrite6, public_ipv6)
+        if not conf.enable_ipv4:
+            public_ip, backend_data = NO_PUBLIC_IP, None
+        lease = Lease(subnet=subnet, public_ip=public_ip, backend_type=backend_type, backend_data=backend_data,
+                      public_ipv6=public_ipv6 if conf.enable_ipv6 else None,
+                      backend_v6_data=backend_v6_data if conf.enable_ipv6 else None, subnet_v6=subnet_v6)
         want = own_annotations(self.ann, lease)
         if any(have.get(k) != v for k, v in want.items()):
             self.source.patch_node_status(self.node, {"metadata": {"annotations": want}})
@@ -262,8 +340,8 @@ class KubeSubnetManager:
                 if before is not None:
                     del self._peers[name]
                     events.append(LeaseEvent("removed", before))
-            elif before is None or not before.attrs_equal(lease) or before.subnet != lease.subnet:
-                if before is not None and before.subnet != lease.subnet:
+            elif before is None or not before.attrs_equal(lease) or before.ident != lease.ident:
+                if before is not None and before.ident != lease.ident:
                     events.append(LeaseEvent("removed", before))
                 self._peers[name] = lease
                 events.append(LeaseEvent("added", lease))
@@ -273,4 +351,4 @@ class KubeSubnetManager:
 
 
 __all__ = ["Annotations", "DEFAULT_NET_CONFIG_PATH", "DEFAULT_PREFIX", "KubeSubnetManager", "NodeLeaseError",
-           "lease_of", "own_annotations", "pod_cidr"]
+           "lease_of", "own_annotations", "pod_cidr", "pod_cidr_v6", "pod_cidrs"]

@@ -20,6 +20,11 @@ from podnet.errors import PodnetError
 
 BackendData = dict[str, Any] | None
 
+# An IPv6-only lease (net-conf EnableIPv4: false) has no IPv4 subnet: flannel keeps the zero IP4Net, so its
+# key reads `0.0.0.0-0&fd00:10:244:1::-64` and its PublicIP "0.0.0.0". podnet keeps the same values.
+NO_SUBNET = ipaddress.IPv4Network("0.0.0.0/0")
+NO_PUBLIC_IP = ipaddress.IPv4Address("0.0.0.0")
+
 
 class LeaseDecodeError(PodnetError, ValueError):
     """A lease value that is not flannel's LeaseAttrs JSON (logged and skipped by readers, as flannel does)."""
@@ -44,6 +49,22 @@ class Lease:
     expiration: float | None = None
     store_lease: int = 0
     revision: int = 0
+
+    @property
+    def has_v4(self) -> bool:
+        """False for an IPv6-only lease (its `subnet` is NO_SUBNET)."""
+        return self.subnet != NO_SUBNET
+
+    @property
+    def ident(self) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network | None]:
+        """What names the lease (its key): the IPv4 subnet and the IPv6 one. IPv6-only leases all share
+        NO_SUBNET, so comparing `subnet` alone is wrong there."""
+        return self.subnet, self.subnet_v6
+
+    def describe(self) -> str:
+        """The subnets for messages: `10.244.1.0/24`, `10.244.1.0/24+fd00:10:244:1::/64`, `fd00:...::/64`."""
+        parts = ([str(self.subnet)] if self.has_v4 else []) + ([str(self.subnet_v6)] if self.subnet_v6 else [])
+        return "+".join(parts) or str(self.subnet)
 
     @property
     def key(self) -> str:
@@ -150,5 +171,5 @@ class LeaseEvent:
     lease: Lease
 
 
-__all__ = ["BackendData", "Lease", "LeaseDecodeError", "LeaseEvent", "decode_attrs", "decode_lease_kv", "encode_attrs",
+__all__ = ["BackendData", "Lease", "NO_PUBLIC_IP", "NO_SUBNET", "LeaseDecodeError", "LeaseEvent", "decode_attrs", "decode_lease_kv", "encode_attrs",
            "go_json"]

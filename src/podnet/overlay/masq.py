@@ -9,6 +9,10 @@ only when iptables-save shows it missing (iptables-restore has no "append unless
 `plan()` is pure: desired rules + current iptables-save text -> restore payload (None when in sync). The
 daemon calls `MasqRules.sync()` at start and every resync period (flannel: 5 s), so a rule someone deleted
 comes back.
+
+IPv6 (dual-stack or IPv6-only net-confs) gets the same chains and rule layout in ip6tables, with the IPv6
+Network and subnet and ff00::/8 in place of 224.0.0.0/4, as flannel's iptables traffic manager does.
+`TableRules.family` picks the tool (iptables-save/-restore or ip6tables-save/-restore).
 """
 
 from __future__ import annotations
@@ -36,12 +40,17 @@ class RulesError(PodnetError):
     """iptables-save / iptables-restore failed."""
 
 
-def masq_rules(
-    network: ipaddress.IPv4Network, subnet: ipaddress.IPv4Network, *, random_fully: bool = True
-) -> list[str]:
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
+
+
+def masq_rules(network: Network, subnet: Network, *, random_fully: bool = True) -> list[str]:
     """FLANNEL-POSTRTG's rules: pod traffic inside the cluster network keeps its source; pod traffic
-    leaving it is masqueraded; multicast is left alone."""
+    leaving it is masqueraded; multicast is left alone. Network and subnet of one family."""
+    if network.version != subnet.version:
+        raise ValueError(f"masq_rules: {network} and {subnet} are of different families")
     n, p = str(network), str(subnet)
+    mcast = MULTICAST[network.version]
     masq = "-j MASQUERADE --random-fully" if random_fully else "-j MASQUERADE"
     c = MASQ_COMMENT
     return [
@@ -49,12 +58,12 @@ def masq_rules(
         f"-A {MASQ_CHAIN} -s {p} -d {n} {c} -j RETURN",
         f"-A {MASQ_CHAIN} -s {n} -d {p} {c} -j RETURN",
         f"-A {MASQ_CHAIN} ! -s {n} -d {p} {c} -j RETURN",
-        f"-A {MASQ_CHAIN} -s {n} ! -d 224.0.0.0/4 {c} {masq}",
+        f"-A {MASQ_CHAIN} -s {n} ! -d {mcast} {c} {masq}",
         f"-A {MASQ_CHAIN} ! -s {n} -d {n} {c} {masq}",
     ]
 
 
-def forward_rules(network: ipaddress.IPv4Network) -> list[str]:
+def forward_rules(network: Network) -> list[str]:
     """FLANNEL-FWD's rules: accept forwarding to and from pods even when the FORWARD policy is DROP."""
     return [
         f"-A {FWD_CHAIN} -s {network} {FWD_COMMENT} -j ACCEPT",
@@ -70,17 +79,28 @@ class TableRules:
     chain: str
     jump: str
     rules: tuple[str, ...] | None
+    family: int = 4  # 4: iptables, 6: ip6tables
 
 
 def desired(
-    network: ipaddress.IPv4Network, subnet: ipaddress.IPv4Network, *, ip_masq: bool, forward: bool = True,
-    random_fully: bool = True,
+    network: Network | None, subnet: Network | None, *, ip_masq: bool, forward: bool = True,
+    random_fully: bool = True, network_v6: ipaddress.IPv6Network | None = None,
+    subnet_v6: ipaddress.IPv6Network | None = None,
 ) -> list[TableRules]:
-    return [
-        TableRules("nat", MASQ_CHAIN, MASQ_JUMP,
-                   tuple(masq_rules(network, subnet, random_fully=random_fully)) if ip_masq else None),
-        TableRules("filter", FWD_CHAIN, FWD_JUMP, tuple(forward_rules(network)) if forward else None),
-    ]
+    """The tables' parts for each family that has a network and a subnet (IPv4 first, then IPv6)."""
+    out: list[TableRules] = []
+    for fam, net, sub in ((4, network, subnet), (6, network_v6, subnet_v6)):
+        if net is None or sub is None:
+            continue
+        out += [
+            TableRules("nat", MASQ_CHAIN, MASQ_JUMP,
+                       tuple(masq_rules(net, sub, random_fully=random_fully)) if ip_masq else None, fam),
+            TableRules("filter", FWD_CHAIN, FWD_JUMP, tuple(forward_rules(net)) if forward else None, fam),
+        ]
+    return out
+
+
+_TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
 
 
 def parse_save(text: str) -> dict[str, dict[str, list[str]]]:
@@ -121,23 +141,31 @@ class MasqRules:
         self.want = list(want)
         self.netns = netns
 
-    def save(self) -> str:
+    def families(self) -> list[int]:
+        return sorted({t.family for t in self.want})
+
+    def save(self, family: int = 4) -> str:
         try:
-            return "".join(nexec.iptables_save(netns=self.netns, table=t.table, timeout=30) for t in self.want)
+            return "".join(nexec.iptables_save(netns=self.netns, table=t.table, timeout=30, binary=_TOOLS[family][0])
+                           for t in self.want if t.family == family)
         except nexec.CommandError as e:
             raise RulesError(str(e)) from e
 
     def sync(self) -> bool:
-        """Bring the rules in line; True if anything had to be (re)loaded."""
-        payload = plan(self.want, self.save())
-        if payload is None:
-            return False
-        log.info("loading flannel rules:\n%s", payload.rstrip())
-        try:
-            nexec.iptables_restore(payload, netns=self.netns, noflush=True, wait=5, timeout=30)
-        except nexec.CommandError as e:
-            raise RulesError(str(e)) from e
-        return True
+        """Bring the rules in line, IPv4 then IPv6; True if anything had to be (re)loaded."""
+        changed = False
+        for family in self.families():
+            payload = plan([t for t in self.want if t.family == family], self.save(family))
+            if payload is None:
+                continue
+            log.info("loading flannel rules (%s):\n%s", _TOOLS[family][1], payload.rstrip())
+            try:
+                nexec.iptables_restore(payload, netns=self.netns, noflush=True, wait=5, timeout=30,
+                                       binary=_TOOLS[family][1])
+            except nexec.CommandError as e:
+                raise RulesError(str(e)) from e
+            changed = True
+        return changed
 
 
 __all__ = [

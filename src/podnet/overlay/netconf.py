@@ -78,6 +78,28 @@ class NetConf:
         start, end = int(self.subnet_min), int(self.subnet_max)
         return (ipaddress.IPv4Network((ip, self.subnet_len)) for ip in range(start, end + 1, size))
 
+    def subnet_v6_fits(self, subnet: ipaddress.IPv6Network) -> bool:
+        """isSubnetConfigCompat's IPv6 half."""
+        if self.ipv6_network is None or self.ipv6_subnet_min is None or self.ipv6_subnet_max is None:
+            return False
+        return (
+            subnet.prefixlen == self.ipv6_subnet_len
+            and self.ipv6_subnet_min <= subnet.network_address <= self.ipv6_subnet_max
+        )
+
+    def candidate_subnets_v6(self) -> Iterator[ipaddress.IPv6Network]:
+        """Every allocatable IPv6 subnet, IPv6SubnetMin to IPv6SubnetMax in IPv6SubnetLen steps (lazily:
+        a /56 of /64s is 256, a /48 65,536)."""
+        assert self.ipv6_subnet_min is not None and self.ipv6_subnet_max is not None
+        size = 1 << (128 - self.ipv6_subnet_len)
+        start, end = int(self.ipv6_subnet_min), int(self.ipv6_subnet_max)
+        return (ipaddress.IPv6Network((ip, self.ipv6_subnet_len)) for ip in range(start, end + 1, size))
+
+    def subnet_count_v6(self) -> int:
+        if self.ipv6_subnet_min is None or self.ipv6_subnet_max is None:
+            return 0
+        return (int(self.ipv6_subnet_max) - int(self.ipv6_subnet_min)) // (1 << (128 - self.ipv6_subnet_len)) + 1
+
     def subnet_count(self) -> int:
         if self.subnet_min is None or self.subnet_max is None:
             return 0
@@ -262,7 +284,7 @@ def _check_v4(
         if "/" not in raw:
             raise ValueError("no prefix length")
     except ValueError:
-        r.bad("Network", raw, "not an IPv4 CIDR (like 10.244.0.0/16)")
+        r.bad("Network", raw, _wrong_family(raw, 4) or "not an IPv4 CIDR (like 10.244.0.0/16)")
         given = r.uint("SubnetLen", 0, None)
         if given is not None and given > 30:
             r.bad("SubnetLen", given, "must be less than /31")
@@ -308,6 +330,20 @@ def _check_v4(
     return network, subnet_len, subnet_min, subnet_max
 
 
+def _wrong_family(raw: str, want: int) -> str | None:
+    """The message for a CIDR of the other family in Network / IPv6Network, else None."""
+    try:
+        other = ipaddress.ip_network(raw, strict=False)
+    except ValueError:
+        return None
+    if other.version == want:
+        return None
+    if want == 4:
+        return ("not an IPv4 CIDR but an IPv6 one; Network takes the IPv4 one (an IPv6 pod network goes in IPv6Network with "
+                "EnableIPv6: true, and EnableIPv4: false for IPv6-only)")
+    return "not an IPv6 CIDR but an IPv4 one; IPv6Network takes the IPv6 one (the IPv4 pod network goes in Network)"
+
+
 def _check_v6(
     r: _Reader,
 ) -> tuple[ipaddress.IPv6Network | None, int, ipaddress.IPv6Address | None, ipaddress.IPv6Address | None]:
@@ -321,7 +357,7 @@ def _check_v6(
         if "/" not in raw:
             raise ValueError("no prefix length")
     except ValueError:
-        r.bad("IPv6Network", raw, "not an IPv6 CIDR (like fc00::/48)")
+        r.bad("IPv6Network", raw, _wrong_family(raw, 6) or "not an IPv6 CIDR (like fc00::/48)")
         return None, 0, None, None
     given_len = r.uint("IPv6SubnetLen", 0, None)
     plen = network.prefixlen
@@ -384,11 +420,11 @@ def check_supported(conf: NetConf) -> None:
     this, and `overlay config set` refuses to store one: the same problems, field named, from one place
     (a config that is stored but silently ignored would be worse than either)."""
     problems = []
-    if conf.enable_ipv6:
-        problems.append(Problem("EnableIPv6", True, "IPv6 pod networks are not supported by podnet's overlay "
-                                "(until dual-stack)"))
-    if not conf.enable_ipv4 or conf.network is None:
-        problems.append(Problem("EnableIPv4", False, "podnet's overlay needs an IPv4 Network"))
+    if conf.enable_ipv6 and conf.backend_type == "udp":
+        # flannel's udp backend is IPv4 only (one TUN, one IPv4 socket); flannel's docs list dual-stack for
+        # vxlan and host-gw (and wireguard, which podnet does not have).
+        problems.append(Problem("EnableIPv6", True, "the udp backend is IPv4 only, as flannel's: use Backend.Type "
+                                "vxlan or host-gw for an IPv6 or dual-stack pod network"))
     if conf.enable_nftables:
         problems.append(Problem("EnableNFTables", True,
                                 "not supported by podnet's overlay (its traffic rules use iptables)"))

@@ -30,6 +30,8 @@ from typing import Literal
 
 from podnet.errors import AllocationError, PodnetError
 from podnet.overlay.lease import (
+    NO_PUBLIC_IP,
+    NO_SUBNET,
     BackendData,
     Lease,
     LeaseDecodeError,
@@ -65,20 +67,25 @@ class LeaseLost(PodnetError):
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """How to get our subnet. `reuse` is the existing lease to update (kind "reuse"); `drop` an own lease
-    from an older config that must be deleted first."""
+    """How to get our subnet(s). `subnet` is NO_SUBNET when the config has no IPv4 (IPv6-only),
+    `subnet_v6` None when it has no IPv6. `reuse` is the existing lease to update (kind "reuse"); `drop`
+    an own lease from an older config that must be deleted first."""
 
     kind: Literal["reuse", "previous", "new"]
     subnet: ipaddress.IPv4Network
     reuse: Lease | None = None
     drop: Lease | None = None
+    subnet_v6: ipaddress.IPv6Network | None = None
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class _Taken:
-    """Leased subnets as merged address intervals: an overlap test is one bisect, not a scan of every
-    lease (at 1,000 leases the scan made each acquisition cost ~1 s of CPU)."""
+    """Leased subnets of one family as merged address intervals: an overlap test is one bisect, not a
+    scan of every lease (at 1,000 leases the scan made each acquisition cost ~1 s of CPU)."""
 
-    def __init__(self, subnets: Iterable[ipaddress.IPv4Network]) -> None:
+    def __init__(self, subnets: Iterable[Network]) -> None:
         spans = sorted((int(n.network_address), int(n.broadcast_address)) for n in subnets)
         self.starts: list[int] = []
         self.ends: list[int] = []
@@ -89,10 +96,39 @@ class _Taken:
                 self.starts.append(lo)
                 self.ends.append(hi)
 
-    def overlaps(self, net: ipaddress.IPv4Network) -> bool:
+    def overlaps(self, net: Network) -> bool:
         lo, hi = int(net.network_address), int(net.broadcast_address)
         i = bisect.bisect_right(self.starts, hi) - 1
         return i >= 0 and self.ends[i] >= lo
+
+
+def lease_fits(conf: NetConf, lease: Lease) -> bool:
+    """flannel's isSubnetConfigCompat for both families: each enabled family's subnet fits the config,
+    and a disabled family has none."""
+    v4 = conf.subnet_fits(lease.subnet) if conf.enable_ipv4 else not lease.has_v4
+    if conf.enable_ipv6:
+        v6 = lease.subnet_v6 is not None and conf.subnet_v6_fits(lease.subnet_v6)
+    else:
+        v6 = lease.subnet_v6 is None
+    return v4 and v6
+
+
+def is_ours(conf: NetConf, lease: Lease, public_ip: ipaddress.IPv4Address,
+            public_ipv6: ipaddress.IPv6Address | None) -> bool:
+    """flannel finds its lease by PublicIP; an IPv6-only node (PublicIP 0.0.0.0) by PublicIPv6."""
+    if conf.enable_ipv4:
+        return lease.public_ip == public_ip
+    return public_ipv6 is not None and lease.public_ipv6 == public_ipv6
+
+
+def _free(candidates: Iterable[Network], taken: _Taken) -> list[Network]:
+    free: list[Network] = []
+    for candidate in candidates:
+        if not taken.overlaps(candidate):
+            free.append(candidate)
+            if len(free) >= MAX_CANDIDATES:
+                break
+    return free
 
 
 def choose_subnet(
@@ -101,38 +137,60 @@ def choose_subnet(
     public_ip: ipaddress.IPv4Address,
     previous: ipaddress.IPv4Network | None = None,
     rng: random.Random | None = None,
+    *,
+    public_ipv6: ipaddress.IPv6Address | None = None,
+    previous_v6: ipaddress.IPv6Network | None = None,
 ) -> Choice:
-    """flannel's tryAcquireLease decision, without I/O.
+    """flannel's tryAcquireLease decision, without I/O, for each enabled family.
 
-    1. Our lease by PublicIP, if it still fits the config (else it is dropped).
-    2. The subnet of the previous subnet.env, if nobody holds it and it fits.
-    3. A random one of the first MAX_CANDIDATES free subnets from SubnetMin up.
+    1. Our lease by PublicIP (PublicIPv6 when IPv6-only), if it still fits the config (else it is dropped).
+    2. The subnet(s) of the previous subnet.env, if nobody holds them and they fit.
+    3. A random one of the first MAX_CANDIDATES free subnets from SubnetMin up (and from IPv6SubnetMin).
     Raises AllocationError when nothing is free.
     """
+    pick = rng if rng is not None else random.Random()
     leases = list(leases)
     drop = None
-    mine = next((lease for lease in leases if lease.public_ip == public_ip), None)
+    mine = next((lease for lease in leases if is_ours(conf, lease, public_ip, public_ipv6)), None)
     if mine is not None:
-        if conf.subnet_fits(mine.subnet):
-            return Choice("reuse", mine.subnet, reuse=mine)
+        if lease_fits(conf, mine):
+            return Choice("reuse", mine.subnet, reuse=mine, subnet_v6=mine.subnet_v6)
         drop = mine
-    taken = _Taken(lease.subnet for lease in leases if lease is not drop)
-    if previous is not None and conf.subnet_fits(previous) and not taken.overlaps(previous):
-        return Choice("previous", previous, drop=drop)
-    free: list[ipaddress.IPv4Network] = []
-    for candidate in conf.candidate_subnets():
-        if not taken.overlaps(candidate):
-            free.append(candidate)
-            if len(free) >= MAX_CANDIDATES:
-                break
-    if not free:
-        total = conf.subnet_count()
-        raise AllocationError(
-            f"out of subnets: all {total} /{conf.subnet_len} subnets of Network {conf.network} between "
-            f"SubnetMin {conf.subnet_min} and SubnetMax {conf.subnet_max} are leased "
-            f"(leases of dead nodes free up when their TTL runs out; `podnet overlay leases` lists them)"
-        )
-    return Choice("new", (rng or random).choice(free), drop=drop)
+    others = [lease for lease in leases if lease is not drop]
+    taken = _Taken(lease.subnet for lease in others if lease.has_v4)
+    taken6 = _Taken(lease.subnet_v6 for lease in others if lease.subnet_v6 is not None)
+    prev_ok = (not conf.enable_ipv4 or (previous is not None and conf.subnet_fits(previous)
+                                         and not taken.overlaps(previous)))
+    prev6_ok = (not conf.enable_ipv6 or (previous_v6 is not None and conf.subnet_v6_fits(previous_v6)
+                                          and not taken6.overlaps(previous_v6)))
+    if prev_ok and prev6_ok and (previous is not None or previous_v6 is not None):
+        return Choice("previous", previous if conf.enable_ipv4 and previous else NO_SUBNET, drop=drop,
+                      subnet_v6=previous_v6 if conf.enable_ipv6 else None)
+    subnet: ipaddress.IPv4Network = NO_SUBNET
+    subnet_v6: ipaddress.IPv6Network | None = None
+    if conf.enable_ipv4:
+        free = _free(conf.candidate_subnets(), taken)
+        if not free:
+            raise AllocationError(
+                f"out of subnets: all {conf.subnet_count()} /{conf.subnet_len} subnets of Network {conf.network} "
+                f"between SubnetMin {conf.subnet_min} and SubnetMax {conf.subnet_max} are leased "
+                f"(leases of dead nodes free up when their TTL runs out; `podnet overlay leases` lists them)"
+            )
+        picked = pick.choice(free)
+        assert isinstance(picked, ipaddress.IPv4Network)
+        subnet = picked
+    if conf.enable_ipv6:
+        free6 = _free(conf.candidate_subnets_v6(), taken6)
+        if not free6:
+            raise AllocationError(
+                f"out of IPv6 subnets: all {conf.subnet_count_v6()} /{conf.ipv6_subnet_len} subnets of IPv6Network "
+                f"{conf.ipv6_network} between IPv6SubnetMin {conf.ipv6_subnet_min} and IPv6SubnetMax "
+                f"{conf.ipv6_subnet_max} are leased (`podnet overlay leases` lists them)"
+            )
+        picked6 = pick.choice(free6)
+        assert isinstance(picked6, ipaddress.IPv6Network)
+        subnet_v6 = picked6
+    return Choice("new", subnet, drop=drop, subnet_v6=subnet_v6)
 
 
 # ---- store I/O ----------------------------------------------------------------------------------
@@ -173,15 +231,26 @@ class SubnetManager:
     def acquire(
         self, conf: NetConf, public_ip: ipaddress.IPv4Address, *, backend_type: str | None,
         backend_data: BackendData = None, previous: ipaddress.IPv4Network | None = None,
+        public_ipv6: ipaddress.IPv6Address | None = None, backend_v6_data: BackendData = None,
+        previous_v6: ipaddress.IPv6Network | None = None,
     ) -> Lease:
-        """Our lease: reused, from the previous subnet.env, or new. Retries lost races with a fresh list."""
-        if conf.network is None:
-            raise AllocationError("net-conf has no IPv4 Network: podnet's overlay needs one")
+        """Our lease: reused, from the previous subnet.env, or new. Retries lost races with a fresh list.
+
+        An IPv6-only config gives a lease without an IPv4 subnet and with PublicIP 0.0.0.0 (flannel's
+        zero values), whatever `public_ip` is; a config without IPv6 ignores `public_ipv6`."""
+        if not conf.enable_ipv4:
+            public_ip, backend_data = NO_PUBLIC_IP, None
+        if not conf.enable_ipv6:
+            public_ipv6, backend_v6_data = None, None
+        elif public_ipv6 is None:
+            raise AllocationError("the net-conf enables IPv6 but this node has no public IPv6 (--public-ipv6)")
         for attempt in range(self.race_retries):
             leases, _ = self.list_leases()
-            choice = choose_subnet(conf, leases, public_ip, previous, self.rng)
+            choice = choose_subnet(conf, leases, public_ip, previous, self.rng, public_ipv6=public_ipv6,
+                                   previous_v6=previous_v6)
             want = Lease(subnet=choice.subnet, public_ip=public_ip, backend_type=backend_type,
-                         backend_data=backend_data)
+                         backend_data=backend_data, public_ipv6=public_ipv6, backend_v6_data=backend_v6_data,
+                         subnet_v6=choice.subnet_v6)
             try:
                 if choice.drop is not None:
                     log.info("deleting our lease %s: it does not fit the network config any more", choice.drop.subnet)
@@ -196,7 +265,8 @@ class SubnetManager:
                 log.info("subnet %s was taken concurrently (%s), retrying (%d)", choice.subnet, e.reason, attempt + 1)
                 time.sleep(self.rng.uniform(0, 0.02 * min(attempt + 1, 10)))
                 continue
-            log.info("acquired lease %s (%s) for %s", lease.subnet, choice.kind, public_ip)
+            log.info("acquired lease %s (%s) for %s", lease.describe(), choice.kind,
+                     public_ip if conf.enable_ipv4 else public_ipv6)
             return lease
         raise AllocationError(f"could not acquire a subnet after {self.race_retries} lost races with other nodes")
 
@@ -243,7 +313,7 @@ class SubnetManager:
         try:
             rev = self.store.put(lease.key, encode_attrs(new), if_revision=lease.revision, lease=lease.store_lease)
         except (ConflictError, LeaseNotFound) as e:
-            raise LeaseLost(f"lease {lease.subnet} changed or vanished while updating it: {e}") from e
+            raise LeaseLost(f"lease {lease.describe()} changed or vanished while updating it: {e}") from e
         return replace(new, revision=rev)
 
     def renew(self, lease: Lease) -> Lease:
@@ -254,20 +324,27 @@ class SubnetManager:
         try:
             ttl = self.store.keepalive(lease.store_lease)
         except LeaseNotFound as e:
-            raise LeaseLost(f"lease {lease.subnet} has expired (store lease {lease.store_lease:x} is gone)") from e
+            raise LeaseLost(f"lease {lease.describe()} has expired (store lease {lease.store_lease:x} is gone)") from e
         return replace(lease, expiration=self.clock() + ttl)
 
     def check_own(self, lease: Lease) -> None:
         kv = self.store.get(lease.key)
         if kv is None:
-            raise LeaseLost(f"lease {lease.subnet} has been revoked (its key {lease.key} is gone)")
+            raise LeaseLost(f"lease {lease.describe()} has been revoked (its key {lease.key} is gone)")
         current = lease_from_kv(kv)
-        if current is None or current.public_ip != lease.public_ip:
-            raise LeaseLost(f"lease {lease.subnet} has been taken over by {current.public_ip if current else '?'}")
+        if current is None or not same_owner(current, lease):
+            raise LeaseLost(f"lease {lease.describe()} has been taken over by {owner(current) if current else '?'}")
 
-    def revoke(self, subnet: ipaddress.IPv4Network) -> bool:
-        """Delete the lease of `subnet` (operator action; its owner exits). False if there was none."""
-        kv = self.store.get(keys.subnet_lease(str(subnet)))
+    def revoke(self, subnet: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+        """Delete the lease holding `subnet` (its IPv4 or IPv6 subnet; operator action; its owner exits).
+        False if there was none."""
+        kv = self.store.get(keys.subnet_lease(str(subnet))) if subnet.version == 4 else None
+        if kv is None:
+            for item in self.store.list(keys.SUBNETS_PREFIX).items:
+                lease = lease_from_kv(item)
+                if lease is not None and subnet in ((lease.subnet if lease.has_v4 else None), lease.subnet_v6):
+                    kv = item
+                    break
         if kv is None:
             return False
         if kv.lease:
@@ -281,6 +358,15 @@ class SubnetManager:
             self.store.revoke(grant)
         except StoreError as e:
             log.warning("could not revoke unused store lease %x: %s (it expires on its own)", grant, e)
+
+
+def same_owner(a: Lease, b: Lease) -> bool:
+    """Both leases advertise the same node (PublicIP, and PublicIPv6 for IPv6-only ones)."""
+    return a.public_ip == b.public_ip and (a.has_v4 or a.public_ipv6 == b.public_ipv6)
+
+
+def owner(lease: Lease) -> str:
+    return str(lease.public_ip) if lease.has_v4 or lease.public_ipv6 is None else str(lease.public_ipv6)
 
 
 # ---- watching the others ------------------------------------------------------------------------
@@ -312,11 +398,11 @@ class LeaseWatch:
     def on_change(self, kind: str, old: Lease | None, new: Lease | None) -> None:
         lease = new if new is not None else old
         assert lease is not None
-        if lease.subnet == self.own.subnet:
+        if lease.ident == self.own.ident:
             if new is None:
-                self._lost(LeaseLost(f"lease {self.own.subnet} has been revoked (key {self.own.key} deleted)"))
-            elif new.public_ip != self.own.public_ip:
-                self._lost(LeaseLost(f"lease {self.own.subnet} has been taken over by {new.public_ip}"))
+                self._lost(LeaseLost(f"lease {self.own.describe()} has been revoked (key {self.own.key} deleted)"))
+            elif not same_owner(new, self.own):
+                self._lost(LeaseLost(f"lease {self.own.describe()} has been taken over by {owner(new)}"))
             return
         if new is None:
             self.handler([LeaseEvent("removed", lease)])
@@ -337,7 +423,7 @@ class LeaseWatch:
                     return
             # Our key was already gone before the first list: no delete event will ever say so.
             if not self._stop.is_set() and self.informer.get(self.own.key) is None:
-                self._lost(LeaseLost(f"lease {self.own.subnet} has been revoked (its key {self.own.key} is gone)"))
+                self._lost(LeaseLost(f"lease {self.own.describe()} has been revoked (its key {self.own.key} is gone)"))
             self._stop.wait()
         finally:
             self.informer.stop()
@@ -394,7 +480,7 @@ class LeaseRenewer:
             except StoreError as e:  # store unreachable: LeaseLost is not a StoreError and ends the loop
                 left = (self.lease.expiration or 0) - self.clock()
                 if left <= 0:
-                    raise LeaseLost(f"lease {self.lease.subnet} expired: renewal kept failing ({e})") from e
+                    raise LeaseLost(f"lease {self.lease.describe()} expired: renewal kept failing ({e})") from e
                 log.warning("renewing lease %s failed: %s; retrying in %.0fs", self.lease.subnet, e,
                             min(self.retry, left))
                 retry_at = self.clock() + min(self.retry, left)
@@ -410,6 +496,7 @@ class LeaseRenewer:
 
 
 __all__ = [
-    "Choice", "LeaseLost", "LeaseRenewer", "LeaseWatch", "SubnetManager", "choose_subnet", "decode_lease_kv",
+    "Choice", "LeaseLost", "LeaseRenewer", "LeaseWatch", "SubnetManager", "choose_subnet", "decode_lease_kv", "lease_fits",
+    "is_ours", "owner", "same_owner",
     "lease_from_kv", "RENEW_MARGIN", "SUBNET_TTL",
 ]

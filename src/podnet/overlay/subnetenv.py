@@ -222,5 +222,14 @@ def previous_subnet(path: str) -> ipaddress.IPv4Network | None:
     return None
 
 
-__all__ = ["DEFAULT_PATH", "SubnetEnv", "SubnetEnvError", "load", "parse_cidrs", "previous_subnet", "read_vars",
+def previous_subnet_v6(path: str) -> ipaddress.IPv6Network | None:
+    """Our IPv6 subnet from an older subnet.env (FLANNEL_IPV6_SUBNET fd00:10:244:1::1/64 -> .../64)."""
+    for net in parse_cidrs(read_vars(path).get("FLANNEL_IPV6_SUBNET", "")):
+        if isinstance(net, ipaddress.IPv6Network):
+            return net
+    return None
+
+
+__all__ = ["DEFAULT_PATH", "SubnetEnv", "SubnetEnvError", "load", "parse_cidrs", "previous_subnet", "previous_subnet_v6",
+           "read_vars",
            "write", "write_atomic"]

@@ -49,10 +49,11 @@ class Daemon:
         self.log_path = workdir / f"{node}.log"
         self.store_url = store_url
         self.extra = extra
+        self.iface = "eth0"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
-        argv = podnet_argv(self.store_url, "overlay", "run", "--node", self.node, "--iface", "eth0",
+        argv = podnet_argv(self.store_url, "overlay", "run", "--node", self.node, "--iface", self.iface,
                            "--subnet-file", str(self.subnet_file), *self.extra)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(netns.exec_argv(self.ns, argv), stdout=log, stderr=log)

@@ -5,9 +5,10 @@ JSON carries BackendData (the VTEP MAC) while the device address needs the subne
 
     ext_iface = net.iface.lookup_external_interface(ipr, --iface, --public-ip)
     backend = create_backend(type, ext_iface, options)     # backends/__init__.py
-    data = backend.register()                  # device created/reused; BackendData for our own lease
+    data = backend.register()                  # device(s) created/reused; BackendData for our own lease
+                                               # (and backend.backend_v6_data for its IPv6 part)
     lease = lease_manager.acquire(..., backend_type=backend.backend_type, backend_data=data)
-    backend.configure(lease, network)          # device address, whole-network route (udp), data plane up
+    backend.configure(lease, network, network_v6)  # device address, whole-network route (udp), data plane up
     write subnet.env with backend.mtu
     for each event: backend.add_remote(lease) / backend.remove_remote(previous_lease)
     every few seconds: backend.resync()        # puts back entries someone deleted
@@ -75,6 +76,7 @@ class Backend(Protocol):
     """One overlay data plane. See the module docstring for the call order."""
 
     backend_type: str  # "vxlan" | "host-gw" | "udp", the lease's BackendType
+    backend_v6_data: BackendData  # the lease's BackendV6Data after register() (vxlan over IPv6), else None
 
     @property
     def mtu(self) -> int:
@@ -85,8 +87,10 @@ class Backend(Protocol):
         """Create or reuse the backend's device; return the BackendData to publish in our lease."""
         ...
 
-    def configure(self, own: LeaseLike, network: ipaddress.IPv4Network) -> None:
-        """Finish setup once our lease is known (device address, routes, forwarding threads)."""
+    def configure(self, own: LeaseLike, network: ipaddress.IPv4Network | None,
+                  network_v6: ipaddress.IPv6Network | None = None) -> None:
+        """Finish setup once our lease is known (device address, routes, forwarding threads). `network`
+        is None on an IPv6-only node, `network_v6` None without IPv6."""
         ...
 
     def add_remote(self, lease: LeaseLike) -> None:

@@ -42,6 +42,7 @@ def _icmp_source(own: ipaddress.IPv4Network, network: ipaddress.IPv4Network) -> 
 
 class UdpBackend(NetlinkUser):
     backend_type = "udp"
+    backend_v6_data: BackendData = None  # IPv4 only
 
     def __init__(self, ext: ExternalInterface, *, port: int = DEFAULT_PORT, mtu: int | None = None,
                  netns: str | None = None, offload: bool | None = None) -> None:
@@ -64,8 +65,11 @@ class UdpBackend(NetlinkUser):
         self._pending: dict[ipaddress.IPv4Network, ipaddress.IPv4Address] = {}
 
     @classmethod
-    def from_options(cls, ext: ExternalInterface, opts: Mapping[str, Any], *, netns: str | None = None
-                     ) -> UdpBackend:
+    def from_options(cls, ext: ExternalInterface, opts: Mapping[str, Any], *, netns: str | None = None,
+                     ipv4: bool = True, ipv6: bool = False) -> UdpBackend:
+        if ipv6 or not ipv4:
+            raise BackendError("udp: the udp backend is IPv4 only, as flannel's (net-conf EnableIPv6 needs vxlan "
+                               "or host-gw)")
         # "Offload" is podnet's own knob (flannel has none): false forces one packet per syscall.
         offload = opts.get("offload")
         return cls(ext, port=option_int(opts, "Port", DEFAULT_PORT), mtu=option_int(opts, "MTU", 0) or None,
@@ -108,7 +112,10 @@ class UdpBackend(NetlinkUser):
         iface.set_up(self.ipr, index, mtu=self._mtu)
         return None
 
-    def configure(self, own: LeaseLike, network: ipaddress.IPv4Network) -> None:
+    def configure(self, own: LeaseLike, network: ipaddress.IPv4Network | None,
+                  network_v6: ipaddress.IPv6Network | None = None) -> None:
+        if network is None:
+            raise BackendError("udp: the udp backend needs an IPv4 Network")
         if self._index is None or self.tun_fd is None or self.sock is None:
             raise BackendError("udp: configure() called before register()")
         self._network = network
