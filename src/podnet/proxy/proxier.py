@@ -258,7 +258,7 @@ class Proxier:
         self._synced_settings = settings
         self.metrics.synced(full=full, elapsed=elapsed, now=time.time(), rules_total=self.backend.rules_total(),
                             change_times=dirty.values())
-        self.health.updated()
+        self.health.updated(self.ip_family)
         ports = self.tracker.ports.values()
         log.info("%s %s sync of %d service ports took %.3fs", self.ip_family, "full" if full else "partial",
                  len(ports), elapsed)

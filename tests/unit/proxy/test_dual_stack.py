@@ -217,3 +217,23 @@ def test_ipv6_conntrack_cleaner_asks_for_the_ipv6_family() -> None:
          "--reply-src", "fd00:244::2"],
         ["conntrack", "-L", "-p", "udp"],
     ]
+
+
+def test_shared_health_is_unhealthy_while_one_family_lags() -> None:
+    """kube-proxy's ProxyHealthServer keeps each family's times: one stuck proxier makes /healthz fail."""
+    from podnet.proxy.healthcheck import ProxyHealth
+
+    now = [1000.0]
+    h = ProxyHealth(5, clock=lambda: now[0])  # timeout 10 s
+    h.updated(IPV4)
+    h.updated(IPV6)
+    h.queued(IPV6)
+    now[0] += 11
+    h.queued(IPV4)
+    h.updated(IPV4)  # IPv4 keeps syncing; IPv6 has had a change pending for 11 s
+    st = h.status()
+    assert st["healthy"] is False
+    assert {f: s["healthy"] for f, s in st["status"].items()} == {IPV4: True, IPV6: False}
+    assert list(st["status"]) == [IPV4, IPV6]
+    h.updated(IPV6)
+    assert h.healthy
