@@ -308,7 +308,7 @@ def run_command(
     import logging
     import signal
 
-    from podnet.proxy.backend import make_backend
+    from podnet.proxy.backend import MODES, make_backend
     from podnet.proxy.config import load_proxy_config
     from podnet.proxy.healthcheck import serve_proxy_health
     from podnet.proxy.hostfacts import detect_node_ips
@@ -335,13 +335,9 @@ def run_command(
         except ValidationError as e:
             problems.extend(Problem("--cluster-cidr", cluster_cidr, p.reason) for p in e.problems)
     chosen = mode if mode is not None else (cfg.mode if cfg else "")
-    runner = Runner()
-    families = node_families(cfg, detect_node_ips()) if cfg else []
-    backends = None
-    try:
-        backends = {fam: make_backend(chosen, runner.netns, fam) for fam in families}
-    except ValueError as e:
-        problems.append(Problem("--mode" if mode is not None else "mode", chosen, str(e).split(": ", 2)[-1]))
+    if chosen not in ("", *MODES):
+        problems.append(Problem("--mode" if mode is not None else "mode", chosen,
+                                f"podnet supports {' and '.join(MODES)}"))
     addrs = {}
     for flag, value, default, port in (
         ("--metrics-bind-address", metrics_bind_address, cfg.metrics_bind_address if cfg else "127.0.0.1:10249", 10249),
@@ -354,8 +350,12 @@ def run_command(
             addrs[flag] = split_hostport(text, port)
         except ValueError:
             problems.append(Problem(flag, text, "must be HOST:PORT"))
-    if problems or cfg is None or backends is None:
+    if problems or cfg is None:
         raise ValidationError(problems)
+    # one backend per family the node has addresses of (the proxy runs in the node's namespace)
+    runner = Runner()
+    families = node_families(cfg, detect_node_ips())
+    backends = {fam: make_backend(chosen, runner.netns, fam) for fam in families}
 
     # kube-proxy reads the kubeconfig from its config file's clientConnection too; the flag wins.
     if source != "store":

@@ -237,3 +237,20 @@ def test_shared_health_is_unhealthy_while_one_family_lags() -> None:
     assert list(st["status"]) == [IPV4, IPV6]
     h.updated(IPV6)
     assert h.healthy
+
+
+@pytest.mark.parametrize(("args", "text"), [
+    (("--cluster-cidr", "10.244.0.0/16,10.245.0.0/16"), "--cluster-cidr: '10.244.0.0/16,10.245.0.0/16'"),
+    (("--cluster-cidr", "10.244.0.0/33"), "--cluster-cidr: '10.244.0.0/33'"),
+    (("--mode", "ipvs"), "--mode: 'ipvs': podnet supports iptables and nftables"),
+])
+def test_proxy_run_refuses_a_bad_flag_by_name_before_starting(tmp_path: Path, args: tuple[str, ...], text: str) -> None:
+    import subprocess
+    import sys
+
+    podnet = str(Path(sys.executable).with_name("podnet"))
+    r = subprocess.run([podnet, "--store", f"sqlite:///{tmp_path}/s.db", "proxy", "run", "--node", "n1", *args],
+                       capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path)})
+    assert r.returncode == 1 and text in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
