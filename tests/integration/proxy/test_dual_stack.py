@@ -4,8 +4,8 @@
                                                   --cni0-- ep 10.244.1.2 / fd00:10:244:1::2
 A RequireDualStack Service with an IPv4 and an IPv6 ClusterIP and a NodePort; the endpoint pod has an IPv4
 and an IPv6 EndpointSlice. In both modes: a TCP connection arrives via each ClusterIP and via the NodePort
-on each family's node address; when both slices go, neither family's rules name the endpoint any more and
-connections are rejected.
+on each family's node address, and a UDP flow of each family; when the slices go, neither family's rules name
+the endpoint any more, each family's stale UDP conntrack entries are deleted, and connections are rejected.
 """
 
 from __future__ import annotations
@@ -37,9 +37,17 @@ kind: KubeProxyConfiguration
 clusterCIDR: 10.244.0.0/16,fd00:10:244::/56
 syncPeriod: 4s
 """
-# answers "ep PEER" on both families (one IPv6 socket that also takes IPv4)
+# answers "ep PEER" on both families (IPv6 sockets that also take IPv4), TCP 8080 and UDP echo 5353
 SERVER = """
-import socket
+import socket, threading
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+u.bind(("::", 5353))
+def echo():
+    while True:
+        data, a = u.recvfrom(2048)
+        u.sendto(b"ep", a)
+threading.Thread(target=echo, daemon=True).start()
 s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -54,19 +62,52 @@ while True:
 """
 
 
-def _service() -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"type": "NodePort", "ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv4", "IPv6"],
-                     "clusterIP": CIP4, "clusterIPs": [CIP4, CIP6],
-                     "ports": [{"name": "p", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": 30080}]}}
+DNS4, DNS6 = "10.96.0.53", "fd00:10:96::53"
+# one UDP datagram from a fixed source port (the same conntrack flow each time): "ok", "refused" or "timeout"
+UDP_CLIENT = """
+import socket, sys
+host, sport = sys.argv[1], int(sys.argv[2])
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", sport))
+s.connect((host, 53))
+s.settimeout(2)
+s.send(b"ping")
+try:
+    print("ok" if s.recv(100) == b"ep" else "bad")
+except ConnectionRefusedError:
+    print("refused")
+except TimeoutError:
+    print("timeout")
+"""
 
 
-def _slice(family: str, ip: str) -> dict[str, Any]:
+def _service(name: str, v4: str, v6: str, port: int, target: int, proto: str, node_port: int = 0) -> dict[str, Any]:
+    p: dict[str, Any] = {"name": "p", "port": port, "targetPort": target, "protocol": proto}
+    if node_port:
+        p["nodePort"] = node_port
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"type": "NodePort" if node_port else "ClusterIP", "ipFamilyPolicy": "RequireDualStack",
+                     "ipFamilies": ["IPv4", "IPv6"], "clusterIP": v4, "clusterIPs": [v4, v6], "ports": [p]}}
+
+
+def _slice(svc: str, family: str, ip: str, port: int, proto: str) -> dict[str, Any]:
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"web-{family.lower()}", "namespace": "default",
-                         "labels": {"kubernetes.io/service-name": "web"}},
-            "addressType": family, "ports": [{"name": "p", "port": 8080, "protocol": "TCP"}],
+            "metadata": {"name": f"{svc}-{family.lower()}", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": family, "ports": [{"name": "p", "port": port, "protocol": proto}],
             "endpoints": [{"addresses": [ip], "conditions": {"ready": True}, "nodeName": NODE}]}
+
+
+OBJECTS = [
+    _service("web", CIP4, CIP6, 80, 8080, "TCP", 30080),
+    _slice("web", "IPv4", EP4, 8080, "TCP"),
+    _slice("web", "IPv6", EP6, 8080, "TCP"),
+    _service("dns", DNS4, DNS6, 53, 5353, "UDP"),
+    _slice("dns", "IPv4", EP4, 5353, "UDP"),
+    _slice("dns", "IPv6", EP6, 5353, "UDP"),
+]
 
 
 class DualEnv:
@@ -170,7 +211,7 @@ class DualEnv:
         out = self.log.open("w")
         self.spawn(self.node, argv, stdout=out, stderr=out)
         for fam in ("IPv4", "IPv6"):
-            self.wait_log(rf"{fam} full sync of 1 service ports")
+            self.wait_log(rf"{fam} full sync of 2 service ports")
 
     def wait_log(self, pattern: str, *, after: int = 0, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -185,6 +226,9 @@ class DualEnv:
         res: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         return res
 
+    def udp(self, host: str, sport: int) -> str:
+        return sh(self.client, sys.executable, "-c", UDP_CLIENT, host, str(sport), timeout=30).strip()
+
     def rules(self, family: str) -> str:
         if self.mode == "iptables":
             return sh(self.node, "iptables-save" if family == "IPv4" else "ip6tables-save")
@@ -198,7 +242,7 @@ def denv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     e = DualEnv(request.param, tmp_path_factory.mktemp(f"dual-{request.param}"))
     try:
         e.build()
-        for obj in (_service(), _slice("IPv4", EP4), _slice("IPv6", EP6)):
+        for obj in OBJECTS:
             e.put(obj)
         e.start_proxy()
         yield e
@@ -216,12 +260,19 @@ def test_both_cluster_ips_and_both_node_ports_reach_the_endpoint(denv: DualEnv) 
     assert EP6 in v6 and EP4 not in v6 and CIP4 not in v6
 
 
+def test_udp_flows_of_both_families_reach_the_endpoint(denv: DualEnv) -> None:
+    # these flows stay in conntrack, DNATed to the endpoint, until the cleanup after its removal deletes them
+    assert denv.udp(DNS4, 40123) == "ok"
+    assert denv.udp(DNS6, 40123) == "ok"
+
+
 def test_endpoints_removed_from_both_families(denv: DualEnv) -> None:
     mark = len(denv.log.read_text())
-    denv.delete("EndpointSlice", "web-ipv4")
-    denv.delete("EndpointSlice", "web-ipv6")
-    for fam in ("IPv4", "IPv6"):
-        denv.wait_log(rf"{fam} (full|partial) sync of 1 service ports", after=mark)
+    for name in ("web-ipv4", "web-ipv6", "dns-ipv4", "dns-ipv6"):
+        denv.delete("EndpointSlice", name)
+    # each family's cleaner deletes its own family's stale UDP entries (conntrack -f ipv6 for IPv6)
+    for ip in (DNS4, DNS6):
+        denv.wait_log(rf"deleted stale UDP conntrack entries: {re.escape(ip)}:53 via", after=mark)
     # both deletions may land in one sync per family or in two: wait until both families' rules show them
     deadline = time.monotonic() + 20
     while (EP4 in denv.rules("IPv4") or EP6 in denv.rules("IPv6")) and time.monotonic() < deadline:
@@ -231,3 +282,6 @@ def test_endpoints_removed_from_both_families(denv: DualEnv) -> None:
     for host, port in ((CIP4, 80), (CIP6, 80), (NODE4, 30080), (NODE6, 30080)):
         res = denv.connect(host, port)
         assert res["result"] == "refused", (host, res)
+    # the same UDP flows again: their entries went, so they meet the REJECT instead of the old endpoint
+    assert denv.udp(DNS4, 40123) == "refused"
+    assert denv.udp(DNS6, 40123) == "refused"
