@@ -145,9 +145,11 @@ class Proxier:
         self.ports_holder.close()
         self.service_health.close()
 
-    def run(self) -> None:
-        """Sync until stop(). Starts the informers first; the first sync is a full one."""
-        self.start_informers()
+    def run(self, *, informers: bool = True) -> None:
+        """Sync until stop(). Starts the informers first (unless a metaproxier's shared ones feed this proxier:
+        `informers=False`); the first sync is a full one."""
+        if informers:
+            self.start_informers()
         if self.backend.checks_drift:
             threading.Thread(target=self._watch_drift, name="drift-check", daemon=True).start()
         self.sync_runner.loop()

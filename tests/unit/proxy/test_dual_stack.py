@@ -254,3 +254,32 @@ def test_proxy_run_refuses_a_bad_flag_by_name_before_starting(tmp_path: Path, ar
                        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path)})
     assert r.returncode == 1 and text in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_shared_informers_dispatch_services_to_all_and_slices_by_address_type(tmp_path: Path) -> None:
+    import json
+
+    from podnet.store import keys, open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    objs = [_dual_service("web", "10.96.0.10", "fd00:96::10"),
+            _slice("web-4", "web", IPV4, ["10.244.1.2"]), _slice("web-6", "web", IPV6, ["fd00:244:1::2"]),
+            {**_slice("web-f", "web", IPV4, []), "addressType": "FQDN"}]
+    for o in objs:
+        store.put(keys.resource(o["kind"], "ns", o["metadata"]["name"]), json.dumps(o).encode())
+    backends = {IPV4: FakeBackend(), IPV6: FakeBackend()}
+    meta = MetaProxier(store, "n1", KubeProxyConfiguration(), [IPV4, IPV6], backends=backends,  # type: ignore[arg-type]
+                       facts=HostFacts(nodeName="n1", nodeIPs=["10.0.0.1", "fd00::1"]))
+    try:
+        meta.informers.start(stopped=lambda: False)
+        for fam, p in meta.proxiers.items():
+            assert p.sync(full=True)
+            (sp,) = p.tracker.ports.values()
+            assert _family(sp.cluster_ip) == fam and [_family(e.ip) for e in sp.endpoints] == [fam]
+            assert backends[fam].calls[0][0] == "full"
+        # each family's tracker only ever saw the slices of its addressType (the FQDN one nobody's)
+        seen = {fam: sorted(p.tracker._slices) for fam, p in meta.proxiers.items()}
+        assert seen == {IPV4: ["ns/web-4"], IPV6: ["ns/web-6"]}
+    finally:
+        meta.close()
+        store.close()
