@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shutil
@@ -53,7 +54,7 @@ from podnet.proxy.model import DesiredState
 from podnet.proxy.proxier import Proxier
 from podnet.store import keys, open_store
 
-NS = "pn-rs-bench"
+NS = os.environ.get("PN_RS_NETNS", "pn-rs-bench")  # another name when several people share a machine
 NODE = "bench"
 
 

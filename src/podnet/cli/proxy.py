@@ -293,6 +293,10 @@ def run_command(
     healthz_bind_address: str | None = typer.Option(
         None, "--healthz-bind-address", help="host:port for /healthz and /livez (default 0.0.0.0:10256; '' disables)."
     ),
+    cluster_cidr: str | None = typer.Option(
+        None, "--cluster-cidr",
+        help="Pod CIDR(s), comma-separated, one per family (overrides the config's clusterCIDR).",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Keep this node's kernel in sync with the cluster's Services and EndpointSlices (kube-proxy's job).
@@ -304,12 +308,13 @@ def run_command(
     import logging
     import signal
 
-    from podnet.proxy.backend import make_backend
+    from podnet.proxy.backend import MODES, make_backend
     from podnet.proxy.config import load_proxy_config
     from podnet.proxy.healthcheck import serve_proxy_health
+    from podnet.proxy.hostfacts import detect_node_ips
     from podnet.proxy.iptables.restore import Runner
+    from podnet.proxy.metaproxier import MetaProxier, node_families
     from podnet.proxy.metrics import metrics_routes, serve, split_hostport
-    from podnet.proxy.proxier import Proxier
 
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
@@ -323,13 +328,16 @@ def run_command(
         cfg = load_proxy_config(config)
     except ValidationError as e:
         problems.extend(e.problems)
+    if cluster_cidr is not None:
+        try:
+            load_proxy_config({"clusterCIDR": cluster_cidr})  # the config's own check of the value
+            cfg = cfg.model_copy(update={"cluster_cidr": cluster_cidr}) if cfg else None
+        except ValidationError as e:
+            problems.extend(Problem("--cluster-cidr", cluster_cidr, p.reason) for p in e.problems)
     chosen = mode if mode is not None else (cfg.mode if cfg else "")
-    runner = Runner()
-    backend = None
-    try:
-        backend = make_backend(chosen, runner.netns)
-    except ValueError as e:
-        problems.append(Problem("--mode" if mode is not None else "mode", chosen, str(e).split(": ", 2)[-1]))
+    if chosen not in ("", *MODES):
+        problems.append(Problem("--mode" if mode is not None else "mode", chosen,
+                                f"podnet supports {' and '.join(MODES)}"))
     addrs = {}
     for flag, value, default, port in (
         ("--metrics-bind-address", metrics_bind_address, cfg.metrics_bind_address if cfg else "127.0.0.1:10249", 10249),
@@ -342,14 +350,19 @@ def run_command(
             addrs[flag] = split_hostport(text, port)
         except ValueError:
             problems.append(Problem(flag, text, "must be HOST:PORT"))
-    if problems or cfg is None or backend is None:
+    if problems or cfg is None:
         raise ValidationError(problems)
+    # one backend per family the node has addresses of (the proxy runs in the node's namespace)
+    runner = Runner()
+    families = node_families(cfg, detect_node_ips())
+    backends = {fam: make_backend(chosen, runner.netns, fam) for fam in families}
 
     # kube-proxy reads the kubeconfig from its config file's clientConnection too; the flag wins.
     if source != "store":
         kubeconfig = kubeconfig or (cfg.client_connection or {}).get("kubeconfig") or None
-    proxier = Proxier(source_opts.open_source(ctx, source, kubeconfig, master), node, cfg, backend=backend,
-                      runner=runner)
+    # one proxier per family the node has addresses of (kube-proxy's metaproxier), sharing the source
+    proxier = MetaProxier(source_opts.open_source(ctx, source, kubeconfig, master), node, cfg, families,
+                          backends=backends, runner=runner)
     try:
         if "--metrics-bind-address" in addrs:
             serve(addrs["--metrics-bind-address"], metrics_routes(proxier.metrics))

@@ -88,13 +88,15 @@ class Backend(Protocol):
 MODES = ("iptables", "nftables")
 
 
-def make_backend(mode: str, netns: str | None = None) -> Backend:
-    """The backend of a proxy mode ("" means iptables, as kube-proxy on Linux), acting in `netns`."""
+def make_backend(mode: str, netns: str | None = None, ip_family: str = "IPv4") -> Backend:
+    """The backend of a proxy mode ("" means iptables, as kube-proxy on Linux) for one IP family, acting in
+    `netns`. Each family has its own: iptables or ip6tables; nftables' table `ip podnet` or `ip6 podnet` with
+    its own ledger."""
     if mode in ("", "iptables"):
         from podnet.proxy.iptables.backend import IptablesBackend
         from podnet.proxy.iptables.restore import Restorer, Runner
 
-        return IptablesBackend(Restorer(Runner(netns=netns)))
+        return IptablesBackend(Restorer(Runner(netns=netns), ip_family=ip_family))
     if mode == "nftables":
         from podnet.proxy.nftables.backend import NftablesBackend
         from podnet.proxy.nftables.nft import Nft

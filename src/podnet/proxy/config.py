@@ -129,9 +129,15 @@ class KubeProxyConfiguration(_Model):
     @field_validator("cluster_cidr")
     @classmethod
     def _cidrs(cls, v: str) -> str:
+        # kube-proxy: one CIDR, or a dual-stack pair (one per family), comma-separated
+        families = []
         for part in filter(None, (p.strip() for p in v.split(","))):
-            if parse_cidr(part) is None:
+            net = parse_cidr(part)
+            if net is None:
                 raise ValueError(f"{part!r} is not a CIDR")
+            families.append(net.version)
+        if len(families) > 2 or len(set(families)) != len(families):
+            raise ValueError(f"{v!r}: at most one CIDR per IP family (a dual-stack pair)")
         return v
 
     @field_validator("node_port_addresses")
@@ -146,6 +152,15 @@ class KubeProxyConfiguration(_Model):
     @classmethod
     def _top_durations(cls, v: Any) -> float | None:
         return None if v is None else parse_duration(v)
+
+    def cluster_cidr_of(self, ip_family: str) -> str:
+        """The clusterCIDR entry of one family ("" when the list has none): each family's proxier
+        masquerades off-cluster traffic by its own."""
+        for part in filter(None, (p.strip() for p in self.cluster_cidr.split(","))):
+            net = parse_cidr(part)
+            if net is not None and (IPV6 if net.version == 6 else IPV4) == ip_family:
+                return str(net)
+        return ""
 
     @property
     def effective_sync_period(self) -> float:

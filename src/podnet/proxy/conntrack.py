@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from podnet.api.defaults import IPV4, IPV6
 from podnet.proxy.iptables.restore import Runner
 
 log = logging.getLogger(__name__)
@@ -103,12 +104,20 @@ def stale(flows: Iterable[Flow], services: Iterable[UdpServicePort]) -> list[Del
 
 
 class ConntrackCleaner:
-    def __init__(self, runner: Runner | None = None, binary: str = "conntrack") -> None:
+    """The cleaner of one IP family: the conntrack tool lists and deletes IPv4 entries unless told
+    `-f ipv6` (kube-proxy's IPv6 proxier cleans with that family too)."""
+
+    def __init__(self, runner: Runner | None = None, binary: str = "conntrack", *, ip_family: str = IPV4) -> None:
         self.runner = runner or Runner()
         self.binary = binary
+        self.ip_family = ip_family
+
+    def _argv(self, args: Sequence[str]) -> list[str]:
+        fam = ["-f", "ipv6"] if self.ip_family == IPV6 else []
+        return [self.binary, *args[:1], *fam, *args[1:]]
 
     def list_udp(self) -> list[Flow]:
-        p = self.runner.run([self.binary, "-L", "-p", "udp"], timeout=60)
+        p = self.runner.run(self._argv(["-L", "-p", "udp"]), timeout=60)
         if p.returncode != 0:
             raise OSError(f"conntrack -L failed: {p.stderr.strip()}")
         return parse_flows(p.stdout)
@@ -117,7 +126,7 @@ class ConntrackCleaner:
         done = 0
         for d in deletions:
             try:
-                p = self.runner.run([self.binary, *d.argv()], timeout=30)
+                p = self.runner.run(self._argv(d.argv()), timeout=30)
             except subprocess.TimeoutExpired:
                 log.error("conntrack %s timed out", " ".join(d.argv()))
                 continue

@@ -66,23 +66,24 @@ class ProxyHealth:
     def __init__(self, sync_period: float, *, clock: Callable[[], float] = time.time, family: str = "IPv4") -> None:
         self.timeout = 2 * sync_period  # kube-proxy: healthTimeout = 2 x syncPeriod
         self.clock = clock
-        self.family = family
+        self.family = family  # the family of callers that name none (a single-stack proxy)
         self._lock = threading.Lock()
-        self._last_updated: float | None = None
-        self._oldest_pending: float | None = None
+        # per IP family: a dual-stack node's proxiers share one server, and it is healthy only when each is
+        self._last_updated: dict[str, float] = {}
+        self._oldest_pending: dict[str, float] = {}
         self._node_eligible = True  # until a node event says otherwise, as kube-proxy while it starts
 
-    def queued(self) -> None:
-        """A Service/EndpointSlice change arrived that the rules do not show yet."""
+    def queued(self, family: str | None = None) -> None:
+        """A Service/EndpointSlice change arrived that this family's rules do not show yet."""
         with self._lock:
-            if self._oldest_pending is None:
-                self._oldest_pending = self.clock()
+            self._oldest_pending.setdefault(family or self.family, self.clock())
 
-    def updated(self) -> None:
-        """The rules now show every change queued so far."""
+    def updated(self, family: str | None = None) -> None:
+        """This family's rules now show every change queued so far."""
         with self._lock:
-            self._oldest_pending = None
-            self._last_updated = self.clock()
+            fam = family or self.family
+            self._oldest_pending.pop(fam, None)
+            self._last_updated[fam] = self.clock()
 
     def sync_node(self, node: dict[str, Any] | None) -> None:
         """The node object as last seen (None: deleted): eligible unless being deleted or drained."""
@@ -104,11 +105,13 @@ class ProxyHealth:
             now = self.clock()
             healthy = True
             per_family: dict[str, Any] = {}
-            if self._last_updated is not None:
-                ok = self._oldest_pending is None or now - self._oldest_pending < self.timeout
-                healthy = ok
-                per_family[self.family] = {"lastUpdated": go_time(self._last_updated), "healthy": ok}
-            out: dict[str, Any] = {"lastUpdated": go_time(self._last_updated), "currentTime": go_time(now),
+            for fam in sorted(self._last_updated):  # Go marshals the map with its keys sorted
+                pending = self._oldest_pending.get(fam)
+                ok = pending is None or now - pending < self.timeout
+                healthy = healthy and ok
+                per_family[fam] = {"lastUpdated": go_time(self._last_updated[fam]), "healthy": ok}
+            last = max(self._last_updated.values()) if self._last_updated else None
+            out: dict[str, Any] = {"lastUpdated": go_time(last), "currentTime": go_time(now),
                                    "healthy": healthy}
             if per_family:
                 out["status"] = per_family

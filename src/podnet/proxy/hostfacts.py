@@ -5,6 +5,7 @@ Read once at start and at every full sync (HostFacts in proxy/config.py says wha
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import subprocess
 
@@ -15,9 +16,19 @@ from podnet.proxy.iptables.restore import Runner
 NFACCT_COUNTERS = ("ct_state_invalid_dropped_pkts", "localhost_nps_accepted_pkts")
 
 
-def detect_node_ips(exclude_loopback: bool = True) -> list[str]:
-    """IPv4 addresses of this namespace's interfaces (the proxy runs inside the node's namespace).
+def usable_node_ip(ip: str, exclude_loopback: bool = True) -> bool:
+    """An address the proxy answers NodePorts on: not IPv6 link-local (fe80::/10: kube-proxy never uses
+    them as node IPs, they are per-link), and not loopback unless asked."""
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 6 and addr.is_link_local:
+        return False
+    return not (exclude_loopback and addr.is_loopback)
 
+
+def detect_node_ips(exclude_loopback: bool = True) -> list[str]:
+    """IPv4 then IPv6 addresses of this namespace's interfaces (the proxy runs inside the node's namespace).
+
+    Both families: each family's proxier keeps the addresses of its own (settings.resolve_settings).
     Through net/rtnl.py, not pyroute2: this runs before the first sync of a (re)started proxy, and
     importing pyroute2 would add ~0.1 s to every restart for one address dump.
     """
@@ -26,8 +37,8 @@ def detect_node_ips(exclude_loopback: bool = True) -> list[str]:
     from podnet.net.rtnl import Rtnl
 
     with Rtnl() as nl:
-        return [a.address for a in nl.addrs(family=socket.AF_INET)
-                if not (exclude_loopback and a.address.startswith("127."))]
+        found = [a.address for fam in (socket.AF_INET, socket.AF_INET6) for a in nl.addrs(family=fam)]
+    return [ip for ip in found if usable_node_ip(ip, exclude_loopback)]
 
 
 def detect_random_fully(runner: Runner) -> bool:

@@ -66,7 +66,7 @@ class ProxyInformers:
     # ---- handlers ----------------------------------------------------------------------------------------
 
     def _queued(self) -> None:
-        self.health.queued()
+        self.health.queued(self.ip_family)
         self.metrics.last_queued.set(time.time())
         self.on_change()
 

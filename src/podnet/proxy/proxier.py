@@ -23,7 +23,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from podnet.api.defaults import IPV4
+from podnet.api.defaults import IPV4, IPV6
+from podnet.errors import Problem, ValidationError
 from podnet.proxy.backend import Backend, SyncError
 from podnet.proxy.config import HostFacts, KubeProxyConfiguration
 from podnet.proxy.conntrack import ConntrackCleaner, udp_service_ports
@@ -80,7 +81,13 @@ class Proxier:
         facts: HostFacts | None = None,
         health_listener: Opener | None = None,
         clock: Clock | None = None,
+        ip_family: str = IPV4,
+        health: ProxyHealth | None = None,
+        serve_health_checks: bool = True,
     ) -> None:
+        if ip_family not in (IPV4, IPV6):
+            raise ValidationError([Problem("ip_family", ip_family, "must be IPv4 or IPv6")])
+        self.ip_family = ip_family
         if _is_source(store):
             self.source: Source = store
         else:  # a Store: the daemon's source before sources existed
@@ -90,25 +97,28 @@ class Proxier:
         self.node_name = node_name
         self.config = config or KubeProxyConfiguration()
         self.runner = runner or Runner()
-        self.backend: Backend = backend or IptablesBackend(Restorer(self.runner))
+        self.backend: Backend = backend or IptablesBackend(Restorer(self.runner, ip_family=ip_family))
         # nftables mode: a backend may change config defaults (NodePorts on the primary IP only).
         self.config = self.backend.adjust_config(self.config)
         self.metrics = metrics or ProxyMetrics()
-        self.health = ProxyHealth(self.config.effective_sync_period)
+        # one per node process: a dual-stack node's two proxiers share it (metaproxier.py)
+        self.health = health or ProxyHealth(self.config.effective_sync_period)
+        # healthCheckNodePorts are served once per node: by the primary family's proxier
+        self.serve_health_checks = serve_health_checks
         # healthCheckNodePort listeners; tests give a fake opener (nothing listens in the root namespace)
         self.service_health = ServiceHealthServer(self.health, health_listener or HTTPListener)
         self.health_checks = HealthCheckNodePorts(self.service_health, self._health_check_failed)
         self.ports_holder = port_holder or PortHolder()
-        self.conntrack = conntrack or ConntrackCleaner(self.runner)
+        self.conntrack = conntrack or ConntrackCleaner(self.runner, ip_family=ip_family)
         self.sync_period = self.config.effective_sync_period
         self.min_sync_period = self.config.effective_min_sync_period
         self._fixed_facts = facts
         self._facts: HostFacts | None = None
         self._settings: ProxierSettings | None = None
 
-        self.tracker = ChangeTracker(node_name, IPV4)
+        self.tracker = ChangeTracker(node_name, ip_family)
         self.informers = ProxyInformers(self.source, node_name, self.tracker, self.metrics, self.health,
-                                        self._changed, ip_family=IPV4)
+                                        self._changed, ip_family=ip_family)
         self.sync_runner = BoundedFrequencyRunner(self._run_sync, min_interval=self.min_sync_period,
                                                   max_interval=self.sync_period, clock=clock)
         self._backoff = 1.0
@@ -135,9 +145,11 @@ class Proxier:
         self.ports_holder.close()
         self.service_health.close()
 
-    def run(self) -> None:
-        """Sync until stop(). Starts the informers first; the first sync is a full one."""
-        self.start_informers()
+    def run(self, *, informers: bool = True) -> None:
+        """Sync until stop(). Starts the informers first (unless a metaproxier's shared ones feed this proxier:
+        `informers=False`); the first sync is a full one."""
+        if informers:
+            self.start_informers()
         if self.backend.checks_drift:
             threading.Thread(target=self._watch_drift, name="drift-check", daemon=True).start()
         self.sync_runner.loop()
@@ -183,7 +195,7 @@ class Proxier:
         if refresh or self._settings is None:
             facts = self._fixed_facts or detect(self.node_name, self.runner)
             self._facts = facts
-            self._settings = resolve_settings(self.config, facts, ip_family=IPV4,
+            self._settings = resolve_settings(self.config, facts, ip_family=self.ip_family,
                                               node_pod_cidrs=self.tracker.node_pod_cidrs)
         return self._settings
 
@@ -248,11 +260,13 @@ class Proxier:
         self._synced_settings = settings
         self.metrics.synced(full=full, elapsed=elapsed, now=time.time(), rules_total=self.backend.rules_total(),
                             change_times=dirty.values())
-        self.health.updated()
+        self.health.updated(self.ip_family)
         ports = self.tracker.ports.values()
-        log.info("%s sync of %d service ports took %.3fs", "full" if full else "partial", len(ports), elapsed)
+        log.info("%s %s sync of %d service ports took %.3fs", self.ip_family, "full" if full else "partial",
+                 len(ports), elapsed)
         self.ports_holder.sync(node_port_sockets(settings, ports))
-        self.health_checks.sync(settings, ports)
+        if self.serve_health_checks:
+            self.health_checks.sync(settings, ports)
         self._clean_conntrack()
 
     # ---- after a sync -------------------------------------------------------------------------------

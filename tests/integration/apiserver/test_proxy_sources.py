@@ -29,9 +29,8 @@ from tests.unit.proxy.proxy_golden_support import GOLDEN_DIR, SHARED_GOLDEN, loa
 from .conftest import Api
 
 NFT_GOLDEN = Path(__file__).resolve().parents[2] / "unit" / "proxy" / "golden_nftables"
-# The proxy daemon follows one IP family, IPv4 (as each kube-proxy family's proxier does); the IPv6 case
-# is a single-family IPv6 proxier, which `podnet proxy run` does not start.
-FULL_CASES = sorted(p for p in GOLDEN_DIR.glob("*.input.yaml") if p.name != "ipv6.input.yaml")
+# Each case's family is the proxier's (a dual-stack node runs one per family: proxy/metaproxier.py).
+FULL_CASES = sorted(GOLDEN_DIR.glob("*.input.yaml"))
 SYNCREPEATED = sorted(SHARED_GOLDEN.glob("*-syncrepeated-*.input.yaml")) if SHARED_GOLDEN.exists() else []
 KINDS = {"services": ("Service", "v1"), "endpointSlices": ("EndpointSlice", "discovery.k8s.io/v1"),
          "nodes": ("Node", "v1")}
@@ -97,10 +96,12 @@ def _load_into(api: Api, objs: list[dict[str, Any]]) -> None:
         store.close()
 
 
-def _desired_via(source: Any, node: str) -> DesiredState:
+def _desired_via(source: Any, node: str, ip_family: str = "IPv4") -> DesiredState:
     backend = Capture()
+    node_ip = "2001:db8::1" if ip_family == "IPv6" else "192.168.0.2"
     p = Proxier(source, node, KubeProxyConfiguration(), backend=backend, port_holder=Nothing(),  # type: ignore[arg-type]
-                conntrack=Nothing(), facts=HostFacts(nodeName=node, nodeIPs=["192.168.0.2"]))  # type: ignore[arg-type]
+                conntrack=Nothing(), facts=HostFacts(nodeName=node, nodeIPs=[node_ip]),  # type: ignore[arg-type]
+                ip_family=ip_family)
     try:
         p.start_informers()
         assert p.sync(full=True)
@@ -116,12 +117,12 @@ def _both(api: Api, path: Path) -> tuple[dict[str, Any], Any, DesiredState, Desi
     _load_into(api, _objects(case))
     store = open_store(api.store_url)
     try:
-        via_store = _desired_via(StoreSource(store), settings.node_name)
+        via_store = _desired_via(StoreSource(store), settings.node_name, settings.ip_family)
     finally:
         store.close()
     kube = KubeSource(KubeOptions(kubeconfig=str(api.kubeconfig)))
     try:
-        via_kube = _desired_via(kube, settings.node_name)
+        via_kube = _desired_via(kube, settings.node_name, settings.ip_family)
     finally:
         kube.close()
     return case, settings, via_store, via_kube

@@ -35,6 +35,7 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, cast
 
+from podnet.api.defaults import IPV4, IPV6
 from podnet.net.exec import in_netns
 from podnet.proxy.backend import SyncError
 from podnet.proxy.iptables.drift import ChainKey
@@ -170,18 +171,21 @@ class SyncStats:
 class Restorer:
     """Loads restore text into the kernel, full or partial, and remembers what it applied."""
 
-    def __init__(self, runner: Runner | None = None, mode: Mode | None = None) -> None:
+    def __init__(self, runner: Runner | None = None, mode: Mode | None = None, *, ip_family: str = IPV4) -> None:
         self.runner = runner or Runner()
         self.mode: Mode = mode or detect_mode(self.runner)
+        self.ip_family = ip_family  # IPv6: ip6tables-restore/-save, the nft `ip6` tables
         # replaced by a full sync; a partial sync changes it in place, under drift.lock, once the kernel has
         # the change (the drift check copies it under that lock)
         self.applied: Applied | None = None
         self.rules: dict[str, int] = {}  # rules per table in `applied`, kept with it (metrics read it per sync)
         self.drift = DriftCheck(self)
 
-    # binaries of the detected mode
+    # binaries of the detected mode and this family (kube-proxy runs ip6tables for its IPv6 proxier)
     def _bin(self, tool: str) -> str:
-        name = f"{tool.replace('iptables', f'iptables-{self.mode}', 1)}"
+        if self.ip_family == IPV6:
+            tool = tool.replace("iptables", "ip6tables", 1)
+        name = tool.replace("tables", f"tables-{self.mode}", 1)
         return name if _exists(name) else tool
 
     @property
@@ -344,12 +348,17 @@ class Restorer:
             builtin[(table, chain)] = p.stdout.splitlines() if p.returncode == 0 else []
         return Listing(chains, builtin)
 
+    @property
+    def nft_family(self) -> str:
+        """The nft table family iptables-nft of this IP family writes: `ip` or `ip6`."""
+        return "ip6" if self.ip_family == IPV6 else "ip"
+
     def list_chains(self, tables: Iterable[str]) -> dict[str, set[str]]:
         """Chain names per table as they are in the kernel now (for stale-chain cleanup)."""
         tables = list(tables)
         if self.mode == "nft" and _exists("nft"):
             # parsed as it is read: 4 MB of text at 10k x 10 (110k chains), never held whole
-            found = read_output(self.runner.popen_read(["nft", "list", "chains", "ip"]),
+            found = read_output(self.runner.popen_read(["nft", "list", "chains", self.nft_family]),
                                 lambda lines: _parse_nft_chains(lines, tables), timeout=120)
             if found is not None:
                 return found
@@ -377,7 +386,7 @@ class Restorer:
         return self.runner.run([self._bin("iptables-save"), "-t", table], timeout=300).stdout
 
 
-_TABLE_RE = re.compile(r"^table ip (\S+) \{")
+_TABLE_RE = re.compile(r"^table ip6? (\S+) \{")  # `nft list chains ip|ip6` lists one family only
 _CHAIN_RE = re.compile(r"^\s+chain (\S+) \{")
 
 
