@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from podnet.api.decode import DecodedSlice, decode_endpoint_slice, decode_node
 from podnet.api.defaults import HEADLESS_LABEL, IPV4, SERVICE_PROXY_NAME_LABEL
@@ -93,26 +93,42 @@ class ProxyInformers:
 
     def start(self, stopped: Callable[[], bool]) -> None:
         """Start the three informers and wait for their first lists (or until `stopped()`)."""
-        src = self.source
-        assert src is not None, "informers need a source"
-        svc = src.informer("Service", self.decode_service, self.on_service, selector=PROXY_SELECTOR,
-                           name="proxy services")
-        sl = src.informer("EndpointSlice", self.decode_slice, self.on_slice, selector=PROXY_SELECTOR,
-                          name="proxy endpointslices")
-        node = src.informer("Node", dict, self.on_node, selector=Selector(fields={"metadata.name": self.node_name}),
-                            name="proxy nodes")
-        self._informers = [svc, sl, node]
-        for inf in self._informers:
-            inf.start()
-        for inf in self._informers:
-            while not inf.wait_synced(5):
-                if stopped():
-                    return
-                log.warning("%s: waiting for the first list from the %s", inf.name, src.describe())
+        assert self.source is not None, "informers need a source"
+        self._informers = start_informers(self.source, self.node_name, self, stopped)
 
     def stop(self) -> None:
         for inf in self._informers:
             inf.stop()
+
+
+class Handlers(Protocol):
+    """What the three informers of a node's proxy decode with and hand their changes to."""
+
+    def decode_service(self, doc: dict[str, Any]) -> Any: ...
+    def on_service(self, kind: str, old: Any, new: Any) -> None: ...
+    def decode_slice(self, doc: dict[str, Any]) -> SliceChange: ...
+    def on_slice(self, kind: str, old: SliceChange | None, new: SliceChange | None) -> None: ...
+    def on_node(self, kind: str, old: Any, new: Any) -> None: ...
+
+
+def start_informers(src: Source, node_name: str, h: Handlers, stopped: Callable[[], bool]) -> list[Informer[Any]]:
+    """Start the Service, EndpointSlice and Node informers of a node's proxy; return once each has its first
+    list (or `stopped()`), warning every 5 s of waiting."""
+    informers: list[Informer[Any]] = [
+        src.informer("Service", h.decode_service, h.on_service, selector=PROXY_SELECTOR, name="proxy services"),
+        src.informer("EndpointSlice", h.decode_slice, h.on_slice, selector=PROXY_SELECTOR,
+                     name="proxy endpointslices"),
+        src.informer("Node", dict, h.on_node, selector=Selector(fields={"metadata.name": node_name}),
+                     name="proxy nodes"),
+    ]
+    for inf in informers:
+        inf.start()
+    for inf in informers:
+        while not inf.wait_synced(5):
+            if stopped():
+                return informers
+            log.warning("%s: waiting for the first list from the %s", inf.name, src.describe())
+    return informers
 
 
 def trigger_time(d: dict[str, Any]) -> float | None:

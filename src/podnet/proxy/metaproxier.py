@@ -28,12 +28,12 @@ from podnet.errors import Problem, ValidationError
 from podnet.proxy.backend import Backend
 from podnet.proxy.config import HostFacts, KubeProxyConfiguration
 from podnet.proxy.healthcheck import Opener, ProxyHealth
-from podnet.proxy.informers import PROXY_SELECTOR, SliceChange
+from podnet.proxy.informers import SliceChange, start_informers
 from podnet.proxy.iptables.restore import Runner
 from podnet.proxy.metrics import ProxyMetrics
 from podnet.proxy.proxier import Proxier, _is_source
 from podnet.proxy.tracker import ParsedService, parse_service
-from podnet.source.base import Selector, Source
+from podnet.source.base import Source
 from podnet.store import Store
 from podnet.store.informer import Informer
 
@@ -107,22 +107,7 @@ class SharedInformers:
 
     def start(self, stopped: Callable[[], bool]) -> None:
         """Start the three informers and wait for their first lists (or until `stopped()`)."""
-        src = self.source
-        self._informers = [
-            src.informer("Service", self.decode_service, self.on_service, selector=PROXY_SELECTOR,
-                         name="proxy services"),
-            src.informer("EndpointSlice", self.decode_slice, self.on_slice, selector=PROXY_SELECTOR,
-                         name="proxy endpointslices"),
-            src.informer("Node", dict, self.on_node, selector=Selector(fields={"metadata.name": self.node_name}),
-                         name="proxy nodes"),
-        ]
-        for inf in self._informers:
-            inf.start()
-        for inf in self._informers:
-            while not inf.wait_synced(5):
-                if stopped():
-                    return
-                log.warning("%s: waiting for the first list from the %s", inf.name, src.describe())
+        self._informers = start_informers(self.source, self.node_name, self, stopped)
 
     def stop(self) -> None:
         for inf in self._informers:
