@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.tree import Tree
 
@@ -106,7 +107,7 @@ class Demo:
     def sh(self, ns: str, argv: list[str], *, show: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(netns.exec_argv(ns, argv), capture_output=True, text=True, timeout=timeout)
         if show:
-            self.console.print(f"[dim]$ podnet lab exec {self._who(ns)} -- {' '.join(argv)}[/]")
+            self.console.print(f"[dim]$ podnet lab exec {self._who(ns)} -- {escape(' '.join(argv))}[/]")
             out = (r.stdout + r.stderr).rstrip()
             if out:
                 self.console.print(textwrap.indent(out, "  "), markup=False, highlight=False)
@@ -125,7 +126,8 @@ class Demo:
     def verdict(self, what: str, ok: bool, detail: str = "") -> bool:
         self.results.append((what, ok))
         mark = "[bold green]PASS[/]" if ok else "[bold red]FAIL[/]"
-        self.console.print(f"{mark} {what}{(': ' + detail) if detail else ''}")
+        # escaped: an IPv6 address in brackets ([fd00::1]:80) is not rich markup
+        self.console.print(f"{mark} {escape(what)}{(': ' + escape(detail)) if detail else ''}")
         return ok
 
     def get(self, kind: str, name: str) -> dict:
@@ -242,18 +244,24 @@ class Demo:
 
     def step_a_describe(self) -> None:
         self.step("a. The Service: kubectl describe svc " + SERVICE)
+        assert self.st is not None
         out = self.describe_service()
         self.console.print(textwrap.indent(out.rstrip(), "  "), markup=False, highlight=False)
-        ips = sorted(p["status"]["podIP"] for p in self.webapp_pods())
+        pods = self.webapp_pods()
+        ips = {i["ip"] for p in pods for i in p["status"].get("podIPs") or [{"ip": p["status"]["podIP"]}]}
         ep_line = next((line for line in out.splitlines() if line.startswith("Endpoints:")), "")
-        # kubectl lists endpoints as ip:port, IPv6 ones in brackets
-        listed = sorted(m.strip("[]") for m in re.findall(r"(\[[0-9a-f:]+\]|\d+\.\d+\.\d+\.\d+):\d+", ep_line))
+        # kubectl lists the EndpointSlices' addresses as ip:port (IPv6 in brackets), the first three and
+        # "+ N more..."
+        listed = {m.strip("[]") for m in re.findall(r"(\[[0-9a-f:]+\]|\d+\.\d+\.\d+\.\d+):\d+", ep_line)}
+        more = re.search(r"\+ (\d+) more", ep_line)
         cips = self.cluster_ips(SERVICE)
         families = [ipaddress.ip_address(ip).version for ip in cips]
-        want = {"ipv4": [4], "ipv6": [6], "dual": [4, 6]}[self.ip_family]
         self.verdict("type ClusterIP, an IP of each cluster family, both pods as Endpoints",
-                     "ClusterIP" in out and families == want and listed == ips and len(ips) == 2,
-                     f"{', '.join(cips)} -> {', '.join(listed) or 'none'}")
+                     "ClusterIP" in out and families == list(self.st.spec.families) and len(pods) == 2
+                     and listed <= ips and len(listed) + (int(more.group(1)) if more else 0) == len(ips)
+                     and len(ips) == 2 * len(families),
+                     f"{', '.join(cips)} -> {', '.join(sorted(listed)) or 'none'}" + (f" + {more.group(1)} more"
+                                                                                       if more else ""))
 
     @property
     def save(self) -> str:
@@ -316,7 +324,7 @@ class Demo:
                                                                      else "the ClusterIP"))
         names = {p["metadata"]["name"] for p in self.webapp_pods()}
         for cip in self.cluster_ips(SERVICE):
-            self.console.print(f"[dim]$ podnet lab exec client -- (100 x) curl http://{url_host(cip)}/[/]")
+            self.console.print(f"[dim]$ podnet lab exec client -- (100 x) curl {escape(f'http://{url_host(cip)}/')}[/]")
             counts = self.http_counts(self.pod_ns(CLIENT_POD), cip, 80, 100)
             for who, n in sorted(counts.items()):
                 self.console.print(f"  {n:4d}  {who}")
@@ -359,8 +367,9 @@ class Demo:
                 time.sleep(0.02)
             r = self.curl(n2.netns, url)
             self.verdict("traffic still flows with the proxy dead", "processed by host" in r.stdout)
-            self.console.print(f"[dim]$ podnet lab exec node1 -- python3 -m http.server {np_}   # takes the freed port[/]")
             bind_all = ["--bind", "::"] if self.v6 else []
+            self.console.print(f"[dim]$ podnet lab exec node1 -- python3 -m http.server {' '.join([*bind_all, str(np_)])}"
+                               "   # takes the freed port[/]")
             intruder = procs.spawn(netns.exec_argv(n1.netns, [sys.executable, "-m", "http.server", *bind_all, str(np_)]),
                                    lab_dir(self.name) / "logs" / "intruder.log")
             listening = False
