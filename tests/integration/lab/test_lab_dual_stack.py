@@ -37,8 +37,11 @@ spec:
   ports: [{port: 80, targetPort: http}]
 """
 
-CASES = [(family, backend, mode) for family in ("dual", "ipv6") for backend in ("vxlan", "host-gw")
-         for mode in ("iptables", "nftables")]
+# Every pair of the three dimensions (family x backend, family x mode, backend x mode) in four labs: each
+# family runs over vxlan and host-gw and with both proxy modes, and each backend with both modes. The full
+# product (8 labs) adds two minutes to `make test` and no pair this does not already cover.
+CASES = [("dual", "vxlan", "iptables"), ("dual", "host-gw", "nftables"),
+         ("ipv6", "vxlan", "nftables"), ("ipv6", "host-gw", "iptables")]
 
 
 def url(ip: str, port: int = 80) -> str:
