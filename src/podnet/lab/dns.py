@@ -13,11 +13,16 @@ DNAT that to a ready server's address.
 
 from __future__ import annotations
 
+import json
+import logging
+
 from podnet.api.service import Service
 from podnet.lab.state import LabState
 from podnet.lab.topology import LabSpec, NodeSpec
 from podnet.net import netns
-from podnet.store import Store
+from podnet.store import Store, keys
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = "kube-system"
 NAME = "kube-dns"
@@ -42,13 +47,21 @@ def ensure_service(store: Store, spec: LabSpec) -> None:
     gets it first. A ClusterIP another Service already holds is refused with that Service named."""
     from podnet.api.validation import validate
     from podnet.controllers.allocators import AllocatorConfig
-    from podnet.controllers.apply import apply_objects
+    from podnet.controllers.apply import apply_objects, delete_objects
     from podnet.errors import ValidationError
 
     svc = service(spec)
     problems = validate(svc)
     if problems:
         raise ValidationError(problems)
+    kv = store.get(keys.resource("Service", NAMESPACE, NAME))
+    held = ((json.loads(kv.value).get("spec") or {}).get("clusterIP") if kv is not None else None)
+    if held is not None and held != spec.cluster_dns:
+        # An earlier lab of another service CIDR or IP family made it. A ClusterIP never changes in place
+        # (the API refuses it), so kube-dns, which belongs to the lab, is made again, as `kubectl replace
+        # --force` would: deleted (its address freed) and created with this lab's.
+        log.info("kube-dns: %s is not this lab's (%s): recreating the Service", held, spec.cluster_dns)
+        delete_objects(store, [("Service", NAMESPACE, NAME)], ignore_not_found=True)
     apply_objects(store, [svc], AllocatorConfig(spec.service_cidr))
 
 

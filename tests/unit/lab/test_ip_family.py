@@ -70,3 +70,36 @@ def test_pod_ips_follow_the_cluster_family_order() -> None:
         pod_ips({"ips": [{"address": "10.244.1.5/24"}]}, (4, 6))
     for ip in pod_ips(result, (6, 4)):
         ipaddress.ip_address(ip)
+
+
+def test_a_lab_of_another_family_on_the_same_store_recreates_kube_dns(tmp_path) -> None:
+    """kube-dns belongs to the lab: an IPv6 lab on the store an IPv4 lab left gets its own kube-dns (a
+    ClusterIP cannot change in place), and the old address is free again; a lab of the same range keeps it."""
+    from podnet.controllers.allocators import AllocatorConfig
+    from podnet.controllers.apply import apply_objects
+    from podnet.lab import dns
+    from podnet.store import keys, open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    try:
+        def kube_dns() -> dict:
+            kv = store.get(keys.resource("Service", "kube-system", "kube-dns"))
+            assert kv is not None
+            return json.loads(kv.value)["spec"]
+
+        v4 = topology.build("t", 2, "vxlan")
+        dns.ensure_service(store, v4)
+        assert (kube_dns()["clusterIPs"], kube_dns()["ipFamilies"]) == (["10.96.0.10"], ["IPv4"])
+        rev = store.revision()
+        dns.ensure_service(store, v4)  # the same lab again: nothing written
+        assert store.revision() == rev
+        v6 = topology.build("t", 2, "vxlan", ip_family="ipv6")
+        dns.ensure_service(store, v6)
+        assert (kube_dns()["clusterIPs"], kube_dns()["ipFamilies"]) == (["fd00:10:96::a"], ["IPv6"])
+        # 10.96.0.10 is free again: a Service may take it
+        svc = dns.service(v4).model_copy(update={"metadata": dns.service(v4).metadata.model_copy(update={"name": "x"})})
+        apply_objects(store, [svc], AllocatorConfig(v4.service_cidr))
+        kv = store.get(keys.resource("Service", "kube-system", "x"))
+        assert kv is not None and json.loads(kv.value)["spec"]["clusterIP"] == "10.96.0.10"
+    finally:
+        store.close()
