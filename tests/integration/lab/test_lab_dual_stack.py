@@ -1,7 +1,8 @@
 """3-node labs of `--ip-family dual` and `--ip-family ipv6`, every overlay backend that has IPv6 (vxlan,
 host-gw) with both proxy modes: pods reach each other over IPv6 across nodes, a Service is reached on each
 of its ClusterIPs and on its NodePort over each family, and when its endpoints go they go from every node
-in both families. On an IPv6-only lab a RequireDualStack Service is refused and nothing is stored."""
+in both families; the cluster DNS resolves it to each ClusterIP. On an IPv6-only lab a RequireDualStack
+Service is refused and nothing is stored."""
 
 from __future__ import annotations
 
@@ -101,6 +102,9 @@ def test_three_node_lab_of_ipv6_and_dual_stack(lab_factory: Any, family: str, ba
 
     svc = json.loads(lab.podnet("get", "services", "web", "-o", "json").stdout)["spec"]
     assert [version(i) for i in svc["clusterIPs"]] == families and svc["ipFamilyPolicy"] == policy
+    # the cluster DNS answers for each family (A and AAAA): a pod resolves the Service to every ClusterIP
+    r = lab.exec(f"default/{next(iter(ips))}", "getent", "ahosts", "web")
+    assert {line.split()[0] for line in r.stdout.splitlines()} == set(svc["clusterIPs"]), (r.stdout, r.stderr)
     node_port = svc["ports"][0]["nodePort"]
     node_ips = {n["name"]: [ip for ip in (n["underlay_ip"], n["underlay_ip6"]) if ip and version(ip) in families]
                 for n in spec["node_specs"]}
