@@ -71,8 +71,11 @@ _CHANNEL_OPTIONS = [
     # grpc's default reconnect backoff grows to 120 s: a member that comes back would stay unused for
     # minutes. Cap it at 1 s so failback and recovery happen within the 5 s we promise.
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # grpc core also takes this as the least time one connection attempt gets (its MIN_CONNECT_TIMEOUT).
+    # At 100 ms a member whose HTTP/2 SETTINGS came later (a loaded machine) counted as unreachable, and a
+    # one-member store failed at once. A request still waits at most CONNECT_TIMEOUT for it.
+    ("grpc.min_reconnect_backoff_ms", 2000),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 8 * 1024 * 1024),
     # detect a silently dead peer under a long-lived watch (a killed process resets at once anyway);

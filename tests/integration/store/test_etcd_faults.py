@@ -227,3 +227,64 @@ def test_a_silent_host_costs_one_connect_timeout_then_fails_over(cluster: Any, n
             assert kv is not None and kv.mod_revision == rev
         finally:
             mixed.close()
+
+
+class _SlowStart:
+    """A loopback TCP relay to one member that holds back the member's first bytes (its HTTP/2 SETTINGS) for
+    `delay` seconds, as a busy machine or a slow link would: the connection is up, the handshake is late."""
+
+    def __init__(self, target: str, delay: float) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target, self.delay = (host, int(port)), delay
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._pipe, args=(client, server, 0.0), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, self.delay), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket, delay: float) -> None:
+        try:
+            first = True
+            while data := src.recv(65536):
+                if first and delay:
+                    time.sleep(delay)
+                first = False
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+
+
+def test_a_member_slow_to_finish_the_handshake_is_waited_for_not_given_up(cluster: Any, ns: str) -> None:
+    """gRPC gives a connection attempt at least its min_reconnect_backoff: once 100 ms, so one member whose
+    SETTINGS came 0.1 s late (a loaded machine) was 'unreachable' and a one-member store failed at once."""
+    relay = _SlowStart(cluster.members[0].endpoint, 0.5)
+    store = EtcdStore(f"etcd://127.0.0.1:{relay.port}")
+    try:
+        rev = store.put(ns + "slow", b"1")
+        kv = store.get(ns + "slow")
+        assert kv is not None and kv.mod_revision == rev
+    finally:
+        store.close()
+        relay.close()
