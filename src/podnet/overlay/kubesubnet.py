@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from podnet.api.loader import parse_object
 from podnet.api.node import Node
@@ -43,6 +43,7 @@ from podnet.overlay.lease import NO_PUBLIC_IP, NO_SUBNET, BackendData, Lease, Le
 from podnet.overlay.netconf import NetConf
 from podnet.source.base import Source
 
+_Addr = TypeVar("_Addr", ipaddress.IPv4Address, ipaddress.IPv6Address)
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "flannel.alpha.coreos.com"
@@ -147,6 +148,14 @@ def _json_annotation(name: str, a: dict[str, str], key: str) -> BackendData:
     return data
 
 
+def _address_annotation(name: str, a: dict[str, str], key: str, kind: type[_Addr]) -> _Addr:
+    try:
+        return kind(a[key])
+    except ValueError as e:
+        family = "IPv4" if kind is ipaddress.IPv4Address else "IPv6"
+        raise NodeLeaseError(f"node {name!r}: annotation {key}: {a[key]!r}: not an {family} address") from e
+
+
 def lease_of(node: Node, ann: Annotations) -> Lease | None:
     """A peer's lease from its Node, or None if it is not (yet) a flannel node. Raises NodeLeaseError.
     An IPv4 part needs public-ip + backend-data + an IPv4 podCIDR, an IPv6 part public-ipv6 +
@@ -165,18 +174,10 @@ def lease_of(node: Node, ann: Annotations) -> Lease | None:
     public_ip, public_ipv6 = NO_PUBLIC_IP, None
     if subnet is not None:
         data = _json_annotation(name, a, ann.backend_data)
-        try:
-            public_ip = ipaddress.IPv4Address(a[ann.public_ip])
-        except ValueError as e:
-            raise NodeLeaseError(f"node {name!r}: annotation {ann.public_ip}: {a[ann.public_ip]!r}: not an IPv4 "
-                                 "address") from e
+        public_ip = _address_annotation(name, a, ann.public_ip, ipaddress.IPv4Address)
     if subnet_v6 is not None:
         data6 = _json_annotation(name, a, ann.backend_v6_data)
-        try:
-            public_ipv6 = ipaddress.IPv6Address(a[ann.public_ipv6])
-        except ValueError as e:
-            raise NodeLeaseError(f"node {name!r}: annotation {ann.public_ipv6}: {a[ann.public_ipv6]!r}: not an "
-                                 "IPv6 address") from e
+        public_ipv6 = _address_annotation(name, a, ann.public_ipv6, ipaddress.IPv6Address)
     return Lease(subnet=subnet or NO_SUBNET, public_ip=public_ip, backend_type=a[ann.backend_type],
                  backend_data=data, public_ipv6=public_ipv6, backend_v6_data=data6, subnet_v6=subnet_v6)
 

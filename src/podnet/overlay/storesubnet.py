@@ -121,6 +121,14 @@ def is_ours(conf: NetConf, lease: Lease, public_ip: ipaddress.IPv4Address,
     return public_ipv6 is not None and lease.public_ipv6 == public_ipv6
 
 
+def _pick(pick: random.Random, candidates: Iterable[Network], taken: _Taken, out_of: str) -> Network:
+    """A random one of the first MAX_CANDIDATES free candidates; AllocationError(out_of) if none is free."""
+    free = _free(candidates, taken)
+    if not free:
+        raise AllocationError(out_of)
+    return pick.choice(free)
+
+
 def _free(candidates: Iterable[Network], taken: _Taken) -> list[Network]:
     free: list[Network] = []
     for candidate in candidates:
@@ -169,25 +177,18 @@ def choose_subnet(
     subnet: ipaddress.IPv4Network = NO_SUBNET
     subnet_v6: ipaddress.IPv6Network | None = None
     if conf.enable_ipv4:
-        free = _free(conf.candidate_subnets(), taken)
-        if not free:
-            raise AllocationError(
-                f"out of subnets: all {conf.subnet_count()} /{conf.subnet_len} subnets of Network {conf.network} "
-                f"between SubnetMin {conf.subnet_min} and SubnetMax {conf.subnet_max} are leased "
-                f"(leases of dead nodes free up when their TTL runs out; `podnet overlay leases` lists them)"
-            )
-        picked = pick.choice(free)
+        picked = _pick(pick, conf.candidate_subnets(), taken,
+                       f"out of subnets: all {conf.subnet_count()} /{conf.subnet_len} subnets of Network "
+                       f"{conf.network} between SubnetMin {conf.subnet_min} and SubnetMax {conf.subnet_max} are "
+                       f"leased (leases of dead nodes free up when their TTL runs out; `podnet overlay leases` "
+                       f"lists them)")
         assert isinstance(picked, ipaddress.IPv4Network)
         subnet = picked
     if conf.enable_ipv6:
-        free6 = _free(conf.candidate_subnets_v6(), taken6)
-        if not free6:
-            raise AllocationError(
-                f"out of IPv6 subnets: all {conf.subnet_count_v6()} /{conf.ipv6_subnet_len} subnets of IPv6Network "
-                f"{conf.ipv6_network} between IPv6SubnetMin {conf.ipv6_subnet_min} and IPv6SubnetMax "
-                f"{conf.ipv6_subnet_max} are leased (`podnet overlay leases` lists them)"
-            )
-        picked6 = pick.choice(free6)
+        picked6 = _pick(pick, conf.candidate_subnets_v6(), taken6,
+                        f"out of IPv6 subnets: all {conf.subnet_count_v6()} /{conf.ipv6_subnet_len} subnets of "
+                        f"IPv6Network {conf.ipv6_network} between IPv6SubnetMin {conf.ipv6_subnet_min} and "
+                        f"IPv6SubnetMax {conf.ipv6_subnet_max} are leased (`podnet overlay leases` lists them)")
         assert isinstance(picked6, ipaddress.IPv6Network)
         subnet_v6 = picked6
     return Choice("new", subnet, drop=drop, subnet_v6=subnet_v6)
