@@ -94,7 +94,33 @@ OBJECTS = [
 ]
 
 
-class Env:
+class StoreObjects:
+    """The objects of a test env, written straight into its store (as the API server would store them)."""
+
+    store_url: str
+    _store: Any = None
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            from podnet.store import open_store
+
+            self._store = open_store(self.store_url)
+        return self._store
+
+    def put(self, obj: dict[str, Any]) -> None:
+        from podnet.store import keys
+
+        meta = obj["metadata"]
+        self.store.put(keys.resource(obj["kind"], meta["namespace"], meta["name"]), json.dumps(obj).encode())
+
+    def delete(self, kind: str, name: str) -> None:
+        from podnet.store import keys
+
+        self.store.delete(keys.resource(kind, "default", name))
+
+
+class Env(StoreObjects):
     def __init__(self, mode: str, tmp: Path) -> None:
         self.mode = mode
         self.tmp = tmp
@@ -170,26 +196,6 @@ class Env:
                 netns.remove(ns)
             except OSError:
                 pass
-
-    # ---- store -----------------------------------------------------------------------------------
-    @property
-    def store(self) -> Any:
-        if self._store is None:
-            from podnet.store import open_store
-
-            self._store = open_store(self.store_url)
-        return self._store
-
-    def put(self, obj: dict[str, Any]) -> None:
-        from podnet.store import keys
-
-        meta = obj["metadata"]
-        self.store.put(keys.resource(obj["kind"], meta["namespace"], meta["name"]), json.dumps(obj).encode())
-
-    def delete(self, kind: str, name: str) -> None:
-        from podnet.store import keys
-
-        self.store.delete(keys.resource(kind, "default", name))
 
     # ---- proxy -------------------------------------------------------------------------------------
     def start_proxy(self) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.proxy.pxcluster import PROBE, sh
+from tests.integration.proxy.pxcluster import PROBE, StoreObjects, sh
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +110,7 @@ OBJECTS = [
 ]
 
 
-class DualEnv:
+class DualEnv(StoreObjects):
     def __init__(self, mode: str, tmp: Path) -> None:
         tag = secrets.token_hex(2)
         self.mode, self.tmp = mode, tmp
@@ -183,25 +183,6 @@ class DualEnv:
                 netns.remove(ns)
             except OSError:
                 pass
-
-    @property
-    def store(self) -> Any:
-        if self._store is None:
-            from podnet.store import open_store
-
-            self._store = open_store(self.store_url)
-        return self._store
-
-    def put(self, obj: dict[str, Any]) -> None:
-        from podnet.store import keys
-
-        meta = obj["metadata"]
-        self.store.put(keys.resource(obj["kind"], meta["namespace"], meta["name"]), json.dumps(obj).encode())
-
-    def delete(self, kind: str, name: str) -> None:
-        from podnet.store import keys
-
-        self.store.delete(keys.resource(kind, "default", name))
 
     def start_proxy(self) -> None:
         cfg = self.tmp / "proxy.yaml"
