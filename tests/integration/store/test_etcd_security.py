@@ -107,10 +107,9 @@ def test_username_password_and_token_renewal(auth_cluster: EtcdCluster) -> None:
         before = logins
         time.sleep(2.5)  # the 1 s token has expired by now
         store.put("/auth/k", b"2", lease=lease)
-        # The expired token was renewed by logging in again.  On a loaded
-        # machine a later call may also find its token expired (1 s TTL),
-        # so only the renewal caused by the sleep is counted exactly.
-        assert logins == before + 1
+        # The expired token was renewed by logging in again. With a 1 s TTL a loaded machine can let it
+        # expire again between the RPCs of one write, so renewals are counted as "at least one".
+        assert logins > before
         kv = store.get("/auth/k")
         assert kv is not None and kv.value == b"2"
         assert store.keepalive(lease) == 30
