@@ -97,7 +97,19 @@ class EtcdCluster:
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 20.0) -> EtcdCluster:
+    def start(self, timeout: float = 20.0, attempts: int = 3) -> EtcdCluster:
+        """Start the members; a port that free_port() found free can be taken before etcd binds it (by
+        another process's outgoing connection), so a cluster whose member lost that race is made again on
+        new ports, up to `attempts` times."""
+        for attempt in range(attempts):
+            try:
+                return self._start(timeout)
+            except RuntimeError as e:
+                if "address already in use" not in str(e) or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> EtcdCluster:
         base = self.base_dir or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
         self.workdir = Path(tempfile.mkdtemp(prefix="pn-etcd-", dir=base))
         _LIVE.add(self)
